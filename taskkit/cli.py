@@ -1,0 +1,272 @@
+"""The ``taskkit`` command line: a thin layer of click over the library.
+
+:func:`main` is the one place in taskkit that ends the process: it turns every
+:class:`~taskkit.exceptions.TaskkitError` into one line on stderr and its documented exit code,
+usage mistakes into exit 64, Ctrl-C into 130, and nothing a user does into a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, NoReturn
+
+import click
+
+from taskkit import __version__
+from taskkit.exceptions import (
+    EX_INTERRUPTED,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_USAGE,
+    TaskkitError,
+    from_os_error,
+)
+
+if TYPE_CHECKING:
+    from taskkit.hashing import HashResult
+    from taskkit.statcache import StatCache
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _say(kind: str, message: str) -> None:
+    """One line on stderr, never more: newlines in ``message`` are shown escaped."""
+    text = message.replace("\n", "\\n").replace("\r", "\\r")
+    click.echo(f"taskkit: {kind}: {text}", err=True)
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _say("warning" if record.levelno < logging.ERROR else "error", record.getMessage())
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"
+)
+def cli() -> None:
+    """Goal-seeking, idempotent tasks for Azure Batch.
+
+    \b
+    Examples:
+      taskkit hash data/                  digest every file under data/
+      taskkit hash --json big.bin         one JSON object per file
+    """
+
+
+def _escape(path: str) -> tuple[bytes, bool]:
+    """The path as bytes for a checksum line, escaped the way coreutils and xxhsum do it."""
+    raw = os.fsencode(path)
+    if b"\\" in raw or b"\n" in raw or b"\r" in raw:
+        return raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r"), True
+    return raw, False
+
+
+@cli.command("hash", context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Threads for hashing large files [default: the CPUs this process may use].",
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Read every file; neither consult nor update the stat-cache."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per file: path, digest, size, cached (or error / skipped).",
+)
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="End with one line on stderr: files, bytes, seconds, cache hits.",
+)
+def hash_command(
+    paths: tuple[str, ...], jobs: int | None, no_cache: bool, as_json: bool, summary: bool
+) -> int:
+    """Print the taskkit digest of each file; directories are walked in sorted order.
+
+    Each line is ``DIGEST  PATH`` as xxhsum and sha256sum write it (a line starting with a
+    backslash has its path's backslashes and newlines escaped). A digest is
+    ``xxh3-128:<hex>``: for files up to 8 MiB the same value as ``xxhsum -H2``, for larger
+    files the hash of their 8 MiB chunk hashes, computed on every core.
+
+    Files unchanged since they were last hashed come from the stat-cache without being read
+    (its folder: $TASKKIT_CACHE_DIR, else $AZ_BATCH_NODE_SHARED_DIR/taskkit, else the user
+    cache). FIFOs, sockets and devices are skipped with a warning. A path that cannot be
+    read gets one line on stderr, the other paths are still hashed, and the exit code is
+    that of the first failure (66: not found, 77: permission denied, 74: I/O error).
+    ``-`` hashes standard input.
+
+    \b
+    Examples:
+      taskkit hash data/ model.bin
+      taskkit hash --no-cache -j 4 /mnt/batch/tasks/shared/inputs
+      taskkit hash --json data/ | jq -r 'select(.cached == false) | .path'
+      tar c data | taskkit hash -
+    """
+    from taskkit.hashing import FileDigest
+    from taskkit.statcache import StatCache
+    from taskkit.walk import Failed, Skipped
+
+    out = sys.stdout.buffer
+    started = time.perf_counter()
+    exit_code = EX_OK
+    counts = {"files": 0, "bytes": 0, "cached": 0, "failed": 0, "skipped": 0}
+    cache = None if no_cache else StatCache.open()
+    try:
+        for result in _results(paths, jobs, cache):
+            if isinstance(result, FileDigest):
+                counts["files"] += 1
+                counts["bytes"] += result.size
+                counts["cached"] += result.cached
+                if as_json:
+                    _json_line(
+                        out,
+                        {
+                            "path": result.path,
+                            "digest": str(result.digest),
+                            "size": result.size,
+                            "cached": result.cached,
+                        },
+                    )
+                else:
+                    shown, escaped = _escape(result.path)
+                    out.write(
+                        b"%s%s  %s\n"
+                        % (b"\\" if escaped else b"", str(result.digest).encode(), shown)
+                    )
+            elif isinstance(result, Skipped):
+                counts["skipped"] += 1
+                _say("warning", f"skipped {result.path!r}: {result.reason}")
+                if as_json:
+                    _json_line(out, {"path": result.path, "skipped": result.reason})
+            elif isinstance(result, Failed):
+                counts["failed"] += 1
+                _say("error", str(result.error))
+                if as_json:
+                    _json_line(
+                        out,
+                        {
+                            "path": result.path,
+                            "error": str(result.error),
+                            "exit_code": result.error.exit_code,
+                        },
+                    )
+                if exit_code == EX_OK:
+                    exit_code = result.error.exit_code
+    finally:
+        if cache is not None:
+            cache.close()
+    out.flush()
+    if summary:
+        seconds = time.perf_counter() - started
+        click.echo(
+            f"taskkit: hashed {counts['files']} files, {_size(counts['bytes'])} in "
+            f"{seconds:.2f} s ({counts['cached']} from the stat-cache, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed)",
+            err=True,
+        )
+    return exit_code
+
+
+def _results(
+    paths: tuple[str, ...],
+    jobs: int | None,
+    cache: StatCache | None,
+) -> Iterator[HashResult]:
+    """:func:`~taskkit.hashing.hash_paths` over ``paths``, with ``-`` standing for stdin."""
+    from taskkit.digest import StreamHasher
+    from taskkit.hashing import FileDigest, hash_paths
+
+    start = 0
+    for i, path in enumerate(paths):
+        if path != "-":
+            continue
+        yield from hash_paths(paths[start:i], jobs=jobs, cache=cache)
+        hasher = StreamHasher()
+        stream = sys.stdin.buffer
+        while block := stream.read(1 << 20):
+            hasher.update(block)
+        yield FileDigest("-", hasher.digest(), hasher.size, False, hasher.chunks)
+        start = i + 1
+    yield from hash_paths(paths[start:], jobs=jobs, cache=cache)
+
+
+def _json_line(out: IO[bytes], obj: dict[str, object]) -> None:
+    out.write(json.dumps(obj).encode() + b"\n")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line and exit with its code. The only caller of ``sys.exit``."""
+    handler = _WarningHandler()
+    logger = logging.getLogger("taskkit")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="taskkit",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        code = EX_USAGE
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _say("error", f"{exc.format_message()}{hint}")
+        code = EX_USAGE
+    except click.ClickException as exc:
+        _say("error", exc.format_message())
+        code = EX_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        _say("error", "interrupted")
+        code = EX_INTERRUPTED
+    except TaskkitError as exc:
+        _say("error", str(exc))
+        code = exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (``taskkit hash | head``): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    except OSError as exc:
+        failure = from_os_error(exc, "cannot proceed")
+        _say("error", str(failure))
+        code = failure.exit_code
+    except Exception as exc:
+        if os.environ.get("TASKKIT_DEBUG"):
+            raise
+        _say(
+            "error",
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
+        )
+        code = EX_SOFTWARE
+    finally:
+        logger.removeHandler(handler)
+    sys.exit(code if isinstance(code, int) else EX_OK)

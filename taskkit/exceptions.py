@@ -1,0 +1,146 @@
+"""Every exception taskkit raises on purpose, and the exit code each one stands for.
+
+The tree::
+
+    TaskkitError                          root; catch this to catch everything taskkit raises
+    +-- TaskFailure                       the work could not be done; ``exit_code`` says why
+    |   +-- UsageError          64        a command line that makes no sense
+    |   +-- DataError           65        ValueError: bytes are not what they should be
+    |   +-- InputNotFound       66        FileNotFoundError: a named input does not exist
+    |   +-- IOFailure           74        OSError: reading or writing local files failed
+    |   +-- TransientError      75        worth retrying: throttling, timeouts, lost connections
+    |   +-- PermissionDenied    77        PermissionError: an input or target may not be touched
+    |   +-- ConfigError         78        ValueError: settings, spec or credentials are wrong
+    +-- MisuseError             70        TypeError: the library API was called wrongly (a bug in
+                                          the caller's code, never a fault of the data)
+
+The codes follow BSD ``sysexits.h`` so that shell users and Azure Batch exit conditions can
+tell a retryable failure (75) from a permanent one. Only :func:`taskkit.cli.main` turns an
+exception into a process exit; the library raises.
+
+Classes that describe a filesystem condition also derive from the built-in a caller already
+catches: ``except FileNotFoundError`` sees :class:`InputNotFound`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "IOFailure",
+    "InputNotFound",
+    "MisuseError",
+    "PermissionDenied",
+    "TaskFailure",
+    "TaskkitError",
+    "TransientError",
+    "UsageError",
+]
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+EX_INTERRUPTED = 130
+
+
+class TaskkitError(Exception):
+    """Root of every exception taskkit raises on purpose."""
+
+    exit_code: ClassVar[int] = EX_SOFTWARE
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TaskFailure(TaskkitError):
+    """The work could not be done. ``exit_code`` and ``retryable`` tell Batch what to do next."""
+
+
+class UsageError(TaskFailure):
+    """The command line makes no sense (an unknown option, a malformed argument)."""
+
+    exit_code = EX_USAGE
+
+
+class DataError(TaskFailure, ValueError):
+    """Bytes are not what they should be: a digest mismatch, a malformed digest string."""
+
+    exit_code = EX_DATAERR
+
+
+class _PathFailure(TaskFailure, OSError):
+    """A failure about one path; ``filename`` and ``errno`` are set as on an ``OSError``."""
+
+    def __init__(
+        self, message: str, *, path: str | os.PathLike[str] | None = None, errno: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.filename = None if path is None else os.fspath(path)
+        self.errno = errno
+
+
+class InputNotFound(_PathFailure, FileNotFoundError):
+    """A named input does not exist (a local path, a blob, a prefix that lists nothing)."""
+
+    exit_code = EX_NOINPUT
+
+
+class IOFailure(_PathFailure):
+    """Reading or writing local files failed: disk full, a read error, a file that changed."""
+
+    exit_code = EX_IOERR
+
+
+class PermissionDenied(_PathFailure, PermissionError):
+    """An input may not be read, or a target may not be written."""
+
+    exit_code = EX_NOPERM
+
+
+class TransientError(TaskFailure):
+    """A failure that a later attempt may not meet: throttling, a timeout, a refused connection."""
+
+    exit_code = EX_TEMPFAIL
+    retryable = True
+
+
+class ConfigError(TaskFailure, ValueError):
+    """Settings, a spec file or credentials are wrong; retrying will not help."""
+
+    exit_code = EX_CONFIG
+
+
+class MisuseError(TaskkitError, TypeError):
+    """The library API was called wrongly: a bug in the calling code, not a fault of the data."""
+
+    exit_code = EX_SOFTWARE
+
+
+def from_os_error(exc: OSError, what: str) -> TaskFailure:
+    """Translate an ``OSError`` met while touching a local path into a :class:`TaskFailure`.
+
+    ``what`` names the action for the message, e.g. ``"cannot hash"``. The caller raises the
+    result ``from exc`` so the cause is kept.
+    """
+    path = exc.filename
+    reason = (exc.strerror or str(exc)).lower()
+    shown = f"{what} {path!r}: {reason}" if path is not None else f"{what}: {reason}"
+    if isinstance(exc, FileNotFoundError):
+        return InputNotFound(shown, path=path, errno=exc.errno)
+    if isinstance(exc, PermissionError):
+        return PermissionDenied(shown, path=path, errno=exc.errno)
+    return IOFailure(shown, path=path, errno=exc.errno)

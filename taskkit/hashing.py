@@ -1,0 +1,436 @@
+"""Hashing files: one large file on every core, many small files in one fast pass.
+
+How the work is shared out:
+
+* A file of at most :data:`~taskkit.digest.CHUNK_SIZE` bytes is read and hashed by the calling
+  thread in one pass. Handing tiny files to threads costs more than it saves: Python threads
+  contend for the GIL between the many short system calls (measured in ``bench/hash_bench.py``).
+* A larger file is cut into chunks, and the chunks are hashed by a pool of ``jobs`` threads with
+  positional reads on one shared descriptor. ``xxhash`` and the reads release the GIL, so the
+  chunks really run in parallel; meanwhile the calling thread goes on with the small files.
+* Results come out in input order. At most :data:`MAX_PENDING` files are in flight.
+
+Memory: each pool thread reuses one :data:`~taskkit.digest.READ_SIZE` (512 KiB) buffer and the
+calling thread one more, so reading costs ``(jobs + 1) * 512 KiB`` whatever the file sizes; on
+top come 16 bytes per chunk of the files in flight and the stat-cache batches (a few hundred
+entries).
+
+A file that changes while it is read (its size, mtime or ctime differ before and after) is read
+again, up to :data:`ATTEMPTS` times, then reported as failed: a digest is never reported for
+bytes that were not all there at once as far as ``stat`` can tell.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+
+import xxhash
+
+from taskkit.digest import CHUNK_SIZE, READ_SIZE, Digest, chunk_count, combine_chunks
+from taskkit.exceptions import IOFailure, MisuseError, from_os_error
+from taskkit.statcache import CacheEntry, FileStat, StatCache
+from taskkit.walk import Failed, FileEntry, Skipped, describe_mode, walk
+
+__all__ = [
+    "ATTEMPTS",
+    "MAX_PENDING",
+    "FileDigest",
+    "HashResult",
+    "default_jobs",
+    "hash_chunks",
+    "hash_file",
+    "hash_paths",
+]
+
+ATTEMPTS = 3
+MAX_PENDING = 1024
+_WINDOW = 256
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """The digest of one file. ``cached`` is true when it came from the stat-cache unread."""
+
+    path: str
+    digest: Digest
+    size: int
+    cached: bool
+    chunks: tuple[bytes, ...] = field(repr=False)
+
+
+HashResult = FileDigest | Skipped | Failed
+"""What :func:`hash_paths` yields for each path: a digest, a path passed over, or a failure."""
+
+
+def default_jobs() -> int:
+    """The number of CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Changed(Exception):
+    """The file's size or times moved while it was read."""
+
+
+def _check_jobs(jobs: int | None) -> int:
+    if jobs is None:
+        return default_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise MisuseError(f"jobs must be a whole number >= 1, not {jobs!r}")
+    return jobs
+
+
+if hasattr(os, "preadv"):
+
+    def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+        return os.preadv(fd, [view], offset)
+
+else:  # pragma: no cover - Windows: no positional reads, so reads of one descriptor take turns
+    _seek_lock = threading.Lock()
+
+    def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+        with _seek_lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.readv(fd, [view])
+
+
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_local, "buffer", None)
+    if view is None:
+        view = _local.buffer = memoryview(bytearray(READ_SIZE))
+    return view
+
+
+def _hash_range(fd: int, offset: int, length: int) -> bytes:
+    """The XXH3-128 of ``length`` bytes of ``fd`` from ``offset``, read in cache-sized pieces."""
+    buf = _buffer()
+    end = offset + length
+    if length <= READ_SIZE:
+        got = 0
+        while got < length:
+            n = _pread_into(fd, buf[got:length], offset + got)
+            if n == 0:
+                raise _Changed
+            got += n
+        return xxhash.xxh3_128_digest(buf[:length])
+    hasher = xxhash.xxh3_128()
+    while offset < end:
+        n = _pread_into(fd, buf[: min(READ_SIZE, end - offset)], offset)
+        if n == 0:
+            raise _Changed
+        hasher.update(buf[:n])
+        offset += n
+    return hasher.digest()
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (
+        a.st_size == b.st_size
+        and a.st_mtime_ns == b.st_mtime_ns
+        and a.st_ctime_ns == b.st_ctime_ns
+        and a.st_ino == b.st_ino
+    )
+
+
+def _gather(futures: list[Future[bytes]]) -> tuple[bytes, ...]:
+    """Every chunk digest; on a failure, the first error once no chunk still reads the file."""
+    for i, future in enumerate(futures):
+        error = future.exception()
+        if error is not None:
+            rest = futures[i + 1 :]
+            for other in rest:
+                other.cancel()
+            for other in rest:
+                if not other.cancelled():
+                    other.exception()
+            raise error
+    return tuple(future.result() for future in futures)
+
+
+@dataclass(slots=True)
+class _Large:
+    """A large file whose chunks are being hashed by the pool."""
+
+    entry: FileEntry
+    key: bytes
+    fd: int
+    before: os.stat_result
+    recorded_ns: int
+    futures: list[Future[bytes]]
+    attempt: int
+
+
+def hash_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    recurse: bool = True,
+) -> Iterator[HashResult]:
+    """Hash every regular file named by ``paths`` (directories walked when ``recurse``).
+
+    Yields one result per file in order (see :mod:`taskkit.walk` for the order and for what is
+    skipped). With a ``cache``, unchanged files are not read and new digests are recorded.
+    Closing the iterator early stops the work and still records what was hashed.
+    """
+    workers = _check_jobs(jobs)
+    run = _Run(cache, workers)
+    try:
+        yield from run.results(walk(paths, recurse=recurse))
+    finally:
+        run.close()
+
+
+def hash_file(
+    path: str | os.PathLike[str], *, jobs: int | None = None, cache: StatCache | None = None
+) -> FileDigest:
+    """The digest of one regular file; a failure is raised as a :class:`TaskFailure`."""
+    (result,) = hash_paths([path], jobs=jobs, cache=cache, recurse=False)
+    if isinstance(result, Failed):
+        raise result.error
+    if isinstance(result, Skipped):
+        raise IOFailure(
+            f"cannot hash {result.path!r}: {result.reason}", path=result.path, errno=errno.EINVAL
+        )
+    return result
+
+
+def hash_chunks(
+    path: str | os.PathLike[str],
+    first: int = 0,
+    count: int | None = None,
+    *,
+    jobs: int | None = None,
+) -> list[bytes]:
+    """The digests of chunks ``first``, ``first + 1``, ... of a file as it is now on disk.
+
+    Chunks past the end of the file are not returned; a short last chunk is hashed as it is.
+    Staging uses this to check the chunks of a partial download before it resumes.
+    """
+    workers = _check_jobs(jobs)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise from_os_error(exc, "cannot hash") from exc
+    try:
+        size = os.fstat(fd).st_size
+        last = (
+            -(-size // CHUNK_SIZE) if count is None else min(first + count, -(-size // CHUNK_SIZE))
+        )
+        spans = [
+            (i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE)) for i in range(first, last)
+        ]
+        try:
+            if workers == 1 or len(spans) < 2:
+                return [_hash_range(fd, off, n) for off, n in spans]
+            with ThreadPoolExecutor(min(workers, len(spans))) as pool:
+                return list(pool.map(lambda span: _hash_range(fd, *span), spans))
+        except _Changed:
+            raise IOFailure(
+                f"cannot hash {os.fspath(path)!r}: it shrank while being read", path=path
+            ) from None
+        except OSError as exc:
+            raise from_os_error(exc, "cannot hash") from exc
+    finally:
+        os.close(fd)
+
+
+class _Run:
+    """One call of :func:`hash_paths`: the pool, the files in flight, the cache writes."""
+
+    def __init__(
+        self, cache: StatCache | None, jobs: int, clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.cache = cache
+        self.clock = cache.clock if cache is not None else clock
+        self.jobs = jobs
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_flight: deque[HashResult | _Large] = deque()
+        self.chunks_in_flight = 0
+        self.to_record: list[CacheEntry] = []
+
+    def close(self) -> None:
+        for item in self.in_flight:
+            if isinstance(item, _Large):
+                for future in item.futures:
+                    future.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        for item in self.in_flight:
+            if isinstance(item, _Large):
+                os.close(item.fd)
+        self.in_flight.clear()
+        self._flush()
+
+    def results(self, items: Iterator[FileEntry | Skipped | Failed]) -> Iterator[HashResult]:
+        while window := list(islice(items, _WINDOW)):
+            keys = [
+                os.fsencode(item.abspath) if isinstance(item, FileEntry) else b"" for item in window
+            ]
+            known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
+            for item, key in zip(window, keys, strict=True):
+                if isinstance(item, FileEntry):
+                    self.in_flight.append(self._start(item, key, known.get(key)))
+                else:
+                    self.in_flight.append(item)
+                while self.in_flight and (
+                    not isinstance(self.in_flight[0], _Large)
+                    or len(self.in_flight) > MAX_PENDING
+                    or self.chunks_in_flight > MAX_PENDING
+                ):
+                    yield self._finish(self.in_flight.popleft())
+            if len(self.to_record) >= 4 * _WINDOW:
+                self._flush()
+        while self.in_flight:
+            yield self._finish(self.in_flight.popleft())
+
+    def _start(
+        self,
+        entry: FileEntry,
+        key: bytes,
+        known: CacheEntry | None,
+    ) -> HashResult | _Large:
+        """Answer from the cache, hash a small file now, or hand a large one to the pool."""
+        if known is not None:
+            try:
+                st = entry.stat or os.stat(entry.abspath)
+            except OSError as exc:
+                return Failed(entry.path, from_os_error(exc, "cannot hash"))
+            if stat.S_ISREG(st.st_mode) and StatCache.fresh(known, st):
+                return FileDigest(entry.path, known.digest, st.st_size, True, known.chunks)
+        return self._read(entry, key, 1)
+
+    def _read(self, entry: FileEntry, key: bytes, attempt: int) -> HashResult | _Large:
+        recorded_ns = self.clock()
+        try:
+            fd = os.open(entry.abspath, _OPEN_FLAGS)
+        except OSError as exc:
+            exc.filename = entry.path
+            return Failed(entry.path, from_os_error(exc, "cannot hash"))
+        handed_over = False
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return Skipped(entry.path, f"{describe_mode(before.st_mode)}, not a regular file")
+            if before.st_size > CHUNK_SIZE:
+                handed_over = True
+                return self._submit(entry, key, fd, before, recorded_ns, attempt)
+            digest = _hash_range(fd, 0, before.st_size)
+            # One read cannot see a torn write that the stat-cache would keep (the racy guard
+            # refuses such entries); several reads check that nothing moved in between.
+            if before.st_size > READ_SIZE and not _same(before, os.fstat(fd)):
+                raise _Changed
+        except _Changed:
+            return self._changed(entry, key, attempt)
+        except OSError as exc:
+            exc.filename = entry.path
+            return Failed(entry.path, from_os_error(exc, "cannot hash"))
+        finally:
+            if not handed_over:
+                os.close(fd)
+        return self._done(entry, key, before, recorded_ns, (digest,))
+
+    def _submit(
+        self,
+        entry: FileEntry,
+        key: bytes,
+        fd: int,
+        before: os.stat_result,
+        recorded_ns: int,
+        attempt: int,
+    ) -> _Large:
+        size = before.st_size
+        if self.jobs == 1:
+            futures: list[Future[bytes]] = []
+            for i in range(chunk_count(size)):
+                future: Future[bytes] = Future()
+                try:
+                    future.set_result(
+                        _hash_range(fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE))
+                    )
+                except (_Changed, OSError) as exc:
+                    future.set_exception(exc)
+                futures.append(future)
+        else:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
+            futures = [
+                self.pool.submit(
+                    _hash_range, fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE)
+                )
+                for i in range(chunk_count(size))
+            ]
+        self.chunks_in_flight += len(futures)
+        return _Large(entry, key, fd, before, recorded_ns, futures, attempt)
+
+    def _finish(self, item: HashResult | _Large) -> HashResult:
+        """The result of an item in flight, waiting for its chunks if it has any."""
+        if not isinstance(item, _Large):
+            return item
+        self.chunks_in_flight -= len(item.futures)
+        try:
+            chunks = _gather(item.futures)
+            if not _same(item.before, os.fstat(item.fd)):
+                raise _Changed
+        except _Changed:
+            return self._changed(item.entry, item.key, item.attempt)
+        except OSError as exc:
+            exc.filename = item.entry.path
+            return Failed(item.entry.path, from_os_error(exc, "cannot hash"))
+        finally:
+            os.close(item.fd)
+        return self._done(item.entry, item.key, item.before, item.recorded_ns, chunks)
+
+    def _changed(self, entry: FileEntry, key: bytes, attempt: int) -> HashResult:
+        if attempt < ATTEMPTS:
+            return self._finish(self._read(entry, key, attempt + 1))
+        return Failed(
+            entry.path,
+            IOFailure(
+                f"cannot hash {entry.path!r}: it kept changing while being read "
+                f"({ATTEMPTS} attempts)",
+                path=entry.path,
+                errno=errno.EAGAIN,
+            ),
+        )
+
+    def _done(
+        self,
+        entry: FileEntry,
+        key: bytes,
+        st: os.stat_result,
+        recorded_ns: int,
+        chunks: tuple[bytes, ...],
+    ) -> FileDigest:
+        digest = combine_chunks(st.st_size, chunks)
+        if self.cache is not None:
+            self.to_record.append(
+                CacheEntry(key, FileStat.from_stat(st), digest, chunks, recorded_ns)
+            )
+        return FileDigest(entry.path, digest, st.st_size, False, chunks)
+
+    def _flush(self) -> None:
+        if self.cache is not None and self.to_record:
+            records, self.to_record = self.to_record, []
+            self.cache.record(records)

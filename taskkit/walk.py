@@ -1,0 +1,147 @@
+"""Turning the paths a user names into the regular files behind them.
+
+Directories are walked depth first. Entries are ordered by name, a directory's name compared as
+if it ended in ``/`` (git's index order), so the files of one walk come out in the order of their
+full paths (byte order, for UTF-8 names): the stat-cache reads them back as ranges.
+
+Symbolic links are followed, to files and to directories. A directory that is already being
+walked higher up (a link loop) is skipped with a reason, never entered twice; a link that points
+nowhere, or into a loop of links, is a failure of that path. FIFOs, sockets and devices are
+skipped with a reason and never opened, so nothing here can block.
+
+Nothing here raises for a bad path: each problem is yielded as :class:`Failed` or
+:class:`Skipped` in its place, and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from taskkit.exceptions import TaskFailure, from_os_error
+
+__all__ = ["Failed", "FileEntry", "Skipped", "describe_mode", "walk"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A regular file found by the walk. ``stat`` is set when the walk had to stat it anyway."""
+
+    path: str
+    abspath: str
+    root: int
+    stat: os.stat_result | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A path that is not a regular file and was passed over, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A path that could not be read, and the error that says why."""
+
+    path: str
+    error: TaskFailure
+
+
+def describe_mode(mode: int) -> str:
+    """What kind of non-regular file ``mode`` describes, for messages."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def walk(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recurse: bool = True,
+) -> Iterator[FileEntry | Skipped | Failed]:
+    """The regular files named by ``paths``, in order, directories expanded when ``recurse``."""
+    for root, arg in enumerate(paths):
+        path = os.fspath(arg)
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError) as exc:
+            yield Failed(path, _path_error(exc, path))
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield FileEntry(path, os.path.abspath(path), root, st)
+        elif stat.S_ISDIR(st.st_mode) and recurse:
+            yield from _walk_dir(path, os.path.abspath(path), root, {(st.st_dev, st.st_ino)})
+        else:
+            yield Skipped(path, f"{describe_mode(st.st_mode)}, not a regular file")
+
+
+def _path_error(exc: OSError | ValueError, path: str) -> TaskFailure:
+    if isinstance(exc, ValueError):  # an embedded NUL byte
+        exc = OSError(22, "invalid path (NUL byte)", path)
+    if exc.filename is None:
+        exc.filename = path
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        exc.strerror = "broken symbolic link"
+    return from_os_error(exc, "cannot read")
+
+
+def _order(entry: os.DirEntry[str]) -> str:
+    try:
+        return entry.name + "/" if entry.is_dir() else entry.name
+    except OSError:
+        return entry.name
+
+
+def _walk_dir(
+    path: str,
+    abspath: str,
+    root: int,
+    ancestors: set[tuple[int, int]],
+) -> Iterator[FileEntry | Skipped | Failed]:
+    try:
+        with os.scandir(abspath) as it:
+            entries = sorted(it, key=_order)
+    except OSError as exc:
+        yield Failed(path, _path_error(exc, path))
+        return
+    prefix = os.path.join(path, "")
+    abs_prefix = os.path.join(abspath, "")
+    for entry in entries:
+        name = entry.name
+        try:
+            if entry.is_file(follow_symlinks=False):
+                yield FileEntry(prefix + name, abs_prefix + name, root)
+                continue
+            if entry.is_symlink():
+                st = os.stat(abs_prefix + name)
+            else:
+                st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            exc.filename = prefix + name
+            yield Failed(prefix + name, _path_error(exc, prefix + name))
+            continue
+        child = prefix + name
+        kind = st.st_mode
+        if stat.S_ISREG(kind):
+            yield FileEntry(child, abs_prefix + name, root, st)
+        elif stat.S_ISDIR(kind):
+            ident = (st.st_dev, st.st_ino)
+            if ident in ancestors:
+                yield Skipped(child, "a link back to a directory being walked (a loop)")
+                continue
+            ancestors.add(ident)
+            yield from _walk_dir(child, abs_prefix + name, root, ancestors)
+            ancestors.discard(ident)
+        else:
+            yield Skipped(child, f"{describe_mode(kind)}, not a regular file")
