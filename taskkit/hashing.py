@@ -53,6 +53,8 @@ __all__ = [
 
 ATTEMPTS = 3
 MAX_PENDING = 1024
+#: Chunks in one work item of the pool at most (512 MiB).
+RUN_CHUNKS = 64
 _WINDOW = 256
 _OPEN_FLAGS = (
     os.O_RDONLY
@@ -153,7 +155,23 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
-def _gather(futures: list[Future[bytes]]) -> tuple[bytes, ...]:
+def _hash_run(fd: int, size: int, first: int, count: int) -> list[bytes]:
+    """The digests of ``count`` consecutive chunks of a file of ``size`` bytes."""
+    return [
+        _hash_range(fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE))
+        for i in range(first, first + count)
+    ]
+
+
+def _runs(chunks: int, jobs: int, first: int = 0) -> list[tuple[int, int]]:
+    """Chunks ``first ..`` cut into runs for the pool: about four runs per thread, so that the
+    threads finish together, and at most :data:`RUN_CHUNKS` chunks each, so that a huge file is
+    a bounded number of work items."""
+    per_run = min(RUN_CHUNKS, max(1, -(-chunks // (4 * jobs))))
+    return [(i, min(per_run, first + chunks - i)) for i in range(first, first + chunks, per_run)]
+
+
+def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
     """Every chunk digest; on a failure, the first error once no chunk still reads the file."""
     for i, future in enumerate(futures):
         error = future.exception()
@@ -165,7 +183,7 @@ def _gather(futures: list[Future[bytes]]) -> tuple[bytes, ...]:
                 if not other.cancelled():
                     other.exception()
             raise error
-    return tuple(future.result() for future in futures)
+    return tuple(digest for future in futures for digest in future.result())
 
 
 @dataclass(slots=True)
@@ -177,7 +195,7 @@ class _Large:
     fd: int
     before: os.stat_result
     recorded_ns: int
-    futures: list[Future[bytes]]
+    futures: list[Future[list[bytes]]]
     attempt: int
 
 
@@ -235,17 +253,14 @@ def hash_chunks(
         raise from_os_error(exc, "cannot hash") from exc
     try:
         size = os.fstat(fd).st_size
-        last = (
-            -(-size // CHUNK_SIZE) if count is None else min(first + count, -(-size // CHUNK_SIZE))
-        )
-        spans = [
-            (i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE)) for i in range(first, last)
-        ]
+        available = max(0, -(-size // CHUNK_SIZE) - first)
+        runs = _runs(available if count is None else min(count, available), workers, first)
         try:
-            if workers == 1 or len(spans) < 2:
-                return [_hash_range(fd, off, n) for off, n in spans]
-            with ThreadPoolExecutor(min(workers, len(spans))) as pool:
-                return list(pool.map(lambda span: _hash_range(fd, *span), spans))
+            if workers == 1 or len(runs) < 2:
+                return [d for run in runs for d in _hash_run(fd, size, *run)]
+            with ThreadPoolExecutor(min(workers, len(runs))) as pool:
+                parts = pool.map(lambda run: _hash_run(fd, size, *run), runs)
+                return [d for part in parts for d in part]
         except _Changed:
             raise IOFailure(
                 f"cannot hash {os.fspath(path)!r}: it shrank while being read", path=path
@@ -267,7 +282,7 @@ class _Run:
         self.jobs = jobs
         self.pool: ThreadPoolExecutor | None = None
         self.in_flight: deque[HashResult | _Large] = deque()
-        self.chunks_in_flight = 0
+        self.units_in_flight = 0
         self.to_record: list[CacheEntry] = []
 
     def close(self) -> None:
@@ -297,7 +312,7 @@ class _Run:
                 while self.in_flight and (
                     not isinstance(self.in_flight[0], _Large)
                     or len(self.in_flight) > MAX_PENDING
-                    or self.chunks_in_flight > MAX_PENDING
+                    or self.units_in_flight > MAX_PENDING
                 ):
                     yield self._finish(self.in_flight.popleft())
             if len(self.to_record) >= 4 * _WINDOW:
@@ -360,35 +375,28 @@ class _Run:
         recorded_ns: int,
         attempt: int,
     ) -> _Large:
-        size = before.st_size
-        if self.jobs == 1:
-            futures: list[Future[bytes]] = []
-            for i in range(chunk_count(size)):
-                future: Future[bytes] = Future()
+        runs = _runs(chunk_count(before.st_size), self.jobs)
+        futures: list[Future[list[bytes]]] = []
+        for first, count in runs:
+            if self.jobs == 1:
+                future: Future[list[bytes]] = Future()
                 try:
-                    future.set_result(
-                        _hash_range(fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE))
-                    )
+                    future.set_result(_hash_run(fd, before.st_size, first, count))
                 except (_Changed, OSError) as exc:
                     future.set_exception(exc)
-                futures.append(future)
-        else:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
-            futures = [
-                self.pool.submit(
-                    _hash_range, fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE)
-                )
-                for i in range(chunk_count(size))
-            ]
-        self.chunks_in_flight += len(futures)
+            else:
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
+                future = self.pool.submit(_hash_run, fd, before.st_size, first, count)
+            futures.append(future)
+        self.units_in_flight += len(futures)
         return _Large(entry, key, fd, before, recorded_ns, futures, attempt)
 
     def _finish(self, item: HashResult | _Large) -> HashResult:
         """The result of an item in flight, waiting for its chunks if it has any."""
         if not isinstance(item, _Large):
             return item
-        self.chunks_in_flight -= len(item.futures)
+        self.units_in_flight -= len(item.futures)
         try:
             chunks = _gather(item.futures)
             if not _same(item.before, os.fstat(item.fd)):
