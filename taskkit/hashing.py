@@ -37,7 +37,7 @@ import xxhash
 
 from taskkit.digest import CHUNK_SIZE, READ_SIZE, Digest, chunk_count, combine_chunks
 from taskkit.exceptions import IOFailure, MisuseError, from_os_error
-from taskkit.statcache import CacheEntry, FileStat, StatCache
+from taskkit.statcache import CacheEntry, StatCache
 from taskkit.walk import Failed, FileEntry, Skipped, describe_mode, walk
 
 __all__ = [
@@ -433,9 +433,7 @@ class _Run:
     ) -> FileDigest:
         digest = combine_chunks(st.st_size, chunks)
         if self.cache is not None:
-            self.to_record.append(
-                CacheEntry(key, FileStat.from_stat(st), digest, chunks, recorded_ns)
-            )
+            self.to_record.append(CacheEntry.of(key, st, digest, chunks, recorded_ns))
         return FileDigest(entry.path, digest, st.st_size, False, chunks)
 
     def _flush(self) -> None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import xxhash
 
@@ -100,6 +101,18 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= _I64 else value
 
 
+_IDENT = struct.Struct("<5q")
+
+
+def _ident(st: os.stat_result | FileStat) -> bytes:
+    """A file version's identity packed as stored: dev, ino, size, mtime_ns, ctime_ns."""
+    if isinstance(st, FileStat):
+        return _IDENT.pack(_signed(st.dev), _signed(st.ino), st.size, st.mtime_ns, st.ctime_ns)
+    return _IDENT.pack(
+        _signed(st.st_dev), _signed(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """The identity of one version of a file, as ``stat`` reports it."""
@@ -114,38 +127,68 @@ class FileStat:
     def from_stat(cls, st: os.stat_result) -> FileStat:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def pack(self) -> bytes:
-        return struct.pack(
-            "<5q", _signed(self.dev), _signed(self.ino), self.size, self.mtime_ns, self.ctime_ns
-        )
 
-    @property
-    def touched_ns(self) -> int:
-        """The last time the file's content or metadata changed."""
-        return max(self.mtime_ns, self.ctime_ns)
+class CacheEntry(NamedTuple):
+    """What the cache knows of one path: an immutable value.
 
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """What the cache knows of one path."""
+    ``path`` is a :func:`path_key`; ``ident`` the packed identity of the file version that was
+    hashed (see :attr:`stat`); ``recorded_ns`` when it was recorded (taken before the file was
+    read); ``source`` and ``etag`` where its bytes came from. Build one with :meth:`of`.
+    """
 
     path: bytes
-    stat: FileStat
+    ident: bytes
     digest: Digest
     chunks: tuple[bytes, ...]
     recorded_ns: int
     source: str | None = None
     etag: str | None = None
 
-    def row(self) -> tuple[bytes, bytes, bytes, bytes | None, int, str | None, str | None, int]:
-        ident = self.stat.pack()
+    @classmethod
+    def of(
+        cls,
+        path: bytes,
+        stat: FileStat | os.stat_result,
+        digest: Digest,
+        chunks: tuple[bytes, ...],
+        recorded_ns: int,
+        source: str | None = None,
+        etag: str | None = None,
+    ) -> CacheEntry:
+        return cls(path, _ident(stat), digest, chunks, recorded_ns, source, etag)
+
+    @property
+    def stat(self) -> FileStat:
+        dev, ino, size, mtime_ns, ctime_ns = _IDENT.unpack(self.ident)
+        return FileStat(dev % (1 << 64), ino % (1 << 64), size, mtime_ns, ctime_ns)
+
+    @classmethod
+    def _from_row(cls, row: _Row) -> CacheEntry | None:
+        """The entry a row holds, or None if the row fails its checksum."""
+        path, ident, digest, chunks, recorded_ns, source, etag, checksum = row
+        if _checksum(path, ident, digest, chunks, recorded_ns, source, etag) != checksum:
+            return None
+        parts = (
+            (digest,)
+            if chunks is None
+            else tuple(chunks[i : i + 16] for i in range(0, len(chunks), 16))
+        )
+        return cls(path, ident, Digest(digest), parts, recorded_ns, source, etag)
+
+    def _row(self) -> _Row:
         chunks = b"".join(self.chunks) if len(self.chunks) > 1 else None
         checksum = _checksum(
-            self.path, ident, self.digest.value, chunks, self.recorded_ns, self.source, self.etag
+            self.path,
+            self.ident,
+            self.digest.value,
+            chunks,
+            self.recorded_ns,
+            self.source,
+            self.etag,
         )
         return (
             self.path,
-            ident,
+            self.ident,
             self.digest.value,
             chunks,
             self.recorded_ns,
@@ -153,6 +196,10 @@ class CacheEntry:
             self.etag,
             checksum,
         )
+
+
+_Row = tuple[bytes, bytes, bytes, "bytes | None", int, "str | None", "str | None", int]
+_LENGTHS = struct.Struct("<4Qq")
 
 
 def _checksum(
@@ -164,35 +211,16 @@ def _checksum(
     source: str | None,
     etag: str | None,
 ) -> int:
-    h = xxhash.xxh3_64()
-    for part in (
-        path,
-        ident,
-        digest,
-        chunks or b"",
-        str(recorded_ns).encode(),
-        (source or "").encode("utf-8", "surrogateescape"),
-        (etag or "").encode("utf-8", "surrogateescape"),
-    ):
-        h.update(struct.pack("<Q", len(part)))
-        h.update(part)
-    return _signed(h.intdigest())
-
-
-def _entry(
-    row: tuple[bytes, bytes, bytes, bytes | None, int, str | None, str | None, int],
-) -> CacheEntry | None:
-    path, ident, digest, chunks, recorded_ns, source, etag, checksum = row
-    if _checksum(path, ident, digest, chunks, recorded_ns, source, etag) != checksum:
-        return None
-    dev, ino, size, mtime_ns, ctime_ns = struct.unpack("<5q", ident)
-    stat = FileStat(dev % (1 << 64), ino % (1 << 64), size, mtime_ns, ctime_ns)
-    parts = (
-        (digest,)
-        if chunks is None
-        else tuple(chunks[i : i + 16] for i in range(0, len(chunks), 16))
-    )
-    return CacheEntry(path, stat, Digest(digest), parts, recorded_ns, source, etag)
+    """XXH3-64 over every field of a row, each length-prefixed so fields cannot trade bytes."""
+    extra = b""
+    src = et = b""
+    if source is not None or etag is not None:
+        src = (source or "").encode("utf-8", "surrogateescape")
+        et = (etag or "").encode("utf-8", "surrogateescape")
+        extra = src + et
+    chunks = chunks or b""
+    head = _LENGTHS.pack(len(path), len(chunks), len(src), len(et), recorded_ns)
+    return _signed(xxhash.xxh3_64_intdigest(head + path + ident + digest + chunks + extra))
 
 
 class StatCache:
@@ -255,7 +283,7 @@ class StatCache:
                 sql = f"SELECT * FROM files WHERE path IN ({','.join('?' * len(batch))})"
                 params = batch
             for row in self._query(sql, params):
-                entry = _entry(row)
+                entry = CacheEntry._from_row(row)
                 if entry is not None:
                     found[entry.path] = entry
         return found
@@ -269,14 +297,17 @@ class StatCache:
     @staticmethod
     def fresh(entry: CacheEntry, st: os.stat_result | FileStat) -> bool:
         """Whether ``entry`` may be trusted for a file whose current version is ``st``."""
-        current = st if isinstance(st, FileStat) else FileStat.from_stat(st)
-        return entry.stat == current and current.touched_ns + RACY_WINDOW_NS <= entry.recorded_ns
+        if isinstance(st, FileStat):
+            touched = max(st.mtime_ns, st.ctime_ns)
+        else:
+            touched = max(st.st_mtime_ns, st.st_ctime_ns)
+        return touched + RACY_WINDOW_NS <= entry.recorded_ns and entry.ident == _ident(st)
 
     # -- writing -------------------------------------------------------------------------------
 
     def record(self, entries: Iterable[CacheEntry]) -> None:
         """Store ``entries`` in one short transaction, replacing what was there."""
-        rows = [entry.row() for entry in entries]
+        rows = [entry._row() for entry in entries]
         if rows:
             self._write("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
 
@@ -288,7 +319,7 @@ class StatCache:
 
     # -- the database, and what to do when it fails ----------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[bytes]) -> list[tuple]:  # type: ignore[type-arg]
+    def _query(self, sql: str, params: Sequence[bytes]) -> list[_Row]:
         with self._lock:
             for _ in range(2):
                 db = self._connect()

@@ -28,7 +28,7 @@ LATER = 10 * RACY_WINDOW_NS
 
 def entry_for(path: Path, digest_of: bytes, recorded_ns: int, **kw: str) -> CacheEntry:
     digest = hash_bytes(digest_of)
-    return CacheEntry(
+    return CacheEntry.of(
         path_key(path),
         FileStat.from_stat(os.stat(path)),
         digest,
@@ -143,7 +143,7 @@ def test_a_truncated_cache_file_is_set_aside(tmp_path: Path) -> None:
         cache.record(
             [entry_for(f, b"x", 2**62)]
             + [
-                CacheEntry(
+                CacheEntry.of(
                     b"/p%d" % i,
                     FileStat(1, i, 1, 1, 1),
                     hash_bytes(b"%d" % i),
@@ -186,7 +186,7 @@ def test_64_bit_device_and_inode_numbers_round_trip(tmp_path: Path) -> None:
     stat = FileStat(2**64 - 1, 2**63, 5, 1, 2)
     digest = hash_bytes(b"v")
     with StatCache.open(tmp_path / "c") as cache:
-        cache.record([CacheEntry(b"/x", stat, digest, (digest.value,), 3)])
+        cache.record([CacheEntry.of(b"/x", stat, digest, (digest.value,), 3)])
         (got,) = cache.lookup([b"/x"]).values()
     assert got.stat == stat
 
@@ -197,7 +197,7 @@ def test_unsorted_keys_and_forget(tmp_path: Path) -> None:
     keys = [b"/b", b"/a", b"/c"]
     with StatCache.open(tmp_path / "c") as cache:
         cache.record(
-            [CacheEntry(k, FileStat(1, 1, 1, 1, 1), digest, (digest.value,), 3) for k in keys]
+            [CacheEntry.of(k, FileStat(1, 1, 1, 1, 1), digest, (digest.value,), 3) for k in keys]
         )
         assert set(cache.lookup(keys)) == set(keys)
         cache.forget([b"/a"])
