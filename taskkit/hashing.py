@@ -29,9 +29,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import islice
+from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
@@ -39,6 +38,9 @@ from taskkit.digest import CHUNK_SIZE, READ_SIZE, Digest, chunk_count, combine_c
 from taskkit.exceptions import IOFailure, MisuseError, from_os_error
 from taskkit.statcache import CacheEntry, StatCache
 from taskkit.walk import Failed, FileEntry, Skipped, describe_mode, walk
+
+if TYPE_CHECKING:  # the pool is imported when a large file first needs it
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = [
     "ATTEMPTS",
@@ -65,15 +67,23 @@ _OPEN_FLAGS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class FileDigest:
-    """The digest of one file. ``cached`` is true when it came from the stat-cache unread."""
+class FileDigest(NamedTuple):
+    """The digest of one file. ``cached`` is true when it came from the stat-cache unread.
+
+    ``chunks`` are the 16-byte digests of its 8 MiB chunks (one for a file of one chunk).
+    """
 
     path: str
     digest: Digest
     size: int
     cached: bool
-    chunks: tuple[bytes, ...] = field(repr=False)
+    chunks: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"FileDigest(path={self.path!r}, digest={self.digest!r}, size={self.size}, "
+            f"cached={self.cached}, chunks=<{len(self.chunks)}>)"
+        )
 
 
 HashResult = FileDigest | Skipped | Failed
@@ -186,8 +196,7 @@ def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
     return tuple(digest for future in futures for digest in future.result())
 
 
-@dataclass(slots=True)
-class _Large:
+class _Large(NamedTuple):
     """A large file whose chunks are being hashed by the pool."""
 
     entry: FileEntry
@@ -258,6 +267,8 @@ def hash_chunks(
         try:
             if workers == 1 or len(runs) < 2:
                 return [d for run in runs for d in _hash_run(fd, size, *run)]
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(min(workers, len(runs))) as pool:
                 parts = pool.map(lambda run: _hash_run(fd, size, *run), runs)
                 return [d for part in parts for d in part]
@@ -299,17 +310,20 @@ class _Run:
         self._flush()
 
     def results(self, items: Iterator[FileEntry | Skipped | Failed]) -> Iterator[HashResult]:
+        in_flight = self.in_flight
+        fsencode = os.fsencode
         while window := list(islice(items, _WINDOW)):
-            keys = [
-                os.fsencode(item.abspath) if isinstance(item, FileEntry) else b"" for item in window
-            ]
+            keys = [fsencode(item.abspath) if type(item) is FileEntry else b"" for item in window]
             known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
             for item, key in zip(window, keys, strict=True):
-                if isinstance(item, FileEntry):
-                    self.in_flight.append(self._start(item, key, known.get(key)))
-                else:
-                    self.in_flight.append(item)
-                while self.in_flight and (
+                result = (
+                    self._start(item, key, known.get(key)) if isinstance(item, FileEntry) else item
+                )
+                if not in_flight and not isinstance(result, _Large):
+                    yield result  # the common case: nothing is waiting before it
+                    continue
+                in_flight.append(result)
+                while in_flight and (
                     not isinstance(self.in_flight[0], _Large)
                     or len(self.in_flight) > MAX_PENDING
                     or self.units_in_flight > MAX_PENDING
@@ -332,7 +346,7 @@ class _Run:
                 st = entry.stat or os.stat(entry.abspath)
             except OSError as exc:
                 return Failed(entry.path, from_os_error(exc, "cannot hash"))
-            if stat.S_ISREG(st.st_mode) and StatCache.fresh(known, st):
+            if StatCache.fresh(known, st) and stat.S_ISREG(st.st_mode):
                 return FileDigest(entry.path, known.digest, st.st_size, True, known.chunks)
         return self._read(entry, key, 1)
 
@@ -348,13 +362,17 @@ class _Run:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 return Skipped(entry.path, f"{describe_mode(before.st_mode)}, not a regular file")
-            if before.st_size > CHUNK_SIZE:
+            if before.st_size > CHUNK_SIZE and self.jobs > 1:
                 handed_over = True
                 return self._submit(entry, key, fd, before, recorded_ns, attempt)
-            digest = _hash_range(fd, 0, before.st_size)
+            size = before.st_size
+            if size <= CHUNK_SIZE:
+                chunks: tuple[bytes, ...] = (_hash_range(fd, 0, size),)
+            else:
+                chunks = tuple(_hash_run(fd, size, 0, chunk_count(size)))
             # One read cannot see a torn write that the stat-cache would keep (the racy guard
             # refuses such entries); several reads check that nothing moved in between.
-            if before.st_size > READ_SIZE and not _same(before, os.fstat(fd)):
+            if size > READ_SIZE and not _same(before, os.fstat(fd)):
                 raise _Changed
         except _Changed:
             return self._changed(entry, key, attempt)
@@ -364,7 +382,7 @@ class _Run:
         finally:
             if not handed_over:
                 os.close(fd)
-        return self._done(entry, key, before, recorded_ns, (digest,))
+        return self._done(entry, key, before, recorded_ns, chunks)
 
     def _submit(
         self,
@@ -375,20 +393,14 @@ class _Run:
         recorded_ns: int,
         attempt: int,
     ) -> _Large:
-        runs = _runs(chunk_count(before.st_size), self.jobs)
-        futures: list[Future[list[bytes]]] = []
-        for first, count in runs:
-            if self.jobs == 1:
-                future: Future[list[bytes]] = Future()
-                try:
-                    future.set_result(_hash_run(fd, before.st_size, first, count))
-                except (_Changed, OSError) as exc:
-                    future.set_exception(exc)
-            else:
-                if self.pool is None:
-                    self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
-                future = self.pool.submit(_hash_run, fd, before.st_size, first, count)
-            futures.append(future)
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
+        futures = [
+            self.pool.submit(_hash_run, fd, before.st_size, first, count)
+            for first, count in _runs(chunk_count(before.st_size), self.jobs)
+        ]
         self.units_in_flight += len(futures)
         return _Large(entry, key, fd, before, recorded_ns, futures, attempt)
 
@@ -431,7 +443,7 @@ class _Run:
         recorded_ns: int,
         chunks: tuple[bytes, ...],
     ) -> FileDigest:
-        digest = combine_chunks(st.st_size, chunks)
+        digest = Digest(chunks[0]) if len(chunks) == 1 else combine_chunks(st.st_size, chunks)
         if self.cache is not None:
             self.to_record.append(CacheEntry.of(key, st, digest, chunks, recorded_ns))
         return FileDigest(entry.path, digest, st.st_size, False, chunks)

@@ -18,16 +18,18 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from taskkit.exceptions import TaskFailure, from_os_error
 
 __all__ = ["Failed", "FileEntry", "Skipped", "describe_mode", "walk"]
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """A regular file found by the walk. ``stat`` is set when the walk had to stat it anyway."""
+class FileEntry(NamedTuple):
+    """A regular file found by the walk. ``stat`` is set when the walk had to stat it anyway.
+
+    ``abspath`` is absolute and normalised; ``root`` is the index of the argument it came from.
+    """
 
     path: str
     abspath: str
@@ -35,16 +37,14 @@ class FileEntry:
     stat: os.stat_result | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
+class Skipped(NamedTuple):
     """A path that is not a regular file and was passed over, and why."""
 
     path: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     """A path that could not be read, and the error that says why."""
 
     path: str

@@ -106,9 +106,14 @@ def test_a_row_whose_bytes_were_altered_is_a_miss(tmp_path: Path) -> None:
     with StatCache.open(tmp_path / "c") as cache:
         cache.record([entry_for(f, b"abc", os.stat(f).st_ctime_ns + LATER)])
     db = sqlite3.connect(tmp_path / "c" / FILE_NAME)
-    db.execute("UPDATE files SET digest = ?", (hash_bytes(b"evil").value,))
+    ((raw,),) = db.execute("SELECT entry FROM files").fetchall()
+    evil = hash_bytes(b"evil").value
+    db.execute("UPDATE files SET entry = ?", (raw.replace(hash_bytes(b"abc").value, evil),))
+    db.execute("INSERT INTO files VALUES (?, ?)", (b"/short", raw[:20]))
     db.commit()
     db.close()
+    with StatCache.open(tmp_path / "c") as cache:
+        assert cache.lookup([b"/short"]) == {}
     with StatCache.open(tmp_path / "c") as cache:
         assert cache.get(f, os.stat(f)) is None
 
