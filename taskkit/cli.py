@@ -47,7 +47,19 @@ class _WarningHandler(logging.Handler):
         _say("warning" if record.levelno < logging.ERROR else "error", record.getMessage())
 
 
-@click.group(context_settings=CONTEXT)
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, kept from click, which would print a blank line first."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(
     __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"
 )
@@ -242,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.ClickException as exc:
         _say("error", exc.format_message())
         code = EX_USAGE
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt, _Interrupted):
         _say("error", "interrupted")
         code = EX_INTERRUPTED
     except TaskkitError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +300,40 @@ def test_internal_errors_are_one_line_exit_70(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "internal error: RuntimeError: boom" in err
+
+
+def many_files(root: Path, count: int) -> None:
+    for i in range(count):
+        sub = root / f"d{i % 20:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:05d}").write_bytes(i.to_bytes(4, "little") * 64)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_leaves_a_usable_cache(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C (one line, exit 130) or kill -9 mid-run; the next run is complete and correct."""
+    data = tmp_path / "data"
+    many_files(data, 20000)
+    proc = subprocess.Popen(
+        [*TASKKIT, "hash", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the run is under way: output has started
+    assert first
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert err.decode() == "taskkit: error: interrupted\n"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert len(out.splitlines()) + 1 < 20000  # it really was stopped part-way
+    again = run("hash", str(data))
+    assert again.returncode == 0
+    assert again.stderr == b""
+    lines = again.stdout.decode().splitlines()
+    assert len(lines) == 20000
+    expected = {str(p): str(hash_bytes(p.read_bytes())) for p in data.rglob("f*")}
+    assert dict(line.split("  ", 1)[::-1] for line in lines) == expected
+    db = sqlite3.connect(tmp_path / "cache" / "statcache-v1.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
