@@ -212,7 +212,7 @@ def _results(
         stream = sys.stdin.buffer
         while block := stream.read(1 << 20):
             hasher.update(block)
-        yield FileDigest("-", hasher.digest(), hasher.size, False, hasher.chunks)
+        yield FileDigest("-", hasher.digest(), hasher.size, False, hasher.all_chunks())
         start = i + 1
     yield from hash_paths(paths[start:], jobs=jobs, cache=cache)
 

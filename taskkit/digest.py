@@ -167,9 +167,13 @@ class StreamHasher:
         self._current = xxhash.xxh3_128()
         self._filled = 0
 
+    def all_chunks(self) -> tuple[bytes, ...]:
+        """The digests of every chunk so far, a partial last chunk included: what
+        :meth:`digest` combines."""
+        if self._filled or not self._chunks:
+            return (*self._chunks, self._current.digest())
+        return tuple(self._chunks)
+
     def digest(self) -> Digest:
         """The digest of everything hashed so far; the hasher can go on being updated."""
-        chunks = list(self._chunks)
-        if self._filled or not chunks:
-            chunks.append(self._current.digest())
-        return combine_chunks(self._size, chunks)
+        return combine_chunks(self._size, self.all_chunks())

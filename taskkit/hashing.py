@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
-from taskkit.digest import CHUNK_SIZE, READ_SIZE, Digest, chunk_count, combine_chunks
+from taskkit.digest import (
+    CHUNK_SIZE,
+    READ_SIZE,
+    Digest,
+    StreamHasher,
+    chunk_count,
+    combine_chunks,
+)
 from taskkit.exceptions import IOFailure, MisuseError, from_os_error
 from taskkit.statcache import CacheEntry, StatCache
 from taskkit.walk import Failed, FileEntry, Skipped, describe_mode, walk
@@ -369,6 +376,8 @@ class _Run:
                 handed_over = True
                 return self._submit(entry, key, fd, before, recorded_ns, attempt)
             size = before.st_size
+            if size == 0:  # empty, or a file whose size says nothing (/proc, /sys)
+                return self._stream(entry, fd, before, key, recorded_ns)
             if size <= CHUNK_SIZE:
                 chunks: tuple[bytes, ...] = (_hash_range(fd, 0, size),)
             else:
@@ -378,6 +387,8 @@ class _Run:
             if size > READ_SIZE and not _same(before, os.fstat(fd)):
                 raise _Changed
         except _Changed:
+            if _same(before, os.fstat(fd)):  # fewer bytes than stat says, yet nothing moved
+                return self._stream(entry, fd, before, key, recorded_ns)
             return self._changed(entry, key, attempt)
         except OSError as exc:
             exc.filename = entry.path
@@ -385,6 +396,23 @@ class _Run:
         finally:
             if not handed_over:
                 os.close(fd)
+        return self._done(entry, key, before, recorded_ns, chunks)
+
+    def _stream(
+        self, entry: FileEntry, fd: int, before: os.stat_result, key: bytes, recorded_ns: int
+    ) -> HashResult:
+        """Hash whatever the file yields up to its end, for files whose size cannot be trusted.
+
+        Pseudo-files (procfs, sysfs) report a size of 0 or 4096 whatever they hold. Their
+        digest is that of the bytes read; they are cached only if those match the stat."""
+        hasher = StreamHasher()
+        buf = _buffer()
+        while n := _pread_into(fd, buf, hasher.size):
+            hasher.update(buf[:n])
+        chunks = hasher.all_chunks()
+        if hasher.size != before.st_size:
+            digest = combine_chunks(hasher.size, chunks)
+            return FileDigest(entry.path, digest, hasher.size, False, chunks)
         return self._done(entry, key, before, recorded_ns, chunks)
 
     def _submit(

@@ -56,6 +56,7 @@ log = logging.getLogger("taskkit")
 #: in the two seconds before they were hashed.
 RACY_WINDOW_NS = 2_000_000_000
 FILE_NAME = "statcache-v1.sqlite3"
+SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 _LOOKUP_BATCH = 500
 _I64 = 1 << 63
@@ -63,7 +64,7 @@ _I64 = 1 << 63
 # One row per path; the entry is one packed blob (see CacheEntry), which SQLite reads and writes
 # several times faster than the same fields as columns.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, entry BLOB NOT NULL) WITHOUT ROWID
+CREATE TABLE files (path BLOB PRIMARY KEY, entry BLOB NOT NULL) WITHOUT ROWID
 """
 
 
@@ -226,6 +227,29 @@ class CacheEntry(NamedTuple):
         )
 
 
+class _Incompatible(sqlite3.DatabaseError):
+    """The cache file holds something other than this version's schema."""
+
+
+def _ensure_schema(db: sqlite3.Connection) -> None:
+    """Create the schema in a new file; refuse a file that holds anything else."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if tables:
+                raise _Incompatible("tables of an unknown schema")
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise _Incompatible(f"schema {version}, this taskkit reads {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class StatCache:
     """A persistent map from a file version to its digest. See the module docstring.
 
@@ -364,19 +388,19 @@ class StatCache:
             db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+            st = os.stat(self.path)
         except (OSError, sqlite3.Error) as exc:
             self._disable(exc)
             return None
+        self._ident = (st.st_dev, st.st_ino)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
+            _ensure_schema(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             self._failed(exc)
             return self._db
-        st = os.stat(self.path)
-        self._ident = (st.st_dev, st.st_ino)
         self._db = db
         return db
 
@@ -389,24 +413,28 @@ class StatCache:
             # locked past the busy timeout, read-only, out of disk: the file may be fine.
             self._disable(exc)
             return
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+        kind = "incompatible" if isinstance(exc, _Incompatible) else "corrupt"
+        aside = self.path.with_name(f"{self.path.name}.{kind}-{time.time_ns()}")
         try:
             st = os.stat(self.path)
-            # Another process may have rebuilt it already; never set aside a healthy new file.
-            if self._ident is None or self._ident == (st.st_dev, st.st_ino):
+            # Another process may have rebuilt it already: never set aside a healthy new file.
+            if self._ident == (st.st_dev, st.st_ino):
                 os.replace(self.path, aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                log.warning(
+                    "stat-cache %s was %s (%s): set aside as %s and rebuilt",
+                    self.path,
+                    kind,
+                    exc,
+                    aside.name,
+                )
+        except FileNotFoundError:
+            pass  # another process set it aside first
         except OSError as err:
             self._disable(err)
             return
         self._ident = None
-        log.warning(
-            "stat-cache %s was corrupt (%s): set aside as %s and rebuilt",
-            self.path,
-            exc,
-            aside.name,
-        )
 
     def _disable(self, exc: BaseException) -> None:
         if not self._disabled:

@@ -197,3 +197,34 @@ def test_closing_early_records_what_was_hashed(tmp_path: Path) -> None:
     assert isinstance(first, FileDigest)
     assert cache.get(first.path, os.stat(first.path)) is not None
     cache.close()
+
+
+@pytest.mark.parametrize(
+    "pseudo",
+    [
+        "/proc/version",  # size 0, content not empty
+        "/sys/devices/system/cpu/online",  # size 4096, content a few bytes
+    ],
+)
+def test_pseudo_files_are_hashed_as_read_not_as_stat_says(pseudo: str) -> None:
+    """A procfs/sysfs file's digest is that of its content, whatever size stat reports."""
+    if not os.path.exists(pseudo):
+        pytest.skip(f"{pseudo} does not exist here")
+    with open(pseudo, "rb") as f:
+        content = f.read()
+    assert content
+    assert len(content) != os.stat(pseudo).st_size
+    result = hash_file(pseudo, jobs=1)
+    assert (result.digest, result.size) == (hash_bytes(content), len(content))
+
+
+def test_empty_files_hash_as_empty(tmp_path: Path) -> None:
+    """The zero-size path (which reads to the end) still gives the empty digest, and caches it."""
+    f = tmp_path / "empty"
+    f.touch()
+    cache = StatCache.open(tmp_path / "c", clock=lambda: 2**62)
+    first = hash_file(f, cache=cache)
+    again = hash_file(f, cache=cache)
+    assert first.digest == again.digest == hash_bytes(b"")
+    assert (first.cached, again.cached) == (False, True)
+    cache.close()

@@ -252,3 +252,26 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "cache" / FILE_NAME)
     assert db.execute("SELECT count(*) FROM files").fetchone() == (600,)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_cache_of_another_schema_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file holding another layout (older or newer taskkit) is set aside, never misread."""
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    other = sqlite3.connect(cache_dir / FILE_NAME)
+    other.execute("CREATE TABLE files (path BLOB PRIMARY KEY, digest TEXT)")
+    other.execute("INSERT INTO files VALUES (?, ?)", (path_key(tmp_path / "f"), "xxh3-128:00"))
+    other.commit()
+    other.close()
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    with caplog.at_level(logging.WARNING, logger="taskkit"), StatCache.open(cache_dir) as cache:
+        (result,) = hash_paths([f], cache=cache)
+    assert isinstance(result, FileDigest)
+    assert result.digest == hash_bytes(b"abc")
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"stat-cache {cache_dir / FILE_NAME} was incompatible"
+    ]
+    assert len(list(cache_dir.glob(f"{FILE_NAME}.incompatible-*"))) == 1
