@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -335,5 +336,5 @@ def test_an_interrupted_run_leaves_a_usable_cache(tmp_path: Path, sig: signal.Si
     assert len(lines) == 20000
     expected = {str(p): str(hash_bytes(p.read_bytes())) for p in data.rglob("f*")}
     assert dict(line.split("  ", 1)[::-1] for line in lines) == expected
-    db = sqlite3.connect(tmp_path / "cache" / "statcache-v1.sqlite3")
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache" / "statcache-v1.sqlite3")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

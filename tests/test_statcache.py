@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -24,6 +25,12 @@ from taskkit.statcache import (
 )
 
 LATER = 10 * RACY_WINDOW_NS
+
+
+def query(db_file: Path, sql: str) -> tuple[object, ...]:
+    """One row from the cache file, read with a connection of our own that is closed again."""
+    with contextlib.closing(sqlite3.connect(db_file)) as db:
+        return tuple(db.execute(sql).fetchone())
 
 
 def entry_for(path: Path, digest_of: bytes, recorded_ns: int, **kw: str) -> CacheEntry:
@@ -134,9 +141,7 @@ def test_a_corrupt_cache_file_is_set_aside_with_one_warning(
     assert len(caplog.records) == 1
     assert "corrupt" in caplog.records[0].getMessage()
     assert len(list(cache_dir.glob(f"{FILE_NAME}.corrupt-*"))) == 1
-    assert sqlite3.connect(cache_dir / FILE_NAME).execute(
-        "SELECT count(*) FROM files"
-    ).fetchone() == (1,)
+    assert query(cache_dir / FILE_NAME, "SELECT count(*) FROM files") == (1,)
 
 
 def test_a_truncated_cache_file_is_set_aside(tmp_path: Path) -> None:
@@ -159,7 +164,7 @@ def test_a_truncated_cache_file_is_set_aside(tmp_path: Path) -> None:
             ]
         )
     db_file = cache_dir / FILE_NAME
-    sqlite3.connect(db_file).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    query(db_file, "PRAGMA wal_checkpoint(TRUNCATE)")
     data = db_file.read_bytes()
     db_file.write_bytes(data[: len(data) // 2] + b"\xff" * 4096)
     with StatCache.open(cache_dir) as cache:
@@ -249,9 +254,8 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
         for line in out.splitlines():
             obj = json.loads(line)
             assert obj["digest"] == expected[obj["path"]]
-    db = sqlite3.connect(tmp_path / "cache" / FILE_NAME)
-    assert db.execute("SELECT count(*) FROM files").fetchone() == (600,)
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert query(tmp_path / "cache" / FILE_NAME, "SELECT count(*) FROM files") == (600,)
+    assert query(tmp_path / "cache" / FILE_NAME, "PRAGMA integrity_check") == ("ok",)
 
 
 def test_a_cache_of_another_schema_is_set_aside(
