@@ -23,6 +23,7 @@ from taskkit.exceptions import (
     EX_OK,
     EX_SOFTWARE,
     EX_USAGE,
+    IOFailure,
     TaskkitError,
     from_os_error,
 )
@@ -51,12 +52,18 @@ class _Interrupted(Exception):
     """Ctrl-C inside a command, kept from click, which would print a blank line first."""
 
 
+class _PipeClosed(Exception):
+    """The reader of stdout went away, kept from click, which would exit 1 by itself."""
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
             raise _Interrupted from exc
+        except BrokenPipeError as exc:
+            raise _PipeClosed from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -133,7 +140,7 @@ def hash_command(
     from taskkit.statcache import StatCache
     from taskkit.walk import Failed, Skipped
 
-    out = sys.stdout.buffer
+    out = _stream(sys.stdout, "output")
     started = time.perf_counter()
     exit_code = EX_OK
     counts = {"files": 0, "bytes": 0, "cached": 0, "failed": 0, "skipped": 0}
@@ -209,12 +216,19 @@ def _results(
             continue
         yield from hash_paths(paths[start:i], jobs=jobs, cache=cache)
         hasher = StreamHasher()
-        stream = sys.stdin.buffer
+        stream = _stream(sys.stdin, "input")
         while block := stream.read(1 << 20):
             hasher.update(block)
         yield FileDigest("-", hasher.digest(), hasher.size, False, hasher.all_chunks())
         start = i + 1
     yield from hash_paths(paths[start:], jobs=jobs, cache=cache)
+
+
+def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:
+    """The binary side of a standard stream; a closed one is an I/O failure, not a bug."""
+    if stream is None or stream.closed:
+        raise IOFailure(f"standard {name} is closed")
+    return stream.buffer  # type: ignore[attr-defined,no-any-return]
 
 
 def _json_line(out: IO[bytes], obj: dict[str, object]) -> None:
@@ -245,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_help())
+        _say("error", "no command given (see 'taskkit --help')")
         code = EX_USAGE
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
@@ -260,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except TaskkitError as exc:
         _say("error", str(exc))
         code = exc.exit_code
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # The reader went away (``taskkit hash | head``): not an error of ours. Point stdout at
         # devnull so the interpreter's final flush does not complain again.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -17,10 +17,10 @@ top come 16 bytes per chunk of the files in flight and the stat-cache batches (a
 entries).
 
 A file read in more than one piece is stat'ed before and after; if its size, mtime or ctime
-moved, it is read again, up to :data:`ATTEMPTS` times, then reported as failed, never with a
-digest of bytes from two versions. A file that fits one read (512 KiB) is as consistent as that
-read; either way the stat-cache keeps no entry it could later trust for a file written during
-its hashing (see :mod:`taskkit.statcache`).
+moved, it is read again, up to :data:`ATTEMPTS` times, then reported as failed. This is a best
+effort, as in every hashing tool: the kernel stamps a write's time when the write starts, so a
+write still in progress during the read (or writes through a shared mmap) can go unseen and give
+a digest of a mix of old and new bytes. Hash files once their writers are done.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 ATTEMPTS = 3
+#: How much a file whose size stat cannot tell (procfs, sysfs) may yield before it is refused:
+#: some, like /proc/self/pagemap, never end.
+STREAM_LIMIT = 64 * 1024 * 1024
 MAX_PENDING = 1024
 #: Chunks in one work item of the pool at most (512 MiB).
 RUN_CHUNKS = 64
@@ -409,6 +412,16 @@ class _Run:
         buf = _buffer()
         while n := _pread_into(fd, buf, hasher.size):
             hasher.update(buf[:n])
+            if hasher.size > max(before.st_size, STREAM_LIMIT):
+                return Failed(
+                    entry.path,
+                    IOFailure(
+                        f"cannot hash {entry.path!r}: stat says {before.st_size} bytes but it "
+                        f"yields more than {STREAM_LIMIT >> 20} MiB (a /proc or /sys file?)",
+                        path=entry.path,
+                        errno=errno.EFBIG,
+                    ),
+                )
         chunks = hasher.all_chunks()
         if hasher.size != before.st_size:
             digest = combine_chunks(hasher.size, chunks)

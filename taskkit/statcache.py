@@ -227,6 +227,24 @@ class CacheEntry(NamedTuple):
         )
 
 
+#: How many set-aside cache files are kept for a post-mortem; older ones are deleted.
+KEEP_SET_ASIDE = 3
+
+
+def _prune_set_aside(path: Path) -> None:
+    """Delete all but the newest :data:`KEEP_SET_ASIDE` set-aside copies of the cache file."""
+    aside = sorted(
+        (
+            p
+            for kind in ("corrupt", "incompatible")
+            for p in path.parent.glob(f"{path.name}.{kind}-*")
+        ),
+        key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else 0,
+    )
+    for old in aside[:-KEEP_SET_ASIDE]:
+        old.unlink(missing_ok=True)
+
+
 class _Incompatible(sqlite3.DatabaseError):
     """The cache file holds something other than this version's schema."""
 
@@ -420,6 +438,7 @@ class StatCache:
             # Another process may have rebuilt it already: never set aside a healthy new file.
             if self._ident == (st.st_dev, st.st_ino):
                 os.replace(self.path, aside)
+                _prune_set_aside(self.path)
                 for suffix in ("-wal", "-shm"):
                     Path(f"{self.path}{suffix}").unlink(missing_ok=True)
                 log.warning(

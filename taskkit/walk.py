@@ -1,8 +1,8 @@
 """Turning the paths a user names into the regular files behind them.
 
-Directories are walked depth first. Entries are ordered by name, a directory's name compared as
-if it ended in ``/`` (git's index order), so the files of one walk come out in the order of their
-full paths (byte order, for UTF-8 names): the stat-cache reads them back as ranges.
+Directories are walked depth first. Entries are ordered by the bytes of their name, a directory's
+name compared as if it ended in ``/`` (git's index order), so the files of one walk come out in
+the byte order of their full paths: the stat-cache reads them back as ranges.
 
 Symbolic links are followed, to files and to directories. A directory that is already being
 walked higher up (a link loop) is skipped with a reason, never entered twice; a link that points
@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from taskkit.exceptions import TaskFailure, from_os_error
+from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 
 __all__ = ["Failed", "FileEntry", "Skipped", "describe_mode", "walk"]
 
@@ -28,7 +28,8 @@ __all__ = ["Failed", "FileEntry", "Skipped", "describe_mode", "walk"]
 class FileEntry(NamedTuple):
     """A regular file found by the walk. ``stat`` is set when the walk had to stat it anyway.
 
-    ``abspath`` is absolute and normalised; ``root`` is the index of the argument it came from.
+    ``abspath`` is absolute, free of ``.`` and ``..``, and names the file the kernel opens for
+    ``path``; ``root`` is the index of the argument it came from.
     """
 
     path: str
@@ -71,17 +72,22 @@ def walk(
     recurse: bool = True,
 ) -> Iterator[FileEntry | Skipped | Failed]:
     """The regular files named by ``paths``, in order, directories expanded when ``recurse``."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise MisuseError(f"pass a list of paths, not one path: [{paths!r}]")
     for root, arg in enumerate(paths):
-        path = os.fspath(arg)
+        path = os.fsdecode(arg)
         try:
             st = os.stat(path)
+            # What the kernel opens: ``link/..`` is the parent of the link's target, which a
+            # textual normalisation (os.path.abspath) would get wrong.
+            real = os.path.realpath(path)
         except (OSError, ValueError) as exc:
             yield Failed(path, _path_error(exc, path))
             continue
         if stat.S_ISREG(st.st_mode):
-            yield FileEntry(path, os.path.abspath(path), root, st)
+            yield FileEntry(path, real, root, st)
         elif stat.S_ISDIR(st.st_mode) and recurse:
-            yield from _walk_dir(path, os.path.abspath(path), root, {(st.st_dev, st.st_ino)})
+            yield from _walk_tree(path, real, root, (st.st_dev, st.st_ino))
         else:
             yield Skipped(path, f"{describe_mode(st.st_mode)}, not a regular file")
 
@@ -89,59 +95,72 @@ def walk(
 def _path_error(exc: OSError | ValueError, path: str) -> TaskFailure:
     if isinstance(exc, ValueError):  # an embedded NUL byte
         exc = OSError(22, "invalid path (NUL byte)", path)
-    if exc.filename is None:
-        exc.filename = path
+    exc.filename = path
     if isinstance(exc, FileNotFoundError) and os.path.islink(path):
         exc.strerror = "broken symbolic link"
     return from_os_error(exc, "cannot read")
 
 
-def _order(entry: os.DirEntry[str]) -> str:
+def _order(entry: os.DirEntry[str]) -> bytes:
+    name = os.fsencode(entry.name)
     try:
-        return entry.name + "/" if entry.is_dir() else entry.name
+        return name + b"/" if entry.is_dir() else name
     except OSError:
-        return entry.name
+        return name
 
 
-def _walk_dir(
-    path: str,
-    abspath: str,
-    root: int,
-    ancestors: set[tuple[int, int]],
-) -> Iterator[FileEntry | Skipped | Failed]:
+def _listing(path: str, abspath: str) -> list[os.DirEntry[str]] | Failed:
     try:
         with os.scandir(abspath) as it:
-            entries = sorted(it, key=_order)
+            return sorted(it, key=_order)
     except OSError as exc:
-        yield Failed(path, _path_error(exc, path))
+        return Failed(path, _path_error(exc, path))
+
+
+def _walk_tree(
+    path: str, abspath: str, root: int, ident: tuple[int, int]
+) -> Iterator[FileEntry | Skipped | Failed]:
+    """Depth first with a stack of its own, so that no depth of directories can exhaust
+    Python's; a directory already on the stack (reached through a link) is not entered."""
+    listing = _listing(path, abspath)
+    if isinstance(listing, Failed):
+        yield listing
         return
-    prefix = os.path.join(path, "")
-    abs_prefix = os.path.join(abspath, "")
-    for entry in entries:
-        name = entry.name
-        try:
-            if entry.is_file(follow_symlinks=False):
-                yield FileEntry(prefix + name, abs_prefix + name, root)
+    on_stack = {ident}
+    frames = [(os.path.join(path, ""), os.path.join(abspath, ""), iter(listing), ident)]
+    while frames:
+        prefix, abs_prefix, entries, ident = frames[-1]
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    yield FileEntry(prefix + name, abs_prefix + name, root)
+                    continue
+                if entry.is_symlink():
+                    st = os.stat(abs_prefix + name)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                yield Failed(prefix + name, _path_error(exc, prefix + name))
                 continue
-            if entry.is_symlink():
-                st = os.stat(abs_prefix + name)
+            child = prefix + name
+            kind = st.st_mode
+            if stat.S_ISREG(kind):
+                yield FileEntry(child, abs_prefix + name, root, st)
+            elif stat.S_ISDIR(kind):
+                child_ident = (st.st_dev, st.st_ino)
+                if child_ident in on_stack:
+                    yield Skipped(child, "a link back to a directory being walked (a loop)")
+                    continue
+                sub = _listing(child, abs_prefix + name)
+                if isinstance(sub, Failed):
+                    yield sub
+                    continue
+                on_stack.add(child_ident)
+                frames.append((child + os.sep, abs_prefix + name + os.sep, iter(sub), child_ident))
+                break
             else:
-                st = entry.stat(follow_symlinks=False)
-        except OSError as exc:
-            exc.filename = prefix + name
-            yield Failed(prefix + name, _path_error(exc, prefix + name))
-            continue
-        child = prefix + name
-        kind = st.st_mode
-        if stat.S_ISREG(kind):
-            yield FileEntry(child, abs_prefix + name, root, st)
-        elif stat.S_ISDIR(kind):
-            ident = (st.st_dev, st.st_ino)
-            if ident in ancestors:
-                yield Skipped(child, "a link back to a directory being walked (a loop)")
-                continue
-            ancestors.add(ident)
-            yield from _walk_dir(child, abs_prefix + name, root, ancestors)
-            ancestors.discard(ident)
+                yield Skipped(child, f"{describe_mode(kind)}, not a regular file")
         else:
-            yield Skipped(child, f"{describe_mode(kind)}, not a regular file")
+            frames.pop()
+            on_stack.discard(ident)

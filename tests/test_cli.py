@@ -180,6 +180,7 @@ def test_unreadable_directory_is_reported_and_the_walk_goes_on(tmp_path: Path) -
     (tmp_path / "d" / "locked").chmod(0o755)
     assert proc.returncode == 77
     assert_one_line_error(proc.stderr)
+    assert "'d/locked'" in proc.stderr.decode()  # the path as the user wrote it
     assert proc.stdout.decode() == f"{hash_bytes(b'z')}  d/z\n"
 
 
@@ -228,11 +229,12 @@ def test_usage_errors_are_one_line_exit_64(args: list[str]) -> None:
     assert_one_line_error(proc.stderr)
 
 
-def test_no_arguments_shows_help() -> None:
-    """`taskkit` alone prints the help (and exits 64)."""
+def test_no_arguments_shows_help_and_one_error_line() -> None:
+    """`taskkit` alone prints the help on stdout, one error line on stderr, and exits 64."""
     proc = run()
     assert proc.returncode == 64
     assert b"Commands:" in proc.stdout
+    assert_one_line_error(proc.stderr)
 
 
 def test_version() -> None:
@@ -266,20 +268,56 @@ def test_help_does_not_import_azure_or_pydantic() -> None:
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_closed_stdout_pipe_is_not_a_traceback(tmp_path: Path) -> None:
-    """`taskkit hash ... | head -1` ends quietly."""
+def test_closed_stdout_pipe_is_exit_141_without_a_traceback(tmp_path: Path) -> None:
+    """`taskkit hash ... | head -1` ends quietly with the documented 141."""
     for i in range(3000):
         (tmp_path / f"f{i}").write_bytes(b"x")
+    script = f"{sys.executable} -m taskkit hash . | head -1; exit ${{PIPESTATUS[0]}}"
     proc = subprocess.run(
-        f"{sys.executable} -m taskkit hash . | head -1",
-        shell=True,
-        cwd=tmp_path,
-        check=False,
-        capture_output=True,
-        timeout=60,
+        ["bash", "-c", script], check=False, cwd=tmp_path, capture_output=True, timeout=60
     )
     assert len(proc.stdout.splitlines()) == 1
     assert proc.stderr == b""
+    assert proc.returncode == 141
+
+
+@pytest.mark.parametrize(("closed", "args"), [("stdout", ["hash", "f"]), ("stdin", ["hash", "-"])])
+def test_closed_standard_streams_are_an_io_error(
+    tmp_path: Path, closed: str, args: list[str]
+) -> None:
+    """A closed stdout or stdin is one line and exit 74, not an internal error."""
+    (tmp_path / "f").write_bytes(b"x")
+    redirect = ">&-" if closed == "stdout" else "<&-"
+    script = f"{sys.executable} -m taskkit {' '.join(args)} {redirect}"
+    proc = subprocess.run(
+        ["bash", "-c", script], check=False, cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 74
+    assert proc.stderr.decode() == f"taskkit: error: standard {closed[3:]}put is closed\n"
+
+
+def test_a_path_through_a_link_and_dotdot_is_what_the_kernel_opens(tmp_path: Path) -> None:
+    """`link/../f` names the file beside the link's target, not ./f."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("d/sub")
+    (tmp_path / "d" / "f").write_bytes(b"beside the target")
+    (tmp_path / "f").write_bytes(b"beside the link")
+    proc = run("hash", "link/../f", "link/..", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().splitlines() == [
+        f"{hash_bytes(b'beside the target')}  link/../f",
+        f"{hash_bytes(b'beside the target')}  link/../f",
+    ]
+
+
+def test_a_size_zero_file_that_never_ends_is_refused(tmp_path: Path) -> None:
+    """/proc/self/pagemap says 0 bytes and yields terabytes: one line, exit 74, promptly."""
+    if not os.path.exists("/proc/self/pagemap"):
+        pytest.skip("no /proc/self/pagemap here")
+    proc = run("hash", "--no-cache", "/proc/self/pagemap", timeout=60)
+    assert proc.returncode == 74
+    assert_one_line_error(proc.stderr)
+    assert "more than 64 MiB" in proc.stderr.decode()
 
 
 def test_internal_errors_are_one_line_exit_70(

@@ -279,3 +279,16 @@ def test_a_cache_of_another_schema_is_set_aside(
         f"stat-cache {cache_dir / FILE_NAME} was incompatible"
     ]
     assert len(list(cache_dir.glob(f"{FILE_NAME}.incompatible-*"))) == 1
+
+
+def test_only_the_newest_set_aside_copies_are_kept(tmp_path: Path) -> None:
+    """Repeated corruption does not pile up copies: the three newest stay."""
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    for _ in range(5):
+        (cache_dir / FILE_NAME).write_bytes(os.urandom(4096))
+        with StatCache.open(cache_dir) as cache:
+            assert [r.digest for r in hash_paths([f], cache=cache) if isinstance(r, FileDigest)]
+    assert len(list(cache_dir.glob(f"{FILE_NAME}.corrupt-*"))) == 3

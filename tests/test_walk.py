@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
-from taskkit.exceptions import InputNotFound
+import pytest
+
+from taskkit.exceptions import InputNotFound, MisuseError
 from taskkit.walk import Failed, FileEntry, Skipped, walk
 
 
@@ -34,11 +37,13 @@ def test_directories_are_walked_in_full_path_byte_order(tmp_path: Path) -> None:
     assert all(isinstance(r, FileEntry) and r.root == 0 for r in results)
 
 
-def test_explicit_paths_keep_their_order_and_spelling(tmp_path: Path) -> None:
+def test_explicit_paths_keep_their_order_and_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Named files come out as named, each tagged with its argument's index."""
     for n in "zab":
         (tmp_path / n).write_text(n)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     results = list(walk(["z", "./a", "b"]))
     assert names(results) == ["z", "./a", "b"]
     assert [r.root for r in results if isinstance(r, FileEntry)] == [0, 1, 2]
@@ -113,3 +118,38 @@ def test_names_that_are_not_utf8_are_walked(tmp_path: Path) -> None:
     (result,) = walk([tmp_path])
     assert isinstance(result, FileEntry)
     assert os.fsencode(result.path) == raw
+
+
+def test_non_utf8_names_sort_in_byte_order(tmp_path: Path) -> None:
+    """Order is by the bytes of the names, as `LC_ALL=C sort` gives it, whatever they encode."""
+    base = os.fsencode(str(tmp_path))
+    raw_names = [b"\xff", "\ue000".encode(), "\U0001f600".encode(), b"a", b"\xc3\xa9"]
+    for raw in raw_names:
+        with open(base + b"/" + raw, "wb") as f:
+            f.write(raw)
+    got = [os.fsencode(r.path)[len(base) + 1 :] for r in walk([tmp_path])]
+    assert got == sorted(raw_names)
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Depth is bounded by the filesystem, not by Python's stack."""
+    depth = sys.getrecursionlimit() + 100
+    monkeypatch.chdir(tmp_path)
+    for _ in range(depth):  # relative steps: the full path may exceed PATH_MAX
+        os.mkdir("d")
+        os.chdir("d")
+    with open("leaf", "wb") as f:
+        f.write(b"leaf")
+    os.chdir(tmp_path)
+    results = list(walk(["d"]))
+    assert len(results) == 1
+    assert isinstance(results[0], FileEntry)
+    assert results[0].path.count("d/") == depth
+
+
+def test_one_path_instead_of_a_list_is_a_misuse() -> None:
+    """walk("data") would walk d, a, t, a; it is refused instead."""
+    with pytest.raises(MisuseError):
+        list(walk("data"))  # type: ignore[arg-type]
