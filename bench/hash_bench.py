@@ -21,6 +21,10 @@ B. Many small files (``--files``, default 20,000 of 4 KiB in 40 directories):
      (``find -printf`` of size, times and inode; and ``os.scandir`` + ``os.stat`` in this process)
      as the floor for a warm run.
 
+C. The files of B again, with the page cache, dentries and inodes dropped before every run (root
+   only: ``/proc/sys/vm/drop_caches``), as after a node restart: the stat-cache's re-run against
+   ``--no-cache`` and the xxhsum pipeline, both of which must read every byte from disk.
+
 Also the start-up floor: ``python -c pass``, ``taskkit --version`` and importing the modules that
 ``taskkit hash`` needs, to show how much of a whole-process time is start-up.
 
@@ -637,6 +641,53 @@ def small_ratios(t: dict[str, Timing], startup: dict[str, Timing]) -> None:
         print(f"  {label:<66} {version / run:7.0%}  (bare python: {floor / run:.0%})")
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_caches() -> None:
+    """Empty the page cache, dentries and inodes: the disk as after a node restart."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+def section_cold_disk(root: Path, count: int, runs: int, workdir: Path, xxh: str | None) -> None:
+    """What the stat-cache is for: a re-run after the page cache is gone (a node restart, a
+    retry after other tasks pushed the data out). Needs root, to drop the caches."""
+    print(f"C. The same {count:,} files with the page cache, dentries and inodes dropped first")
+    if os.geteuid() != 0 or not os.access(DROP_CACHES, os.W_OK):
+        print("  skipped: dropping the caches needs root and a writable /proc/sys/vm/drop_caches")
+        print()
+        return
+    warm_env = {**os.environ, "TASKKIT_CACHE_DIR": str(workdir / "cache-warm")}
+    labels = {
+        "warm": "taskkit hash DIR, stat-cache filled (whole process)",
+        "nocache": "taskkit hash --no-cache DIR (whole process)",
+        "xx": "find | xargs -0 xxhsum -H2 (whole pipeline)",
+    }
+    variants = [
+        Variant(labels["warm"], command([TASKKIT, "hash", str(root)], env=warm_env), runs,
+                drop_caches, warmup=False),
+        Variant(labels["nocache"], command([TASKKIT, "hash", "--no-cache", str(root)]), runs,
+                drop_caches, warmup=False),
+    ]  # fmt: skip
+    if xxh is not None:
+        pipeline = (
+            f"find {shlex.quote(str(root))} -type f -print0 | xargs -0 {shlex.quote(xxh)} -H2"
+            " > /dev/null 2> /dev/null"
+        )
+        variants.append(
+            Variant(labels["xx"], command([pipeline], shell=True), runs, drop_caches, False)
+        )
+    timings = measure(variants)
+    print_table(list(timings.values()), files=count)
+    print_ratio_header("Ratios (section C)")
+    print_ratio("stat-cache / no cache", timings[labels["warm"]], timings[labels["nocache"]])
+    if xxh is not None:
+        print_ratio("stat-cache / xxhsum pipeline", timings[labels["warm"]], timings[labels["xx"]])
+        print_ratio("no cache / xxhsum pipeline", timings[labels["nocache"]], timings[labels["xx"]])
+    print()
+
+
 def section_small(
     root: Path,
     count: int,
@@ -731,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, "TASKKIT_CACHE_DIR": str(workdir / "cache-unused")}
     section_big(big, args.runs, tools, env)
     section_small(small, args.files, args.runs, tools, workdir, startup, args.profile)
+    section_cold_disk(small, args.files, min(args.runs, 3), workdir, tools.get("xxhsum"))
     print(f"load average {load()} at the end; total {time.perf_counter() - began:.0f} s")
     return 0
 
