@@ -28,15 +28,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
-import xxhash
-
+from taskkit import chunkio
+from taskkit.chunkio import default_jobs, hash_chunks
 from taskkit.digest import (
     CHUNK_SIZE,
     READ_SIZE,
@@ -45,7 +44,7 @@ from taskkit.digest import (
     chunk_count,
     combine_chunks,
 )
-from taskkit.exceptions import IOFailure, MisuseError, from_os_error
+from taskkit.exceptions import IOFailure, from_os_error
 from taskkit.statcache import CacheEntry, StatCache
 from taskkit.walk import Failed, FileEntry, Skipped, describe_mode, walk
 
@@ -68,16 +67,7 @@ ATTEMPTS = 3
 #: some, like /proc/self/pagemap, never end.
 STREAM_LIMIT = 64 * 1024 * 1024
 MAX_PENDING = 1024
-#: Chunks in one work item of the pool at most (512 MiB).
-RUN_CHUNKS = 64
 _WINDOW = 256
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
 
 
 class FileDigest(NamedTuple):
@@ -103,72 +93,6 @@ HashResult = FileDigest | Skipped | Failed
 """What :func:`hash_paths` yields for each path: a digest, a path passed over, or a failure."""
 
 
-def default_jobs() -> int:
-    """The number of CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-class _Changed(Exception):
-    """The file's size or times moved while it was read."""
-
-
-def _check_jobs(jobs: int | None) -> int:
-    if jobs is None:
-        return default_jobs()
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise MisuseError(f"jobs must be a whole number >= 1, not {jobs!r}")
-    return jobs
-
-
-if hasattr(os, "preadv"):
-
-    def _pread_into(fd: int, view: memoryview, offset: int) -> int:
-        return os.preadv(fd, [view], offset)
-
-else:  # pragma: no cover - Windows: no positional reads, so reads of one descriptor take turns
-    _seek_lock = threading.Lock()
-
-    def _pread_into(fd: int, view: memoryview, offset: int) -> int:
-        with _seek_lock:
-            os.lseek(fd, offset, os.SEEK_SET)
-            return os.readv(fd, [view])
-
-
-_local = threading.local()
-
-
-def _buffer() -> memoryview:
-    view: memoryview | None = getattr(_local, "buffer", None)
-    if view is None:
-        view = _local.buffer = memoryview(bytearray(READ_SIZE))
-    return view
-
-
-def _hash_range(fd: int, offset: int, length: int) -> bytes:
-    """The XXH3-128 of ``length`` bytes of ``fd`` from ``offset``, read in cache-sized pieces."""
-    buf = _buffer()
-    end = offset + length
-    if length <= READ_SIZE:
-        got = 0
-        while got < length:
-            n = _pread_into(fd, buf[got:length], offset + got)
-            if n == 0:
-                raise _Changed
-            got += n
-        return xxhash.xxh3_128_digest(buf[:length])
-    hasher = xxhash.xxh3_128()
-    while offset < end:
-        n = _pread_into(fd, buf[: min(READ_SIZE, end - offset)], offset)
-        if n == 0:
-            raise _Changed
-        hasher.update(buf[:n])
-        offset += n
-    return hasher.digest()
-
-
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (
         a.st_size == b.st_size
@@ -176,22 +100,6 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
         and a.st_ctime_ns == b.st_ctime_ns
         and a.st_ino == b.st_ino
     )
-
-
-def _hash_run(fd: int, size: int, first: int, count: int) -> list[bytes]:
-    """The digests of ``count`` consecutive chunks of a file of ``size`` bytes."""
-    return [
-        _hash_range(fd, i * CHUNK_SIZE, min(CHUNK_SIZE, size - i * CHUNK_SIZE))
-        for i in range(first, first + count)
-    ]
-
-
-def _runs(chunks: int, jobs: int, first: int = 0) -> list[tuple[int, int]]:
-    """Chunks ``first ..`` cut into runs for the pool: about four runs per thread, so that the
-    threads finish together, and at most :data:`RUN_CHUNKS` chunks each, so that a huge file is
-    a bounded number of work items."""
-    per_run = min(RUN_CHUNKS, max(1, -(-chunks // (4 * jobs))))
-    return [(i, min(per_run, first + chunks - i)) for i in range(first, first + chunks, per_run)]
 
 
 def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
@@ -234,7 +142,7 @@ def hash_paths(
     skipped). With a ``cache``, unchanged files are not read and new digests are recorded.
     Closing the iterator early stops the work and still records what was hashed.
     """
-    workers = _check_jobs(jobs)
+    workers = chunkio.check_jobs(jobs)
     run = _Run(cache, workers)
     try:
         yield from run.results(walk(paths, recurse=recurse))
@@ -254,45 +162,6 @@ def hash_file(
             f"cannot hash {result.path!r}: {result.reason}", path=result.path, errno=errno.EINVAL
         )
     return result
-
-
-def hash_chunks(
-    path: str | os.PathLike[str],
-    first: int = 0,
-    count: int | None = None,
-    *,
-    jobs: int | None = None,
-) -> list[bytes]:
-    """The digests of chunks ``first``, ``first + 1``, ... of a file as it is now on disk.
-
-    Chunks past the end of the file are not returned; a short last chunk is hashed as it is.
-    Staging uses this to check the chunks of a partial download before it resumes.
-    """
-    workers = _check_jobs(jobs)
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        raise from_os_error(exc, "cannot hash") from exc
-    try:
-        size = os.fstat(fd).st_size
-        available = max(0, -(-size // CHUNK_SIZE) - first)
-        runs = _runs(available if count is None else min(count, available), workers, first)
-        try:
-            if workers == 1 or len(runs) < 2:
-                return [d for run in runs for d in _hash_run(fd, size, *run)]
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(min(workers, len(runs))) as pool:
-                parts = pool.map(lambda run: _hash_run(fd, size, *run), runs)
-                return [d for part in parts for d in part]
-        except _Changed:
-            raise IOFailure(
-                f"cannot hash {os.fspath(path)!r}: it shrank while being read", path=path
-            ) from None
-        except OSError as exc:
-            raise from_os_error(exc, "cannot hash") from exc
-    finally:
-        os.close(fd)
 
 
 class _Run:
@@ -366,7 +235,7 @@ class _Run:
     def _read(self, entry: FileEntry, key: bytes, attempt: int) -> HashResult | _Large:
         recorded_ns = self.clock()
         try:
-            fd = os.open(entry.abspath, _OPEN_FLAGS)
+            fd = os.open(entry.abspath, chunkio.OPEN_FLAGS)
         except OSError as exc:
             exc.filename = entry.path
             return Failed(entry.path, from_os_error(exc, "cannot hash"))
@@ -382,14 +251,14 @@ class _Run:
             if size == 0:  # empty, or a file whose size says nothing (/proc, /sys)
                 return self._stream(entry, fd, before, key, recorded_ns)
             if size <= CHUNK_SIZE:
-                chunks: tuple[bytes, ...] = (_hash_range(fd, 0, size),)
+                chunks: tuple[bytes, ...] = (chunkio.hash_range(fd, 0, size),)
             else:
-                chunks = tuple(_hash_run(fd, size, 0, chunk_count(size)))
+                chunks = tuple(chunkio.hash_run(fd, size, 0, chunk_count(size)))
             # One read cannot see a torn write that the stat-cache would keep (the racy guard
             # refuses such entries); several reads check that nothing moved in between.
             if size > READ_SIZE and not _same(before, os.fstat(fd)):
-                raise _Changed
-        except _Changed:
+                raise chunkio.Shrunk
+        except chunkio.Shrunk:
             if _same(before, os.fstat(fd)):  # fewer bytes than stat says, yet nothing moved
                 return self._stream(entry, fd, before, key, recorded_ns)
             return self._changed(entry, key, attempt)
@@ -409,8 +278,8 @@ class _Run:
         Pseudo-files (procfs, sysfs) report a size of 0 or 4096 whatever they hold. Their
         digest is that of the bytes read; they are cached only if those match the stat."""
         hasher = StreamHasher()
-        buf = _buffer()
-        while n := _pread_into(fd, buf, hasher.size):
+        buf = chunkio.read_buffer()
+        while n := chunkio.pread_into(fd, buf, hasher.size):
             hasher.update(buf[:n])
             if hasher.size > max(before.st_size, STREAM_LIMIT):
                 return Failed(
@@ -442,8 +311,8 @@ class _Run:
 
             self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="taskkit-hash")
         futures = [
-            self.pool.submit(_hash_run, fd, before.st_size, first, count)
-            for first, count in _runs(chunk_count(before.st_size), self.jobs)
+            self.pool.submit(chunkio.hash_run, fd, before.st_size, first, count)
+            for first, count in chunkio.runs(chunk_count(before.st_size), self.jobs)
         ]
         self.units_in_flight += len(futures)
         return _Large(entry, key, fd, before, recorded_ns, futures, attempt)
@@ -456,8 +325,8 @@ class _Run:
         try:
             chunks = _gather(item.futures)
             if not _same(item.before, os.fstat(item.fd)):
-                raise _Changed
-        except _Changed:
+                raise chunkio.Shrunk
+        except chunkio.Shrunk:
             return self._changed(item.entry, item.key, item.attempt)
         except OSError as exc:
             exc.filename = item.entry.path

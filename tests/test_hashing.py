@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from taskkit import hashing
+from taskkit import chunkio
 from taskkit.digest import CHUNK_SIZE, READ_SIZE, hash_bytes
 from taskkit.exceptions import InputNotFound, IOFailure, MisuseError
-from taskkit.hashing import FileDigest, hash_chunks, hash_file, hash_paths
+from taskkit.hashing import FileDigest, hash_file, hash_paths
 from taskkit.statcache import StatCache
 from taskkit.walk import Failed, Skipped
 
@@ -36,19 +36,6 @@ def test_file_digest_equals_bytes_digest_in_parallel_and_serial(tmp_path: Path, 
     assert serial.size == size
     assert serial.chunks == parallel.chunks
     assert not serial.cached
-
-
-def test_hash_chunks_returns_the_chunk_digests_of_a_file(tmp_path: Path) -> None:
-    """Per-chunk digests of a file on disk are those of its bytes, from any chunk on."""
-    f = tmp_path / "f.bin"
-    data = pattern(3 * C + 10)
-    f.write_bytes(data)
-    whole = hash_file(f).chunks
-    assert len(whole) == 4
-    assert hash_chunks(f) == list(whole)
-    assert hash_chunks(f, 1, 2, jobs=1) == list(whole[1:3])
-    assert hash_chunks(f, 3) == [hash_bytes(data[3 * C :]).value]
-    assert hash_chunks(f, 9) == []
 
 
 def test_results_keep_input_order_across_small_and_large_files(tmp_path: Path) -> None:
@@ -108,7 +95,7 @@ def test_a_file_rewritten_while_read_is_read_again(
     """A change between the stat before and after the read is caught, and the file re-read."""
     f = tmp_path / "f.bin"
     f.write_bytes(pattern(2 * C))
-    real = hashing._hash_range
+    real = chunkio.hash_range
     calls = {"n": 0}
 
     def rewrite_on_first_read(fd: int, offset: int, length: int) -> bytes:
@@ -117,7 +104,7 @@ def test_a_file_rewritten_while_read_is_read_again(
             f.write_bytes(pattern(2 * C, seed=9))
         return real(fd, offset, length)
 
-    monkeypatch.setattr(hashing, "_hash_range", rewrite_on_first_read)
+    monkeypatch.setattr(chunkio, "hash_range", rewrite_on_first_read)
     result = hash_file(f, jobs=1)
     assert result.digest == hash_bytes(pattern(2 * C, seed=9))
     assert calls["n"] > 2
@@ -129,7 +116,7 @@ def test_a_file_that_never_settles_fails_after_the_attempts(
     """A file that changes during every read is reported as failed, never with a digest."""
     f = tmp_path / "f.bin"
     f.write_bytes(pattern(C + 1))
-    real = hashing._hash_range
+    real = chunkio.hash_range
     seed = {"n": 0}
 
     def always_rewrite(fd: int, offset: int, length: int) -> bytes:
@@ -139,7 +126,7 @@ def test_a_file_that_never_settles_fails_after_the_attempts(
             out.write(b"x" * (seed["n"] % 3))
         return real(fd, offset, length)
 
-    monkeypatch.setattr(hashing, "_hash_range", always_rewrite)
+    monkeypatch.setattr(chunkio, "hash_range", always_rewrite)
     (result,) = hash_paths([f], jobs=2)
     assert isinstance(result, Failed)
     assert "kept changing" in str(result.error)
@@ -151,7 +138,7 @@ def test_a_file_that_shrinks_during_the_read_is_not_given_a_digest(
     """Truncation mid-read is seen (a short read), then the file is read again as it is now."""
     f = tmp_path / "f.bin"
     f.write_bytes(pattern(2 * C))
-    real = hashing._hash_range
+    real = chunkio.hash_range
     calls = {"n": 0}
 
     def truncate_once(fd: int, offset: int, length: int) -> bytes:
@@ -160,7 +147,7 @@ def test_a_file_that_shrinks_during_the_read_is_not_given_a_digest(
             os.truncate(f, 100)
         return real(fd, offset, length)
 
-    monkeypatch.setattr(hashing, "_hash_range", truncate_once)
+    monkeypatch.setattr(chunkio, "hash_range", truncate_once)
     result = hash_file(f, jobs=1)
     assert result.size == 100
     assert result.digest == hash_bytes(pattern(100))

@@ -143,10 +143,24 @@ def test_a_tree_deeper_than_the_recursion_limit_is_walked(
     with open("leaf", "wb") as f:
         f.write(b"leaf")
     os.chdir(tmp_path)
-    results = list(walk(["d"]))
+    try:
+        results = list(walk(["d"]))
+    finally:
+        remove_deep_tree(tmp_path, depth)
     assert len(results) == 1
     assert isinstance(results[0], FileEntry)
     assert results[0].path.count("d/") == depth
+
+
+def remove_deep_tree(top: Path, depth: int) -> None:
+    """Remove top/d/d/.../leaf without recursion (shutil.rmtree, and pytest's cleanup, recurse)."""
+    os.chdir(top)
+    for _ in range(depth):
+        os.chdir("d")
+    os.unlink("leaf")
+    for _ in range(depth):
+        os.chdir("..")
+        os.rmdir("d")
 
 
 def test_one_path_instead_of_a_list_is_a_misuse() -> None:
