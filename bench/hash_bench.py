@@ -63,7 +63,8 @@ from pathlib import Path
 import xxhash
 
 import taskkit
-from taskkit.hashing import FileDigest, default_jobs, hash_file, hash_paths
+from taskkit.chunkio import default_jobs
+from taskkit.hashing import FileDigest, hash_file, hash_paths
 from taskkit.statcache import RACY_WINDOW_NS, StatCache
 
 REPO = Path(__file__).resolve().parent.parent

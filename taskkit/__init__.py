@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is private and may change.
 """
 
+from taskkit.chunkio import hash_chunks
 from taskkit.digest import CHUNK_SIZE, Digest, StreamHasher, combine_chunks, hash_bytes
 from taskkit.exceptions import (
     ConfigError,
@@ -16,7 +17,7 @@ from taskkit.exceptions import (
     TransientError,
     UsageError,
 )
-from taskkit.hashing import FileDigest, HashResult, hash_chunks, hash_file, hash_paths
+from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
 from taskkit.statcache import StatCache, default_cache_dir
 from taskkit.walk import Failed, Skipped
 

@@ -35,7 +35,6 @@ from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
 from taskkit import chunkio
-from taskkit.chunkio import default_jobs, hash_chunks
 from taskkit.digest import (
     CHUNK_SIZE,
     READ_SIZE,
@@ -56,8 +55,6 @@ __all__ = [
     "MAX_PENDING",
     "FileDigest",
     "HashResult",
-    "default_jobs",
-    "hash_chunks",
     "hash_file",
     "hash_paths",
 ]
