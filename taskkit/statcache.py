@@ -39,6 +39,7 @@ from typing import NamedTuple
 import xxhash
 
 from taskkit.digest import Digest
+from taskkit.walk import absolute
 
 __all__ = [
     "RACY_WINDOW_NS",
@@ -85,8 +86,8 @@ def default_cache_dir() -> Path:
 
 
 def path_key(path: str | os.PathLike[str]) -> bytes:
-    """The cache key of a path: its absolute form as bytes (any name, even not UTF-8, fits)."""
-    return os.fsencode(os.path.abspath(path))
+    """The cache key of a path: :func:`taskkit.walk.absolute` as bytes (any name fits)."""
+    return os.fsencode(absolute(os.fsdecode(path)))
 
 
 def _signed(value: int) -> int:

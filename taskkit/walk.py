@@ -22,14 +22,14 @@ from typing import NamedTuple
 
 from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 
-__all__ = ["Failed", "FileEntry", "Skipped", "describe_mode", "walk"]
+__all__ = ["Failed", "FileEntry", "Skipped", "absolute", "describe_mode", "walk"]
 
 
 class FileEntry(NamedTuple):
     """A regular file found by the walk. ``stat`` is set when the walk had to stat it anyway.
 
-    ``abspath`` is absolute, free of ``.`` and ``..``, and names the file the kernel opens for
-    ``path``; ``root`` is the index of the argument it came from.
+    ``abspath`` is :func:`absolute` of ``path``: the file the kernel opens, with one name however
+    it was reached; ``root`` is the index of the argument it came from.
     """
 
     path: str
@@ -50,6 +50,14 @@ class Failed(NamedTuple):
 
     path: str
     error: TaskFailure
+
+
+def absolute(path: str) -> str:
+    """The absolute name of the file the kernel opens for ``path``: its directory resolved
+    (symbolic links and ``..``, which a textual ``os.path.abspath`` gets wrong after a link),
+    its own name kept, so a link keeps a name of its own."""
+    head, tail = os.path.split(path)
+    return os.path.join(os.path.realpath(head or "."), tail)
 
 
 def describe_mode(mode: int) -> str:
@@ -78,16 +86,13 @@ def walk(
         path = os.fsdecode(arg)
         try:
             st = os.stat(path)
-            # What the kernel opens: ``link/..`` is the parent of the link's target, which a
-            # textual normalisation (os.path.abspath) would get wrong.
-            real = os.path.realpath(path)
         except (OSError, ValueError) as exc:
             yield Failed(path, _path_error(exc, path))
             continue
         if stat.S_ISREG(st.st_mode):
-            yield FileEntry(path, real, root, st)
+            yield FileEntry(path, absolute(path), root, st)
         elif stat.S_ISDIR(st.st_mode) and recurse:
-            yield from _walk_tree(path, real, root, (st.st_dev, st.st_ino))
+            yield from _walk_tree(path, os.path.realpath(path), root, (st.st_dev, st.st_ino))
         else:
             yield Skipped(path, f"{describe_mode(st.st_mode)}, not a regular file")
 
@@ -136,10 +141,8 @@ def _walk_tree(
                 if entry.is_file(follow_symlinks=False):
                     yield FileEntry(prefix + name, abs_prefix + name, root)
                     continue
-                if entry.is_symlink():
-                    st = os.stat(abs_prefix + name)
-                else:
-                    st = entry.stat(follow_symlinks=False)
+                linked = entry.is_symlink()
+                st = entry.stat()  # through a link, to what it names
             except OSError as exc:
                 yield Failed(prefix + name, _path_error(exc, prefix + name))
                 continue
@@ -152,12 +155,15 @@ def _walk_tree(
                 if child_ident in on_stack:
                     yield Skipped(child, "a link back to a directory being walked (a loop)")
                     continue
-                sub = _listing(child, abs_prefix + name)
+                # A linked directory is entered under its real name, so that every file has
+                # one absolute name (see absolute()) however the walk reached it.
+                real = os.path.realpath(abs_prefix + name) if linked else abs_prefix + name
+                sub = _listing(child, real)
                 if isinstance(sub, Failed):
                     yield sub
                     continue
                 on_stack.add(child_ident)
-                frames.append((child + os.sep, abs_prefix + name + os.sep, iter(sub), child_ident))
+                frames.append((child + os.sep, real + os.sep, iter(sub), child_ident))
                 break
             else:
                 yield Skipped(child, f"{describe_mode(kind)}, not a regular file")

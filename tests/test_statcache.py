@@ -292,3 +292,22 @@ def test_only_the_newest_set_aside_copies_are_kept(tmp_path: Path) -> None:
         with StatCache.open(cache_dir) as cache:
             assert [r.digest for r in hash_paths([f], cache=cache) if isinstance(r, FileDigest)]
     assert len(list(cache_dir.glob(f"{FILE_NAME}.corrupt-*"))) == 3
+
+
+def test_a_file_has_one_key_however_it_is_named(tmp_path: Path) -> None:
+    """Through a linked directory, `..` after a link, or a relative path: the same cache key;
+    a link to a file keeps a key of its own."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "f").write_bytes(b"x")
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    (tmp_path / "lnk").symlink_to(tmp_path / "real" / "f")
+    key = path_key(tmp_path / "real" / "f")
+    assert path_key(tmp_path / "via" / "f") == key
+    assert path_key(f"{tmp_path}/via/sub/../f") == key
+    assert path_key(tmp_path / "lnk") != key
+    with StatCache.open(tmp_path / "c", clock=lambda: 2**62) as cache:
+        results = list(hash_paths([tmp_path / "via", tmp_path / "lnk"], cache=cache))
+        assert {path_key(r.path) for r in results} == set(
+            cache.lookup([key, path_key(tmp_path / "lnk")])
+        )
+        assert cache.get(tmp_path / "via" / "f", os.stat(tmp_path / "real" / "f")) is not None
