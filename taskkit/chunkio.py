@@ -14,7 +14,7 @@ import threading
 
 import xxhash
 
-from taskkit.digest import CHUNK_SIZE, READ_SIZE
+from taskkit.digest import CHUNK_SIZE, READ_SIZE, hash_chunk
 from taskkit.exceptions import IOFailure, MisuseError, from_os_error
 
 __all__ = [
@@ -102,7 +102,7 @@ def hash_range(fd: int, offset: int, length: int) -> bytes:
             if n == 0:
                 raise Shrunk
             got += n
-        return xxhash.xxh3_128_digest(buf[:length])
+        return hash_chunk(buf[:length])
     hasher = xxhash.xxh3_128()
     while offset < end:
         n = pread_into(fd, buf[: min(READ_SIZE, end - offset)], offset)

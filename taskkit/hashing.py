@@ -30,7 +30,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -164,11 +164,9 @@ def hash_file(
 class _Run:
     """One call of :func:`hash_paths`: the pool, the files in flight, the cache writes."""
 
-    def __init__(
-        self, cache: StatCache | None, jobs: int, clock: Callable[[], int] = time.time_ns
-    ) -> None:
+    def __init__(self, cache: StatCache | None, jobs: int) -> None:
         self.cache = cache
-        self.clock = cache.clock if cache is not None else clock
+        self.clock = cache.clock if cache is not None else time.time_ns
         self.jobs = jobs
         self.pool: ThreadPoolExecutor | None = None
         self.in_flight: deque[HashResult | _Large] = deque()
@@ -203,15 +201,15 @@ class _Run:
                     continue
                 in_flight.append(result)
                 while in_flight and (
-                    not isinstance(self.in_flight[0], _Large)
-                    or len(self.in_flight) > MAX_PENDING
+                    not isinstance(in_flight[0], _Large)
+                    or len(in_flight) > MAX_PENDING
                     or self.units_in_flight > MAX_PENDING
                 ):
-                    yield self._finish(self.in_flight.popleft())
+                    yield self._finish(in_flight.popleft())
             if len(self.to_record) >= 4 * _WINDOW:
                 self._flush()
-        while self.in_flight:
-            yield self._finish(self.in_flight.popleft())
+        while in_flight:
+            yield self._finish(in_flight.popleft())
 
     def _start(
         self,

@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -32,9 +33,9 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import xxhash
 
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("taskkit")
+_T = TypeVar("_T")
 
 #: Timestamps within this long before the recording time make an entry racy. 2 s covers the
 #: coarsest common filesystem clock (FAT); finer filesystems only pay a re-hash of files written
@@ -250,10 +252,22 @@ class _Incompatible(sqlite3.DatabaseError):
     """The cache file holds something other than this version's schema."""
 
 
-def _ensure_schema(db: sqlite3.Connection) -> None:
-    """Create the schema in a new file; refuse a file that holds anything else."""
+@contextlib.contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at once (no deadlock on upgrade), committed
+    if the block ends normally and rolled back otherwise."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _ensure_schema(db: sqlite3.Connection) -> None:
+    """Create the schema in a new file; refuse a file that holds anything else."""
+    with _write_transaction(db):
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version == 0:
             (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -263,10 +277,6 @@ def _ensure_schema(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise _Incompatible(f"schema {version}, this taskkit reads {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 class StatCache:
@@ -370,34 +380,28 @@ class StatCache:
     # -- the database, and what to do when it fails ----------------------------------------------
 
     def _query(self, sql: str, params: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
-        with self._lock:
-            for _ in range(2):
-                db = self._connect()
-                if db is None:
-                    return []
-                try:
-                    return db.execute(sql, params).fetchall()
-                except sqlite3.DatabaseError as exc:
-                    self._failed(exc)
-            return []
+        return self._use(lambda db: db.execute(sql, params).fetchall(), [])
 
     def _write(self, sql: str, rows: Sequence[tuple[bytes, ...]]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with _write_transaction(db):
+                db.executemany(sql, rows)
+
+        self._use(write, None)
+
+    def _use(self, action: Callable[[sqlite3.Connection], _T], fallback: _T) -> _T:
+        """``action`` on the database; on a failure, once more on a rebuilt one; ``fallback``
+        when there is no usable database."""
         with self._lock:
             for _ in range(2):
                 db = self._connect()
                 if db is None:
-                    return
+                    return fallback
                 try:
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        db.executemany(sql, rows)
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    db.execute("COMMIT")
-                    return
+                    return action(db)
                 except sqlite3.DatabaseError as exc:
                     self._failed(exc)
+            return fallback
 
     def _connect(self) -> sqlite3.Connection | None:
         if self._db is not None or self._disabled:
