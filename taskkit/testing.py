@@ -335,7 +335,7 @@ class Azurite:
 
     def filesystem(self, **kwargs: Any) -> Any:
         """A new ``adlfs.AzureBlobFileSystem`` on this server (never a cached instance)."""
-        import adlfs  # type: ignore[import-untyped]
+        import adlfs
 
         options: dict[str, Any] = {"skip_instance_cache": True, **kwargs}
         return adlfs.AzureBlobFileSystem(**self.storage_options(), **options)

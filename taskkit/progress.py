@@ -1,0 +1,103 @@
+"""Progress of a transfer: a bar on a terminal, plain periodic lines anywhere else.
+
+On a terminal the bar is redrawn in place a few times a second. Elsewhere (Batch's stderr.txt,
+a CI log) one plain line is written every ``interval`` seconds, so a log shows how far a task
+got without drowning in carriage returns. Counts are updated from worker threads; drawing
+happens on one reporter thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import IO
+
+__all__ = ["Progress", "format_size"]
+
+_BAR = 24
+
+
+def format_size(n: float) -> str:
+    """``n`` bytes in binary units: ``512 B``, ``1.5 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """Bytes and files done out of a known total. Use as a context manager around the work."""
+
+    def __init__(
+        self,
+        total_bytes: int,
+        total_files: int,
+        stream: IO[str],
+        *,
+        tty: bool,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.stream = stream
+        self.tty = tty
+        self.interval = 0.2 if tty else interval
+        self.clock = clock
+        self.bytes = 0
+        self.files = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = clock()
+        self._drawn = False
+
+    def add_bytes(self, n: int, reused: bool = False) -> None:
+        with self._lock:
+            self.bytes += n
+
+    def file_done(self, *_: object) -> None:
+        with self._lock:
+            self.files += 1
+
+    def line(self) -> str:
+        with self._lock:
+            done, files = self.bytes, self.files
+        elapsed = max(self.clock() - self._started, 1e-9)
+        share = done / self.total_bytes if self.total_bytes else 1.0
+        text = (
+            f"{format_size(done)} of {format_size(self.total_bytes)}, "
+            f"{files}/{self.total_files} files, {format_size(done / elapsed)}/s"
+        )
+        if self.tty:
+            filled = int(share * _BAR)
+            return f"[{'#' * filled}{'.' * (_BAR - filled)}] {share:4.0%} {text}"
+        return f"taskkit: staging: {text}"
+
+    def _draw(self) -> None:
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{self.line()}")
+        else:
+            self.stream.write(f"{self.line()}\n")
+        self.stream.flush()
+        self._drawn = True
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._draw()
+
+    def __enter__(self) -> Progress:
+        self._thread = threading.Thread(target=self._report, name="taskkit-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.tty and self._drawn:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,362 @@
+"""Carrying out a staging plan: downloads, node-cache links, and what the next run needs to know.
+
+Every file that arrives gets to its final path by one atomic rename (of a complete partial
+file, or of a fresh hard link to a node-cache object), so a final path never holds a partial
+file, whatever kills the process. Failures are per file: the other files are still staged.
+
+At the end, each staged file is recorded in the stat-cache with its provenance (source identity
+and etag), so the next run skips it without reading it. Records are written once for the whole
+run, after a fresh ``stat`` taken after the recording time: a file whose identity moved since it
+was written is not recorded, and one written within the racy window is recorded but re-hashed
+once next time (see :mod:`taskkit.statcache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from taskkit.digest import CHUNK_SIZE, Digest
+from taskkit.exceptions import DataError, IOFailure, TaskFailure, UsageError, from_os_error
+from taskkit.nodecache import NodeCache
+from taskkit.staging import Plan, PlanEntry, Problem, partial_path
+from taskkit.statcache import CacheEntry, StatCache, path_key
+from taskkit.transfer import Fetched, Transfers, locked, remove_partial
+
+__all__ = ["DEFAULT_JOBS", "Summary", "execute"]
+
+#: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
+#: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
+#: bound is ``DEFAULT_JOBS * 8 MiB``.
+DEFAULT_JOBS = 8
+#: Attempts at a file whose bytes do not match the digest its source declares.
+DIGEST_ATTEMPTS = 2
+
+
+@dataclass
+class Summary:
+    """What a staging run did (or, for a dry run, would do). :meth:`as_json` is the summary
+    object ``--json`` prints."""
+
+    files: int = 0
+    transferred: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    linked: int = 0
+    failed: int = 0
+    bytes_transferred: int = 0
+    bytes_reused: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "transferred": self.transferred,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "linked": self.linked,
+            "failed": self.failed,
+            "bytes_transferred": self.bytes_transferred,
+            "bytes_reused": self.bytes_reused,
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+        }
+
+    def exit_error(self) -> TaskFailure | None:
+        """The failure the run ends with: the first permanent one, else the first one."""
+        errors = [p.error for p in self.problems]
+        return next((e for e in errors if not e.retryable), errors[0] if errors else None)
+
+    @classmethod
+    def of_plan(cls, plan: Plan) -> Summary:
+        """The summary a dry run reports: what the real run would do."""
+        moving = [e for e in plan.entries if e.action in ("download", "resume")]
+        return cls(
+            files=len(plan.entries),
+            transferred=len(moving),
+            resumed=plan.count("resume"),
+            skipped=plan.count("skip"),
+            linked=plan.count("link"),
+            failed=len(plan.problems),
+            bytes_transferred=plan.bytes_to_move,
+            dry_run=True,
+            problems=list(plan.problems),
+        )
+
+
+class _Done(NamedTuple):
+    """A file now at its final path, to be recorded with its provenance."""
+
+    entry: PlanEntry
+    stat: os.stat_result
+    digest: Digest
+    chunks: tuple[bytes, ...]
+    transferred: int
+    reused: int
+    linked: bool
+
+
+class _Stale(Exception):
+    """A node-cache object failed verification and was deleted."""
+
+
+def execute(
+    plan: Plan,
+    *,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    node_cache: NodeCache | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+) -> Summary:
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    started = time.perf_counter()
+    run = _Run(plan, Transfers(jobs or DEFAULT_JOBS, on_bytes), cache, node_cache)
+    summary = Summary(files=len(plan.entries), problems=list(plan.problems))
+    summary.failed = len(plan.problems)
+    work = [e for e in plan.entries if e.action != "skip"]
+    summary.skipped = len(plan.entries) - len(work)
+    done: list[_Done] = []
+    pool = ThreadPoolExecutor(run.transfers.jobs, thread_name_prefix="taskkit-stage")
+    try:
+        futures = {pool.submit(run.stage, entry): entry for entry in work}
+        for future in as_completed(futures):
+            entry = futures[future]
+            try:
+                result = future.result()
+            except TaskFailure as exc:
+                summary.failed += 1
+                summary.problems.append(Problem(entry.source.url, exc))
+                if on_file is not None:
+                    on_file(entry, exc)
+                continue
+            done.append(result)
+            summary.linked += result.linked
+            summary.transferred += not result.linked
+            summary.resumed += result.reused > 0
+            summary.bytes_transferred += result.transferred
+            summary.bytes_reused += result.reused
+            if on_file is not None:
+                on_file(entry, None)
+    finally:
+        run.transfers.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        run.transfers.close()
+        if cache is not None:
+            _record(cache, done, [e for e in plan.entries if e.action == "skip"])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+class _Run:
+    def __init__(
+        self,
+        plan: Plan,
+        transfers: Transfers,
+        cache: StatCache | None,
+        node_cache: NodeCache | None,
+    ) -> None:
+        self.plan = plan
+        self.transfers = transfers
+        self.cache = cache
+        self.node_cache = node_cache
+
+    def stage(self, entry: PlanEntry) -> _Done:
+        self._make_parent(entry)
+        node = self.node_cache
+        if node is not None and node.fits(entry.source.size):
+            try:
+                return self._via_cache(entry, node)
+            except _Stale:
+                return self._via_cache(entry, node)
+        return self._direct(entry)
+
+    def _make_parent(self, entry: PlanEntry) -> None:
+        """Create the directories above a file, never following a link out of the workdir."""
+        parent = entry.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
+        real = Path(os.path.realpath(parent))
+        root = self.plan.workdir
+        if real != root and root not in real.parents:
+            raise UsageError(
+                f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
+                "directory through a link"
+            )
+
+    def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
+        """Fill a locked partial with the entry's bytes, checked against any known digest."""
+        fetched = self.transfers.fetch(entry.store, entry.source, fd, partial)
+        if entry.expected is not None and fetched.digest != entry.expected:
+            raise DataError(
+                f"cannot stage {entry.source.url!r}: its bytes have digest {fetched.digest}, "
+                f"but its source declares {entry.expected}"
+            )
+        entry.store.confirm(entry.source)
+        return fetched
+
+    def _attempts(self, entry: PlanEntry, partial: Path, action: Callable[[], _Done]) -> _Done:
+        """``action`` again after a digest mismatch; the partial goes on a permanent failure,
+        and stays (to be resumed) when a retry may help."""
+        for attempt in range(1, DIGEST_ATTEMPTS + 1):
+            try:
+                return action()
+            except DataError:
+                remove_partial(partial)
+                if attempt == DIGEST_ATTEMPTS:
+                    raise
+            except TaskFailure as exc:
+                if not exc.retryable or entry.source.size <= CHUNK_SIZE:
+                    remove_partial(partial)
+                raise
+        raise AssertionError("unreachable")
+
+    def _direct(self, entry: PlanEntry) -> _Done:
+        partial = partial_path(entry.path)
+
+        def once() -> _Done:
+            with locked(partial) as fd:
+                fetched = self._fetch(entry, fd, partial)
+                _rename(partial, entry.path, entry)
+                st = os.fstat(fd)
+            remove_partial(partial)  # the journal
+            return _Done(
+                entry,
+                st,
+                fetched.digest,
+                fetched.chunks,
+                fetched.transferred,
+                fetched.reused,
+                False,
+            )
+
+        return self._attempts(entry, partial, once)
+
+    def _via_cache(self, entry: PlanEntry, node: NodeCache) -> _Done:
+        key = node.key(entry.identity, entry.source.version)
+        partial = node.partial(key)
+
+        def once() -> _Done:
+            fetched: Fetched | None = None
+            with locked(partial) as fd:
+                digest = node.lookup(key)
+                if digest is None:
+                    fetched = self._fetch(entry, fd, partial)
+                    digest = fetched.digest
+                    node.publish(key, partial, digest)
+                else:  # another task fetched it while this one waited
+                    os.unlink(partial)
+            remove_partial(partial)
+            obj = node.object_path(digest)
+            chunks = self._verify(node, obj, digest) if fetched is None else fetched.chunks
+            st = self._link(obj, entry)
+            node.evict(keep=obj)
+            if fetched is None:
+                return _Done(entry, st, digest, chunks, 0, 0, True)
+            return _Done(entry, st, digest, chunks, fetched.transferred, fetched.reused, False)
+
+        return self._attempts(entry, partial, once)
+
+    def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
+        """The chunks of a cache object whose content still matches its name."""
+        from taskkit.hashing import hash_file
+
+        try:
+            found = hash_file(obj, cache=self.cache)
+        except TaskFailure as exc:
+            raise _Stale from exc
+        if found.digest != digest:
+            node.discard(digest)
+            raise _Stale
+        return found.chunks
+
+    def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
+        """Put the cache object at the entry's path: a hard link, else a copy; atomically."""
+        temp = partial_path(entry.path).with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        try:
+            try:
+                os.link(obj, temp)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(obj, temp)
+            _rename(temp, entry.path, entry)
+            st = os.stat(entry.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise from_os_error(exc, f"cannot stage {entry.source.url!r} to") from exc
+        NodeCache.used(obj)
+        return st
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _rename(temp: Path, final: Path, entry: PlanEntry) -> None:
+    try:
+        os.replace(temp, final)
+    except IsADirectoryError as exc:
+        raise IOFailure(
+            f"cannot stage {entry.source.url!r}: {entry.dest!r} is a directory", path=final
+        ) from exc
+
+
+def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> None:
+    """Record staged files, and the provenance of files found current, in the stat-cache."""
+    recorded_ns = cache.clock()
+    rows = []
+    for item in done:
+        try:
+            st = os.stat(item.entry.path)
+        except OSError:
+            continue
+        if _identity(st) != _identity(item.stat):
+            continue  # touched since it was written: not ours to vouch for
+        rows.append(
+            CacheEntry.of(
+                path_key(item.entry.path),
+                st,
+                item.digest,
+                item.chunks,
+                recorded_ns,
+                item.entry.identity,
+                item.entry.source.version,
+            )
+        )
+    keys = {path_key(e.path): e for e in skipped if not e.reason.startswith("unchanged since")}
+    for key, known in cache.lookup(sorted(keys)).items():
+        entry = keys[key]
+        if known.digest == entry.expected and (known.source, known.etag) != (
+            entry.identity,
+            entry.source.version,
+        ):
+            # Same trust as before (same identity, same recording time), now with provenance.
+            rows.append(
+                CacheEntry.of(
+                    key,
+                    known.stat,
+                    known.digest,
+                    known.chunks,
+                    known.recorded_ns,
+                    entry.identity,
+                    entry.source.version,
+                )
+            )
+    cache.record(rows)
