@@ -1,8 +1,8 @@
-"""The taskkit demo: hash a generated dataset twice and watch the stat-cache work.
+"""The taskkit demo: hash a generated dataset, then stage it as a Batch task would.
 
-Run it with ``make demo`` from a fresh clone. Everything it writes stays under ``.demo/``:
-the dataset (the embedded ``file://`` store that later demos stage from and publish to) and the
-stat-cache. Later releases grow this into a staged, retried, uploaded Batch task.
+Run it with ``make demo`` from a fresh clone. Everything it writes stays under ``.demo/``: the
+dataset (the embedded ``file://`` store that tasks stage from), two task working directories,
+the node cache they share, and the stat-cache.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / ".demo"
 STORE = ROOT / "store"
 CACHE = ROOT / "cache"
+NODE_CACHE = ROOT / "node-cache"
 SMALL_FILES = 2000
 LARGE_MIB = 256
 
@@ -56,6 +57,52 @@ def taskkit_hash(label: str) -> list[dict[str, object]]:
     return results
 
 
+def taskkit_stage(label: str, workdir: Path) -> dict[str, object]:
+    """Run ``taskkit stage --json`` from the store into ``workdir``, through the node cache."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskkit",
+            "stage",
+            "--json",
+            "-i",
+            f"file://{STORE}/=inputs/",
+            "--workdir",
+            str(workdir),
+            "--cache-dir",
+            str(NODE_CACHE),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TASKKIT_CACHE_DIR": str(CACHE)},
+        check=True,
+    )
+    summary: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    print(
+        f"  {label:<28} {summary['files']} files in {summary['seconds']} s: "
+        f"{summary['transferred']} copied ({int(str(summary['bytes_transferred'])) >> 20} MiB), "
+        f"{summary['linked']} linked from the node cache, {summary['skipped']} already there"
+    )
+    return summary
+
+
+def stage_demo() -> None:
+    print("staging the store into task working directories (taskkit stage):")
+    task1, task2 = ROOT / "task-1", ROOT / "task-2"
+    taskkit_stage("4. task 1, cold", task1)
+    warm = taskkit_stage("5. task 1 again (a retry)", task1)
+    assert warm["transferred"] == 0
+    assert warm["linked"] == 0
+    other = taskkit_stage("6. task 2, same node", task2)
+    assert other["transferred"] == 0
+    (STORE / "shard-03" / "record-00003.bin").write_bytes(b"a new version")
+    changed = taskkit_stage("7. task 1, one input changed", task1)
+    assert changed["transferred"] == 1
+    print("done: a retry moved nothing, a second task linked everything, a change moved one file.")
+
+
 def main() -> None:
     print(f"taskkit demo: dataset and stat-cache under {ROOT}")
     make_dataset()
@@ -77,7 +124,8 @@ def main() -> None:
     )
     big = next(r for r in after if str(r["path"]).endswith("model.bin"))
     print(f"  {os.path.relpath(str(big['path']), ROOT)}: {big['digest']}")
-    print("done: the second run read nothing; the third read only the file that changed.")
+    print("the second hash run read nothing; the third read only the file that changed.")
+    stage_demo()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
+from taskkit.nodecache import NodeCache
+from taskkit.retry import RetryBudget
+from taskkit.stager import Summary, stage
+from taskkit.staging import Input, Plan, PlanEntry
 from taskkit.statcache import StatCache, default_cache_dir
+from taskkit.storage import RemoteFile
 from taskkit.walk import Failed, Skipped
 
 __version__ = "0.1.0"
@@ -32,12 +37,19 @@ __all__ = [
     "FileDigest",
     "HashResult",
     "IOFailure",
+    "Input",
     "InputNotFound",
     "MisuseError",
+    "NodeCache",
     "PermissionDenied",
+    "Plan",
+    "PlanEntry",
+    "RemoteFile",
+    "RetryBudget",
     "Skipped",
     "StatCache",
     "StreamHasher",
+    "Summary",
     "TaskFailure",
     "TaskkitError",
     "TransientError",
@@ -49,4 +61,5 @@ __all__ = [
     "hash_chunks",
     "hash_file",
     "hash_paths",
+    "stage",
 ]

@@ -7,12 +7,13 @@ usage mistakes into exit 64, Ctrl-C into 130, and nothing a user does into a tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, NoReturn
 
 import click
@@ -30,7 +31,7 @@ from taskkit.exceptions import (
 
 if TYPE_CHECKING:
     from taskkit.hashing import HashResult
-    from taskkit.nodecache import NodeCache
+    from taskkit.progress import Progress
     from taskkit.stager import Summary
     from taskkit.staging import Plan, PlanEntry
     from taskkit.statcache import StatCache
@@ -335,84 +336,70 @@ def stage_command(
     """
     from taskkit.nodecache import NodeCache
     from taskkit.retry import RetryBudget
-    from taskkit.stager import Summary, execute
-    from taskkit.staging import parse_input, plan
-    from taskkit.statcache import StatCache
-    from taskkit.storage import Stores
+    from taskkit.stager import stage
 
-    started = time.perf_counter()
-    requests = [parse_input(text) for text in inputs]
-    root = workdir or os.environ.get("AZ_BATCH_TASK_WORKING_DIR") or os.getcwd()
     node_root = None if no_node_cache else (cache_dir or _default_node_cache())
-    node = NodeCache(node_root, cache_max_bytes) if node_root else None
-    budget = RetryBudget(attempts=retries, budget=retry_budget)
-    with Stores(budget) as stores, StatCache.open() as cache:
-        the_plan = plan(
-            requests,
-            workdir=root,
-            stores=stores,
-            cache=cache,
-            node_cache=node,
-            allow_empty=allow_empty,
-            record=not dry_run,
+    with contextlib.ExitStack() as stack:
+        report = _StageReport(stack, dry_run, verbose, progress_interval)
+        summary = stage(
+            inputs,
+            workdir=workdir,
             jobs=jobs,
+            node_cache=NodeCache(node_root, cache_max_bytes) if node_root else None,
+            retry=RetryBudget(attempts=retries, budget=retry_budget),
+            allow_empty=allow_empty,
+            dry_run=dry_run,
+            on_plan=report.planned,
+            on_bytes=report.moved,
+            on_file=report.finished,
         )
-        for problem in the_plan.problems:
-            _say("error", str(problem.error))
-        if dry_run:
-            for entry in the_plan.entries:
-                click.echo(
-                    f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
-                    f"({_size(entry.source.size)}; {entry.reason})"
-                )
-            summary = Summary.of_plan(the_plan)
-        else:
-            summary = _execute(the_plan, execute, cache, node, jobs, verbose, progress_interval)
-    summary.seconds = time.perf_counter() - started
-    if as_json:
-        click.echo(json.dumps(summary.as_json()))
-    else:
-        click.echo(_stage_summary(summary))
+    click.echo(json.dumps(summary.as_json()) if as_json else _stage_summary(summary))
     error = summary.exit_error()
     return EX_OK if error is None else error.exit_code
 
 
-def _execute(
-    the_plan: Plan,
-    execute: Callable[..., Summary],
-    cache: StatCache,
-    node: NodeCache | None,
-    jobs: int | None,
-    verbose: bool,
-    interval: float,
-) -> Summary:
-    from taskkit.progress import Progress
+class _StageReport:
+    """What ``taskkit stage`` shows as it goes: problems, the plan or the progress, files."""
 
-    moving = [e for e in the_plan.entries if e.action != "skip"]
-    progress = Progress(
-        sum(e.source.size for e in moving),
-        len(moving),
-        sys.stderr,
-        tty=sys.stderr.isatty(),
-        interval=interval,
-    )
+    def __init__(
+        self, stack: contextlib.ExitStack, dry_run: bool, verbose: bool, interval: float
+    ) -> None:
+        self.stack = stack
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.interval = interval
+        self.progress: Progress | None = None
 
-    def on_file(entry: PlanEntry, error: TaskkitError | None) -> None:
-        progress.file_done()
+    def planned(self, plan: Plan) -> None:
+        from taskkit.progress import Progress
+
+        for problem in plan.problems:
+            _say("error", str(problem.error))
+        if self.dry_run:
+            for entry in plan.entries:
+                click.echo(
+                    f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
+                    f"({_size(entry.source.size)}; {entry.reason})"
+                )
+            return
+        moving = [e for e in plan.entries if e.action != "skip"]
+        total = sum(e.source.size for e in moving)
+        tty = sys.stderr.isatty()
+        self.progress = self.stack.enter_context(
+            Progress(total, len(moving), sys.stderr, tty=tty, interval=self.interval)
+        )
+
+    def moved(self, n: int, reused: bool) -> None:
+        if self.progress is not None:
+            self.progress.add_bytes(n, reused)
+
+    def finished(self, entry: PlanEntry, error: TaskkitError | None) -> None:
+        if self.progress is not None:
+            self.progress.file_done()
         if error is not None:
             _say("error", str(error))
-        elif verbose:
+        elif self.verbose:
             click.echo(f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
-
-    with progress:
-        return execute(
-            the_plan,
-            jobs=jobs,
-            cache=cache,
-            node_cache=node,
-            on_bytes=progress.add_bytes,
-            on_file=on_file,
-        )
 
 
 def _stage_summary(summary: Summary) -> str:
@@ -423,8 +410,9 @@ def _stage_summary(summary: Summary) -> str:
         rate = f", {_size(summary.bytes_transferred / summary.seconds)}/s"
     return (
         f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} downloaded ({moved}{rate}; {summary.resumed} resumed), "
-        f"{summary.linked} linked, {summary.skipped} already present, {summary.failed} failed"
+        f"{summary.transferred} downloaded ({moved}{rate}, {summary.resumed} resumed), "
+        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
+        f"{summary.failed} failed"
     )
 
 

@@ -19,20 +19,31 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from taskkit.digest import CHUNK_SIZE, Digest
 from taskkit.exceptions import DataError, IOFailure, TaskFailure, UsageError, from_os_error
 from taskkit.nodecache import NodeCache
-from taskkit.staging import Plan, PlanEntry, Problem, partial_path
+from taskkit.retry import RetryBudget
+from taskkit.staging import (
+    Input,
+    Plan,
+    PlanEntry,
+    Problem,
+    default_workdir,
+    parse_input,
+    partial_path,
+    plan,
+)
 from taskkit.statcache import CacheEntry, StatCache, path_key
+from taskkit.storage import Stores
 from taskkit.transfer import Fetched, Transfers, locked, remove_partial
 
-__all__ = ["DEFAULT_JOBS", "Summary", "execute"]
+__all__ = ["DEFAULT_JOBS", "Summary", "execute", "stage"]
 
 #: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
 #: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
@@ -109,6 +120,60 @@ class _Done(NamedTuple):
 
 class _Stale(Exception):
     """A node-cache object failed verification and was deleted."""
+
+
+def stage(
+    inputs: Sequence[str | Input],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    node_cache: NodeCache | None = None,
+    retry: RetryBudget | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_empty: bool = False,
+    dry_run: bool = False,
+    on_plan: Callable[[Plan], None] | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+) -> Summary:
+    """Stage ``inputs`` (``"SRC=DEST"`` strings or :class:`Input`) into ``workdir``.
+
+    Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out. The
+    stat-cache defaults to :meth:`StatCache.open`; failures of single files are in the
+    summary (:meth:`Summary.exit_error`), not raised.
+    """
+    started = time.perf_counter()
+    requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
+    with contextlib.ExitStack() as stack:
+        stores = stack.enter_context(Stores(retry, storage_options))
+        if cache is None:
+            cache = stack.enter_context(StatCache.open())
+        the_plan = plan(
+            requests,
+            workdir=default_workdir() if workdir is None else workdir,
+            stores=stores,
+            cache=cache,
+            node_cache=node_cache,
+            allow_empty=allow_empty,
+            record=not dry_run,
+            jobs=jobs,
+        )
+        if on_plan is not None:
+            on_plan(the_plan)
+        if dry_run:
+            summary = Summary.of_plan(the_plan)
+        else:
+            summary = execute(
+                the_plan,
+                jobs=jobs,
+                cache=cache,
+                node_cache=node_cache,
+                on_bytes=on_bytes,
+                on_file=on_file,
+            )
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 def execute(

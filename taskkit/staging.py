@@ -39,6 +39,7 @@ __all__ = [
     "Plan",
     "PlanEntry",
     "Problem",
+    "default_workdir",
     "parse_input",
     "partial_path",
     "plan",
@@ -109,6 +110,11 @@ class Plan(NamedTuple):
     @property
     def bytes_to_move(self) -> int:
         return sum(e.source.size for e in self.entries if e.action in ("download", "resume"))
+
+
+def default_workdir() -> str:
+    """``$AZ_BATCH_TASK_WORKING_DIR`` on a Batch node, else the current directory."""
+    return os.environ.get("AZ_BATCH_TASK_WORKING_DIR") or os.getcwd()
 
 
 def partial_path(path: Path) -> Path:

@@ -327,7 +327,7 @@ class StatCache:
         """The entries stored for ``keys`` (from :func:`path_key`), not yet checked for freshness.
 
         When ``keys`` are sorted, as a directory walk yields them, ranges are read instead of
-        single keys: one query for each few hundred files.
+        single keys: one query for each few hundred files (rows between them are passed over).
         """
         found: dict[bytes, CacheEntry] = {}
         for start in range(0, len(keys), _LOOKUP_BATCH):
@@ -338,9 +338,10 @@ class StatCache:
             else:
                 sql = f"SELECT path, entry FROM files WHERE path IN ({','.join('?' * len(batch))})"
                 params = batch
+            wanted = set(batch)
             for path, raw in self._query(sql, params):
                 entry = CacheEntry(path, raw)
-                if entry.valid():
+                if path in wanted and entry.valid():
                     found[path] = entry
         return found
 

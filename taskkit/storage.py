@@ -94,7 +94,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _not_found(exc: BaseException, what: str) -> TaskkitError:
-    return InputNotFound(f"{what}: not found", errno=errno.ENOENT)
+    code = _code(exc)
+    return InputNotFound(f"{what}: not found" + (f" ({code})" if code else ""), errno=errno.ENOENT)
 
 
 def _auth(exc: BaseException, what: str) -> TaskkitError:

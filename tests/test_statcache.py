@@ -214,6 +214,19 @@ def test_unsorted_keys_and_forget(tmp_path: Path) -> None:
         assert set(cache.lookup(sorted(keys))) == {b"/b", b"/c"}
 
 
+def test_a_range_lookup_returns_only_the_keys_asked_for(tmp_path: Path) -> None:
+    """Sorted keys are read as a range; rows that fall between them are not returned."""
+    digest = hash_bytes(b"v")
+    with StatCache.open(tmp_path / "c") as cache:
+        cache.record(
+            [
+                CacheEntry.of(k, FileStat(1, 1, 1, 1, 1), digest, (digest.value,), 3)
+                for k in (b"/a", b"/b", b"/c")
+            ]
+        )
+        assert set(cache.lookup([b"/a", b"/c"])) == {b"/a", b"/c"}
+
+
 def test_default_cache_dir_follows_the_documented_order(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
