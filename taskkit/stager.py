@@ -51,6 +51,8 @@ __all__ = ["DEFAULT_JOBS", "Summary", "execute", "stage"]
 DEFAULT_JOBS = 8
 #: Attempts at a file whose bytes do not match the digest its source declares.
 DIGEST_ATTEMPTS = 2
+#: Node-cache objects larger than this are verified through the stat-cache; smaller ones hashed.
+_VERIFY_BY_CACHE = 1 << 20
 
 
 @dataclass
@@ -236,6 +238,7 @@ class _Run:
         self.transfers = transfers
         self.cache = cache
         self.node_cache = node_cache
+        self._parents: set[Path] = set()  # directories made and checked by this run
 
     def stage(self, entry: PlanEntry) -> _Done:
         self._make_parent(entry)
@@ -250,6 +253,8 @@ class _Run:
     def _make_parent(self, entry: PlanEntry) -> None:
         """Create the directories above a file, never following a link out of the workdir."""
         parent = entry.path.parent
+        if parent in self._parents:
+            return
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -261,6 +266,7 @@ class _Run:
                 f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
                 "directory through a link"
             )
+        self._parents.add(parent)
 
     def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
         """Fill a locked partial with the entry's bytes, checked against any known digest."""
@@ -316,15 +322,17 @@ class _Run:
 
         def once() -> _Done:
             fetched: Fetched | None = None
-            with locked(partial) as fd:
-                digest = node.lookup(key)
-                if digest is None:
-                    fetched = self._fetch(entry, fd, partial)
-                    digest = fetched.digest
-                    node.publish(key, partial, digest)
-                else:  # another task fetched it while this one waited
-                    os.unlink(partial)
-            remove_partial(partial)
+            digest = node.lookup(key)
+            if digest is None:
+                with locked(partial) as fd:
+                    digest = node.lookup(key)
+                    if digest is None:
+                        fetched = self._fetch(entry, fd, partial)
+                        digest = fetched.digest
+                        node.publish(key, partial, digest)
+                    else:  # another task fetched it while this one waited
+                        os.unlink(partial)
+                remove_partial(partial)
             obj = node.object_path(digest)
             chunks = self._verify(node, obj, digest) if fetched is None else fetched.chunks
             st = self._link(obj, entry)
@@ -339,8 +347,10 @@ class _Run:
         """The chunks of a cache object whose content still matches its name."""
         from taskkit.hashing import hash_file
 
+        # Small objects are hashed: that is cheaper than a stat-cache read and write.
+        cache = self.cache if obj.stat().st_size > _VERIFY_BY_CACHE else None
         try:
-            found = hash_file(obj, cache=self.cache)
+            found = hash_file(obj, cache=cache)
         except TaskFailure as exc:
             raise _Stale from exc
         if found.digest != digest:

@@ -274,13 +274,14 @@ def _decide(
     undecided: list[tuple[RemoteFile, Store, str, Path, str, Digest | None]] = []
     entries: dict[Path, PlanEntry] = {}
     to_hash: dict[Path, Digest] = {}
+    refs: dict[Path, Digest | None] = {}
     for file, store, dest, path in files:
         identity = store.identity(file.key)
         entry = known.get(keys.get(path, b""))
         ours = entry is not None and (entry.source, entry.etag) == (identity, file.version)
         ref = None
         if node_cache is not None:
-            ref = node_cache.lookup(NodeCache.key(identity, file.version))
+            ref = refs[path] = node_cache.lookup(NodeCache.key(identity, file.version))
         expected = file.digest or (entry.digest if entry is not None and ours else None) or ref
         local = present.get(path)
         if local is not None and expected is not None:
@@ -316,7 +317,7 @@ def _decide(
         else:
             why = "not present"
         key = NodeCache.key(identity, file.version)
-        if node_cache is not None and node_cache.lookup(key) is not None:
+        if refs.get(path) is not None:
             action, reason = "link", f"in the node cache ({why})"
         elif (
             node_cache.partial(key)
