@@ -69,16 +69,22 @@ class RetryBudget:
             spent += wait
             yield wait
 
-    def call(self, action: Callable[[], _T], what: str) -> _T:
+    def call(
+        self,
+        action: Callable[[], _T],
+        what: str,
+        retry_if: Callable[[TaskkitError], bool] | None = None,
+    ) -> _T:
         """``action()``, tried again after each retryable :class:`TaskkitError` while the
-        budget lasts. ``what`` names the request in the warning logged before each retry."""
+        budget lasts (``retry_if`` narrows which ones). ``what`` names the request in the
+        warning logged before each retry."""
         started = self.clock()
         delays = self.delays()
         while True:
             try:
                 return action()
             except TaskkitError as exc:
-                if not exc.retryable:
+                if not exc.retryable or (retry_if is not None and not retry_if(exc)):
                     raise
                 wait = next(delays, None)
                 if wait is None or self.clock() - started + wait > self.budget:

@@ -50,6 +50,7 @@ __all__ = [
     "RULES",
     "SIZE_METADATA",
     "RemoteFile",
+    "SourceChanged",
     "Store",
     "Stores",
     "translate",
@@ -109,8 +110,13 @@ def _transient(exc: BaseException, what: str) -> TaskkitError:
     return TransientError(f"{what}: {_reason(exc)}")
 
 
+class SourceChanged(TransientError):
+    """The source changed after it was listed. Retrying the same request cannot help (it is
+    conditional on the listed version); a new attempt of the task lists it afresh."""
+
+
 def _changed(exc: BaseException, what: str) -> TaskkitError:
-    return TransientError(f"{what}: it changed while being read; a new attempt will see it")
+    return SourceChanged(f"{what}: it changed while being read; a new attempt will see it")
 
 
 def _config(exc: BaseException, what: str) -> TaskkitError:
@@ -269,7 +275,9 @@ class Store:
 
     def call(self, action: Callable[[], _T], what: str) -> _T:
         """``action`` with upstream errors translated and transient ones retried."""
-        return self.retry.call(lambda: _guarded(action, what), what)
+        return self.retry.call(
+            lambda: _guarded(action, what), what, lambda exc: not isinstance(exc, SourceChanged)
+        )
 
     def list(self, key: str) -> list[RemoteFile]:
         """Every file under the prefix ``key`` (a directory of a filesystem), in one pass."""
@@ -465,14 +473,14 @@ class FsspecStore(Store):
         def ranged() -> bytes:
             data = bytes(self.fs.cat_file(file.key, start=offset, end=offset + length))
             if len(data) != length:
-                raise TransientError(f"{what}: it changed while being read")
+                raise SourceChanged(f"{what}: it changed while being read")
             return data
 
         return self.call(ranged, what)
 
     def confirm(self, file: RemoteFile) -> None:
         if self.stat(file.key).version != file.version:
-            raise TransientError(
+            raise SourceChanged(
                 f"cannot read {file.url}: it changed while being read; a new attempt will see it"
             )
 
