@@ -28,8 +28,8 @@ _HIDDEN = "***"
 _PATTERNS = (
     # Connection-string fields: up to the next ';' or the end.
     re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
-    # SAS signatures in URLs and query strings, plain or percent-encoded '='.
-    re.compile(r"(?i)\b(sig)(=|%3D)[^&\s'\"]*"),
+    # SAS signatures in URLs and query strings, also percent-encoded inside another URL.
+    re.compile(r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))(sig)(?:=|%3D)(?:(?!%26)[^&\s'\"])*"),
 )
 
 

@@ -62,13 +62,16 @@ class Input(NamedTuple):
 
 
 def parse_input(text: str) -> Input:
-    """Read ``SRC=DEST`` (split at the last ``=``, since blob names may hold one) or ``SRC``
-    alone, which stages to the source's own name in the working directory."""
+    """Read ``SRC=DEST`` or ``SRC`` alone, which stages to the source's own name in the working
+    directory. The split is at the last ``=``, so a source whose name holds one
+    (``year=2024/``) needs a DEST, or a trailing ``=`` for the default one."""
     source, sep, dest = text.rpartition("=")
-    if not sep or "://" in dest or not source:
+    if not sep:
         source, dest = text, ""
     if not source.rstrip("/"):
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
+    if "://" in dest:
+        raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
     if not dest:
         dest = source.rstrip("/").rsplit("/", 1)[-1] + ("/" if source.endswith("/") else "")
     return Input(source, dest)

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime
 import errno
 import re
 from collections.abc import Callable, Mapping
@@ -149,7 +150,7 @@ def _by_status(exc: BaseException, what: str) -> TaskkitError:
 
 def _os_error(exc: BaseException, what: str) -> TaskkitError:
     assert isinstance(exc, OSError)
-    reason = (exc.strerror or str(exc)).lower()
+    reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
     if isinstance(exc, FileNotFoundError):
         return InputNotFound(f"{what}: not found", errno=exc.errno)
     if isinstance(exc, PermissionError):
@@ -189,6 +190,7 @@ RULES: Mapping[str, Rule] = {
     "azure.identity._exceptions.CredentialUnavailableError": _auth,
     "azure.identity._exceptions.AuthenticationRequiredError": _auth,
     "azure.storage.blob._shared.response_handlers.PartialBatchErrorException": _by_status,
+    "azure.storage.blob._shared.authentication.AzureSigningError": _auth,
     # aiohttp, should one escape the SDK's wrapping
     f"{_AIO}ClientError": _transient,
     f"{_AIO}ClientResponseError": _by_status,
@@ -445,6 +447,8 @@ class FsspecStore(Store):
             (info[n] for n in ("mtime", "LastModified", "last_modified", "created") if n in info),
             None,
         )
+        if isinstance(stamp, datetime.datetime):  # from info(); a listing gives a float
+            stamp = stamp.timestamp()
         return f"{info.get('size')}-{stamp}-{info.get('ino', '')}"
 
     def _file(self, info: Mapping[str, Any]) -> RemoteFile:

@@ -1,0 +1,121 @@
+"""taskkit.redaction: no credential survives into a message; ordinary text is left as it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskkit.redaction import SECRET_ENV_VARS, redact
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials of the machine running the tests must not change what is hidden."""
+    for name in SECRET_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_account_key_of_a_connection_string_is_hidden() -> None:
+    """AccountKey=... goes; the account name and the other fields stay."""
+    text = (
+        "cannot open: DefaultEndpointsProtocol=https;AccountName=acct;"
+        "AccountKey=Zm9vYmFy+/c2VjcmV0==;EndpointSuffix=core.windows.net"
+    )
+    assert redact(text) == (
+        "cannot open: DefaultEndpointsProtocol=https;AccountName=acct;"
+        "AccountKey=***;EndpointSuffix=core.windows.net"
+    )
+
+
+def test_field_names_are_matched_in_any_case() -> None:
+    """accountkey= and ACCOUNTKEY= are as secret as AccountKey=."""
+    out = redact("accountkey=s3cretA ACCOUNTKEY=s3cretB")
+    assert "s3cret" not in out
+    assert out.count("***") == 2
+
+
+def test_shared_access_signature_of_a_connection_string_is_hidden() -> None:
+    """SharedAccessSignature=... goes up to the next ';', its sig included."""
+    text = (
+        "BlobEndpoint=https://acct.blob.core.windows.net/;"
+        "SharedAccessSignature=sv=2022-11-02&ss=b&sp=rl&sig=AbCdEf%2BgH%3D;"
+        "QueueEndpoint=https://acct.queue.core.windows.net/"
+    )
+    out = redact(text)
+    assert "AbCdEf" not in out
+    assert "sp=rl" not in out
+    assert "SharedAccessSignature=***;" in out
+    assert out.startswith("BlobEndpoint=https://acct.blob.core.windows.net/;")
+    assert out.endswith(";QueueEndpoint=https://acct.queue.core.windows.net/")
+
+
+def test_sig_of_a_sas_url_is_hidden_and_the_rest_kept() -> None:
+    """Only the signature of a SAS query string is a secret."""
+    url = (
+        "https://acct.blob.core.windows.net/c/x.csv?sv=2022-11-02&se=2030-01-01&sig=AbC%2Bd%3D&sp=r"
+    )
+    assert redact(f"cannot read {url}: 403") == (
+        "cannot read https://acct.blob.core.windows.net/c/x.csv"
+        "?sv=2022-11-02&se=2030-01-01&sig=***&sp=r: 403"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cannot read https://acct/c/x?sig%3DSECRETSIGNATURE",
+        "cannot read https://acct/c/x?sv%3D1&sig%3dSECRETSIGNATURE&sp%3Dr",
+        # A SAS URL quoted whole inside another URL: its '&' is '%26', its '?' is '%3F'.
+        "redirected to https://x/login?next=https%3A%2F%2Facct%2Fc%3Fsv%3D1%26sig%3DSECRETSIGNATURE",
+        "redirected to https://x/login?next=https%3A%2F%2Facct%2Fc%3Fsig%3DSECRETSIGNATURE",
+    ],
+    ids=["after-?", "after-&", "after-%26", "after-%3F"],
+)
+def test_percent_encoded_sig_is_hidden(text: str) -> None:
+    """sig%3D... is hidden, also when the SAS URL is itself percent-encoded in another URL."""
+    out = redact(text)
+    assert "SECRETSIGNATURE" not in out
+    assert out.startswith(text[: text.index("sig%3")])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AZURE_STORAGE_ACCOUNT_KEY", "c2VjcmV0LWtleS1tYXRlcmlhbA=="),
+        (
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=x",
+        ),
+        ("AZURE_STORAGE_SAS_TOKEN", "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01"),
+    ],
+)
+def test_credential_environment_values_are_hidden_wherever_they_appear(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """The value of a credential variable is hidden inside any text, every time it occurs."""
+    monkeypatch.setenv(name, value)
+    text = f"got {value!r} then x{value}y and again {value}"
+    out = redact(text)
+    assert value not in out
+    assert out == "got '***' then x***y and again ***"
+
+
+def test_short_environment_values_do_not_blank_out_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential variable set to a few characters is not replaced inside ordinary words."""
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "ban")
+    assert redact("a banana") == "a banana"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cannot read az://container/dir/file.csv (account acct): not found",
+        "AccountName=acct;EndpointSuffix=core.windows.net",
+        "design=ok signal=3 assig=1 signature=none",
+        "https://acct.blob.core.windows.net/c/x?sv=2022-11-02&se=2030-01-01",
+        "",
+        "unicode ok: ümlaut café 数据",
+    ],
+)
+def test_ordinary_text_is_unchanged(text: str) -> None:
+    """Text holding no credential comes back exactly as it went in."""
+    assert redact(text) == text
