@@ -462,6 +462,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     logger = logging.getLogger("taskkit")
     logger.addHandler(handler)
     logger.propagate = False
+    # The Azure SDK logs its own warnings (a retry, an odd response); taskkit reports what
+    # matters itself, as one line, so theirs would only be noise on stderr.
+    quiet = logging.getLogger("azure")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None,

@@ -4,7 +4,8 @@ Layout under the cache root (``$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache`` on a Ba
 
     objects/<2 hex>/<32 hex>   one read-only file per content digest (xxh3-128)
     refs/<2 hex>/<32 hex>      one per source version (its identity and etag): its digest
-    partial/<32 hex>           a download in progress, locked by its one writer, + its journal
+    partial/<32 hex>           a download in progress, + its journal
+    locks/<2 hex>/<32 hex>     one empty lock file per source version
 
 Invariants:
 
@@ -15,8 +16,9 @@ Invariants:
   since it was hashed) or by hashing it. One whose content no longer matches its name is
   deleted and downloaded afresh.
 * A ref is written after its object, by atomic rename; a ref whose object is gone is a miss.
-* At most one process downloads a source version: the writer holds the lock of the partial file,
-  and the others wait, then find the ref and link.
+* At most one process downloads a source version: it holds the version's lock, and the others
+  wait, then find the ref and link. Verifying and linking an object happen under the same
+  lock, so no taskkit process moves an object's ctime while another checks it.
 * The cache is bounded (``max_bytes``): after an object is added, the least recently used ones
   (access time, which taskkit sets on every use) are deleted until the rest fit. Files already
   linked into task directories live on: a link is a name, not a copy.
@@ -73,6 +75,11 @@ class NodeCache:
 
     def partial(self, key: str) -> Path:
         return self.root / "partial" / key
+
+    def lock_path(self, key: str) -> Path:
+        """The lock of a source version: held to fetch, verify or link it. Never deleted,
+        so that a waiting process always locks the file the holder locked."""
+        return self.root / "locks" / key[:2] / key
 
     def fits(self, size: int) -> bool:
         """Whether a file of ``size`` bytes may enter the cache at all."""

@@ -89,5 +89,10 @@ class RetryBudget:
                 wait = next(delays, None)
                 if wait is None or self.clock() - started + wait > self.budget:
                     raise
-                log.warning("%s: %s; trying again in %.1f s", what, exc, wait)
+                said = str(exc)
+                log.warning(
+                    "%s; trying again in %.1f s",
+                    said if said.startswith(what) else f"{what}: {said}",
+                    wait,
+                )
                 self.sleep(wait)

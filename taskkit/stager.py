@@ -41,7 +41,14 @@ from taskkit.staging import (
 )
 from taskkit.statcache import CacheEntry, StatCache, path_key
 from taskkit.storage import Stores
-from taskkit.transfer import Fetched, Transfers, locked, remove_partial
+from taskkit.transfer import (
+    Fetched,
+    Transfers,
+    locked,
+    open_partial,
+    remove_journal,
+    remove_partial,
+)
 
 __all__ = ["DEFAULT_JOBS", "Summary", "execute", "stage"]
 
@@ -150,7 +157,10 @@ def stage(
     with contextlib.ExitStack() as stack:
         stores = stack.enter_context(Stores(retry, storage_options))
         if cache is None:
-            cache = stack.enter_context(StatCache.open())
+            opened = StatCache.open()
+            # A dry run writes nothing, not even a new, empty stat-cache.
+            if not dry_run or opened.path.exists():
+                cache = stack.enter_context(opened)
         the_plan = plan(
             requests,
             workdir=default_workdir() if workdir is None else workdir,
@@ -244,10 +254,10 @@ class _Run:
         self._make_parent(entry)
         node = self.node_cache
         if node is not None and node.fits(entry.source.size):
-            try:
-                return self._via_cache(entry, node)
-            except _Stale:
-                return self._via_cache(entry, node)
+            for _ in range(2):
+                with contextlib.suppress(_Stale):
+                    return self._via_cache(entry, node)
+            # An object that keeps failing its check (a task still writing into it): bypass.
         return self._direct(entry)
 
     def _make_parent(self, entry: PlanEntry) -> None:
@@ -269,30 +279,34 @@ class _Run:
         self._parents.add(parent)
 
     def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
-        """Fill a locked partial with the entry's bytes, checked against any known digest."""
-        fetched = self.transfers.fetch(entry.store, entry.source, fd, partial)
-        if entry.expected is not None and fetched.digest != entry.expected:
-            raise DataError(
-                f"cannot stage {entry.source.url!r}: its bytes have digest {fetched.digest}, "
-                f"but its source declares {entry.expected}"
-            )
-        entry.store.confirm(entry.source)
+        """Fill a partial file, held locked by the caller, with the entry's bytes, checked
+        against any known digest. On a failure the partial goes when a retry cannot use it
+        (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
+        otherwise. The journal goes once the file is complete."""
+        try:
+            fetched = self.transfers.fetch(entry.store, entry.source, fd, partial)
+            if entry.expected is not None and fetched.digest != entry.expected:
+                raise DataError(
+                    f"cannot stage {entry.source.url!r}: its bytes have digest "
+                    f"{fetched.digest}, but its source declares {entry.expected}"
+                )
+            entry.store.confirm(entry.source)
+        except TaskFailure as exc:
+            if not exc.retryable or entry.source.size <= CHUNK_SIZE:
+                remove_partial(partial)
+            raise
+        remove_journal(partial)
         return fetched
 
-    def _attempts(self, entry: PlanEntry, partial: Path, action: Callable[[], _Done]) -> _Done:
-        """``action`` again after a digest mismatch; the partial goes on a permanent failure,
-        and stays (to be resumed) when a retry may help."""
+    @staticmethod
+    def _attempts(action: Callable[[], _Done]) -> _Done:
+        """``action``, once more after a digest mismatch (a corrupted transfer)."""
         for attempt in range(1, DIGEST_ATTEMPTS + 1):
             try:
                 return action()
             except DataError:
-                remove_partial(partial)
                 if attempt == DIGEST_ATTEMPTS:
                     raise
-            except TaskFailure as exc:
-                if not exc.retryable or entry.source.size <= CHUNK_SIZE:
-                    remove_partial(partial)
-                raise
         raise AssertionError("unreachable")
 
     def _direct(self, entry: PlanEntry) -> _Done:
@@ -303,7 +317,6 @@ class _Run:
                 fetched = self._fetch(entry, fd, partial)
                 _rename(partial, entry.path, entry)
                 st = os.fstat(fd)
-            remove_partial(partial)  # the journal
             return _Done(
                 entry,
                 st,
@@ -314,34 +327,38 @@ class _Run:
                 False,
             )
 
-        return self._attempts(entry, partial, once)
+        return self._attempts(once)
 
     def _via_cache(self, entry: PlanEntry, node: NodeCache) -> _Done:
+        """Fetch into the node cache unless it holds this version, then link. Everything
+        happens under the version's lock, so no other taskkit process downloads, links or
+        verifies the same object meanwhile (a link moves the object's ctime)."""
         key = node.key(entry.identity, entry.source.version)
         partial = node.partial(key)
 
         def once() -> _Done:
             fetched: Fetched | None = None
-            digest = node.lookup(key)
-            if digest is None:
-                with locked(partial) as fd:
-                    digest = node.lookup(key)
-                    if digest is None:
+            with locked(node.lock_path(key)):
+                digest = node.lookup(key)
+                if digest is None:
+                    fd = open_partial(partial)
+                    try:
                         fetched = self._fetch(entry, fd, partial)
-                        digest = fetched.digest
-                        node.publish(key, partial, digest)
-                    else:  # another task fetched it while this one waited
-                        os.unlink(partial)
-                remove_partial(partial)
-            obj = node.object_path(digest)
-            chunks = self._verify(node, obj, digest) if fetched is None else fetched.chunks
-            st = self._link(obj, entry)
+                    finally:
+                        os.close(fd)
+                    digest = fetched.digest
+                    chunks = fetched.chunks
+                    node.publish(key, partial, digest)
+                else:
+                    chunks = self._verify(node, node.object_path(digest), digest)
+                obj = node.object_path(digest)
+                st = self._link(obj, entry)
             node.evict(keep=obj)
             if fetched is None:
                 return _Done(entry, st, digest, chunks, 0, 0, True)
             return _Done(entry, st, digest, chunks, fetched.transferred, fetched.reused, False)
 
-        return self._attempts(entry, partial, once)
+        return self._attempts(once)
 
     def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
         """The chunks of a cache object whose content still matches its name."""
@@ -363,9 +380,12 @@ class _Run:
         temp = partial_path(entry.path).with_suffix(f".{os.getpid()}.{threading.get_ident()}")
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        NodeCache.used(obj)  # before the stat below: it moves the ctime
         try:
             try:
                 os.link(obj, temp)
+            except FileNotFoundError as exc:
+                raise _Stale from exc  # evicted meanwhile: fetch it again
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
@@ -376,7 +396,6 @@ class _Run:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise from_os_error(exc, f"cannot stage {entry.source.url!r} to") from exc
-        NodeCache.used(obj)
         return st
 
 

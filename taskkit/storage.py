@@ -315,6 +315,17 @@ def _metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | 
         return None
 
 
+class _Sink:
+    """A stream that keeps the bytes objects written to it, without copying them."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)
+
+
 class AzureStore(Store):
     """Azure Blob storage through the async SDK, driven from any thread via fsspec's I/O loop."""
 
@@ -403,7 +414,10 @@ class AzureStore(Store):
                 etag=file.version,
                 match_condition=MatchConditions.IfNotModified,
             )
-            return await stream.readall()
+            # readinto hands over the response body as it is; readall would copy it twice.
+            sink = _Sink()
+            await stream.readinto(sink)  # type: ignore[arg-type]
+            return sink.parts[0] if len(sink.parts) == 1 else b"".join(sink.parts)
 
         what = f"cannot read {self._where(file.key)}"
 
