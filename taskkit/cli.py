@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, NoReturn
 
 import click
@@ -70,6 +70,13 @@ class _Group(click.Group):
             raise _PipeClosed from exc
 
 
+def _jobs_option(text: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """``-j/--jobs N``, with a help text of its command's own."""
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N", help=text
+    )
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(
     __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"
@@ -94,14 +101,7 @@ def _escape(path: str) -> tuple[bytes, bool]:
 
 @cli.command("hash", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Threads for hashing large files [default: the CPUs this process may use].",
-)
+@_jobs_option("Threads for hashing large files [default: the CPUs this process may use].")
 @click.option(
     "--no-cache", is_flag=True, help="Read every file; neither consult nor update the stat-cache."
 )
@@ -261,14 +261,7 @@ def _default_node_cache() -> str | None:
     metavar="SIZE",
     help="Bound the node cache, evicting least recently used files (e.g. 50G).",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Requests in flight at once [default: 8].",
-)
+@_jobs_option("Requests in flight at once [default: 8].")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option(
     "--json", "as_json", is_flag=True, help="End with one JSON object: files, bytes, seconds."

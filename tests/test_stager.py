@@ -16,7 +16,6 @@ import pytest
 from taskkit.digest import CHUNK_SIZE, Digest, hash_bytes
 from taskkit.exceptions import DataError, IOFailure, TaskFailure
 from taskkit.nodecache import OBJECT_MODE, NodeCache
-from taskkit.retry import RetryBudget
 from taskkit.stager import Summary, execute, stage
 from taskkit.staging import Plan, PlanEntry, parse_input, plan
 from taskkit.statcache import RACY_WINDOW_NS, StatCache
@@ -45,19 +44,6 @@ def make_source(root: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, b
 def leftovers(root: Path) -> list[Path]:
     """Partial files and journals anywhere below ``root``."""
     return sorted(p for p in root.rglob("*") if p.name.startswith(".taskkit-"))
-
-
-@pytest.fixture
-def stores() -> Iterator[Stores]:
-    with Stores(RetryBudget(attempts=1)) as opened:
-        yield opened
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    return Path(os.path.realpath(work))
 
 
 SIZES = {

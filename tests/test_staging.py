@@ -12,7 +12,6 @@ import pytest
 
 from taskkit.exceptions import DataError, InputNotFound, UsageError
 from taskkit.nodecache import NodeCache
-from taskkit.retry import RetryBudget
 from taskkit.stager import execute
 from taskkit.staging import Input, check_name, parse_input, plan, resolve_dest
 from taskkit.statcache import RACY_WINDOW_NS, StatCache, path_key
@@ -32,19 +31,6 @@ def memory() -> Iterator[fsspec.AbstractFileSystem]:
     clear()
     yield fs
     clear()
-
-
-@pytest.fixture
-def stores() -> Iterator[Stores]:
-    with Stores(RetryBudget(attempts=1)) as opened:
-        yield opened
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    return Path(os.path.realpath(work))
 
 
 def later_clock() -> int:
