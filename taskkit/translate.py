@@ -1,0 +1,197 @@
+"""Translating upstream storage errors (Azure SDK, aiohttp, fsspec, the OS) into taskkit's.
+
+Part of the storage boundary (:mod:`taskkit.storage`): every error a store meets leaves it as a
+:class:`~taskkit.exceptions.TaskkitError` chosen here. :data:`RULES` maps an upstream class
+(``module.qualname``, so nothing is imported to build it) to a rule; :func:`translate` walks the
+exception's MRO, so the most specific entry wins. ``tests/test_storage.py`` fails when an
+upstream class has no entry, so a new SDK error type is a decision, not an accident. Messages
+pass through :func:`~taskkit.redaction.redact`: no credential leaves this module.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from taskkit.exceptions import (
+    ConfigError,
+    InputNotFound,
+    IOFailure,
+    MisuseError,
+    PermissionDenied,
+    TaskkitError,
+    TransientError,
+)
+from taskkit.redaction import redact
+
+__all__ = ["RULES", "Rule", "SourceChanged", "guarded", "reason", "translate"]
+
+_T = TypeVar("_T")
+
+Rule = Callable[[BaseException, str], TaskkitError]
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what ``exc`` says, credentials hidden."""
+    text = str(exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+def _not_found(exc: BaseException, what: str) -> TaskkitError:
+    code = _code(exc)
+    return InputNotFound(f"{what}: not found" + (f" ({code})" if code else ""), errno=errno.ENOENT)
+
+
+def _auth(exc: BaseException, what: str) -> TaskkitError:
+    return ConfigError(
+        f"{what}: access denied ({_code(exc) or type(exc).__name__}); check the credentials "
+        "and their permissions"
+    )
+
+
+def _transient(exc: BaseException, what: str) -> TaskkitError:
+    return TransientError(f"{what}: {reason(exc)}")
+
+
+class SourceChanged(TransientError):
+    """The source changed after it was listed. Retrying the same request cannot help (it is
+    conditional on the listed version); a new attempt of the task lists it afresh."""
+
+
+def _changed(exc: BaseException, what: str) -> TaskkitError:
+    return SourceChanged(f"{what}: it changed while being read; a new attempt will see it")
+
+
+def _config(exc: BaseException, what: str) -> TaskkitError:
+    return ConfigError(f"{what}: {reason(exc)}")
+
+
+def _bug(exc: BaseException, what: str) -> TaskkitError:
+    return MisuseError(f"{what}: {type(exc).__name__}: {reason(exc)}")
+
+
+def _code(exc: BaseException) -> str | None:
+    code = getattr(exc, "error_code", None)
+    return str(code) if code else None
+
+
+def _by_status(exc: BaseException, what: str) -> TaskkitError:
+    """An HTTP error whose class says less than its status code."""
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None) or 0
+    label = f"HTTP {status}" + (f" {_code(exc)}" if _code(exc) else "")
+    if status in (401, 403):
+        return _auth(exc, what)
+    if status == 404:
+        return _not_found(exc, what)
+    if status in (304, 412, 416):
+        return _changed(exc, what)
+    if status in (408, 409, 429) or status >= 500:
+        return TransientError(f"{what}: the service answered {label}")
+    return ConfigError(f"{what}: the service refused the request ({label})")
+
+
+def _os_error(exc: BaseException, what: str) -> TaskkitError:
+    assert isinstance(exc, OSError)
+    text = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if isinstance(exc, FileNotFoundError):
+        return InputNotFound(f"{what}: not found", errno=exc.errno)
+    if isinstance(exc, PermissionError):
+        return PermissionDenied(f"{what}: {text}", errno=exc.errno)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return TransientError(f"{what}: {text}")
+    return IOFailure(f"{what}: {text}", errno=exc.errno)
+
+
+_AZ = "azure.core.exceptions."
+_AIO = "aiohttp.client_exceptions."
+
+#: Upstream exception class (module.qualname) -> how it is translated. Looked up along the MRO,
+#: so the most specific entry wins. ``tests/test_storage.py`` fails when an upstream class is
+#: missing here, so a new SDK error is a decision, not an accident.
+RULES: Mapping[str, Rule] = {
+    # azure-core: the SDK's own tree
+    f"{_AZ}AzureError": _transient,
+    f"{_AZ}ServiceRequestError": _transient,  # the request never reached the service
+    f"{_AZ}ServiceRequestTimeoutError": _transient,
+    f"{_AZ}ServiceResponseError": _transient,  # the connection broke during the response
+    f"{_AZ}ServiceResponseTimeoutError": _transient,
+    f"{_AZ}HttpResponseError": _by_status,
+    f"{_AZ}DecodeError": _transient,
+    f"{_AZ}IncompleteReadError": _transient,
+    f"{_AZ}ResourceExistsError": _by_status,
+    f"{_AZ}ResourceNotFoundError": _not_found,
+    f"{_AZ}ClientAuthenticationError": _auth,
+    f"{_AZ}ResourceModifiedError": _changed,
+    f"{_AZ}ResourceNotModifiedError": _changed,
+    f"{_AZ}TooManyRedirectsError": _config,
+    f"{_AZ}ODataV4Error": _by_status,
+    f"{_AZ}StreamConsumedError": _bug,
+    f"{_AZ}StreamClosedError": _bug,
+    f"{_AZ}ResponseNotReadError": _bug,
+    # azure-identity (managed identity on a node, or the developer's login)
+    "azure.identity._exceptions.CredentialUnavailableError": _auth,
+    "azure.identity._exceptions.AuthenticationRequiredError": _auth,
+    "azure.storage.blob._shared.response_handlers.PartialBatchErrorException": _by_status,
+    "azure.storage.blob._shared.authentication.AzureSigningError": _auth,
+    # aiohttp, should one escape the SDK's wrapping
+    f"{_AIO}ClientError": _transient,
+    f"{_AIO}ClientResponseError": _by_status,
+    f"{_AIO}ContentTypeError": _transient,
+    f"{_AIO}WSServerHandshakeError": _transient,
+    f"{_AIO}ClientHttpProxyError": _by_status,
+    f"{_AIO}TooManyRedirects": _config,
+    f"{_AIO}ClientConnectionError": _transient,
+    f"{_AIO}ClientConnectionResetError": _transient,
+    f"{_AIO}ClientOSError": _transient,
+    f"{_AIO}ClientConnectorError": _transient,
+    f"{_AIO}ClientConnectorDNSError": _transient,
+    f"{_AIO}ClientProxyConnectionError": _transient,
+    f"{_AIO}UnixClientConnectorError": _transient,
+    f"{_AIO}ClientSSLError": _config,
+    f"{_AIO}ClientConnectorSSLError": _config,
+    f"{_AIO}ClientConnectorCertificateError": _config,
+    f"{_AIO}ServerConnectionError": _transient,
+    f"{_AIO}ServerDisconnectedError": _transient,
+    f"{_AIO}ServerTimeoutError": _transient,
+    f"{_AIO}ConnectionTimeoutError": _transient,
+    f"{_AIO}SocketTimeoutError": _transient,
+    f"{_AIO}ServerFingerprintMismatch": _config,
+    f"{_AIO}ClientPayloadError": _transient,
+    f"{_AIO}UploadAbortedError": _transient,
+    f"{_AIO}InvalidURL": _config,
+    f"{_AIO}InvalidUrlClientError": _config,
+    f"{_AIO}InvalidUrlRedirectClientError": _config,
+    f"{_AIO}RedirectClientError": _config,
+    f"{_AIO}NonHttpUrlRedirectClientError": _config,
+    f"{_AIO}NonHttpUrlClientError": _config,
+    # fsspec
+    "fsspec.exceptions.FSTimeoutError": _transient,
+    "fsspec.exceptions.BlocksizeMismatchError": _bug,
+    # the built-ins that stores raise (local files, sockets, timeouts)
+    "builtins.OSError": _os_error,
+    "asyncio.exceptions.TimeoutError": _transient,  # Python 3.10; an alias of TimeoutError later
+    "concurrent.futures._base.TimeoutError": _transient,
+}
+
+
+def translate(exc: BaseException, what: str) -> TaskkitError | None:
+    """The taskkit error for an upstream ``exc`` met while doing ``what`` (e.g.
+    ``"cannot read az://c/x"``); None when ``exc`` is not a storage error."""
+    if isinstance(exc, TaskkitError):
+        return exc
+    for cls in type(exc).__mro__:
+        rule = RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if rule is not None:
+            return rule(exc, redact(what))
+    return None
+
+
+def guarded(action: Callable[[], _T], what: str) -> _T:
+    try:
+        return action()
+    except Exception as exc:
+        failure = translate(exc, what)
+        if failure is None or failure is exc:
+            raise
+        raise failure from exc
