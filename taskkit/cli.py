@@ -450,7 +450,13 @@ def _json_line(out: IO[bytes], obj: dict[str, object]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the command line and exit with its code. The only caller of ``sys.exit``."""
+    """Run the command line and exit with its code. The only caller of ``sys.exit``.
+
+    Run as the program (``argv`` None), the process ends at once when the command is done,
+    skipping the interpreter's teardown of the modules it loaded: with the Azure SDK and adlfs
+    loaded that teardown alone takes 0.15 s, a tenth of a small task's staging. Everything
+    taskkit opened is closed by then and the standard streams are flushed first.
+    """
     handler = _WarningHandler()
     logger = logging.getLogger("taskkit")
     logger.addHandler(handler)
@@ -460,6 +466,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     quiet = logging.getLogger("azure")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
+    try:
+        code = _run(argv)
+    finally:
+        logger.removeHandler(handler)
+    if argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """The command's exit code; every exception becomes one line on stderr and its code."""
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None,
@@ -505,6 +528,4 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
         )
         code = EX_SOFTWARE
-    finally:
-        logger.removeHandler(handler)
-    sys.exit(code if isinstance(code, int) else EX_OK)
+    return code if isinstance(code, int) else EX_OK
