@@ -10,8 +10,8 @@ is checked, so a final path only ever holds a complete file.
   partial (``<partial>.chunks``). A process killed mid-download leaves the next one the chunks
   whose bytes on disk still hash to what the journal says; only the rest is fetched again. The
   journal names the size and version of the source, so a partial of another version is dropped.
-* At most ``jobs`` reads of at most :data:`RANGE_SIZE` are in flight for the whole run, so
-  memory is bounded by ``jobs``, whatever the file sizes.
+* At most ``jobs`` reads, of at most :data:`MEMORY_BUDGET` bytes in all, are in flight for
+  the whole run, so memory is bounded whatever the file sizes and ``jobs``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from taskkit.storage import RemoteFile, Store
 
 __all__ = [
     "JOURNAL_SUFFIX",
+    "MEMORY_BUDGET",
     "RANGE_SIZE",
     "Fetched",
     "Transfers",
@@ -44,10 +45,13 @@ __all__ = [
 ]
 
 JOURNAL_SUFFIX = ".chunks"
-#: Bytes per request. A response is held in memory two or three times over by the SDK and
-#: aiohttp before it is written, so memory is about ``jobs * 3 * RANGE_SIZE``; 4 MiB keeps
-#: that well under 200 MB at the default concurrency, and a chunk takes two requests.
-RANGE_SIZE = 4 * 1024 * 1024
+#: Bytes per request: one chunk. Azure (Azurite at least) pays a lot per request: 4 MiB
+#: requests moved 1 GiB at 149 MB/s where 8 MiB ones reached 262 (bench/stage_bench.py).
+RANGE_SIZE = CHUNK_SIZE
+#: Bytes of responses in flight at once, whatever ``jobs`` is. The SDK and aiohttp hold a
+#: response about twice over before it is written, so this bounds staging's memory to about
+#: twice this much above the interpreter's own (peak RSS 140-185 MiB at the default -j 8).
+MEMORY_BUDGET = 64 * 1024 * 1024
 _JOURNAL_MAGIC = "taskkit-partial-v1"
 
 
@@ -70,6 +74,7 @@ class Transfers:
         self.jobs = jobs
         self.on_bytes = on_bytes or (lambda n, reused: None)
         self._slots = threading.BoundedSemaphore(jobs)
+        self._budget = _Budget(MEMORY_BUDGET)
         #: Set to make every read that has not started fail at once (Ctrl-C, shutdown).
         self.stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -86,7 +91,7 @@ class Transfers:
             return self._pool
 
     def read(self, store: Store, file: RemoteFile, offset: int, length: int) -> bytes:
-        with self._slots:
+        with self._slots, self._budget.hold(length):
             if self.stop.is_set():
                 raise TransientError(f"cannot read {file.url}: staging was stopped")
             return store.read(file, offset, length)
@@ -159,6 +164,28 @@ class Transfers:
 
         results = _gather(self._chunks(), check, indexes)
         return {i: d for i, d in zip(indexes, results, strict=True) if d is not None}
+
+
+class _Budget:
+    """A count of bytes that readers take before a request and give back after it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.total)  # a request larger than the budget waits for all of it
+        with self._changed:
+            self._changed.wait_for(lambda: self.free >= size)
+            self.free -= size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += size
+                self._changed.notify_all()
 
 
 def _gather(
