@@ -34,7 +34,6 @@ from taskkit.statcache import StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
 
 __all__ = [
-    "ACTIONS",
     "Input",
     "Plan",
     "PlanEntry",
@@ -45,7 +44,6 @@ __all__ = [
     "plan",
 ]
 
-ACTIONS = ("download", "resume", "link", "skip")
 _NAME_MAX = 255
 _PATH_MAX = 4096
 
@@ -78,7 +76,8 @@ def parse_input(text: str) -> Input:
 
 
 class PlanEntry(NamedTuple):
-    """What staging will do for one file, and why."""
+    """What staging will do for one file (``action``: download, resume, link or skip), and
+    why."""
 
     action: str
     reason: str
