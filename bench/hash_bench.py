@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
+from benchlib import cpu_model, output, print_ratio, print_ratio_header
 
 import taskkit
 from taskkit.chunkio import default_jobs
@@ -165,28 +166,9 @@ def command(
 # -- machine and tools ---------------------------------------------------------------------------
 
 
-def output(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        return f"unavailable ({exc.strerror})"
-    return (done.stdout or done.stderr).strip()
-
-
 def first_line(argv: Sequence[str]) -> str:
     text = output(argv)
     return text.splitlines()[0] if text else "?"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def mem_total_gib() -> float:
@@ -361,27 +343,6 @@ def print_table(
         )
         print(row.rstrip())
     print("  (spread = (max - min) / median, 'noisy' above 20%; rates are from the median)")
-
-
-def print_ratio_header(title: str) -> None:
-    print(f"{title:<68} {'medians':>8} {'minima':>8}")
-
-
-def print_ratio(name: str, num: Timing, den: Timing, target: str | None = None) -> None:
-    """``num / den`` of the medians (judged against ``target``) and, for the noise, of the minima.
-
-    A throughput ratio is a ratio of times upside down: pass the times the other way round.
-    """
-    value, best = num.median / den.median, num.best / den.best
-    verdict = ""
-    if target is not None:
-        op, bound = target.split()
-        ok = value >= float(bound) if op == ">=" else value <= float(bound)
-        verdict = f"target {op} {bound}x: {'met' if ok else 'MISSED'}"
-    print(f"  {name:<66} {value:7.2f}x {best:7.2f}x  {verdict}".rstrip())
-
-
-# -- sections -----------------------------------------------------------------------------------
 
 
 def section_startup(runs: int, workdir: Path) -> dict[str, Timing]:

@@ -81,6 +81,7 @@ from importlib import metadata
 from pathlib import Path
 
 import xxhash
+from benchlib import cpu_model, output, print_ratio, print_ratio_header
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_bytes, hash_file
@@ -660,9 +661,11 @@ class Bench:
                 "imports of click and taskkit, and exit"
             )
             print(f"  note: adlfs gets {batch_note()}")
-            print_ratio_header(f"Ratios (1{'ab'[n - 1]}; throughput, > 1: taskkit faster)")
+            print_ratio_header(
+                f"Ratios (1{'ab'[n - 1]}; throughput, > 1: taskkit faster)", RATIO_WIDTH
+            )
             for v in variants[1:]:
-                print_ratio(f"taskkit / {v.label}", timings[v.label], tk, v.target)
+                print_ratio(f"taskkit / {v.label}", timings[v.label], tk, v.target, RATIO_WIDTH)
             print()
             everything.update({f"{ds.name}: {k}": t for k, t in timings.items()})
         return everything
@@ -723,9 +726,9 @@ class Bench:
                 f"{n} run(s): {text}" for text, n in collections.Counter(seen).items()
             )
             print(f"  requests per run, {label}: {per_run}")
-        print_ratio_header("Ratios (2; wall times)")
-        print_ratio("warm / floor", warm, floor, "<= 1.5")
-        print_ratio("first warm / floor", first_timing, floor)
+        print_ratio_header("Ratios (2; wall times)", RATIO_WIDTH)
+        print_ratio("warm / floor", warm, floor, "<= 1.5", RATIO_WIDTH)
+        print_ratio("first warm / floor", first_timing, floor, width=RATIO_WIDTH)
         print()
         shutil.rmtree(work, ignore_errors=True)
         return warm
@@ -840,43 +843,6 @@ def print_table(timings: Sequence[Timing], *, size: int | None = None) -> None:
 
 
 RATIO_WIDTH = 88
-
-
-def print_ratio_header(title: str) -> None:
-    print(f"{title:<{RATIO_WIDTH + 2}} {'medians':>8} {'minima':>8}")
-
-
-def print_ratio(name: str, num: Timing, den: Timing, target: str | None = None) -> None:
-    """``num / den`` of the medians (judged against ``target``) and, for the noise, of the minima.
-
-    A throughput ratio is a ratio of times upside down: pass the times the other way round.
-    """
-    value, best = num.median / den.median, num.best / den.best
-    verdict = ""
-    if target is not None:
-        op, bound = target.split()
-        ok = value >= float(bound) if op == ">=" else value <= float(bound)
-        verdict = f"target {op} {bound}x: {'met' if ok else 'MISSED'}"
-    print(f"  {name:<{RATIO_WIDTH}} {value:7.2f}x {best:7.2f}x  {verdict}".rstrip())
-
-
-def output(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        return f"unavailable ({exc.strerror})"
-    return (done.stdout or done.stderr).strip()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def cpu_times() -> tuple[int, int]:
