@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import statistics
 import subprocess
 from collections.abc import Sequence
 from typing import Protocol
@@ -16,6 +17,25 @@ class Measured(Protocol):
 
     @property
     def best(self) -> float: ...
+
+
+class Spread:
+    """Median, best and spread of a variant's run times (``seconds``, from the subclass)."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how much the runs disagree."""
+        return (max(self.seconds) - min(self.seconds)) / self.median
 
 
 def output(argv: Sequence[str]) -> str:

@@ -52,7 +52,6 @@ import platform
 import pstats
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
-from benchlib import cpu_model, output, print_ratio, print_ratio_header
+from benchlib import Spread, cpu_model, output, print_ratio, print_ratio_header
 
 import taskkit
 from taskkit.chunkio import default_jobs
@@ -89,24 +88,11 @@ NOISY = 0.20
 
 
 @dataclass
-class Timing:
+class Timing(Spread):
     """The wall times of one variant."""
 
     label: str
     seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def best(self) -> float:
-        return min(self.seconds)
-
-    @property
-    def spread(self) -> float:
-        """(max - min) / median: how much the runs disagree."""
-        return (max(self.seconds) - min(self.seconds)) / self.median
 
 
 @dataclass

@@ -81,7 +81,7 @@ from importlib import metadata
 from pathlib import Path
 
 import xxhash
-from benchlib import cpu_model, output, print_ratio, print_ratio_header
+from benchlib import Spread, cpu_model, output, print_ratio, print_ratio_header
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_bytes, hash_file
@@ -377,27 +377,15 @@ class Spawner:
 
 
 @dataclass
-class Timing:
+class Timing(Spread):
     """The runs of one variant."""
 
     label: str
     procs: list[Proc] = field(default_factory=list)
 
-    @property
+    @property  # type: ignore[override]
     def seconds(self) -> list[float]:
         return [p.seconds for p in self.procs]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def best(self) -> float:
-        return min(self.seconds)
-
-    @property
-    def spread(self) -> float:
-        return (max(self.seconds) - min(self.seconds)) / self.median
 
     @property
     def rss_mib(self) -> float:

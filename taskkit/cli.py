@@ -28,6 +28,7 @@ from taskkit.exceptions import (
     TaskkitError,
     from_os_error,
 )
+from taskkit.retry import RetryBudget
 
 if TYPE_CHECKING:
     from taskkit.hashing import HashResult
@@ -271,7 +272,7 @@ def _default_node_cache() -> str | None:
     "--retries",
     envvar="TASKKIT_RETRIES",
     type=click.IntRange(min=1),
-    default=6,
+    default=RetryBudget.attempts,
     show_default=True,
     help="Attempts at a request that failed for a passing reason (throttling, timeouts).",
 )
@@ -279,7 +280,7 @@ def _default_node_cache() -> str | None:
     "--retry-budget",
     envvar="TASKKIT_RETRY_BUDGET",
     type=click.FloatRange(min=0),
-    default=60.0,
+    default=RetryBudget.budget,
     show_default=True,
     metavar="SECONDS",
     help="Most time one request may spend waiting between attempts.",
@@ -328,7 +329,6 @@ def stage_command(
       taskkit stage -i az://data/shards/ -j 16 --json
     """
     from taskkit.nodecache import NodeCache
-    from taskkit.retry import RetryBudget
     from taskkit.stager import stage
 
     node_root = None if no_node_cache else (cache_dir or _default_node_cache())
