@@ -23,10 +23,13 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import xxhash
 
 from taskkit.digest import Digest
 from taskkit.exceptions import (
@@ -34,7 +37,6 @@ from taskkit.exceptions import (
     DataError,
     InputNotFound,
     TaskkitError,
-    TransientError,
     UsageError,
 )
 from taskkit.redaction import redact
@@ -52,6 +54,11 @@ __all__ = [
     "SourceChanged",
     "Store",
     "Stores",
+    "Writer",
+    "file_metadata",
+    "is_temporary",
+    "metadata_digest",
+    "temporary_key",
     "translate",
 ]
 
@@ -61,10 +68,9 @@ _T = TypeVar("_T")
 DIGEST_METADATA = "taskkit_digest"
 SIZE_METADATA = "taskkit_size"
 AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
+_TEMP_PREFIX = ".taskkit-"
+_TEMP_SUFFIX = ".partial"
 _CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root|\$web|\$logs")
-#: Seconds to open a connection, and to wait for the next bytes of a response.
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
 
 
 class RemoteFile(NamedTuple):
@@ -126,11 +132,74 @@ class Store:
         """Raise :class:`TransientError` if ``file`` is no longer the version that was listed
         (for stores whose reads cannot be made conditional)."""
 
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
+        """Write ``data`` at ``key`` with ``metadata`` in one atomic step; the new version."""
+        raise NotImplementedError
+
+    def writer(self, key: str) -> Writer:
+        """Write the file at ``key`` in blocks; nothing shows at ``key`` until the commit."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove the file at ``key``, if there is one."""
+        raise NotImplementedError
+
+    def append(self, key: str, offset: int, data: bytes) -> None:
+        """Add ``data`` to the file at ``key``, which holds ``offset`` bytes (0: a new file).
+        Readers may see the file grow; used for logs, which are never read back by taskkit."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections."""
 
 
-def _metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | None:
+class Writer:
+    """A file being written in blocks, each named by an id (the same length for all the
+    blocks of one file). Nothing is visible at its key until :meth:`commit`, which makes the
+    file the given blocks in the given order.
+
+    ``parallel`` writers take blocks from several threads in any order and keep them across a
+    crash (:meth:`known` lists them for a later attempt); others take them in order, once.
+    """
+
+    parallel = False
+
+    def known(self) -> frozenset[str]:
+        """Ids of blocks the store already holds for this key, committed or not: a block
+        with one of these ids need not be sent again."""
+        return frozenset()
+
+    def write(self, block_id: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
+        """Publish the file; its new version."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Give up: nothing is published (a parallel writer's blocks stay for a later try)."""
+
+
+def file_metadata(digest: Digest, size: int) -> dict[str, str]:
+    """The metadata a taskkit upload writes: what staging reads back to skip the file."""
+    return {DIGEST_METADATA: str(digest), SIZE_METADATA: str(size)}
+
+
+def is_temporary(key: str) -> bool:
+    """Whether ``key`` names a file taskkit is writing (never a file to list or read)."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
+
+
+def temporary_key(key: str) -> str:
+    """Where a store without atomic writes holds a file being written, beside ``key``: one
+    name per key, so a crashed write is replaced by the next one, not left to pile up."""
+    parent, _, name = key.rpartition("/")
+    tag = xxhash.xxh3_64_hexdigest(name.encode("utf-8", "surrogateescape"))
+    return f"{parent}/{_TEMP_PREFIX}{tag}{_TEMP_SUFFIX}"
+
+
+def metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | None:
     """The digest a taskkit upload stored, if it is there, well-formed, and for this size."""
     if not metadata:
         return None
@@ -142,124 +211,6 @@ def _metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | 
         return Digest.parse(text)
     except DataError:
         return None
-
-
-class _Sink:
-    """A stream that keeps the bytes objects written to it, without copying them."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(data)
-        return len(data)
-
-
-class AzureStore(Store):
-    """Azure Blob storage through the async SDK, driven from any thread via fsspec's I/O loop."""
-
-    def __init__(self, fs: Any, protocol: str, retry: RetryBudget) -> None:
-        super().__init__(retry)
-        import fsspec.asyn
-        from azure.storage.blob.aio import BlobServiceClient
-
-        self.protocol = protocol
-        self._loop = fsspec.asyn.get_loop()
-        resolved = fs.service_client  # adlfs has resolved the credentials the adlfs way
-        self.account = resolved.account_name or "?"
-        self._endpoint = resolved.url.split("?", 1)[0].rstrip("/")
-        self._client = BlobServiceClient(
-            resolved.url,
-            credential=resolved.credential,
-            retry_total=0,  # taskkit retries, with its own budget
-            connection_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-        )
-
-    def __repr__(self) -> str:
-        return f"AzureStore({self._endpoint!r})"
-
-    def identity(self, key: str) -> str:
-        return f"{self._endpoint}/{key}"
-
-    def _where(self, key: str) -> str:
-        return f"{self.url(key)} (account {self.account})"
-
-    def _sync(self, func: Callable[..., Any], *args: Any) -> Any:
-        import fsspec.asyn
-
-        return fsspec.asyn.sync(self._loop, func, *args)
-
-    @staticmethod
-    def _split(key: str) -> tuple[str, str]:
-        container, _, name = key.partition("/")
-        return container, name
-
-    def _file(self, container: str, props: Any) -> RemoteFile:
-        key = f"{container}/{props.name}"
-        return RemoteFile(
-            self.url(key),
-            key,
-            int(props.size),
-            str(props.etag),
-            _metadata_digest(props.metadata, int(props.size)),
-        )
-
-    def list(self, key: str) -> list[RemoteFile]:
-        container, prefix = self._split(key)
-
-        async def listing() -> list[Any]:
-            blobs = self._client.get_container_client(container).list_blobs(
-                name_starts_with=prefix or None, include=["metadata"], results_per_page=5000
-            )
-            return [blob async for blob in blobs]
-
-        found = self.call(lambda: self._sync(listing), f"cannot list {self._where(key)}")
-        return [
-            self._file(container, props)
-            for props in found
-            # Hierarchical-namespace accounts list their directories as empty marker blobs.
-            if (props.metadata or {}).get("hdi_isfolder") != "true"
-        ]
-
-    def stat(self, key: str) -> RemoteFile:
-        container, name = self._split(key)
-
-        async def properties() -> Any:
-            return await self._client.get_blob_client(container, name).get_blob_properties()
-
-        props = self.call(lambda: self._sync(properties), f"cannot read {self._where(key)}")
-        return self._file(container, props)
-
-    def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
-        from azure.core import MatchConditions
-
-        container, name = self._split(file.key)
-
-        async def download() -> bytes:
-            stream = await self._client.get_blob_client(container, name).download_blob(
-                offset=offset,
-                length=length,
-                etag=file.version,
-                match_condition=MatchConditions.IfNotModified,
-            )
-            # readinto hands over the response body as it is; readall would copy it twice.
-            sink = _Sink()
-            await stream.readinto(sink)  # type: ignore[arg-type]
-            return sink.parts[0] if len(sink.parts) == 1 else b"".join(sink.parts)
-
-        what = f"cannot read {self._where(file.key)}"
-
-        def ranged() -> bytes:
-            data: bytes = self._sync(download)
-            if len(data) != length:
-                raise TransientError(f"{what}: {len(data)} bytes came, not {length}")
-            return data
-
-        return self.call(ranged, what)
-
-    def close(self) -> None:
-        self._sync(self._client.close)
 
 
 class FsspecStore(Store):
@@ -298,14 +249,14 @@ class FsspecStore(Store):
         size = int(info.get("size") or 0)
         key = str(info["name"])
         metadata = info.get("metadata")
-        digest = _metadata_digest(metadata if isinstance(metadata, Mapping) else None, size)
+        digest = metadata_digest(metadata if isinstance(metadata, Mapping) else None, size)
         return RemoteFile(self.url(key), key, size, self._version(info), digest)
 
     def list(self, key: str) -> list[RemoteFile]:
         found = self.call(
             lambda: self.fs.find(key, detail=True, withdirs=False), f"cannot list {self.url(key)}"
         )
-        return [self._file(info) for _, info in sorted(found.items())]
+        return [self._file(info) for name, info in sorted(found.items()) if not is_temporary(name)]
 
     def stat(self, key: str) -> RemoteFile:
         what = f"cannot read {self.url(key)}"
@@ -330,6 +281,76 @@ class FsspecStore(Store):
             raise SourceChanged(
                 f"cannot read {file.url}: it changed while being read; a new attempt will see it"
             )
+
+    # Writes go to a temporary name beside the key, then move into place: on a local
+    # filesystem that is one rename, so the key never holds a partial file.
+
+    def _published(self, temp: str, key: str) -> str:
+        self.fs.mv(temp, key)
+        return self._version(self.fs.info(key))
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
+        def write() -> str:
+            temp = temporary_key(key)
+            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+            self.fs.pipe_file(temp, data)
+            return self._published(temp, key)
+
+        return self.call(write, f"cannot write {self.url(key)}")
+
+    def writer(self, key: str) -> Writer:
+        return _StreamWriter(self, key)
+
+    def delete(self, key: str) -> None:
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(key)
+
+        self.call(remove, f"cannot delete {self.url(key)}")
+
+    def append(self, key: str, offset: int, data: bytes) -> None:
+        def add() -> None:
+            if offset == 0:
+                self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+            with self.fs.open(key, "ab" if offset else "wb") as handle:
+                handle.write(data)
+
+        self.call(add, f"cannot write {self.url(key)}")
+
+
+class _StreamWriter(Writer):
+    """Blocks written in order to one temporary file, moved into place by the commit."""
+
+    def __init__(self, store: FsspecStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.temp = temporary_key(key)
+        self.what = f"cannot write {store.url(key)}"
+        self._handle: Any = None
+
+    def _open(self) -> Any:
+        if self._handle is None:
+            fs = self.store.fs
+            fs.makedirs(fs._parent(self.key), exist_ok=True)
+            self._handle = fs.open(self.temp, "wb")
+        return self._handle
+
+    def write(self, block_id: str, data: bytes) -> None:
+        # Not retried: a stream cannot take a block twice. The whole file is tried again.
+        guarded(lambda: self._open().write(data), self.what)
+
+    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
+        def publish() -> str:
+            self._open().close()
+            return self.store._published(self.temp, self.key)
+
+        return guarded(publish, self.what)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._handle is not None:
+                self._handle.close()
+            self.store.fs.rm_file(self.temp)
 
 
 class Stores:
@@ -381,6 +402,8 @@ class Stores:
         store = self._open.get(name)
         if store is None:
             if protocol in AZURE_PROTOCOLS:
+                from taskkit.azureblob import AzureStore
+
                 store = AzureStore(fs, protocol, self.retry)
             else:
                 names = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol

@@ -43,7 +43,7 @@ from taskkit.storage import (
     SourceChanged,
     Store,
     Stores,
-    _metadata_digest,
+    metadata_digest,
     translate,
 )
 
@@ -412,9 +412,9 @@ def test_an_unknown_protocol_is_a_config_error(stores: Stores) -> None:
 def test_metadata_digest_is_read_case_insensitively() -> None:
     """Azure may return metadata names in another case; the digest and size are still found."""
     digest = hash_bytes(b"hello")
-    assert _metadata_digest({"Taskkit_Digest": str(digest), "TASKKIT_SIZE": "5"}, 5) == digest
-    assert _metadata_digest({DIGEST_METADATA: str(digest), SIZE_METADATA: "5"}, 5) == digest
-    assert _metadata_digest({DIGEST_METADATA: str(digest)}, 5) == digest  # size is optional
+    assert metadata_digest({"Taskkit_Digest": str(digest), "TASKKIT_SIZE": "5"}, 5) == digest
+    assert metadata_digest({DIGEST_METADATA: str(digest), SIZE_METADATA: "5"}, 5) == digest
+    assert metadata_digest({DIGEST_METADATA: str(digest)}, 5) == digest  # size is optional
 
 
 @pytest.mark.parametrize(
@@ -432,7 +432,7 @@ def test_metadata_digest_is_read_case_insensitively() -> None:
 )
 def test_metadata_digest_ignores_what_it_cannot_trust(metadata: dict[str, str] | None) -> None:
     """No digest, a malformed one, or one recorded for another size: None."""
-    assert _metadata_digest(metadata, 5) is None
+    assert metadata_digest(metadata, 5) is None
 
 
 # -- (d) retries through Store.call ------------------------------------------------------------
