@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +32,6 @@ from taskkit.staging import (
     Input,
     Plan,
     PlanEntry,
-    Problem,
     default_workdir,
     parse_input,
     partial_path,
@@ -41,6 +39,7 @@ from taskkit.staging import (
 )
 from taskkit.statcache import CacheEntry, StatCache, path_key
 from taskkit.storage import Stores
+from taskkit.summary import Problem, Summary
 from taskkit.transfer import (
     Fetched,
     Transfers,
@@ -50,7 +49,7 @@ from taskkit.transfer import (
     remove_partial,
 )
 
-__all__ = ["DEFAULT_JOBS", "Summary", "execute", "stage"]
+__all__ = ["DEFAULT_JOBS", "Summary", "execute", "planned", "stage"]
 
 #: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
 #: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
@@ -62,57 +61,20 @@ DIGEST_ATTEMPTS = 2
 _VERIFY_BY_CACHE = 1 << 20
 
 
-@dataclass
-class Summary:
-    """What a staging run did (or, for a dry run, would do). :meth:`as_json` is the summary
-    object ``--json`` prints."""
-
-    files: int = 0
-    transferred: int = 0
-    resumed: int = 0
-    skipped: int = 0
-    linked: int = 0
-    failed: int = 0
-    bytes_transferred: int = 0
-    bytes_reused: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-    problems: list[Problem] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "files": self.files,
-            "transferred": self.transferred,
-            "resumed": self.resumed,
-            "skipped": self.skipped,
-            "linked": self.linked,
-            "failed": self.failed,
-            "bytes_transferred": self.bytes_transferred,
-            "bytes_reused": self.bytes_reused,
-            "seconds": round(self.seconds, 3),
-            "dry_run": self.dry_run,
-        }
-
-    def exit_error(self) -> TaskFailure | None:
-        """The failure the run ends with: the first permanent one, else the first one."""
-        errors = [p.error for p in self.problems]
-        return next((e for e in errors if not e.retryable), errors[0] if errors else None)
-
-    @classmethod
-    def of_plan(cls, plan: Plan) -> Summary:
-        """The summary a dry run reports: what the real run would do."""
-        moving = [e for e in plan.entries if e.action in ("download", "resume")]
-        return cls(
-            files=len(plan.entries),
-            transferred=len(moving),
-            resumed=plan.count("resume"),
-            skipped=plan.count("skip"),
-            linked=plan.count("link"),
-            failed=len(plan.problems),
-            bytes_transferred=plan.bytes_to_move,
-            dry_run=True,
-            problems=list(plan.problems),
-        )
+def planned(plan: Plan) -> Summary:
+    """The summary a dry run reports: what the real run would do."""
+    moving = [e for e in plan.entries if e.action in ("download", "resume")]
+    return Summary(
+        files=len(plan.entries),
+        transferred=len(moving),
+        resumed=plan.count("resume"),
+        skipped=plan.count("skip"),
+        linked=plan.count("link"),
+        failed=len(plan.problems),
+        bytes_transferred=plan.bytes_to_move,
+        dry_run=True,
+        problems=list(plan.problems),
+    )
 
 
 class _Done(NamedTuple):
@@ -174,7 +136,7 @@ def stage(
         if on_plan is not None:
             on_plan(the_plan)
         if dry_run:
-            summary = Summary.of_plan(the_plan)
+            summary = planned(the_plan)
         else:
             summary = execute(
                 the_plan,

@@ -32,6 +32,7 @@ from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
 from taskkit.nodecache import NodeCache
 from taskkit.statcache import StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
+from taskkit.summary import Problem
 
 __all__ = [
     "Input",
@@ -90,13 +91,6 @@ class PlanEntry(NamedTuple):
 
     def __repr__(self) -> str:
         return f"PlanEntry({self.action!r}, {self.source.url!r} -> {self.dest!r}, {self.reason!r})"
-
-
-class Problem(NamedTuple):
-    """An input or a remote file that cannot be staged."""
-
-    what: str
-    error: TaskFailure
 
 
 class Plan(NamedTuple):

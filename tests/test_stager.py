@@ -16,7 +16,7 @@ import pytest
 from taskkit.digest import CHUNK_SIZE, Digest, hash_bytes
 from taskkit.exceptions import DataError, IOFailure, TaskFailure
 from taskkit.nodecache import OBJECT_MODE, NodeCache
-from taskkit.stager import Summary, execute, stage
+from taskkit.stager import execute, planned, stage
 from taskkit.staging import Plan, PlanEntry, parse_input, plan
 from taskkit.statcache import RACY_WINDOW_NS, StatCache
 from taskkit.storage import Stores
@@ -123,9 +123,9 @@ def test_a_second_run_skips_everything(
 def test_a_dry_run_summary_reports_what_would_happen(
     source: tuple[Path, dict[str, bytes]], stores: Stores, workdir: Path
 ) -> None:
-    """Summary.of_plan counts the plan without touching anything."""
+    """planned() counts the plan without touching anything."""
     src, _ = source
-    summary = Summary.of_plan(plan_prefix(src, workdir, stores))
+    summary = planned(plan_prefix(src, workdir, stores))
     assert summary.dry_run
     assert (summary.files, summary.transferred, summary.bytes_transferred) == (
         5,
