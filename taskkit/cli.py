@@ -28,24 +28,16 @@ from taskkit.exceptions import (
     TaskkitError,
     from_os_error,
 )
+from taskkit.report import say as _say
 from taskkit.retry import RetryBudget
 
 if TYPE_CHECKING:
     from taskkit.hashing import HashResult
-    from taskkit.progress import Progress
-    from taskkit.stager import Summary
-    from taskkit.staging import Plan, PlanEntry
     from taskkit.statcache import StatCache
 
 __all__ = ["cli", "main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _say(kind: str, message: str) -> None:
-    """One line on stderr, never more: newlines in ``message`` are shown escaped."""
-    text = message.replace("\n", "\\n").replace("\r", "\\r")
-    click.echo(f"taskkit: {kind}: {text}", err=True)
 
 
 class _WarningHandler(logging.Handler):
@@ -229,6 +221,62 @@ def _default_node_cache() -> str | None:
     return os.path.join(shared, "taskkit", "cache") if shared else None
 
 
+def _transfer_options(
+    *, workdir: str, empty: str
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """The options ``stage`` and ``upload`` share, with the help texts that differ."""
+    options: list[Callable[[Callable[..., object]], Callable[..., object]]] = [
+        click.option(
+            "--workdir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help=f"{workdir} [default: $AZ_BATCH_TASK_WORKING_DIR, else the current one].",
+        ),
+        _jobs_option("Requests in flight at once [default: 8]."),
+        click.option("--dry-run", is_flag=True, help="Print the plan; change nothing."),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="End with one JSON object: files, bytes, seconds.",
+        ),
+        click.option("--allow-empty", is_flag=True, help=empty),
+        click.option(
+            "--retries",
+            envvar="TASKKIT_RETRIES",
+            type=click.IntRange(min=1),
+            default=RetryBudget.attempts,
+            show_default=True,
+            help="Attempts at a request that failed for a passing reason (throttling, timeouts).",
+        ),
+        click.option(
+            "--retry-budget",
+            envvar="TASKKIT_RETRY_BUDGET",
+            type=click.FloatRange(min=0),
+            default=RetryBudget.budget,
+            show_default=True,
+            metavar="SECONDS",
+            help="Most time one request may spend waiting between attempts.",
+        ),
+        click.option(
+            "--progress-interval",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="How often a progress line is written when stderr is not a terminal.",
+        ),
+        click.option("-v", "--verbose", is_flag=True, help="One line per file as it is done."),
+    ]
+
+    def apply(command: Callable[..., object]) -> Callable[..., object]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @cli.command("stage", context_settings=CONTEXT)
 @click.option(
     "-i",
@@ -239,12 +287,6 @@ def _default_node_cache() -> str | None:
     metavar="SRC=DEST",
     help="A blob URL (or a prefix ending in /) and where it goes, relative to the working "
     "directory. Repeatable.",
-)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where DEST paths start [default: $AZ_BATCH_TASK_WORKING_DIR, else the current one].",
 )
 @click.option(
     "--cache-dir",
@@ -262,38 +304,10 @@ def _default_node_cache() -> str | None:
     metavar="SIZE",
     help="Bound the node cache, evicting least recently used files (e.g. 50G).",
 )
-@_jobs_option("Requests in flight at once [default: 8].")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="End with one JSON object: files, bytes, seconds."
+@_transfer_options(
+    workdir="Where DEST paths start",
+    empty="A prefix that lists nothing is not an error.",
 )
-@click.option("--allow-empty", is_flag=True, help="A prefix that lists nothing is not an error.")
-@click.option(
-    "--retries",
-    envvar="TASKKIT_RETRIES",
-    type=click.IntRange(min=1),
-    default=RetryBudget.attempts,
-    show_default=True,
-    help="Attempts at a request that failed for a passing reason (throttling, timeouts).",
-)
-@click.option(
-    "--retry-budget",
-    envvar="TASKKIT_RETRY_BUDGET",
-    type=click.FloatRange(min=0),
-    default=RetryBudget.budget,
-    show_default=True,
-    metavar="SECONDS",
-    help="Most time one request may spend waiting between attempts.",
-)
-@click.option(
-    "--progress-interval",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often a progress line is written when stderr is not a terminal.",
-)
-@click.option("-v", "--verbose", is_flag=True, help="One line per file as it is done.")
 def stage_command(
     inputs: tuple[str, ...],
     workdir: str | None,
@@ -329,11 +343,14 @@ def stage_command(
       taskkit stage -i az://data/shards/ -j 16 --json
     """
     from taskkit.nodecache import NodeCache
+    from taskkit.report import Report, stage_line
     from taskkit.stager import stage
 
     node_root = None if no_node_cache else (cache_dir or _default_node_cache())
     with contextlib.ExitStack() as stack:
-        report = _StageReport(stack, dry_run, verbose, progress_interval)
+        report = Report(
+            stack, doing="staging", dry_run=dry_run, verbose=verbose, interval=progress_interval
+        )
         summary = stage(
             inputs,
             workdir=workdir,
@@ -342,71 +359,84 @@ def stage_command(
             retry=RetryBudget(attempts=retries, budget=retry_budget),
             allow_empty=allow_empty,
             dry_run=dry_run,
-            on_plan=report.planned,
+            on_plan=report.staging_planned,
             on_bytes=report.moved,
-            on_file=report.finished,
+            on_file=report.staged,
         )
-    click.echo(json.dumps(summary.as_json()) if as_json else _stage_summary(summary))
+    click.echo(json.dumps(summary.as_json()) if as_json else stage_line(summary))
     error = summary.exit_error()
     return EX_OK if error is None else error.exit_code
 
 
-class _StageReport:
-    """What ``taskkit stage`` shows as it goes: problems, the plan or the progress, files."""
+@cli.command("upload", context_settings=CONTEXT)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    required=True,
+    metavar="GLOB=DEST",
+    help="Files relative to the working directory (*, ?, [abc], **) and the URL prefix they "
+    "go under. Repeatable.",
+)
+@_transfer_options(
+    workdir="Where GLOB patterns start",
+    empty="A GLOB that matches nothing is not an error.",
+)
+def upload_command(
+    outputs: tuple[str, ...],
+    workdir: str | None,
+    jobs: int | None,
+    dry_run: bool,
+    as_json: bool,
+    allow_empty: bool,
+    retries: int,
+    retry_budget: float,
+    progress_interval: float,
+    verbose: bool,
+) -> int:
+    """Upload outputs, skipping every file whose content is already at its name, and publish
+    each DEST with a manifest written last.
 
-    def __init__(
-        self, stack: contextlib.ExitStack, dry_run: bool, verbose: bool, interval: float
-    ) -> None:
-        self.stack = stack
-        self.dry_run = dry_run
-        self.verbose = verbose
-        self.interval = interval
-        self.progress: Progress | None = None
+    A blob's name is the file's path relative to the GLOB's fixed leading directory, under
+    DEST: out/** to az://c/run/ sends out/a/b.txt to run/a/b.txt. * and ? match within a
+    path segment (dotfiles too), ** any number of directories; a directory means every file
+    below it. Links are followed only inside the working directory. Each blob carries its
+    taskkit digest in its metadata; files larger than 8 MiB go in parallel blocks, and a file
+    that changes while it is read is read again or reported. After every file has arrived,
+    DEST/_taskkit_manifest.json names them all: a DEST without it is not published.
 
-    def planned(self, plan: Plan) -> None:
-        from taskkit.progress import Progress
+    Exit codes: 66 a GLOB matches nothing or a file vanished, 65 a name blob storage or
+    staging cannot take, 78 credentials, a missing container or no write permission, 75
+    storage unreachable or a file that keeps changing (retry later), 74 local I/O.
 
-        for problem in plan.problems:
-            _say("error", str(problem.error))
-        if self.dry_run:
-            for entry in plan.entries:
-                click.echo(
-                    f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
-                    f"({_size(entry.source.size)}; {entry.reason})"
-                )
-            return
-        moving = [e for e in plan.entries if e.action != "skip"]
-        total = sum(e.source.size for e in moving)
-        tty = sys.stderr.isatty()
-        self.progress = self.stack.enter_context(
-            Progress(total, len(moving), sys.stderr, tty=tty, interval=self.interval)
+    \b
+    Examples:
+      taskkit upload -o 'out/**=az://results/run-42/'
+      taskkit upload -o 'logs/*.txt=az://results/run-42/logs/' -o model.bin=az://models/v3/
+      taskkit upload -o 'out/**=az://results/run-42/' --dry-run
+    """
+    from taskkit.report import Report, upload_line
+    from taskkit.upload import upload
+
+    with contextlib.ExitStack() as stack:
+        report = Report(
+            stack, doing="uploading", dry_run=dry_run, verbose=verbose, interval=progress_interval
         )
-
-    def moved(self, n: int, reused: bool) -> None:
-        if self.progress is not None:
-            self.progress.add_bytes(n, reused)
-
-    def finished(self, entry: PlanEntry, error: TaskkitError | None) -> None:
-        if self.progress is not None:
-            self.progress.file_done()
-        if error is not None:
-            _say("error", str(error))
-        elif self.verbose:
-            click.echo(f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
-
-
-def _stage_summary(summary: Summary) -> str:
-    verb = "would stage" if summary.dry_run else "staged"
-    moved = _size(summary.bytes_transferred)
-    rate = ""
-    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
-        rate = f", {_size(summary.bytes_transferred / summary.seconds)}/s"
-    return (
-        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} downloaded ({moved}{rate}, {summary.resumed} resumed), "
-        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
-        f"{summary.failed} failed"
-    )
+        summary = upload(
+            outputs,
+            workdir=workdir,
+            jobs=jobs,
+            retry=RetryBudget(attempts=retries, budget=retry_budget),
+            allow_empty=allow_empty,
+            dry_run=dry_run,
+            on_plan=report.upload_planned,
+            on_bytes=report.moved,
+            on_file=report.uploaded,
+        )
+    click.echo(json.dumps(summary.as_json()) if as_json else upload_line(summary))
+    error = summary.exit_error()
+    return EX_OK if error is None else error.exit_code
 
 
 def _results(

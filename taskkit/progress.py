@@ -39,6 +39,7 @@ class Progress:
         tty: bool,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        doing: str = "staging",
     ) -> None:
         self.total_bytes = total_bytes
         self.total_files = total_files
@@ -46,6 +47,7 @@ class Progress:
         self.tty = tty
         self.interval = 0.2 if tty else interval
         self.clock = clock
+        self.doing = doing
         self.bytes = 0
         self.files = 0
         self._lock = threading.Lock()
@@ -74,7 +76,7 @@ class Progress:
         if self.tty:
             filled = int(share * _BAR)
             return f"[{'#' * filled}{'.' * (_BAR - filled)}] {share:4.0%} {text}"
-        return f"taskkit: staging: {text}"
+        return f"taskkit: {self.doing}: {text}"
 
     def _draw(self) -> None:
         if self.tty:

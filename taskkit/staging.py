@@ -40,6 +40,7 @@ __all__ = [
     "PlanEntry",
     "Problem",
     "default_workdir",
+    "name_problem",
     "parse_input",
     "partial_path",
     "plan",
@@ -135,21 +136,26 @@ def resolve_dest(workdir: Path, dest: str) -> Path:
     return target
 
 
+def name_problem(name: str) -> str | None:
+    """Why a remote name cannot safely be a path below a destination, or None."""
+    if name.startswith("/"):
+        return "it starts with '/'"
+    if "\\" in name:
+        return "it holds a backslash"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it holds a control character"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "it has an empty, '.' or '..' segment"
+    if any(len(os.fsencode(part)) > _NAME_MAX for part in name.split("/")):
+        return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
+    if len(os.fsencode(name)) > _PATH_MAX - 256:
+        return "it is too long for a local path"
+    return None
+
+
 def check_name(name: str, url: str) -> None:
     """Refuse a remote name that cannot safely be a path below the destination."""
-    problem = None
-    if name.startswith("/"):
-        problem = "it starts with '/'"
-    elif "\\" in name:
-        problem = "it holds a backslash"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        problem = "it holds a control character"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        problem = "it has an empty, '.' or '..' segment"
-    elif any(len(os.fsencode(part)) > _NAME_MAX for part in name.split("/")):
-        problem = f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
-    elif len(os.fsencode(name)) > _PATH_MAX - 256:
-        problem = "it is too long for a local path"
+    problem = name_problem(name)
     if problem:
         raise DataError(f"cannot stage {url!r}: {problem}; it is left alone")
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import xxhash
 
@@ -36,13 +36,17 @@ __all__ = [
     "JOURNAL_SUFFIX",
     "MEMORY_BUDGET",
     "RANGE_SIZE",
+    "Budget",
     "Fetched",
     "Transfers",
+    "gather",
     "locked",
     "open_partial",
     "remove_journal",
     "remove_partial",
 ]
+
+_T = TypeVar("_T")
 
 JOURNAL_SUFFIX = ".chunks"
 #: Bytes per request: one chunk. Azure (Azurite at least) pays a lot per request: 4 MiB
@@ -75,7 +79,7 @@ class Transfers:
         self.jobs = jobs
         self.on_bytes = on_bytes or (lambda n, reused: None)
         self._slots = threading.BoundedSemaphore(jobs)
-        self._budget = _Budget(MEMORY_BUDGET)
+        self._budget = Budget(MEMORY_BUDGET)
         #: Set to make every read that has not started fail at once (Ctrl-C, shutdown).
         self.stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -144,7 +148,7 @@ class Transfers:
                 return digest
 
             missing = [i for i in range(count) if i not in kept]
-            fetched = dict(zip(missing, _gather(self._chunks(), one, missing), strict=True))
+            fetched = dict(zip(missing, gather(self._chunks(), one, missing), strict=True))
         finally:
             os.close(log_fd)
         chunks = tuple(kept[i] if i in kept else _present(fetched[i]) for i in range(count))
@@ -163,12 +167,13 @@ class Transfers:
                 return None
             return actual if actual == noted[index] else None
 
-        results = _gather(self._chunks(), check, indexes)
+        results = gather(self._chunks(), check, indexes)
         return {i: d for i, d in zip(indexes, results, strict=True) if d is not None}
 
 
-class _Budget:
-    """A count of bytes that readers take before a request and give back after it."""
+class Budget:
+    """A count of bytes that transfers take before a request and give back after it, so
+    the bytes held in memory for requests in flight stay bounded."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -189,14 +194,12 @@ class _Budget:
                 self._changed.notify_all()
 
 
-def _gather(
-    pool: ThreadPoolExecutor, work: Callable[[int], bytes | None], items: list[int]
-) -> list[bytes | None]:
+def gather(pool: ThreadPoolExecutor, work: Callable[[int], _T], items: list[int]) -> list[_T]:
     """``work`` over ``items`` on ``pool``, in order; on a failure, the first error once no
     other item is still running (so nothing writes to a file the caller is about to close)."""
-    futures: list[Future[bytes | None]] = [pool.submit(work, item) for item in items]
+    futures: list[Future[_T]] = [pool.submit(work, item) for item in items]
     error: BaseException | None = None
-    results: list[bytes | None] = []
+    results: list[_T] = []
     for future in futures:
         if error is None:
             try:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 
-__all__ = ["Failed", "FileEntry", "Skipped", "absolute", "describe_mode", "walk"]
+__all__ = ["Failed", "FileEntry", "Skipped", "absolute", "describe_mode", "path_error", "walk"]
 
 
 class FileEntry(NamedTuple):
@@ -87,7 +87,7 @@ def walk(
         try:
             st = os.stat(path)
         except (OSError, ValueError) as exc:
-            yield Failed(path, _path_error(exc, path))
+            yield Failed(path, path_error(exc, path))
             continue
         if stat.S_ISREG(st.st_mode):
             yield FileEntry(path, absolute(path), root, st)
@@ -97,7 +97,7 @@ def walk(
             yield Skipped(path, f"{describe_mode(st.st_mode)}, not a regular file")
 
 
-def _path_error(exc: OSError | ValueError, path: str) -> TaskFailure:
+def path_error(exc: OSError | ValueError, path: str) -> TaskFailure:
     if isinstance(exc, ValueError):  # an embedded NUL byte
         exc = OSError(22, "invalid path (NUL byte)", path)
     exc.filename = path
@@ -119,7 +119,7 @@ def _listing(path: str, abspath: str) -> list[os.DirEntry[str]] | Failed:
         with os.scandir(abspath) as it:
             return sorted(it, key=_order)
     except OSError as exc:
-        return Failed(path, _path_error(exc, path))
+        return Failed(path, path_error(exc, path))
 
 
 def _walk_tree(
@@ -144,7 +144,7 @@ def _walk_tree(
                 linked = entry.is_symlink()
                 st = entry.stat()  # through a link, to what it names
             except OSError as exc:
-                yield Failed(prefix + name, _path_error(exc, prefix + name))
+                yield Failed(prefix + name, path_error(exc, prefix + name))
                 continue
             child = prefix + name
             kind = st.st_mode

@@ -1,0 +1,134 @@
+"""What ``taskkit stage`` and ``taskkit upload`` show as they go: the plan (a dry run), problems,
+progress, files done, and the closing line.
+
+Problems and progress go to stderr, one line each; the plan, ``-v`` lines and the summary go to
+stdout, so ``--json`` output stays one parseable object at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from taskkit.exceptions import TaskkitError
+from taskkit.progress import Progress, format_size
+
+if TYPE_CHECKING:
+    from taskkit.outputs import UploadEntry, UploadPlan
+    from taskkit.staging import Plan, PlanEntry
+    from taskkit.summary import Summary
+
+__all__ = ["Report", "say", "stage_line", "upload_line"]
+
+
+def say(kind: str, message: str) -> None:
+    """One line on stderr, never more: newlines in ``message`` are shown escaped."""
+    text = message.replace("\n", "\\n").replace("\r", "\\r")
+    click.echo(f"taskkit: {kind}: {text}", err=True)
+
+
+class Report:
+    """The running report of one transfer command; its methods are the library's callbacks."""
+
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        *,
+        doing: str,
+        dry_run: bool,
+        verbose: bool,
+        interval: float,
+    ) -> None:
+        self.stack = stack
+        self.doing = doing
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.interval = interval
+        self.progress: Progress | None = None
+
+    def _start(self, total_bytes: int, files: int) -> None:
+        tty = sys.stderr.isatty()
+        self.progress = self.stack.enter_context(
+            Progress(
+                total_bytes, files, sys.stderr, tty=tty, interval=self.interval, doing=self.doing
+            )
+        )
+
+    def staging_planned(self, plan: Plan) -> None:
+        for problem in plan.problems:
+            say("error", str(problem.error))
+        if self.dry_run:
+            for entry in plan.entries:
+                click.echo(
+                    f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
+                    f"({format_size(entry.source.size)}; {entry.reason})"
+                )
+            return
+        moving = [e for e in plan.entries if e.action != "skip"]
+        self._start(sum(e.source.size for e in moving), len(moving))
+
+    def upload_planned(self, plan: UploadPlan) -> None:
+        for passed in plan.passed:
+            say("warning", f"not uploading {passed.path!r}: {passed.reason}")
+        for problem in plan.problems:
+            say("error", str(problem.error))
+        if self.dry_run:
+            for publication in plan.publications:
+                for entry in publication.entries:
+                    click.echo(
+                        f"{entry.action:<5} {entry.local} -> {entry.url}  "
+                        f"({format_size(entry.size)}; {entry.reason})"
+                    )
+                click.echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
+            return
+        moving = [e for e in plan.entries if e.action == "send"]
+        self._start(sum(e.size for e in moving), len(moving))
+
+    def moved(self, n: int, reused: bool) -> None:
+        if self.progress is not None:
+            self.progress.add_bytes(n, reused)
+
+    def staged(self, entry: PlanEntry, error: TaskkitError | None) -> None:
+        self._done(error, f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
+
+    def uploaded(self, entry: UploadEntry, error: TaskkitError | None) -> None:
+        self._done(error, f"sent  {entry.local} -> {entry.url}")
+
+    def _done(self, error: TaskkitError | None, line: str) -> None:
+        if self.progress is not None:
+            self.progress.file_done()
+        if error is not None:
+            say("error", str(error))
+        elif self.verbose:
+            click.echo(line)
+
+
+def _rate(summary: Summary) -> str:
+    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
+        return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
+    return ""
+
+
+def stage_line(summary: Summary) -> str:
+    verb = "would stage" if summary.dry_run else "staged"
+    return (
+        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} downloaded ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
+        f"{summary.failed} failed"
+    )
+
+
+def upload_line(summary: Summary) -> str:
+    verb = "would upload" if summary.dry_run else "uploaded"
+    published = "" if summary.dry_run or summary.problems else "; published"
+    return (
+        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.skipped} already there, {summary.failed} failed{published}"
+    )

@@ -1,0 +1,401 @@
+"""Carrying out an upload plan: files sent in parallel, then each DEST's manifest, last.
+
+* **One read per file.** A file's digest is computed from the very bytes that are sent, so a
+  blob's ``taskkit_digest`` always describes the blob. A file that changed while it was read
+  (its size, mtime or ctime moved, or a read came up short) is not published: it is read and
+  sent again, up to :data:`CHANGE_ATTEMPTS` times, then reported (exit 75).
+* **Atomic files.** A file of up to one chunk (8 MiB) is one request; a larger one is sent in
+  blocks of whole chunks, in parallel, and appears at its name only when its block list is
+  committed. Blocks grow with the file so that none needs more than :data:`MAX_BLOCKS`. A block
+  is named by its position and content digest, so blocks that an interrupted attempt (or the
+  previous version of the blob) already holds are not sent again.
+* **Atomic sets.** A DEST is published by its manifest (:mod:`taskkit.manifest`), written after
+  all of its files, and only when every file of the run arrived. A published DEST whose files
+  are about to change is unpublished first (its manifest deleted); a manifest that would say the
+  same again is not rewritten, so an unchanged upload sends no data at all.
+* Files sent are recorded in the stat-cache with the blob's identity and version, so the next
+  upload skips them without reading them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import NamedTuple
+
+from taskkit.digest import CHUNK_SIZE, Digest, combine_chunks, hash_bytes, hash_chunk
+from taskkit.exceptions import (
+    ConfigError,
+    InputNotFound,
+    TaskFailure,
+    TransientError,
+    from_os_error,
+)
+from taskkit.manifest import Manifest, ManifestFile
+from taskkit.outputs import Output, Publication, UploadEntry, UploadPlan, parse_output, plan
+from taskkit.retry import RetryBudget
+from taskkit.staging import default_workdir
+from taskkit.statcache import CacheEntry, StatCache, path_key
+from taskkit.storage import Stores, file_metadata
+from taskkit.summary import Problem, Summary
+from taskkit.transfer import MEMORY_BUDGET, Budget, gather
+
+__all__ = [
+    "CHANGE_ATTEMPTS",
+    "DEFAULT_JOBS",
+    "MAX_BLOCKS",
+    "block_size",
+    "execute",
+    "planned",
+    "upload",
+]
+
+#: Requests in flight by default (as for staging).
+DEFAULT_JOBS = 8
+#: Blocks one blob may have (Azure's limit).
+MAX_BLOCKS = 50_000
+#: Reads of a file that keeps changing before it is reported.
+CHANGE_ATTEMPTS = 3
+
+
+def block_size(size: int) -> int:
+    """Bytes per block for a file of ``size`` bytes: whole chunks, as few as keep the file
+    within :data:`MAX_BLOCKS` blocks (8 MiB up to 390 GiB, 16 MiB up to 781 GiB, ...)."""
+    return max(1, -(-size // (MAX_BLOCKS * CHUNK_SIZE))) * CHUNK_SIZE
+
+
+class _Sent(NamedTuple):
+    """A file now at its name, to be recorded with the blob's identity and version."""
+
+    entry: UploadEntry
+    stat: os.stat_result
+    digest: Digest
+    chunks: tuple[bytes, ...]
+    version: str
+    transferred: int
+    reused: int
+
+
+class _Changed(Exception):
+    """The file changed while it was read."""
+
+
+class _Stopped(Exception):
+    """The run stopped (a fatal error elsewhere) before this file started."""
+
+
+def upload(
+    outputs: Sequence[str | Output],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    retry: RetryBudget | None = None,
+    storage_options: Mapping[str, object] | None = None,
+    allow_empty: bool = False,
+    dry_run: bool = False,
+    task: Mapping[str, str | int] | None = None,
+    on_plan: Callable[[UploadPlan], None] | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
+) -> Summary:
+    """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
+    publish each DEST with a manifest naming ``task`` (default: from the environment).
+
+    Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out.
+    Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised.
+    """
+    started = time.perf_counter()
+    requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
+    with contextlib.ExitStack() as stack:
+        stores = stack.enter_context(Stores(retry, storage_options))
+        if cache is None:
+            opened = StatCache.open()
+            if not dry_run or opened.path.exists():
+                cache = stack.enter_context(opened)
+        the_plan = plan(
+            requests,
+            workdir=default_workdir() if workdir is None else workdir,
+            stores=stores,
+            cache=cache,
+            allow_empty=allow_empty,
+            record=not dry_run,
+            jobs=jobs,
+        )
+        if on_plan is not None:
+            on_plan(the_plan)
+        if dry_run:
+            summary = planned(the_plan)
+        else:
+            summary = execute(
+                the_plan, jobs=jobs, cache=cache, task=task, on_bytes=on_bytes, on_file=on_file
+            )
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def planned(plan: UploadPlan) -> Summary:
+    """The summary a dry run reports: what the real run would do."""
+    return Summary(
+        files=len(plan.entries),
+        transferred=plan.count("send"),
+        skipped=plan.count("skip"),
+        failed=len(plan.problems),
+        bytes_transferred=plan.bytes_to_move,
+        dry_run=True,
+        problems=list(plan.problems),
+    )
+
+
+def execute(
+    plan: UploadPlan,
+    *,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    task: Mapping[str, str | int] | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
+) -> Summary:
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    started = time.perf_counter()
+    entries = plan.entries
+    summary = Summary(files=len(entries), problems=list(plan.problems))
+    summary.failed = len(plan.problems)
+    summary.skipped = sum(1 for e in entries if e.action == "skip")
+    run = _Run(jobs or DEFAULT_JOBS, on_bytes)
+    sent: list[_Sent] = []
+    try:
+        for publication in plan.publications:
+            if publication.manifest is not None and any(
+                e.action == "send" for e in publication.entries
+            ):
+                publication.store.delete(publication.manifest_key)  # unpublish, then change
+        work = [e for e in entries if e.action == "send"]
+        futures = {run.files.submit(run.send, entry): entry for entry in work}
+        for future in as_completed(futures):
+            entry = futures[future]
+            try:
+                result = future.result()
+            except _Stopped:
+                summary.failed += 1
+                continue
+            except TaskFailure as exc:
+                summary.failed += 1
+                summary.problems.append(Problem(entry.local, exc))
+                if isinstance(exc, ConfigError):
+                    run.stop.set()  # every other write would fail the same way
+                if on_file is not None:
+                    on_file(entry, exc)
+                continue
+            sent.append(result)
+            summary.transferred += 1
+            summary.resumed += result.reused > 0
+            summary.bytes_transferred += result.transferred
+            summary.bytes_reused += result.reused
+            if on_file is not None:
+                on_file(entry, None)
+    except TaskFailure as exc:  # unpublishing failed: nothing was changed
+        summary.failed += 1
+        summary.problems.append(Problem(exc.args[0] if exc.args else "", exc))
+    finally:
+        run.close()
+        if cache is not None:
+            _record(cache, sent)
+    if not summary.problems:
+        digests = {s.entry.path: s.digest for s in sent}
+        for publication in plan.publications:
+            try:
+                _publish(publication, digests, task)
+            except TaskFailure as exc:
+                summary.problems.append(Problem(publication.manifest_url, exc))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _publish(
+    publication: Publication, digests: Mapping[Path, Digest], task: Mapping[str, str | int] | None
+) -> None:
+    """Write the manifest of a DEST whose files have all arrived, unless the one there
+    already says the same."""
+    files = []
+    for entry in publication.entries:
+        digest = entry.digest or digests[entry.path]
+        files.append(ManifestFile(entry.name, digest, entry.size))
+    manifest = Manifest.of(files, task)
+    store, key = publication.store, publication.manifest_key
+    existing = publication.manifest
+    if existing is not None and all(e.action == "skip" for e in publication.entries):
+        with contextlib.suppress(TaskFailure):
+            current = Manifest.parse(
+                store.read(existing, 0, existing.size), publication.manifest_url
+            )
+            if current.same_files(manifest):
+                return
+    data = manifest.to_bytes()
+    store.put(key, data, file_metadata(hash_bytes(data), len(data)))
+
+
+class _Run:
+    """The threads and limits shared by the files of one upload."""
+
+    def __init__(self, jobs: int, on_bytes: Callable[[int, bool], None] | None) -> None:
+        self.on_bytes = on_bytes or (lambda n, reused: None)
+        self.files = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-upload")
+        self.blocks = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-block")
+        self._slots = threading.BoundedSemaphore(jobs)
+        self._budget = Budget(MEMORY_BUDGET)
+        #: Set after a fatal error: files not started yet are not started.
+        self.stop = threading.Event()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.files.shutdown(wait=True, cancel_futures=True)
+        self.blocks.shutdown(wait=True, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def _hold(self, size: int) -> Iterator[None]:
+        with self._slots, self._budget.hold(size):
+            yield
+
+    def send(self, entry: UploadEntry) -> _Sent:
+        what = f"cannot upload {entry.local!r}"
+        for _ in range(CHANGE_ATTEMPTS):
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise InputNotFound(
+                    f"{what}: it vanished after it was listed", path=entry.path
+                ) from exc
+            except OSError as exc:
+                raise from_os_error(exc, f"{what}:") from exc
+            try:
+                before = os.fstat(fd)
+                if before.st_size <= CHUNK_SIZE:
+                    return self._whole(entry, fd, before)
+                return self._in_blocks(entry, fd, before)
+            except _Changed:
+                continue
+            except OSError as exc:
+                raise from_os_error(exc, f"{what}:") from exc
+            finally:
+                os.close(fd)
+        raise TransientError(
+            f"{what}: it kept changing while it was read ({CHANGE_ATTEMPTS} tries); "
+            "is something still writing it?"
+        )
+
+    def _whole(self, entry: UploadEntry, fd: int, before: os.stat_result) -> _Sent:
+        size = before.st_size
+        with self._hold(size):
+            data = os.pread(fd, size + 1, 0)  # one byte more shows a file that grew
+            _check(fd, before, len(data) == size)
+            digest = Digest(hash_chunk(data))
+            version = entry.store.put(entry.key, data, file_metadata(digest, size))
+        self.on_bytes(size, False)
+        return _Sent(entry, before, digest, (digest.value,), version, size, 0)
+
+    def _in_blocks(self, entry: UploadEntry, fd: int, before: os.stat_result) -> _Sent:
+        size = before.st_size
+        step = block_size(size)
+        count = -(-size // step)
+        writer = entry.store.writer(entry.key)
+        known = writer.known() if writer.parallel else frozenset()
+
+        def one(index: int) -> tuple[tuple[bytes, ...], str, int]:
+            offset = index * step
+            length = min(step, size - offset)
+            with self._hold(length):
+                if self.stop.is_set():
+                    raise _Stopped
+                data = _read(fd, length, offset)
+                view = memoryview(data)
+                chunks = tuple(
+                    hash_chunk(view[i : i + CHUNK_SIZE]) for i in range(0, length, CHUNK_SIZE)
+                )
+                block_id = f"{index:05d}-{_block_digest(chunks).hex()}"
+                if block_id in known:
+                    self.on_bytes(length, True)
+                    return chunks, block_id, 0
+                writer.write(block_id, data)
+            self.on_bytes(length, False)
+            return chunks, block_id, length
+
+        try:
+            if writer.parallel:
+                results = gather(self.blocks, one, list(range(count)))
+            else:
+                results = [one(i) for i in range(count)]
+            _check(fd, before, True)
+        except BaseException:
+            writer.abort()
+            raise
+        chunks = tuple(c for block, _, _ in results for c in block)
+        digest = combine_chunks(size, chunks)
+        version = writer.commit([b for _, b, _ in results], file_metadata(digest, size))
+        transferred = sum(n for _, _, n in results)
+        return _Sent(entry, before, digest, chunks, version, transferred, size - transferred)
+
+
+def _block_digest(chunks: tuple[bytes, ...]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else hash_chunk(b"".join(chunks))
+
+
+def _read(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset``; fewer means the file shrank under the read."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            raise _Changed
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _check(fd: int, before: os.stat_result, complete: bool) -> None:
+    """Raise :class:`_Changed` unless the file is as it was when its read began."""
+    after = os.fstat(fd)
+    if not complete or _identity(after) != _identity(before):
+        raise _Changed
+    if os.pread(fd, 1, before.st_size):  # grown within the same clock tick
+        raise _Changed
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _record(cache: StatCache, sent: list[_Sent]) -> None:
+    """Record sent files with the blob they are now, if untouched since they were read."""
+    recorded_ns = cache.clock()
+    rows = []
+    for item in sent:
+        try:
+            st = os.stat(item.entry.path)
+        except OSError:
+            continue
+        if _identity(st) != _identity(item.stat):
+            continue
+        rows.append(
+            CacheEntry.of(
+                path_key(item.entry.path),
+                st,
+                item.digest,
+                item.chunks,
+                recorded_ns,
+                item.entry.store.identity(item.entry.key),
+                item.version,
+            )
+        )
+    cache.record(rows)
