@@ -18,12 +18,15 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
+from taskkit.manifest import Manifest, ManifestFile
 from taskkit.nodecache import NodeCache
+from taskkit.outputs import Output, UploadEntry, UploadPlan
 from taskkit.retry import RetryBudget
 from taskkit.stager import Summary, stage
 from taskkit.staging import Input, Plan, PlanEntry
 from taskkit.statcache import StatCache, default_cache_dir
 from taskkit.storage import RemoteFile
+from taskkit.upload import upload
 from taskkit.walk import Failed, Skipped
 
 __version__ = "0.1.0"
@@ -39,8 +42,11 @@ __all__ = [
     "IOFailure",
     "Input",
     "InputNotFound",
+    "Manifest",
+    "ManifestFile",
     "MisuseError",
     "NodeCache",
+    "Output",
     "PermissionDenied",
     "Plan",
     "PlanEntry",
@@ -53,6 +59,8 @@ __all__ = [
     "TaskFailure",
     "TaskkitError",
     "TransientError",
+    "UploadEntry",
+    "UploadPlan",
     "UsageError",
     "__version__",
     "combine_chunks",
@@ -62,4 +70,5 @@ __all__ = [
     "hash_file",
     "hash_paths",
     "stage",
+    "upload",
 ]
