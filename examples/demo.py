@@ -1,8 +1,8 @@
-"""The taskkit demo: hash a generated dataset, then stage it as a Batch task would.
+"""The taskkit demo: hash a generated dataset, stage it and upload results as a Batch task would.
 
 Run it with ``make demo`` from a fresh clone. Everything it writes stays under ``.demo/``: the
-dataset (the embedded ``file://`` store that tasks stage from), two task working directories,
-the node cache they share, and the stat-cache.
+dataset (the embedded ``file://`` store that tasks stage from and upload to), two task working
+directories, the node cache they share, and the stat-cache.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / ".demo"
 STORE = ROOT / "store"
+RESULTS = ROOT / "results"
 CACHE = ROOT / "cache"
 NODE_CACHE = ROOT / "node-cache"
 SMALL_FILES = 2000
@@ -103,6 +104,60 @@ def stage_demo() -> None:
     print("done: a retry moved nothing, a second task linked everything, a change moved one file.")
 
 
+def taskkit_upload(label: str, workdir: Path) -> dict[str, object]:
+    """Run ``taskkit upload --json`` of the task's ``out/`` to the store's results prefix."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskkit",
+            "upload",
+            "--json",
+            "-o",
+            f"out/**=file://{RESULTS}/run-1/",
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TASKKIT_CACHE_DIR": str(CACHE)},
+        check=True,
+    )
+    summary: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    print(
+        f"  {label:<28} {summary['files']} files in {summary['seconds']} s: "
+        f"{summary['transferred']} sent ({int(str(summary['bytes_transferred'])) >> 20} MiB), "
+        f"{summary['skipped']} already there"
+    )
+    return summary
+
+
+def upload_demo() -> None:
+    print("uploading the task's results and publishing them (taskkit upload):")
+    task1 = ROOT / "task-1"
+    out = task1 / "out"
+    for shard in range(20):  # the "work": one result per shard, and a copy of the model
+        records = sorted((task1 / "inputs" / f"shard-{shard:02d}").iterdir())
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        (out / "shards" / f"shard-{shard:02d}.bin").write_bytes(
+            b"".join(r.read_bytes() for r in records)
+        )
+    shutil.copyfile(task1 / "inputs" / "model.bin", out / "model.bin")
+    first = taskkit_upload("8. first upload", task1)
+    assert first["transferred"] == 21
+    again = taskkit_upload("9. again (a retry)", task1)
+    assert again["transferred"] == 0
+    (out / "shards" / "shard-05.bin").write_bytes(b"a better result")
+    changed = taskkit_upload("10. one result changed", task1)
+    assert changed["transferred"] == 1
+    manifest = json.loads((RESULTS / "run-1" / "_taskkit_manifest.json").read_bytes())
+    print(
+        f"  {RESULTS.relative_to(ROOT.parent)}/run-1/_taskkit_manifest.json lists "
+        f"{len(manifest['files'])} files, written after them: the set is published"
+    )
+    print("done: a retry sent nothing, a change sent one file and re-published the set.")
+
+
 def main() -> None:
     print(f"taskkit demo: dataset and stat-cache under {ROOT}")
     make_dataset()
@@ -126,6 +181,7 @@ def main() -> None:
     print(f"  {os.path.relpath(str(big['path']), ROOT)}: {big['digest']}")
     print("the second hash run read nothing; the third read only the file that changed.")
     stage_demo()
+    upload_demo()
 
 
 if __name__ == "__main__":
