@@ -167,16 +167,16 @@ def execute(
     summary = Summary(files=len(entries), problems=list(plan.problems))
     summary.failed = len(plan.problems)
     summary.skipped = sum(1 for e in entries if e.action == "skip")
+    refused = _unpublish(plan)
+    if refused is not None:
+        summary.failed += summary.files - summary.skipped
+        summary.problems.append(refused)
+        summary.seconds = time.perf_counter() - started
+        return summary
     run = _Run(jobs or DEFAULT_JOBS, on_bytes)
     sent: list[_Sent] = []
     try:
-        for publication in plan.publications:
-            if publication.manifest is not None and any(
-                e.action == "send" for e in publication.entries
-            ):
-                publication.store.delete(publication.manifest_key)  # unpublish, then change
-        work = [e for e in entries if e.action == "send"]
-        futures = {run.files.submit(run.send, entry): entry for entry in work}
+        futures = {run.files.submit(run.send, e): e for e in entries if e.action == "send"}
         for future in as_completed(futures):
             entry = futures[future]
             try:
@@ -199,9 +199,6 @@ def execute(
             summary.bytes_reused += result.reused
             if on_file is not None:
                 on_file(entry, None)
-    except TaskFailure as exc:  # unpublishing failed: nothing was changed
-        summary.failed += 1
-        summary.problems.append(Problem(exc.args[0] if exc.args else "", exc))
     finally:
         run.close()
         if cache is not None:
@@ -215,6 +212,20 @@ def execute(
                 summary.problems.append(Problem(publication.manifest_url, exc))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _unpublish(plan: UploadPlan) -> Problem | None:
+    """Delete the manifest of every published DEST whose files are about to change, so no
+    reader trusts it meanwhile; the problem that prevents it, if any."""
+    for publication in plan.publications:
+        if publication.manifest is None:
+            continue
+        if any(e.action == "send" for e in publication.entries):
+            try:
+                publication.store.delete(publication.manifest_key)
+            except TaskFailure as exc:
+                return Problem(publication.manifest_url, exc)
+    return None
 
 
 def _publish(
