@@ -83,7 +83,7 @@ class Manifest(NamedTuple):
             if obj.get("format") != FORMAT:
                 raise ValueError(f"format {obj.get('format')!r}, not {FORMAT!r}")
             files = tuple(
-                ManifestFile(str(f["name"]), Digest.parse(f["digest"]), int(f["size"]))
+                ManifestFile(_text(f["name"]), Digest.parse(_text(f["digest"])), _size(f["size"]))
                 for f in obj["files"]
             )
             task = {str(k): v for k, v in dict(obj.get("task") or {}).items()}
@@ -94,6 +94,18 @@ class Manifest(NamedTuple):
     def same_files(self, other: Manifest) -> bool:
         """Whether both publish the same content under the same names."""
         return self.files == other.files
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _size(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{value!r} is not a size")
+    return value
 
 
 def task_identity(environ: Mapping[str, str] | None = None) -> dict[str, str | int]:

@@ -113,6 +113,10 @@ def parse_output(text: str) -> Output:
         parts = ["**"]
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
+    try:
+        _regex(parts)
+    except re.error as exc:
+        raise UsageError(f"output {text!r}: GLOB is not a valid pattern ({exc})") from None
     return Output("/".join(parts), dest if dest.endswith("/") else dest + "/")
 
 
@@ -144,8 +148,11 @@ def _segment_regex(segment: str) -> str:
             if end < 0:
                 out.append(re.escape(c))  # an unclosed '[' is itself
                 continue
-            body = segment[i:end].replace("\\", "\\\\")
-            body = "^" + body[1:] if body.startswith("!") else body
+            body = segment[i:end]
+            negated = body.startswith("!")
+            # Characters special inside a regex set (or reserved for future set syntax).
+            body = re.sub(r"([\\\[&~|^])", r"\\\1", body[negated:])
+            body = ("^" if negated else "") + body
             out.append(f"(?!/)[{body}]")
             i = end + 1
         else:
@@ -165,9 +172,15 @@ def _regex(segments: Sequence[str]) -> re.Pattern[str]:
 
 
 def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
-    """The files ``output`` matches below ``workdir`` (a real path), in name order, with what
-    was passed over (not a regular file, a link leading out) and what could not be read."""
+    """The files ``output`` matches below ``workdir`` (a real path), with what was passed over
+    (not a regular file, a link leading out) and what could not be read. Each directory's
+    files come sorted by name, before its subdirectories."""
+    if any(part.startswith(_OWN_FILES) for part in output.pattern.split("/")):
+        return  # taskkit's own partial files are never outputs, even named outright
     base = workdir / output.base if output.base else workdir
+    if base.exists() and not _inside(workdir, Path(os.path.realpath(base))):
+        yield Skipped(_shown(workdir, base), _LEADS_OUT)
+        return
     rest = output.rest
     if len(rest) == 1 and not _MAGIC.search(rest[0]):
         # A literal name: a file, or a directory standing for every file below it.
@@ -176,8 +189,7 @@ def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
             st = os.stat(single)
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError) or os.path.islink(single):
-                shown = _shown(workdir, single)
-                yield Failed(shown, path_error(exc, shown))
+                yield _failed(workdir, single, exc)
             return
         if not _inside(workdir, Path(os.path.realpath(single))):
             yield Skipped(_shown(workdir, single), _LEADS_OUT)
@@ -213,8 +225,7 @@ def _walk(
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name, reverse=True)
         except OSError as exc:
-            shown = _shown(workdir, directory)
-            yield Failed(shown, path_error(exc, shown))
+            yield _failed(workdir, directory, exc)
             continue
         subdirs = []
         for entry in reversed(entries):
@@ -228,7 +239,7 @@ def _walk(
                 linked = entry.is_symlink()
                 st = os.stat(path)
             except OSError as exc:
-                yield Failed(name, path_error(exc, _shown(workdir, path)))
+                yield _failed(workdir, path, exc)
                 continue
             if linked and not _inside(workdir, Path(os.path.realpath(path))):
                 if regex.fullmatch(name) or stat.S_ISDIR(st.st_mode):
@@ -245,6 +256,11 @@ def _walk(
                 else:
                     yield Skipped(_shown(workdir, path), f"{describe_mode(st.st_mode)}, not a file")
         stack.extend(reversed(subdirs))
+
+
+def _failed(workdir: Path, path: Path, exc: OSError) -> Failed:
+    # The error is built from the absolute path: its link test must not depend on the cwd.
+    return Failed(_shown(workdir, path), path_error(exc, str(path)))
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -359,29 +375,69 @@ def plan(
                     ),
                 )
             )
-    publications = []
+    # Two spellings of one place (a path and its file:// URL) are one DEST.
+    places: dict[str, tuple[str, Store, str, list[Match]]] = {}
     for dest, matches in groups.items():
         try:
-            publication, bad = _publication(dest, matches, root, stores, cache, record, jobs)
+            store, prefix = stores.open(dest)
+        except TaskFailure as exc:
+            problems.append(Problem(dest, exc))
+            continue
+        prefix = prefix.rstrip("/") + "/"
+        place = places.setdefault(store.identity(prefix), (dest, store, prefix, []))
+        place[3].extend(matches)
+    publications = []
+    for dest, store, prefix, matches in places.values():
+        try:
+            publication, bad = _publication(dest, store, prefix, matches, root, cache, record, jobs)
         except TaskFailure as exc:
             problems.append(Problem(dest, exc))
             continue
         publications.append(publication)
         problems += bad
+    publications, clashes = _without_clashes(publications, root)
+    problems += clashes
     return UploadPlan(tuple(publications), tuple(problems), tuple(skipped), root)
+
+
+def _without_clashes(
+    publications: list[Publication], root: Path
+) -> tuple[list[Publication], list[Problem]]:
+    """Refuse a second file for one blob across DESTs (nested prefixes: ``run/`` and
+    ``run/logs/``)."""
+    taken: dict[str, UploadEntry] = {}
+    kept, problems = [], []
+    for publication in publications:
+        entries = []
+        for entry in publication.entries:
+            where = entry.store.identity(entry.key)
+            other = taken.setdefault(where, entry)
+            if other is not entry and other.path != entry.path:
+                problems.append(
+                    Problem(
+                        entry.local,
+                        DataError(
+                            f"cannot upload {entry.local!r} to {entry.url!r}: "
+                            f"{other.local!r} goes there too"
+                        ),
+                    )
+                )
+                continue
+            entries.append(entry)
+        kept.append(publication._replace(entries=tuple(entries)))
+    return kept, problems
 
 
 def _publication(
     dest: str,
+    store: Store,
+    prefix: str,
     matches: list[Match],
     root: Path,
-    stores: Stores,
     cache: StatCache | None,
     record: bool,
     jobs: int | None,
 ) -> tuple[Publication, list[Problem]]:
-    store, prefix = stores.open(dest)
-    prefix = prefix.rstrip("/") + "/"
     try:
         listed = {f.key: f for f in store.list(prefix)}
     except InputNotFound as exc:
@@ -444,15 +500,21 @@ def _decide(
         if remote.size != match.stat.st_size:
             decided[name] = ("send", "the destination differs (size)", None)
             continue
+        entry = known.get(keys[name])
+        if entry is not None and not StatCache.fresh(entry, match.stat):
+            entry = None  # the file changed since it was recorded
+        if entry is not None and (entry.source, entry.etag) == (
+            store.identity(key),
+            remote.version,
+        ):
+            decided[name] = ("skip", "unchanged since it was uploaded there", entry.digest)
+            continue
         expected = remote.digest or _local_digest(store, remote, writable)
         if expected is None:
             decided[name] = ("send", "the destination has no taskkit digest", None)
             continue
-        entry = known.get(keys[name])
-        if entry is not None and StatCache.fresh(entry, match.stat):
-            if (entry.source, entry.etag) == (store.identity(key), remote.version):
-                decided[name] = ("skip", "unchanged since it was uploaded there", entry.digest)
-            elif entry.digest == expected:
+        if entry is not None:
+            if entry.digest == expected:
                 decided[name] = ("skip", "same digest at the destination", entry.digest)
             else:
                 decided[name] = ("send", "the destination differs", entry.digest)

@@ -82,7 +82,10 @@ class Report:
                         f"{entry.action:<5} {entry.local} -> {entry.url}  "
                         f"({format_size(entry.size)}; {entry.reason})"
                     )
-                click.echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
+                if plan.problems:
+                    click.echo(f"{'keep':<5} {publication.manifest_url}  (not published: problems)")
+                else:
+                    click.echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
             return
         moving = [e for e in plan.entries if e.action == "send"]
         self._start(sum(e.size for e in moving), len(moving))

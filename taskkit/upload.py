@@ -187,8 +187,6 @@ def execute(
             except TaskFailure as exc:
                 summary.failed += 1
                 summary.problems.append(Problem(entry.local, exc))
-                if isinstance(exc, ConfigError):
-                    run.stop.set()  # every other write would fail the same way
                 if on_file is not None:
                     on_file(entry, exc)
                 continue
@@ -204,7 +202,7 @@ def execute(
         if cache is not None:
             _record(cache, sent)
     if not summary.problems:
-        digests = {s.entry.path: s.digest for s in sent}
+        digests = {s.entry.path: (s.digest, s.stat.st_size) for s in sent}
         for publication in plan.publications:
             try:
                 _publish(publication, digests, task)
@@ -229,14 +227,18 @@ def _unpublish(plan: UploadPlan) -> Problem | None:
 
 
 def _publish(
-    publication: Publication, digests: Mapping[Path, Digest], task: Mapping[str, str | int] | None
+    publication: Publication,
+    sent: Mapping[Path, tuple[Digest, int]],
+    task: Mapping[str, str | int] | None,
 ) -> None:
     """Write the manifest of a DEST whose files have all arrived, unless the one there
-    already says the same."""
+    already says the same. A file sent names what was sent, which may have changed since
+    the plan was made."""
     files = []
     for entry in publication.entries:
-        digest = entry.digest or digests[entry.path]
-        files.append(ManifestFile(entry.name, digest, entry.size))
+        digest, size = sent.get(entry.path) or (entry.digest, entry.size)
+        assert digest is not None  # a skipped file's digest is known
+        files.append(ManifestFile(entry.name, digest, size))
     manifest = Manifest.of(files, task)
     store, key = publication.store, publication.manifest_key
     existing = publication.manifest
@@ -274,6 +276,13 @@ class _Run:
             yield
 
     def send(self, entry: UploadEntry) -> _Sent:
+        try:
+            return self._send(entry)
+        except ConfigError:
+            self.stop.set()  # every other write would fail the same way: start no more
+            raise
+
+    def _send(self, entry: UploadEntry) -> _Sent:
         what = f"cannot upload {entry.local!r}"
         for _ in range(CHANGE_ATTEMPTS):
             if self.stop.is_set():

@@ -157,3 +157,23 @@ def test_counts_from_many_threads_add_up() -> None:
     for t in threads:
         t.join()
     assert (progress.bytes, progress.files) == (24_000, 8000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "prefix"),
+    [({}, "taskkit: staging: "), ({"doing": "uploading"}, "taskkit: uploading: ")],
+)
+def test_a_log_line_says_what_is_being_done(kwargs: dict[str, str], prefix: str) -> None:
+    """doing= names the transfer in a log line ('staging' unless told otherwise)."""
+    clock = Clock(100.0)
+    progress = Progress(2048, 2, io.StringIO(), tty=False, clock=clock, **kwargs)  # type: ignore[arg-type]
+    progress.add_bytes(1024)
+    clock.now = 101.0
+    assert progress.line() == f"{prefix}1.0 KiB of 2.0 KiB, 0/2 files, 1.0 KiB/s"
+
+
+def test_a_terminal_bar_does_not_repeat_what_is_being_done() -> None:
+    """On a TTY the bar stands alone: doing= only names log lines."""
+    progress = Progress(10, 1, io.StringIO(), tty=True, clock=Clock(), doing="uploading")
+    assert progress.line().startswith("[")
+    assert "uploading" not in progress.line()

@@ -1,0 +1,802 @@
+"""taskkit.outputs: GLOB=DEST parsed at the edge, patterns expanded inside the working directory
+only, blob names relative to the pattern's fixed directory, and a plan that decides per file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from upload_fakes import FakeBlobStore, FakeStores, clear_memory
+
+import taskkit.hashing
+from taskkit.digest import hash_bytes
+from taskkit.exceptions import (
+    ConfigError,
+    DataError,
+    InputNotFound,
+    PermissionDenied,
+    UsageError,
+)
+from taskkit.outputs import (
+    MANIFEST_NAME,
+    Match,
+    Output,
+    UploadPlan,
+    expand,
+    parse_output,
+    plan,
+)
+from taskkit.statcache import RACY_WINDOW_NS, CacheEntry, StatCache, path_key
+from taskkit.storage import RemoteFile, Stores, file_metadata
+from taskkit.walk import Failed, Skipped
+
+LEADS_OUT = "a link that leads out of the working directory"
+
+
+def later_clock() -> int:
+    """A stat-cache clock past the racy window of every file written by the test."""
+    return time.time_ns() + 10 * RACY_WINDOW_NS
+
+
+def make(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
+def found(workdir: Path, pattern: str) -> list[Match | Skipped | Failed]:
+    return list(expand(workdir, parse_output(f"{pattern}=memory://d/")))
+
+
+def names(workdir: Path, pattern: str) -> list[str]:
+    """The blob names ``pattern`` gives, in the order expand yields them."""
+    return [m.name for m in found(workdir, pattern) if isinstance(m, Match)]
+
+
+@pytest.fixture
+def memory() -> Iterator[None]:
+    """fsspec's process-wide memory filesystem, empty before and after the test."""
+    clear_memory()
+    yield
+    clear_memory()
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[StatCache]:
+    with StatCache.open(tmp_path / "cache", clock=later_clock) as opened:
+        yield opened
+
+
+# -- parse_output -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern", "dest"),
+    [
+        ("year=2024/*.csv=az://c/y=1/", "year=2024/*.csv", "az://c/y=1/"),
+        ("out/**=az://results/run-42", "out/**", "az://results/run-42/"),
+        ("model.bin=abfs://models/v3/", "model.bin", "abfs://models/v3/"),
+        ("a=b/*.txt=file:///tmp/x=y", "a=b/*.txt", "file:///tmp/x=y/"),
+        ("*.txt=results", "*.txt", "results/"),
+        ("year=2024/*.csv=/tmp/dest", "year=2024/*.csv", "/tmp/dest/"),
+        ("out/=memory://d/", "out/**", "memory://d/"),
+        ("out/sub/=memory://d", "out/sub/**", "memory://d/"),
+        ("./out//a/./*.txt=memory://d/", "out/a/*.txt", "memory://d/"),
+        (".=memory://d/", "**", "memory://d/"),
+        ("./=memory://d/", "**", "memory://d/"),
+    ],
+)
+def test_parse_output_splits_before_the_url_else_at_the_last_equals(
+    text: str, pattern: str, dest: str
+) -> None:
+    """Split before DEST's scheme:// (so '=' may be on both sides), else at the last '='; DEST
+    ends in '/'; GLOB/ means dir/**; '.' and empty segments are dropped."""
+    assert parse_output(text) == Output(pattern, dest)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("out/*.txt", "no destination"),
+        ("=az://c/x/", "names no files"),
+        ("=results", "names no files"),
+        ("out/*=", "names no destination"),
+        ("out/*==", "names no destination"),
+        ("/etc/*=az://c/x/", "relative to the working directory"),
+        ("../x=az://c/x/", "must not leave"),
+        ("a/../../b=az://c/x/", "must not leave"),
+        ("out/..=az://c/x/", "must not leave"),
+        ("out/*=az://c/*/", "without wildcards"),
+        ("out/*=az://c/x?/", "without wildcards"),
+        ("out/*=/tmp/[ab]/", "without wildcards"),
+        ("out/\0=az://c/x/", "NUL"),
+        ("out/*=az://c/x\0/", "NUL"),
+    ],
+    ids=repr,
+)
+def test_bad_outputs_are_usage_errors(text: str, message: str) -> None:
+    """No '=', an empty GLOB or DEST, an absolute GLOB, '..' in GLOB, a wildcard in DEST or a
+    NUL: UsageError (64) naming the output."""
+    with pytest.raises(UsageError, match=message) as info:
+        parse_output(text)
+    assert info.value.exit_code == 64
+    assert repr(text) in str(info.value)
+
+
+def test_a_reversed_range_in_glob_is_a_usage_error(workdir: Path) -> None:
+    """'[z-a]' cannot match anything: the command line is refused (64), not crashed on."""
+    with pytest.raises(UsageError):
+        found(workdir, "[z-a].txt")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "base", "rest"),
+    [
+        ("*.txt", "", ("*.txt",)),
+        ("m.bin", "", ("m.bin",)),
+        ("**", "", ("**",)),
+        ("out/**", "out", ("**",)),
+        ("out/m.bin", "out", ("m.bin",)),
+        ("out/a/*.txt", "out/a", ("*.txt",)),
+        ("a/b/c", "a/b", ("c",)),
+        ("**/*.csv", "", ("**", "*.csv")),
+        ("a/**/b/*.txt", "a", ("**", "b", "*.txt")),
+        ("a/b?/c/d", "a", ("b?", "c", "d")),
+        ("a/[xy]/z", "a", ("[xy]", "z")),
+        ("[ab]/x", "", ("[ab]", "x")),
+        ("year=2024/month=*/part-?.csv", "year=2024", ("month=*", "part-?.csv")),
+    ],
+)
+def test_base_is_the_fixed_leading_directory_and_rest_the_segments_below(
+    pattern: str, base: str, rest: tuple[str, ...]
+) -> None:
+    """base: the directories before the first wildcard (never the last segment); rest: the
+    pattern below it."""
+    output = Output(pattern, "memory://d/")
+    assert (output.base, output.rest) == (base, rest)
+
+
+# -- expand: names ------------------------------------------------------------------------------
+
+
+def test_names_are_relative_to_the_fixed_leading_directory(workdir: Path) -> None:
+    """out/** sends out/a/b.txt as a/b.txt; out/a/*.txt names x.txt; a literal file out/m.bin
+    is m.bin; a literal directory (with or without '/') means every file below it."""
+    make(workdir, {"out/a/b.txt": b"b", "out/a/x.txt": b"x", "out/m.bin": b"m", "top": b"t"})
+    assert sorted(names(workdir, "out/**")) == ["a/b.txt", "a/x.txt", "m.bin"]
+    assert names(workdir, "out/a/*.txt") == ["b.txt", "x.txt"]
+    assert names(workdir, "out/m.bin") == ["m.bin"]
+    assert sorted(names(workdir, "out")) == ["a/b.txt", "a/x.txt", "m.bin"]
+    assert sorted(names(workdir, "out/a")) == ["b.txt", "x.txt"]
+    assert sorted(names(workdir, "out/a/")) == ["b.txt", "x.txt"]
+    assert sorted(names(workdir, ".")) == ["out/a/b.txt", "out/a/x.txt", "out/m.bin", "top"]
+
+
+def test_a_match_carries_its_path_and_stat(workdir: Path) -> None:
+    """Each Match has the absolute path below the workdir and the file's stat."""
+    make(workdir, {"out/a.txt": b"12345"})
+    (match,) = found(workdir, "out/*")
+    assert isinstance(match, Match)
+    assert match.path == workdir / "out" / "a.txt"
+    assert match.stat.st_size == 5
+
+
+TOP = [".hidden.txt", "]", "a.txt", "ab.txt", "abc.txt", "ac.txt", "b.csv", "x[y"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("*", TOP),
+        ("*.txt", [".hidden.txt", "a.txt", "ab.txt", "abc.txt", "ac.txt"]),
+        ("a?.txt", ["ab.txt", "ac.txt"]),
+        ("a??.txt", ["abc.txt"]),
+        ("a[bc].txt", ["ab.txt", "ac.txt"]),
+        ("a[!b].txt", ["ac.txt"]),
+        ("a[b-c]*", ["ab.txt", "abc.txt", "ac.txt"]),
+        ("[]]", ["]"]),
+        ("x[y", ["x[y"]),
+        ("*/*.txt", ["d/e.txt"]),
+        ("nothing*", []),
+    ],
+)
+def test_single_segment_wildcards(workdir: Path, pattern: str, expected: list[str]) -> None:
+    """'*' and '?' stay within one segment and match dotfiles; [abc], [!abc] and ranges are
+    one character; an unclosed '[' is itself; ']' first in a set is a member."""
+    make(workdir, dict.fromkeys([*TOP, "d/e.txt", "d/f/g.txt"], b"x"))
+    assert sorted(names(workdir, pattern)) == expected
+
+
+def test_a_bracket_inside_a_set_is_a_plain_character(workdir: Path) -> None:
+    """'[[]x' matches a file named '[x' like any glob, without a warning."""
+    make(workdir, {"[x": b"x"})
+    assert names(workdir, "[[]x") == ["[x"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (
+            "**/*.csv",
+            ["data/part-0.csv", "data/y=1/m=2/part-2.csv", "data/y=1/part-1.csv", "t.csv"],
+        ),
+        ("data/**/part-*.csv", ["part-0.csv", "y=1/m=2/part-2.csv", "y=1/part-1.csv"]),
+        ("data/**/m=2/*.csv", ["y=1/m=2/part-2.csv"]),
+        ("data/**", ["notes.txt", "part-0.csv", "y=1/m=2/part-2.csv", "y=1/part-1.csv"]),
+        ("data/y=1/**/*", ["m=2/part-2.csv", "part-1.csv"]),
+        ("**/notes.txt", ["data/notes.txt"]),
+    ],
+)
+def test_double_star_matches_any_number_of_directories(
+    workdir: Path, pattern: str, expected: list[str]
+) -> None:
+    """'**' at the start, in the middle or at the end spans zero or more directories."""
+    make(
+        workdir,
+        {
+            "t.csv": b"t",
+            "data/part-0.csv": b"0",
+            "data/notes.txt": b"n",
+            "data/y=1/part-1.csv": b"1",
+            "data/y=1/m=2/part-2.csv": b"2",
+        },
+    )
+    assert sorted(names(workdir, pattern)) == expected
+
+
+def test_the_order_is_the_same_every_time(workdir: Path) -> None:
+    """Expansion order does not depend on the order the directory was written in."""
+    make(workdir, {f"out/{n}": b"x" for n in ["c", "a/z", "b", "a/y", "d/e/f"]})
+    first = names(workdir, "out/**")
+    shutil.rmtree(workdir / "out")
+    make(workdir, {f"out/{n}": b"x" for n in ["d/e/f", "a/y", "b", "a/z", "c"]})
+    assert names(workdir, "out/**") == first
+    assert sorted(first) == ["a/y", "a/z", "b", "c", "d/e/f"]
+
+
+def test_taskkit_partial_files_are_never_matched(workdir: Path) -> None:
+    """.taskkit-* files and directories are never outputs, whatever the pattern."""
+    make(
+        workdir,
+        {
+            "out/real.txt": b"r",
+            "out/.taskkit-1234.partial": b"p",
+            "out/sub/.taskkit-j.journal": b"j",
+            "out/.taskkit-dir/inside.txt": b"i",
+        },
+    )
+    assert names(workdir, "out/**") == ["real.txt"]
+    assert names(workdir, "out/*") == ["real.txt"]
+    assert names(workdir, "out/.taskkit-*") == []
+    assert names(workdir, "**/.*") == []
+
+
+def test_a_partial_file_named_outright_is_not_matched(workdir: Path) -> None:
+    """Even out/.taskkit-1234.partial, named without wildcards, is never an output."""
+    make(workdir, {"out/.taskkit-1234.partial": b"p"})
+    assert names(workdir, "out/.taskkit-1234.partial") == []
+
+
+def test_a_missing_literal_or_base_matches_nothing_without_failing(workdir: Path) -> None:
+    """A name or a fixed directory that does not exist yields nothing (plan reports 66)."""
+    assert found(workdir, "gone.txt") == []
+    assert found(workdir, "no/such/dir/*.txt") == []
+    assert found(workdir, "no/such/dir/") == []
+
+
+# -- expand: links, FIFOs, unreadable directories -----------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the workdir, with a file nobody should upload."""
+    place = tmp_path / "outside"
+    make(place, {"secret.txt": b"secret", "deep/s2.txt": b"s2"})
+    return place
+
+
+def test_links_inside_the_workdir_are_followed(workdir: Path) -> None:
+    """A link to a file or a directory of the workdir is an output under the link's name."""
+    make(workdir, {"data/real.txt": b"real", "data/d/x": b"x"})
+    (workdir / "out").mkdir()
+    (workdir / "out" / "link.txt").symlink_to("../data/real.txt")
+    (workdir / "out" / "alias").symlink_to(workdir / "data" / "d")
+    results = found(workdir, "out/**")
+    assert sorted(m.name for m in results if isinstance(m, Match)) == ["alias/x", "link.txt"]
+    assert [m for m in results if not isinstance(m, Match)] == []
+    assert names(workdir, "out/link.txt") == ["link.txt"]
+
+
+def test_links_leading_out_are_skipped_with_a_reason(workdir: Path, outside: Path) -> None:
+    """A link to a file or directory outside the workdir is passed over (Skipped, never
+    read), by a wildcard or named outright; the other files are matched."""
+    make(workdir, {"out/mine.txt": b"m"})
+    (workdir / "out" / "secret.txt").symlink_to(outside / "secret.txt")
+    (workdir / "out" / "ext").symlink_to(outside)
+    (workdir / "out" / "sneaky").symlink_to("../../outside/deep")
+    results = found(workdir, "out/**")
+    assert [m.name for m in results if isinstance(m, Match)] == ["mine.txt"]
+    assert sorted(s for s in results if isinstance(s, Skipped)) == [
+        Skipped("out/ext", LEADS_OUT),
+        Skipped("out/secret.txt", LEADS_OUT),
+        Skipped("out/sneaky", LEADS_OUT),
+    ]
+    assert found(workdir, "out/secret.txt") == [Skipped("out/secret.txt", LEADS_OUT)]
+    assert found(workdir, "out/ext") == [Skipped("out/ext", LEADS_OUT)]
+    assert found(workdir, "out/ext/secret.txt") == [Skipped("out/ext", LEADS_OUT)]
+
+
+def test_a_fixed_directory_that_leads_out_is_skipped(workdir: Path, outside: Path) -> None:
+    """'ext/' and 'ext/*.txt' with ext -> a directory outside match nothing outside."""
+    (workdir / "ext").symlink_to(outside)
+    for pattern in ("ext/", "ext/*.txt", "ext/**/*.txt"):
+        results = found(workdir, pattern)
+        assert [m for m in results if isinstance(m, Match)] == [], pattern
+        assert results == [Skipped("ext", LEADS_OUT)], pattern
+
+
+def test_a_directory_link_loop_does_not_hang_and_each_file_appears_once(workdir: Path) -> None:
+    """Links back to the directory itself or to a parent are not entered again."""
+    make(workdir, {"out/a.txt": b"a", "out/sub/b.txt": b"b"})
+    (workdir / "out" / "self").symlink_to(".")
+    (workdir / "out" / "sub" / "up").symlink_to("..")
+    results = found(workdir, "out/**")
+    assert sorted(m.name for m in results if isinstance(m, Match)) == ["a.txt", "sub/b.txt"]
+
+
+def test_a_loop_of_links_and_a_broken_link_are_failures(workdir: Path) -> None:
+    """l1 -> l2 -> l1 (ELOOP) and a link to nothing are failures of those paths; the walk goes
+    on and the other files are matched."""
+    make(workdir, {"out/ok.txt": b"ok"})
+    (workdir / "out" / "l1").symlink_to("l2")
+    (workdir / "out" / "l2").symlink_to("l1")
+    (workdir / "out" / "broken").symlink_to("nowhere")
+    results = found(workdir, "out/*")
+    assert [m.name for m in results if isinstance(m, Match)] == ["ok.txt"]
+    failures = {f.path: f.error for f in results if isinstance(f, Failed)}
+    assert sorted(failures) == ["out/broken", "out/l1", "out/l2"]
+    assert isinstance(failures["out/broken"], InputNotFound)
+    assert failures["broken"].exit_code == 66
+    (failure,) = found(workdir, "out/broken")
+    assert isinstance(failure, Failed)
+    assert isinstance(failure.error, InputNotFound)
+
+
+def test_a_broken_link_is_reported_as_one(workdir: Path) -> None:
+    """The error for a link to nothing says so, by a wildcard or named outright."""
+    make(workdir, {"out/ok.txt": b"ok"})
+    (workdir / "out" / "broken").symlink_to("nowhere")
+    for pattern in ("out/*", "out/broken"):
+        (failure,) = [f for f in found(workdir, pattern) if isinstance(f, Failed)]
+        assert "broken symbolic link" in str(failure.error), pattern
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from taskkit.outputs import Match, expand, parse_output
+from taskkit.walk import Skipped
+for pattern in sys.argv[2:]:
+    out = []
+    for f in expand(Path(sys.argv[1]), parse_output(pattern + "=memory://d/")):
+        if isinstance(f, Match):
+            out.append(["match", f.name])
+        elif isinstance(f, Skipped):
+            out.append(["skipped", f.path, f.reason])
+        else:
+            out.append(["failed", f.path, f.error.exit_code, str(f.error)])
+    print(json.dumps(out))
+"""
+
+
+def expand_in_child(
+    workdir: Path, *patterns: str, prefix: tuple[str, ...] = ()
+) -> list[list[list[object]]]:
+    """expand() of each pattern in a real process, killed (failing the test) if it blocks."""
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", CHILD, str(workdir), *patterns],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_a_fifo_is_skipped_and_never_opened(workdir: Path) -> None:
+    """A FIFO matched by a wildcard or named outright is Skipped; opening it would block the
+    child process forever (nobody writes it), so finishing proves it was never opened."""
+    make(workdir, {"out/a.txt": b"a"})
+    os.mkfifo(workdir / "out" / "pipe")
+    assert expand_in_child(workdir, "out/*", "out/pipe") == [
+        [["match", "a.txt"], ["skipped", "out/pipe", "a FIFO, not a file"]],
+        [["skipped", "out/pipe", "a FIFO, not a file"]],
+    ]
+
+
+def test_an_unreadable_directory_is_a_failure(workdir: Path) -> None:
+    """A directory that cannot be listed is Failed with PermissionDenied (77); the walk goes on.
+    As root, the walk runs in a child without the capabilities that bypass permissions."""
+    make(workdir, {"out/a.txt": b"a", "out/locked/hidden.txt": b"h"})
+    locked = workdir / "out" / "locked"
+    locked.chmod(0)
+    try:
+        if not os.access(locked, os.R_OK):
+            results = found(workdir, "out/**")
+            assert [m.name for m in results if isinstance(m, Match)] == ["a.txt"]
+            (failure,) = [f for f in results if isinstance(f, Failed)]
+            assert failure.path == "out/locked"
+            assert isinstance(failure.error, PermissionDenied)
+            assert failure.error.exit_code == 77
+            return
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and no setpriv to drop the permission override")
+        prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
+        (results_in_child,) = expand_in_child(workdir, "out/**", prefix=prefix)
+        assert results_in_child[0] == ["match", "a.txt"]
+        assert results_in_child[1][:3] == ["failed", "out/locked", 77]
+        assert len(results_in_child) == 2
+    finally:
+        locked.chmod(0o755)
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+
+def outputs(*texts: str) -> list[Output]:
+    return [parse_output(t) for t in texts]
+
+
+def actions(the_plan: UploadPlan) -> list[tuple[str, str, str]]:
+    return [(e.name, e.action, e.reason) for e in the_plan.entries]
+
+
+def test_files_not_at_the_destination_are_sent(memory: None, stores: Stores, workdir: Path) -> None:
+    """A new DEST: every file is a send, with its key, URL and size; planning writes nothing."""
+    make(workdir, {"out/a.txt": b"aaa", "out/sub/b.txt": b"b"})
+    the_plan = plan(outputs("out/**=memory://dest/run"), workdir=workdir, stores=stores)
+    assert actions(the_plan) == [
+        ("a.txt", "send", "not at the destination"),
+        ("sub/b.txt", "send", "not at the destination"),
+    ]
+    entry = the_plan.entries[0]
+    assert (entry.path, entry.local, entry.key) == (
+        workdir / "out" / "a.txt",
+        "out/a.txt",
+        "/dest/run/a.txt",
+    )
+    assert (entry.url, entry.size, entry.digest, entry.remote) == (
+        "memory://dest/run/a.txt",
+        3,
+        None,
+        None,
+    )
+    assert repr(entry) == (
+        "UploadEntry('send', 'out/a.txt' -> 'memory://dest/run/a.txt', 'not at the destination')"
+    )
+    (publication,) = the_plan.publications
+    assert (publication.dest, publication.prefix, publication.manifest) == (
+        "memory://dest/run/",
+        "/dest/run/",
+        None,
+    )
+    assert publication.manifest_url == f"memory://dest/run/{MANIFEST_NAME}"
+    assert (the_plan.count("send"), the_plan.count("skip"), the_plan.bytes_to_move) == (2, 0, 4)
+    assert (the_plan.problems, the_plan.passed, the_plan.workdir) == ((), (), workdir)
+    assert stores.open("memory://dest/")[0].list("/dest/") == []
+
+
+def test_a_different_size_is_sent_and_no_digest_on_memory_is_sent(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """memory:// keeps no metadata: a blob of another size differs; one of the same size has
+    no taskkit digest to compare, so it is sent too."""
+    make(workdir, {"a.txt": b"aaa", "b.txt": b"bbb"})
+    store, _ = stores.open("memory://dest/")
+    store.put("/dest/a.txt", b"a", {})
+    store.put("/dest/b.txt", b"bbb", file_metadata(hash_bytes(b"bbb"), 3))
+    the_plan = plan(outputs("*.txt=memory://dest/"), workdir=workdir, stores=stores)
+    assert actions(the_plan) == [
+        ("a.txt", "send", "the destination differs (size)"),
+        ("b.txt", "send", "the destination has no taskkit digest"),
+    ]
+    assert the_plan.entries[0].remote is not None
+    assert the_plan.entries[0].remote.size == 1
+
+
+def test_a_local_destination_is_hashed_to_decide(
+    stores: Stores, workdir: Path, tmp_path: Path
+) -> None:
+    """file:// keeps no metadata either, but its files can be hashed: the same content is a
+    skip (with the digest known), other content of the same size a send."""
+    make(workdir, {"same.txt": b"same", "other.txt": b"abcd"})
+    dest = tmp_path / "dest"
+    make(dest, {"same.txt": b"same", "other.txt": b"wxyz"})
+    the_plan = plan(outputs(f"*.txt=file://{dest}"), workdir=workdir, stores=stores)
+    assert actions(the_plan) == [
+        ("other.txt", "send", "the destination differs"),
+        ("same.txt", "skip", "same digest at the destination (hashed)"),
+    ]
+    assert the_plan.entries[1].digest == hash_bytes(b"same")
+    assert the_plan.entries[0].digest is None
+    assert the_plan.bytes_to_move == 4
+
+
+def test_a_dry_plan_records_nothing_in_the_stat_cache(
+    stores: Stores, workdir: Path, tmp_path: Path, cache: StatCache
+) -> None:
+    """Files hashed to decide (the local file and the file:// copy) are recorded by a real
+    plan, never by a dry one (record=False); both decide the same."""
+    make(workdir, {"f.txt": b"content"})
+    dest = tmp_path / "dest"
+    make(dest, {"f.txt": b"content"})
+    keys = [path_key(workdir / "f.txt"), path_key(dest / "f.txt")]
+    request = outputs(f"f.txt=file://{dest}")
+    dry = plan(request, workdir=workdir, stores=stores, cache=cache, record=False)
+    assert actions(dry) == [("f.txt", "skip", "same digest at the destination (hashed)")]
+    assert cache.lookup(keys) == {}
+    real = plan(request, workdir=workdir, stores=stores, cache=cache)
+    assert actions(real) == actions(dry)
+    assert sorted(cache.lookup(keys)) == sorted(keys)
+
+
+@pytest.fixture
+def no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to hash a file fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"hashed {args!r}")
+
+    monkeypatch.setattr(taskkit.hashing, "hash_paths", refuse)
+
+
+def remember(
+    cache: StatCache, path: Path, data: bytes, source: str | None = None, etag: str | None = None
+) -> None:
+    """A trusted stat-cache entry for ``path`` (as hashing or an upload records it)."""
+    digest = hash_bytes(data)
+    cache.record(
+        [
+            CacheEntry.of(
+                path_key(path), os.stat(path), digest, (digest.value,), later_clock(), source, etag
+            )
+        ]
+    )
+
+
+def test_provenance_in_the_stat_cache_skips_without_hashing(
+    workdir: Path, cache: StatCache, no_hashing: None
+) -> None:
+    """A file recorded as uploaded to this very blob version is skipped unread."""
+    make(workdir, {"a.txt": b"alpha"})
+    fake = FakeBlobStore()
+    etag = fake.put("c/run/a.txt", b"alpha", file_metadata(hash_bytes(b"alpha"), 5))
+    remember(cache, workdir / "a.txt", b"alpha", "fake://c/run/a.txt", etag)
+    the_plan = plan(
+        outputs("a.txt=fake://c/run/"), workdir=workdir, stores=FakeStores(fake), cache=cache
+    )
+    assert actions(the_plan) == [("a.txt", "skip", "unchanged since it was uploaded there")]
+    assert the_plan.entries[0].digest == hash_bytes(b"alpha")
+
+
+def test_a_cached_digest_decides_without_hashing(
+    workdir: Path, cache: StatCache, no_hashing: None
+) -> None:
+    """Without matching provenance, a trusted cached digest is compared with the blob's
+    taskkit digest: equal is a skip, different a send; nothing is read."""
+    make(workdir, {"same.txt": b"same", "diff.txt": b"mine"})
+    fake = FakeBlobStore()
+    fake.put("c/same.txt", b"same", file_metadata(hash_bytes(b"same"), 4))
+    fake.put("c/diff.txt", b"them", file_metadata(hash_bytes(b"them"), 4))
+    remember(cache, workdir / "same.txt", b"same", "fake://c/same.txt", "an-older-etag")
+    remember(cache, workdir / "diff.txt", b"mine")
+    the_plan = plan(outputs("*=fake://c/"), workdir=workdir, stores=FakeStores(fake), cache=cache)
+    assert actions(the_plan) == [
+        ("diff.txt", "send", "the destination differs"),
+        ("same.txt", "skip", "same digest at the destination"),
+    ]
+
+
+def test_without_a_trusted_entry_the_file_is_hashed(workdir: Path, cache: StatCache) -> None:
+    """A file changed since its entry was recorded is hashed again: same content as the blob's
+    digest is a skip, and the new digest is recorded."""
+    make(workdir, {"a.txt": b"old!"})
+    remember(cache, workdir / "a.txt", b"old!")
+    (workdir / "a.txt").write_bytes(b"new!")
+    fake = FakeBlobStore()
+    fake.put("c/a.txt", b"new!", file_metadata(hash_bytes(b"new!"), 4))
+    the_plan = plan(
+        outputs("a.txt=fake://c/"), workdir=workdir, stores=FakeStores(fake), cache=cache
+    )
+    assert actions(the_plan) == [("a.txt", "skip", "same digest at the destination (hashed)")]
+    entry = cache.get(workdir / "a.txt", os.stat(workdir / "a.txt"))
+    assert entry is not None
+    assert entry.digest == hash_bytes(b"new!")
+
+
+def test_a_digest_for_another_size_is_not_trusted(workdir: Path) -> None:
+    """Metadata whose taskkit_size disagrees with the blob is ignored: no digest, send."""
+    make(workdir, {"a.txt": b"abc"})
+    fake = FakeBlobStore()
+    fake.put("c/a.txt", b"abc", file_metadata(hash_bytes(b"abc"), 99))
+    the_plan = plan(outputs("a.txt=fake://c/"), workdir=workdir, stores=FakeStores(fake))
+    assert actions(the_plan) == [("a.txt", "send", "the destination has no taskkit digest")]
+
+
+def test_the_manifest_at_dest_is_known_and_not_an_entry(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """The manifest listed under DEST is the publication's, not a file to compare."""
+    make(workdir, {"a.txt": b"a"})
+    store, _ = stores.open("memory://dest/")
+    store.put(f"/dest/{MANIFEST_NAME}", b"{}", {})
+    the_plan = plan(outputs("a.txt=memory://dest/"), workdir=workdir, stores=stores)
+    (publication,) = the_plan.publications
+    assert isinstance(publication.manifest, RemoteFile)
+    assert publication.manifest.key == f"/dest/{MANIFEST_NAME}"
+    assert [e.name for e in publication.entries] == ["a.txt"]
+
+
+def test_one_file_named_twice_for_one_dest_is_one_entry(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """Overlapping patterns that give a file the same name under one DEST plan it once."""
+    make(workdir, {"out/a.txt": b"a", "out/b.txt": b"b"})
+    the_plan = plan(
+        outputs("out/*.txt=memory://d/", "out/a.txt=memory://d/", "out/=memory://d/"),
+        workdir=workdir,
+        stores=stores,
+    )
+    assert [e.name for e in the_plan.entries] == ["a.txt", "b.txt"]
+    assert the_plan.problems == ()
+
+
+def test_two_files_for_one_name_are_a_problem(memory: None, stores: Stores, workdir: Path) -> None:
+    """a/x.txt and b/x.txt both to x.txt: the first is planned, the second is a DataError."""
+    make(workdir, {"a/x.txt": b"a", "b/x.txt": b"b"})
+    the_plan = plan(
+        outputs("a/*.txt=memory://d/", "b/*.txt=memory://d/"), workdir=workdir, stores=stores
+    )
+    assert [e.local for e in the_plan.entries] == ["a/x.txt"]
+    (problem,) = the_plan.problems
+    assert problem.what == "b/x.txt"
+    assert isinstance(problem.error, DataError)
+    assert "'a/x.txt' goes to the same name" in str(problem.error)
+
+
+def test_one_file_to_two_dests_is_planned_for_each(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """Each DEST is its own publication, with its own entries."""
+    make(workdir, {"a.txt": b"a"})
+    the_plan = plan(
+        outputs("a.txt=memory://one/", "*.txt=memory://two/"), workdir=workdir, stores=stores
+    )
+    assert [p.dest for p in the_plan.publications] == ["memory://one/", "memory://two/"]
+    assert [e.url for e in the_plan.entries] == ["memory://one/a.txt", "memory://two/a.txt"]
+
+
+def test_a_file_with_the_manifest_name_at_the_root_of_dest_is_a_problem(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """A local _taskkit_manifest.json cannot go where the manifest goes; one deeper can."""
+    make(workdir, {f"out/{MANIFEST_NAME}": b"{}", f"out/sub/{MANIFEST_NAME}": b"{}"})
+    the_plan = plan(outputs("out/**=memory://d/"), workdir=workdir, stores=stores)
+    assert [e.name for e in the_plan.entries] == [f"sub/{MANIFEST_NAME}"]
+    (problem,) = the_plan.problems
+    assert problem.what == f"out/{MANIFEST_NAME}"
+    assert isinstance(problem.error, DataError)
+    assert "taskkit's manifest" in str(problem.error)
+
+
+def test_hostile_names_that_staging_could_not_write_back_are_problems(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """A newline, a backslash or bytes that are not UTF-8 in a name: DataError (65), one each;
+    spaces, unicode, '#', '%', '?' and '=' are fine."""
+    fine = ["with space.txt", "ünï 数据.txt", "hash#1.txt", "100%.txt", "what?.txt", "k=v.txt"]
+    make(workdir, {f"out/{n}": n.encode() for n in fine})
+    make(workdir, {"out/new\nline.txt": b"n", "out/back\\slash.txt": b"b"})
+    with open(os.fsencode(workdir / "out") + b"/bad\xff.txt", "wb") as handle:
+        handle.write(b"x")
+    the_plan = plan(outputs("out/**=memory://d/"), workdir=workdir, stores=stores)
+    assert sorted(e.name for e in the_plan.entries) == sorted(fine)
+    problems = {p.what: p.error for p in the_plan.problems}
+    assert sorted(problems) == sorted(
+        ["out/new\nline.txt", "out/back\\slash.txt", os.fsdecode(b"out/bad\xff.txt")]
+    )
+    for error in problems.values():
+        assert isinstance(error, DataError)
+        assert error.exit_code == 65
+    assert "not UTF-8" in str(problems[os.fsdecode(b"out/bad\xff.txt")])
+    assert "control character" in str(problems["out/new\nline.txt"])
+    assert "backslash" in str(problems["out/back\\slash.txt"])
+
+
+def test_a_glob_matching_nothing_is_input_not_found_unless_allowed(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """No match: InputNotFound (66) mentioning --allow-empty, and still a publication (its
+    manifest would list nothing); with allow_empty, no problem."""
+    make(workdir, {"other.csv": b"x"})
+    request = outputs("*.txt=memory://d/")
+    the_plan = plan(request, workdir=workdir, stores=stores)
+    (problem,) = the_plan.problems
+    assert problem.what == "*.txt"
+    assert isinstance(problem.error, InputNotFound)
+    assert problem.error.exit_code == 66
+    assert "--allow-empty" in str(problem.error)
+    allowed = plan(request, workdir=workdir, stores=stores, allow_empty=True)
+    assert allowed.problems == ()
+    assert [(p.dest, p.entries) for p in allowed.publications] == [("memory://d/", ())]
+
+
+def test_a_missing_workdir_is_a_usage_error(stores: Stores, tmp_path: Path) -> None:
+    """A working directory that does not exist, or is a file, is refused (64)."""
+    (tmp_path / "file").write_bytes(b"x")
+    for bad in (tmp_path / "nope", tmp_path / "file"):
+        with pytest.raises(UsageError, match="not a directory") as info:
+            plan(outputs("*=memory://d/"), workdir=bad, stores=stores)
+        assert info.value.exit_code == 64
+
+
+def test_the_workdir_is_resolved_through_links(
+    memory: None, stores: Stores, workdir: Path, tmp_path: Path
+) -> None:
+    """A workdir given through a link plans as its real path."""
+    make(workdir, {"a.txt": b"a"})
+    (tmp_path / "via").symlink_to(workdir)
+    the_plan = plan(outputs("a.txt=memory://d/"), workdir=tmp_path / "via", stores=stores)
+    assert the_plan.workdir == workdir
+    assert [e.path for e in the_plan.entries] == [workdir / "a.txt"]
+
+
+def test_passed_over_paths_are_in_the_plan(
+    memory: None, stores: Stores, workdir: Path, tmp_path: Path
+) -> None:
+    """Links leading out and FIFOs are listed as passed, not as problems or entries."""
+    make(workdir, {"out/a.txt": b"a"})
+    make(tmp_path, {"elsewhere.txt": b"e"})
+    (workdir / "out" / "ext.txt").symlink_to(tmp_path / "elsewhere.txt")
+    os.mkfifo(workdir / "out" / "pipe")
+    the_plan = plan(outputs("out/*=memory://d/"), workdir=workdir, stores=stores)
+    assert [e.name for e in the_plan.entries] == ["a.txt"]
+    assert the_plan.problems == ()
+    assert sorted(the_plan.passed) == [
+        Skipped("out/ext.txt", LEADS_OUT),
+        Skipped("out/pipe", "a FIFO, not a file"),
+    ]
+
+
+def test_a_dest_that_cannot_be_opened_or_listed_is_a_problem_of_that_dest(
+    memory: None, workdir: Path
+) -> None:
+    """A container name Azure would refuse is a UsageError before any request; a DEST whose
+    listing finds no container is a ConfigError; other DESTs are still planned."""
+
+    class NoContainer(FakeBlobStore):
+        def list(self, key: str) -> list[RemoteFile]:
+            raise InputNotFound("the container does not exist")
+
+    make(workdir, {"a.txt": b"a"})
+    the_plan = plan(
+        outputs("a.txt=az://Bad_Name/x/", "a.txt=fake://gone/", "a.txt=memory://ok/"),
+        workdir=workdir,
+        stores=FakeStores(NoContainer()),
+    )
+    assert [p.dest for p in the_plan.publications] == ["memory://ok/"]
+    problems = {p.what: p.error for p in the_plan.problems}
+    assert isinstance(problems["az://Bad_Name/x/"], UsageError)
+    assert "not a valid container name" in str(problems["az://Bad_Name/x/"])
+    assert isinstance(problems["fake://gone/"], ConfigError)
+    assert problems["fake://gone/"].exit_code == 78
+    assert "cannot upload to 'fake://gone/'" in str(problems["fake://gone/"])
