@@ -363,7 +363,7 @@ def test_a_loop_of_links_and_a_broken_link_are_failures(workdir: Path) -> None:
     failures = {f.path: f.error for f in results if isinstance(f, Failed)}
     assert sorted(failures) == ["out/broken", "out/l1", "out/l2"]
     assert isinstance(failures["out/broken"], InputNotFound)
-    assert failures["broken"].exit_code == 66
+    assert failures["out/broken"].exit_code == 66
     (failure,) = found(workdir, "out/broken")
     assert isinstance(failure, Failed)
     assert isinstance(failure.error, InputNotFound)
