@@ -81,7 +81,15 @@ from importlib import metadata
 from pathlib import Path
 
 import xxhash
-from benchlib import Spread, cpu_model, output, print_ratio, print_ratio_header
+from benchlib import (
+    Spread,
+    cpu_model,
+    load,
+    output,
+    print_load,
+    print_ratio,
+    print_ratio_header,
+)
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_bytes, hash_file
@@ -831,58 +839,6 @@ def print_table(timings: Sequence[Timing], *, size: int | None = None) -> None:
 
 
 RATIO_WIDTH = 88
-
-
-def cpu_times() -> tuple[int, int]:
-    """(all, idle) CPU time so far, from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]
-    return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
-
-
-def process_ticks() -> dict[int, tuple[str, int]]:
-    """CPU ticks (user + system) used so far by every process, with its name."""
-    ticks: dict[int, tuple[str, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        name = text[text.find("(") + 1 : text.rfind(")")]
-        fields = text[text.rfind(")") + 2 :].split()
-        ticks[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
-    return ticks
-
-
-def print_load() -> None:
-    """Other work on the machine skews every number: measure how busy it is while this bench
-    (and its Azurite) do nothing for a second, and name the busiest processes."""
-    total0, idle0 = cpu_times()
-    before = process_ticks()
-    time.sleep(1.0)
-    total1, idle1 = cpu_times()
-    after = process_ticks()
-    busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
-    note = ""
-    if busy > 0.15:
-        hz = os.sysconf("SC_CLK_TCK")
-        used = sorted(
-            ((t - before.get(pid, (n, t))[1], n, pid) for pid, (n, t) in after.items()),
-            reverse=True,
-        )
-        top = ", ".join(f"{n} (pid {pid}) {d / hz:.0%}" for d, n, pid in used[:3] if d > 0)
-        note = f"  BUSY, expect noise; busiest: {top or 'kernel threads'}"
-    print(
-        f"  CPUs {busy:.0%} busy while this bench idled 1 s; load average {load()}{note}",
-        flush=True,
-    )
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def source_state() -> str:
