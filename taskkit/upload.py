@@ -43,12 +43,13 @@ from taskkit.staging import default_workdir
 from taskkit.statcache import CacheEntry, StatCache, path_key
 from taskkit.storage import Stores, file_metadata
 from taskkit.summary import Problem, Summary
-from taskkit.transfer import MEMORY_BUDGET, Budget, gather
+from taskkit.transfer import Budget, gather
 
 __all__ = [
     "CHANGE_ATTEMPTS",
     "DEFAULT_JOBS",
     "MAX_BLOCKS",
+    "MEMORY_BUDGET",
     "block_size",
     "execute",
     "planned",
@@ -61,6 +62,9 @@ DEFAULT_JOBS = 8
 MAX_BLOCKS = 50_000
 #: Reads of a file that keeps changing before it is reported.
 CHANGE_ATTEMPTS = 3
+#: Bytes of blocks read and not yet sent, whatever ``jobs`` is: eight 8 MiB blocks, so that
+#: the default ``-j 8`` keeps eight requests in flight (48 MiB, staging's budget, held six).
+MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 def block_size(size: int) -> int:
