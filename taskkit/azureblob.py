@@ -29,6 +29,14 @@ _T = TypeVar("_T")
 
 #: Bytes per Append Block request (the service's limit on older API versions).
 APPEND_LIMIT = 4 * 1024 * 1024
+#: Content-Type of files that mimetypes calls encoded (``.tar.gz`` is gzip, not a tar).
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
 #: Seconds to open a connection, and to wait for the next bytes of a response.
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -91,7 +99,7 @@ class AzureStore(Store):
             self.url(key),
             key,
             int(props.size),
-            str(props.etag),
+            _etag(props.etag),
             metadata_digest(props.metadata, int(props.size)),
         )
 
@@ -132,6 +140,7 @@ class AzureStore(Store):
                 length=length,
                 etag=file.version,
                 match_condition=MatchConditions.IfNotModified,
+                decompress=False,  # the stored bytes, whatever Content-Encoding says
             )
             # readinto hands over the response body as it is; readall would copy it twice.
             sink = _Sink()
@@ -168,12 +177,14 @@ class AzureStore(Store):
 
     @staticmethod
     def _settings(key: str) -> Any:
+        """The Content-Type a browser or the portal needs. Never a Content-Encoding: the SDK
+        and browsers would inflate a ``.gz`` on download, and its bytes would not come back."""
         from azure.storage.blob import ContentSettings
 
         kind, encoding = mimetypes.guess_type(key, strict=False)
-        return ContentSettings(
-            content_type=kind or "application/octet-stream", content_encoding=encoding
-        )
+        if encoding is not None:
+            kind = _COMPRESSED.get(encoding, "application/octet-stream")
+        return ContentSettings(content_type=kind or "application/octet-stream")
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
         async def upload() -> Any:
@@ -187,7 +198,7 @@ class AzureStore(Store):
             )
 
         result = self._write(lambda: self._sync(upload), key)
-        return str(result["etag"])
+        return _etag(result["etag"])
 
     def writer(self, key: str) -> Writer:
         return _BlockWriter(self, key)
@@ -229,6 +240,13 @@ class AzureStore(Store):
         self._sync(self._client.close)
 
 
+def _etag(value: object) -> str:
+    """One form for an etag, however the service reported it: listings give it bare, the
+    headers of other responses quoted (HTTP's form, which If-Match wants)."""
+    text = str(value)
+    return text if text.startswith('"') else f'"{text}"'
+
+
 class _BlockWriter(Writer):
     """A block blob: blocks staged from any thread, visible once the list is committed."""
 
@@ -266,4 +284,4 @@ class _BlockWriter(Writer):
             )
 
         result = self.store._write(lambda: self.store._sync(commit), self.key)
-        return str(result["etag"])
+        return _etag(result["etag"])

@@ -433,6 +433,7 @@ def upload_command(
             on_plan=report.upload_planned,
             on_bytes=report.moved,
             on_file=report.uploaded,
+            on_problem=report.problem,
         )
     click.echo(json.dumps(summary.as_json()) if as_json else upload_line(summary))
     error = summary.exit_error()

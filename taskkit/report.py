@@ -19,7 +19,7 @@ from taskkit.progress import Progress, format_size
 if TYPE_CHECKING:
     from taskkit.outputs import UploadEntry, UploadPlan
     from taskkit.staging import Plan, PlanEntry
-    from taskkit.summary import Summary
+    from taskkit.summary import Problem, Summary
 
 __all__ = ["Report", "say", "stage_line", "upload_line"]
 
@@ -100,6 +100,9 @@ class Report:
     def uploaded(self, entry: UploadEntry, error: TaskkitError | None) -> None:
         self._done(error, f"sent  {entry.local} -> {entry.url}")
 
+    def problem(self, problem: Problem) -> None:
+        say("error", str(problem.error))
+
     def _done(self, error: TaskkitError | None, line: str) -> None:
         if self.progress is not None:
             self.progress.file_done()
@@ -128,7 +131,7 @@ def stage_line(summary: Summary) -> str:
 
 def upload_line(summary: Summary) -> str:
     verb = "would upload" if summary.dry_run else "uploaded"
-    published = "" if summary.dry_run or summary.problems else "; published"
+    published = "" if summary.dry_run else "; not published" if summary.problems else "; published"
     return (
         f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
         f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"

@@ -107,12 +107,14 @@ def upload(
     on_plan: Callable[[UploadPlan], None] | None = None,
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
+    on_problem: Callable[[Problem], None] | None = None,
 ) -> Summary:
     """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
     publish each DEST with a manifest naming ``task`` (default: from the environment).
 
     Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out.
-    Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised.
+    Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
+    ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
     """
     started = time.perf_counter()
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
@@ -137,7 +139,13 @@ def upload(
             summary = planned(the_plan)
         else:
             summary = execute(
-                the_plan, jobs=jobs, cache=cache, task=task, on_bytes=on_bytes, on_file=on_file
+                the_plan,
+                jobs=jobs,
+                cache=cache,
+                task=task,
+                on_bytes=on_bytes,
+                on_file=on_file,
+                on_problem=on_problem,
             )
     summary.seconds = time.perf_counter() - started
     return summary
@@ -164,8 +172,10 @@ def execute(
     task: Mapping[str, str | int] | None = None,
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
+    on_problem: Callable[[Problem], None] | None = None,
 ) -> Summary:
     """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    report = on_problem or (lambda problem: None)
     started = time.perf_counter()
     entries = plan.entries
     summary = Summary(files=len(entries), problems=list(plan.problems))
@@ -175,6 +185,7 @@ def execute(
     if refused is not None:
         summary.failed += summary.files - summary.skipped
         summary.problems.append(refused)
+        report(refused)
         summary.seconds = time.perf_counter() - started
         return summary
     run = _Run(jobs or DEFAULT_JOBS, on_bytes)
@@ -212,6 +223,7 @@ def execute(
                 _publish(publication, digests, task)
             except TaskFailure as exc:
                 summary.problems.append(Problem(publication.manifest_url, exc))
+                report(summary.problems[-1])
     summary.seconds = time.perf_counter() - started
     return summary
 
