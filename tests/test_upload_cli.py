@@ -118,7 +118,7 @@ def test_a_bad_container_name_is_exit_64_before_any_request(
     assert code == 64
     assert_one_error(err, "'Bad'", "not a valid container name")
     assert out[-1].startswith("taskkit: uploaded 0 files in ")
-    assert out[-1].endswith("0 already there, 1 failed")
+    assert out[-1].endswith("0 already there, 1 failed; not published")
 
 
 def test_a_glob_matching_nothing_is_exit_66_and_publishes_nothing(
@@ -241,15 +241,15 @@ def test_a_name_staging_cannot_write_back_is_exit_65_and_nothing_is_published(
     workdir: Path, dest: Path
 ) -> None:
     """A backslash in a name: one error line, exit 65; the other files are sent; no manifest;
-    the summary does not say published."""
+    the summary says it is not published."""
     make(workdir, {"out/ok.txt": b"ok", "out/bad\\name.txt": b"x"})
     code, out, err = invoke("upload", "-o", f"out/=file://{dest}", "--workdir", str(workdir))
     assert code == 65
     assert_one_error(err, "'out/bad\\\\name.txt'", "backslash")
     assert (dest / "ok.txt").read_bytes() == b"ok"
     assert not (dest / MANIFEST_NAME).exists()
-    assert "published" not in out[-1]
-    assert out[-1].endswith("0 already there, 1 failed")
+    assert "; published" not in out[-1]
+    assert out[-1].endswith("0 already there, 1 failed; not published")
 
 
 def test_a_link_leading_out_is_a_warning_not_a_failure(
