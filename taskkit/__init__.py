@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; everything else is private and may cha
 """
 
 from taskkit.chunkio import hash_chunks
+from taskkit.command import Finished, run_logged
 from taskkit.digest import CHUNK_SIZE, Digest, StreamHasher, combine_chunks, hash_bytes
 from taskkit.exceptions import (
     ConfigError,
@@ -18,6 +19,7 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
+from taskkit.logs import LogSink
 from taskkit.manifest import Manifest, ManifestFile
 from taskkit.nodecache import NodeCache
 from taskkit.outputs import Output, UploadEntry, UploadPlan
@@ -38,10 +40,12 @@ __all__ = [
     "Digest",
     "Failed",
     "FileDigest",
+    "Finished",
     "HashResult",
     "IOFailure",
     "Input",
     "InputNotFound",
+    "LogSink",
     "Manifest",
     "ManifestFile",
     "MisuseError",
@@ -69,6 +73,7 @@ __all__ = [
     "hash_chunks",
     "hash_file",
     "hash_paths",
+    "run_logged",
     "stage",
     "upload",
 ]

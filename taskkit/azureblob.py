@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from taskkit.exceptions import ConfigError, InputNotFound, TransientError
 from taskkit.retry import RetryBudget
 from taskkit.storage import RemoteFile, Store, Writer, metadata_digest
+from taskkit.translate import SourceChanged
 
 __all__ = ["APPEND_LIMIT", "AzureStore"]
 
@@ -165,6 +166,8 @@ class AzureStore(Store):
         try:
             return self.call(action, f"cannot write {where}")
         except InputNotFound as exc:
+            if "ContainerNotFound" not in str(exc):
+                raise
             container = self._split(key)[0]
             raise ConfigError(
                 f"cannot write {where}: container {container!r} does not exist "
@@ -227,7 +230,10 @@ class AzureStore(Store):
                     raise
                 props = await self._blob(key).get_blob_properties()
                 if props.size != at + len(piece):
-                    raise
+                    where = self._where(key)
+                    raise SourceChanged(
+                        f"cannot write {where}: it holds {props.size} bytes, not {at}"
+                    ) from exc
 
         if offset == 0:
             self._write(lambda: self._sync(create), key)

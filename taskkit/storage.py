@@ -309,13 +309,22 @@ class FsspecStore(Store):
         self.call(remove, f"cannot delete {self.url(key)}")
 
     def append(self, key: str, offset: int, data: bytes) -> None:
+        what = f"cannot write {self.url(key)}"
+
         def add() -> None:
             if offset == 0:
                 self.fs.makedirs(self.fs._parent(key), exist_ok=True)
-            with self.fs.open(key, "ab" if offset else "wb") as handle:
+                self.fs.pipe_file(key, data)
+                return
+            size = self.fs.size(key)
+            if size == offset + len(data):
+                return  # an earlier try of this very append landed after all
+            if size != offset:
+                raise SourceChanged(f"{what}: it holds {size} bytes, not {offset}")
+            with self.fs.open(key, "ab") as handle:
                 handle.write(data)
 
-        self.call(add, f"cannot write {self.url(key)}")
+        self.call(add, what)
 
 
 class _StreamWriter(Writer):
@@ -416,10 +425,12 @@ def _check_container(url: str, protocol: str) -> None:
     """Refuse a container name Azure would refuse, before any request is made."""
     rest = url.split("://", 1)[1] if "://" in url else url
     container = rest.split("/", 1)[0].split("@", 1)[0]
+    shown = redact(url)
     if not container:
-        raise UsageError(f"{url!r} names no container ({protocol}://CONTAINER/PATH)")
+        raise UsageError(f"{shown!r} names no container ({protocol}://CONTAINER/PATH)")
     if not _CONTAINER_RE.fullmatch(container):
         raise UsageError(
-            f"{container!r} in {url!r} is not a valid container name (3-63 lowercase letters, "
-            "digits and single hyphens, starting and ending with a letter or digit)"
+            f"{redact(container)!r} in {shown!r} is not a valid container name (3-63 "
+            "lowercase letters, digits and single hyphens, starting and ending with a letter "
+            "or digit)"
         )

@@ -592,3 +592,32 @@ def test_local_store_urls_are_plain_paths(tmp_path: Path, stores: Stores) -> Non
         assert file.url == os.fspath(tmp_path / "f")
         assert file.key == os.fspath(tmp_path / "f")
         assert file.size == 1
+
+
+# -- writes --------------------------------------------------------------------------------------
+
+
+def test_an_append_repeated_after_it_landed_is_not_doubled(stores: Stores) -> None:
+    """A retried append whose first try landed leaves the bytes once (the offset says so)."""
+    store, key = stores.open("memory://appends/log.txt")
+    store.append(key, 0, b"one\n")
+    store.append(key, 4, b"two\n")
+    store.append(key, 4, b"two\n")
+    assert store.fs.cat_file(key) == b"one\ntwo\n"  # type: ignore[attr-defined]
+
+
+def test_an_append_at_the_wrong_offset_changes_nothing(stores: Stores) -> None:
+    """An append that does not continue the file is refused as a changed source (75)."""
+    store, key = stores.open("memory://appends/other.txt")
+    store.append(key, 0, b"one\n")
+    with pytest.raises(SourceChanged, match="holds 4 bytes, not 9"):
+        store.append(key, 9, b"late\n")
+    assert store.fs.cat_file(key) == b"one\n"  # type: ignore[attr-defined]
+
+
+def test_a_bad_container_name_message_hides_a_signature(stores: Stores) -> None:
+    """The usage error for a bad container quotes the URL with its SAS signature hidden."""
+    with pytest.raises(UsageError) as caught:
+        stores.open("az://Bad_Container/x?sv=2024&sig=SECRETSECRETSECRET")
+    assert "SECRETSECRETSECRET" not in str(caught.value)
+    assert "Bad_Container" in str(caught.value)
