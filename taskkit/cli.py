@@ -34,6 +34,7 @@ from taskkit.retry import RetryBudget
 if TYPE_CHECKING:
     from taskkit.hashing import HashResult
     from taskkit.statcache import StatCache
+    from taskkit.summary import Summary
 
 __all__ = ["cli", "main"]
 
@@ -363,9 +364,7 @@ def stage_command(
             on_bytes=report.moved,
             on_file=report.staged,
         )
-    click.echo(json.dumps(summary.as_json()) if as_json else stage_line(summary))
-    error = summary.exit_error()
-    return EX_OK if error is None else error.exit_code
+    return _finish(summary, stage_line(summary), as_json=as_json)
 
 
 @cli.command("upload", context_settings=CONTEXT)
@@ -435,7 +434,12 @@ def upload_command(
             on_file=report.uploaded,
             on_problem=report.problem,
         )
-    click.echo(json.dumps(summary.as_json()) if as_json else upload_line(summary))
+    return _finish(summary, upload_line(summary), as_json=as_json)
+
+
+def _finish(summary: Summary, line: str, *, as_json: bool) -> int:
+    """End a transfer command: its summary (one JSON object, or a line) and its exit code."""
+    click.echo(json.dumps(summary.as_json()) if as_json else line)
     error = summary.exit_error()
     return EX_OK if error is None else error.exit_code
 

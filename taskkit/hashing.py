@@ -30,8 +30,9 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from taskkit import chunkio
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_PENDING",
     "FileDigest",
     "HashResult",
+    "digests",
     "hash_file",
     "hash_paths",
 ]
@@ -159,6 +161,21 @@ def hash_file(
             f"cannot hash {result.path!r}: {result.reason}", path=result.path, errno=errno.EINVAL
         )
     return result
+
+
+def digests(
+    paths: Sequence[Path], *, jobs: int | None = None, cache: StatCache | None = None
+) -> dict[Path, Digest]:
+    """The digests of the regular files among ``paths`` that could be read; the others are
+    left out (a caller deciding whether to transfer a file treats them as different)."""
+    if not paths:
+        return {}
+    results = hash_paths(paths, cache=cache, jobs=jobs, recurse=False)
+    return {
+        path: result.digest
+        for path, result in zip(paths, results, strict=True)
+        if isinstance(result, FileDigest)
+    }
 
 
 class _Run:

@@ -37,6 +37,7 @@ from taskkit.exceptions import (
     TaskFailure,
     UsageError,
 )
+from taskkit.hashing import digests, hash_file
 from taskkit.statcache import StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
 from taskkit.summary import Problem
@@ -520,7 +521,7 @@ def _decide(
                 decided[name] = ("send", "the destination differs", entry.digest)
             continue
         to_hash[name] = expected
-    hashed = _hash([named[n].path for n in to_hash], writable, jobs)
+    hashed = digests([named[n].path for n in to_hash], cache=writable, jobs=jobs)
     for name, expected in to_hash.items():
         digest = hashed.get(named[name].path)
         if digest == expected:
@@ -551,7 +552,6 @@ def _decide(
 
 def _local_digest(store: Store, remote: RemoteFile, cache: StatCache | None) -> Digest | None:
     """The digest of a file in a store on the local filesystem (which keeps no metadata)."""
-    from taskkit.hashing import hash_file
 
     if store.protocol != "file":
         return None
@@ -559,16 +559,3 @@ def _local_digest(store: Store, remote: RemoteFile, cache: StatCache | None) -> 
         return hash_file(remote.key, cache=cache).digest
     except TaskFailure:
         return None
-
-
-def _hash(paths: list[Path], cache: StatCache | None, jobs: int | None) -> dict[Path, Digest]:
-    from taskkit.hashing import FileDigest, hash_paths
-
-    if not paths:
-        return {}
-    results = hash_paths(paths, cache=cache, jobs=jobs, recurse=False)
-    return {
-        path: result.digest
-        for path, result in zip(paths, results, strict=True)
-        if isinstance(result, FileDigest)
-    }

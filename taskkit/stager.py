@@ -118,11 +118,8 @@ def stage(
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
     with contextlib.ExitStack() as stack:
         stores = stack.enter_context(Stores(retry, storage_options))
-        if cache is None:
-            opened = StatCache.open()
-            # A dry run writes nothing, not even a new, empty stat-cache.
-            if not dry_run or opened.path.exists():
-                cache = stack.enter_context(opened)
+        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
+            stack.enter_context(cache)
         the_plan = plan(
             requests,
             workdir=default_workdir() if workdir is None else workdir,

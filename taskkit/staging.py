@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +29,7 @@ import xxhash
 
 from taskkit.digest import Digest
 from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
+from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.statcache import StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
@@ -300,7 +301,7 @@ def _decide(
             to_hash[path] = expected
         undecided.append((file, store, dest, path, identity, expected))
 
-    hashed = _hash(list(to_hash), cache if record else None, jobs)
+    hashed = digests(list(to_hash), cache=cache if record else None, jobs=jobs)
     for file, store, dest, path, identity, expected in undecided:
         if path in to_hash and hashed.get(path) == expected:
             entries[path] = PlanEntry(
@@ -331,19 +332,3 @@ def _decide(
             action, reason = "download", why
         entries[path] = PlanEntry(action, reason, file, dest, path, identity, expected, store)
     return [entries[path] for _, _, _, path in files]
-
-
-def _hash(paths: Iterable[Path], cache: StatCache | None, jobs: int | None) -> dict[Path, Digest]:
-    """Digests of local files (from the stat-cache where it can say); unreadable ones are
-    left out, and will be downloaded."""
-    from taskkit.hashing import FileDigest, hash_paths
-
-    wanted = list(paths)
-    if not wanted:
-        return {}
-    results = hash_paths(wanted, cache=cache, jobs=jobs, recurse=False)
-    return {
-        path: result.digest
-        for path, result in zip(wanted, results, strict=True)
-        if isinstance(result, FileDigest)
-    }

@@ -306,6 +306,13 @@ class StatCache:
         root = default_cache_dir() if directory is None else Path(directory)
         return cls(root / FILE_NAME, clock=clock)
 
+    @classmethod
+    def for_run(cls, *, dry_run: bool) -> StatCache | None:
+        """The default cache for a transfer run; None for a dry run when there is none yet
+        (a dry run writes nothing, not even a new, empty cache)."""
+        opened = cls.open()
+        return opened if not dry_run or opened.path.exists() else None
+
     def __repr__(self) -> str:
         return f"StatCache({str(self.path)!r})"
 

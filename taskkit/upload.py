@@ -120,10 +120,8 @@ def upload(
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
     with contextlib.ExitStack() as stack:
         stores = stack.enter_context(Stores(retry, storage_options))
-        if cache is None:
-            opened = StatCache.open()
-            if not dry_run or opened.path.exists():
-                cache = stack.enter_context(opened)
+        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
+            stack.enter_context(cache)
         the_plan = plan(
             requests,
             workdir=default_workdir() if workdir is None else workdir,
