@@ -22,7 +22,8 @@ from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
 from taskkit.logs import LogSink
 from taskkit.manifest import Manifest, ManifestFile
 from taskkit.nodecache import NodeCache
-from taskkit.outputs import Output, UploadEntry, UploadPlan
+from taskkit.outputs import UploadEntry, UploadPlan
+from taskkit.patterns import Output
 from taskkit.retry import RetryBudget
 from taskkit.stager import Summary, stage
 from taskkit.staging import Input, Plan, PlanEntry

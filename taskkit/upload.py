@@ -37,7 +37,8 @@ from taskkit.exceptions import (
     from_os_error,
 )
 from taskkit.manifest import Manifest, ManifestFile
-from taskkit.outputs import Output, Publication, UploadEntry, UploadPlan, parse_output, plan
+from taskkit.outputs import Publication, UploadEntry, UploadPlan, plan
+from taskkit.patterns import Output, parse_output
 from taskkit.retry import RetryBudget
 from taskkit.staging import default_workdir
 from taskkit.statcache import CacheEntry, StatCache, path_key

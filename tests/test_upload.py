@@ -28,7 +28,8 @@ from taskkit.exceptions import (
 )
 from taskkit.hashing import hash_file
 from taskkit.manifest import Manifest, ManifestFile
-from taskkit.outputs import MANIFEST_NAME, UploadEntry, UploadPlan, parse_output, plan
+from taskkit.outputs import MANIFEST_NAME, UploadEntry, UploadPlan, plan
+from taskkit.patterns import parse_output
 from taskkit.statcache import RACY_WINDOW_NS, StatCache, path_key
 from taskkit.storage import DIGEST_METADATA, Store, Stores, file_metadata
 from taskkit.summary import Summary
