@@ -19,10 +19,10 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.outputs import MANIFEST_NAME, UploadPlan, plan
-from taskkit.patterns import Match, Output, expand, parse_output
+from taskkit.patterns import Output, parse_output
 from taskkit.statcache import RACY_WINDOW_NS, CacheEntry, StatCache, path_key
 from taskkit.storage import RemoteFile, Stores, file_metadata
-from taskkit.walk import Failed, Skipped
+from taskkit.walk import Skipped
 
 LEADS_OUT = "a link that leads out of the working directory"
 
@@ -36,15 +36,6 @@ def make(root: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
-
-
-def found(workdir: Path, pattern: str) -> list[Match | Skipped | Failed]:
-    return list(expand(workdir, parse_output(f"{pattern}=memory://d/")))
-
-
-def names(workdir: Path, pattern: str) -> list[str]:
-    """The blob names ``pattern`` gives, in the order expand yields them."""
-    return [m.name for m in found(workdir, pattern) if isinstance(m, Match)]
 
 
 @pytest.fixture

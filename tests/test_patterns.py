@@ -8,12 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upload_fakes import clear_memory
 
 from taskkit.exceptions import (
     InputNotFound,
@@ -21,15 +18,9 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.patterns import Match, Output, expand, parse_output
-from taskkit.statcache import RACY_WINDOW_NS, StatCache
 from taskkit.walk import Failed, Skipped
 
 LEADS_OUT = "a link that leads out of the working directory"
-
-
-def later_clock() -> int:
-    """A stat-cache clock past the racy window of every file written by the test."""
-    return time.time_ns() + 10 * RACY_WINDOW_NS
 
 
 def make(root: Path, files: dict[str, bytes]) -> None:
@@ -45,20 +36,6 @@ def found(workdir: Path, pattern: str) -> list[Match | Skipped | Failed]:
 def names(workdir: Path, pattern: str) -> list[str]:
     """The blob names ``pattern`` gives, in the order expand yields them."""
     return [m.name for m in found(workdir, pattern) if isinstance(m, Match)]
-
-
-@pytest.fixture
-def memory() -> Iterator[None]:
-    """fsspec's process-wide memory filesystem, empty before and after the test."""
-    clear_memory()
-    yield
-    clear_memory()
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[StatCache]:
-    with StatCache.open(tmp_path / "cache", clock=later_clock) as opened:
-        yield opened
 
 
 # -- parse_output -------------------------------------------------------------------------------
