@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.exceptions import UsageError
-from taskkit.walk import Failed, Skipped, describe_mode, path_error
+from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
 __all__ = ["Match", "Output", "expand", "parse_output", "shown"]
 
@@ -147,7 +147,7 @@ def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
     if any(part.startswith(_OWN_FILES) for part in output.pattern.split("/")):
         return  # taskkit's own partial files are never outputs, even named outright
     base = workdir / output.base if output.base else workdir
-    if base.exists() and not _inside(workdir, Path(os.path.realpath(base))):
+    if base.exists() and not inside(workdir, Path(os.path.realpath(base))):
         yield Skipped(shown(workdir, base), _LEADS_OUT)
         return
     rest = output.rest
@@ -160,7 +160,7 @@ def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
             if not isinstance(exc, FileNotFoundError) or os.path.islink(single):
                 yield _failed(workdir, single, exc)
             return
-        if not _inside(workdir, Path(os.path.realpath(single))):
+        if not inside(workdir, Path(os.path.realpath(single))):
             yield Skipped(shown(workdir, single), _LEADS_OUT)
             return
         if stat.S_ISREG(st.st_mode):
@@ -210,7 +210,7 @@ def _walk(
             except OSError as exc:
                 yield _failed(workdir, path, exc)
                 continue
-            if linked and not _inside(workdir, Path(os.path.realpath(path))):
+            if linked and not inside(workdir, Path(os.path.realpath(path))):
                 if regex.fullmatch(name) or stat.S_ISDIR(st.st_mode):
                     yield Skipped(shown(workdir, path), _LEADS_OUT)
                 continue
@@ -230,10 +230,6 @@ def _walk(
 def _failed(workdir: Path, path: Path, exc: OSError) -> Failed:
     # The error is built from the absolute path: its link test must not depend on the cwd.
     return Failed(shown(workdir, path), path_error(exc, str(path)))
-
-
-def _inside(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def shown(workdir: Path, path: Path) -> str:

@@ -34,6 +34,7 @@ from taskkit.nodecache import NodeCache
 from taskkit.statcache import StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
 from taskkit.summary import Problem
+from taskkit.walk import inside
 
 __all__ = [
     "Input",
@@ -121,10 +122,6 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".taskkit-{name}.partial")
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def resolve_dest(workdir: Path, dest: str) -> Path:
     """The absolute path of ``dest``, refused if it leaves ``workdir`` (also through links)."""
     target = Path(os.path.normpath(workdir / dest))
@@ -132,7 +129,7 @@ def resolve_dest(workdir: Path, dest: str) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     real = Path(os.path.realpath(existing)) / target.relative_to(existing)
-    if not (_inside(workdir, target) and _inside(workdir, real)):
+    if not (inside(workdir, target) and inside(workdir, real)):
         raise UsageError(f"destination {dest!r} is outside the working directory {str(workdir)!r}")
     return target
 

@@ -18,11 +18,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 
-__all__ = ["Failed", "FileEntry", "Skipped", "absolute", "describe_mode", "path_error", "walk"]
+__all__ = [
+    "Failed",
+    "FileEntry",
+    "Skipped",
+    "absolute",
+    "describe_mode",
+    "inside",
+    "path_error",
+    "walk",
+]
 
 
 class FileEntry(NamedTuple):
@@ -58,6 +68,11 @@ def absolute(path: str) -> str:
     its own name kept, so a link keeps a name of its own."""
     head, tail = os.path.split(path)
     return os.path.join(os.path.realpath(head or "."), tail)
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute, compared as they are)."""
+    return path == root or root in path.parents
 
 
 def describe_mode(mode: int) -> str:
