@@ -58,32 +58,38 @@ def taskkit_hash(label: str) -> list[dict[str, object]]:
     return results
 
 
-def taskkit_stage(label: str, workdir: Path) -> dict[str, object]:
-    """Run ``taskkit stage --json`` from the store into ``workdir``, through the node cache."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def taskkit_json(*args: str) -> dict[str, object]:
+    """Run ``taskkit ARGS --json`` as a user would; its closing summary object."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskkit",
-            "stage",
-            "--json",
-            "-i",
-            f"file://{STORE}/=inputs/",
-            "--workdir",
-            str(workdir),
-            "--cache-dir",
-            str(NODE_CACHE),
-        ],
+        [sys.executable, "-m", "taskkit", *args, "--json"],
         capture_output=True,
         text=True,
         env={**os.environ, "TASKKIT_CACHE_DIR": str(CACHE)},
         check=True,
     )
     summary: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    return summary
+
+
+def moved(summary: dict[str, object]) -> str:
+    return f"{summary['files']} files in {summary['seconds']} s: {summary['transferred']}"
+
+
+def taskkit_stage(label: str, workdir: Path) -> dict[str, object]:
+    """Run ``taskkit stage`` from the store into ``workdir``, through the node cache."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = taskkit_json(
+        "stage",
+        "-i",
+        f"file://{STORE}/=inputs/",
+        "--workdir",
+        str(workdir),
+        "--cache-dir",
+        str(NODE_CACHE),
+    )
     print(
-        f"  {label:<28} {summary['files']} files in {summary['seconds']} s: "
-        f"{summary['transferred']} copied ({int(str(summary['bytes_transferred'])) >> 20} MiB), "
+        f"  {label:<28} {moved(summary)} copied "
+        f"({int(str(summary['bytes_transferred'])) >> 20} MiB), "
         f"{summary['linked']} linked from the node cache, {summary['skipped']} already there"
     )
     return summary
@@ -105,28 +111,13 @@ def stage_demo() -> None:
 
 
 def taskkit_upload(label: str, workdir: Path) -> dict[str, object]:
-    """Run ``taskkit upload --json`` of the task's ``out/`` to the store's results prefix."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskkit",
-            "upload",
-            "--json",
-            "-o",
-            f"out/**=file://{RESULTS}/run-1/",
-            "--workdir",
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TASKKIT_CACHE_DIR": str(CACHE)},
-        check=True,
+    """Run ``taskkit upload`` of the task's ``out/`` to the store's results prefix."""
+    summary = taskkit_json(
+        "upload", "-o", f"out/**=file://{RESULTS}/run-1/", "--workdir", str(workdir)
     )
-    summary: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
     print(
-        f"  {label:<28} {summary['files']} files in {summary['seconds']} s: "
-        f"{summary['transferred']} sent ({int(str(summary['bytes_transferred'])) >> 20} MiB), "
+        f"  {label:<28} {moved(summary)} sent "
+        f"({int(str(summary['bytes_transferred'])) >> 20} MiB), "
         f"{summary['skipped']} already there"
     )
     return summary
