@@ -9,7 +9,14 @@ Writes: a small file is one request (Put Blob), a large one is staged in blocks 
 visible only when its block list is committed, so a blob at its name is always whole. Staged
 blocks outlive a crashed upload (for a week), and :meth:`_BlockWriter.known` lists them, so a
 later attempt sends only the blocks that are missing. A container that does not exist is a
-configuration error when writing (taskkit never creates containers), not a missing input.
+configuration error when writing or loading (taskkit never creates containers), not a missing
+input.
+
+Conditions are the service's own: If-Match on the etag, If-None-Match: * for "only if absent",
+so a conditional write is atomic across every process and node that writes the blob. Azurite
+answers a failed If-None-Match with 409 BlobAlreadyExists and a failed If-Match (also on a
+missing blob) with 412 ConditionNotMet; those, a 412 however labelled, and a 404 BlobNotFound
+all become :class:`~taskkit.exceptions.Conflict` (:func:`~taskkit.translate.translate`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any, TypeVar
 
 from taskkit.exceptions import ConfigError, InputNotFound, TransientError
 from taskkit.retry import RetryBudget
-from taskkit.storage import RemoteFile, Store, Writer, metadata_digest
+from taskkit.storage import RemoteFile, Store, Writer, is_conditional, metadata_digest
 from taskkit.translate import SourceChanged
 
 __all__ = ["APPEND_LIMIT", "AzureStore"]
@@ -160,19 +167,41 @@ class AzureStore(Store):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _write(self, action: Callable[[], _T], key: str) -> _T:
-        """A write, retried like any call; a missing container is a setting to fix."""
+    def _write(
+        self, action: Callable[[], _T], key: str, *, verb: str = "write", conditional: bool = False
+    ) -> _T:
+        """A write (or a load), retried like any call; a missing container is a setting to
+        fix. ``conditional``: see :meth:`Store.call`."""
         where = self._where(key)
         try:
-            return self.call(action, f"cannot write {where}")
+            return self.call(action, f"cannot {verb} {where}", conditional=conditional)
         except InputNotFound as exc:
             if "ContainerNotFound" not in str(exc):
                 raise
             container = self._split(key)[0]
             raise ConfigError(
-                f"cannot write {where}: container {container!r} does not exist "
+                f"cannot {verb} {where}: container {container!r} does not exist "
                 "(taskkit does not create containers)"
             ) from exc
+
+    def load(self, key: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async def download() -> tuple[bytes, str] | None:
+            try:
+                stream = await self._blob(key).download_blob(decompress=False)
+            except ResourceNotFoundError as exc:
+                if getattr(exc, "error_code", None) == "ContainerNotFound":
+                    raise  # a setting to fix, not a missing file
+                return None
+            sink = _Sink()
+            await stream.readinto(sink)
+            return b"".join(sink.parts), _etag(stream.properties.etag)
+
+        found: tuple[bytes, str] | None = self._write(
+            lambda: self._sync(download), key, verb="read"
+        )
+        return found
 
     def _blob(self, key: str) -> Any:
         container, name = self._split(key)
@@ -189,31 +218,71 @@ class AzureStore(Store):
             kind = _COMPRESSED.get(encoding, "application/octet-stream")
         return ContentSettings(content_type=kind or "application/octet-stream")
 
-    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str],
+        *,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        from azure.core import MatchConditions
+
+        conditional = is_conditional(if_match, if_absent)
+        condition = (
+            {}
+            if if_match is None
+            else {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
+        )
+
         async def upload() -> Any:
             return await self._blob(key).upload_blob(
                 data,
                 length=len(data),
-                overwrite=True,
+                overwrite=not if_absent,  # False sends If-None-Match: *
                 metadata=dict(metadata),
                 content_settings=self._settings(key),
                 max_concurrency=1,
+                **condition,
             )
 
-        result = self._write(lambda: self._sync(upload), key)
-        return _etag(result["etag"])
+        def attempt() -> str:
+            return _etag(self._sync(upload)["etag"])
+
+        if not conditional:
+            return self._write(attempt, key)
+        return self._settle(
+            lambda a: self._write(a, key, conditional=True),
+            attempt,
+            lambda: self._holding(key, data),
+        )
 
     def writer(self, key: str) -> Writer:
         return _BlockWriter(self, key)
 
-    def delete(self, key: str) -> None:
-        async def remove() -> None:
-            from azure.core.exceptions import ResourceNotFoundError
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceNotFoundError
 
-            with contextlib.suppress(ResourceNotFoundError):
-                await self._blob(key).delete_blob()
+        async def remove() -> bool:
+            if if_match is None:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._blob(key).delete_blob()
+            else:
+                await self._blob(key).delete_blob(
+                    etag=if_match, match_condition=MatchConditions.IfNotModified
+                )
+            return True
 
-        self._write(lambda: self._sync(remove), key)
+        if not is_conditional(if_match, False):
+            self._write(lambda: self._sync(remove), key)
+            return
+        self._settle(
+            lambda a: self._write(a, key, verb="delete", conditional=True),
+            lambda: bool(self._sync(remove)),
+            lambda: self._gone(key),
+        )
 
     def append(self, key: str, offset: int, data: bytes) -> None:
         from azure.core.exceptions import HttpResponseError

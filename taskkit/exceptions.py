@@ -9,6 +9,8 @@ The tree::
     |   +-- InputNotFound       66        FileNotFoundError: a named input does not exist
     |   +-- IOFailure           74        OSError: reading or writing local files failed
     |   +-- TransientError      75        worth retrying: throttling, timeouts, lost connections
+    |   |   +-- Conflict        75        another writer changed the file first (a conditional
+    |   |                                 write or delete lost the race)
     |   +-- PermissionDenied    77        PermissionError: an input or target may not be touched
     |   +-- ConfigError         78        ValueError: settings, spec or credentials are wrong
     +-- MisuseError             70        TypeError: the library API was called wrongly (a bug in
@@ -29,6 +31,7 @@ from typing import ClassVar
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "DataError",
     "IOFailure",
     "InputNotFound",
@@ -116,6 +119,13 @@ class TransientError(TaskFailure):
 
     exit_code = EX_TEMPFAIL
     retryable = True
+
+
+class Conflict(TransientError):
+    """Another writer changed the file first: a write or delete conditional on the file's
+    version (or on its absence) found another version there. Trying the same request again
+    cannot help, so the storage layer never retries it; a later attempt of the task reads the
+    file afresh and sees what the other writer decided, hence exit 75."""
 
 
 class ConfigError(TaskFailure, ValueError):

@@ -10,7 +10,11 @@ i.e. the node's managed identity), then taskkit talks to the Azure SDK directly,
 * every read of a blob is conditional on the etag that was listed, so the bytes of one file
   all come from one version, even across a resumed download;
 * retries are taskkit's (:class:`~taskkit.retry.RetryBudget`), not the SDK's own minutes-long
-  defaults.
+  defaults;
+* a small file is read with its version in one request (:meth:`Store.load`), and written or
+  deleted on the condition that it is still a given version, or absent (:meth:`Store.put`):
+  of writers racing on one condition exactly one wins, the others get
+  :class:`~taskkit.exceptions.Conflict`.
 
 Invariants:
 
@@ -19,12 +23,14 @@ Invariants:
   :data:`~taskkit.translate.RULES`) and raised ``from`` the original. Errors that are not
   storage errors (bugs) pass unchanged.
 * No message, URL or identity built here contains a credential (:func:`~taskkit.redaction.redact`).
+* A conditional write is atomic where the store can make it so: on Azure the service checks
+  the condition; local files are checked and replaced under an exclusive ``flock`` of their
+  directory (across processes, on a local disk); other fsspec stores under a lock of this
+  process only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -34,8 +40,9 @@ import xxhash
 from taskkit.digest import Digest
 from taskkit.exceptions import (
     ConfigError,
+    Conflict,
     DataError,
-    InputNotFound,
+    MisuseError,
     TaskkitError,
     UsageError,
 )
@@ -44,7 +51,7 @@ from taskkit.retry import RetryBudget
 from taskkit.translate import RULES, SourceChanged, guarded, reason, translate
 
 if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
+    pass
 
 __all__ = [
     "DIGEST_METADATA",
@@ -56,6 +63,7 @@ __all__ = [
     "Stores",
     "Writer",
     "file_metadata",
+    "is_conditional",
     "is_temporary",
     "metadata_digest",
     "temporary_key",
@@ -71,6 +79,8 @@ AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
 _TEMP_PREFIX = ".taskkit-"
 _TEMP_SUFFIX = ".partial"
 _CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root|\$web|\$logs")
+#: Serializes conditional writes to fsspec stores that have no atomic condition of their own
+#: (``memory://`` and the like): atomic within this process only.
 
 
 class RemoteFile(NamedTuple):
@@ -110,10 +120,15 @@ class Store:
         provenance of staged files and keyed on by the node cache."""
         raise NotImplementedError
 
-    def call(self, action: Callable[[], _T], what: str) -> _T:
-        """``action`` with upstream errors translated and transient ones retried."""
+    def call(self, action: Callable[[], _T], what: str, *, conditional: bool = False) -> _T:
+        """``action`` with upstream errors translated and transient ones retried; never a
+        :class:`SourceChanged` or a :class:`Conflict`, which the same request would meet
+        again. ``conditional``: the request carries a condition on the file's version, so a
+        failed precondition is a :class:`Conflict` (:func:`~taskkit.translate.translate`)."""
         return self.retry.call(
-            lambda: guarded(action, what), what, lambda exc: not isinstance(exc, SourceChanged)
+            lambda: guarded(action, what, conditional=conditional),
+            what,
+            lambda exc: not isinstance(exc, (SourceChanged, Conflict)),
         )
 
     def list(self, key: str) -> list[RemoteFile]:
@@ -132,16 +147,42 @@ class Store:
         """Raise :class:`TransientError` if ``file`` is no longer the version that was listed
         (for stores whose reads cannot be made conditional)."""
 
-    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
-        """Write ``data`` at ``key`` with ``metadata`` in one atomic step; the new version."""
+    def load(self, key: str) -> tuple[bytes, str] | None:
+        """The whole (small) file at ``key`` and its version, the one :meth:`stat` and
+        :meth:`list` report, read together so the bytes are that version's; None when there is
+        no file. On Azure one request (two for an empty blob); a missing container is a
+        :class:`ConfigError`, as for writes."""
+        raise NotImplementedError
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str],
+        *,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        """Write ``data`` at ``key`` with ``metadata`` in one atomic step; the new version.
+
+        ``if_absent``: only if no file is at ``key``; ``if_match``: only if the file there is
+        that version (a missing file does not match); both at once is a :class:`MisuseError`.
+        Otherwise :class:`Conflict`, never retried, the file unchanged: of writers racing on
+        one condition exactly one wins. A retry must not lose to its own earlier try (which
+        may have landed although its reply was lost), so a conflict met on a retry, not on
+        the first try, is a success when ``key`` now holds exactly ``data`` (were they another
+        writer's identical bytes, the record is the same either way).
+        """
         raise NotImplementedError
 
     def writer(self, key: str) -> Writer:
         """Write the file at ``key`` in blocks; nothing shows at ``key`` until the commit."""
         raise NotImplementedError
 
-    def delete(self, key: str) -> None:
-        """Remove the file at ``key``, if there is one."""
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove the file at ``key``, if there is one. With ``if_match``, only if it is that
+        version: :class:`Conflict` if it is another one or none (but not when a retry finds
+        it gone: that is taken as the earlier try's work, see :meth:`put`)."""
         raise NotImplementedError
 
     def append(self, key: str, offset: int, data: bytes) -> None:
@@ -151,6 +192,38 @@ class Store:
 
     def close(self) -> None:
         """Release connections."""
+
+    def _settle(
+        self,
+        run: Callable[[Callable[[], _T]], _T],
+        attempt: Callable[[], _T],
+        landed: Callable[[], _T | None],
+    ) -> _T:
+        """``run(attempt)``, a conditional request with its retries. A :class:`Conflict` met
+        on a retry may be with the request's own earlier try: ``landed()`` then says whether
+        the store shows that try's result (and returns it), else the conflict stands."""
+        tries = 0
+
+        def counted() -> _T:
+            nonlocal tries
+            tries += 1
+            return attempt()
+
+        try:
+            return run(counted)
+        except Conflict:
+            outcome = landed() if tries > 1 else None
+            if outcome is None:
+                raise
+            return outcome
+
+    def _holding(self, key: str, data: bytes) -> str | None:
+        """The version at ``key`` if it holds exactly ``data``."""
+        found = self.load(key)
+        return found[1] if found is not None and found[0] == data else None
+
+    def _gone(self, key: str) -> bool | None:
+        return True if self.load(key) is None else None
 
 
 class Writer:
@@ -178,6 +251,15 @@ class Writer:
 
     def abort(self) -> None:
         """Give up: nothing is published (a parallel writer's blocks stay for a later try)."""
+
+
+def is_conditional(if_match: str | None, if_absent: bool) -> bool:
+    """Whether a write carries a condition; :class:`MisuseError` for both at once."""
+    if if_match is not None and if_absent:
+        raise MisuseError("if_match and if_absent=True: a file cannot be both; give one")
+    if if_match is not None and not (isinstance(if_match, str) and if_match):
+        raise MisuseError(f"if_match must be a version string, not {if_match!r}")
+    return if_absent or if_match is not None
 
 
 def file_metadata(digest: Digest, size: int) -> dict[str, str]:
@@ -211,155 +293,6 @@ def metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | N
         return Digest.parse(text)
     except DataError:
         return None
-
-
-class FsspecStore(Store):
-    """Any other fsspec filesystem, called synchronously (fsspec runs async ones on its loop)."""
-
-    def __init__(self, fs: AbstractFileSystem, protocol: str, retry: RetryBudget) -> None:
-        super().__init__(retry)
-        self.fs = fs
-        self.protocol = protocol
-
-    def __repr__(self) -> str:
-        return f"FsspecStore({self.protocol!r})"
-
-    def url(self, key: str) -> str:
-        return key if self.protocol == "file" else f"{self.protocol}://{key.lstrip('/')}"
-
-    def identity(self, key: str) -> str:
-        return f"{self.protocol}://{key}"
-
-    @staticmethod
-    def _version(info: Mapping[str, Any]) -> str:
-        """A change token from what a listing says: the store's etag if it has one, else
-        size, modification time and file id."""
-        for name in ("etag", "ETag", "generation", "version_id", "VersionId"):
-            if info.get(name):
-                return str(info[name])
-        stamp = next(
-            (info[n] for n in ("mtime", "LastModified", "last_modified", "created") if n in info),
-            None,
-        )
-        if isinstance(stamp, datetime.datetime):  # from info(); a listing gives a float
-            stamp = stamp.timestamp()
-        return f"{info.get('size')}-{stamp}-{info.get('ino', '')}"
-
-    def _file(self, info: Mapping[str, Any]) -> RemoteFile:
-        size = int(info.get("size") or 0)
-        key = str(info["name"])
-        metadata = info.get("metadata")
-        digest = metadata_digest(metadata if isinstance(metadata, Mapping) else None, size)
-        return RemoteFile(self.url(key), key, size, self._version(info), digest)
-
-    def list(self, key: str) -> list[RemoteFile]:
-        found = self.call(
-            lambda: self.fs.find(key, detail=True, withdirs=False), f"cannot list {self.url(key)}"
-        )
-        return [self._file(info) for name, info in sorted(found.items()) if not is_temporary(name)]
-
-    def stat(self, key: str) -> RemoteFile:
-        what = f"cannot read {self.url(key)}"
-        info = self.call(lambda: self.fs.info(key), what)
-        if info.get("type") == "directory":
-            raise InputNotFound(f"{what}: it is a directory (end it with / to stage its files)")
-        return self._file(info)
-
-    def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
-        what = f"cannot read {file.url}"
-
-        def ranged() -> bytes:
-            data = bytes(self.fs.cat_file(file.key, start=offset, end=offset + length))
-            if len(data) != length:
-                raise SourceChanged(f"{what}: it changed while being read")
-            return data
-
-        return self.call(ranged, what)
-
-    def confirm(self, file: RemoteFile) -> None:
-        if self.stat(file.key).version != file.version:
-            raise SourceChanged(
-                f"cannot read {file.url}: it changed while being read; a new attempt will see it"
-            )
-
-    # Writes go to a temporary name beside the key, then move into place: on a local
-    # filesystem that is one rename, so the key never holds a partial file.
-
-    def _published(self, temp: str, key: str) -> str:
-        self.fs.mv(temp, key)
-        return self._version(self.fs.info(key))
-
-    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
-        def write() -> str:
-            temp = temporary_key(key)
-            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
-            self.fs.pipe_file(temp, data)
-            return self._published(temp, key)
-
-        return self.call(write, f"cannot write {self.url(key)}")
-
-    def writer(self, key: str) -> Writer:
-        return _StreamWriter(self, key)
-
-    def delete(self, key: str) -> None:
-        def remove() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(key)
-
-        self.call(remove, f"cannot delete {self.url(key)}")
-
-    def append(self, key: str, offset: int, data: bytes) -> None:
-        what = f"cannot write {self.url(key)}"
-
-        def add() -> None:
-            if offset == 0:
-                self.fs.makedirs(self.fs._parent(key), exist_ok=True)
-                self.fs.pipe_file(key, data)
-                return
-            size = self.fs.size(key)
-            if size == offset + len(data):
-                return  # an earlier try of this very append landed after all
-            if size != offset:
-                raise SourceChanged(f"{what}: it holds {size} bytes, not {offset}")
-            with self.fs.open(key, "ab") as handle:
-                handle.write(data)
-
-        self.call(add, what)
-
-
-class _StreamWriter(Writer):
-    """Blocks written in order to one temporary file, moved into place by the commit."""
-
-    def __init__(self, store: FsspecStore, key: str) -> None:
-        self.store = store
-        self.key = key
-        self.temp = temporary_key(key)
-        self.what = f"cannot write {store.url(key)}"
-        self._handle: Any = None
-
-    def _open(self) -> Any:
-        if self._handle is None:
-            fs = self.store.fs
-            fs.makedirs(fs._parent(self.key), exist_ok=True)
-            self._handle = fs.open(self.temp, "wb")
-        return self._handle
-
-    def write(self, block_id: str, data: bytes) -> None:
-        # Not retried: a stream cannot take a block twice. The whole file is tried again.
-        guarded(lambda: self._open().write(data), self.what)
-
-    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
-        def publish() -> str:
-            self._open().close()
-            return self.store._published(self.temp, self.key)
-
-        return guarded(publish, self.what)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._handle is not None:
-                self._handle.close()
-            self.store.fs.rm_file(self.temp)
 
 
 class Stores:
@@ -415,6 +348,8 @@ class Stores:
 
                 store = AzureStore(fs, protocol, self.retry)
             else:
+                from taskkit.fsstore import FsspecStore
+
                 names = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
                 store = FsspecStore(fs, "file" if "file" in names else protocol, self.retry)
             self._open[name] = store

@@ -6,6 +6,11 @@ Part of the storage boundary (:mod:`taskkit.storage`): every error a store meets
 exception's MRO, so the most specific entry wins. ``tests/test_storage.py`` fails when an
 upstream class has no entry, so a new SDK error type is a decision, not an accident. Messages
 pass through :func:`~taskkit.redaction.redact`: no credential leaves this module.
+
+One question the class cannot answer: whether a failed precondition means "the source changed
+under a read" (:class:`SourceChanged`) or "another writer won" (:class:`Conflict`). Only the
+caller knows that its request carried a condition of its own on the file's version, so it says
+so (``conditional=True``), and that one decision is taken before the table.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TypeVar
 
 from taskkit.exceptions import (
     ConfigError,
+    Conflict,
     InputNotFound,
     IOFailure,
     MisuseError,
@@ -73,13 +79,35 @@ def _bug(exc: BaseException, what: str) -> TaskkitError:
 
 def _code(exc: BaseException) -> str | None:
     code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)  # the SDK's StorageErrorCode enum, or a plain string
     return str(code) if code else None
+
+
+def _status(exc: BaseException) -> int:
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None) or 0
+    return status if isinstance(status, int) else 0
+
+
+def _label(exc: BaseException) -> str:
+    return f"HTTP {_status(exc)}" + (f" {_code(exc)}" if _code(exc) else "")
+
+
+def _conflict(exc: BaseException, what: str) -> TaskkitError | None:
+    """A request conditional on the file's version that failed because another version (or
+    no file, or a file where none was wanted) was there: 412 ConditionNotMet for If-Match,
+    409 BlobAlreadyExists for If-None-Match: * (what Azure and Azurite answer), 404
+    BlobNotFound when the service checks existence before the condition. A missing container
+    (404 ContainerNotFound) is not a conflict: the caller's settings are wrong."""
+    status, code = _status(exc), _code(exc)
+    if status == 412 or (status, code) in {(409, "BlobAlreadyExists"), (404, "BlobNotFound")}:
+        return Conflict(f"{what}: another writer changed it first ({_label(exc)})")
+    return None
 
 
 def _by_status(exc: BaseException, what: str) -> TaskkitError:
     """An HTTP error whose class says less than its status code."""
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None) or 0
-    label = f"HTTP {status}" + (f" {_code(exc)}" if _code(exc) else "")
+    status = _status(exc)
+    label = _label(exc)
     if status in (401, 403):
         return _auth(exc, what)
     if status == 404:
@@ -175,11 +203,15 @@ RULES: Mapping[str, Rule] = {
 }
 
 
-def translate(exc: BaseException, what: str) -> TaskkitError | None:
+def translate(exc: BaseException, what: str, *, conditional: bool = False) -> TaskkitError | None:
     """The taskkit error for an upstream ``exc`` met while doing ``what`` (e.g.
-    ``"cannot read az://c/x"``); None when ``exc`` is not a storage error."""
+    ``"cannot read az://c/x"``); None when ``exc`` is not a storage error. ``conditional``:
+    the request was a write or delete conditional on the file's version, so a failed
+    precondition is a :class:`Conflict`, whatever class the SDK gave it."""
     if isinstance(exc, TaskkitError):
         return exc
+    if conditional and (conflict := _conflict(exc, redact(what))) is not None:
+        return conflict
     for cls in type(exc).__mro__:
         rule = RULES.get(f"{cls.__module__}.{cls.__qualname__}")
         if rule is not None:
@@ -187,11 +219,12 @@ def translate(exc: BaseException, what: str) -> TaskkitError | None:
     return None
 
 
-def guarded(action: Callable[[], _T], what: str) -> _T:
+def guarded(action: Callable[[], _T], what: str, *, conditional: bool = False) -> _T:
+    """``action()`` with upstream errors translated (see :func:`translate`)."""
     try:
         return action()
     except Exception as exc:
-        failure = translate(exc, what)
+        failure = translate(exc, what, conditional=conditional)
         if failure is None or failure is exc:
             raise
         raise failure from exc

@@ -11,6 +11,7 @@ import pytest
 import taskkit.exceptions as exc_module
 from taskkit.exceptions import (
     ConfigError,
+    Conflict,
     DataError,
     InputNotFound,
     IOFailure,
@@ -88,3 +89,25 @@ def test_readme_exit_code_table_matches_the_code() -> None:
         assert table.get(str(cls.exit_code)) == cls.__name__, cls
     assert table.get("0") == "success"
     assert table.get(str(exc_module.EX_INTERRUPTED)) == "interrupted"
+
+
+def test_conflict_is_a_transient_error_in_the_tree() -> None:
+    """Conflict (another writer won) exits 75 as a TransientError, is exported, and is drawn."""
+    assert issubclass(Conflict, TransientError)
+    assert Conflict.exit_code == 75
+    assert "Conflict" in exc_module.__all__
+    assert re.search(r"^ +\| +\| +\+-- Conflict +75 ", exc_module.__doc__ or "", re.MULTILINE)
+
+
+def test_all_is_sorted_and_names_every_exception_class() -> None:
+    """__all__ lists every public exception class of the module, sorted as ruff sorts it."""
+    assert list(exc_module.__all__) == sorted(exc_module.__all__)
+    classes = {
+        name
+        for name, value in vars(exc_module).items()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == exc_module.__name__
+        and not name.startswith("_")
+    }
+    assert classes == set(exc_module.__all__)

@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from taskkit.digest import hash_bytes
 from taskkit.exceptions import (
     ConfigError,
+    Conflict,
     DataError,
     InputNotFound,
     IOFailure,
@@ -177,6 +178,58 @@ def test_translate_maps_upstream_errors_to_taskkit_errors(
     assert failure.exit_code == code
     assert failure.retryable == issubclass(cls, TransientError)
     assert str(failure).startswith("cannot read az://c/x")
+
+
+def storage_error(
+    status: int, code: str, cls: type[azure_errors.HttpResponseError] | None = None
+) -> Exception:
+    exc = http_error(status, cls)
+    exc.error_code = code
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls"),
+    [
+        (storage_error(412, "ConditionNotMet", azure_errors.ResourceModifiedError), Conflict),
+        (storage_error(409, "BlobAlreadyExists", azure_errors.ResourceExistsError), Conflict),
+        (storage_error(412, "BlobAlreadyExists", azure_errors.ResourceExistsError), Conflict),
+        (storage_error(404, "BlobNotFound", azure_errors.ResourceNotFoundError), Conflict),
+        (
+            storage_error(404, "ContainerNotFound", azure_errors.ResourceNotFoundError),
+            InputNotFound,
+        ),
+        (storage_error(409, "LeaseIdMissing", azure_errors.ResourceExistsError), TransientError),
+        (storage_error(503, "ServerBusy"), TransientError),
+        (storage_error(403, "AuthorizationFailure"), ConfigError),
+        (azure_errors.ServiceResponseTimeoutError("read timed out"), TransientError),
+    ],
+    ids=lambda v: (
+        v.__name__
+        if isinstance(v, type)
+        else f"{getattr(v, 'status_code', '')}{getattr(v, 'error_code', None) or type(v).__name__}"
+    ),
+)
+def test_a_failed_condition_of_a_conditional_request_is_a_conflict(
+    exc: Exception, cls: type[TaskkitError]
+) -> None:
+    """With conditional=True, 412, 409 BlobAlreadyExists and 404 BlobNotFound mean another
+    writer won (Conflict, 75); a missing container and every other failure keep their rule."""
+    failure = translate(exc, "cannot write az://c/x", conditional=True)
+    assert type(failure) is cls
+    assert str(failure).startswith("cannot write az://c/x")
+    if cls is Conflict:
+        assert str(failure).endswith(f"changed it first (HTTP {exc.status_code} {exc.error_code})")  # type: ignore[attr-defined]
+
+
+def test_without_a_condition_the_same_errors_keep_their_rules() -> None:
+    """Unconditional requests are unchanged: 412 is SourceChanged, 409 is transient, 404 is
+    InputNotFound, never Conflict."""
+    assert type(translate(storage_error(412, "ConditionNotMet"), "x")) is SourceChanged
+    exists = storage_error(409, "BlobAlreadyExists", azure_errors.ResourceExistsError)
+    assert type(translate(exists, "x")) is TransientError
+    missing = storage_error(404, "BlobNotFound", azure_errors.ResourceNotFoundError)
+    assert type(translate(missing, "x")) is InputNotFound
 
 
 def test_status_codes_are_named_in_the_message() -> None:
