@@ -23,7 +23,11 @@ SECRET_ENV_VARS = (
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_CLIENT_SECRET",
+    "AZ_BATCH_AUTHENTICATION_TOKEN",
 )
+#: The secret fields inside a connection string: their values are hidden on their own too
+#: (a command may print the bare account key it was given).
+_SECRET_FIELDS = re.compile(r"(?i)\b(?:AccountKey|SharedAccessSignature|SharedAccessKey)=([^;]+)")
 _HIDDEN = "***"
 _PATTERNS = (
     # Connection-string fields: up to the next ';' or the end.
@@ -33,12 +37,23 @@ _PATTERNS = (
 )
 
 
-def redact(text: str) -> str:
-    """``text`` with every credential taskkit knows of replaced by ``***``."""
+def _secret_values() -> list[str]:
+    """The credentials in the environment, longest first (a key inside a connection string
+    is hidden with the string, not left behind by it)."""
+    found = []
     for name in SECRET_ENV_VARS:
         value = os.environ.get(name)
-        if value and len(value) >= 8:  # short values would blank out ordinary words
-            text = text.replace(value, _HIDDEN)
+        if value:
+            found.append(value)
+            found.extend(m.group(1).strip() for m in _SECRET_FIELDS.finditer(value))
+    # Short values would blank out ordinary words.
+    return sorted({v for v in found if len(v) >= 8}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential taskkit knows of replaced by ``***``."""
+    for value in _secret_values():
+        text = text.replace(value, _HIDDEN)
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
     return text

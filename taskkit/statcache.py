@@ -33,6 +33,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -286,10 +287,15 @@ class StatCache:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], int] = time.time_ns
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._disabled = False
@@ -308,10 +314,12 @@ class StatCache:
 
     @classmethod
     def for_run(cls, *, dry_run: bool) -> StatCache | None:
-        """The default cache for a transfer run; None for a dry run when there is none yet
-        (a dry run writes nothing, not even a new, empty cache)."""
+        """The default cache for a transfer run. A dry run's is read-only, and None when there
+        is none yet: a dry run writes nothing, not even the cache's lock or log files."""
         opened = cls.open()
-        return opened if not dry_run or opened.path.exists() else None
+        if not dry_run:
+            return opened
+        return cls(opened.path, read_only=True) if opened.path.exists() else None
 
     def __repr__(self) -> str:
         return f"StatCache({str(self.path)!r})"
@@ -376,13 +384,13 @@ class StatCache:
     def record(self, entries: Iterable[CacheEntry]) -> None:
         """Store ``entries`` in one short transaction, replacing what was there."""
         rows = list(entries)
-        if rows:
+        if rows and not self.read_only:
             self._write("INSERT OR REPLACE INTO files VALUES (?, ?)", rows)
 
     def forget(self, keys: Iterable[bytes]) -> None:
         """Drop the entries of ``keys``."""
         rows = [(key,) for key in keys]
-        if rows:
+        if rows and not self.read_only:
             self._write("DELETE FROM files WHERE path = ?", rows)
 
     # -- the database, and what to do when it fails ----------------------------------------------
@@ -414,6 +422,8 @@ class StatCache:
     def _connect(self) -> sqlite3.Connection | None:
         if self._db is not None or self._disabled:
             return self._db
+        if self.read_only:
+            return self._connect_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
@@ -435,11 +445,27 @@ class StatCache:
         self._db = db
         return db
 
+    def _connect_read_only(self) -> sqlite3.Connection | None:
+        """The file as it is, opened immutable: no lock, WAL or journal file is created, and
+        entries still in another process's write-ahead log are not seen (they are hashed)."""
+        try:
+            uri = f"file:{urllib.parse.quote(str(self.path))}?immutable=1"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT 1 FROM files LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            self._disable(exc)
+            return None
+        self._db = db
+        return db
+
     def _failed(self, exc: sqlite3.DatabaseError) -> None:
         """Decide between "corrupt: set aside and rebuild" and "unusable: do without"."""
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self.read_only:
+            self._disable(exc)
+            return
         if isinstance(exc, sqlite3.OperationalError):
             # locked past the busy timeout, read-only, out of disk: the file may be fine.
             self._disable(exc)

@@ -309,7 +309,7 @@ class _Run:
                     f"{what}: it vanished after it was listed", path=entry.path
                 ) from exc
             except OSError as exc:
-                raise from_os_error(exc, f"{what}:") from exc
+                raise from_os_error(exc, "cannot upload") from exc
             try:
                 before = os.fstat(fd)
                 if before.st_size <= CHUNK_SIZE:
@@ -318,7 +318,7 @@ class _Run:
             except _Changed:
                 continue
             except OSError as exc:
-                raise from_os_error(exc, f"{what}:") from exc
+                raise from_os_error(exc, "cannot upload") from exc
             finally:
                 os.close(fd)
         raise TransientError(

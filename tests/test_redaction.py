@@ -119,3 +119,24 @@ def test_short_environment_values_do_not_blank_out_words(monkeypatch: pytest.Mon
 def test_ordinary_text_is_unchanged(text: str) -> None:
     """Text holding no credential comes back exactly as it went in."""
     assert redact(text) == text
+
+
+def test_the_bare_key_of_a_connection_string_in_the_environment_is_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command printing only the account key it was given (not the whole connection
+    string) still has it hidden: the secret fields of the variables are known on their own."""
+    key = "c2VjcmV0a2V5LWJhc2U2NC1hY2NvdW50LWtleQ=="
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={key};BlobEndpoint=x",
+    )
+    shown = redact(f"the key is {key} and the account acct")
+    assert key not in shown
+    assert "acct" in shown
+
+
+def test_the_batch_authentication_token_is_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AZ_BATCH_AUTHENTICATION_TOKEN is a credential Batch hands the task."""
+    monkeypatch.setenv("AZ_BATCH_AUTHENTICATION_TOKEN", "eyJhbGciOiJSUzI1NiJ9.token")
+    assert "eyJhbGciOiJSUzI1NiJ9" not in redact("token: eyJhbGciOiJSUzI1NiJ9.token")

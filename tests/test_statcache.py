@@ -324,3 +324,36 @@ def test_a_file_has_one_key_however_it_is_named(tmp_path: Path) -> None:
             cache.lookup([key, path_key(tmp_path / "lnk")])
         )
         assert cache.get(tmp_path / "via" / "f", os.stat(tmp_path / "real" / "f")) is not None
+
+
+def test_a_read_only_cache_reads_entries_and_writes_nothing(tmp_path: Path) -> None:
+    """A dry run's read-only cache finds what a real run recorded, and creates, changes or
+    records nothing: no -wal/-shm files, the folder and the file untouched."""
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    folder = tmp_path / "c"
+    with StatCache.open(folder) as cache:
+        cache.record([entry_for(f, b"abc", os.stat(f).st_ctime_ns + LATER)])
+    before = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir())
+    folder_mtime = folder.stat().st_mtime_ns
+    with StatCache(folder / FILE_NAME, read_only=True) as ro:
+        assert ro.get(f, os.stat(f)) is not None
+        g = tmp_path / "g"
+        g.write_bytes(b"g")
+        ro.record([entry_for(g, b"g", os.stat(g).st_ctime_ns + LATER)])
+        assert ro.get(g, os.stat(g)) is None
+    after = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir())
+    assert after == before
+    assert folder.stat().st_mtime_ns == folder_mtime
+
+
+def test_a_read_only_cache_that_is_damaged_is_left_as_it_is(tmp_path: Path) -> None:
+    """A damaged file opened read-only is not set aside or rebuilt: the cache does without."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / FILE_NAME).write_bytes(b"not a database" * 100)
+    with StatCache(folder / FILE_NAME, read_only=True) as ro:
+        f = tmp_path / "f"
+        f.write_bytes(b"abc")
+        assert ro.get(f, os.stat(f)) is None
+    assert sorted(p.name for p in folder.iterdir()) == [FILE_NAME]
