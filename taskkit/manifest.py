@@ -92,8 +92,11 @@ class Manifest(NamedTuple):
             raise DataError(f"{where} is not a taskkit manifest: {exc}") from exc
 
     def same_files(self, other: Manifest) -> bool:
-        """Whether both publish the same content under the same names."""
-        return self.files == other.files
+        """Whether both publish the same content under the same names, for the same work
+        (a checkpoint is restored only for the fingerprint its manifest names)."""
+        return self.files == other.files and self.task.get("fingerprint") == other.task.get(
+            "fingerprint"
+        )
 
 
 def _text(value: object) -> str:

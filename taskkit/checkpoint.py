@@ -1,0 +1,129 @@
+"""Files that outlive an attempt: the checkpoint directory, and the outputs of finished steps.
+
+Both are restored the same way: from a list of files (a manifest, a step record) staged back
+into place, so a file already there with the same content is not fetched again, and a file the
+list does not name is not brought back, whatever else lies under the prefix.
+
+The checkpoint directory (``TASKKIT_CHECKPOINT_DIR`` for the command) is uploaded with a
+manifest written last, periodically while the command runs and once more when it ends, so a
+retry on any node resumes from the last complete sync. A sync names the fingerprint of the
+work; a retry of different work starts with an empty directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from taskkit.exceptions import TaskFailure
+from taskkit.manifest import Manifest
+from taskkit.outputs import MANIFEST_NAME
+from taskkit.patterns import Output
+from taskkit.stager import stage
+from taskkit.staging import Input
+from taskkit.storage import Stores
+from taskkit.summary import Summary
+from taskkit.upload import upload
+
+__all__ = ["Checkpoint", "restore"]
+
+
+def restore(
+    files: Sequence[tuple[str, str]],
+    directory: str | os.PathLike[str],
+    *,
+    stores: Stores | None = None,
+) -> Summary:
+    """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
+    the same content stay as they are."""
+    inputs = [Input(url, path) for url, path in files]
+    options = {} if stores is None else {"storage_options": stores.storage_options}
+    return stage(inputs, workdir=directory, allow_empty=True, **options)  # type: ignore[arg-type]
+
+
+class Checkpoint:
+    """A local directory mirrored to ``url`` (a prefix) for the work with ``fingerprint``."""
+
+    def __init__(
+        self,
+        directory: str,
+        url: str,
+        fingerprint: str,
+        *,
+        task: dict[str, str | int],
+        interval: float,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.directory = directory
+        self.url = url if url.endswith("/") else url + "/"
+        self.fingerprint = fingerprint
+        self.task = {**task, "fingerprint": fingerprint}
+        self.interval = interval
+        self.warn = warn
+        self.restored = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.directory!r})"
+
+    def restore(self, stores: Stores) -> int:
+        """Bring back the last complete sync of this work; the number of files it holds."""
+        os.makedirs(self.directory, exist_ok=True)
+        store, key = stores.open(self.url + MANIFEST_NAME)
+        found = store.load(key)
+        if found is None:
+            return 0
+        manifest = Manifest.parse(found[0], store.url(key))
+        if manifest.task.get("fingerprint") != self.fingerprint:
+            return 0
+        files = [(self.url + f.name, f.name) for f in manifest.files]
+        error = restore(files, self.directory, stores=stores).exit_error()
+        if error is not None:
+            raise error
+        self.restored = len(files)
+        return self.restored
+
+    def sync(self) -> None:
+        """Upload what changed since the last sync and publish it; a failure is a warning."""
+        with self._lock:
+            if not self.restored and not _has_files(self.directory):
+                return  # nothing was ever there: no manifest to write either
+            try:
+                summary = upload(
+                    [Output("**", self.url)],
+                    workdir=self.directory,
+                    allow_empty=True,
+                    task=self.task,
+                )
+            except TaskFailure as exc:
+                self.warn(f"cannot sync the checkpoint directory: {exc}")
+                return
+            error = summary.exit_error()
+            if error is not None:
+                self.warn(f"cannot sync the checkpoint directory: {error}")
+
+    def __enter__(self) -> Checkpoint:
+        self._thread = threading.Thread(
+            target=self._periodic, name="taskkit-checkpoint", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sync()
+
+    def _periodic(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
+                self.sync()
+
+
+def _has_files(directory: str) -> bool:
+    return any(names for _, _, names in os.walk(directory))

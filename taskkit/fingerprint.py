@@ -1,0 +1,105 @@
+"""The fingerprint of a task's work: what it runs, on which input contents, to which outputs.
+
+A recorded outcome holds only for the work it was recorded for. The fingerprint is the xxh3
+digest of a canonical description (:class:`Work`): the command line, the inputs as given and,
+for every remote input file, its taskkit digest when an upload wrote one, else its version and
+size, and the output patterns. Settings that change how the work is run but not what it makes
+(retries, deadline, log interval, exit codes, working directory) are not part of it.
+
+Describing the inputs costs one listing per input and reads no file, so checking that a goal is
+met stays a few storage requests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import xxhash
+
+from taskkit.exceptions import InputNotFound
+from taskkit.staging import Input, parse_input
+from taskkit.storage import Stores
+
+__all__ = ["Work", "changes", "describe"]
+
+
+class Work(NamedTuple):
+    """What a run does, as the fingerprint sees it."""
+
+    command: tuple[str, ...]
+    inputs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return "xxh3-128:" + xxhash.xxh3_128_hexdigest(
+            json.dumps(self.as_json(), sort_keys=True).encode("utf-8", "surrogateescape")
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "command": list(self.command),
+            "inputs": {given: dict(files) for given, files in self.inputs},
+            "outputs": list(self.outputs),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Work:
+        inputs = data.get("inputs") or {}
+        return cls(
+            tuple(data.get("command") or ()),
+            tuple((str(k), tuple(sorted(dict(v).items()))) for k, v in dict(inputs).items()),
+            tuple(data.get("outputs") or ()),
+        )
+
+
+def describe(
+    command: Sequence[str],
+    inputs: Sequence[str | Input],
+    outputs: Sequence[str],
+    stores: Stores,
+) -> Work:
+    """The work of a run; lists each input once (a missing input raises ``InputNotFound``)."""
+    described = []
+    for given in inputs:
+        request = parse_input(given) if isinstance(given, str) else given
+        store, key = stores.open(request.source)
+        prefix = key.rstrip("/") + "/"
+        found = store.list(key) if request.is_prefix else [store.stat(key)]
+        if not found:
+            raise InputNotFound(f"input {request.source} lists no files")
+        files = tuple(
+            sorted(
+                (f.key.removeprefix(prefix) if request.is_prefix else "", _content(f.digest, f))
+                for f in found
+            )
+        )
+        described.append((f"{request.source}={request.dest}", files))
+    return Work(tuple(command), tuple(described), tuple(outputs))
+
+
+def _content(digest: object, file: Any) -> str:
+    return str(digest) if digest is not None else f"version {file.version}, {file.size} bytes"
+
+
+def changes(before: Work, after: Work) -> str:
+    """Why ``after`` is not the work ``before`` was: one short line."""
+    reasons = []
+    if before.command != after.command:
+        reasons.append("the command changed")
+    old, new = dict(before.inputs), dict(after.inputs)
+    if set(old) != set(new):
+        reasons.append("the inputs given changed")
+    for given in sorted(set(old) & set(new)):
+        if old[given] == new[given]:
+            continue
+        was, now = dict(old[given]), dict(new[given])
+        moved = sorted(n for n in set(was) | set(now) if was.get(n) != now.get(n))
+        source = given.rsplit("=", 1)[0]
+        shown = ", ".join(source + n for n in moved[:3]) + (" ..." if len(moved) > 3 else "")
+        reasons.append(f"input {shown} changed")
+    if before.outputs != after.outputs:
+        reasons.append("the outputs changed")
+    return "; ".join(reasons) or "the work changed"

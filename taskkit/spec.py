@@ -1,0 +1,255 @@
+"""What one ``taskkit run`` is asked to do, validated once at the edge.
+
+A :class:`RunSpec` is built from four sources, each validated on its own so that an error names
+where the bad value came from, then merged with the later winning::
+
+    defaults  <  spec file (TOML, YAML or JSON)  <  TASKKIT_* environment  <  command line
+
+Job and task ids fall back to Azure Batch's ``AZ_BATCH_JOB_ID``/``AZ_BATCH_TASK_ID`` last of all.
+Invariants: a :class:`RunSpec` is frozen and every value in it is valid (codes parse, ids are
+Batch ids, durations are positive), so nothing after this module re-checks them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskkit.exceptions import ConfigError
+from taskkit.policy import CodeSet, ExitPolicy
+
+__all__ = ["ENV_PREFIX", "RunSpec", "load_spec_file", "parse_duration", "resolve"]
+
+ENV_PREFIX = "TASKKIT_"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
+#: Settings whose environment variable holds several values: one per line, or separated by
+#: spaces when there is no newline.
+_LISTS = ("inputs", "outputs")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"2h30m"``, ``"1d"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text, seconds, at = value.strip(), 0.0, 0
+        while at < len(text):
+            match = _DURATION.match(text, at)
+            if match is None or match.end() == at:
+                raise ValueError(f"{value!r} is not a duration (e.g. 90s, 5m, 2h30m)")
+            unit = match.group(2).lower() if match.group(2) else None
+            if unit is None and (match.end() != len(text) or at > 0):
+                raise ValueError(f"{value!r} is not a duration (e.g. 90s, 5m, 2h30m)")
+            seconds += float(match.group(1)) * _UNIT_SECONDS[unit]
+            at = match.end()
+            while at < len(text) and text[at] == " ":
+                at += 1
+    else:
+        raise ValueError(f"{value!r} is not a duration (e.g. 90s, 5m, 2h30m)")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
+class RunSpec(BaseModel):
+    """The settings of one ``taskkit run``; see the module docstring for where they come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    state: str | None = None
+    job_id: str | None = None
+    task_id: str | None = None
+    workdir: str | None = None
+    max_retries: int = Field(0, ge=-1)
+    success_codes: str = "0"
+    permanent_codes: str = ""
+    retryable_codes: str | None = None
+    deadline: float | None = None
+    log_interval: float = 30.0
+    checkpoint_dir: str | None = None
+    checkpoint_interval: float = 300.0
+
+    @field_validator("command", "inputs", "outputs", mode="before")
+    @classmethod
+    def _strings(cls, value: object) -> object:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, Sequence) and not all(isinstance(v, str) for v in value):
+            raise ValueError("every item must be a string")
+        return value
+
+    @field_validator("job_id", "task_id")
+    @classmethod
+    def _batch_id(cls, value: str | None) -> str | None:
+        if value is not None and not _ID.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a Batch id (1-64 letters, digits, hyphens, underscores)"
+            )
+        return value
+
+    @field_validator("success_codes", "permanent_codes", "retryable_codes", mode="before")
+    @classmethod
+    def _codes(cls, value: object) -> object:
+        if value is None:
+            return None
+        try:
+            return str(CodeSet.parse(value))  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("deadline", "log_interval", "checkpoint_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
+
+    def policy(self) -> ExitPolicy:
+        """The exit-code policy these settings describe."""
+        return ExitPolicy.from_codes(
+            success=self.success_codes,
+            permanent=self.permanent_codes,
+            retryable=self.retryable_codes,
+        )
+
+
+def _first_error(exc: ValidationError, source: str, key_of: Mapping[str, str]) -> ConfigError:
+    """One line naming the source and the key of the first thing pydantic refused."""
+    error = exc.errors()[0]
+    location = [str(part) for part in error["loc"]]
+    field = location[0] if location else ""
+    key = key_of.get(field, field)
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(k.replace("_", "-") for k in RunSpec.model_fields)
+        return ConfigError(f"{source}: unknown setting {key!r} (known: {known})")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    shown = ".".join([key, *location[1:]])
+    return ConfigError(f"{source}: {shown}: {message}")
+
+
+def _validated(values: Mapping[str, Any], source: str, key_of: Mapping[str, str]) -> RunSpec:
+    try:
+        return RunSpec.model_validate(dict(values))
+    except ValidationError as exc:
+        raise _first_error(exc, source, key_of) from None
+
+
+def load_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings in a TOML, YAML or JSON file, keys as written (``max-retries`` and
+    ``max_retries`` are the same key)."""
+    shown = os.fspath(path)
+    suffix = Path(shown).suffix.lower()
+    try:
+        raw = Path(shown).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the spec {shown!r}: {(exc.strerror or exc)}") from None
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - the CI runs 3.11
+                import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+            data: object = tomllib.loads(raw.decode("utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(raw.decode("utf-8"))
+        elif suffix == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(
+                f"{shown}: unknown spec format {suffix or '(no suffix)'!r} "
+                "(use .toml, .yaml, .yml or .json)"
+            )
+    except ConfigError:
+        raise
+    except Exception as exc:  # each parser has its own error classes; all mean "not parseable"
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{shown}: not valid {suffix.lstrip('.').upper()}: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{shown}: the spec must be a table of settings, not {type(data).__name__}"
+        )
+    return data
+
+
+def _normalized(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Keys with ``-`` as ``_``, and the key each came from, for messages."""
+    out: dict[str, Any] = {}
+    key_of: dict[str, str] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        out[name] = value
+        key_of[name] = str(key)
+    return out, key_of
+
+
+def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    key_of: dict[str, str] = {}
+    for name in RunSpec.model_fields:
+        if name == "command":
+            continue  # a command comes from the command line or the spec file
+        variable = ENV_PREFIX + name.upper()
+        text = environ.get(variable)
+        if text is None or text == "":
+            continue
+        if name in _LISTS:
+            items = text.splitlines() if "\n" in text else text.split()
+            values[name] = [item.strip() for item in items if item.strip()]
+        else:
+            values[name] = text
+        key_of[name] = variable
+    return values, key_of
+
+
+def resolve(
+    options: Mapping[str, Any],
+    *,
+    spec_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunSpec:
+    """The settings of a run: ``options`` (from the command line; ``None`` values and empty
+    tuples are "not given") over the environment over ``spec_file`` over the defaults."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    key_of: dict[str, str] = {}
+    if spec_file is not None:
+        values, keys = _normalized(load_spec_file(spec_file))
+        shown = os.fspath(spec_file)
+        _validated(values, shown, keys)
+        merged.update(values)
+        key_of.update({k: f"{shown}: {v}" for k, v in keys.items()})
+    values, keys = _from_environment(env)
+    _validated(values, "environment", keys)
+    merged.update(values)
+    key_of.update(keys)
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
+    cli_keys = {k: "--" + k.replace("_", "-") for k in given}
+    _validated(given, "command line", cli_keys)
+    merged.update(given)
+    key_of.update(cli_keys)
+    for name, variable in (("job_id", "AZ_BATCH_JOB_ID"), ("task_id", "AZ_BATCH_TASK_ID")):
+        if merged.get(name) is None and env.get(variable):
+            merged[name] = env[variable]
+            key_of[name] = variable
+    spec = _validated(merged, "settings", key_of)
+    try:
+        spec.policy()
+    except ConfigError as exc:
+        raise ConfigError(f"exit codes: {exc.message}") from None
+    return spec

@@ -1,0 +1,80 @@
+"""``taskkit status``: what the journal says about a task, or about every task of a job.
+
+Read only: a status never writes, so it may run anywhere, any time, as often as wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskkit.journal import Journal
+from taskkit.storage import Stores
+
+__all__ = ["job_status", "task_status"]
+
+
+def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[str, Any]:
+    """Attempts, steps and outcome of one task, as plain data (the ``--json`` output)."""
+    journal = Journal.open(stores, state, job_id, task_id)
+    found = journal.outcome()
+    attempts = journal.attempts()
+    outcome = found[0] if found is not None else None
+    return {
+        "job": job_id,
+        "task": task_id,
+        "journal": journal.url(""),
+        "outcome": None
+        if outcome is None
+        else {
+            "state": outcome.state,
+            "attempt": outcome.attempt,
+            "at": outcome.at,
+            "exit_code": outcome.exit_code,
+            "reason": outcome.reason,
+            "fingerprint": outcome.fingerprint,
+            "manifests": list(outcome.manifests),
+        },
+        "attempts": [
+            {
+                "number": a.number,
+                "state": a.state(),
+                "node": a.node,
+                "started": a.started,
+                "ended": a.ended,
+                "exit_code": a.exit_code,
+                "verdict": a.verdict,
+                "reason": a.reason,
+                "fingerprint": a.fingerprint,
+                "logs": a.logs,
+            }
+            for a in attempts
+        ],
+        "steps": [
+            {"name": s.name, "attempt": s.attempt, "at": s.at, "files": len(s.files)}
+            for s in journal.steps()
+        ],
+    }
+
+
+def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
+    """One row per task of the job that has a journal."""
+    rows = []
+    for task_id in Journal.tasks(stores, state, job_id):
+        journal = Journal.open(stores, state, job_id, task_id)
+        found = journal.outcome()
+        attempts = journal.attempts()
+        latest = attempts[-1] if attempts else None
+        outcome = found[0] if found is not None else None
+        rows.append(
+            {
+                "task": task_id,
+                "outcome": "running"
+                if outcome is None and latest is not None and latest.state() == "running"
+                else (outcome.state if outcome is not None else "open"),
+                "attempts": len(attempts),
+                "exit_code": outcome.exit_code if outcome is not None else None,
+                "reason": outcome.reason if outcome is not None else "",
+                "logs": latest.logs if latest is not None else None,
+            }
+        )
+    return rows
