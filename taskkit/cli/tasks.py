@@ -1,0 +1,311 @@
+"""``taskkit run``, ``taskkit step`` and ``taskkit status``: the goal-seeking runner's commands.
+
+Inside ``run`` and ``step`` every failure of taskkit's own exits in the 200-206 band of
+:mod:`taskkit.policy` (a mistyped option too), so it can never be mistaken for the command's
+own exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from taskkit.cli._app import CONTEXT, cli
+from taskkit.exceptions import EX_OK, TaskkitError
+from taskkit.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
+from taskkit.report import say as _say
+
+__all__ = ["RunCommand", "run_options", "spec_from_options"]
+
+_COMMAND_CONTEXT = {**CONTEXT, "allow_interspersed_args": False}
+
+
+class RunCommand(click.Command):
+    """A command whose own usage errors exit in the run band (200), not 64."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if ctx.resilient_parsing:
+                raise
+            _say("error", f"{exc.format_message()} (see 'taskkit {self.name} --help')")
+            raise click.exceptions.Exit(EX_RUN_CONFIG) from None
+
+
+def _banded(action: Callable[[], int]) -> int:
+    """``action``'s exit code; taskkit's own failures as one line and a code of the 200-206
+    band (an internal error too: 206), never one a command could mean."""
+    try:
+        return action()
+    except TaskkitError as exc:
+        _say("error", str(exc))
+        return run_exit_code(exc)
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:
+        if os.environ.get("TASKKIT_DEBUG"):
+            raise
+        _say(
+            "error",
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
+        )
+        return EX_RUN_SOFTWARE
+
+
+def run_options(command: Callable[..., object]) -> Callable[..., object]:
+    """The options of ``taskkit run``, shared with ``taskkit batch task-json``."""
+    options = [
+        click.option(
+            "-i",
+            "--input",
+            "inputs",
+            multiple=True,
+            metavar="SRC=DEST",
+            help="Stage this input first (as taskkit stage). Repeatable.",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            "outputs",
+            multiple=True,
+            metavar="GLOB=DEST",
+            help="Upload and publish these outputs on success (as taskkit upload). Repeatable.",
+        ),
+        click.option(
+            "--state",
+            metavar="URL",
+            help="Where the task's journal lives (any fsspec URL) [env: TASKKIT_STATE].",
+        ),
+        click.option("--job-id", metavar="ID", help="[default: $AZ_BATCH_JOB_ID]"),
+        click.option("--task-id", metavar="ID", help="[default: $AZ_BATCH_TASK_ID]"),
+        click.option(
+            "--workdir",
+            metavar="DIR",
+            help="Where inputs go, outputs are found and the command runs [default: "
+            "$AZ_BATCH_TASK_WORKING_DIR, else the current directory].",
+        ),
+        click.option(
+            "--spec",
+            "spec_file",
+            envvar="TASKKIT_SPEC",
+            metavar="FILE",
+            help="A TOML, YAML or JSON file of these settings (keys as the long "
+            "options: max-retries = 3); options and TASKKIT_* variables win over it.",
+        ),
+        click.option(
+            "--max-retries",
+            metavar="N",
+            help="The task's maxTaskRetryCount (-1: unlimited), so the last attempt is "
+            "known [default: 0].",
+        ),
+        click.option(
+            "--success-codes",
+            metavar="CODES",
+            help="Exit codes that mean success, e.g. 0,3 [default: 0].",
+        ),
+        click.option(
+            "--permanent-codes",
+            metavar="CODES",
+            help="Exit codes not worth retrying, e.g. 2,5-9: recorded, and later "
+            "attempts exit with them at once.",
+        ),
+        click.option(
+            "--retryable-codes",
+            metavar="CODES",
+            help="Exit codes worth retrying; when given, other codes are permanent "
+            "(deaths by signal stay retryable).",
+        ),
+        click.option(
+            "--deadline",
+            metavar="DURATION",
+            help="Stop the command after this long (e.g. 3h30m), flush, exit 205 "
+            "(retryable): set it below Batch's maxWallClockTime.",
+        ),
+        click.option(
+            "--log-interval",
+            metavar="DURATION",
+            help="How often logs and the heartbeat reach the store [default: 30s].",
+        ),
+        click.option(
+            "--checkpoint-dir",
+            metavar="DIR",
+            help="The command's TASKKIT_CHECKPOINT_DIR, restored at the start and "
+            "synced to the store [default: a directory of the attempt's own].",
+        ),
+        click.option(
+            "--checkpoint-interval",
+            metavar="DURATION",
+            help="How often the checkpoint directory is synced [default: 5m].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def spec_from_options(options: dict[str, Any], command: tuple[str, ...]) -> Any:
+    """The :class:`~taskkit.spec.RunSpec` of a command line's options."""
+    from taskkit.spec import resolve
+
+    spec_file = options.pop("spec_file", None)
+    return resolve({**options, "command": command}, spec_file=spec_file)
+
+
+@cli.command("run", cls=RunCommand, context_settings=_COMMAND_CONTEXT)
+@run_options
+@click.option("--dry-run", is_flag=True, help="Print the plan: goal, inputs, outputs, exit codes.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
+def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
+    """Run COMMAND as one idempotent attempt of a Batch task.
+
+    \b
+    Reads the task's journal (STATE/JOB/TASK/) first:
+      goal met for this work        exit 0 at once; the command is not run
+      permanent failure recorded    exit with its code at once
+      otherwise                     stage inputs, run the command with its logs
+                                    streamed, upload outputs, record, exit
+    The work's fingerprint (command, inputs and their contents, outputs) decides what "this
+    work" is: when it changes the task starts afresh and says why.
+
+    \b
+    Exit codes: 0 success; the command's own code (128+N after signal N) otherwise;
+    taskkit's own failures 200 configuration, 201 input missing, 202 bad data (permanent),
+    203 local I/O, 204 storage unreachable, 205 deadline, 206 internal (retryable).
+
+    \b
+    Examples:
+      taskkit run --state az://state/runs -i az://data/in/=in/ -o 'out/**=az://results/r1/' \\
+          --max-retries 3 --deadline 2h -- python train.py
+      taskkit run --spec task.toml -- ./step.sh
+      taskkit run --dry-run --spec task.toml -- ./step.sh
+    """
+
+    def attempt() -> int:
+        spec = spec_from_options(options, command)
+        if dry_run:
+            from taskkit.plan import show_plan
+
+            return show_plan(spec)
+        from taskkit.runner import run
+
+        return run(spec)
+
+    return _banded(attempt)
+
+
+@cli.command("step", cls=RunCommand, context_settings=CONTEXT)
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="GLOB=DEST",
+    help="Publish these files before the step is recorded done. Repeatable.",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
+def step_command(name: str, outputs: tuple[str, ...], command: tuple[str, ...]) -> int:
+    """Run COMMAND as step NAME of the task, unless a previous attempt finished it.
+
+    Called inside a command that 'taskkit run' wraps. A finished step is skipped and the
+    files it published are restored where the working directory lost them. It exits with
+    COMMAND's code, or 200-206 for taskkit's own failures.
+
+    \b
+    Examples:
+      # lines of a shell script that taskkit run runs
+      taskkit step fetch -- ./download_refs.sh
+      taskkit step align -o 'bam/*.bam=az://results/run-7/bam/' -- ./align.sh
+    """
+    from taskkit.steps import run_step
+
+    return _banded(lambda: run_step(name, command, outputs=outputs))
+
+
+@cli.command("status", context_settings=CONTEXT)
+@click.option(
+    "--state",
+    envvar="TASKKIT_STATE",
+    required=True,
+    metavar="URL",
+    help="The state root given to taskkit run [env: TASKKIT_STATE].",
+)
+@click.option(
+    "--job-id",
+    envvar=["TASKKIT_JOB_ID", "AZ_BATCH_JOB_ID"],
+    required=True,
+    metavar="ID",
+    help="[env: TASKKIT_JOB_ID, AZ_BATCH_JOB_ID]",
+)
+@click.option("--task-id", metavar="ID", help="One task; without it, a table of the job's tasks.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def status_command(state: str, job_id: str, task_id: str | None, as_json: bool) -> int:
+    """Show a task's attempts, steps, outcome and logs, or a table of a job's tasks.
+
+    An attempt is "interrupted" when it never wrote its end and its process is gone (or, seen
+    from another node, its heartbeat is three log intervals old). Reads only.
+
+    \b
+    Examples:
+      taskkit status --state az://state/runs --job-id align-2026-11
+      taskkit status --state az://state/runs --job-id align-2026-11 --task-id s7 --json
+    """
+    from taskkit.status import job_status, task_status
+    from taskkit.storage import Stores
+
+    with Stores() as stores:
+        if task_id is None:
+            rows = job_status(stores, state, job_id)
+            if as_json:
+                click.echo(json.dumps({"job": job_id, "tasks": rows}))
+            else:
+                _table(rows)
+            return EX_OK
+        status = task_status(stores, state, job_id, task_id)
+    if as_json:
+        click.echo(json.dumps(status))
+    else:
+        _task(status)
+    return EX_OK
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    click.echo(f"{'TASK':<24} {'OUTCOME':<11} {'ATTEMPTS':>8} {'EXIT':>5}  REASON")
+    for row in rows:
+        code = "" if row["exit_code"] is None else str(row["exit_code"])
+        click.echo(
+            f"{row['task']:<24} {row['outcome']:<11} {row['attempts']:>8} {code:>5}  "
+            f"{row['reason']}"
+        )
+
+
+def _task(status: dict[str, Any]) -> None:
+    outcome = status["outcome"]
+    click.echo(f"task {status['task']} of job {status['job']} ({status['journal']})")
+    if outcome is None:
+        click.echo("outcome: none yet")
+    else:
+        click.echo(
+            f"outcome: {outcome['state']} in attempt {outcome['attempt']} at {outcome['at']}, "
+            f"exit {outcome['exit_code']}" + (f": {outcome['reason']}" if outcome["reason"] else "")
+        )
+        for manifest in outcome["manifests"]:
+            click.echo(f"  published {manifest}")
+    for a in status["attempts"]:
+        code = "" if a["exit_code"] is None else f"exit {a['exit_code']}, "
+        click.echo(
+            f"attempt {a['number']}: {a['state']}, {code}{a['verdict'] or ''} "
+            f"started {a['started']}" + (f" on {a['node']}" if a["node"] else "")
+        )
+        if a["reason"]:
+            click.echo(f"  {a['reason']}")
+        if a["logs"]:
+            click.echo(f"  logs {a['logs']}")
+    for s in status["steps"]:
+        click.echo(f"step {s['name']}: done in attempt {s['attempt']} ({s['files']} files)")

@@ -1,0 +1,78 @@
+"""``taskkit run --dry-run``: the plan of the next attempt, printed, with nothing changed.
+
+It reads what the real run reads first (the journal, the inputs' listings, the published
+outputs) and decides with the same functions (:func:`~taskkit.runner.goal`, the staging plan,
+the exit-code policy), so what it prints is what a run would do. Invariant: no write, local or
+remote; not even the stat-cache is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from taskkit.journal import Journal
+from taskkit.outputs import MANIFEST_NAME
+from taskkit.patterns import parse_output
+from taskkit.policy import run_exit_code
+from taskkit.redaction import redact
+from taskkit.report import Report
+from taskkit.runner import _describe, _required, attempt_label, goal
+from taskkit.spec import RunSpec
+from taskkit.stager import stage
+from taskkit.storage import Stores
+
+__all__ = ["show_plan"]
+
+
+def show_plan(spec: RunSpec) -> int:
+    """Print the plan of the next attempt of ``spec``; 0, or the first planning error's code."""
+    state, job_id, task_id = _required(spec)
+    policy = spec.policy()
+    with Stores() as stores:
+        journal = Journal.open(stores, state, job_id, task_id)
+        work, unavailable = _describe(spec, stores)
+        status = goal(journal, work)
+        attempts = journal.attempts()
+        number = max((a.number for a in attempts), default=0) + 1
+        click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
+        click.echo(f"work        {work.fingerprint}")
+        if status.state == "met":
+            click.echo(f"goal        done ({status.why}): the command would not run")
+        elif status.state == "permanent" and status.outcome is not None:
+            click.echo(
+                f"goal        permanent failure in attempt {status.outcome.attempt} "
+                f"({status.why}): would exit {status.outcome.exit_code} at once"
+            )
+        else:
+            interrupted = sum(1 for a in attempts if a.state() == "interrupted")
+            extra = f", {interrupted} interrupted before" if interrupted else ""
+            click.echo(
+                f"goal        open: {attempt_label(number, spec.max_retries)}{extra}; {status.why}"
+            )
+        click.echo(f"command     {' '.join(spec.command)}")
+        code = 0
+        if unavailable is not None:
+            click.echo(f"inputs      cannot be listed: {unavailable}")
+            code = run_exit_code(unavailable)
+        elif spec.inputs:
+            click.echo("inputs")
+            with contextlib.ExitStack() as stack:
+                report = Report(stack, doing="staging", dry_run=True, verbose=False, interval=10)
+                stage(
+                    spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=report.staging_planned
+                )
+        for output in spec.outputs:
+            parsed = parse_output(output)
+            dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
+            store, key = stores.open(dest + MANIFEST_NAME)
+            published = store.load(key) is not None
+            click.echo(
+                f"output      {parsed.pattern} -> {redact(dest)}  "
+                f"({'published now; ' if published else ''}written on success, manifest last)"
+            )
+        click.echo("exit codes")
+        for codes, verdict, result in policy.table():
+            click.echo(f"  {codes:<28} {verdict:<10} {result}")
+    return code
