@@ -149,6 +149,93 @@ def upload_demo() -> None:
     print("done: a retry sent nothing, a change sent one file and re-published the set.")
 
 
+TASK_SCRIPT = """\
+set -e
+taskkit step merge -o 'merged/*=file://{results}/run-2/merged/' -- \\
+    sh -c 'mkdir -p merged && cat inputs/shard-00/* > merged/shard-00.bin && echo merged'
+echo "attempt $TASKKIT_ATTEMPT" >> "$TASKKIT_CHECKPOINT_DIR/progress.txt"
+if [ "$TASKKIT_ATTEMPT" = 1 ]; then echo 'out of memory (pretend)' >&2; exit 1; fi
+mkdir -p out && wc -c merged/shard-00.bin > out/size.txt
+"""
+
+
+def taskkit_run(label: str, workdir: Path, script: Path) -> int:
+    """Run the task's script through ``taskkit run`` as a Batch task would, on file:// state."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AZ_BATCH_JOB_ID": "demo-job",
+        "AZ_BATCH_TASK_ID": "task-2",
+        "TASKKIT_STATE": f"file://{ROOT / 'state'}",
+        "TASKKIT_CACHE_DIR": str(CACHE),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskkit",
+            "run",
+            "--max-retries",
+            "2",
+            "--workdir",
+            str(workdir),
+            "-i",
+            f"file://{STORE}/shard-00/=inputs/shard-00/",
+            "-o",
+            f"out/**=file://{RESULTS}/run-2/",
+            "--",
+            "sh",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    notes = [line for line in done.stderr.splitlines() if line.startswith("taskkit:")]
+    print(f"  {label:<28} exit {done.returncode}: {notes[-1] if notes else ''}")
+    return done.returncode
+
+
+def run_demo() -> None:
+    print("running a task through the goal-seeking runner (taskkit run), as Batch retries it:")
+    shutil.rmtree(ROOT / "state", ignore_errors=True)
+    shutil.rmtree(RESULTS / "run-2", ignore_errors=True)
+    workdir = ROOT / "task-2"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
+    script = ROOT / "task-2.sh"
+    script.write_text(TASK_SCRIPT.format(results=RESULTS))
+    assert taskkit_run("11. attempt 1 fails", workdir, script) == 1
+    shutil.rmtree(workdir / "merged")  # a retry on another node: the step's output is gone
+    assert taskkit_run("12. attempt 2 (a retry)", workdir, script) == 0
+    assert (workdir / "merged" / "shard-00.bin").exists(), "the step's output was restored"
+    assert taskkit_run("13. once more (goal met)", workdir, script) == 0
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskkit",
+            "status",
+            "--state",
+            f"file://{ROOT / 'state'}",
+            "--job-id",
+            "demo-job",
+            "--task-id",
+            "task-2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in status.stdout.splitlines():
+        print(f"    {line}")
+    print(
+        "done: the retry skipped the finished step (its output restored), resumed from the "
+        "checkpoint, and the third run did nothing."
+    )
+
+
 def main() -> None:
     print(f"taskkit demo: dataset and stat-cache under {ROOT}")
     make_dataset()
@@ -173,6 +260,7 @@ def main() -> None:
     print("the second hash run read nothing; the third read only the file that changed.")
     stage_demo()
     upload_demo()
+    run_demo()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,22 @@ def test_all_lists_exactly_the_public_names() -> None:
         for name, value in vars(taskkit).items()
         if not name.startswith("_") and getattr(value, "__module__", "").startswith("taskkit")
     } | {"__version__", "HashResult", "CHUNK_SIZE"}
-    assert set(taskkit.__all__) == public
+    assert set(taskkit.__all__) == public | set(taskkit._LAZY)
+
+
+def test_lazy_names_resolve_on_first_use_only() -> None:
+    """The runner's names are not imported by ``import taskkit``, and resolve when used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, taskkit; assert 'pydantic' not in sys.modules, 'eager'; "
+        "assert taskkit.ExitPolicy.__module__ == 'taskkit.policy'; print(sorted(taskkit._LAZY))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "nonexistent" not in dir(taskkit)
+    assert set(taskkit._LAZY) <= set(dir(taskkit))
 
 
 def test_all_is_sorted_and_resolvable() -> None:
