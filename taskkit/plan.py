@@ -12,13 +12,14 @@ import contextlib
 
 import click
 
+from taskkit.goal import attempt_label, goal
 from taskkit.journal import Journal
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
-from taskkit.runner import _describe, _required, attempt_label, goal
+from taskkit.runner import describe_work, required
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
 from taskkit.storage import Stores
@@ -28,11 +29,11 @@ __all__ = ["show_plan"]
 
 def show_plan(spec: RunSpec) -> int:
     """Print the plan of the next attempt of ``spec``; 0, or the first planning error's code."""
-    state, job_id, task_id = _required(spec)
+    state, job_id, task_id = required(spec)
     policy = spec.policy()
     with Stores() as stores:
         journal = Journal.open(stores, state, job_id, task_id)
-        work, unavailable = _describe(spec, stores)
+        work, unavailable = describe_work(spec, stores)
         status = goal(journal, work)
         attempts = journal.attempts()
         number = max((a.number for a in attempts), default=0) + 1

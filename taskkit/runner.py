@@ -17,93 +17,26 @@ attempts running at once publish once. Nothing is written in a dry run.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
-from taskkit.checkpoint import Checkpoint
-from taskkit.command import Finished, run_logged
-from taskkit.exceptions import (
-    ConfigError,
-    Conflict,
-    MisuseError,
-    TaskFailure,
-    TransientError,
-    UsageError,
-)
-from taskkit.fingerprint import Work, changes, describe
-from taskkit.journal import Attempt, Journal, Outcome, Version, now
-from taskkit.logs import LogSink
-from taskkit.outputs import MANIFEST_NAME
+from taskkit.exceptions import ConfigError, TaskFailure, UsageError
+from taskkit.fingerprint import Work, describe
+from taskkit.goal import CLAIM_TRIES, goal, wait_for
+from taskkit.journal import Journal
 from taskkit.patterns import parse_output
-from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
-from taskkit.redaction import redact
 from taskkit.report import say as _say
 from taskkit.spec import RunSpec
-from taskkit.stager import stage
-from taskkit.staging import default_workdir
 from taskkit.storage import Stores
-from taskkit.upload import upload
 
-__all__ = ["Goal", "Launcher", "attempt_label", "goal", "run"]
+if TYPE_CHECKING:
+    from taskkit.attempt import Launcher
 
-Launcher = Callable[..., Finished]
-#: How long an attempt waits for another one that holds the publishing claim and is alive.
-PUBLISH_WAIT = 900.0
-_CLAIM_TRIES = 5
+__all__ = ["describe_work", "required", "run"]
 
 
-class Goal(NamedTuple):
-    """Where a task stands for some work, before an attempt: ``met``, ``permanent``,
-    ``publishing`` (another live attempt is publishing it) or ``open``."""
-
-    state: str
-    outcome: Outcome | None
-    version: Version | None
-    why: str
-
-
-def goal(journal: Journal, work: Work) -> Goal:
-    """What the journal says about ``work``."""
-    found = journal.outcome()
-    if found is None:
-        return Goal("open", None, None, "no attempt has finished it")
-    outcome, version = found
-    if outcome.fingerprint != work.fingerprint:
-        why = changes(Work.from_json(outcome.work), work) if outcome.work else "the work changed"
-        return Goal("open", outcome, version, f"starting afresh: {why}")
-    if outcome.state == "success":
-        return Goal("met", outcome, version, f"goal met by attempt {outcome.attempt}")
-    if outcome.state == "permanent":
-        return Goal("permanent", outcome, version, outcome.reason)
-    if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
-        return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
-    return Goal("open", outcome, version, outcome.reason or "not finished")
-
-
-def _holder_alive(journal: Journal, number: int) -> bool:
-    return any(a.number == number and a.state() == "running" for a in journal.attempts())
-
-
-def attempt_label(number: int, max_retries: int) -> str:
-    """``attempt 3 of 4``, with what it means when Batch allows no more or has no limit."""
-    if max_retries < 0:
-        return f"attempt {number} (retries unlimited)"
-    total = max_retries + 1
-    if number > total:
-        return (
-            f"attempt {number} of {total} (a re-run Batch did not count: after a preemption "
-            "or a node failure)"
-        )
-    return f"attempt {number} of {total}" + (" (the last)" if number == total else "")
-
-
-def _describe(spec: RunSpec, stores: Stores) -> tuple[Work, TaskFailure | None]:
+def describe_work(spec: RunSpec, stores: Stores) -> tuple[Work, TaskFailure | None]:
     """The work, or, when an input cannot be listed, the work as given and why not."""
     try:
         return describe(spec.command, spec.inputs, spec.outputs, stores), None
@@ -112,7 +45,8 @@ def _describe(spec: RunSpec, stores: Stores) -> tuple[Work, TaskFailure | None]:
         return Work(spec.command, missing, spec.outputs), exc
 
 
-def _required(spec: RunSpec) -> tuple[str, str, str]:
+def required(spec: RunSpec) -> tuple[str, str, str]:
+    """The state, job id and task id a run needs; a clear error for what is missing."""
     if not spec.command:
         raise UsageError("no command to run (taskkit run [OPTIONS] -- COMMAND [ARGS...])")
     if not spec.state:
@@ -131,25 +65,27 @@ def run(
     spec: RunSpec,
     *,
     environ: Mapping[str, str] | None = None,
-    launch: Launcher = run_logged,
+    launch: Launcher | None = None,
     say: Callable[[str, str], None] = _say,
     grace: float = 10.0,
 ) -> int:
     """Carry out one attempt of the task ``spec`` describes (or none, if its goal is met or
-    its failure permanent); the exit code for Batch."""
-    state, job_id, task_id = _required(spec)
+    its failure permanent); the exit code for Batch. ``launch`` runs the command (default
+    :func:`~taskkit.command.run_logged`). A goal met costs no import of the attempt's
+    machinery (staging, upload, logs)."""
+    state, job_id, task_id = required(spec)
     policy = spec.policy()
     env = dict(os.environ if environ is None else environ)
     with Stores() as stores:
         journal = Journal.open(stores, state, job_id, task_id)
-        work, unavailable = _describe(spec, stores)
+        work, unavailable = describe_work(spec, stores)
         where = f"job {job_id}, task {task_id}"
-        for _ in range(_CLAIM_TRIES):
+        for _ in range(CLAIM_TRIES):
             status = goal(journal, work)
             if status.state != "publishing":
                 break
             say("note", f"{where}: {status.why}; waiting for it")
-            _wait_for(journal, status)
+            wait_for(journal, status)
         if status.state == "met":
             say("note", f"{where}: {status.why}; the command is not run again")
             return 0
@@ -162,332 +98,10 @@ def run(
             return status.outcome.exit_code
         if status.outcome is not None and status.why.startswith("starting afresh"):
             say("note", f"{where}: {status.why}")
-        attempt = _Attempt(spec, stores, journal, work, policy, env, launch, say, grace)
+        from taskkit.attempt import AttemptRun
+        from taskkit.command import run_logged
+
+        attempt = AttemptRun(
+            spec, stores, journal, work, policy, env, launch or run_logged, say, grace
+        )
         return attempt.run(unavailable)
-
-
-def _wait_for(journal: Journal, status: Goal, clock: Callable[[], float] = time.monotonic) -> None:
-    """Until the outcome changes from ``status`` or its holder dies (bounded)."""
-    end = clock() + PUBLISH_WAIT
-    pause = 0.5
-    while clock() < end:
-        time.sleep(pause)
-        pause = min(pause * 2, 5.0)
-        found = journal.outcome()
-        if found is None or found[1] != status.version:
-            return
-        if not _holder_alive(journal, found[0].attempt):
-            return
-
-
-class _Attempt:
-    """One attempt: the state it carries from start to end."""
-
-    def __init__(
-        self,
-        spec: RunSpec,
-        stores: Stores,
-        journal: Journal,
-        work: Work,
-        policy: ExitPolicy,
-        env: dict[str, str],
-        launch: Launcher,
-        say: Callable[[str, str], None],
-        grace: float,
-    ) -> None:
-        self.spec, self.stores, self.journal, self.work = spec, stores, journal, work
-        self.policy, self.env, self.launch, self.say, self.grace = policy, env, launch, say, grace
-        self.workdir = os.path.abspath(spec.workdir or default_workdir())
-        self.started = time.monotonic()
-
-    def run(self, unavailable: TaskFailure | None) -> int:
-        spec, journal = self.spec, self.journal
-        previous = journal.attempts()
-        after = max((a.number for a in previous), default=0)
-        record, version = journal.begin(
-            fingerprint=self.work.fingerprint,
-            interval=spec.log_interval,
-            after=after,
-            node=self.env.get("AZ_BATCH_NODE_ID", ""),
-            logs=journal.logs_url,
-        )
-        number = record.number
-        last = spec.max_retries >= 0 and number > spec.max_retries
-        beat = _Heartbeat(journal, record, version)
-        private = _private_dir(self.env, number)
-        try:
-            with (
-                beat,
-                LogSink(
-                    os.path.join(private.name, "logs"),
-                    journal.logs_url(number),
-                    stores=self.stores,
-                    interval=spec.log_interval,
-                    warn=lambda m: self.say("warning", m),
-                ) as sink,
-            ):
-                interrupted = [a.number for a in previous if a.state() == "interrupted"]
-                self._tell(
-                    sink,
-                    f"{attempt_label(number, spec.max_retries)} ({self.work.fingerprint})"
-                    + (f"; interrupted before: {interrupted}" if interrupted else ""),
-                )
-                try:
-                    decision = self._attempt(sink, number, private.name, unavailable)
-                except Exception as exc:  # a bug of taskkit's: still end the attempt in order
-                    if os.environ.get("TASKKIT_DEBUG"):
-                        raise
-                    bug = MisuseError(f"internal error: {type(exc).__name__}: {exc}")
-                    decision = self.policy.decide(Ending(error=bug))
-                decision = self._record(decision, number, last)
-                self._tell(
-                    sink,
-                    f"attempt {number}: {decision.verdict.value}: {decision.reason}"
-                    f" (exit {decision.exit_code})",
-                )
-                if last and decision.verdict is not Verdict.SUCCESS:
-                    from taskkit.diagnostics import write_diagnostics
-
-                    write_diagnostics(sink, self.workdir, self.env, decision)
-        finally:
-            private.cleanup()
-        beat.finish(
-            ended=now(),
-            exit_code=decision.exit_code,
-            verdict=decision.verdict.value,
-            reason=decision.reason,
-            last=last,
-        )
-        return decision.exit_code
-
-    def _tell(self, sink: LogSink, line: str) -> None:
-        sink.note(line)
-        self.say("note", line)
-
-    def _attempt(
-        self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
-    ) -> Decision:
-        if unavailable is not None:
-            return self.policy.decide(Ending(error=unavailable))
-        spec = self.spec
-        try:
-            if spec.inputs:
-                error = stage(spec.inputs, workdir=self.workdir).exit_error()
-                if error is not None:
-                    return self.policy.decide(Ending(error=error))
-            checkpoint = Checkpoint(
-                os.path.join(self.workdir, spec.checkpoint_dir)
-                if spec.checkpoint_dir
-                else os.path.join(private, "checkpoint"),
-                self.journal.checkpoint_url,
-                self.work.fingerprint,
-                task=self._task(number),
-                interval=spec.checkpoint_interval,
-                warn=lambda m: self.say("warning", m),
-            )
-            restored = checkpoint.restore(self.stores)
-            if restored:
-                self._tell(sink, f"restored {restored} checkpoint files")
-            left = None if spec.deadline is None else spec.deadline - self._elapsed()
-            if left is not None and left <= 0:
-                return self.policy.decide(Ending(timed_out=True))
-            with checkpoint:
-                finished = self.launch(
-                    list(spec.command),
-                    sink=sink,
-                    deadline=left,
-                    grace=self.grace,
-                    env=self._command_env(number, checkpoint.directory),
-                    cwd=self.workdir,
-                )
-        except TaskFailure as exc:
-            return self.policy.decide(Ending(error=exc))
-        decision = self.policy.decide(Ending.of(finished))
-        if decision.verdict is Verdict.SUCCESS:
-            return self._publish(number, decision)
-        return decision
-
-    def _elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def _task(self, number: int) -> dict[str, str | int]:
-        task: dict[str, str | int] = {
-            "job": self.spec.job_id or "",
-            "task": self.spec.task_id or "",
-            "attempt": number,
-        }
-        if self.env.get("AZ_BATCH_NODE_ID"):
-            task["node"] = self.env["AZ_BATCH_NODE_ID"]
-        return task
-
-    def _command_env(self, number: int, checkpoint: str) -> dict[str, str]:
-        spec = self.spec
-        return {
-            **self.env,
-            "TASKKIT_STATE": spec.state or "",
-            "TASKKIT_JOB_ID": spec.job_id or "",
-            "TASKKIT_TASK_ID": spec.task_id or "",
-            "TASKKIT_ATTEMPT": str(number),
-            "TASKKIT_FINGERPRINT": self.work.fingerprint,
-            "TASKKIT_WORKDIR": self.workdir,
-            "TASKKIT_CHECKPOINT_DIR": os.path.abspath(checkpoint),
-        }
-
-    def _outcome(self, state: str, number: int, decision: Decision, **more: object) -> Outcome:
-        return Outcome.model_validate(
-            {
-                "state": state,
-                "fingerprint": self.work.fingerprint,
-                "attempt": number,
-                "at": now(),
-                "exit_code": decision.exit_code,
-                "reason": decision.reason,
-                "work": _stored(self.work),
-                **more,
-            }
-        )
-
-    def _publish(self, number: int, decision: Decision) -> Decision:
-        """Take the publishing claim, upload the outputs, record success in its place."""
-        journal = self.journal
-        claim = self._outcome("publishing", number, decision)
-        for _ in range(_CLAIM_TRIES):
-            status = goal(journal, self.work)
-            if status.state == "met" and status.outcome is not None:
-                return Decision(
-                    Verdict.SUCCESS,
-                    0,
-                    f"attempt {status.outcome.attempt} published the same work meanwhile",
-                )
-            if status.state == "publishing":
-                _wait_for(journal, status)
-                continue
-            try:
-                version = journal.write_outcome(claim, replacing=status.version)
-                break
-            except Conflict:
-                continue
-        else:
-            return self.policy.decide(
-                Ending(
-                    error=Conflict(
-                        "cannot claim the outputs: other attempts keep changing the outcome"
-                    )
-                )
-            )
-        manifests: tuple[str, ...] = ()
-        if self.spec.outputs:
-            try:
-                summary = upload(self.spec.outputs, workdir=self.workdir, task=self._task(number))
-                error = summary.exit_error()
-            except TaskFailure as exc:
-                error = exc
-            if error is not None:
-                with contextlib.suppress(TaskFailure):
-                    journal.release(version)
-                return self.policy.decide(Ending(error=error))
-            manifests = tuple(_manifest_url(o) for o in self.spec.outputs)
-        try:
-            journal.write_outcome(
-                self._outcome("success", number, decision, manifests=manifests),
-                replacing=version,
-            )
-        except Conflict:
-            return self.policy.decide(
-                Ending(
-                    error=TransientError(
-                        "another attempt took over the publishing claim; the next attempt "
-                        "will settle it"
-                    )
-                )
-            )
-        return decision
-
-    def _record(self, decision: Decision, number: int, last: bool) -> Decision:
-        """Record a permanent failure, or a retryable one on the last attempt."""
-        if decision.verdict is Verdict.SUCCESS:
-            return decision
-        if decision.verdict is Verdict.RETRYABLE and not last:
-            return decision
-        state = "permanent" if decision.verdict is Verdict.PERMANENT else "failed"
-        outcome = self._outcome(state, number, decision)
-        for _ in range(_CLAIM_TRIES):
-            found = self.journal.outcome()
-            if (
-                found is not None
-                and found[0].state in ("success", "publishing")
-                and (found[0].fingerprint == self.work.fingerprint)
-            ):
-                return decision  # another attempt is finishing this work: never overwrite it
-            try:
-                self.journal.write_outcome(outcome, replacing=None if found is None else found[1])
-                return decision
-            except Conflict:
-                continue
-        return decision
-
-
-def _stored(work: Work) -> dict[str, object]:
-    """The work as the journal keeps it: a credential given on the command line is hidden
-    (the fingerprint, made from the real work, still tells one credential from another)."""
-    described = work.as_json()
-    described["command"] = [redact(item) for item in work.command]
-    return described
-
-
-def _manifest_url(output: str) -> str:
-    dest = parse_output(output).dest
-    return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
-
-
-class _Heartbeat:
-    """Rewrites the attempt's record every interval, so other nodes can tell it is alive;
-    ``finish`` writes its end."""
-
-    def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
-        self.journal, self.record, self.version = journal, record, version
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._beat, name="taskkit-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.record.interval):
-            with contextlib.suppress(TaskFailure):
-                self._write(heartbeat=now())
-
-    def _write(self, **changes: object) -> None:
-        with self._lock:
-            self.record, self.version = self.journal.update(self.record, self.version, **changes)
-
-    def finish(self, **changes: object) -> None:
-        self._write(heartbeat=now(), **changes)
-
-
-class _Private:
-    """Where an attempt keeps its log files and default checkpoint directory."""
-
-    def __init__(self, name: str, temporary: bool) -> None:
-        self.name, self.temporary = name, temporary
-
-    def cleanup(self) -> None:
-        if self.temporary:
-            shutil.rmtree(self.name, ignore_errors=True)
-
-
-def _private_dir(env: Mapping[str, str], number: int) -> _Private:
-    """Under the Batch task directory (kept with the task, beside its stdout.txt), else a
-    temporary directory: never inside the working directory, where output patterns look."""
-    task_dir = env.get("AZ_BATCH_TASK_DIR")
-    if task_dir:
-        path = os.path.join(task_dir, "taskkit", f"attempt-{number:05d}")
-        os.makedirs(path, exist_ok=True)
-        return _Private(path, temporary=False)
-    return _Private(tempfile.mkdtemp(prefix=f"taskkit-attempt-{number}-"), temporary=True)

@@ -1,0 +1,373 @@
+"""One attempt of a task, from its claimed number to its recorded end.
+
+Stage the inputs, restore the checkpoint directory, run the command with its logs teed and
+streamed and a heartbeat written, decide with the exit-code policy, publish the outputs under
+the ``publishing`` claim on success, record a permanent failure (or the last attempt's), and
+write the attempt's end. Invariants: outputs are uploaded only by the holder of the claim, and
+success is recorded by replacing that very claim (If-Match), so of two attempts running at once
+one publishes; whatever fails inside, the attempt's end is written when the store allows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from taskkit.checkpoint import Checkpoint
+from taskkit.command import Finished
+from taskkit.exceptions import Conflict, MisuseError, TaskFailure, TransientError
+from taskkit.fingerprint import Work
+from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
+from taskkit.journal import Attempt, Journal, Outcome, Version, now
+from taskkit.logs import LogSink
+from taskkit.outputs import MANIFEST_NAME
+from taskkit.patterns import parse_output
+from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
+from taskkit.redaction import redact
+from taskkit.spec import RunSpec
+from taskkit.stager import stage
+from taskkit.staging import default_workdir
+from taskkit.storage import Stores
+from taskkit.upload import upload
+
+__all__ = ["AttemptRun", "Launcher"]
+
+Launcher = Callable[..., Finished]
+
+
+class AttemptRun:
+    """One attempt: the state it carries from start to end."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        stores: Stores,
+        journal: Journal,
+        work: Work,
+        policy: ExitPolicy,
+        env: dict[str, str],
+        launch: Launcher,
+        say: Callable[[str, str], None],
+        grace: float,
+    ) -> None:
+        self.spec, self.stores, self.journal, self.work = spec, stores, journal, work
+        self.policy, self.env, self.launch, self.say, self.grace = policy, env, launch, say, grace
+        self.workdir = os.path.abspath(spec.workdir or default_workdir())
+        self.started = time.monotonic()
+
+    def run(self, unavailable: TaskFailure | None) -> int:
+        spec, journal = self.spec, self.journal
+        previous = journal.attempts()
+        after = max((a.number for a in previous), default=0)
+        record, version = journal.begin(
+            fingerprint=self.work.fingerprint,
+            interval=spec.log_interval,
+            after=after,
+            node=self.env.get("AZ_BATCH_NODE_ID", ""),
+            logs=journal.logs_url,
+        )
+        number = record.number
+        last = spec.max_retries >= 0 and number > spec.max_retries
+        beat = _Heartbeat(journal, record, version)
+        private = _private_dir(self.env, number)
+        try:
+            decision = self._logged(beat, private.name, previous, number, last, unavailable)
+        except TaskFailure as exc:  # the logs could not be set up, or the journal failed
+            self.say("error", str(exc))
+            decision = self.policy.decide(Ending(error=exc))
+        finally:
+            private.cleanup()
+        try:
+            beat.finish(
+                ended=now(),
+                exit_code=decision.exit_code,
+                verdict=decision.verdict.value,
+                reason=decision.reason,
+                last=last,
+            )
+        except TaskFailure as exc:  # the end stays unwritten: the attempt reads as interrupted
+            self.say("warning", f"cannot record the end of attempt {number}: {exc}")
+        return decision.exit_code
+
+    def _logged(
+        self,
+        beat: _Heartbeat,
+        private: str,
+        previous: list[Attempt],
+        number: int,
+        last: bool,
+        unavailable: TaskFailure | None,
+    ) -> Decision:
+        """The attempt with its heartbeat beating and its logs streamed; its decision."""
+        spec = self.spec
+        with (
+            beat,
+            LogSink(
+                os.path.join(private, "logs"),
+                self.journal.logs_url(number),
+                stores=self.stores,
+                interval=spec.log_interval,
+                warn=lambda m: self.say("warning", m),
+            ) as sink,
+        ):
+            interrupted = [a.number for a in previous if a.state() == "interrupted"]
+            self._tell(
+                sink,
+                f"{attempt_label(number, spec.max_retries)} ({self.work.fingerprint})"
+                + (f"; interrupted before: {interrupted}" if interrupted else ""),
+            )
+            try:
+                decision = self._attempt(sink, number, private, unavailable)
+            except Exception as exc:  # a bug of taskkit's: still end the attempt in order
+                if os.environ.get("TASKKIT_DEBUG"):
+                    raise
+                bug = MisuseError(f"internal error: {type(exc).__name__}: {exc}")
+                decision = self.policy.decide(Ending(error=bug))
+            decision = self._record(decision, number, last)
+            self._tell(
+                sink,
+                f"attempt {number}: {decision.verdict.value}: {decision.reason}"
+                f" (exit {decision.exit_code})",
+            )
+            if last and decision.verdict is not Verdict.SUCCESS:
+                from taskkit.diagnostics import write_diagnostics
+
+                write_diagnostics(sink, self.workdir, self.env, decision)
+        return decision
+
+    def _tell(self, sink: LogSink, line: str) -> None:
+        sink.note(line)
+        self.say("note", line)
+
+    def _attempt(
+        self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
+    ) -> Decision:
+        if unavailable is not None:
+            return self.policy.decide(Ending(error=unavailable))
+        spec = self.spec
+        try:
+            if spec.inputs:
+                error = stage(spec.inputs, workdir=self.workdir).exit_error()
+                if error is not None:
+                    return self.policy.decide(Ending(error=error))
+            checkpoint = Checkpoint(
+                os.path.join(self.workdir, spec.checkpoint_dir)
+                if spec.checkpoint_dir
+                else os.path.join(private, "checkpoint"),
+                self.journal.checkpoint_url,
+                self.work.fingerprint,
+                task=self._task(number),
+                interval=spec.checkpoint_interval,
+                warn=lambda m: self.say("warning", m),
+            )
+            restored = checkpoint.restore(self.stores)
+            if restored:
+                self._tell(sink, f"restored {restored} checkpoint files")
+            left = None if spec.deadline is None else spec.deadline - self._elapsed()
+            if left is not None and left <= 0:
+                return self.policy.decide(Ending(timed_out=True))
+            with checkpoint:
+                finished = self.launch(
+                    list(spec.command),
+                    sink=sink,
+                    deadline=left,
+                    grace=self.grace,
+                    env=self._command_env(number, checkpoint.directory),
+                    cwd=self.workdir,
+                )
+        except TaskFailure as exc:
+            return self.policy.decide(Ending(error=exc))
+        decision = self.policy.decide(Ending.of(finished))
+        if decision.verdict is Verdict.SUCCESS:
+            return self._publish(number, decision)
+        return decision
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _task(self, number: int) -> dict[str, str | int]:
+        task: dict[str, str | int] = {
+            "job": self.spec.job_id or "",
+            "task": self.spec.task_id or "",
+            "attempt": number,
+        }
+        if self.env.get("AZ_BATCH_NODE_ID"):
+            task["node"] = self.env["AZ_BATCH_NODE_ID"]
+        return task
+
+    def _command_env(self, number: int, checkpoint: str) -> dict[str, str]:
+        spec = self.spec
+        return {
+            **self.env,
+            "TASKKIT_STATE": spec.state or "",
+            "TASKKIT_JOB_ID": spec.job_id or "",
+            "TASKKIT_TASK_ID": spec.task_id or "",
+            "TASKKIT_ATTEMPT": str(number),
+            "TASKKIT_FINGERPRINT": self.work.fingerprint,
+            "TASKKIT_WORKDIR": self.workdir,
+            "TASKKIT_CHECKPOINT_DIR": os.path.abspath(checkpoint),
+        }
+
+    def _outcome(self, state: str, number: int, decision: Decision, **more: object) -> Outcome:
+        return Outcome.model_validate(
+            {
+                "state": state,
+                "fingerprint": self.work.fingerprint,
+                "attempt": number,
+                "at": now(),
+                "exit_code": decision.exit_code,
+                "reason": decision.reason,
+                "work": _stored(self.work),
+                **more,
+            }
+        )
+
+    def _publish(self, number: int, decision: Decision) -> Decision:
+        """Take the publishing claim, upload the outputs, record success in its place."""
+        journal = self.journal
+        claim = self._outcome("publishing", number, decision)
+        for _ in range(CLAIM_TRIES):
+            status = goal(journal, self.work)
+            if status.state == "met" and status.outcome is not None:
+                return Decision(
+                    Verdict.SUCCESS,
+                    0,
+                    f"attempt {status.outcome.attempt} published the same work meanwhile",
+                )
+            if status.state == "publishing":
+                wait_for(journal, status)
+                continue
+            try:
+                version = journal.write_outcome(claim, replacing=status.version)
+                break
+            except Conflict:
+                continue
+        else:
+            return self.policy.decide(
+                Ending(
+                    error=Conflict(
+                        "cannot claim the outputs: other attempts keep changing the outcome"
+                    )
+                )
+            )
+        manifests: tuple[str, ...] = ()
+        if self.spec.outputs:
+            try:
+                summary = upload(self.spec.outputs, workdir=self.workdir, task=self._task(number))
+                error = summary.exit_error()
+            except TaskFailure as exc:
+                error = exc
+            if error is not None:
+                with contextlib.suppress(TaskFailure):
+                    journal.release(version)
+                return self.policy.decide(Ending(error=error))
+            manifests = tuple(_manifest_url(o) for o in self.spec.outputs)
+        try:
+            journal.write_outcome(
+                self._outcome("success", number, decision, manifests=manifests),
+                replacing=version,
+            )
+        except Conflict:
+            return self.policy.decide(
+                Ending(
+                    error=TransientError(
+                        "another attempt took over the publishing claim; the next attempt "
+                        "will settle it"
+                    )
+                )
+            )
+        return decision
+
+    def _record(self, decision: Decision, number: int, last: bool) -> Decision:
+        """Record a permanent failure, or a retryable one on the last attempt."""
+        if decision.verdict is Verdict.SUCCESS:
+            return decision
+        if decision.verdict is Verdict.RETRYABLE and not last:
+            return decision
+        state = "permanent" if decision.verdict is Verdict.PERMANENT else "failed"
+        outcome = self._outcome(state, number, decision)
+        for _ in range(CLAIM_TRIES):
+            found = self.journal.outcome()
+            if (
+                found is not None
+                and found[0].state in ("success", "publishing")
+                and (found[0].fingerprint == self.work.fingerprint)
+            ):
+                return decision  # another attempt is finishing this work: never overwrite it
+            try:
+                self.journal.write_outcome(outcome, replacing=None if found is None else found[1])
+                return decision
+            except Conflict:
+                continue
+        return decision
+
+
+def _stored(work: Work) -> dict[str, object]:
+    """The work as the journal keeps it: a credential given on the command line is hidden
+    (the fingerprint, made from the real work, still tells one credential from another)."""
+    described = work.as_json()
+    described["command"] = [redact(item) for item in work.command]
+    return described
+
+
+def _manifest_url(output: str) -> str:
+    dest = parse_output(output).dest
+    return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
+
+
+class _Heartbeat:
+    """Rewrites the attempt's record every interval, so other nodes can tell it is alive;
+    ``finish`` writes its end."""
+
+    def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
+        self.journal, self.record, self.version = journal, record, version
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name="taskkit-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.record.interval):
+            with contextlib.suppress(TaskFailure):
+                self._write(heartbeat=now())
+
+    def _write(self, **changes: object) -> None:
+        with self._lock:
+            self.record, self.version = self.journal.update(self.record, self.version, **changes)
+
+    def finish(self, **changes: object) -> None:
+        self._write(heartbeat=now(), **changes)
+
+
+class _Private:
+    """Where an attempt keeps its log files and default checkpoint directory."""
+
+    def __init__(self, name: str, temporary: bool) -> None:
+        self.name, self.temporary = name, temporary
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.name, ignore_errors=True)
+
+
+def _private_dir(env: Mapping[str, str], number: int) -> _Private:
+    """Under the Batch task directory (kept with the task, beside its stdout.txt), else a
+    temporary directory: never inside the working directory, where output patterns look."""
+    task_dir = env.get("AZ_BATCH_TASK_DIR")
+    if task_dir:
+        path = os.path.join(task_dir, "taskkit", f"attempt-{number:05d}")
+        os.makedirs(path, exist_ok=True)
+        return _Private(path, temporary=False)
+    return _Private(tempfile.mkdtemp(prefix=f"taskkit-attempt-{number}-"), temporary=True)

@@ -1,0 +1,86 @@
+"""Where a task stands for some work, from its journal: met, permanent, being published, open.
+
+Read only; the runner and the dry run decide with the same functions, so a dry run says what
+a run would do. An attempt that holds the publishing claim and is alive is waited for (bounded
+by :data:`PUBLISH_WAIT`); a dead holder's claim is taken over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from taskkit.fingerprint import Work, changes
+from taskkit.journal import Journal, Outcome, Version
+
+__all__ = ["CLAIM_TRIES", "PUBLISH_WAIT", "Goal", "attempt_label", "goal", "wait_for"]
+
+#: How long an attempt waits for another one that holds the publishing claim and is alive.
+PUBLISH_WAIT = 900.0
+#: Tries at the outcome record when other attempts keep changing it.
+CLAIM_TRIES = 5
+
+
+class Goal(NamedTuple):
+    """Where a task stands for some work, before an attempt: ``met``, ``permanent``,
+    ``publishing`` (another live attempt is publishing it) or ``open``."""
+
+    state: str
+    outcome: Outcome | None
+    version: Version | None
+    why: str
+
+
+def goal(journal: Journal, work: Work) -> Goal:
+    """What the journal says about ``work``."""
+    found = journal.outcome()
+    if found is None:
+        return Goal("open", None, None, "no attempt has finished it")
+    outcome, version = found
+    if outcome.fingerprint != work.fingerprint:
+        why = changes(Work.from_json(outcome.work), work) if outcome.work else "the work changed"
+        return Goal("open", outcome, version, f"starting afresh: {why}")
+    if outcome.state == "success":
+        return Goal("met", outcome, version, f"goal met by attempt {outcome.attempt}")
+    if outcome.state == "permanent":
+        return Goal("permanent", outcome, version, outcome.reason)
+    if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
+        return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
+    return Goal("open", outcome, version, outcome.reason or "not finished")
+
+
+def _holder_alive(journal: Journal, number: int) -> bool:
+    return any(a.number == number and a.state() == "running" for a in journal.attempts())
+
+
+def attempt_label(number: int, max_retries: int) -> str:
+    """``attempt 3 of 4``, with what it means when Batch allows no more or has no limit."""
+    if max_retries < 0:
+        return f"attempt {number} (retries unlimited)"
+    total = max_retries + 1
+    if number > total:
+        return (
+            f"attempt {number} of {total} (a re-run Batch did not count: after a preemption "
+            "or a node failure)"
+        )
+    return f"attempt {number} of {total}" + (" (the last)" if number == total else "")
+
+
+def wait_for(
+    journal: Journal,
+    status: Goal,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until the outcome changes from ``status`` or its holder dies (bounded)."""
+    end = clock() + PUBLISH_WAIT
+    pause = 0.5
+    while clock() < end:
+        sleep(pause)
+        pause = min(pause * 2, 5.0)
+        found = journal.outcome()
+        if found is None or found[1] != status.version:
+            return
+        if not _holder_alive(journal, found[0].attempt):
+            return
