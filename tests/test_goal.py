@@ -1,0 +1,120 @@
+"""taskkit/goal.py: where a task stands for some work, and how attempts are counted aloud."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from taskkit.fingerprint import Work
+from taskkit.goal import attempt_label, goal, wait_for
+from taskkit.journal import Journal, Outcome, _process_start, now
+from taskkit.storage import Stores
+
+
+@pytest.fixture
+def journal(tmp_path: Path, stores: Stores) -> Journal:
+    return Journal.open(stores, f"file://{tmp_path}/state", "job", "task")
+
+
+def work(command: str = "true") -> Work:
+    return Work((command,), (), ())
+
+
+def outcome(state: str, w: Work, attempt: int = 1, **more: object) -> Outcome:
+    return Outcome.model_validate(
+        {
+            "state": state,
+            "fingerprint": w.fingerprint,
+            "attempt": attempt,
+            "at": now(),
+            "work": w.as_json(),
+            **more,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "max_retries", "label"),
+    [
+        (1, 3, "attempt 1 of 4"),
+        (4, 3, "attempt 4 of 4 (the last)"),
+        (1, 0, "attempt 1 of 1 (the last)"),
+        (2, -1, "attempt 2 (retries unlimited)"),
+    ],
+)
+def test_attempt_labels(number: int, max_retries: int, label: str) -> None:
+    """Attempts are counted against maxTaskRetryCount + 1, the last one named."""
+    assert attempt_label(number, max_retries) == label
+
+
+def test_an_attempt_past_the_count_is_called_a_rerun_batch_did_not_count() -> None:
+    """Preemptions re-run a task without counting: such an attempt is not called 5 of 4."""
+    assert "did not count" in attempt_label(5, 3)
+
+
+def test_no_outcome_is_open(journal: Journal) -> None:
+    """A task with no outcome is open."""
+    assert goal(journal, work()).state == "open"
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"), [("success", "met"), ("permanent", "permanent"), ("failed", "open")]
+)
+def test_the_outcome_of_the_same_work_decides(journal: Journal, state: str, expected: str) -> None:
+    """Success is met, permanent short-circuits, failed (retries exhausted) stays open."""
+    journal.write_outcome(outcome(state, work(), reason="r"), replacing=None)
+    assert goal(journal, work()).state == expected
+
+
+def test_an_outcome_of_other_work_is_open_and_says_why(journal: Journal) -> None:
+    """Another command's success does not count, and the reason names the change."""
+    journal.write_outcome(outcome("success", work("old")), replacing=None)
+    status = goal(journal, work("new"))
+    assert status.state == "open"
+    assert status.why == "starting afresh: the command changed"
+
+
+def test_a_claim_of_a_live_attempt_is_publishing_and_of_a_dead_one_open(journal: Journal) -> None:
+    """A publishing claim counts while its holder's process lives (same host), not after."""
+    w = work()
+    record, _ = journal.begin(fingerprint=w.fingerprint, interval=30, after=0)
+    journal.write_outcome(outcome("publishing", w, attempt=record.number), replacing=None)
+    assert record.pid == os.getpid()
+    assert goal(journal, w).state == "publishing"
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        found = journal.outcome()
+        assert found is not None
+        dead = record.model_copy(
+            update={"number": 2, "pid": child.pid, "pid_start": _process_start(child.pid)}
+        )
+        journal.store.put(journal._attempt_key(2), dead.to_bytes(), {})
+        journal.write_outcome(outcome("publishing", w, attempt=2), replacing=found[1])
+        assert goal(journal, w).state == "publishing"
+    finally:
+        child.kill()
+        child.wait()
+    assert goal(journal, w).state == "open"
+
+
+def test_waiting_ends_when_the_outcome_changes(journal: Journal) -> None:
+    """wait_for returns once the claim is replaced, without sleeping for real."""
+    w = work()
+    record, _ = journal.begin(fingerprint=w.fingerprint, interval=30, after=0)
+    version = journal.write_outcome(outcome("publishing", w, attempt=record.number), replacing=None)
+    status = goal(journal, w)
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            journal.write_outcome(outcome("success", w, attempt=1), replacing=version)
+
+    wait_for(journal, status, sleep=nap)
+    assert len(naps) == 3
+    assert naps == sorted(naps)  # backing off
+    assert goal(journal, w).state == "met"
