@@ -201,22 +201,20 @@ class Journal:
 
     def attempts(self) -> list[Attempt]:
         """Every attempt recorded, in order."""
-        names = sorted(
-            f.key.rsplit("/", 1)[-1]
-            for f in self.store.list(self.root + "attempts/")
-            if f.key.endswith(".json")
-        )
-        found = [self._load(f"attempts/{name}", Attempt) for name in names]
-        return [record for record, _ in filter(None, found)]
+        return self._records("attempts", Attempt)
 
     def steps(self) -> list[StepRecord]:
         """Every step recorded, by name."""
+        return self._records("steps", StepRecord)
+
+    def _records(self, folder: str, model: type[_R]) -> list[_R]:
+        """The records of one folder, by name (one listing, then one read each)."""
         names = sorted(
             f.key.rsplit("/", 1)[-1]
-            for f in self.store.list(self.root + "steps/")
+            for f in self.store.list(f"{self.root}{folder}/")
             if f.key.endswith(".json")
         )
-        found = [self._load(f"steps/{name}", StepRecord) for name in names]
+        found = [self._load(f"{folder}/{name}", model) for name in names]
         return [record for record, _ in filter(None, found)]
 
     @staticmethod

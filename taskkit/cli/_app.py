@@ -149,12 +149,17 @@ def _run(argv: Sequence[str] | None) -> int:
         _say("error", str(failure))
         code = failure.exit_code
     except Exception as exc:
-        if os.environ.get("TASKKIT_DEBUG"):
-            raise
-        _say(
-            "error",
-            f"internal error: {type(exc).__name__}: {exc} "
-            "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
-        )
+        internal_error(exc)
         code = EX_SOFTWARE
     return code if isinstance(code, int) else EX_OK
+
+
+def internal_error(exc: Exception) -> None:
+    """One line for a bug of taskkit's; re-raised (a traceback) with ``TASKKIT_DEBUG`` set."""
+    if os.environ.get("TASKKIT_DEBUG"):
+        raise exc
+    _say(
+        "error",
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
+    )

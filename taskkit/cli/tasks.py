@@ -8,13 +8,12 @@ own exit code.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli
+from taskkit.cli._app import CONTEXT, cli, internal_error
 from taskkit.exceptions import EX_OK, TaskkitError
 from taskkit.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
 from taskkit.report import say as _say
@@ -48,13 +47,7 @@ def _banded(action: Callable[[], int]) -> int:
     except (KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as exc:
-        if os.environ.get("TASKKIT_DEBUG"):
-            raise
-        _say(
-            "error",
-            f"internal error: {type(exc).__name__}: {exc} "
-            "(set TASKKIT_DEBUG=1 for a traceback, and please report it)",
-        )
+        internal_error(exc)
         return EX_RUN_SOFTWARE
 
 
