@@ -13,19 +13,26 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from taskkit.checkpoint import Checkpoint
 from taskkit.command import Finished
-from taskkit.exceptions import Conflict, MisuseError, TaskFailure, TransientError
+from taskkit.exceptions import (
+    Conflict,
+    MisuseError,
+    TaskFailure,
+    TransientError,
+    from_os_error,
+)
 from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
 from taskkit.journal import Attempt, Journal, Outcome, Version, now
 from taskkit.logs import LogSink
-from taskkit.outputs import MANIFEST_NAME
+from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
 from taskkit.redaction import redact
@@ -35,7 +42,7 @@ from taskkit.staging import default_workdir
 from taskkit.storage import Stores
 from taskkit.upload import upload
 
-__all__ = ["AttemptRun", "Launcher"]
+__all__ = ["AttemptRun", "Launcher", "Stopped", "warn_passed"]
 
 Launcher = Callable[..., Finished]
 
@@ -72,11 +79,16 @@ class AttemptRun:
             logs=journal.logs_url,
         )
         number = record.number
-        last = spec.max_retries >= 0 and number > spec.max_retries
+        # Batch's count starts again for new work (a re-added task, a changed input).
+        ordinal = 1 + sum(1 for a in previous if a.fingerprint == self.work.fingerprint)
+        last = spec.max_retries >= 0 and ordinal > spec.max_retries
+        label = attempt_label(ordinal, spec.max_retries)
+        if ordinal != number:
+            label += f", attempt {number} in the journal"
         beat = _Heartbeat(journal, record, version)
         private = _private_dir(self.env, number)
         try:
-            decision = self._logged(beat, private.name, previous, number, last, unavailable)
+            decision = self._logged(beat, private.name, previous, number, label, last, unavailable)
         except TaskFailure as exc:  # the logs could not be set up, or the journal failed
             self.say("error", str(exc))
             decision = self.policy.decide(Ending(error=exc))
@@ -100,6 +112,7 @@ class AttemptRun:
         private: str,
         previous: list[Attempt],
         number: int,
+        label: str,
         last: bool,
         unavailable: TaskFailure | None,
     ) -> Decision:
@@ -118,11 +131,17 @@ class AttemptRun:
             interrupted = [a.number for a in previous if a.state() == "interrupted"]
             self._tell(
                 sink,
-                f"{attempt_label(number, spec.max_retries)} ({self.work.fingerprint})"
+                f"{label} ({self.work.fingerprint})"
                 + (f"; interrupted before: {interrupted}" if interrupted else ""),
             )
             try:
-                decision = self._attempt(sink, number, private, unavailable)
+                with _stopped_by_signals():
+                    decision = self._attempt(sink, number, private, unavailable)
+            except Stopped as stop:
+                decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
+                decision = decision._replace(
+                    reason=f"taskkit was stopped by {stop.name} ({decision.verdict.value})"
+                )
             except Exception as exc:  # a bug of taskkit's: still end the attempt in order
                 if os.environ.get("TASKKIT_DEBUG"):
                     raise
@@ -151,6 +170,10 @@ class AttemptRun:
             return self.policy.decide(Ending(error=unavailable))
         spec = self.spec
         try:
+            try:
+                os.makedirs(self.workdir, exist_ok=True)
+            except OSError as exc:
+                raise from_os_error(exc, "cannot make the working directory") from exc
             if spec.inputs:
                 error = stage(spec.inputs, workdir=self.workdir).exit_error()
                 if error is not None:
@@ -258,10 +281,20 @@ class AttemptRun:
         manifests: tuple[str, ...] = ()
         if self.spec.outputs:
             try:
-                summary = upload(self.spec.outputs, workdir=self.workdir, task=self._task(number))
+                summary = upload(
+                    self.spec.outputs,
+                    workdir=self.workdir,
+                    task=self._task(number),
+                    allow_empty=self.spec.allow_empty,
+                    on_plan=lambda plan: warn_passed(plan, lambda m: self.say("warning", m)),
+                )
                 error = summary.exit_error()
             except TaskFailure as exc:
                 error = exc
+            except BaseException:  # a signal: the claim must not outlive this attempt
+                with contextlib.suppress(TaskFailure):
+                    journal.release(version)
+                raise
             if error is not None:
                 with contextlib.suppress(TaskFailure):
                     journal.release(version)
@@ -292,15 +325,12 @@ class AttemptRun:
         state = "permanent" if decision.verdict is Verdict.PERMANENT else "failed"
         outcome = self._outcome(state, number, decision)
         for _ in range(CLAIM_TRIES):
-            found = self.journal.outcome()
-            if (
-                found is not None
-                and found[0].state in ("success", "publishing")
-                and (found[0].fingerprint == self.work.fingerprint)
-            ):
-                return decision  # another attempt is finishing this work: never overwrite it
+            status = goal(self.journal, self.work)
+            theirs = status.outcome is not None and status.outcome.attempt != number
+            if theirs and status.state in ("met", "publishing"):
+                return decision  # another attempt finished this work, or is publishing
             try:
-                self.journal.write_outcome(outcome, replacing=None if found is None else found[1])
+                self.journal.write_outcome(outcome, replacing=status.version)
                 return decision
             except Conflict:
                 continue
@@ -318,6 +348,46 @@ def _stored(work: Work) -> dict[str, object]:
 def _manifest_url(output: str) -> str:
     dest = parse_output(output).dest
     return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived while taskkit itself was at work (staging, uploading): a
+    BaseException, so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Stopped` while taskkit works, so the attempt
+    still ends in order: claim released, end recorded, logs flushed. While the command runs,
+    :func:`~taskkit.command.run_logged` forwards them instead; after this block a second
+    signal ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
+    """Say which files the output patterns met but do not upload (links out, FIFOs)."""
+    for passed in plan.passed:
+        warn(f"not uploading {passed.path!r}: {passed.reason}")
 
 
 class _Heartbeat:

@@ -38,6 +38,9 @@ def goal(journal: Journal, work: Work) -> Goal:
     if found is None:
         return Goal("open", None, None, "no attempt has finished it")
     outcome, version = found
+    if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
+        # Whatever work it publishes: two attempts never upload at once, even to other work.
+        return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
     if outcome.fingerprint != work.fingerprint:
         why = changes(Work.from_json(outcome.work), work) if outcome.work else "the work changed"
         return Goal("open", outcome, version, f"starting afresh: {why}")
@@ -45,8 +48,6 @@ def goal(journal: Journal, work: Work) -> Goal:
         return Goal("met", outcome, version, f"goal met by attempt {outcome.attempt}")
     if outcome.state == "permanent":
         return Goal("permanent", outcome, version, outcome.reason)
-    if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
-        return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
     return Goal("open", outcome, version, outcome.reason or "not finished")
 
 

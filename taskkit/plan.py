@@ -36,7 +36,7 @@ def show_plan(spec: RunSpec) -> int:
         work, unavailable = describe_work(spec, stores)
         status = goal(journal, work)
         attempts = journal.attempts()
-        number = max((a.number for a in attempts), default=0) + 1
+        ordinal = 1 + sum(1 for a in attempts if a.fingerprint == work.fingerprint)
         click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
         click.echo(f"work        {work.fingerprint}")
         if status.state == "met":
@@ -50,7 +50,7 @@ def show_plan(spec: RunSpec) -> int:
             interrupted = sum(1 for a in attempts if a.state() == "interrupted")
             extra = f", {interrupted} interrupted before" if interrupted else ""
             click.echo(
-                f"goal        open: {attempt_label(number, spec.max_retries)}{extra}; {status.why}"
+                f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
             )
         click.echo(f"command     {' '.join(spec.command)}")
         code = 0

@@ -31,9 +31,10 @@ ENV_PREFIX = "TASKKIT_"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
-#: Settings whose environment variable holds several values: one per line, or separated by
-#: spaces when there is no newline.
+#: Settings whose environment variable holds several values, one per line.
 _LISTS = ("inputs", "outputs")
+#: Logs, heartbeats and checkpoint syncs are writes to the store: not more often than this.
+MIN_INTERVAL = 0.1
 
 
 def parse_duration(value: object) -> float:
@@ -82,6 +83,7 @@ class RunSpec(BaseModel):
     log_interval: float = 30.0
     checkpoint_dir: str | None = None
     checkpoint_interval: float = 300.0
+    allow_empty: bool = False
 
     @field_validator("command", "inputs", "outputs", mode="before")
     @classmethod
@@ -90,6 +92,25 @@ class RunSpec(BaseModel):
             return (value,)
         if isinstance(value, Sequence) and not all(isinstance(v, str) for v in value):
             raise ValueError("every item must be a string")
+        return value
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        _, sep, rest = text.partition("://")
+        if not text or (sep and not rest.strip("/")):
+            raise ValueError(f"{value!r} names no place (e.g. az://CONTAINER/PATH, /mnt/state)")
+        # A local path is made absolute now: the command (and its steps) run elsewhere.
+        return text if sep else os.path.abspath(text)
+
+    @field_validator("max_retries", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, bool):  # YAML reads "yes" as true; pydantic would take it for 1
+            raise ValueError(f"{value!r} is not a number of retries")
         return value
 
     @field_validator("job_id", "task_id")
@@ -115,6 +136,13 @@ class RunSpec(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> object:
         return None if value is None else parse_duration(value)
+
+    @field_validator("log_interval", "checkpoint_interval")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if value < MIN_INTERVAL:
+            raise ValueError(f"{value:g} s is too often; at least {MIN_INTERVAL:g} s")
+        return value
 
     def policy(self) -> ExitPolicy:
         """The exit-code policy these settings describe."""
@@ -163,11 +191,9 @@ def load_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
                 import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
             data: object = tomllib.loads(raw.decode("utf-8"))
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(raw.decode("utf-8"))
+            data = _load_yaml(raw.decode("utf-8"))
         elif suffix == ".json":
-            data = json.loads(raw)
+            data = json.loads(raw, object_pairs_hook=_unique)
         else:
             raise ConfigError(
                 f"{shown}: unknown spec format {suffix or '(no suffix)'!r} "
@@ -187,12 +213,42 @@ def load_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _load_yaml(text: str) -> object:
+    """YAML, refusing a key given twice (PyYAML keeps the last of two silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        keys = [loader.construct_object(k, deep=True) for k, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"the key {twice[0]!r} is given twice")
+        return loader.construct_mapping(node, deep=True)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of two silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
 def _normalized(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Keys with ``-`` as ``_``, and the key each came from, for messages."""
     out: dict[str, Any] = {}
     key_of: dict[str, str] = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
+        if name in out:
+            raise ConfigError(f"{key!r} and {key_of[name]!r} are the same setting: give one")
         out[name] = value
         key_of[name] = str(key)
     return out, key_of
@@ -208,9 +264,8 @@ def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[
         text = environ.get(variable)
         if text is None or text == "":
             continue
-        if name in _LISTS:
-            items = text.splitlines() if "\n" in text else text.split()
-            values[name] = [item.strip() for item in items if item.strip()]
+        if name in _LISTS:  # one per line: a blob name may hold spaces
+            values[name] = [item.strip() for item in text.splitlines() if item.strip()]
         else:
             values[name] = text
         key_of[name] = variable
@@ -229,8 +284,13 @@ def resolve(
     merged: dict[str, Any] = {}
     key_of: dict[str, str] = {}
     if spec_file is not None:
-        values, keys = _normalized(load_spec_file(spec_file))
         shown = os.fspath(spec_file)
+        try:
+            values, keys = _normalized(load_spec_file(spec_file))
+        except ConfigError as exc:
+            if exc.message.startswith(shown):
+                raise
+            raise ConfigError(f"{shown}: {exc.message}") from None
         _validated(values, shown, keys)
         merged.update(values)
         key_of.update({k: f"{shown}: {v}" for k, v in keys.items()})

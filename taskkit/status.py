@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskkit.exceptions import InputNotFound
 from taskkit.journal import Journal
+from taskkit.redaction import redact
 from taskkit.storage import Stores
 
 __all__ = ["job_status", "task_status"]
@@ -18,6 +20,8 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
     journal = Journal.open(stores, state, job_id, task_id)
     found = journal.outcome()
     attempts = journal.attempts()
+    if found is None and not attempts:
+        raise InputNotFound(f"no journal of task {task_id} of job {job_id} at {journal.url('')}")
     outcome = found[0] if found is not None else None
     return {
         "job": job_id,
@@ -59,7 +63,10 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
 def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
     rows = []
-    for task_id in Journal.tasks(stores, state, job_id):
+    tasks = Journal.tasks(stores, state, job_id)
+    if not tasks:
+        raise InputNotFound(f"no task of job {job_id} has a journal under {redact(state)}")
+    for task_id in tasks:
         journal = Journal.open(stores, state, job_id, task_id)
         found = journal.outcome()
         attempts = journal.attempts()

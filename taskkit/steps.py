@@ -2,7 +2,8 @@
 
 Called inside a command ``taskkit run`` wraps, a step finds the task's journal through the
 environment the runner sets (``TASKKIT_STATE``, ``TASKKIT_JOB_ID``, ``TASKKIT_TASK_ID``,
-``TASKKIT_FINGERPRINT``, ``TASKKIT_ATTEMPT``, ``TASKKIT_WORKDIR``).
+``TASKKIT_FINGERPRINT``, ``TASKKIT_ATTEMPT``). It runs in the directory it is called from, and
+its output patterns and restored files are relative to it.
 
 Invariants: a step is recorded done only after its outputs are published, and only for the
 fingerprint of the step (the task's work, the step's name, command and outputs), so a change
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from taskkit.attempt import warn_passed
 from taskkit.checkpoint import restore
 from taskkit.command import run_logged
 from taskkit.exceptions import ConfigError, UsageError
@@ -43,7 +45,7 @@ class StepContext(NamedTuple):
     task_id: str
     fingerprint: str
     attempt: int
-    workdir: str
+    workdir: str  # where the step runs: the directory it is called from
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> StepContext:
@@ -65,7 +67,7 @@ class StepContext(NamedTuple):
             env["TASKKIT_TASK_ID"],
             env.get("TASKKIT_FINGERPRINT", ""),
             int(attempt) if attempt.isdigit() else 0,
-            env.get("TASKKIT_WORKDIR") or os.getcwd(),
+            os.getcwd(),
         )
 
 
@@ -81,6 +83,7 @@ def run_step(
     command: Sequence[str],
     *,
     outputs: Sequence[str] = (),
+    allow_empty: bool = False,
     context: StepContext | None = None,
     say: Callable[[str, str], None] = _say,
 ) -> int:
@@ -95,6 +98,13 @@ def run_step(
     for output in outputs:
         parse_output(output)
     ctx = context or StepContext.from_environment()
+
+    plans: list[UploadPlan] = []
+
+    def planned(plan: UploadPlan) -> None:
+        plans.append(plan)
+        warn_passed(plan, lambda message: say("warning", message))
+
     fingerprint = step_fingerprint(ctx, name, command, outputs)
     with Stores() as stores:
         journal = Journal.open(stores, ctx.state, ctx.job_id, ctx.task_id)
@@ -112,13 +122,13 @@ def run_step(
         if finished.exit_code != 0:
             say("note", f"step {name}: {finished.describe()}; not recorded")
             return finished.exit_code
-        plans: list[UploadPlan] = []
         if outputs:
             summary = upload(
                 outputs,
                 workdir=ctx.workdir,
                 task={"job": ctx.job_id, "task": ctx.task_id, "attempt": ctx.attempt},
-                on_plan=plans.append,
+                allow_empty=allow_empty,
+                on_plan=planned,
             )
             error = summary.exit_error()
             if error is not None:

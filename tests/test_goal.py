@@ -118,3 +118,12 @@ def test_waiting_ends_when_the_outcome_changes(journal: Journal) -> None:
     assert len(naps) == 3
     assert naps == sorted(naps)  # backing off
     assert goal(journal, w).state == "met"
+
+
+def test_a_live_claim_of_other_work_is_waited_for(journal: Journal) -> None:
+    """Two attempts never upload at once, even when one publishes other work (a re-added task
+    with a changed command): the live claim is 'publishing', not 'starting afresh'."""
+    old = work("old")
+    record, _ = journal.begin(fingerprint=old.fingerprint, interval=30, after=0)
+    journal.write_outcome(outcome("publishing", old, attempt=record.number), replacing=None)
+    assert goal(journal, work("new")).state == "publishing"

@@ -241,7 +241,9 @@ def test_resolve_with_nothing_is_the_defaults() -> None:
 
 def test_resolve_precedence_cli_env_file_batch(tmp_path: Path) -> None:
     """The command line beats TASKKIT_* beats the spec file beats AZ_BATCH_* beats defaults."""
-    path = _spec(tmp_path, {"job-id": "file", "task-id": "file", "max-retries": 1, "state": "s"})
+    path = _spec(
+        tmp_path, {"job-id": "file", "task-id": "file", "max-retries": 1, "state": "memory://s"}
+    )
     environ = {
         "TASKKIT_JOB_ID": "env",
         "TASKKIT_TASK_ID": "env",
@@ -252,7 +254,7 @@ def test_resolve_precedence_cli_env_file_batch(tmp_path: Path) -> None:
     assert spec.job_id == "cli"
     assert spec.task_id == "env"
     assert spec.max_retries == 1
-    assert spec.state == "s"
+    assert spec.state == "memory://s"
     assert spec.log_interval == 30.0
 
 
@@ -272,18 +274,18 @@ def test_resolve_batch_ids_are_the_last_fallback() -> None:
 
 def test_resolve_not_given_options_do_not_override() -> None:
     """None and () on the command line are "not given"; 0 is a value and wins."""
-    environ = {"TASKKIT_MAX_RETRIES": "5", "TASKKIT_INPUTS": "a", "TASKKIT_STATE": "s"}
+    environ = {"TASKKIT_MAX_RETRIES": "5", "TASKKIT_INPUTS": "a", "TASKKIT_STATE": "memory://s"}
     spec = resolve({"inputs": (), "state": None, "max_retries": 0}, environ=environ)
     assert spec.inputs == ("a",)
-    assert spec.state == "s"
+    assert spec.state == "memory://s"
     assert spec.max_retries == 0
 
 
 def test_resolve_empty_environment_values_are_not_given(tmp_path: Path) -> None:
     """TASKKIT_X="" does not override the spec file."""
-    path = _spec(tmp_path, {"state": "from-file"})
+    path = _spec(tmp_path, {"state": "memory://from-file"})
     spec = resolve({}, spec_file=path, environ={"TASKKIT_STATE": ""})
-    assert spec.state == "from-file"
+    assert spec.state == "memory://from-file"
 
 
 def test_resolve_reads_every_setting_from_the_environment() -> None:
@@ -320,7 +322,7 @@ def test_resolve_ignores_a_command_in_the_environment() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("a b\tc", ("a", "b", "c")),
+        ("a b\tc", ("a b\tc",)),
         ("  a  ", ("a",)),
         ("a b=x/\nc d", ("a b=x/", "c d")),
         ("a\nb\n", ("a", "b")),
@@ -448,3 +450,56 @@ def test_resolve_never_reads_the_real_environment(monkeypatch: pytest.MonkeyPatc
     spec = resolve({}, environ={})
     assert spec.max_retries == 0
     assert spec.job_id is None
+
+
+@pytest.mark.parametrize("state", ["az://", "file://", "  ", "memory:///"])
+def test_a_state_that_names_no_place_is_refused(state: str) -> None:
+    """A scheme alone (an unset $CONTAINER in az://$CONTAINER) or blanks is an error, not a
+    journal in some local directory."""
+    with pytest.raises(ConfigError, match="names no place"):
+        resolve({"state": state}, environ={})
+
+
+def test_a_local_state_path_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative state path means the same directory for the command and its steps."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve({"state": "rel/state"}, environ={}).state == str(tmp_path / "rel" / "state")
+
+
+def test_yes_is_not_a_number_of_retries(tmp_path: Path) -> None:
+    """YAML's yes is a boolean, never 1 retry."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("max-retries: yes\n")
+    with pytest.raises(ConfigError, match="max-retries"):
+        resolve({}, spec_file=path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("spec.toml", "max-retries = 2\nmax_retries = 5\n"),
+        ("spec.json", '{"state": "memory://a", "state": "memory://b"}'),
+        ("spec.yaml", "state: memory://a\nstate: memory://b\n"),
+    ],
+)
+def test_a_setting_given_twice_in_a_file_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    """Two spellings of one key, or one key twice, is an error naming the file."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=name) as caught:
+        resolve({}, spec_file=path, environ={})
+    assert "\n" not in str(caught.value)
+
+
+def test_inputs_from_the_environment_are_one_per_line() -> None:
+    """A blob name with spaces stays one input; blank lines are no inputs."""
+    spec = resolve({}, environ={"TASKKIT_INPUTS": "az://c/sp ace.txt=in/a.txt\n\naz://c/b=b\n"})
+    assert spec.inputs == ("az://c/sp ace.txt=in/a.txt", "az://c/b=b")
+
+
+def test_intervals_below_a_second_are_refused() -> None:
+    """Every interval is a write to the store: 1 ms would be a flood."""
+    with pytest.raises(ConfigError, match="log-interval"):
+        resolve({"log_interval": "1ms"}, environ={})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taskkit.exceptions import InputNotFound
 from taskkit.journal import Journal, Outcome, StepFile, StepRecord, host_identity, now
 from taskkit.status import job_status, task_status
 from taskkit.storage import Stores
@@ -42,14 +43,9 @@ def _all_files(state: str, stores: Stores) -> list[tuple[str, str]]:
 
 
 def test_status_of_a_task_without_a_journal(stores: Stores, state: str) -> None:
-    """A task nothing recorded has no outcome, no attempts and no steps."""
-    status = task_status(stores, state, "job", "task")
-    assert status["job"] == "job"
-    assert status["task"] == "task"
-    assert status["outcome"] is None
-    assert status["attempts"] == []
-    assert status["steps"] == []
-    assert status["journal"].endswith("/job/task/")
+    """A task nothing recorded (a typo in the id) is InputNotFound naming where it looked."""
+    with pytest.raises(InputNotFound, match=r"no journal of task task of job job at .*/job/task/"):
+        task_status(stores, state, "job", "task")
 
 
 def test_task_status_reports_attempts_outcome_and_steps(stores: Stores, state: str) -> None:
@@ -197,5 +193,6 @@ def test_job_status_running_attempt_of_another_host(stores: Stores, state: str) 
 
 
 def test_job_status_of_an_unknown_job_is_empty(stores: Stores, state: str) -> None:
-    """A job with no journals has no rows."""
-    assert job_status(stores, state, "nothing") == []
+    """A job with no journals is InputNotFound (exit 66), not an empty table."""
+    with pytest.raises(InputNotFound, match="no task of job nothing"):
+        job_status(stores, state, "nothing")

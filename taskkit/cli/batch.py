@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from taskkit.spec import RunSpec
 
 __all__ = ["batch_group", "run_args"]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @cli.group("batch", context_settings=CONTEXT)
@@ -39,8 +42,10 @@ def run_args(spec: RunSpec) -> list[str]:
         args += ["-o", output]
     for given in spec.inputs:
         args += ["-i", given]
+    if spec.allow_empty:
+        args.append("--allow-empty")
     for name in RunSpec.model_fields:
-        if name in ("command", "inputs", "outputs", "job_id", "task_id"):
+        if name in ("command", "inputs", "outputs", "job_id", "task_id", "allow_empty"):
             continue
         value = getattr(spec, name)
         if value == getattr(defaults, name) or value is None:
@@ -86,11 +91,15 @@ def task_json_command(
         raise UsageError("no command (taskkit batch task-json [OPTIONS] -- COMMAND [ARGS]...)")
     if not spec.task_id:
         raise UsageError("no task id: give --id")
-    env = {}
+    env: dict[str, str] = {}
     for setting in environment:
         name, sep, value = setting.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--env {setting!r}: expected NAME=VALUE")
+        if not sep or not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"--env {setting!r}: expected NAME=VALUE, NAME of letters, digits, _")
+        if name.startswith("AZ_BATCH_"):
+            raise UsageError(f"--env {name}: Batch sets AZ_BATCH_* variables itself")
+        if name in env:
+            raise UsageError(f"--env {name} is given twice")
         env[name] = value
     document = task_json(
         run_args(spec),

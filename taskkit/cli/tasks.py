@@ -136,6 +136,12 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
             metavar="DURATION",
             help="How often the checkpoint directory is synced [default: 5m].",
         ),
+        click.option(
+            "--allow-empty",
+            is_flag=True,
+            default=None,
+            help="An output GLOB that matches nothing is not an error.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -203,7 +209,10 @@ def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
     help="Publish these files before the step is recorded done. Repeatable.",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
-def step_command(name: str, outputs: tuple[str, ...], command: tuple[str, ...]) -> int:
+@click.option("--allow-empty", is_flag=True, help="An output GLOB that matches nothing is fine.")
+def step_command(
+    name: str, outputs: tuple[str, ...], allow_empty: bool, command: tuple[str, ...]
+) -> int:
     """Run COMMAND as step NAME of the task, unless a previous attempt finished it.
 
     Called inside a command that 'taskkit run' wraps. A finished step is skipped and the
@@ -218,7 +227,7 @@ def step_command(name: str, outputs: tuple[str, ...], command: tuple[str, ...]) 
     """
     from taskkit.steps import run_step
 
-    return _banded(lambda: run_step(name, command, outputs=outputs))
+    return _banded(lambda: run_step(name, command, outputs=outputs, allow_empty=allow_empty))
 
 
 @cli.command("status", context_settings=CONTEXT)
@@ -292,9 +301,11 @@ def _task(status: dict[str, Any]) -> None:
             click.echo(f"  published {manifest}")
     for a in status["attempts"]:
         code = "" if a["exit_code"] is None else f"exit {a['exit_code']}, "
+        parts = [a["state"], f"{code}{a['verdict']}" if a["verdict"] else code.rstrip(", ")]
+        shown = ", ".join(p for p in parts if p)
         click.echo(
-            f"attempt {a['number']}: {a['state']}, {code}{a['verdict'] or ''} "
-            f"started {a['started']}" + (f" on {a['node']}" if a["node"] else "")
+            f"attempt {a['number']}: {shown}, started {a['started']}"
+            + (f" on {a['node']}" if a["node"] else "")
         )
         if a["reason"]:
             click.echo(f"  {a['reason']}")
