@@ -13,14 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 from taskkit.checkpoint import Checkpoint
-from taskkit.command import Finished
+from taskkit.command import Finished, Stopped, stopped_by_signals
 from taskkit.exceptions import (
     Conflict,
     MisuseError,
@@ -30,7 +28,7 @@ from taskkit.exceptions import (
 )
 from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
-from taskkit.journal import Attempt, Journal, Outcome, Version, now
+from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, now
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -42,7 +40,7 @@ from taskkit.staging import default_workdir
 from taskkit.storage import Stores
 from taskkit.upload import upload
 
-__all__ = ["AttemptRun", "Launcher", "Stopped", "warn_passed"]
+__all__ = ["AttemptRun", "Launcher", "warn_passed"]
 
 Launcher = Callable[..., Finished]
 
@@ -85,7 +83,7 @@ class AttemptRun:
         label = attempt_label(ordinal, spec.max_retries)
         if ordinal != number:
             label += f", attempt {number} in the journal"
-        beat = _Heartbeat(journal, record, version)
+        beat = Heartbeat(journal, record, version)
         private = _private_dir(self.env, number)
         try:
             decision = self._logged(beat, private.name, previous, number, label, last, unavailable)
@@ -108,7 +106,7 @@ class AttemptRun:
 
     def _logged(
         self,
-        beat: _Heartbeat,
+        beat: Heartbeat,
         private: str,
         previous: list[Attempt],
         number: int,
@@ -135,7 +133,7 @@ class AttemptRun:
                 + (f"; interrupted before: {interrupted}" if interrupted else ""),
             )
             try:
-                with _stopped_by_signals():
+                with stopped_by_signals():
                     decision = self._attempt(sink, number, private, unavailable)
             except Stopped as stop:
                 decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
@@ -350,75 +348,10 @@ def _manifest_url(output: str) -> str:
     return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
 
 
-class Stopped(BaseException):
-    """SIGTERM or SIGINT arrived while taskkit itself was at work (staging, uploading): a
-    BaseException, so that no ``except Exception`` on the way swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-@contextlib.contextmanager
-def _stopped_by_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into :class:`Stopped` while taskkit works, so the attempt
-    still ends in order: claim released, end recorded, logs flushed. While the command runs,
-    :func:`~taskkit.command.run_logged` forwards them instead; after this block a second
-    signal ends the process at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
     """Say which files the output patterns met but do not upload (links out, FIFOs)."""
     for passed in plan.passed:
         warn(f"not uploading {passed.path!r}: {passed.reason}")
-
-
-class _Heartbeat:
-    """Rewrites the attempt's record every interval, so other nodes can tell it is alive;
-    ``finish`` writes its end."""
-
-    def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
-        self.journal, self.record, self.version = journal, record, version
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._beat, name="taskkit-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.record.interval):
-            with contextlib.suppress(TaskFailure):
-                self._write(heartbeat=now())
-
-    def _write(self, **changes: object) -> None:
-        with self._lock:
-            self.record, self.version = self.journal.update(self.record, self.version, **changes)
-
-    def finish(self, **changes: object) -> None:
-        self._write(heartbeat=now(), **changes)
 
 
 class _Private:

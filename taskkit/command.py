@@ -26,7 +26,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import IO, Any, NamedTuple
 
@@ -34,7 +34,7 @@ from taskkit.exceptions import MisuseError, UsageError
 from taskkit.logs import LogFile, LogSink, write_all
 from taskkit.redaction import redact
 
-__all__ = ["DRAIN_SECONDS", "Finished", "run_logged"]
+__all__ = ["DRAIN_SECONDS", "Finished", "Stopped", "run_logged", "stopped_by_signals"]
 
 #: How long output may keep flowing once the command and its group are gone: only a process
 #: that left the group (``setsid``) can hold the pipes then, and taskkit does not wait for it.
@@ -313,3 +313,37 @@ def run_logged(
     finished = Finished(process.returncode, stop.received, stop.timed_out, clock() - started)
     note(f"the command {finished.describe()} after {finished.seconds:.1f} s")
     return finished
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived while taskkit itself was at work (staging, uploading): a
+    BaseException, so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Stopped` while taskkit works, so the attempt
+    still ends in order: claim released, end recorded, logs flushed. While the command runs,
+    :func:`~taskkit.command.run_logged` forwards them instead; after this block a second
+    signal ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

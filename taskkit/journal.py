@@ -22,21 +22,24 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from taskkit.exceptions import Conflict, DataError
+from taskkit.exceptions import Conflict, DataError, TaskFailure
 from taskkit.storage import Store, Stores
 
 __all__ = [
     "Attempt",
+    "Heartbeat",
     "Journal",
     "Outcome",
     "StepFile",
@@ -292,3 +295,34 @@ class Journal:
 
     def record_step(self, record: StepRecord) -> None:
         self.store.put(f"{self.root}steps/{record.name}.json", record.to_bytes(), {})
+
+
+class Heartbeat:
+    """Rewrites the attempt's record every interval, so other nodes can tell it is alive;
+    ``finish`` writes its end."""
+
+    def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
+        self.journal, self.record, self.version = journal, record, version
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name="taskkit-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.record.interval):
+            with contextlib.suppress(TaskFailure):
+                self._write(heartbeat=now())
+
+    def _write(self, **changes: object) -> None:
+        with self._lock:
+            self.record, self.version = self.journal.update(self.record, self.version, **changes)
+
+    def finish(self, **changes: object) -> None:
+        self._write(heartbeat=now(), **changes)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import SH_TASKKIT, Task, q, sh
 
-from taskkit.attempt import Stopped, _stopped_by_signals
+from taskkit.command import Stopped, stopped_by_signals
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def task(tmp_path: Path) -> Iterator[Task]:
 def test_a_signal_while_taskkit_works_raises_stopped_and_the_handlers_come_back() -> None:
     """SIGTERM inside the block is Stopped (not the default death); outside it, as before."""
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Stopped) as caught, _stopped_by_signals():
+    with pytest.raises(Stopped) as caught, stopped_by_signals():
         os.kill(os.getpid(), signal.SIGTERM)
     assert caught.value.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
