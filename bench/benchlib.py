@@ -1,15 +1,26 @@
-"""What the benchmarks in bench/ share: reading the machine (and how busy it is), and printing
-ratios to anchors."""
+"""What the benchmarks in bench/ share: reading the machine (and how busy it is), running and
+timing whole processes, and printing their times and ratios to anchors."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+#: GNU time, for the peak RSS and the CPU time of one process (see ``spawn``).
+TIME = "/usr/bin/time"
+#: Runs whose spread ((max - min) / median) is above this are flagged noisy.
+NOISY = 0.20
 
 
 class Measured(Protocol):
@@ -39,6 +50,139 @@ class Spread:
     def spread(self) -> float:
         """(max - min) / median: how much the runs disagree."""
         return (max(self.seconds) - min(self.seconds)) / self.median
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One whole-process run: wall time, its own peak RSS and CPU time (None when not
+    measured), exit code and output."""
+
+    argv: list[str]
+    seconds: float
+    rss_kib: int | None
+    cpu: float | None
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def rss_mib(self) -> float:
+        """The peak RSS in MiB (ru_maxrss is in KiB on Linux); NaN when not measured."""
+        return math.nan if self.rss_kib is None else self.rss_kib / 1024
+
+    def summary(self) -> dict[str, object]:
+        """taskkit's ``--json`` summary: the last line of stdout."""
+        lines = self.stdout.strip().splitlines()
+        try:
+            found = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
+
+@dataclass
+class Timing(Spread):
+    """The runs of one variant (``argv``: its command line, for the scripts that keep it here)."""
+
+    label: str
+    argv: list[str] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> list[float]:  # type: ignore[override]
+        return [p.seconds for p in self.procs]
+
+    @property
+    def rss_mib(self) -> float:
+        """The largest peak RSS of the runs, in MiB; NaN when none was measured."""
+        return max((p.rss_mib for p in self.procs if p.rss_kib is not None), default=math.nan)
+
+    @property
+    def rss(self) -> str:
+        """The largest peak RSS of the runs, as a column of the table."""
+        return "       n/a" if math.isnan(self.rss_mib) else f"{self.rss_mib:6.0f} MiB"
+
+    @property
+    def cpu(self) -> str:
+        """The median CPU time (user + system) of the runs, as a column of the table."""
+        known = [p.cpu for p in self.procs if p.cpu is not None]
+        return f"{statistics.median(known):6.2f}s" if known else "    n/a"
+
+
+def spawn(argv: Sequence[str], env: dict[str, str], scratch: Path, cwd: Path | None = None) -> Proc:
+    """Run ``argv`` (in ``cwd``, else here) to its end; the wall time is from before the spawn
+    to after the reap. ``scratch`` is a directory for GNU time's report.
+
+    ``/usr/bin/time`` forks the command from itself, a small process, so its peak RSS is the
+    command's own (a child spawned straight from this script would inherit this script's
+    high-water mark on Linux). Without it, the RSS and CPU time are None."""
+    usage = scratch / "usage"
+    timed = os.access(TIME, os.X_OK)
+    command = [TIME, "-f", "%M %U %S", "-o", str(usage), *argv] if timed else list(argv)
+    start = time.perf_counter()
+    done = subprocess.run(
+        command,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    rss, cpu = None, None
+    if timed:  # a failed command's exit status comes first, the format's line last
+        lines = usage.read_text().splitlines()
+        with contextlib.suppress(IndexError, ValueError):
+            kib, user, system = lines[-1].split()
+            rss, cpu = int(kib), float(user) + float(system)
+    return Proc(list(argv), seconds, rss, cpu, done.returncode, done.stdout, done.stderr)
+
+
+def op_counts(ops: Sequence[str], form: str = "{op} x{n}") -> str:
+    """Azurite's operations counted, each in ``form`` (``{op}``: its name, ``{n}``: how many),
+    sorted by name; "none" without any."""
+    counted = collections.Counter(ops)
+    return ", ".join(form.format(op=op, n=n) for op, n in sorted(counted.items())) or "none"
+
+
+def print_table(
+    timings: Sequence[Timing],
+    size: int | None = None,
+    *,
+    rate: bool = True,
+    cpu: bool = True,
+    places: int = 2,
+    rate_note: str = "MB/s from the median",
+) -> None:
+    """The runs of each variant: median, minimum, spread, MB/s of ``size`` bytes (a column
+    with ``rate``, blank without ``size``), peak RSS, CPU time (with ``cpu``) and each run's
+    seconds (to ``places`` decimals); under it, what the columns mean (``rate_note``: the MB/s
+    column's)."""
+    width = max(len(t.label) for t in timings)
+    head = f"{'MB/s' if size is not None else '':>6} " if rate else ""
+    cpu_head = f" {'CPU':>7}" if cpu else ""
+    print(f"  {'variant':<{width}} {'runs':>4} {'median':>9} {'min':>9} {'spread':>7} {head}"
+          f"{'peak RSS':>10}{cpu_head}  each run (s)")  # fmt: skip
+    for t in timings:
+        speed = ""
+        if rate:
+            speed = f"{size / t.median / 1e6:6.0f} " if size is not None else " " * 7
+        cpu_time = f" {t.cpu}" if cpu else ""
+        flag = "  noisy" if t.spread > NOISY else ""
+        each = " ".join(f"{x:.{places}f}" for x in t.seconds)
+        print(f"  {t.label:<{width}} {len(t.seconds):>4} {t.median:8.3f}s {t.best:8.3f}s "
+              f"{t.spread:7.0%} {speed}{t.rss}{cpu_time}  {each}{flag}")  # fmt: skip
+    notes = [f"spread = (max - min) / median, 'noisy' above {NOISY:.0%}"]
+    if rate:
+        notes.append(rate_note)
+    notes.append("peak RSS the largest of the runs")
+    if cpu:
+        notes.append("CPU = user + system, median")
+    print(f"  ({'; '.join(notes)})")
 
 
 def output(argv: Sequence[str]) -> str:

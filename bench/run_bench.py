@@ -46,31 +46,35 @@ from __future__ import annotations
 import argparse
 import collections
 import compileall
-import contextlib
 import json
 import os
 import platform
 import pstats
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from benchlib import (
+    TIME,
+    Proc,
     Spread,
+    Timing,
     cpu_model,
     cpu_times,
     load,
+    op_counts,
     output,
     print_load,
     print_ratio,
     print_ratio_header,
+    print_table,
+    spawn,
 )
 
 import taskkit
@@ -80,8 +84,6 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PYTHON = str(BIN / "python")
 TASKKIT = str(BIN / "taskkit")
-TIME = "/usr/bin/time"
-NOISY = 0.20
 BUSY = 0.15
 TARGET = "<= 1.5"
 RATIO_WIDTH = 70
@@ -99,6 +101,8 @@ WRITES = frozenset(
 )
 DEPENDENCIES = "import click, pydantic, fsspec, xxhash"
 INPUT = "data/in/input.txt"
+#: How the requests of a run are counted: "2 Blob_Download, 1 Container_GetProperties".
+OPS = "{n} {op}"
 COMMAND = ["sh", "-c", "mkdir -p res && cp input.txt res/output.txt"]
 
 #: One ``taskkit`` command line under cProfile, in process (argv: PROFILE_OUT ARGS...).
@@ -155,43 +159,6 @@ fs.cat_file("{INPUT}")
 
 
 @dataclass
-class Proc:
-    """One whole-process run: wall time, its own peak RSS and CPU time (None without GNU
-    time), exit code and output."""
-
-    argv: list[str]
-    seconds: float
-    rss_kib: int | None
-    cpu: float | None
-    code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass
-class Timing(Spread):
-    """The runs of one variant."""
-
-    label: str
-    argv: list[str]
-    procs: list[Proc] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> list[float]:  # type: ignore[override]
-        return [p.seconds for p in self.procs]
-
-    @property
-    def rss(self) -> str:
-        known = [p.rss_kib for p in self.procs if p.rss_kib is not None]
-        return f"{max(known) / 1024:5.0f} MiB" if known else "      n/a"
-
-    @property
-    def cpu(self) -> str:
-        known = [p.cpu for p in self.procs if p.cpu is not None]
-        return f"{statistics.median(known):5.2f}s" if known else "   n/a"
-
-
-@dataclass
 class CpuTimes(Spread):
     """The CPU times (user + system) of a variant's runs: steadier than wall times on a busy
     machine, blind to time spent waiting (for Azurite, for the disk)."""
@@ -202,52 +169,6 @@ class CpuTimes(Spread):
     def of(cls, timing: Timing) -> CpuTimes | None:
         known = [p.cpu for p in timing.procs if p.cpu is not None]
         return cls(known) if known and min(known) > 0 else None
-
-
-def spawn(argv: Sequence[str], env: dict[str, str], cwd: Path, scratch: Path) -> Proc:
-    """Run ``argv`` to its end; the wall time is from before the spawn to after the reap.
-
-    ``/usr/bin/time`` forks the command from itself, a small process, so the peak RSS is the
-    command's own (a child forked from this script would start at this script's size)."""
-    usage = scratch / "usage"
-    timed = os.access(TIME, os.X_OK)
-    command = [TIME, "-f", "%M %U %S", "-o", str(usage), *argv] if timed else list(argv)
-    start = time.perf_counter()
-    done = subprocess.run(
-        command,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - start
-    rss, cpu = None, None
-    if timed:  # a failed command's exit status comes first, the format's line last
-        lines = usage.read_text().splitlines()
-        with contextlib.suppress(IndexError, ValueError):
-            kib, user, system = lines[-1].split()
-            rss, cpu = int(kib), float(user) + float(system)
-    return Proc(list(argv), seconds, rss, cpu, done.returncode, done.stdout, done.stderr)
-
-
-def print_table(timings: Sequence[Timing]) -> None:
-    width = max(len(t.label) for t in timings)
-    print(f"  {'variant':<{width}} {'runs':>4} {'median':>8} {'min':>8} {'spread':>6} "
-          f"{'peak RSS':>9} {'CPU':>6}  each run (s)")  # fmt: skip
-    for t in timings:
-        flag = "  noisy" if t.spread > NOISY else ""
-        each = " ".join(f"{x:.3f}" for x in t.seconds)
-        print(f"  {t.label:<{width}} {len(t.seconds):>4} {t.median:7.3f}s {t.best:7.3f}s "
-              f"{t.spread:6.0%} {t.rss} {t.cpu}  {each}{flag}")  # fmt: skip
-    print("  (spread = (max - min) / median, 'noisy' above 20%; peak RSS the largest of the "
-          "runs; CPU = user + system, median)")  # fmt: skip
-
-
-def op_counts(ops: Sequence[str]) -> str:
-    counted = collections.Counter(ops)
-    return ", ".join(f"{n} {op}" for op, n in sorted(counted.items())) or "none"
 
 
 # -- profiling ------------------------------------------------------------------------------------
@@ -341,7 +262,7 @@ class Bench:
         state = f"file://{self.scratch}/state"
         run = [TASKKIT, "run", "--state", state, "--job-id", "b"]
         env = self.base
-        done = spawn([*run, "--task-id", "done", "--", "true"], env, self.cwd, self.scratch)
+        done = spawn([*run, "--task-id", "done", "--", "true"], env, self.scratch, cwd=self.cwd)
         if done.code != 0:
             self.failed(done, "the run the goal-met variant re-runs")
         fresh = Timing("run -- true", [*run, "--task-id", "tN", "--", "true"])
@@ -357,12 +278,12 @@ class Bench:
             print(f"  $ {self.shown(v.argv)}")
         for i in range(runs):
             for v in variants:
-                proc = spawn(fresh_ids(v.argv, str(i)), env, self.cwd, self.scratch)
+                proc = spawn(fresh_ids(v.argv, str(i)), env, self.scratch, cwd=self.cwd)
                 if proc.code != 0:
                     self.failed(proc, v.label)
                 v.procs.append(proc)
             self.check_local(i, met.procs[-1])
-        print_table(variants)
+        print_table(variants, rate=False, places=3)
         print("  checked: every fresh run recorded success in its outcome.json; every goal-met "
               f"run said so and added no attempt ({self.attempts('done')} in all)")  # fmt: skip
         pairs = [(fresh, floor, TARGET), (met, floor, None)]
@@ -404,12 +325,12 @@ class Bench:
                 "-o", "res/**=az://out/r/", "--", *COMMAND]  # fmt: skip
         print(f"  $ {self.shown(argv)}")
         offset = az.log_offset()
-        first = spawn(argv, env, self.cwd, self.scratch)
+        first = spawn(argv, env, self.scratch, cwd=self.cwd)
         ops = az.operations(offset)
         if first.code != 0:
             self.failed(first, "the first run")
         print(f"  first run (untimed): {first.seconds:.2f} s, {len(ops)} requests: "
-              f"{op_counts(ops)}")  # fmt: skip
+              f"{op_counts(ops, OPS)}")  # fmt: skip
         self.check_published(az)
 
         met = Timing("run, goal met (az://)", argv)
@@ -422,7 +343,7 @@ class Bench:
         for i in range(runs):
             for v in variants:
                 offset = az.log_offset()
-                proc = spawn(v.argv, env, self.cwd, self.scratch)
+                proc = spawn(v.argv, env, self.scratch, cwd=self.cwd)
                 if proc.code != 0:
                     self.failed(proc, v.label)
                 v.procs.append(proc)
@@ -431,9 +352,9 @@ class Bench:
                     if "goal met" not in proc.stderr:
                         self.anomaly(f"goal-met run {i}: {proc.stderr.strip()!r}")
                 elif v is floor and i == 0:
-                    print(f"  floor's requests: {op_counts(az.operations(offset))}")
-        print_table(variants)
-        for text, n in collections.Counter(op_counts(ops) for ops in seen).items():
+                    print(f"  floor's requests: {op_counts(az.operations(offset), OPS)}")
+        print_table(variants, rate=False, places=3)
+        for text, n in collections.Counter(op_counts(ops, OPS) for ops in seen).items():
             print(f"  goal-met requests, {n} run(s): {text}")
         written = max(sum(op in WRITES for op in ops) for ops in seen)
         print(f"  goal-met requests per run: {', '.join(str(len(ops)) for ops in seen)}; "
@@ -466,7 +387,8 @@ class Bench:
         for _ in range(5):
             for key, timing in (("slow", slow), ("floor", floor)):
                 argv = fresh_ids(timing.argv, f"p{time.monotonic_ns()}")  # fresh, as when timed
-                tries[key].append(import_times(spawn(argv, traced, self.cwd, self.scratch).stderr))
+                proc = spawn(argv, traced, self.scratch, cwd=self.cwd)
+                tries[key].append(import_times(proc.stderr))
 
         def median(key: str) -> dict[str, float]:
             names = {n for found in tries[key] for n in found}
@@ -492,7 +414,7 @@ class Bench:
         script = self.scratch / "warm.py"
         script.write_text(WARM)
         argvs = [fresh_ids(slow.argv[1:], f"w{i}{time.monotonic_ns()}") for i in range(6)]
-        proc = spawn([PYTHON, str(script), json.dumps(argvs)], env, self.cwd, self.scratch)
+        proc = spawn([PYTHON, str(script), json.dumps(argvs)], env, self.scratch, cwd=self.cwd)
         try:
             warm = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"  in one process: import taskkit.cli {warm['cli']:.3f} s; the first run "
@@ -505,7 +427,7 @@ class Bench:
         script = self.scratch / "profiler.py"
         script.write_text(PROFILER)
         argv = fresh_ids(slow.argv[1:], f"q{time.monotonic_ns()}")
-        proc = spawn([PYTHON, str(script), str(out), *argv], env, self.cwd, self.scratch)
+        proc = spawn([PYTHON, str(script), str(out), *argv], env, self.scratch, cwd=self.cwd)
         if proc.code != 0 or not out.exists():
             self.failed(proc, "cProfile run")
             return

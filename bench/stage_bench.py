@@ -76,19 +76,22 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import xxhash
 from benchlib import (
-    Spread,
+    Proc,
+    Timing,
     cpu_model,
     load,
+    op_counts,
     output,
     print_load,
     print_ratio,
     print_ratio_header,
+    print_table,
 )
 
 import taskkit
@@ -113,7 +116,6 @@ CONTAINER = "stagebench"
 #: Seconds to wait after a cold stage before the first warm one: past the stat-cache's racy
 #: window, so that the first warm run re-records the racy files as trusted.
 SETTLE_S = RACY_WINDOW_NS / 1e9 + 0.1
-NOISY = 0.20
 RSS_TARGET_MB = 200
 SWEEP_DEFAULT = "2,4,8,16,32"
 
@@ -304,31 +306,6 @@ def seed(az: Azurite, datasets: Sequence[Dataset]) -> dict[str, Digest]:
 # -- processes and timing -------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    """One whole-process run: wall time, the child's own peak RSS, exit code and output."""
-
-    argv: list[str]
-    seconds: float
-    rss_kib: int
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def rss_mib(self) -> float:
-        return self.rss_kib / 1024  # ru_maxrss is in KiB on Linux
-
-    def summary(self) -> dict[str, object]:
-        """taskkit's --json summary: the last line of stdout."""
-        lines = self.stdout.strip().splitlines()
-        try:
-            found = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:
-            return {}
-        return found if isinstance(found, dict) else {}
-
-
 class Spawner:
     """Runs the measured processes from a small helper process, and times them there.
 
@@ -369,10 +346,11 @@ class Spawner:
         return Proc(
             list(argv),
             done["seconds"],
-            done["maxrss_kib"],
-            done["code"],
-            self._out.read_text(errors="replace"),
-            self._err.read_text(errors="replace"),
+            rss_kib=done["maxrss_kib"],
+            cpu=None,  # not measured here
+            code=done["code"],
+            stdout=self._out.read_text(errors="replace"),
+            stderr=self._err.read_text(errors="replace"),
         )
 
     def close(self) -> None:
@@ -382,22 +360,6 @@ class Spawner:
         if self._helper.stdout is not None:
             self._helper.stdout.close()
         self._dir.cleanup()
-
-
-@dataclass
-class Timing(Spread):
-    """The runs of one variant."""
-
-    label: str
-    procs: list[Proc] = field(default_factory=list)
-
-    @property  # type: ignore[override]
-    def seconds(self) -> list[float]:
-        return [p.seconds for p in self.procs]
-
-    @property
-    def rss_mib(self) -> float:
-        return max(p.rss_mib for p in self.procs)
 
 
 class Anomalies:
@@ -433,11 +395,6 @@ def fresh(*paths: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     os.sync()  # no dirty pages of an earlier run left to be written during this one
     paths[0].mkdir(parents=True)
-
-
-def op_counts(ops: Sequence[str]) -> str:
-    counted = collections.Counter(ops)
-    return ", ".join(f"{name} x{n}" for name, n in sorted(counted.items())) or "none"
 
 
 # -- the bench ------------------------------------------------------------------------------------
@@ -633,7 +590,7 @@ class Bench:
                 if proc.code != 0:
                     self.anomalies.failed(proc, label)
                 timings[label].procs.append(proc)
-        print_table(list(timings.values()))
+        print_table(list(timings.values()), cpu=False, rate_note=RATES)
         print()
         return timings
 
@@ -646,7 +603,7 @@ class Bench:
             for v in variants:
                 print(f"  $ {shown(v.argv(Path('W')))}")
             timings = self.measure(variants, runs)
-            print_table(list(timings.values()), size=ds.total)
+            print_table(list(timings.values()), ds.total, cpu=False, rate_note=RATES)
             tk = timings[variants[0].label]
             own = [float(str(p.summary().get("seconds", "nan"))) for p in tk.procs]
             print(
@@ -715,8 +672,8 @@ class Bench:
                 self.anomalies.failed(proc, f"floor (expected {files} files listed)")
             floor.procs.append(proc)
             requests[floor.label].append(op_counts(ops))
-        first_timing = Timing("taskkit stage, first warm (whole process)", [first])
-        print_table([first_timing, warm, floor])
+        first_timing = Timing("taskkit stage, first warm (whole process)", procs=[first])
+        print_table([first_timing, warm, floor], cpu=False, rate_note=RATES)
         for label, seen in requests.items():
             per_run = "; ".join(
                 f"{n} run(s): {text}" for text, n in collections.Counter(seen).items()
@@ -817,28 +774,9 @@ def batch_note() -> str:
 # -- reporting ------------------------------------------------------------------------------------
 
 
-def print_table(timings: Sequence[Timing], *, size: int | None = None) -> None:
-    width = max(len(t.label) for t in timings)
-    rate = "MB/s" if size is not None else ""
-    print(
-        f"  {'variant':<{width}} {'runs':>4} {'median':>9} {'min':>9} {'spread':>7} {rate:>6} "
-        f"{'peak RSS':>10}  each run (s)"
-    )
-    for t in timings:
-        speed = f"{mbps(size, t.median):6.0f}" if size is not None else " " * 6
-        flag = "  noisy" if t.spread > NOISY else ""
-        each = " ".join(f"{x:.2f}" for x in t.seconds)
-        print(
-            f"  {t.label:<{width}} {len(t.seconds):>4} {t.median:8.3f}s {t.best:8.3f}s "
-            f"{t.spread:7.0%} {speed} {t.rss_mib:6.0f} MiB  {each}{flag}"
-        )
-    print(
-        "  (spread = (max - min) / median, 'noisy' above 20%; rates are from the median; peak "
-        "RSS the largest of the runs)"
-    )
-
-
 RATIO_WIDTH = 88
+#: What the table says of its MB/s column.
+RATES = "rates are from the median"
 
 
 def source_state() -> str:

@@ -48,22 +48,32 @@ from __future__ import annotations
 import argparse
 import collections
 import compileall
-import contextlib
-import json
 import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from benchlib import Spread, cpu_model, load, output, print_load, print_ratio, print_ratio_header
+from benchlib import (
+    TIME,
+    Proc,
+    Timing,
+    cpu_model,
+    load,
+    op_counts,
+    output,
+    print_load,
+    print_ratio,
+    print_ratio_header,
+    print_table,
+    spawn,
+)
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_file
@@ -73,7 +83,6 @@ from taskkit.testing import Azurite, find_azurite
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(Path(sys.executable).parent / "python")
-TIME = "/usr/bin/time"
 
 MIB = 1 << 20
 #: Block size of both taskkit (its chunk) and the raw anchor.
@@ -81,7 +90,6 @@ BLOCK = CHUNK_SIZE
 DATA_OPS = ("BlockBlob_Upload", "BlockBlob_StageBlock", "BlockBlob_CommitBlockList")
 MANIFEST = "_taskkit_manifest.json"
 PREFIX = "out/"
-NOISY = 0.20
 RATIO_WIDTH = 72
 
 # -- the anchors, run as files under the scratch directory ----------------------------------------
@@ -201,87 +209,12 @@ def write_data(root: Path, datasets: Sequence[Dataset]) -> dict[str, Digest]:
 # -- processes ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    """One whole-process run: wall time, its own peak RSS and CPU time (None without GNU
-    time), exit code and output."""
-
-    argv: list[str]
-    seconds: float
-    rss_kib: int | None
-    cpu: float | None
-    code: int
-    stdout: str
-    stderr: str
-
-    def summary(self) -> dict[str, object]:
-        """taskkit's ``--json`` summary: the last line of stdout."""
-        lines = self.stdout.strip().splitlines()
-        try:
-            found = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:
-            return {}
-        return found if isinstance(found, dict) else {}
-
-
-@dataclass
-class Timing(Spread):
-    """The runs of one variant."""
-
-    label: str
-    procs: list[Proc] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> list[float]:  # type: ignore[override]
-        return [p.seconds for p in self.procs]
-
-    @property
-    def rss(self) -> str:
-        """The largest peak RSS of the runs."""
-        known = [p.rss_kib for p in self.procs if p.rss_kib is not None]
-        return f"{max(known) / 1024:6.0f} MiB" if known else "       n/a"
-
-    @property
-    def cpu(self) -> str:
-        """The median CPU time (user + system) of the runs."""
-        known = [p.cpu for p in self.procs if p.cpu is not None]
-        return f"{statistics.median(known):6.2f}s" if known else "    n/a"
-
-
-def spawn(argv: Sequence[str], env: dict[str, str], scratch: Path) -> Proc:
-    """Run ``argv`` to its end; the wall time is from before the spawn to after the reap.
-
-    ``/usr/bin/time`` forks the command from itself, a small process, so its peak RSS is the
-    command's own (a child spawned straight from this script would inherit this script's
-    high-water mark on Linux)."""
-    usage = scratch / "usage"
-    timed = os.access(TIME, os.X_OK)
-    command = [TIME, "-f", "%M %U %S", "-o", str(usage), *argv] if timed else list(argv)
-    start = time.perf_counter()
-    done = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-    )
-    seconds = time.perf_counter() - start
-    rss, cpu = None, None
-    if timed:  # a failed command's exit status comes first, the format's line last
-        lines = usage.read_text().splitlines()
-        with contextlib.suppress(IndexError, ValueError):
-            kib, user, system = lines[-1].split()
-            rss, cpu = int(kib), float(user) + float(system)
-    return Proc(list(argv), seconds, rss, cpu, done.returncode, done.stdout, done.stderr)
-
-
 def shown(argv: Sequence[str], data: Path) -> str:
     """A command line as printed, with short paths (no credential is in argv)."""
     text = shlex.join(argv)
     for path, short in ((str(data), "DATA"), (str(REPO) + "/", ""), (PYTHON, "python")):
         text = text.replace(path, short)
     return text
-
-
-def op_counts(ops: Sequence[str]) -> str:
-    counted = collections.Counter(ops)
-    return ", ".join(f"{name} x{n}" for name, n in sorted(counted.items())) or "none"
 
 
 def data_ops(ops: Sequence[str]) -> int:
@@ -520,21 +453,6 @@ def adlfs_note() -> str:
         "upload_blob(max_concurrency=1): SDK defaults, one Put Blob up to 64 MiB, else 4 MiB "
         "blocks one after the other"
     )
-
-
-def print_table(timings: Sequence[Timing], size: int | None = None) -> None:
-    width = max(len(t.label) for t in timings)
-    rate = "MB/s" if size is not None else ""
-    print(f"  {'variant':<{width}} {'runs':>4} {'median':>9} {'min':>9} {'spread':>7} {rate:>6} "
-          f"{'peak RSS':>10} {'CPU':>7}  each run (s)")  # fmt: skip
-    for t in timings:
-        speed = f"{mbps(size, t.median):6.0f}" if size is not None else " " * 6
-        flag = "  noisy" if t.spread > NOISY else ""
-        each = " ".join(f"{x:.2f}" for x in t.seconds)
-        print(f"  {t.label:<{width}} {len(t.seconds):>4} {t.median:8.3f}s {t.best:8.3f}s "
-              f"{t.spread:7.0%} {speed} {t.rss} {t.cpu}  {each}{flag}")  # fmt: skip
-    print("  (spread = (max - min) / median, 'noisy' above 20%; MB/s from the median; peak RSS "
-          "the largest of the runs; CPU = user + system, median)")  # fmt: skip
 
 
 def print_header(args: argparse.Namespace, azurite: str) -> None:
