@@ -21,6 +21,7 @@ from taskkit.exceptions import TaskFailure
 from taskkit.manifest import Manifest
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import Output
+from taskkit.periodic import Periodic
 from taskkit.stager import stage
 from taskkit.staging import Input
 from taskkit.storage import Stores
@@ -39,8 +40,8 @@ def restore(
     """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
     the same content stay as they are."""
     inputs = [Input(url, path) for url, path in files]
-    options = {} if stores is None else {"storage_options": stores.storage_options}
-    return stage(inputs, workdir=directory, allow_empty=True, **options)  # type: ignore[arg-type]
+    options = None if stores is None else stores.storage_options
+    return stage(inputs, workdir=directory, allow_empty=True, storage_options=options)
 
 
 class Checkpoint:
@@ -63,9 +64,8 @@ class Checkpoint:
         self.interval = interval
         self.warn = warn
         self.restored = 0
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
@@ -107,22 +107,16 @@ class Checkpoint:
                 self.warn(f"cannot sync the checkpoint directory: {error}")
 
     def __enter__(self) -> Checkpoint:
-        self._thread = threading.Thread(
-            target=self._periodic, name="taskkit-checkpoint", daemon=True
-        )
-        self._thread.start()
+        self._every.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._every.stop()
         self.sync()
 
     def _periodic(self) -> None:
-        while not self._stop.wait(self.interval):
-            with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
-                self.sync()
+        with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
+            self.sync()
 
 
 def _has_files(directory: str) -> bool:

@@ -8,6 +8,7 @@ and every line passes through :func:`~taskkit.redaction.redact`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -20,6 +21,9 @@ from taskkit.policy import Decision
 from taskkit.redaction import SECRET_ENV_VARS, redact
 
 __all__ = ["diagnostics", "write_diagnostics"]
+
+#: A fact this system cannot give (no /proc, no load average) is left out, not an error.
+_quiet = contextlib.suppress(OSError, KeyError, ValueError, AttributeError)
 
 #: Files of the working directory listed at most; a task may make millions.
 LISTED_FILES = 200
@@ -35,16 +39,16 @@ def diagnostics(workdir: str, env: Mapping[str, str], decision: Decision) -> Ite
         f"diagnostics: taskkit {__version__}, Python {platform.python_version()}, "
         f"{platform.platform()}"
     )
-    with _quiet():
+    with _quiet:
         load = os.getloadavg()
         yield f"diagnostics: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    with _quiet():
+    with _quiet:
         usage = shutil.disk_usage(workdir)
         yield (
             f"diagnostics: disk of {workdir}: {usage.free >> 20} MiB free "
             f"of {usage.total >> 20} MiB"
         )
-    with _quiet():
+    with _quiet:
         lines = Path("/proc/meminfo").read_text().splitlines()
         meminfo = dict(line.split(":", 1) for line in lines if ":" in line)
         yield (
@@ -84,16 +88,6 @@ def _listing(workdir: str) -> Iterator[str]:
             yield f"diagnostics: file {os.path.relpath(path, workdir)!r} {size} bytes"
     more = f" ({count - LISTED_FILES} not listed)" if count > LISTED_FILES else ""
     yield f"diagnostics: {count} files in the working directory {workdir}{more}"
-
-
-class _quiet:
-    """A fact that cannot be had on this system is left out, not an error."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, (OSError, KeyError, ValueError, AttributeError))
 
 
 def write_diagnostics(

@@ -20,7 +20,7 @@ import xxhash
 
 from taskkit.exceptions import InputNotFound
 from taskkit.staging import Input, parse_input
-from taskkit.storage import Stores
+from taskkit.storage import RemoteFile, Stores
 
 __all__ = ["Work", "changes", "describe"]
 
@@ -72,7 +72,7 @@ def describe(
             raise InputNotFound(f"input {request.source} lists no files")
         files = tuple(
             sorted(
-                (f.key.removeprefix(prefix) if request.is_prefix else "", _content(f.digest, f))
+                (f.key.removeprefix(prefix) if request.is_prefix else "", _content(f))
                 for f in found
             )
         )
@@ -80,8 +80,11 @@ def describe(
     return Work(tuple(command), tuple(described), tuple(outputs))
 
 
-def _content(digest: object, file: Any) -> str:
-    return str(digest) if digest is not None else f"version {file.version}, {file.size} bytes"
+def _content(file: RemoteFile) -> str:
+    """What a file holds, as far as a listing tells: its digest, else version and size."""
+    if file.digest is not None:
+        return str(file.digest)
+    return f"version {file.version}, {file.size} bytes"
 
 
 def changes(before: Work, after: Work) -> str:

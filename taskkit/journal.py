@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import socket
@@ -35,6 +36,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from taskkit.exceptions import Conflict, DataError, TaskFailure
+from taskkit.periodic import Periodic
 from taskkit.storage import Store, Stores
 
 __all__ = [
@@ -68,8 +70,10 @@ def _seconds_since(stamp: str) -> float:
     return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
 
 
+@functools.cache
 def host_identity() -> str:
-    """This machine since its last boot: a process id means something only here."""
+    """This machine since its last boot: a process id means something only here. Read once
+    per process (every attempt's state asks for it)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -303,22 +307,19 @@ class Heartbeat:
 
     def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
         self.journal, self.record, self.version = journal, record, version
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._beat, name="taskkit-heartbeat", daemon=True)
+        self._every = Periodic(record.interval, self._beat, "taskkit-heartbeat")
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._every.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._every.stop()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.record.interval):
-            with contextlib.suppress(TaskFailure):
-                self._write(heartbeat=now())
+        with contextlib.suppress(TaskFailure):
+            self._write(heartbeat=now())
 
     def _write(self, **changes: object) -> None:
         with self._lock:

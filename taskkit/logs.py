@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from taskkit.exceptions import MisuseError, TaskkitError, from_os_error
+from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.retry import RetryBudget
 from taskkit.storage import Store, Stores
@@ -155,18 +156,18 @@ class LogSink:
         self._created: set[str] = set()
         self._failing = False
         self._flush_lock = threading.Lock()  # the periodic thread and close() may race
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Periodic(self.interval, self.flush, "taskkit-logs")
+        self._entered = False
         self._closed = False
 
     def __repr__(self) -> str:
         return f"LogSink({self.directory!r}, {None if self.dest is None else redact(self.dest)!r})"
 
     def __enter__(self) -> LogSink:
-        if self._thread is not None or self._closed:
+        if self._entered or self._closed:
             raise MisuseError(f"{self!r} was already entered")
-        self._thread = threading.Thread(target=self._periodic, name="taskkit-logs", daemon=True)
-        self._thread.start()
+        self._entered = True
+        self._every.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,11 +193,6 @@ class LogSink:
     def _tell(self, message: str) -> None:
         with contextlib.suppress(Exception):  # a broken callback is no reason to lose the task
             self._warn_user(message)
-
-    def _periodic(self) -> None:
-        # Event.wait, not sleep: close() sets the event and the thread leaves at once.
-        while not self._stop.wait(self.interval):
-            self.flush()
 
     def flush(self) -> bool:
         """Upload what the local files gained since the last upload; whether all of it went.
@@ -250,9 +246,7 @@ class LogSink:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._every.stop()
         for log in self._files.values():
             log.drain()
         self.flush()

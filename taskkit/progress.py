@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from taskkit.periodic import Periodic
+
 __all__ = ["Progress", "format_size"]
 
 _BAR = 24
@@ -51,8 +53,7 @@ class Progress:
         self.bytes = 0
         self.files = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Periodic(self.interval, self._draw, "taskkit-progress")
         self._started = clock()
         self._drawn = False
 
@@ -86,19 +87,12 @@ class Progress:
         self.stream.flush()
         self._drawn = True
 
-    def _report(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._draw()
-
     def __enter__(self) -> Progress:
-        self._thread = threading.Thread(target=self._report, name="taskkit-progress", daemon=True)
-        self._thread.start()
+        self._every.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._every.stop()
         if self.tty and self._drawn:
             self._draw()
             self.stream.write("\n")

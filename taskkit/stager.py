@@ -38,8 +38,7 @@ from taskkit.staging import (
     plan,
 )
 from taskkit.statcache import CacheEntry, StatCache, path_key
-from taskkit.storage import Stores
-from taskkit.summary import Problem, Summary
+from taskkit.summary import Problem, Summary, run_plan
 from taskkit.transfer import (
     Fetched,
     Transfers,
@@ -114,13 +113,9 @@ def stage(
     stat-cache defaults to :meth:`StatCache.open`; failures of single files are in the
     summary (:meth:`Summary.exit_error`), not raised.
     """
-    started = time.perf_counter()
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
-    with contextlib.ExitStack() as stack:
-        stores = stack.enter_context(Stores(retry, storage_options))
-        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
-            stack.enter_context(cache)
-        the_plan = plan(
+    return run_plan(
+        lambda stores, cache: plan(
             requests,
             workdir=default_workdir() if workdir is None else workdir,
             stores=stores,
@@ -129,22 +124,22 @@ def stage(
             allow_empty=allow_empty,
             record=not dry_run,
             jobs=jobs,
-        )
-        if on_plan is not None:
-            on_plan(the_plan)
-        if dry_run:
-            summary = planned(the_plan)
-        else:
-            summary = execute(
-                the_plan,
-                jobs=jobs,
-                cache=cache,
-                node_cache=node_cache,
-                on_bytes=on_bytes,
-                on_file=on_file,
-            )
-    summary.seconds = time.perf_counter() - started
-    return summary
+        ),
+        planned=planned,
+        execute=lambda the_plan, cache: execute(
+            the_plan,
+            jobs=jobs,
+            cache=cache,
+            node_cache=node_cache,
+            on_bytes=on_bytes,
+            on_file=on_file,
+        ),
+        cache=cache,
+        retry=retry,
+        storage_options=storage_options,
+        dry_run=dry_run,
+        on_plan=on_plan,
+    )
 
 
 def execute(

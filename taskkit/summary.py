@@ -1,14 +1,25 @@
 """What a transfer run did, or for a dry run would do: the one summary ``stage`` and
-``upload`` both report, and ``--json`` prints."""
+``upload`` both report, and ``--json`` prints; and :func:`run_plan`, the one way both runs go.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from taskkit.exceptions import TaskFailure
 
-__all__ = ["Problem", "Summary"]
+if TYPE_CHECKING:
+    from taskkit.retry import RetryBudget
+    from taskkit.statcache import StatCache
+    from taskkit.storage import Stores
+
+__all__ = ["Problem", "Summary", "run_plan"]
+
+_P = TypeVar("_P")
 
 
 class Problem(NamedTuple):
@@ -53,3 +64,32 @@ class Summary:
         """The failure the run ends with: the first permanent one, else the first one."""
         errors = [p.error for p in self.problems]
         return next((e for e in errors if not e.retryable), errors[0] if errors else None)
+
+
+def run_plan(
+    make_plan: Callable[[Stores, StatCache | None], _P],
+    *,
+    planned: Callable[[_P], Summary],
+    execute: Callable[[_P, StatCache | None], Summary],
+    cache: StatCache | None,
+    retry: RetryBudget | None,
+    storage_options: Mapping[str, Any] | None,
+    dry_run: bool,
+    on_plan: Callable[[_P], None] | None,
+) -> Summary:
+    """Open the run's stores and stat-cache (the default one, read-only for a dry run),
+    make the plan, show it to ``on_plan``, then report it (``dry_run``) or carry it out."""
+    from taskkit.statcache import StatCache
+    from taskkit.storage import Stores
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stores = stack.enter_context(Stores(retry, storage_options))
+        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
+            stack.enter_context(cache)
+        the_plan = make_plan(stores, cache)
+        if on_plan is not None:
+            on_plan(the_plan)
+        summary = planned(the_plan) if dry_run else execute(the_plan, cache)
+    summary.seconds = time.perf_counter() - started
+    return summary

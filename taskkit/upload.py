@@ -42,8 +42,8 @@ from taskkit.patterns import Output, parse_output
 from taskkit.retry import RetryBudget
 from taskkit.staging import default_workdir
 from taskkit.statcache import CacheEntry, StatCache, path_key
-from taskkit.storage import Stores, file_metadata
-from taskkit.summary import Problem, Summary
+from taskkit.storage import file_metadata
+from taskkit.summary import Problem, Summary, run_plan
 from taskkit.transfer import Budget, gather
 
 __all__ = [
@@ -117,13 +117,9 @@ def upload(
     Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
     ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
     """
-    started = time.perf_counter()
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
-    with contextlib.ExitStack() as stack:
-        stores = stack.enter_context(Stores(retry, storage_options))
-        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
-            stack.enter_context(cache)
-        the_plan = plan(
+    return run_plan(
+        lambda stores, cache: plan(
             requests,
             workdir=default_workdir() if workdir is None else workdir,
             stores=stores,
@@ -131,23 +127,23 @@ def upload(
             allow_empty=allow_empty,
             record=not dry_run,
             jobs=jobs,
-        )
-        if on_plan is not None:
-            on_plan(the_plan)
-        if dry_run:
-            summary = planned(the_plan)
-        else:
-            summary = execute(
-                the_plan,
-                jobs=jobs,
-                cache=cache,
-                task=task,
-                on_bytes=on_bytes,
-                on_file=on_file,
-                on_problem=on_problem,
-            )
-    summary.seconds = time.perf_counter() - started
-    return summary
+        ),
+        planned=planned,
+        execute=lambda the_plan, cache: execute(
+            the_plan,
+            jobs=jobs,
+            cache=cache,
+            task=task,
+            on_bytes=on_bytes,
+            on_file=on_file,
+            on_problem=on_problem,
+        ),
+        cache=cache,
+        retry=retry,
+        storage_options=storage_options,
+        dry_run=dry_run,
+        on_plan=on_plan,
+    )
 
 
 def planned(plan: UploadPlan) -> Summary:

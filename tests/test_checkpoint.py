@@ -202,8 +202,8 @@ def test_the_context_manager_syncs_at_exit(tmp_path: Path, remote: Path) -> None
     with _checkpoint(local, remote) as checkpoint:
         assert not (remote / MANIFEST_NAME).exists()
         _fill(local)
-    assert checkpoint._thread is not None
-    assert not checkpoint._thread.is_alive()
+    assert checkpoint._every._thread is not None
+    assert not checkpoint._every._thread.is_alive()
     manifest = json.loads((remote / MANIFEST_NAME).read_bytes())
     assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
 
