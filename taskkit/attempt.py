@@ -21,6 +21,7 @@ from taskkit.checkpoint import Checkpoint
 from taskkit.command import Finished, Stopped, stopped_by_signals
 from taskkit.exceptions import (
     Conflict,
+    IOFailure,
     MisuseError,
     TaskFailure,
     TransientError,
@@ -28,7 +29,8 @@ from taskkit.exceptions import (
 )
 from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
-from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, now
+from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, host_identity, now
+from taskkit.lifetime import end_leftover
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -83,15 +85,18 @@ class AttemptRun:
         label = attempt_label(ordinal, spec.max_retries)
         if ordinal != number:
             label += f", attempt {number} in the journal"
-        beat = Heartbeat(journal, record, version)
-        private = _private_dir(self.env, number)
+        beat = self.beat = Heartbeat(journal, record, version)
         try:
-            decision = self._logged(beat, private.name, previous, number, label, last, unavailable)
+            private = _private_dir(self.env, number)
+            try:
+                decision = self._logged(
+                    beat, private.name, previous, number, label, last, unavailable
+                )
+            finally:
+                private.cleanup()
         except TaskFailure as exc:  # the logs could not be set up, or the journal failed
             self.say("error", str(exc))
             decision = self.policy.decide(Ending(error=exc))
-        finally:
-            private.cleanup()
         try:
             beat.finish(
                 ended=now(),
@@ -134,7 +139,8 @@ class AttemptRun:
             )
             try:
                 with stopped_by_signals():
-                    decision = self._attempt(sink, number, private, unavailable)
+                    blocked = self._end_leftovers(sink, previous)
+                    decision = self._attempt(sink, number, private, blocked or unavailable)
             except Stopped as stop:
                 decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
                 decision = decision._replace(
@@ -157,6 +163,24 @@ class AttemptRun:
                 write_diagnostics(sink, self.workdir, self.env, decision)
         return decision
 
+    def _end_leftovers(self, sink: LogSink, previous: list[Attempt]) -> TaskFailure | None:
+        """Kill what interrupted attempts on this host and boot left of their commands (their
+        watchdogs killed too) and wait until it is gone: never two copies at once. Why this
+        attempt cannot run, if what is left cannot be ended."""
+        host = host_identity()
+        for old in previous:
+            if not (old.command_pgid and old.command_start and old.host == host):
+                continue
+            if old.state(host) != "interrupted":
+                continue
+            ended = end_leftover(old.command_pgid, old.command_start)
+            what = f"attempt {old.number}'s command (pgid {old.command_pgid})"
+            if ended is False:
+                return TransientError(f"what is left of {what} is still running; cannot end it")
+            if ended:
+                self._tell(sink, f"killed what was left of {what}")
+        return None
+
     def _tell(self, sink: LogSink, line: str) -> None:
         sink.note(line)
         self.say("note", line)
@@ -168,14 +192,16 @@ class AttemptRun:
             return self.policy.decide(Ending(error=unavailable))
         spec = self.spec
         try:
-            try:
-                os.makedirs(self.workdir, exist_ok=True)
-            except OSError as exc:
-                raise from_os_error(exc, "cannot make the working directory") from exc
+            _make_dir(self.workdir, "cannot make the working directory")
             if spec.inputs:
                 error = stage(spec.inputs, workdir=self.workdir).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
+            if spec.checkpoint_dir:
+                _make_dir(
+                    os.path.join(self.workdir, spec.checkpoint_dir),
+                    "cannot make the checkpoint directory",
+                )
             checkpoint = Checkpoint(
                 os.path.join(self.workdir, spec.checkpoint_dir)
                 if spec.checkpoint_dir
@@ -200,6 +226,7 @@ class AttemptRun:
                     grace=self.grace,
                     env=self._command_env(number, checkpoint.directory),
                     cwd=self.workdir,
+                    on_start=self._command_started,
                 )
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
@@ -207,6 +234,12 @@ class AttemptRun:
         if decision.verdict is Verdict.SUCCESS:
             return self._publish(number, decision)
         return decision
+
+    def _command_started(self, pgid: int, start: str) -> None:
+        # Best effort: the watchdog ends the command if taskkit dies; the record is for when
+        # the watchdog dies too.
+        with contextlib.suppress(TaskFailure):
+            self.beat.update(command_pgid=pgid, command_start=start)
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -365,12 +398,24 @@ class _Private:
             shutil.rmtree(self.name, ignore_errors=True)
 
 
+def _make_dir(path: str, what: str) -> None:
+    """Make a directory of the attempt's own: whatever stops it (a file in the way, a disk
+    full or read-only, no permission) is local I/O on this node, 203, worth a retry."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise IOFailure(str(from_os_error(exc, what)), path=path, errno=exc.errno) from exc
+
+
 def _private_dir(env: Mapping[str, str], number: int) -> _Private:
     """Under the Batch task directory (kept with the task, beside its stdout.txt), else a
     temporary directory: never inside the working directory, where output patterns look."""
     task_dir = env.get("AZ_BATCH_TASK_DIR")
     if task_dir:
         path = os.path.join(task_dir, "taskkit", f"attempt-{number:05d}")
-        os.makedirs(path, exist_ok=True)
+        _make_dir(path, "cannot make the attempt's directory")
         return _Private(path, temporary=False)
-    return _Private(tempfile.mkdtemp(prefix=f"taskkit-attempt-{number}-"), temporary=True)
+    try:
+        return _Private(tempfile.mkdtemp(prefix=f"taskkit-attempt-{number}-"), temporary=True)
+    except OSError as exc:
+        raise IOFailure(str(from_os_error(exc, "cannot make the attempt's directory"))) from exc

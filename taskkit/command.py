@@ -12,6 +12,9 @@ Invariants:
   with SIGTERM. Signal handlers are installed only in the main thread and always restored.
 * What is left of the group when the command ends is killed, so nothing it started outlives
   it or holds its pipes open.
+* The group does not outlive taskkit either: a :class:`~taskkit.lifetime.Watchdog` started
+  before the command kills it when taskkit dies (``kill -9``) and is released once the group
+  is gone; ``on_start`` learns the group and its leader's start time, to be recorded.
 * A command that cannot start is not an exception: it ends like a shell's, 127 (not found) or
   126 (not executable), with one line on stderr and in the logs.
 """
@@ -31,6 +34,7 @@ from types import FrameType
 from typing import IO, Any, NamedTuple
 
 from taskkit.exceptions import MisuseError, UsageError
+from taskkit.lifetime import Watchdog, process_start
 from taskkit.logs import LogFile, LogSink, write_all
 from taskkit.redaction import redact
 
@@ -238,13 +242,15 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_start: Callable[[int, str], None] | None = None,
 ) -> Finished:
     """Run ``argv`` to its end, its output teed to the console and to ``sink``.
 
     ``deadline`` is seconds from the start; past it the command gets SIGTERM, ``grace``
     seconds, then SIGKILL. SIGTERM and SIGINT sent to taskkit (when called from the main
     thread) are forwarded the same way; a second one kills at once. A command that cannot
-    start gives 127 (not found) or 126 (not executable), as in a shell.
+    start gives 127 (not found) or 126 (not executable), as in a shell. ``on_start`` is
+    called with the command's process group and its leader's start time once it runs.
     """
     if not argv:
         raise UsageError("no command to run")
@@ -261,14 +267,14 @@ def run_logged(
     end = None if deadline is None else started + deadline
     # The handlers are set before the command starts: a SIGTERM in between must not end
     # taskkit and leave the command running in a session of its own.
-    with _Wakeup() as wakeup:
+    with _Wakeup() as wakeup, _watched(note) as watchdog:
         try:
             process = subprocess.Popen(
                 list(argv),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,  # stdin is inherited
                 start_new_session=True,
-                env=None if env is None else dict(env),
+                env=_marked(env, watchdog),
                 cwd=cwd,
             )
         except OSError as exc:
@@ -295,8 +301,14 @@ def run_logged(
         waiter = threading.Thread(target=reap, name="taskkit-wait", daemon=True)
         stop = _Stopper(process, note, grace)
         try:
+            # Read before anything else: the leader may end (and its pid be reused) soon.
+            leader_start = process_start(process.pid)
+            if watchdog is not None and leader_start is not None:
+                watchdog.watch(process.pid, leader_start)
             for thread in (*pumps, waiter):
                 thread.start()
+            if on_start is not None and leader_start is not None:
+                on_start(process.pid, leader_start)
             while not exited.is_set():
                 while wakeup.received:
                     stop.on_signal(wakeup.received.pop(0), clock())
@@ -313,6 +325,26 @@ def run_logged(
     finished = Finished(process.returncode, stop.received, stop.timed_out, clock() - started)
     note(f"the command {finished.describe()} after {finished.seconds:.1f} s")
     return finished
+
+
+def _marked(env: Mapping[str, str] | None, watchdog: Watchdog | None) -> dict[str, str] | None:
+    if watchdog is None:
+        return None if env is None else dict(env)
+    return {**(os.environ if env is None else env), **watchdog.mark}
+
+
+@contextlib.contextmanager
+def _watched(note: Callable[[str], None]) -> Iterator[Watchdog | None]:
+    """A watchdog for the command to come, released once its group is gone (whatever
+    happened in between); None where there can be none."""
+    watchdog = Watchdog.start()
+    if watchdog is None and os.path.exists("/proc/self/stat"):
+        note("cannot start a watchdog: the command may outlive a killed taskkit")
+    try:
+        yield watchdog
+    finally:
+        if watchdog is not None:
+            watchdog.release()
 
 
 class Stopped(BaseException):

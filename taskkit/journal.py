@@ -106,6 +106,10 @@ class Attempt(_Record):
     host: str = ""
     pid: int = 0
     pid_start: str | None = None
+    #: The command's process group (its leader's pid) and that leader's start time, so that
+    #: a later attempt on this host can end what an interrupted one left, and only that.
+    command_pgid: int = 0
+    command_start: str | None = None
     fingerprint: str
     started: str
     heartbeat: str
@@ -324,6 +328,10 @@ class Heartbeat:
     def _write(self, **changes: object) -> None:
         with self._lock:
             self.record, self.version = self.journal.update(self.record, self.version, **changes)
+
+    def update(self, **changes: object) -> None:
+        """Record ``changes`` now (with a heartbeat), as the next beat would."""
+        self._write(heartbeat=now(), **changes)
 
     def finish(self, **changes: object) -> None:
         self._write(heartbeat=now(), **changes)

@@ -1,0 +1,244 @@
+"""The command's lifetime is tied to the runner's: what it leaves when taskkit is killed.
+
+``taskkit run`` starts the command in a process group of its own (so a signal reaches all it
+started), which means nothing ends the command when the runner dies: ``kill -9`` of the
+runner, the OOM killer choosing Python. Two things close that gap:
+
+* A :class:`Watchdog`: a tiny process (this file run as a script, standard library only),
+  started before the command, that holds the read end of a pipe whose only write end the
+  runner holds. The kernel closes it when the runner dies, however it dies; at that end of
+  file the watchdog kills the command's group, unless the runner released it first (the
+  command ended, its group was killed). If the runner died before it could name the group
+  (the command may run before ``Popen`` returns), the watchdog kills the processes whose
+  environment carries its mark, ``TASKKIT_WATCHDOG=<its pid>``, which the command is given.
+  The watchdog lives in a session of its own and holds no console, so it outlives a signal
+  sent to the runner's group and never keeps a reader of the runner's output waiting.
+* :func:`end_leftover`: before a new attempt starts on the same host and boot, what is left of
+  the group of an interrupted earlier attempt (its watchdog killed too) is killed, and the new
+  attempt waits until it is gone.
+
+Invariants:
+
+* A process is killed only when it verifiably belongs to the recorded group: the group's
+  leader is alive with the recorded start time (``/proc/PID/stat`` field 22), or the leader is
+  gone and the process is a member of that group started no earlier than the leader. A pid
+  reused by another process never passes (:func:`leftover`).
+* Linux only (``/proc``); elsewhere nothing is watched and nothing is killed.
+
+This module imports little of the standard library and nothing of taskkit: the watchdog runs
+it as a script with ``python -I -S``, which then starts in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Iterator
+
+__all__ = ["MARK", "Watchdog", "end_leftover", "leftover", "process_start"]
+
+#: The variable whose value, the watchdog's pid, marks the command and what it starts.
+MARK = "TASKKIT_WATCHDOG"
+_PROC = "/proc"
+#: How long a killed group may take to disappear before a new attempt gives up on it.
+GONE_SECONDS = 10.0
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name: [0] is the state (field 3),
+    [2] the process group (field 5), [19] the start time (field 22). None if there is none."""
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields if len(fields) > 19 else None
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot); None if there is none."""
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[19]
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Every live process (zombies are dead: only their parent's reaping is left)."""
+    try:
+        names = os.listdir(_PROC)
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields is not None and fields[0] not in ("Z", "X"):
+                yield int(name), fields
+
+
+def leftover(pgid: int, start: str) -> list[int]:
+    """The live processes of the group ``pgid`` whose leader started at ``start``: all of its
+    members while that leader lives; once it is gone, the members started no earlier than it.
+    Empty when the group is gone, or when ``pgid`` now names someone else's process."""
+    if pgid <= 1 or not start.isdigit():
+        return []
+    leader = _stat_fields(pgid)
+    if leader is not None and leader[0] not in ("Z", "X") and leader[19] != start:
+        return []  # the pid was reused: whatever its group is, it is not ours
+    ours = leader is not None and leader[19] == start
+    return [
+        pid
+        for pid, fields in _processes()
+        if fields[2] == str(pgid) and (ours or int(fields[19]) >= int(start))
+    ]
+
+
+def end_leftover(
+    pgid: int,
+    start: str,
+    *,
+    timeout: float = GONE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    kill: Callable[[int, int], None] = os.killpg,
+) -> bool | None:
+    """Kill what is left of the group ``pgid`` (as :func:`leftover` finds it) and wait until it
+    is gone: None when there was nothing to kill, True once it is gone, False when it is still
+    there after ``timeout`` seconds (or may not be signalled)."""
+    if not leftover(pgid, start):
+        return None
+    try:
+        kill(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # gone meanwhile
+    except PermissionError:
+        return False
+    end = clock() + timeout
+    while leftover(pgid, start):
+        if clock() > end:
+            return False
+        sleep(0.01)
+    return True
+
+
+def _marked(mark: bytes) -> list[tuple[int, int]]:
+    """The live processes whose environment holds ``mark``: (pid, process group)."""
+    found = []
+    for pid, fields in _processes():
+        try:
+            with open(f"{_PROC}/{pid}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except OSError:  # gone, or not ours to read (and so not ours to kill)
+            continue
+        if mark in variables:
+            found.append((pid, int(fields[2])))
+    return found
+
+
+def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> None:
+    """Kill the processes carrying ``mark`` (with the groups they lead) until none is left,
+    for at most ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while found := _marked(mark):
+        for pid, pgid in found:
+            with contextlib.suppress(OSError):
+                if pgid == pid:
+                    os.killpg(pgid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > end:
+            return
+        time.sleep(0.01)
+
+
+class Watchdog:
+    """The watchdog of one command: :meth:`start` it before the command, :meth:`watch` the
+    command's group once it runs, :meth:`release` it once the group is gone."""
+
+    def __init__(self, process: subprocess.Popen[bytes], write: int) -> None:
+        self.pid, self._process, self._write = process.pid, process, write
+
+    @classmethod
+    def start(cls) -> Watchdog | None:
+        """A running watchdog, or None where there is none to have (no ``/proc``, no
+        interpreter, this file not on disk)."""
+        import subprocess  # here: the watchdog process itself has no use for it
+
+        here = os.path.abspath(__file__)
+        if not (os.path.exists(f"{_PROC}/self/stat") and sys.executable and os.path.isfile(here)):
+            return None
+        read, write = os.pipe()  # both close-on-exec: only the watchdog is given the read end
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", here, str(read)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(read,),
+                start_new_session=True,
+                cwd="/",
+            )
+        except OSError:
+            os.close(write)
+            return None
+        finally:
+            os.close(read)
+        return cls(process, write)
+
+    @property
+    def mark(self) -> dict[str, str]:
+        """What the command's environment must hold for this watchdog to find it before it
+        is told its group."""
+        return {MARK: str(self.pid)}
+
+    def watch(self, pgid: int, start: str) -> None:
+        """From now on the runner's death kills the group ``pgid`` led by a process started
+        at ``start``."""
+        self._send(f"watch {pgid} {start}\n")
+
+    def release(self) -> None:
+        """The group is gone: the watchdog ends without killing anything. Not waited for (it
+        may still be starting); a thread reaps it."""
+        self._send("release\n")
+        os.close(self._write)
+        threading.Thread(target=self._process.wait, name="taskkit-watchdog", daemon=True).start()
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError):  # a dead watchdog: the next attempt cleans up
+            os.write(self._write, line.encode())
+
+
+def _watch(fd: int) -> None:
+    """The watchdog's life: read the group to watch, kill it at end of file."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_IGN)
+    watched: tuple[int, str] | None = None
+    pending = b""
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            words = line.decode("ascii", "replace").split()
+            if words == ["release"]:
+                return
+            if len(words) == 3 and words[0] == "watch" and words[1].isdigit():
+                watched = int(words[1]), words[2]
+    # The runner died with the command running, or perhaps starting.
+    if watched is not None:
+        end_leftover(*watched)
+    else:
+        _end_marked(f"{MARK}={os.getpid()}".encode())
+
+
+if __name__ == "__main__":
+    _watch(int(sys.argv[1]))
