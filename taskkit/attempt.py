@@ -6,6 +6,9 @@ the ``publishing`` claim on success, record a permanent failure (or the last att
 write the attempt's end. Invariants: outputs are uploaded only by the holder of the claim, and
 success is recorded by replacing that very claim (If-Match), so of two attempts running at once
 one publishes; whatever fails inside, the attempt's end is written when the store allows it.
+Before anything is staged, what an interrupted attempt on this host left of its command is
+ended (:mod:`taskkit.lifetime`), so two copies of the command never run at once; the attempt's
+own directories that cannot be made are local I/O (203), not an internal error.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from taskkit.exceptions import (
 from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
 from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, host_identity, now
-from taskkit.lifetime import end_leftover
+from taskkit.lifetime import end_left_by
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -167,18 +170,11 @@ class AttemptRun:
         """Kill what interrupted attempts on this host and boot left of their commands (their
         watchdogs killed too) and wait until it is gone: never two copies at once. Why this
         attempt cannot run, if what is left cannot be ended."""
-        host = host_identity()
-        for old in previous:
-            if not (old.command_pgid and old.command_start and old.host == host):
-                continue
-            if old.state(host) != "interrupted":
-                continue
-            ended = end_leftover(old.command_pgid, old.command_start)
+        for old, ended in end_left_by(previous, host_identity()):
             what = f"attempt {old.number}'s command (pgid {old.command_pgid})"
-            if ended is False:
+            if not ended:
                 return TransientError(f"what is left of {what} is still running; cannot end it")
-            if ended:
-                self._tell(sink, f"killed what was left of {what}")
+            self._tell(sink, f"killed what was left of {what}")
         return None
 
     def _tell(self, sink: LogSink, line: str) -> None:

@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["MARK", "Watchdog", "end_leftover", "leftover", "process_start"]
+    from taskkit.journal import Attempt
+
+__all__ = ["MARK", "Watchdog", "end_left_by", "end_leftover", "leftover", "process_start"]
 
 #: The variable whose value, the watchdog's pid, marks the command and what it starts.
 MARK = "TASKKIT_WATCHDOG"
@@ -126,6 +128,20 @@ def end_leftover(
             return False
         sleep(0.01)
     return True
+
+
+def end_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, bool]]:
+    """End what each interrupted attempt of ``attempts`` that ran on ``host`` (this machine
+    since its boot) left of its recorded command group: the attempts that left something,
+    each with whether it is gone now (see :func:`end_leftover`)."""
+    for old in attempts:
+        if not (old.command_pgid and old.command_start and old.host == host):
+            continue
+        if old.state(host) != "interrupted":
+            continue  # its runner lives: the group is its to end
+        ended = end_leftover(old.command_pgid, old.command_start)
+        if ended is not None:
+            yield old, ended
 
 
 def _marked(mark: bytes) -> list[tuple[int, int]]:
