@@ -158,20 +158,40 @@ def _marked(mark: bytes) -> list[tuple[int, int]]:
     return found
 
 
+#: How long the watchdog keeps looking for its mark: a command caught between ``fork`` and
+#: ``exec`` shows it only once it has its own environment.
+_EXEC_SECONDS = 0.5
+
+
 def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> None:
-    """Kill the processes carrying ``mark`` (with the groups they lead) until none is left,
-    for at most ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while found := _marked(mark):
+    """Kill the processes carrying ``mark`` (with the groups they lead) until none is left
+    and a moment has passed, for at most ``timeout`` seconds."""
+    started = time.monotonic()
+    while (found := _marked(mark)) or time.monotonic() < started + _EXEC_SECONDS:
         for pid, pgid in found:
             with contextlib.suppress(OSError):
                 if pgid == pid:
                     os.killpg(pgid, signal.SIGKILL)
                 else:
                     os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > end:
+        if time.monotonic() > started + timeout:
             return
         time.sleep(0.01)
+
+
+#: The watchdog while it waits: a shell (it starts in a millisecond and leaves the CPU to the
+#: command) reading the pipe on its stdin. At end of file it becomes Python (same pid, so its
+#: mark stays true) to find and kill what it was told of, or what carries its mark.
+_WAITING = """trap '' INT HUP
+watched=
+while read -r word pgid start; do
+  case $word in
+    release) exit 0 ;;
+    watch) watched="$pgid $start" ;;
+  esac
+done
+exec "$1" -I -S "$2" $watched
+"""
 
 
 class Watchdog:
@@ -183,8 +203,8 @@ class Watchdog:
 
     @classmethod
     def start(cls) -> Watchdog | None:
-        """A running watchdog, or None where there is none to have (no ``/proc``, no
-        interpreter, this file not on disk)."""
+        """A running watchdog, or None where there is none to have (no ``/proc``, no shell,
+        no interpreter, this file not on disk)."""
         import subprocess  # here: the watchdog process itself has no use for it
 
         here = os.path.abspath(__file__)
@@ -193,11 +213,10 @@ class Watchdog:
         read, write = os.pipe()  # both close-on-exec: only the watchdog is given the read end
         try:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", here, str(read)],
-                stdin=subprocess.DEVNULL,
+                ["/bin/sh", "-c", _WAITING, "taskkit-watchdog", sys.executable, here],
+                stdin=read,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                pass_fds=(read,),
                 start_new_session=True,
                 cwd="/",
             )
@@ -231,30 +250,14 @@ class Watchdog:
             os.write(self._write, line.encode())
 
 
-def _watch(fd: int) -> None:
-    """The watchdog's life: read the group to watch, kill it at end of file."""
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)
-    watched: tuple[int, str] | None = None
-    pending = b""
-    while True:
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        pending += data
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            words = line.decode("ascii", "replace").split()
-            if words == ["release"]:
-                return
-            if len(words) == 3 and words[0] == "watch" and words[1].isdigit():
-                watched = int(words[1]), words[2]
-    # The runner died with the command running, or perhaps starting.
-    if watched is not None:
-        end_leftover(*watched)
+def _kill_at_end(argv: list[str]) -> None:
+    """The watchdog once its runner died: kill the group it was told of (``PGID START``), or,
+    told none (the runner died as the command started), whatever carries its mark."""
+    if len(argv) == 2 and argv[0].isdigit():
+        end_leftover(int(argv[0]), argv[1])
     else:
         _end_marked(f"{MARK}={os.getpid()}".encode())
 
 
 if __name__ == "__main__":
-    _watch(int(sys.argv[1]))
+    _kill_at_end(sys.argv[1:])

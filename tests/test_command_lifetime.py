@@ -299,19 +299,56 @@ def test_end_leftover_gives_up_on_a_group_that_does_not_go(stray: Stray) -> None
     assert alive(child)
 
 
+#: A runner in miniature: starts a Watchdog, prints its pid, watches the group given (if any),
+#: releases it if asked, then waits for a line and dies by SIGKILL, as an OOM-killed runner.
+MINI_RUNNER = """
+import os, signal, sys
+from taskkit.lifetime import Watchdog
+watchdog = Watchdog.start()
+print(watchdog.pid, flush=True)
+if sys.argv[1] != "-":
+    watchdog.watch(int(sys.argv[1]), sys.argv[2])
+if sys.argv[3] == "release":
+    watchdog.release()
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def mini_runner(*argv: str) -> Iterator[int]:
+    """The miniature runner with ``argv``; yields its watchdog's pid, kills the runner with
+    SIGKILL when the block ends."""
+    runner = subprocess.Popen(
+        [sys.executable, "-c", MINI_RUNNER, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdin is not None
+    assert runner.stdout is not None
+    with runner.stdin, runner.stdout:
+        yield int(runner.stdout.readline())
+        runner.stdin.write("die\n")
+    assert runner.wait(timeout=20) == -signal.SIGKILL
+
+
 @pytest.mark.parametrize("released", [False, True])
-def test_the_watchdog_kills_the_watched_group_at_end_of_file(stray: Stray, released: bool) -> None:
-    """The watchdog script on its own: told a group, then the pipe's end (its runner died),
-    it kills the group; released first, it kills nothing. Real processes, no runner."""
+def test_the_watchdog_kills_the_watched_group_when_its_runner_dies(
+    stray: Stray, released: bool
+) -> None:
+    """Told a group, the watchdog kills it (leader and child) once its runner is killed;
+    released first, it ends at once and kills nothing."""
     pgid, child = group_leading_child(stray)
-    read, write = os.pipe()
-    watchdog = subprocess.Popen([sys.executable, "-I", "-S", WATCHDOG, str(read)], pass_fds=(read,))
-    os.close(read)
-    os.write(write, f"watch {pgid} {process_start(pgid)}\n".encode())
-    if released:
-        os.write(write, b"release\n")
-    os.close(write)
-    assert watchdog.wait(timeout=20) == 0
+    start = process_start(pgid)
+    assert start is not None
+    with mini_runner(str(pgid), start, "release" if released else "keep") as watchdog:
+        if released:
+            wait_for(lambda: not alive(watchdog), "the released watchdog to end")
+        assert alive(child)
+    if not released:
+        wait_for(lambda: not alive(child) and not alive(pgid), "the watched group to end")
+        wait_for(lambda: not alive(watchdog), "the watchdog to end")
     assert alive(child) is released
     assert alive(pgid) is released
 
@@ -319,15 +356,12 @@ def test_the_watchdog_kills_the_watched_group_at_end_of_file(stray: Stray, relea
 def test_an_unnamed_group_is_found_by_the_watchdog_mark(stray: Stray) -> None:
     """The runner died before naming the group: the watchdog kills the processes whose
     environment carries its mark, and leaves one marked for another watchdog."""
-    read, write = os.pipe()
-    watchdog = subprocess.Popen([sys.executable, "-I", "-S", WATCHDOG, str(read)], pass_fds=(read,))
-    os.close(read)
-    mine = group_leading_child(stray, {**os.environ, MARK: str(watchdog.pid)})
-    theirs = group_leading_child(stray, {**os.environ, MARK: str(watchdog.pid + 100000)})
-    os.close(write)
-    assert watchdog.wait(timeout=20) == 0
+    with mini_runner("-", "-", "keep") as watchdog:
+        mine = group_leading_child(stray, {**os.environ, MARK: str(watchdog)})
+        theirs = group_leading_child(stray, {**os.environ, MARK: str(watchdog + 100000)})
     assert stray[0].wait(timeout=20) == -signal.SIGKILL
-    assert not alive(mine[1])
+    wait_for(lambda: not alive(mine[1]), "the marked child to end")
+    wait_for(lambda: not alive(watchdog), "the watchdog to end")
     assert alive(theirs[0])
     assert alive(theirs[1])
 
