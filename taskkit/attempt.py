@@ -193,11 +193,6 @@ class AttemptRun:
                 error = stage(spec.inputs, workdir=self.workdir).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
-            if spec.checkpoint_dir:
-                _make_dir(
-                    os.path.join(self.workdir, spec.checkpoint_dir),
-                    "cannot make the checkpoint directory",
-                )
             checkpoint = Checkpoint(
                 os.path.join(self.workdir, spec.checkpoint_dir)
                 if spec.checkpoint_dir
@@ -208,6 +203,7 @@ class AttemptRun:
                 interval=spec.checkpoint_interval,
                 warn=lambda m: self.say("warning", m),
             )
+            _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
             restored = checkpoint.restore(self.stores)
             if restored:
                 self._tell(sink, f"restored {restored} checkpoint files")

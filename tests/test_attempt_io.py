@@ -55,13 +55,15 @@ def assert_ended_as_local_io(task: Task, stderr: str, *fragments: str) -> None:
         ("attempt dir is a file", ("cannot make the attempt's directory", "file exists")),
         ("logs dir is a file", ("cannot create the log files in", "file exists")),
         ("a log is a directory", ("cannot create the log files in", "is a directory")),
+        ("checkpoint dir is a file", ("cannot make the checkpoint directory", "file exists")),
     ],
 )
 def test_an_unusable_task_directory_is_local_io(
     task: Task, tmp_path: Path, where: str, fragments: tuple[str, ...]
 ) -> None:
-    """$AZ_BATCH_TASK_DIR, or a folder taskkit makes under it for the attempt and its logs,
-    blocked by a file (or a log file by a folder): 203, the record ended, the command not run."""
+    """$AZ_BATCH_TASK_DIR, or a folder taskkit makes under it for the attempt, its logs or its
+    default checkpoint directory, blocked by a file (or a log file by a folder): 203, the
+    record ended, the command not run."""
     task_dir = tmp_path / "batch-task"
     attempt = task_dir / "taskkit" / "attempt-00001"
     if where == "task dir is a file":
@@ -72,6 +74,8 @@ def test_an_unusable_task_directory_is_local_io(
         a_file(attempt)
     elif where == "logs dir is a file":
         a_file(attempt / "logs")
+    elif where == "checkpoint dir is a file":
+        a_file(attempt / "checkpoint")
     else:
         (attempt / "logs" / "stdout.txt").mkdir(parents=True)
     proc = task.run(["sh", "-c", task.counted("cmd")], env={"AZ_BATCH_TASK_DIR": str(task_dir)})
