@@ -4,18 +4,17 @@
 started), which means nothing ends the command when the runner dies: ``kill -9`` of the
 runner, the OOM killer choosing Python. Two things close that gap:
 
-* A :class:`Watchdog`: a tiny process (this file run as a script, standard library only),
-  started before the command, that holds the read end of a pipe whose only write end the
-  runner holds. The kernel closes it when the runner dies, however it dies; at that end of
-  file the watchdog kills the command's group, unless the runner released it first (the
-  command ended, its group was killed). If the runner died before it could name the group
-  (the command may run before ``Popen`` returns), the watchdog kills the processes whose
-  environment carries its mark, ``TASKKIT_WATCHDOG=<its pid>``, which the command is given.
-  The watchdog lives in a session of its own and holds no console, so it outlives a signal
-  sent to the runner's group and never keeps a reader of the runner's output waiting.
-* :func:`end_leftover`: before a new attempt starts on the same host and boot, what is left of
-  the group of an interrupted earlier attempt (its watchdog killed too) is killed, and the new
-  attempt waits until it is gone.
+* A :class:`Watchdog`, started before the command: a shell in a session of its own reading a
+  pipe whose only write end the runner holds. The kernel closes that end when the runner dies,
+  however it dies; at end of file the watchdog becomes Python (this file run as a script) and
+  kills the command's group, unless the runner released it first (the command ended, its
+  group was killed). Told no group yet (the command runs before ``Popen`` returns, and the
+  runner may die in between), it kills the processes whose environment carries its mark,
+  ``TASKKIT_WATCHDOG=<its pid>``, which the command is given. It holds no console, so it never
+  keeps a reader of the runner's output waiting, and costs about a millisecond per command.
+* :func:`end_left_by`: before a new attempt starts on the same host and boot, what is left of
+  the recorded group of an interrupted earlier attempt (its watchdog killed too) is killed,
+  and the new attempt waits until it is gone.
 
 Invariants:
 
@@ -25,8 +24,8 @@ Invariants:
   reused by another process never passes (:func:`leftover`).
 * Linux only (``/proc``); elsewhere nothing is watched and nothing is killed.
 
-This module imports little of the standard library and nothing of taskkit: the watchdog runs
-it as a script with ``python -I -S``, which then starts in a few milliseconds.
+This module imports little of the standard library and nothing of taskkit at run time: the
+watchdog runs it as a script with ``python -I -S``.
 """
 
 from __future__ import annotations
