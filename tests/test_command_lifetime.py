@@ -127,7 +127,8 @@ def group_leading_child(stray: Stray, env: dict[str, str] | None = None) -> tupl
 @pytest.mark.parametrize("moment", ["as it starts", "once recorded"])
 def test_kill_9_of_the_runner_ends_the_whole_command_group(task: Task, moment: str) -> None:
     """kill -9 of taskkit run, as soon as the command has started or once its group is in the
-    attempt record: the leader and its child sleep are both gone within a bounded wait."""
+    attempt record: the leader and its child sleep are both gone within a bounded wait, and
+    the next attempt finds nothing left to kill."""
     runner = task.start(group_with_child(task))
     wait_for((task.box / "cmd.child").exists, "the command to start its child")
     leader, child = pids(task)
@@ -137,6 +138,10 @@ def test_kill_9_of_the_runner_ends_the_whole_command_group(task: Task, moment: s
     runner.kill()
     runner.communicate()
     wait_for(lambda: not alive(leader) and not alive(child), "the command group to end")
+    again = task.run(["true"], "--max-retries", "3")
+    assert again.returncode == 0, again.stderr
+    assert "interrupted before: [1]" in again.stderr
+    assert "killed what was left" not in again.stderr  # the watchdog left nothing
 
 
 def test_a_run_that_ends_leaves_no_watchdog_and_no_group(tmp_path: Path) -> None:
