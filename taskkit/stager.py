@@ -150,10 +150,13 @@ def execute(
     node_cache: NodeCache | None = None,
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+    allocate: Callable[[int, int, int], None] | None = None,
 ) -> Summary:
-    """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised.
+    ``allocate`` reserves a file's blocks (default ``os.posix_fallocate``)."""
     started = time.perf_counter()
-    run = _Run(plan, Transfers(jobs or DEFAULT_JOBS, on_bytes), cache, node_cache)
+    transfers = Transfers(jobs or DEFAULT_JOBS, on_bytes, allocate=allocate)
+    run = _Run(plan, transfers, cache, node_cache)
     summary = Summary(files=len(plan.entries), problems=list(plan.problems))
     summary.failed = len(plan.problems)
     work = [e for e in plan.entries if e.action != "skip"]
@@ -215,22 +218,31 @@ class _Run:
         return self._direct(entry)
 
     def _make_parent(self, entry: PlanEntry) -> None:
-        """Create the directories above a file, never following a link out of the workdir."""
+        """Create the directories above a file, never following a link out of the workdir:
+        the deepest one there is checked before any is made (a link out gets no new
+        directory behind it), the parent once they are."""
         parent = entry.path.parent
         if parent in self._parents:
             return
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        self._refuse_link_out(entry, existing)
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise from_os_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
-        real = Path(os.path.realpath(parent))
+        self._refuse_link_out(entry, parent)
+        self._parents.add(parent)
+
+    def _refuse_link_out(self, entry: PlanEntry, directory: Path) -> None:
+        real = Path(os.path.realpath(directory))
         root = self.plan.workdir
         if real != root and root not in real.parents:
             raise UsageError(
                 f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
                 "directory through a link"
             )
-        self._parents.add(parent)
 
     def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
         """Fill a partial file, held locked by the caller, with the entry's bytes, checked

@@ -75,9 +75,17 @@ class Transfers:
     ``on_bytes(n, reused)`` is called from worker threads as bytes land (progress reporting).
     """
 
-    def __init__(self, jobs: int, on_bytes: Callable[[int, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        jobs: int,
+        on_bytes: Callable[[int, bool], None] | None = None,
+        *,
+        allocate: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.jobs = jobs
         self.on_bytes = on_bytes or (lambda n, reused: None)
+        #: Reserves a file's blocks (``os.posix_fallocate``): a test stands in a full disk.
+        self.allocate = allocate
         self._slots = threading.BoundedSemaphore(jobs)
         self._budget = Budget(MEMORY_BUDGET)
         #: Set to make every read that has not started fail at once (Ctrl-C, shutdown).
@@ -127,7 +135,7 @@ class Transfers:
         if not kept:
             os.ftruncate(fd, 0)
             journal.write_text(header)
-        _preallocate(fd, file.size)
+        _preallocate(fd, file.size, self.allocate)
         reused = sum(_chunk_length(file.size, i) for i in kept)
         self.on_bytes(reused, True)
         log_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -233,12 +241,14 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _preallocate(fd: int, size: int) -> None:
+def _preallocate(
+    fd: int, size: int, allocate: Callable[[int, int, int], None] | None = None
+) -> None:
     """Reserve the file's blocks up front, so a full disk is found before any download."""
     if os.fstat(fd).st_size >= size:
         return
     try:
-        os.posix_fallocate(fd, 0, size)
+        (allocate or os.posix_fallocate)(fd, 0, size)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
