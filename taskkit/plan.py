@@ -12,14 +12,14 @@ import contextlib
 
 import click
 
-from taskkit.goal import attempt_label, goal
+from taskkit.goal import attempt_label, attempt_ordinal, goal
 from taskkit.journal import Journal
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
-from taskkit.runner import describe_work, required
+from taskkit.runner import describe_work, gone_outputs, required
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
 from taskkit.storage import Stores
@@ -34,9 +34,9 @@ def show_plan(spec: RunSpec) -> int:
     with Stores() as stores:
         journal = Journal.open(stores, state, job_id, task_id)
         work, unavailable = describe_work(spec, stores)
-        status = goal(journal, work)
+        status = goal(journal, work, stores)
         attempts = journal.attempts()
-        ordinal = 1 + sum(1 for a in attempts if a.fingerprint == work.fingerprint)
+        ordinal = attempt_ordinal(attempts, work.fingerprint)
         click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
         click.echo(f"work        {work.fingerprint}")
         if status.state == "met":
@@ -45,6 +45,15 @@ def show_plan(spec: RunSpec) -> int:
             click.echo(
                 f"goal        permanent failure in attempt {status.outcome.attempt} "
                 f"({status.why}): would exit {status.outcome.exit_code} at once"
+            )
+        elif status.state == "gone" and status.outcome is not None:
+            gone = gone_outputs(spec, stores, journal, status.outcome, status.why, dry_run=True)
+            click.echo(
+                f"goal        {status.why}; would republish them from the working directory: "
+                "the command would not run"
+                if gone.republish
+                else f"goal        {status.why}; {gone.detail}: would run the command again "
+                f"({attempt_label(ordinal, spec.max_retries)})"
             )
         else:
             interrupted = sum(1 for a in attempts if a.state() == "interrupted")

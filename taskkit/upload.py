@@ -47,7 +47,7 @@ from taskkit.retry import RetryBudget
 from taskkit.staging import default_workdir
 from taskkit.statcache import CacheEntry, StatCache, path_key
 from taskkit.storage import file_metadata
-from taskkit.summary import Problem, Summary, run_plan
+from taskkit.summary import Problem, Published, Summary, run_plan
 from taskkit.transfer import Budget, gather
 from taskkit.walk import inside
 
@@ -220,7 +220,7 @@ def execute(
         digests = {s.entry.path: (s.digest, s.stat.st_size) for s in sent}
         for publication in plan.publications:
             try:
-                _publish(publication, digests, task)
+                summary.published.append(_publish(publication, digests, task))
             except TaskFailure as exc:
                 summary.problems.append(Problem(publication.manifest_url, exc))
                 report(summary.problems[-1])
@@ -246,10 +246,10 @@ def _publish(
     publication: Publication,
     sent: Mapping[Path, tuple[Digest, int]],
     task: Mapping[str, str | int] | None,
-) -> None:
+) -> Published:
     """Write the manifest of a DEST whose files have all arrived, unless the one there
-    already says the same. A file sent names what was sent, which may have changed since
-    the plan was made."""
+    already says the same; the manifest now published. A file sent names what was sent,
+    which may have changed since the plan was made."""
     files = []
     for entry in publication.entries:
         digest, size = sent.get(entry.path) or (entry.digest, entry.size)
@@ -260,13 +260,12 @@ def _publish(
     existing = publication.manifest
     if existing is not None and all(e.action == "skip" for e in publication.entries):
         with contextlib.suppress(TaskFailure):
-            current = Manifest.parse(
-                store.read(existing, 0, existing.size), publication.manifest_url
-            )
-            if current.same_files(manifest):
-                return
+            there = store.read(existing, 0, existing.size)
+            if Manifest.parse(there, publication.manifest_url).same_files(manifest):
+                return Published(publication.manifest_url, existing.version, there)
     data = manifest.to_bytes()
-    store.put(key, data, file_metadata(hash_bytes(data), len(data)))
+    version = store.put(key, data, file_metadata(hash_bytes(data), len(data)))
+    return Published(publication.manifest_url, version, data)
 
 
 class _Run:

@@ -55,35 +55,39 @@ def test_an_attempt_past_the_count_is_called_a_rerun_batch_did_not_count() -> No
     assert "did not count" in attempt_label(5, 3)
 
 
-def test_no_outcome_is_open(journal: Journal) -> None:
+def test_no_outcome_is_open(journal: Journal, stores: Stores) -> None:
     """A task with no outcome is open."""
-    assert goal(journal, work()).state == "open"
+    assert goal(journal, work(), stores).state == "open"
 
 
 @pytest.mark.parametrize(
     ("state", "expected"), [("success", "met"), ("permanent", "permanent"), ("failed", "open")]
 )
-def test_the_outcome_of_the_same_work_decides(journal: Journal, state: str, expected: str) -> None:
+def test_the_outcome_of_the_same_work_decides(
+    journal: Journal, state: str, expected: str, stores: Stores
+) -> None:
     """Success is met, permanent short-circuits, failed (retries exhausted) stays open."""
     journal.write_outcome(outcome(state, work(), reason="r"), replacing=None)
-    assert goal(journal, work()).state == expected
+    assert goal(journal, work(), stores).state == expected
 
 
-def test_an_outcome_of_other_work_is_open_and_says_why(journal: Journal) -> None:
+def test_an_outcome_of_other_work_is_open_and_says_why(journal: Journal, stores: Stores) -> None:
     """Another command's success does not count, and the reason names the change."""
     journal.write_outcome(outcome("success", work("old")), replacing=None)
-    status = goal(journal, work("new"))
+    status = goal(journal, work("new"), stores)
     assert status.state == "open"
     assert status.why == "starting afresh: the command changed"
 
 
-def test_a_claim_of_a_live_attempt_is_publishing_and_of_a_dead_one_open(journal: Journal) -> None:
+def test_a_claim_of_a_live_attempt_is_publishing_and_of_a_dead_one_open(
+    journal: Journal, stores: Stores
+) -> None:
     """A publishing claim counts while its holder's process lives (same host), not after."""
     w = work()
     record, _ = journal.begin(fingerprint=w.fingerprint, interval=30, after=0)
     journal.write_outcome(outcome("publishing", w, attempt=record.number), replacing=None)
     assert record.pid == os.getpid()
-    assert goal(journal, w).state == "publishing"
+    assert goal(journal, w, stores).state == "publishing"
 
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -94,19 +98,19 @@ def test_a_claim_of_a_live_attempt_is_publishing_and_of_a_dead_one_open(journal:
         )
         journal.store.put(journal._attempt_key(2), dead.to_bytes(), {})
         journal.write_outcome(outcome("publishing", w, attempt=2), replacing=found[1])
-        assert goal(journal, w).state == "publishing"
+        assert goal(journal, w, stores).state == "publishing"
     finally:
         child.kill()
         child.wait()
-    assert goal(journal, w).state == "open"
+    assert goal(journal, w, stores).state == "open"
 
 
-def test_waiting_ends_when_the_outcome_changes(journal: Journal) -> None:
+def test_waiting_ends_when_the_outcome_changes(journal: Journal, stores: Stores) -> None:
     """wait_for returns once the claim is replaced, without sleeping for real."""
     w = work()
     record, _ = journal.begin(fingerprint=w.fingerprint, interval=30, after=0)
     version = journal.write_outcome(outcome("publishing", w, attempt=record.number), replacing=None)
-    status = goal(journal, w)
+    status = goal(journal, w, stores)
     naps: list[float] = []
 
     def nap(seconds: float) -> None:
@@ -117,13 +121,13 @@ def test_waiting_ends_when_the_outcome_changes(journal: Journal) -> None:
     wait_for(journal, status, sleep=nap)
     assert len(naps) == 3
     assert naps == sorted(naps)  # backing off
-    assert goal(journal, w).state == "met"
+    assert goal(journal, w, stores).state == "met"
 
 
-def test_a_live_claim_of_other_work_is_waited_for(journal: Journal) -> None:
+def test_a_live_claim_of_other_work_is_waited_for(journal: Journal, stores: Stores) -> None:
     """Two attempts never upload at once, even when one publishes other work (a re-added task
     with a changed command): the live claim is 'publishing', not 'starting afresh'."""
     old = work("old")
     record, _ = journal.begin(fingerprint=old.fingerprint, interval=30, after=0)
     journal.write_outcome(outcome("publishing", old, attempt=record.number), replacing=None)
-    assert goal(journal, work("new")).state == "publishing"
+    assert goal(journal, work("new"), stores).state == "publishing"
