@@ -243,3 +243,29 @@ def test_gone_checks_the_destinations_of_the_work_not_the_stored_url(
     assert "changed since attempt 1" in (gone(stores, outputs, outcome) or "")
     (dest / MANIFEST_NAME).unlink()
     assert "is missing" in (gone(stores, outputs, outcome) or "")
+
+
+def test_an_upload_reports_each_manifest_it_leaves_published_with_its_version(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """upload()'s summary names each DEST's manifest with the version and bytes now there,
+    whether written now or found saying the same (then not rewritten)."""
+    from taskkit.upload import upload
+
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    (work / "out" / "a.txt").write_text("alpha\n")
+    outputs = [f"out/*=file://{tmp_path}/one/", f"out/*=file://{tmp_path}/two/"]
+    versions = []
+    for _ in range(2):  # written, then found saying the same
+        summary = upload(outputs, workdir=work, task={"job": "j"})
+        versions.append([p.version for p in summary.published])
+        assert summary.exit_error() is None
+        assert [p.url for p in summary.published] == [
+            str(tmp_path / d / MANIFEST_NAME) for d in ("one", "two")
+        ]
+        for published in summary.published:
+            store, key = stores.open(published.url)
+            assert store.stat(key).version == published.version
+            assert Path(published.url).read_bytes() == published.data
+    assert versions[0] == versions[1]  # the second upload rewrote nothing
