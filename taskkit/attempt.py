@@ -32,6 +32,7 @@ from taskkit.exceptions import (
 from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, attempt_ordinal, goal, lost_race, wait_for
 from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, PublishedManifest, Version, now
+from taskkit.leftovers import Leftovers
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -40,7 +41,7 @@ from taskkit.published import Gone, destinations, recorded
 from taskkit.redaction import redact
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
-from taskkit.staging import default_workdir
+from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores
 from taskkit.upload import upload
 
@@ -186,10 +187,15 @@ class AttemptRun:
                 os.makedirs(self.workdir, exist_ok=True)
             except OSError as exc:
                 raise from_os_error(exc, "cannot make the working directory") from exc
+            staged: list[Plan] = []
             if spec.inputs:
-                error = stage(spec.inputs, workdir=self.workdir).exit_error()
+                error = stage(spec.inputs, workdir=self.workdir, on_plan=staged.append).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
+            # Before the command (and the checkpoint it restores): outputs of other work go.
+            leftovers = Leftovers.begin(
+                spec, self.workdir, self.work, number, staged, lambda m: self._tell(sink, m)
+            )
             checkpoint = Checkpoint(
                 os.path.join(self.workdir, spec.checkpoint_dir)
                 if spec.checkpoint_dir
@@ -215,6 +221,7 @@ class AttemptRun:
                     env=self._command_env(number, checkpoint.directory),
                     cwd=self.workdir,
                 )
+            leftovers.end()
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
         decision = self.policy.decide(Ending.of(finished))

@@ -12,8 +12,10 @@ import contextlib
 
 import click
 
+from taskkit.fingerprint import Work
 from taskkit.goal import attempt_label, attempt_ordinal, goal
 from taskkit.journal import Journal
+from taskkit.leftovers import preview
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
@@ -22,6 +24,7 @@ from taskkit.report import Report
 from taskkit.runner import describe_work, gone_outputs, required
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
+from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores
 
 __all__ = ["show_plan"]
@@ -63,6 +66,7 @@ def show_plan(spec: RunSpec) -> int:
             )
         click.echo(f"command     {' '.join(spec.command)}")
         code = 0
+        staged: list[Plan] = []
         if unavailable is not None:
             click.echo(f"inputs      cannot be listed: {unavailable}")
             code = run_exit_code(unavailable)
@@ -70,9 +74,14 @@ def show_plan(spec: RunSpec) -> int:
             click.echo("inputs")
             with contextlib.ExitStack() as stack:
                 report = Report(stack, doing="staging", dry_run=True, verbose=False, interval=10)
-                stage(
-                    spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=report.staging_planned
-                )
+
+                def planned(plan: Plan) -> None:
+                    report.staging_planned(plan)
+                    staged.append(plan)
+
+                stage(spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=planned)
+        if unavailable is None and status.state not in ("met", "permanent"):
+            _show_leftovers(spec, work, staged)
         for output in spec.outputs:
             parsed = parse_output(output)
             dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
@@ -86,3 +95,12 @@ def show_plan(spec: RunSpec) -> int:
         for codes, verdict, result in policy.table():
             click.echo(f"  {codes:<28} {verdict:<10} {result}")
     return code
+
+
+def _show_leftovers(spec: RunSpec, work: Work, staged: list[Plan]) -> None:
+    """The outputs of earlier work the attempt would remove before its command runs."""
+    tidy, notes = preview(spec, spec.workdir or default_workdir(), work, staged)
+    for line in notes:
+        click.echo(f"leftovers   {line}")
+    for removal in tidy.removals:
+        click.echo(f"remove      {removal.path}  (an output of earlier work {removal.work})")
