@@ -27,6 +27,7 @@ from taskkit.leftovers import (
     plan,
 )
 from taskkit.outputs import MANIFEST_NAME
+from taskkit.testing import Azurite
 
 A, B, C = "xxh3-128:" + "a" * 32, "xxh3-128:" + "b" * 32, "xxh3-128:" + "c" * 32
 
@@ -285,23 +286,26 @@ def test_files_no_attempt_wrote_are_never_removed(task: Task, tmp_path: Path) ->
 def test_a_work_killed_mid_command_has_its_outputs_removed_by_the_next_work(
     task: Task, tmp_path: Path
 ) -> None:
-    """kill -9 of attempt 1 of work A after its command wrote a.csv and b.csv (its entry was
-    never closed): work B removes both before its command, keeps the user's file, and
-    publishes only what it wrote."""
-    dest = tmp_path / "dest"
-    output = ("-o", f"out/**=file://{dest}/")
+    """kill -9 of attempt 1 of work A (``out/**``) after its command wrote a.csv and sub/b.csv
+    (its entry was never closed): work B (``out/*.csv``, which does not match sub/b.csv)
+    removes both before its command, keeps the user's file, and publishes only what it
+    wrote."""
     (task.workdir / "out").mkdir()
-    (task.workdir / "out" / "user.txt").write_text("the user's\n")
-    proc = task.start(writes("out/a.csv", "out/sub/b.csv", then=task.block("cmd")), *output)
+    (task.workdir / "out" / "user.csv").write_text("the user's\n")
+    proc = task.start(
+        writes("out/a.csv", "out/sub/b.csv", then=task.block("cmd")),
+        "-o",
+        f"out/**=file://{tmp_path / 'd1'}/",
+    )
     task.wait_started("cmd", proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     os.killpg(int((task.box / "cmd.pid").read_text()), signal.SIGKILL)
     assert (task.workdir / "out" / "sub" / "b.csv").exists()
 
-    second = task.run(writes("out/c.csv"), *output)
+    second = task.run(writes("out/c.csv"), "-o", f"out/*.csv=file://{tmp_path / 'd2'}/")
     assert second.returncode == 0, second.stderr
-    assert names(dest) == ["c.csv", "user.txt"]
+    assert names(tmp_path / "d2") == ["c.csv", "user.csv"]
     assert not (task.workdir / "out" / "a.csv").exists()
     assert not (task.workdir / "out" / "sub" / "b.csv").exists()
     assert "removed 2 outputs of earlier work" in second.stderr
@@ -331,8 +335,8 @@ def test_a_killed_attempt_of_the_same_work_leaves_its_outputs_to_the_retry(task:
 
 
 def test_an_input_at_an_earlier_output_path_is_kept(task: Task, tmp_path: Path) -> None:
-    """Work A's command writes out/ref.txt; work B stages an input with the same content to
-    that path (staging skips it as identical): it is B's input, not removed."""
+    """Work A's command writes out/ref.txt; work B stages an input to that path (a file://
+    source declares no digest, so it is fetched again): B's command reads B's input."""
     source = tmp_path / "src"
     source.mkdir()
     (source / "ref.txt").write_text("1 out/ref.txt\n")  # what attempt 1 writes
@@ -407,3 +411,40 @@ def test_a_running_attempt_of_other_work_keeps_its_files(task: Task, tmp_path: P
     assert "may still be running in this working directory" in second.stderr
     task.release("cmd")
     proc.communicate(timeout=60)
+
+
+@pytest.mark.azurite
+def test_an_input_skipped_as_identical_at_an_earlier_output_path_is_kept(
+    task: Task, azurite: Azurite, azurite_container: str
+) -> None:
+    """Work A publishes out/ref.txt to Azurite (with its taskkit digest); work B stages that
+    blob back to out/ref.txt, which staging skips as identical (the file is A's product,
+    unchanged): it is B's input now, so it is not removed and B's command reads it."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    first = task.run(writes("out/ref.txt"), "-o", f"out/**=az://{azurite_container}/a/", env=env)
+    assert first.returncode == 0, first.stderr
+    seen = task.box / "seen.txt"
+    second = task.run(
+        sh(f"cat out/ref.txt > {q(seen)}"),
+        "-i",
+        f"az://{azurite_container}/a/ref.txt=out/",
+        "-o",
+        f"out/**=az://{azurite_container}/b/",
+        "--dry-run",
+        env=env,
+    )
+    skips = [line for line in second.stdout.splitlines() if line.startswith("skip")]
+    assert len(skips) == 1, second.stdout  # the case under test: staging skips the file
+    assert skips[0].startswith(f"skip     az://{azurite_container}/a/ref.txt -> out/ref.txt")
+    assert not [line for line in second.stdout.splitlines() if line.startswith("remove")]
+    second = task.run(
+        sh(f"cat out/ref.txt > {q(seen)}"),
+        "-i",
+        f"az://{azurite_container}/a/ref.txt=out/",
+        "-o",
+        f"out/**=az://{azurite_container}/b/",
+        env=env,
+    )
+    assert second.returncode == 0, second.stderr
+    assert seen.read_text() == "1 out/ref.txt\n"
+    assert "removed" not in second.stderr
