@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
-from taskkit.exceptions import from_os_error
+from taskkit.exceptions import TaskFailure, from_os_error
 from taskkit.patterns import Match, Output, expand, parse_output
 from taskkit.redaction import redact
+from taskkit.walk import inside
 
 if TYPE_CHECKING:
     from taskkit.fingerprint import Work
@@ -133,23 +134,44 @@ class Ledger(NamedTuple):
             if found["version"] != _VERSION:
                 raise ValueError(f"version {found['version']!r}")
             products = {
-                str(p): Product(str(w), _identity(i)) for p, (w, *i) in found["products"].items()
+                _relative(p): Product(str(w), _identity(i))
+                for p, (w, *i) in found["products"].items()
             }
             opened = tuple(
                 Opened(
                     int(o["attempt"]),
                     str(o["work"]),
-                    tuple(str(p) for p in o["patterns"]),
+                    tuple(_pattern(p) for p in o["patterns"]),
                     str(o["host"]),
                     int(o["pid"]),
                     None if o["pid_start"] is None else str(o["pid_start"]),
-                    {str(p): _identity(i) for p, i in o["before"].items()},
+                    {_relative(p): _identity(i) for p, i in o["before"].items()},
                 )
                 for o in found["opened"]
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a ledger ({type(exc).__name__}: {exc})") from exc
         return cls(products, opened)
+
+
+def _relative(path: object) -> str:
+    """A path the ledger may name: relative, normalized, inside the working directory (a
+    ledger is a file in the command's reach, and must never lead a removal elsewhere)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\0" in path:
+        raise ValueError(f"bad path {path!r}")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError(f"bad path {path!r}")
+    return path
+
+
+def _pattern(pattern: object) -> str:
+    """An output pattern as :func:`parse_output` leaves it."""
+    try:
+        if isinstance(pattern, str) and parse_output(f"{pattern}=file:///").pattern == pattern:
+            return pattern
+    except TaskFailure:
+        pass
+    raise ValueError(f"bad pattern {pattern!r}")
 
 
 def _identity(values: Sequence[Any]) -> Identity:
@@ -266,19 +288,28 @@ def _walk(
     matched: dict[str, frozenset[str]] = {}
     for pattern in dict.fromkeys(patterns):
         paths = []
-        for found in expand(root, Output(pattern, "")):
-            if isinstance(found, Match):
-                path = os.path.relpath(found.path, root)
-                files[path] = _of(found.stat)
-                paths.append(path)
+        try:
+            for found in expand(root, Output(pattern, "")):
+                if isinstance(found, Match):
+                    path = os.path.relpath(found.path, root)
+                    files[path] = _of(found.stat)
+                    paths.append(path)
+        except OSError as exc:  # a directory removed while it was walked
+            raise from_os_error(exc, "cannot look for outputs") from exc
         matched[pattern] = frozenset(paths)
     for path in also:
-        if path not in files:
+        if path not in files and _reached(root, path):
             with contextlib.suppress(OSError):
                 st = os.stat(root / path)
                 if stat.S_ISREG(st.st_mode):
                     files[path] = _of(st)
     return files, matched
+
+
+def _reached(root: Path, path: str) -> bool:
+    """Whether ``path``'s directory is inside ``root`` once links are resolved (the file
+    itself may be a link: removing it removes the link)."""
+    return inside(root, Path(os.path.realpath((root / path).parent)))
 
 
 def _of(st: os.stat_result) -> Identity:
@@ -352,7 +383,7 @@ def _remove(root: Path, removals: Sequence[Removal], files: Mapping[str, Identit
     for removal in removals:
         path = root / removal.path
         try:
-            if _of(os.stat(path)) != files[removal.path]:
+            if not _reached(root, removal.path) or _of(os.stat(path)) != files[removal.path]:
                 continue  # changed since the walk: not the product any more
             os.unlink(path)
         except FileNotFoundError:

@@ -165,8 +165,9 @@ def test_removal_notes_name_the_work_and_the_first_few_files() -> None:
 
 
 def test_the_ledger_reads_back_what_it_wrote_and_refuses_anything_else() -> None:
-    """Round trip of products and open entries (odd names too); a damaged or foreign file is
-    a ValueError, never a wrong ledger."""
+    """Round trip of products and open entries (odd names too); a damaged or foreign file,
+    or one naming a path or pattern that leaves the working directory, is a ValueError,
+    never a wrong ledger."""
     ledger = Ledger(
         {"out/a b\u00e9.csv": Product(A, (1, 2, 3))},
         (opened(B, {"out/u.txt": (4, 5, 6)}, "out/*", "x/**"),),
@@ -179,6 +180,11 @@ def test_the_ledger_reads_back_what_it_wrote_and_refuses_anything_else() -> None
         b'{"version": 2, "products": {}, "opened": []}',
         b'{"version": 1, "products": {"a": ["w", 1]}, "opened": []}',
         b'{"version": 1, "products": {}}',
+        b'{"version": 1, "products": {"../x": ["w", 1, 2, 3]}, "opened": []}',
+        b'{"version": 1, "products": {"/etc/x": ["w", 1, 2, 3]}, "opened": []}',
+        b'{"version": 1, "products": {"out//x": ["w", 1, 2, 3]}, "opened": []}',
+        ledger.to_bytes().replace(b'"out/u.txt"', b'"out/./u.txt"'),
+        ledger.to_bytes().replace(b'"x/**"', b'"../**"'),
         ledger.to_bytes()[:-5],
     ):
         with pytest.raises(ValueError, match="not a ledger"):
@@ -448,3 +454,27 @@ def test_an_input_skipped_as_identical_at_an_earlier_output_path_is_kept(
     assert second.returncode == 0, second.stderr
     assert seen.read_text() == "1 out/ref.txt\n"
     assert "removed" not in second.stderr
+
+
+def test_a_tampered_ledger_never_removes_a_file_outside_the_working_directory(
+    task: Task, tmp_path: Path
+) -> None:
+    """The ledger is within the command's reach: a product it names through a link to a
+    directory outside (with the outside file's true identity) is not removed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.csv"
+    victim.write_text("not taskkit's\n")
+    output = ("-o", f"out/**=file://{tmp_path / 'dest'}/")
+    assert task.run(writes("out/a.csv"), *output).returncode == 0
+    (task.workdir / "out" / "link").symlink_to(outside)
+    (ledger,) = ledgers(task)
+    data = json.loads(ledger.read_text())
+    st = victim.stat()
+    work_a = task.attempt(1)["fingerprint"]
+    data["products"]["out/link/victim.csv"] = [work_a, st.st_ino, st.st_size, st.st_mtime_ns]
+    ledger.write_text(json.dumps(data))
+    second = task.run(writes("out/b.csv"), *output)
+    assert second.returncode == 0, second.stderr
+    assert victim.read_text() == "not taskkit's\n"
+    assert not (task.workdir / "out" / "a.csv").exists()  # the ledger's true entry still holds
