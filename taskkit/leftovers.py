@@ -230,7 +230,7 @@ def plan(
         if alive(entry):
             running.append(entry)
             continue
-        products.update(made(entry, files, matched))
+        _merge(products, made(entry, files, matched))
     kept = {
         path: product
         for path, product in products.items()
@@ -253,6 +253,16 @@ def plan(
     for removal in removals:
         del kept[removal.path]
     return Tidy(removals, kept, tuple(running), notes)
+
+
+def _merge(products: dict[str, Product], found: Mapping[str, Product]) -> None:
+    """Add what an attempt made to ``products``. A file already recorded, and unchanged
+    since, keeps its work: an attempt running beside another sees the other's files appear
+    too, and the record made when the other's command ended is the precise one."""
+    for path, product in found.items():
+        known = products.get(path)
+        if known is None or known.identity != product.identity:
+            products[path] = product
 
 
 def made(
@@ -417,18 +427,20 @@ def _survey(
     opened = ledger.opened if ledger is not None else ()
     products = ledger.products if ledger is not None else {}
     files, matched = _walk(root, [*patterns, *(p for o in opened for p in o.patterns)], products)
-    tidy = plan(ledger, files, matched, work, staged_paths(staged), alive)
+    protected = staged_paths(staged)
+    tidy = plan(ledger, files, matched, work, protected, alive)
     notes = list(tidy.notes)
+    unknown = len(set(files) - protected)
     if error is not None:
         notes.insert(
             0,
             f"the ledger of earlier outputs {path.name} cannot be read ({error}): "
             "no earlier output is removed",
         )
-    elif ledger is None and files:
+    elif ledger is None and unknown:
         notes.insert(
             0,
-            f"no ledger of earlier outputs in this working directory: {_files(len(files))} "
+            f"no ledger of earlier outputs in this working directory: {_files(unknown)} "
             "the output patterns match now are kept",
         )
     return _Survey(tidy, files, matched, notes)
@@ -506,7 +518,8 @@ class Leftovers:
                 except ValueError:
                     ledger = Ledger({}, ())
                 files, matched = _walk(self.root, entry.patterns, ())
-                products = {**ledger.products, **made(entry, files, matched)}
+                products = dict(ledger.products)
+                _merge(products, made(entry, files, matched))
                 opened = tuple(o for o in ledger.opened if _process(o) != _process(entry))
                 _write(self.path, Ledger(products, opened))
         except Exception as exc:  # the next attempt closes the entry from what it finds

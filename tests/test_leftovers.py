@@ -136,6 +136,20 @@ def test_an_attempt_killed_mid_command_is_closed_from_what_it_left() -> None:
     }
 
 
+def test_a_killed_attempt_does_not_take_over_what_another_attempt_recorded() -> None:
+    """An attempt of work A killed while an attempt of work B ran beside it and ended: B's
+    recorded products (unchanged) stay B's, though they appeared after A's command began;
+    one A rewrote becomes A's."""
+    ledger = Ledger(
+        {"out/b.csv": Product(B, (2, 1, 1)), "out/both.csv": Product(B, (3, 1, 1))},
+        (opened(A, {}, "out/**"),),
+    )
+    files = {"out/a.csv": (1, 1, 1), "out/b.csv": (2, 1, 1), "out/both.csv": (3, 7, 7)}
+    tidy = plan(ledger, files, {"out/**": set(files)}, B, (), dead)
+    assert tidy.removals == (Removal("out/a.csv", A), Removal("out/both.csv", A))
+    assert tidy.products == {"out/b.csv": Product(B, (2, 1, 1))}
+
+
 def test_an_attempt_still_running_here_keeps_its_files() -> None:
     """An open entry whose process lives: the files it is writing and its work's recorded
     products are left alone, its entry stays open, and a note says why; products of a third
@@ -228,6 +242,10 @@ def test_outputs_of_the_earlier_work_are_not_published_and_are_removed(
     first = task.run(writes("out/a.csv", "out/b.csv"), *output)
     assert first.returncode == 0, first.stderr
     assert names(dest) == ["a.csv", "b.csv", "user.txt"]
+    assert (
+        "taskkit: note: no ledger of earlier outputs in this working directory: 1 file the "
+        "output patterns match now are kept\n"
+    ) in first.stderr
 
     seen = task.box / "seen.txt"
     second = task.run(writes("out/a.csv", then=f"ls out > {q(seen)}"), *output)
