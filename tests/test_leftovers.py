@@ -183,7 +183,7 @@ def test_the_ledger_reads_back_what_it_wrote_and_refuses_anything_else() -> None
     or one naming a path or pattern that leaves the working directory, is a ValueError,
     never a wrong ledger."""
     ledger = Ledger(
-        {"out/a b\u00e9.csv": Product(A, (1, 2, 3))},
+        {"out/a b\u00e9.csv": Product(A, (1, 2, 3)), "out/\udcff.csv": Product(A, (4, 5, 6))},
         (opened(B, {"out/u.txt": (4, 5, 6)}, "out/*", "x/**"),),
     )
     assert Ledger.from_bytes(ledger.to_bytes()) == ledger
