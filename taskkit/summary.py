@@ -48,6 +48,8 @@ class Summary:
     resumed: int = 0
     skipped: int = 0
     linked: int = 0
+    #: Staging only: stale files removed (staged from blobs that no longer exist).
+    removed: int | None = None
     failed: int = 0
     bytes_transferred: int = 0
     bytes_reused: int = 0
@@ -58,12 +60,14 @@ class Summary:
     published: list[Published] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
+        removed = {} if self.removed is None else {"removed": self.removed}
         return {
             "files": self.files,
             "transferred": self.transferred,
             "resumed": self.resumed,
             "skipped": self.skipped,
             "linked": self.linked,
+            **removed,
             "failed": self.failed,
             "bytes_transferred": self.bytes_transferred,
             "bytes_reused": self.bytes_reused,
