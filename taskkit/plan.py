@@ -9,6 +9,7 @@ remote; not even the stat-cache is created.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import click
 
@@ -65,6 +66,9 @@ def show_plan(spec: RunSpec) -> int:
                 f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
             )
         click.echo(f"command     {' '.join(spec.command)}")
+        workdir = os.path.abspath(spec.workdir or default_workdir())
+        if not spec.inputs and not os.path.isdir(workdir):  # else the staging plan says it
+            click.echo(f"workdir     would create the working directory {workdir}")
         code = 0
         staged: list[Plan] = []
         if unavailable is not None:

@@ -362,9 +362,10 @@ def _stale(
     jobs: int | None,
 ) -> list[PlanEntry]:
     """Files taskkit staged in a scope from a blob that is not listed any more, unchanged
-    since: one stat-cache range query per scope. A file changed since it was staged is kept;
-    one whose identity is racy but whose inode is the staged one is kept unless its digest
-    is still the staged one."""
+    since: one stat-cache range query per scope. A file whose identity is the recorded one
+    is unchanged; one whose ctime alone moved (a link to its node-cache object made elsewhere)
+    or whose entry is racy is unchanged if its digest is still the staged one; any other is
+    kept."""
     candidates: dict[Path, tuple[_Scope, str, CacheEntry, os.stat_result]] = {}
     for scope in scopes:
         start = path_key(scope.base / "x")[:-1]
@@ -390,7 +391,7 @@ def _stale(
         path
         for path, (_, _, entry, st) in candidates.items()
         if not StatCache.fresh(entry, st)
-        and (entry.stat.dev, entry.stat.ino, entry.stat.size) == (st.st_dev, st.st_ino, st.st_size)
+        and entry.stat[:4] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     ]
     hashed = digests(unsure, jobs=jobs) if unsure else {}
     removals = []
