@@ -58,6 +58,7 @@ __all__ = [
     "PlanEntry",
     "Problem",
     "default_workdir",
+    "list_input",
     "name_problem",
     "parse_input",
     "partial_path",
@@ -234,33 +235,42 @@ class _Scope(NamedTuple):
 _Found = tuple[RemoteFile, Store, str, Path]
 
 
+def list_input(item: Input, stores: Stores) -> tuple[Store, str, list[tuple[str, RemoteFile]]]:
+    """What one input names, as one listing (or, for a single file, one stat) sees it: the
+    store, the listed prefix (ending in ``/``; '' for a single file), and each file with its
+    name below the prefix ('' for a single file); a glob's non-matching names left out."""
+    glob = item.glob
+    if glob is None and not item.is_prefix:
+        store, key = stores.open(item.source)
+        return store, "", [("", _stat(store, key))]
+    store, key = stores.open(item.source if glob is None else glob[0])
+    matches = None if glob is None else glob_regex(glob[1])
+    prefix = key.rstrip("/") + "/"
+    found = []
+    for file in store.list(key if key.endswith("/") else prefix):
+        name = file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
+        if matches is None or matches.fullmatch(name):
+            found.append((name, file))
+    return store, prefix, found
+
+
 def _expand(
     item: Input, stores: Stores, workdir: Path, allow_empty: bool
 ) -> tuple[list[_Found], list[Problem], _Scope | None]:
     """The remote files of one input with their local destinations, and for a prefix or glob
     the scope in which stale files are looked for."""
     base = resolve_dest(workdir, item.dest)
-    glob = item.glob
-    if glob is None and not item.is_prefix:
-        store, key = stores.open(item.source)
-        file = _stat(store, key)
+    store, prefix, listed = list_input(item, stores)
+    if not prefix:
+        ((_, file),) = listed
         if item.dest.endswith("/") or base.is_dir():
-            base = base / key.rstrip("/").rsplit("/", 1)[-1]
+            base = base / file.key.rstrip("/").rsplit("/", 1)[-1]
         return [(file, store, os.path.relpath(base, workdir), base)], [], None
-    store, key = stores.open(item.source if glob is None else glob[0])
-    matches = None if glob is None else glob_regex(glob[1])
-    prefix = key.rstrip("/") + "/"
-    listed = store.list(key if key.endswith("/") else prefix)
     found: list[_Found] = []
     problems: list[Problem] = []
-    identities = []
-    for file in listed:
-        name = file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
+    for name, file in listed:
         if name.endswith("/") and file.size == 0:
             continue  # a directory marker blob
-        if matches is not None and not matches.fullmatch(name):
-            continue
-        identities.append(store.identity(file.key))
         try:
             check_name(name, file.url)
         except DataError as exc:
@@ -269,11 +279,13 @@ def _expand(
         path = base / name
         found.append((file, store, os.path.relpath(path, workdir), path))
     if not found and not problems and not allow_empty:
-        verb = "lists" if glob is None else "matches"
+        verb = "lists" if item.glob is None else "matches"
         raise InputNotFound(
             f"{item.source!r} {verb} nothing (use --allow-empty if that is expected)"
         )
-    return found, problems, _Scope(store, prefix, base, matches, frozenset(identities))
+    matches = None if item.glob is None else glob_regex(item.glob[1])
+    identities = frozenset(store.identity(file.key) for _, file in listed)
+    return found, problems, _Scope(store, prefix, base, matches, identities)
 
 
 def _stat(store: Store, key: str) -> RemoteFile:

@@ -219,7 +219,7 @@ def test_a_file_where_another_needs_a_directory_refuses_the_request(
         ["memory://src/a.txt=d", "memory://src/b.txt=d/b.txt"],
         ["memory://src/b.txt=d/b.txt", "memory://src/a.txt=d"],
     ):
-        with pytest.raises(UsageError, match="need.* a directory"):
+        with pytest.raises(UsageError, match=r"need.* a directory"):
             plan([parse_input(i) for i in inputs], workdir=workdir, stores=stores)
 
 
