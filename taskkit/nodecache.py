@@ -78,6 +78,7 @@ class NodeCache:
         self.max_bytes = max_bytes
         self.keep_free = keep_free
         self.disk_usage = disk_usage
+        self._total: int | None = None
 
     def __repr__(self) -> str:
         bound = (
@@ -109,8 +110,24 @@ class NodeCache:
         return self.root / "locks" / key[:2] / key
 
     def fits(self, size: int) -> bool:
-        """Whether a file of ``size`` bytes may enter the cache at all."""
-        return self.max_bytes is None or size <= self.max_bytes
+        """Whether a file of ``size`` bytes may enter the cache at all: within ``max_bytes``,
+        else within the part of the filesystem the cache may fill."""
+        if self.max_bytes is not None:
+            return size <= self.max_bytes
+        if self._total is None:
+            try:
+                self._total = self.disk_usage(self._existing())[0]
+            except OSError:
+                return True  # nothing to measure: the download finds out
+        return size <= self._total * (1 - self.keep_free)
+
+    def _existing(self) -> Path:
+        """The cache root, or the nearest directory above it that exists (before the first
+        object, the root may not)."""
+        path = self.root.absolute()
+        while not path.exists() and path.parent != path:
+            path = path.parent
+        return path
 
     def lookup(self, key: str) -> Digest | None:
         """The digest of the source version ``key`` if its object is in the cache."""
@@ -150,17 +167,17 @@ class NodeCache:
             self.object_path(digest).unlink()
         log.warning("node cache object %s was altered: deleted, it will be fetched again", digest)
 
-    def evict(self, keep: Path | None = None) -> int:
-        """Delete least recently used objects until the rest fit in ``max_bytes`` or, without
-        it, until ``keep_free`` of the filesystem is free (or no unlinked object is left);
-        never ``keep``. Returns the bytes freed. One process evicts at a time; the others go
-        on."""
+    def evict(self, keep: Path | None = None, incoming: int = 0) -> int:
+        """Delete least recently used objects until the rest, and ``incoming`` bytes about to
+        be added, fit in ``max_bytes`` or, without it, leave ``keep_free`` of the filesystem
+        free (or no unlinked object is left); never ``keep``. Returns the bytes freed. One
+        process evicts at a time; the others go on."""
         if self.max_bytes is None:
             try:
-                total, _, free = self.disk_usage(self.root)
+                total, _, free = self.disk_usage(self._existing())
             except OSError:
-                return 0  # no cache yet, or none to measure: nothing to evict
-            excess = int(total * self.keep_free) - free
+                return 0  # nothing to measure: nothing to evict
+            excess = int(total * self.keep_free) + incoming - free
             if excess <= 0:
                 return 0  # one statvfs: the common case costs no walk of the objects
         import fcntl
@@ -174,7 +191,7 @@ class NodeCache:
                 return 0
             objects = sorted(self._objects(), key=lambda o: o.used_ns)
             if self.max_bytes is not None:
-                excess = sum(o.size for o in objects) - self.max_bytes
+                excess = sum(o.size for o in objects) + incoming - self.max_bytes
             else:
                 # Only an object no task links to gives its blocks back when deleted.
                 objects = [o for o in objects if o.links == 1]

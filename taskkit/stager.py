@@ -347,6 +347,7 @@ class _Run:
             with locked(node.lock_path(key)):
                 digest = node.lookup(key)
                 if digest is None:
+                    node.evict(incoming=entry.source.size)  # room first, or the download fails
                     fd = open_partial(partial)
                     try:
                         fetched = self._fetch(entry, fd, partial, "into the node cache")

@@ -277,7 +277,8 @@ def test_a_full_node_cache_names_its_filesystem_not_the_destinations(
     cache's mount, while the workdir's filesystem had room."""
     source = big_source(tmp_path)
     the_plan = plan([parse_input(f"{source}=big.bin")], workdir=workdir, stores=stores)
-    summary = execute(the_plan, node_cache=NodeCache(small_disk / "cache"))
+    # A bound by size that the small filesystem cannot hold: the download meets the full disk.
+    summary = execute(the_plan, node_cache=NodeCache(small_disk / "cache", 100 * MiB))
     (problem,) = summary.problems
     message = str(problem.error)
     assert problem.error.exit_code == 74
