@@ -338,7 +338,8 @@ def plan(
         scopes += [scope] if scope is not None else []
     _refuse_clashes(files)
     entries = _decide(files, cache, node_cache, record, jobs)
-    removals = _stale(scopes, {path for *_, path in files}, root, cache, jobs) if cache else []
+    planned = {path for *_, path in files}
+    removals = _stale(scopes, planned, root, cache, jobs) if cache is not None else []
     return Plan(tuple(entries), tuple(problems), root, tuple(removals), create)
 
 
