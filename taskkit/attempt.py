@@ -5,10 +5,13 @@ streamed and a heartbeat written, decide with the exit-code policy, publish the 
 the ``publishing`` claim on success, record a permanent failure (or the last attempt's), and
 write the attempt's end. Invariants: outputs are uploaded only by the holder of the claim, and
 success is recorded by replacing that very claim (If-Match), so of two attempts running at once
-one publishes; whatever fails inside, the attempt's end is written when the store allows it.
-Before anything is staged, what an interrupted attempt on this host left of its command is
-ended (:mod:`taskkit.lifetime`), so two copies of the command never run at once; the attempt's
-own directories that cannot be made are local I/O (203), not an internal error.
+one publishes; an attempt whose work lost to other work published since it began never exits 0
+(204, "lost race"); whatever fails inside, the attempt's end is written when the store allows it.
+When a success's published outputs are gone and the working directory still holds them, the
+attempt republishes them without running the command. Before anything is staged, what an
+interrupted attempt on this host left of its command is ended (:mod:`taskkit.lifetime`), so two
+copies of the command never run at once; the attempt's own directories that cannot be made are
+local I/O (203), not an internal error.
 """
 
 from __future__ import annotations
@@ -31,17 +34,28 @@ from taskkit.exceptions import (
     from_os_error,
 )
 from taskkit.fingerprint import Work
-from taskkit.goal import CLAIM_TRIES, attempt_label, goal, wait_for
-from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, host_identity, now
+from taskkit.goal import CLAIM_TRIES, attempt_label, attempt_ordinal, goal, lost_race, wait_for
+from taskkit.journal import (
+    Attempt,
+    Heartbeat,
+    Journal,
+    Outcome,
+    PublishedManifest,
+    Version,
+    host_identity,
+    now,
+)
+from taskkit.leftovers import Leftovers
 from taskkit.lifetime import end_left_by
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
+from taskkit.published import Gone, destinations, recorded
 from taskkit.redaction import redact
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
-from taskkit.staging import default_workdir
+from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores
 from taskkit.upload import upload
 
@@ -64,7 +78,13 @@ class AttemptRun:
         launch: Launcher,
         say: Callable[[str, str], None],
         grace: float,
+        *,
+        seen: Version | None = None,
+        gone: Gone | None = None,
     ) -> None:
+        """``seen``: the outcome's version when the runner decided to start this attempt;
+        ``gone``: the published outputs of this work are gone, and what to do about it."""
+        self.seen, self.gone = seen, gone
         self.spec, self.stores, self.journal, self.work = spec, stores, journal, work
         self.policy, self.env, self.launch, self.say, self.grace = policy, env, launch, say, grace
         self.workdir = os.path.abspath(spec.workdir or default_workdir())
@@ -83,7 +103,7 @@ class AttemptRun:
         )
         number = record.number
         # Batch's count starts again for new work (a re-added task, a changed input).
-        ordinal = 1 + sum(1 for a in previous if a.fingerprint == self.work.fingerprint)
+        ordinal = attempt_ordinal(previous, self.work.fingerprint)
         last = spec.max_retries >= 0 and ordinal > spec.max_retries
         label = attempt_label(ordinal, spec.max_retries)
         if ordinal != number:
@@ -184,15 +204,24 @@ class AttemptRun:
     def _attempt(
         self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
     ) -> Decision:
+        if self.gone is not None:
+            sink.note(self.gone.line)
+            if self.gone.republish:
+                return self._republish(number, self.gone.attempt)
         if unavailable is not None:
             return self.policy.decide(Ending(error=unavailable))
         spec = self.spec
         try:
             _make_dir(self.workdir, "cannot make the working directory")
+            staged: list[Plan] = []
             if spec.inputs:
-                error = stage(spec.inputs, workdir=self.workdir).exit_error()
+                error = stage(spec.inputs, workdir=self.workdir, on_plan=staged.append).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
+            # Before the command (and the checkpoint it restores): outputs of other work go.
+            leftovers = Leftovers.begin(
+                spec, self.workdir, self.work, number, staged, lambda m: self._tell(sink, m)
+            )
             checkpoint = Checkpoint(
                 os.path.join(self.workdir, spec.checkpoint_dir)
                 if spec.checkpoint_dir
@@ -220,6 +249,7 @@ class AttemptRun:
                     cwd=self.workdir,
                     on_start=self._command_started,
                 )
+            leftovers.end()
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
         decision = self.policy.decide(Ending.of(finished))
@@ -273,18 +303,37 @@ class AttemptRun:
             }
         )
 
+    def _republish(self, number: int, done: int) -> Decision:
+        """Publish again the outputs attempt ``done`` published for this work, which the store
+        lost and the working directory still holds as they were; the command is not run."""
+        return self._publish(
+            number,
+            Decision(
+                Verdict.SUCCESS,
+                0,
+                f"republished the outputs of attempt {done} from the working directory "
+                "(the command was not run)",
+            ),
+        )
+
     def _publish(self, number: int, decision: Decision) -> Decision:
-        """Take the publishing claim, upload the outputs, record success in its place."""
+        """Take the publishing claim, upload the outputs, keep a copy of each manifest, record
+        success (with each manifest's version) in the claim's place. Exit 0 without publishing
+        when another attempt published this same work meanwhile; 204 when it published other
+        work since this attempt began (a lost race: the next attempt decides afresh)."""
         journal = self.journal
         claim = self._outcome("publishing", number, decision)
         for _ in range(CLAIM_TRIES):
-            status = goal(journal, self.work)
+            status = goal(journal, self.work, self.stores)
             if status.state == "met" and status.outcome is not None:
                 return Decision(
                     Verdict.SUCCESS,
                     0,
                     f"attempt {status.outcome.attempt} published the same work meanwhile",
                 )
+            lost = lost_race(status, self.work, self.seen)
+            if lost is not None:
+                return self.policy.decide(Ending(error=Conflict(lost)))
             if status.state == "publishing":
                 wait_for(journal, status)
                 continue
@@ -302,6 +351,7 @@ class AttemptRun:
                 )
             )
         manifests: tuple[str, ...] = ()
+        published: tuple[PublishedManifest, ...] = ()
         if self.spec.outputs:
             try:
                 summary = upload(
@@ -312,6 +362,9 @@ class AttemptRun:
                     on_plan=lambda plan: warn_passed(plan, lambda m: self.say("warning", m)),
                 )
                 error = summary.exit_error()
+                if error is None:
+                    places = destinations(self.stores, self.spec.outputs)
+                    published = recorded(journal, number, places, summary.published)
             except TaskFailure as exc:
                 error = exc
             except BaseException:  # a signal: the claim must not outlive this attempt
@@ -325,7 +378,9 @@ class AttemptRun:
             manifests = tuple(_manifest_url(o) for o in self.spec.outputs)
         try:
             journal.write_outcome(
-                self._outcome("success", number, decision, manifests=manifests),
+                self._outcome(
+                    "success", number, decision, manifests=manifests, published=published
+                ),
                 replacing=version,
             )
         except Conflict:
@@ -340,7 +395,8 @@ class AttemptRun:
         return decision
 
     def _record(self, decision: Decision, number: int, last: bool) -> Decision:
-        """Record a permanent failure, or a retryable one on the last attempt."""
+        """Record a permanent failure, or a retryable one on the last attempt; never in place
+        of another attempt's success, claim, or work published since this attempt began."""
         if decision.verdict is Verdict.SUCCESS:
             return decision
         if decision.verdict is Verdict.RETRYABLE and not last:
@@ -348,10 +404,12 @@ class AttemptRun:
         state = "permanent" if decision.verdict is Verdict.PERMANENT else "failed"
         outcome = self._outcome(state, number, decision)
         for _ in range(CLAIM_TRIES):
-            status = goal(self.journal, self.work)
+            status = goal(self.journal, self.work, self.stores)
             theirs = status.outcome is not None and status.outcome.attempt != number
             if theirs and status.state in ("met", "publishing"):
                 return decision  # another attempt finished this work, or is publishing
+            if lost_race(status, self.work, self.seen) is not None:
+                return decision  # other work was published since: not this attempt's to undo
             try:
                 self.journal.write_outcome(outcome, replacing=status.version)
                 return decision

@@ -128,6 +128,22 @@ class AzureStore(Store):
             if (props.metadata or {}).get("hdi_isfolder") != "true"
         ]
 
+    def has_files(self, key: str) -> bool:
+        container, prefix = self._split(key)
+
+        async def first() -> bool:
+            blobs = self._client.get_container_client(container).list_blobs(
+                name_starts_with=prefix or None, results_per_page=1
+            )
+            async for page in blobs.by_page():
+                async for _ in page:
+                    return True
+                return False
+            return False
+
+        found: bool = self.call(lambda: self._sync(first), f"cannot list {self._where(key)}")
+        return found
+
     def stat(self, key: str) -> RemoteFile:
         container, name = self._split(key)
 

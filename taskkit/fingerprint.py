@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from taskkit.exceptions import InputNotFound
-from taskkit.staging import Input, parse_input
+from taskkit.staging import Input, list_input, parse_input
 from taskkit.storage import RemoteFile, Stores
 
 __all__ = ["Work", "changes", "describe"]
@@ -65,17 +65,11 @@ def describe(
     described = []
     for given in inputs:
         request = parse_input(given) if isinstance(given, str) else given
-        store, key = stores.open(request.source)
-        prefix = key.rstrip("/") + "/"
-        found = store.list(key) if request.is_prefix else [store.stat(key)]
+        _, _, found = list_input(request, stores)  # a prefix or glob listed as staging lists it
         if not found:
-            raise InputNotFound(f"input {request.source} lists no files")
-        files = tuple(
-            sorted(
-                (f.key.removeprefix(prefix) if request.is_prefix else "", _content(f))
-                for f in found
-            )
-        )
+            verb = "lists" if request.glob is None else "matches"
+            raise InputNotFound(f"input {request.source} {verb} no files")
+        files = tuple(sorted((name, _content(f)) for name, f in found))
         described.append((f"{request.source}={request.dest}", files))
     return Work(tuple(command), tuple(described), tuple(outputs))
 

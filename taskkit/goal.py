@@ -1,20 +1,37 @@
-"""Where a task stands for some work, from its journal: met, permanent, being published, open.
+"""Where a task stands for some work, from its journal and its published outputs: met,
+gone, permanent, being published, open.
 
 Read only; the runner and the dry run decide with the same functions, so a dry run says what
 a run would do. An attempt that holds the publishing claim and is alive is waited for (bounded
 by :data:`PUBLISH_WAIT`); a dead holder's claim is taken over.
+
+Invariants: the goal is met only while every manifest the success recorded is still at its
+recorded version (:mod:`taskkit.published`: one request per DEST); an attempt whose work lost
+the race to another work published meanwhile never counts as a success (:func:`lost_race`);
+an attempt is counted aloud among the attempts of its work that had ended or been interrupted
+when it began, never among those running beside it (:func:`attempt_ordinal`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from taskkit.fingerprint import Work, changes
-from taskkit.journal import Journal, Outcome, Version
+from taskkit.journal import Attempt, Journal, Outcome, Version
+from taskkit.storage import Stores
 
-__all__ = ["CLAIM_TRIES", "PUBLISH_WAIT", "Goal", "attempt_label", "goal", "wait_for"]
+__all__ = [
+    "CLAIM_TRIES",
+    "PUBLISH_WAIT",
+    "Goal",
+    "attempt_label",
+    "attempt_ordinal",
+    "goal",
+    "lost_race",
+    "wait_for",
+]
 
 #: How long an attempt waits for another one that holds the publishing claim and is alive.
 PUBLISH_WAIT = 900.0
@@ -23,8 +40,9 @@ CLAIM_TRIES = 5
 
 
 class Goal(NamedTuple):
-    """Where a task stands for some work, before an attempt: ``met``, ``permanent``,
-    ``publishing`` (another live attempt is publishing it) or ``open``."""
+    """Where a task stands for some work, before an attempt: ``met``, ``gone`` (met once, but
+    its published outputs are no longer there as published), ``permanent``, ``publishing``
+    (another live attempt is publishing, whatever work) or ``open``."""
 
     state: str
     outcome: Outcome | None
@@ -32,8 +50,9 @@ class Goal(NamedTuple):
     why: str
 
 
-def goal(journal: Journal, work: Work) -> Goal:
-    """What the journal says about ``work``."""
+def goal(journal: Journal, work: Work, stores: Stores) -> Goal:
+    """What the journal says about ``work``, its recorded success checked against the store
+    (``stores`` opens the work's outputs)."""
     found = journal.outcome()
     if found is None:
         return Goal("open", None, None, "no attempt has finished it")
@@ -45,6 +64,11 @@ def goal(journal: Journal, work: Work) -> Goal:
         why = changes(Work.from_json(outcome.work), work) if outcome.work else "the work changed"
         return Goal("open", outcome, version, f"starting afresh: {why}")
     if outcome.state == "success":
+        from taskkit.published import gone
+
+        missing = gone(stores, work.outputs, outcome)
+        if missing is not None:
+            return Goal("gone", outcome, version, missing)
         return Goal("met", outcome, version, f"goal met by attempt {outcome.attempt}")
     if outcome.state == "permanent":
         return Goal("permanent", outcome, version, outcome.reason)
@@ -53,6 +77,24 @@ def goal(journal: Journal, work: Work) -> Goal:
 
 def _holder_alive(journal: Journal, number: int) -> bool:
     return any(a.number == number and a.state() == "running" for a in journal.attempts())
+
+
+def lost_race(status: Goal, work: Work, seen: Version | None) -> str | None:
+    """Why an attempt of ``work`` that read the outcome at version ``seen`` when it began has
+    lost the race, or None: another attempt published other work since."""
+    outcome = status.outcome
+    if outcome is None or outcome.state != "success" or outcome.fingerprint == work.fingerprint:
+        return None
+    if status.version == seen:
+        return None  # the success this attempt started afresh from: its work may replace it
+    return f"lost race: attempt {outcome.attempt} published other work"
+
+
+def attempt_ordinal(attempts: Sequence[Attempt], fingerprint: str) -> int:
+    """Which attempt of its work one beginning now is, for Batch: one more than those of this
+    work that have ended or been interrupted. Attempts running beside it (concurrent copies of
+    one task) are not among them: they are not retries Batch counted before this one."""
+    return 1 + sum(1 for a in attempts if a.fingerprint == fingerprint and a.state() != "running")
 
 
 def attempt_label(number: int, max_retries: int) -> str:

@@ -3,9 +3,12 @@
 Layout (every record a small JSON file)::
 
     attempts/00001.json   one per attempt: node, start, heartbeat, end, exit code, verdict, logs
-    outcome.json          the goal: "success" (with the manifests published), "permanent"
-                          (code and reason), "failed" (retries exhausted), or "publishing" (an
-                          attempt holds the right to publish outputs)
+    outcome.json          the goal: "success" (with the manifests published, each with its
+                          version), "permanent" (code and reason), "failed" (retries
+                          exhausted), or "publishing" (an attempt holds the right to publish)
+    published/00002/1.json  the journal's copy of each manifest attempt 2 published, written
+                          before its success record (so published outputs can be checked and
+                          republished when the store lost them)
     steps/<name>.json     a finished ``taskkit step`` and the files it published
     checkpoint/           the synced TASKKIT_CHECKPOINT_DIR, with its manifest
     logs/00001/           each attempt's stdout.txt, stderr.txt, taskkit.txt
@@ -44,6 +47,7 @@ __all__ = [
     "Heartbeat",
     "Journal",
     "Outcome",
+    "PublishedManifest",
     "StepFile",
     "StepRecord",
     "Version",
@@ -134,8 +138,19 @@ class Attempt(_Record):
         return "interrupted" if stale else "running"
 
 
+class PublishedManifest(_Record):
+    """One DEST's manifest as a success published it: its URL (never a credential), its
+    version in the store then, and the journal's copy of it (a name under the task's root)."""
+
+    url: str
+    version: str
+    kept: str
+
+
 class Outcome(_Record):
-    """Where the task stands: ``publishing``, ``success``, ``permanent`` or ``failed``."""
+    """Where the task stands: ``publishing``, ``success``, ``permanent`` or ``failed``.
+    ``published`` (one per DEST, in the order of the work's outputs) is absent from records
+    written before it existed; ``manifests`` keeps their URLs for older readers."""
 
     state: Literal["publishing", "success", "permanent", "failed"]
     fingerprint: str
@@ -144,6 +159,7 @@ class Outcome(_Record):
     exit_code: int = 0
     reason: str = ""
     manifests: tuple[str, ...] = ()
+    published: tuple[PublishedManifest, ...] = ()
     work: dict[str, Any] = {}
 
 

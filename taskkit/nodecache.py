@@ -19,9 +19,13 @@ Invariants:
 * At most one process downloads a source version: it holds the version's lock, and the others
   wait, then find the ref and link. Verifying and linking an object happen under the same
   lock, so no taskkit process moves an object's ctime while another checks it.
-* The cache is bounded (``max_bytes``): after an object is added, the least recently used ones
-  (access time, which taskkit sets on every use) are deleted until the rest fit. Files already
-  linked into task directories live on: a link is a name, not a copy.
+* The cache is bounded. With ``max_bytes``, after an object is handed out the least recently
+  used ones (access time, which taskkit sets on every use) are deleted until the rest fit.
+  Without it (the default) the cache keeps its filesystem from filling: while less than
+  :data:`KEEP_FREE` of the filesystem is free, the least recently used objects that no task
+  links to any more are deleted (deleting a linked one would free nothing). Either way the
+  object being handed out is never deleted, and files already linked into task directories
+  live on: a link is a name, not a copy.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,27 +44,49 @@ import xxhash
 from taskkit.digest import Digest
 from taskkit.exceptions import DataError
 
-__all__ = ["NodeCache"]
+__all__ = ["KEEP_FREE", "NodeCache"]
 
 log = logging.getLogger("taskkit")
 OBJECT_MODE = 0o444
+#: The share of its filesystem the node cache keeps free when no ``max_bytes`` is given. On a
+#: Batch node the cache shares the temporary disk with every task's working directory and
+#: Batch's own files: a tenth leaves the tasks room for their outputs on the smallest disks
+#: (1.6 GiB of a 16 GiB one) without wasting much of the large ones.
+KEEP_FREE = 0.10
 
 
 class _Object(NamedTuple):
     path: Path
     size: int
     used_ns: int
+    links: int
 
 
 class NodeCache:
-    """The node cache at ``root``; ``max_bytes`` bounds the size of its objects (None: no bound)."""
+    """The node cache at ``root``. ``max_bytes`` bounds the size of its objects; without it,
+    the cache keeps ``keep_free`` of its filesystem free (``disk_usage`` measures it)."""
 
-    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        max_bytes: int | None = None,
+        *,
+        keep_free: float = KEEP_FREE,
+        disk_usage: Callable[[Path], tuple[int, int, int]] = shutil.disk_usage,
+    ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.keep_free = keep_free
+        self.disk_usage = disk_usage
+        self._total: int | None = None
 
     def __repr__(self) -> str:
-        return f"NodeCache({str(self.root)!r}, max_bytes={self.max_bytes})"
+        bound = (
+            f"max_bytes={self.max_bytes}"
+            if self.max_bytes is not None
+            else (f"keep_free={self.keep_free}")
+        )
+        return f"NodeCache({str(self.root)!r}, {bound})"
 
     @staticmethod
     def key(identity: str, version: str) -> str:
@@ -82,8 +110,24 @@ class NodeCache:
         return self.root / "locks" / key[:2] / key
 
     def fits(self, size: int) -> bool:
-        """Whether a file of ``size`` bytes may enter the cache at all."""
-        return self.max_bytes is None or size <= self.max_bytes
+        """Whether a file of ``size`` bytes may enter the cache at all: within ``max_bytes``,
+        else within the part of the filesystem the cache may fill."""
+        if self.max_bytes is not None:
+            return size <= self.max_bytes
+        if self._total is None:
+            try:
+                self._total = self.disk_usage(self._existing())[0]
+            except OSError:
+                return True  # nothing to measure: the download finds out
+        return size <= self._total * (1 - self.keep_free)
+
+    def _existing(self) -> Path:
+        """The cache root, or the nearest directory above it that exists (before the first
+        object, the root may not)."""
+        path = self.root.absolute()
+        while not path.exists() and path.parent != path:
+            path = path.parent
+        return path
 
     def lookup(self, key: str) -> Digest | None:
         """The digest of the source version ``key`` if its object is in the cache."""
@@ -123,11 +167,19 @@ class NodeCache:
             self.object_path(digest).unlink()
         log.warning("node cache object %s was altered: deleted, it will be fetched again", digest)
 
-    def evict(self, keep: Path | None = None) -> int:
-        """Delete least recently used objects until the rest fit in ``max_bytes``; returns
-        the bytes freed. One process evicts at a time; the others go on."""
+    def evict(self, keep: Path | None = None, incoming: int = 0) -> int:
+        """Delete least recently used objects until the rest, and ``incoming`` bytes about to
+        be added, fit in ``max_bytes`` or, without it, leave ``keep_free`` of the filesystem
+        free (or no unlinked object is left); never ``keep``. Returns the bytes freed. One
+        process evicts at a time; the others go on."""
         if self.max_bytes is None:
-            return 0
+            try:
+                total, _, free = self.disk_usage(self._existing())
+            except OSError:
+                return 0  # nothing to measure: nothing to evict
+            excess = int(total * self.keep_free) + incoming - free
+            if excess <= 0:
+                return 0  # one statvfs: the common case costs no walk of the objects
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -138,10 +190,14 @@ class NodeCache:
             except BlockingIOError:
                 return 0
             objects = sorted(self._objects(), key=lambda o: o.used_ns)
-            total = sum(o.size for o in objects)
+            if self.max_bytes is not None:
+                excess = sum(o.size for o in objects) + incoming - self.max_bytes
+            else:
+                # Only an object no task links to gives its blocks back when deleted.
+                objects = [o for o in objects if o.links == 1]
             freed = 0
             for obj in objects:
-                if total - freed <= self.max_bytes:
+                if freed >= excess:
                     break
                 if obj.path == keep:
                     continue
@@ -158,5 +214,5 @@ class NodeCache:
             for entry in os.scandir(shard):
                 with contextlib.suppress(FileNotFoundError):
                     st = entry.stat(follow_symlinks=False)
-                    found.append(_Object(Path(entry.path), st.st_size, st.st_atime_ns))
+                    found.append(_Object(Path(entry.path), st.st_size, st.st_atime_ns, st.st_nlink))
         return found

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from taskkit.exceptions import UsageError
 from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
-__all__ = ["Match", "Output", "expand", "parse_output", "shown"]
+__all__ = ["Match", "Output", "expand", "glob_regex", "has_wildcard", "parse_output", "shown"]
 
 _MAGIC = re.compile(r"[*?[]")
 _URL_START = re.compile(r"=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
@@ -234,3 +234,14 @@ def _failed(workdir: Path, path: Path, exc: OSError) -> Failed:
 
 def shown(workdir: Path, path: Path) -> str:
     return os.path.relpath(path, workdir)
+
+
+def has_wildcard(text: str) -> bool:
+    """Whether ``text`` holds a wildcard (``*``, ``?`` or ``[``)."""
+    return _MAGIC.search(text) is not None
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The regular expression a relative ``/``-separated pattern matches names with, as
+    output patterns do (:exc:`re.error` for a pattern that is not valid)."""
+    return _regex(pattern.split("/"))

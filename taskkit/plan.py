@@ -9,19 +9,23 @@ remote; not even the stat-cache is created.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import click
 
-from taskkit.goal import attempt_label, goal
+from taskkit.fingerprint import Work
+from taskkit.goal import attempt_label, attempt_ordinal, goal
 from taskkit.journal import Journal
+from taskkit.leftovers import preview
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
-from taskkit.runner import describe_work, required
+from taskkit.runner import describe_work, gone_outputs, required
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
+from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores
 
 __all__ = ["show_plan"]
@@ -34,9 +38,9 @@ def show_plan(spec: RunSpec) -> int:
     with Stores() as stores:
         journal = Journal.open(stores, state, job_id, task_id)
         work, unavailable = describe_work(spec, stores)
-        status = goal(journal, work)
+        status = goal(journal, work, stores)
         attempts = journal.attempts()
-        ordinal = 1 + sum(1 for a in attempts if a.fingerprint == work.fingerprint)
+        ordinal = attempt_ordinal(attempts, work.fingerprint)
         click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
         click.echo(f"work        {work.fingerprint}")
         if status.state == "met":
@@ -46,6 +50,15 @@ def show_plan(spec: RunSpec) -> int:
                 f"goal        permanent failure in attempt {status.outcome.attempt} "
                 f"({status.why}): would exit {status.outcome.exit_code} at once"
             )
+        elif status.state == "gone" and status.outcome is not None:
+            gone = gone_outputs(spec, stores, journal, status.outcome, status.why, dry_run=True)
+            click.echo(
+                f"goal        {status.why}; would republish them from the working directory: "
+                "the command would not run"
+                if gone.republish
+                else f"goal        {status.why}; {gone.detail}: would run the command again "
+                f"({attempt_label(ordinal, spec.max_retries)})"
+            )
         else:
             interrupted = sum(1 for a in attempts if a.state() == "interrupted")
             extra = f", {interrupted} interrupted before" if interrupted else ""
@@ -53,7 +66,11 @@ def show_plan(spec: RunSpec) -> int:
                 f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
             )
         click.echo(f"command     {' '.join(spec.command)}")
+        workdir = os.path.abspath(spec.workdir or default_workdir())
+        if not spec.inputs and not os.path.isdir(workdir):  # else the staging plan says it
+            click.echo(f"workdir     would create the working directory {workdir}")
         code = 0
+        staged: list[Plan] = []
         if unavailable is not None:
             click.echo(f"inputs      cannot be listed: {unavailable}")
             code = run_exit_code(unavailable)
@@ -61,9 +78,14 @@ def show_plan(spec: RunSpec) -> int:
             click.echo("inputs")
             with contextlib.ExitStack() as stack:
                 report = Report(stack, doing="staging", dry_run=True, verbose=False, interval=10)
-                stage(
-                    spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=report.staging_planned
-                )
+
+                def planned(plan: Plan) -> None:
+                    report.staging_planned(plan)
+                    staged.append(plan)
+
+                stage(spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=planned)
+        if unavailable is None and status.state not in ("met", "permanent"):
+            _show_leftovers(spec, work, staged)
         for output in spec.outputs:
             parsed = parse_output(output)
             dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
@@ -77,3 +99,12 @@ def show_plan(spec: RunSpec) -> int:
         for codes, verdict, result in policy.table():
             click.echo(f"  {codes:<28} {verdict:<10} {result}")
     return code
+
+
+def _show_leftovers(spec: RunSpec, work: Work, staged: list[Plan]) -> None:
+    """The outputs of earlier work the attempt would remove before its command runs."""
+    tidy, notes = preview(spec, spec.workdir or default_workdir(), work, staged)
+    for line in notes:
+        click.echo(f"leftovers   {line}")
+    for removal in tidy.removals:
+        click.echo(f"remove      {removal.path}  (an output of earlier work {removal.work})")

@@ -61,6 +61,10 @@ class Report:
         for problem in plan.problems:
             say("error", str(problem.error))
         if self.dry_run:
+            if plan.create_workdir:
+                click.echo(f"would create the working directory {plan.workdir}")
+            for entry in plan.removals:
+                click.echo(f"{entry.action:<8} {entry.dest}  ({entry.reason})")
             for entry in plan.entries:
                 click.echo(
                     f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
@@ -126,6 +130,7 @@ def stage_line(summary: Summary) -> str:
         f"{_rate(summary)}, {summary.resumed} resumed), "
         f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
         f"{summary.failed} failed"
+        + (f", {summary.removed} stale removed" if summary.removed else "")
     )
 
 

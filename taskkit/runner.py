@@ -2,8 +2,10 @@
 
 The flow of every call::
 
-    read the journal -> goal met for this work? exit 0, the command is not run
+    read the journal -> goal met for this work (its manifests still published)? exit 0
                      -> permanent failure recorded for this work? exit with its code
+                     -> met once, published outputs gone? republish them from the working
+                        directory if it holds them (no command), else run again
                      -> else claim the next attempt number and record its start
     stage inputs -> restore the checkpoint -> run the command (logs teed and streamed)
     -> decide with the exit-code policy -> on success: claim, upload outputs, record success
@@ -12,7 +14,8 @@ The flow of every call::
 Invariants: the command runs only after its attempt is recorded, so a ``kill -9`` anywhere
 leaves an attempt without an end, counted as interrupted. Only the holder of the
 ``publishing`` claim uploads outputs, and success is recorded by replacing that claim, so two
-attempts running at once publish once. Nothing is written in a dry run.
+attempts running at once publish once; an attempt whose work lost to other work published
+meanwhile exits retryable (204). Nothing is written in a dry run.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING
 from taskkit.exceptions import ConfigError, TaskFailure, UsageError
 from taskkit.fingerprint import Work, describe
 from taskkit.goal import CLAIM_TRIES, goal, wait_for
-from taskkit.journal import Journal
+from taskkit.journal import Journal, Outcome
 from taskkit.patterns import parse_output
 from taskkit.report import say as _say
 from taskkit.spec import RunSpec
@@ -32,8 +35,9 @@ from taskkit.storage import Stores
 
 if TYPE_CHECKING:
     from taskkit.attempt import Launcher
+    from taskkit.published import Gone
 
-__all__ = ["describe_work", "required", "run"]
+__all__ = ["describe_work", "gone_outputs", "required", "run"]
 
 
 def describe_work(spec: RunSpec, stores: Stores) -> tuple[Work, TaskFailure | None]:
@@ -81,7 +85,7 @@ def run(
         work, unavailable = describe_work(spec, stores)
         where = f"job {job_id}, task {task_id}"
         for _ in range(CLAIM_TRIES):
-            status = goal(journal, work)
+            status = goal(journal, work, stores)
             if status.state != "publishing":
                 break
             say("note", f"{where}: {status.why}; waiting for it")
@@ -96,12 +100,44 @@ def run(
                 f"{status.why}; not run again",
             )
             return status.outcome.exit_code
-        if status.outcome is not None and status.why.startswith("starting afresh"):
+        gone = None
+        if status.state == "gone" and status.outcome is not None:
+            gone = gone_outputs(spec, stores, journal, status.outcome, status.why)
+            say("note", f"{where}: {gone.line}")
+        elif status.outcome is not None and status.why.startswith("starting afresh"):
             say("note", f"{where}: {status.why}")
         from taskkit.attempt import AttemptRun
         from taskkit.command import run_logged
 
         attempt = AttemptRun(
-            spec, stores, journal, work, policy, env, launch or run_logged, say, grace
+            spec,
+            stores,
+            journal,
+            work,
+            policy,
+            env,
+            launch or run_logged,
+            say,
+            grace,
+            seen=status.version,
+            gone=gone,
         )
         return attempt.run(unavailable)
+
+
+def gone_outputs(
+    spec: RunSpec,
+    stores: Stores,
+    journal: Journal,
+    outcome: Outcome,
+    why: str,
+    *,
+    dry_run: bool = False,
+) -> Gone:
+    """Published outputs gone: whether the working directory still holds them as published."""
+    from taskkit.published import Gone, unmatched
+    from taskkit.staging import default_workdir
+
+    workdir = spec.workdir or default_workdir()
+    detail = unmatched(stores, journal, spec.outputs, outcome, workdir, dry_run=dry_run)
+    return Gone(why, outcome.attempt, detail is None, detail or "")

@@ -4,6 +4,10 @@ Every file that arrives gets to its final path by one atomic rename (of a comple
 file, or of a fresh hard link to a node-cache object), so a final path never holds a partial
 file, whatever kills the process. Failures are per file: the other files are still staged.
 
+Stale files the plan names are removed first, each only if it is still the very file that was
+planned (same identity), and forgotten by the stat-cache. A missing working directory is
+created before anything else.
+
 At the end, each staged file is recorded in the stat-cache with its provenance (source identity
 and etag), so the next run skips it without reading it. Records are written once for the whole
 run, after a fresh ``stat`` taken after the recording time: a file whose identity moved since it
@@ -37,7 +41,7 @@ from taskkit.staging import (
     partial_path,
     plan,
 )
-from taskkit.statcache import CacheEntry, StatCache, path_key
+from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.summary import Problem, Summary, run_plan
 from taskkit.transfer import (
     Fetched,
@@ -46,6 +50,7 @@ from taskkit.transfer import (
     open_partial,
     remove_journal,
     remove_partial,
+    write_error,
 )
 
 __all__ = ["DEFAULT_JOBS", "Summary", "execute", "planned", "stage"]
@@ -69,6 +74,7 @@ def planned(plan: Plan) -> Summary:
         resumed=plan.count("resume"),
         skipped=plan.count("skip"),
         linked=plan.count("link"),
+        removed=len(plan.removals),
         failed=len(plan.problems),
         bytes_transferred=plan.bytes_to_move,
         dry_run=True,
@@ -150,12 +156,21 @@ def execute(
     node_cache: NodeCache | None = None,
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+    allocate: Callable[[int, int, int], None] | None = None,
 ) -> Summary:
-    """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised.
+    ``allocate`` reserves a file's blocks (default ``os.posix_fallocate``)."""
     started = time.perf_counter()
-    run = _Run(plan, Transfers(jobs or DEFAULT_JOBS, on_bytes), cache, node_cache)
     summary = Summary(files=len(plan.entries), problems=list(plan.problems))
     summary.failed = len(plan.problems)
+    if plan.create_workdir:
+        try:
+            plan.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, "cannot make the working directory") from exc
+    summary.removed = _remove_stale(plan, cache, summary)
+    transfers = Transfers(jobs or DEFAULT_JOBS, on_bytes, allocate=allocate)
+    run = _Run(plan, transfers, cache, node_cache)
     work = [e for e in plan.entries if e.action != "skip"]
     summary.skipped = len(plan.entries) - len(work)
     done: list[_Done] = []
@@ -190,6 +205,27 @@ def execute(
     return summary
 
 
+def _remove_stale(plan: Plan, cache: StatCache | None, summary: Summary) -> int:
+    """Remove the stale files of ``plan`` that are still as planned; how many went."""
+    removed: list[bytes] = []
+    for entry in plan.removals:
+        try:
+            if FileStat.from_stat(os.lstat(entry.path)) != entry.local:
+                continue  # changed (or gone) since it was planned: not ours to remove now
+            entry.path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            error = from_os_error(exc, "cannot remove the stale file")
+            summary.failed += 1
+            summary.problems.append(Problem(entry.dest, error))
+            continue
+        removed.append(path_key(entry.path))
+    if cache is not None:
+        cache.forget(removed)
+    return len(removed)
+
+
 class _Run:
     def __init__(
         self,
@@ -215,24 +251,33 @@ class _Run:
         return self._direct(entry)
 
     def _make_parent(self, entry: PlanEntry) -> None:
-        """Create the directories above a file, never following a link out of the workdir."""
+        """Create the directories above a file, never following a link out of the workdir:
+        the deepest one there is checked before any is made (a link out gets no new
+        directory behind it), the parent once they are."""
         parent = entry.path.parent
         if parent in self._parents:
             return
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        self._refuse_link_out(entry, existing)
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise from_os_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
-        real = Path(os.path.realpath(parent))
+            raise write_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
+        self._refuse_link_out(entry, parent)
+        self._parents.add(parent)
+
+    def _refuse_link_out(self, entry: PlanEntry, directory: Path) -> None:
+        real = Path(os.path.realpath(directory))
         root = self.plan.workdir
         if real != root and root not in real.parents:
             raise UsageError(
                 f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
                 "directory through a link"
             )
-        self._parents.add(parent)
 
-    def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
+    def _fetch(self, entry: PlanEntry, fd: int, partial: Path, where: str = "") -> Fetched:
         """Fill a partial file, held locked by the caller, with the entry's bytes, checked
         against any known digest. On a failure the partial goes when a retry cannot use it
         (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
@@ -248,6 +293,13 @@ class _Run:
         except TaskFailure as exc:
             if not exc.retryable or entry.source.size <= CHUNK_SIZE:
                 remove_partial(partial)
+            if isinstance(exc, IOFailure) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                place = where or f"to {entry.dest!r}"
+                raise IOFailure(
+                    f"cannot stage {entry.source.url!r} {place}: {exc}",
+                    path=exc.filename,
+                    errno=exc.errno,
+                ) from exc
             raise
         remove_journal(partial)
         return fetched
@@ -295,14 +347,18 @@ class _Run:
             with locked(node.lock_path(key)):
                 digest = node.lookup(key)
                 if digest is None:
+                    node.evict(incoming=entry.source.size)  # room first, or the download fails
                     fd = open_partial(partial)
                     try:
-                        fetched = self._fetch(entry, fd, partial)
+                        fetched = self._fetch(entry, fd, partial, "into the node cache")
                     finally:
                         os.close(fd)
                     digest = fetched.digest
                     chunks = fetched.chunks
-                    node.publish(key, partial, digest)
+                    try:
+                        node.publish(key, partial, digest)
+                    except OSError as exc:
+                        raise write_error(exc, "cannot add to the node cache") from exc
                 else:
                     chunks = self._verify(node, node.object_path(digest), digest)
                 obj = node.object_path(digest)
@@ -349,7 +405,7 @@ class _Run:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
-            raise from_os_error(exc, f"cannot stage {entry.source.url!r} to") from exc
+            raise write_error(exc, f"cannot stage {entry.source.url!r} to") from exc
         return st
 
 

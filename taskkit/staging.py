@@ -12,6 +12,20 @@ carries it out. A file is
 * **resumed** when a partial download of this version is there;
 * **downloaded** otherwise.
 
+A source is one blob, a prefix ending in ``/`` (every blob below it), or a glob
+(``az://c/reads/*.fq``: the blobs below its fixed leading prefix, listed once, whose names match
+the rest, with the wildcards of output patterns, :mod:`taskkit.patterns`). A prefix's or glob's
+files keep their names relative to it under the destination.
+
+Staging a prefix or glob also **removes** what taskkit itself staged there from a blob of that
+prefix that no longer exists, so that what the command sees is a function of the current inputs:
+a file whose stat-cache entry says it was staged from that blob (same source, same place) and
+which has not changed since (its identity, else its inode and its digest). A file taskkit did not
+stage, one changed since, and anything outside the destination are never removed.
+
+The whole request is refused (nothing written) when two inputs would write one path. A working
+directory that does not exist yet is planned as created (``create_workdir``).
+
 Remote names are never trusted as paths: a name with a ``..`` or empty segment, a leading ``/``,
 a backslash, a control character, or a component too long for the local filesystem is refused,
 alone, and the other files are still staged. No path outside the destination is ever touched.
@@ -20,6 +34,7 @@ alone, and the other files are still staged. No path outside the destination is 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +46,8 @@ from taskkit.digest import Digest
 from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
 from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
-from taskkit.statcache import StatCache, path_key
+from taskkit.patterns import glob_regex, has_wildcard
+from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.storage import RemoteFile, Store, Stores
 from taskkit.summary import Problem
 from taskkit.walk import inside
@@ -42,10 +58,12 @@ __all__ = [
     "PlanEntry",
     "Problem",
     "default_workdir",
+    "list_input",
     "name_problem",
     "parse_input",
     "partial_path",
     "plan",
+    "split_glob",
 ]
 
 _NAME_MAX = 255
@@ -53,7 +71,7 @@ _PATH_MAX = 4096
 
 
 class Input(NamedTuple):
-    """One ``SRC=DEST``: a remote file, or a prefix ending in ``/``, and where it goes."""
+    """One ``SRC=DEST``: a remote file, a prefix ending in ``/``, or a glob, and where it goes."""
 
     source: str
     dest: str
@@ -61,6 +79,35 @@ class Input(NamedTuple):
     @property
     def is_prefix(self) -> bool:
         return self.source.endswith("/")
+
+    @property
+    def glob(self) -> tuple[str, str] | None:
+        """The fixed prefix URL and the pattern below it of a glob source (:func:`split_glob`)."""
+        return split_glob(self.source)
+
+
+def split_glob(source: str) -> tuple[str, str] | None:
+    """A glob source as its fixed leading prefix (a URL ending in ``/``, listed once) and the
+    pattern below it; None for a source without wildcards. A pattern ending in ``/`` means
+    every file below what it matches. In ``http(s)://`` URLs a ``?`` starts the query (a SAS
+    token), so they are never globs."""
+    if source.lower().startswith(("http://", "https://")):
+        return None
+    scheme, sep, rest = source.partition("://")
+    head = scheme + sep if sep else ""
+    parts = rest.split("/") if sep else source.split("/")
+    first = next((i for i, part in enumerate(parts) if has_wildcard(part)), None)
+    if first is None:
+        return None
+    if first == 0:
+        raise UsageError(
+            f"input {source!r}: a wildcard in its first segment (name the directory or "
+            "container it lists before any wildcard)"
+        )
+    pattern = [p for p in parts[first:] if p not in ("", ".")]
+    if source.endswith("/"):
+        pattern.append("**")
+    return head + "/".join(parts[:first]) + "/", "/".join(pattern)
 
 
 def parse_input(text: str) -> Input:
@@ -74,14 +121,25 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
+    glob = split_glob(source)
+    if glob is not None:
+        if ".." in glob[1].split("/"):
+            raise UsageError(f"input {text!r}: a glob must not hold a '..' segment")
+        try:
+            glob_regex(glob[1])
+        except re.error as exc:
+            raise UsageError(f"input {text!r}: not a valid glob ({exc})") from None
+        if not dest:  # a glob's files keep their names below its fixed prefix, as a prefix's
+            dest = glob[0].rstrip("/").rsplit("/", 1)[-1] + "/"
     if not dest:
         dest = source.rstrip("/").rsplit("/", 1)[-1] + ("/" if source.endswith("/") else "")
     return Input(source, dest)
 
 
 class PlanEntry(NamedTuple):
-    """What staging will do for one file (``action``: download, resume, link or skip), and
-    why."""
+    """What staging will do for one file (``action``: download, resume, link, skip, or remove
+    a file staged from a blob that no longer exists), and why. A removal's ``source`` is the
+    blob it was staged from, its ``local`` the file as planned (removed only if still so)."""
 
     action: str
     reason: str
@@ -91,17 +149,22 @@ class PlanEntry(NamedTuple):
     identity: str  # where the bytes come from (provenance, node-cache key)
     expected: Digest | None  # the digest the content must have, when known
     store: Store
+    local: FileStat | None = None
 
     def __repr__(self) -> str:
         return f"PlanEntry({self.action!r}, {self.source.url!r} -> {self.dest!r}, {self.reason!r})"
 
 
 class Plan(NamedTuple):
-    """Every file of a staging run with its action, and what could not be planned."""
+    """Every file of a staging run with its action, what could not be planned, the files
+    to remove (stale: staged from blobs that no longer exist), and whether the working
+    directory must be created first."""
 
     entries: tuple[PlanEntry, ...]
     problems: tuple[Problem, ...]
     workdir: Path
+    removals: tuple[PlanEntry, ...] = ()
+    create_workdir: bool = False
 
     def count(self, action: str) -> int:
         return sum(1 for e in self.entries if e.action == action)
@@ -158,23 +221,54 @@ def check_name(name: str, url: str) -> None:
         raise DataError(f"cannot stage {url!r}: {problem}; it is left alone")
 
 
+class _Scope(NamedTuple):
+    """Where a prefix or glob input puts its files: what taskkit staged below ``base`` from a
+    blob of this prefix (matching ``matches``) that is not in ``listed`` any more is stale."""
+
+    store: Store
+    prefix: str  # the store key of the listed prefix, ending in '/'
+    base: Path
+    matches: re.Pattern[str] | None
+    listed: frozenset[str]  # identities of the blobs listed
+
+
+_Found = tuple[RemoteFile, Store, str, Path]
+
+
+def list_input(item: Input, stores: Stores) -> tuple[Store, str, list[tuple[str, RemoteFile]]]:
+    """What one input names, as one listing (or, for a single file, one stat) sees it: the
+    store, the listed prefix (ending in ``/``; '' for a single file), and each file with its
+    name below the prefix ('' for a single file); a glob's non-matching names left out."""
+    glob = item.glob
+    if glob is None and not item.is_prefix:
+        store, key = stores.open(item.source)
+        return store, "", [("", _stat(store, key))]
+    store, key = stores.open(item.source if glob is None else glob[0])
+    matches = None if glob is None else glob_regex(glob[1])
+    prefix = key.rstrip("/") + "/"
+    found = []
+    for file in store.list(key if key.endswith("/") else prefix):
+        name = file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
+        if matches is None or matches.fullmatch(name):
+            found.append((name, file))
+    return store, prefix, found
+
+
 def _expand(
     item: Input, stores: Stores, workdir: Path, allow_empty: bool
-) -> tuple[list[tuple[RemoteFile, Store, str, Path]], list[Problem]]:
-    """The remote files of one input with their local destinations."""
+) -> tuple[list[_Found], list[Problem], _Scope | None]:
+    """The remote files of one input with their local destinations, and for a prefix or glob
+    the scope in which stale files are looked for."""
     base = resolve_dest(workdir, item.dest)
-    store, key = stores.open(item.source)
-    if not item.is_prefix:
-        file = store.stat(key)
+    store, prefix, listed = list_input(item, stores)
+    if not prefix:
+        ((_, file),) = listed
         if item.dest.endswith("/") or base.is_dir():
-            base = base / key.rstrip("/").rsplit("/", 1)[-1]
-        return [(file, store, os.path.relpath(base, workdir), base)], []
-    prefix = key.rstrip("/") + "/"
-    listed = store.list(key if key.endswith("/") else prefix)
-    found: list[tuple[RemoteFile, Store, str, Path]] = []
+            base = base / file.key.rstrip("/").rsplit("/", 1)[-1]
+        return [(file, store, os.path.relpath(base, workdir), base)], [], None
+    found: list[_Found] = []
     problems: list[Problem] = []
-    for file in listed:
-        name = file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
+    for name, file in listed:
         if name.endswith("/") and file.size == 0:
             continue  # a directory marker blob
         try:
@@ -185,10 +279,31 @@ def _expand(
         path = base / name
         found.append((file, store, os.path.relpath(path, workdir), path))
     if not found and not problems and not allow_empty:
+        verb = "lists" if item.glob is None else "matches"
         raise InputNotFound(
-            f"{item.source!r} lists nothing (use --allow-empty if that is expected)"
+            f"{item.source!r} {verb} nothing (use --allow-empty if that is expected)"
         )
-    return found, problems
+    matches = None if item.glob is None else glob_regex(item.glob[1])
+    identities = frozenset(store.identity(file.key) for _, file in listed)
+    return found, problems, _Scope(store, prefix, base, matches, identities)
+
+
+def _stat(store: Store, key: str) -> RemoteFile:
+    """The one file at ``key``; when there is none but files below ``key/``, the error asks
+    whether the prefix was meant (one more request, on this path only)."""
+    try:
+        return store.stat(key)
+    except InputNotFound as exc:
+        prefix = key.rstrip("/") + "/"
+        try:
+            below = store.has_files(prefix)
+        except TaskFailure:
+            below = False
+        if not below:
+            raise
+        raise InputNotFound(
+            f"{exc}; did you mean {store.url(prefix)}?", path=exc.filename, errno=exc.errno
+        ) from exc
 
 
 def plan(
@@ -203,54 +318,116 @@ def plan(
     jobs: int | None = None,
 ) -> Plan:
     """List every input once and decide what each file needs. Reads only, except that files
-    hashed to decide are recorded in ``cache`` when ``record`` (never in a dry run)."""
+    hashed to decide are recorded in ``cache`` when ``record`` (never in a dry run). Two inputs
+    that would write one path refuse the whole request (:class:`UsageError`)."""
     root = Path(os.path.realpath(workdir))
-    if not root.is_dir():
+    create = not os.path.lexists(root)
+    if not create and not root.is_dir():
         raise UsageError(f"working directory {str(workdir)!r} is not a directory")
-    files: list[tuple[RemoteFile, Store, str, Path]] = []
+    files: list[_Found] = []
     problems: list[Problem] = []
+    scopes: list[_Scope] = []
     for item in inputs:
         try:
-            found, bad = _expand(item, stores, root, allow_empty)
+            found, bad, scope = _expand(item, stores, root, allow_empty)
         except TaskFailure as exc:
             problems.append(Problem(item.source, exc))
             continue
         files += found
         problems += bad
-    files, clashes = _without_clashes(files)
-    problems += clashes
+        scopes += [scope] if scope is not None else []
+    _refuse_clashes(files)
     entries = _decide(files, cache, node_cache, record, jobs)
-    return Plan(tuple(entries), tuple(problems), root)
+    planned = {path for *_, path in files}
+    removals = _stale(scopes, planned, root, cache, jobs) if cache is not None else []
+    return Plan(tuple(entries), tuple(problems), root, tuple(removals), create)
 
 
-def _without_clashes(
-    files: list[tuple[RemoteFile, Store, str, Path]],
-) -> tuple[list[tuple[RemoteFile, Store, str, Path]], list[Problem]]:
-    """Refuse a second file for one path, and a file where another needs a directory."""
-    taken: dict[Path, str] = {}
+def _refuse_clashes(files: list[_Found]) -> None:
+    """Refuse the request when a second file goes to one path, or a file goes where another
+    needs a directory: before anything is written, naming the first clash."""
+    taken: dict[Path, tuple[str, str]] = {}  # path: (url, dest)
     dirs: set[Path] = set()
-    kept, problems = [], []
-    for item in files:
-        file, _, dest, path = item
-        clash = taken.get(path)
-        if clash is None and path in dirs:
-            clash = "files below it"
-        if clash is None:
-            clash = next((taken[p] for p in path.parents if p in taken), None)
-        if clash is not None:
-            problems.append(
-                Problem(
-                    file.url,
-                    UsageError(
-                        f"cannot stage {file.url!r} to {dest!r}: {clash} is staged there too"
-                    ),
-                )
+    clashes = []
+    for file, _, dest, path in files:
+        if path in taken:
+            clashes.append(f"{taken[path][0]!r} and {file.url!r} would both be staged at {dest!r}")
+        elif path in dirs:
+            clashes.append(
+                f"{file.url!r} would be staged at {dest!r}, where other files need a directory"
             )
-            continue
-        taken[path] = file.url
-        dirs.update(path.parents)
-        kept.append(item)
-    return kept, problems
+        elif (parent := next((p for p in path.parents if p in taken), None)) is not None:
+            other, where = taken[parent]
+            clashes.append(f"{file.url!r} needs a directory at {where!r}, where {other!r} goes")
+        else:
+            taken[path] = (file.url, dest)
+            dirs.update(path.parents)
+    if clashes:
+        more = f" (and {len(clashes) - 1} more clashes)" if len(clashes) > 1 else ""
+        raise UsageError(f"cannot stage: {clashes[0]}{more}; nothing was staged")
+
+
+def _stale(
+    scopes: list[_Scope],
+    planned: set[Path],
+    root: Path,
+    cache: StatCache,
+    jobs: int | None,
+) -> list[PlanEntry]:
+    """Files taskkit staged in a scope from a blob that is not listed any more, unchanged
+    since: one stat-cache range query per scope. A file whose identity is the recorded one
+    is unchanged; one whose ctime alone moved (a link to its node-cache object made elsewhere)
+    or whose entry is racy is unchanged if its digest is still the staged one; any other is
+    kept."""
+    candidates: dict[Path, tuple[_Scope, str, CacheEntry, os.stat_result]] = {}
+    for scope in scopes:
+        start = path_key(scope.base / "x")[:-1]
+        for key, entry in sorted(cache.under(scope.base).items()):
+            name = os.fsdecode(key[len(start) :])
+            path = Path(os.fsdecode(key))
+            if path in planned or path in candidates or name_problem(name) is not None:
+                continue
+            if scope.matches is not None and not scope.matches.fullmatch(name):
+                continue
+            identity = scope.store.identity(scope.prefix + name)
+            if entry.source != identity or identity in scope.listed:
+                continue  # not staged from this prefix, or its blob is still there
+            if not inside(root, Path(os.path.realpath(path.parent))):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                candidates[path] = (scope, name, entry, st)
+    unsure = [
+        path
+        for path, (_, _, entry, st) in candidates.items()
+        if not StatCache.fresh(entry, st)
+        and entry.stat[:4] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    ]
+    hashed = digests(unsure, jobs=jobs) if unsure else {}
+    removals = []
+    for path, (scope, name, entry, st) in candidates.items():
+        if not StatCache.fresh(entry, st) and hashed.get(path) != entry.digest:
+            continue  # changed since it was staged (or not known to be unchanged): kept
+        blob = scope.prefix + name
+        url = scope.store.url(blob)
+        source = RemoteFile(url, blob, st.st_size, entry.etag or "", entry.digest)
+        removals.append(
+            PlanEntry(
+                "remove",
+                f"staged from {url}, which no longer exists",
+                source,
+                os.path.relpath(path, root),
+                path,
+                scope.store.identity(blob),
+                entry.digest,
+                scope.store,
+                FileStat.from_stat(st),
+            )
+        )
+    return removals
 
 
 def _decide(

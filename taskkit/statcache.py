@@ -360,6 +360,19 @@ class StatCache:
                     found[path] = entry
         return found
 
+    def under(self, directory: str | os.PathLike[str]) -> dict[bytes, CacheEntry]:
+        """Every entry for a path below ``directory`` (at any depth), in one range query:
+        the keys that start with the directory's key and a ``/``."""
+        start = path_key(os.path.join(os.fspath(directory), "x"))[:-1]  # ends in the separator
+        end = start[:-1] + bytes([start[-1] + 1])
+        found: dict[bytes, CacheEntry] = {}
+        sql = "SELECT path, entry FROM files WHERE path >= ? AND path < ?"
+        for path, raw in self._query(sql, (start, end)):
+            entry = CacheEntry(path, raw)
+            if entry.valid():
+                found[path] = entry
+        return found
+
     def get(self, path: str | os.PathLike[str], st: os.stat_result | FileStat) -> CacheEntry | None:
         """The trusted entry for ``path`` whose version is ``st``, or None."""
         key = path_key(path)

@@ -37,6 +37,7 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
             "reason": outcome.reason,
             "fingerprint": outcome.fingerprint,
             "manifests": list(outcome.manifests),
+            "published": [{"url": p.url, "version": p.version} for p in outcome.published],
         },
         "attempts": [
             {

@@ -139,6 +139,10 @@ class Store:
         """The one file at ``key``; :class:`InputNotFound` if there is none."""
         raise NotImplementedError
 
+    def has_files(self, key: str) -> bool:
+        """Whether any file is under the prefix ``key`` (Azure: one request for one name)."""
+        return bool(self.list(key))
+
     def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
         """``length`` bytes of ``file`` from ``offset``, from the version that was listed."""
         raise NotImplementedError

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from taskkit.statcache import StatCache
     from taskkit.storage import Stores
 
-__all__ = ["Problem", "Summary", "run_plan"]
+__all__ = ["Problem", "Published", "Summary", "run_plan"]
 
 _P = TypeVar("_P")
 
@@ -27,6 +27,15 @@ class Problem(NamedTuple):
 
     what: str
     error: TaskFailure
+
+
+class Published(NamedTuple):
+    """A manifest an upload left published: where (shown, never a credential), its version
+    in the store, and its bytes (the journal keeps a copy)."""
+
+    url: str
+    version: str
+    data: bytes
 
 
 @dataclass
@@ -39,20 +48,26 @@ class Summary:
     resumed: int = 0
     skipped: int = 0
     linked: int = 0
+    #: Staging only: stale files removed (staged from blobs that no longer exist).
+    removed: int | None = None
     failed: int = 0
     bytes_transferred: int = 0
     bytes_reused: int = 0
     seconds: float = 0.0
     dry_run: bool = False
     problems: list[Problem] = field(default_factory=list)
+    #: An upload's manifests, in the order of its DESTs (written, or found saying the same).
+    published: list[Published] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
+        removed = {} if self.removed is None else {"removed": self.removed}
         return {
             "files": self.files,
             "transferred": self.transferred,
             "resumed": self.resumed,
             "skipped": self.skipped,
             "linked": self.linked,
+            **removed,
             "failed": self.failed,
             "bytes_transferred": self.bytes_transferred,
             "bytes_reused": self.bytes_reused,

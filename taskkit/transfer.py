@@ -12,6 +12,9 @@ is checked, so a final path only ever holds a complete file.
   journal names the size and version of the source, so a partial of another version is dropped.
 * At most ``jobs`` reads, of at most :data:`MEMORY_BUDGET` bytes in all, are in flight for
   the whole run, so memory is bounded whatever the file sizes and ``jobs``.
+* A full disk is an :class:`~taskkit.exceptions.IOFailure` naming the filesystem that is full
+  (its mount point and device, :func:`write_error`), since the partial file may live on the
+  destination's filesystem or on the node cache's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import xxhash
 
 from taskkit import chunkio
 from taskkit.digest import CHUNK_SIZE, Digest, chunk_count, combine_chunks, hash_chunk
-from taskkit.exceptions import TransientError, from_os_error
+from taskkit.exceptions import IOFailure, TaskFailure, TransientError, from_os_error
 from taskkit.storage import RemoteFile, Store
 
 __all__ = [
@@ -39,11 +42,13 @@ __all__ = [
     "Budget",
     "Fetched",
     "Transfers",
+    "filesystem",
     "gather",
     "locked",
     "open_partial",
     "remove_journal",
     "remove_partial",
+    "write_error",
 ]
 
 _T = TypeVar("_T")
@@ -75,9 +80,17 @@ class Transfers:
     ``on_bytes(n, reused)`` is called from worker threads as bytes land (progress reporting).
     """
 
-    def __init__(self, jobs: int, on_bytes: Callable[[int, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        jobs: int,
+        on_bytes: Callable[[int, bool], None] | None = None,
+        *,
+        allocate: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.jobs = jobs
         self.on_bytes = on_bytes or (lambda n, reused: None)
+        #: Reserves a file's blocks (``os.posix_fallocate``): a test stands in a full disk.
+        self.allocate = allocate
         self._slots = threading.BoundedSemaphore(jobs)
         self._budget = Budget(MEMORY_BUDGET)
         #: Set to make every read that has not started fail at once (Ctrl-C, shutdown).
@@ -109,7 +122,7 @@ class Transfers:
             return self._fetch_large(store, file, fd, partial)
         except OSError as exc:
             exc.filename = str(partial)
-            raise from_os_error(exc, "cannot write") from exc
+            raise write_error(exc, "cannot write") from exc
 
     def _fetch_small(self, store: Store, file: RemoteFile, fd: int) -> Fetched:
         data = self.read(store, file, 0, file.size) if file.size else b""
@@ -127,7 +140,7 @@ class Transfers:
         if not kept:
             os.ftruncate(fd, 0)
             journal.write_text(header)
-        _preallocate(fd, file.size)
+        _preallocate(fd, file.size, self.allocate)
         reused = sum(_chunk_length(file.size, i) for i in kept)
         self.on_bytes(reused, True)
         log_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -233,18 +246,82 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _preallocate(fd: int, size: int) -> None:
+def _preallocate(
+    fd: int, size: int, allocate: Callable[[int, int, int], None] | None = None
+) -> None:
     """Reserve the file's blocks up front, so a full disk is found before any download."""
     if os.fstat(fd).st_size >= size:
         return
     try:
-        os.posix_fallocate(fd, 0, size)
+        (allocate or os.posix_fallocate)(fd, 0, size)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
         os.ftruncate(fd, size)
     except AttributeError:  # pragma: no cover - not on Linux
         os.ftruncate(fd, size)
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def write_error(exc: OSError, what: str) -> TaskFailure:
+    """:func:`~taskkit.exceptions.from_os_error`, except that a full disk (or quota) names
+    the filesystem that is full, which may not be the one the user thinks of."""
+    if exc.errno not in _FULL or exc.filename is None:
+        return from_os_error(exc, what)
+    path = os.fsdecode(exc.filename)
+    why = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+    return IOFailure(
+        f"{what} {path!r}: {why}: the filesystem {filesystem(path)} is full",
+        path=path,
+        errno=exc.errno,
+    )
+
+
+def filesystem(path: str | os.PathLike[str]) -> str:
+    """The filesystem holding ``path`` as ``df`` shows it: its mount point, type, device
+    and free space, e.g. ``'/mnt/batch' (ext4 on /dev/sdb1, 12.0 MiB free of 16.0 GiB)``."""
+    from taskkit.progress import format_size
+
+    existing = os.path.realpath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    try:
+        device = os.stat(existing).st_dev
+        mount = existing
+        while os.path.dirname(mount) != mount and os.stat(os.path.dirname(mount)).st_dev == device:
+            mount = os.path.dirname(mount)
+        usage = os.statvfs(existing)
+    except OSError:
+        return repr(existing)
+    details = [
+        " on ".join(_mount_source(mount)),
+        f"{format_size(usage.f_bavail * usage.f_frsize)} free of "
+        f"{format_size(usage.f_blocks * usage.f_frsize)}",
+    ]
+    return f"{mount!r} ({', '.join(d for d in details if d)})"
+
+
+def _mount_source(mount: str) -> tuple[str, ...]:
+    """The type and device of the filesystem mounted at ``mount`` (Linux), else nothing."""
+    found: tuple[str, ...] = ()
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) >= 3 and _unescape(fields[1]) == mount:
+                    found = (fields[2], _unescape(fields[0]))  # the last mount there wins
+    except OSError:
+        return ()
+    return found
+
+
+def _unescape(field: str) -> str:
+    """A field of ``/proc/self/mounts``, where space, tab, newline and backslash are octal."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
 
 
 def _read_journal(journal: Path, header: str) -> dict[int, bytes]:

@@ -13,6 +13,9 @@
   all of its files, and only when every file of the run arrived. A published DEST whose files
   are about to change is unpublished first (its manifest deleted); a manifest that would say the
   same again is not rewritten, so an unchanged upload sends no data at all.
+* **Nothing from outside the working directory.** The plan passes over links leading out; a
+  file whose open descriptor turns out to lie outside anyway (a link that appeared after the
+  plan) is refused, not sent.
 * Files sent are recorded in the stat-cache with the blob's identity and version, so the next
   upload skips them without reading them.
 """
@@ -34,6 +37,7 @@ from taskkit.exceptions import (
     InputNotFound,
     TaskFailure,
     TransientError,
+    UsageError,
     from_os_error,
 )
 from taskkit.manifest import Manifest, ManifestFile
@@ -43,8 +47,9 @@ from taskkit.retry import RetryBudget
 from taskkit.staging import default_workdir
 from taskkit.statcache import CacheEntry, StatCache, path_key
 from taskkit.storage import file_metadata
-from taskkit.summary import Problem, Summary, run_plan
+from taskkit.summary import Problem, Published, Summary, run_plan
 from taskkit.transfer import Budget, gather
+from taskkit.walk import inside
 
 __all__ = [
     "CHANGE_ATTEMPTS",
@@ -183,7 +188,7 @@ def execute(
         report(refused)
         summary.seconds = time.perf_counter() - started
         return summary
-    run = _Run(jobs or DEFAULT_JOBS, on_bytes)
+    run = _Run(jobs or DEFAULT_JOBS, on_bytes, plan.workdir)
     sent: list[_Sent] = []
     try:
         futures = {run.files.submit(run.send, e): e for e in entries if e.action == "send"}
@@ -215,7 +220,7 @@ def execute(
         digests = {s.entry.path: (s.digest, s.stat.st_size) for s in sent}
         for publication in plan.publications:
             try:
-                _publish(publication, digests, task)
+                summary.published.append(_publish(publication, digests, task))
             except TaskFailure as exc:
                 summary.problems.append(Problem(publication.manifest_url, exc))
                 report(summary.problems[-1])
@@ -241,10 +246,10 @@ def _publish(
     publication: Publication,
     sent: Mapping[Path, tuple[Digest, int]],
     task: Mapping[str, str | int] | None,
-) -> None:
+) -> Published:
     """Write the manifest of a DEST whose files have all arrived, unless the one there
-    already says the same. A file sent names what was sent, which may have changed since
-    the plan was made."""
+    already says the same; the manifest now published. A file sent names what was sent,
+    which may have changed since the plan was made."""
     files = []
     for entry in publication.entries:
         digest, size = sent.get(entry.path) or (entry.digest, entry.size)
@@ -255,20 +260,22 @@ def _publish(
     existing = publication.manifest
     if existing is not None and all(e.action == "skip" for e in publication.entries):
         with contextlib.suppress(TaskFailure):
-            current = Manifest.parse(
-                store.read(existing, 0, existing.size), publication.manifest_url
-            )
-            if current.same_files(manifest):
-                return
+            there = store.read(existing, 0, existing.size)
+            if Manifest.parse(there, publication.manifest_url).same_files(manifest):
+                return Published(publication.manifest_url, existing.version, there)
     data = manifest.to_bytes()
-    store.put(key, data, file_metadata(hash_bytes(data), len(data)))
+    version = store.put(key, data, file_metadata(hash_bytes(data), len(data)))
+    return Published(publication.manifest_url, version, data)
 
 
 class _Run:
     """The threads and limits shared by the files of one upload."""
 
-    def __init__(self, jobs: int, on_bytes: Callable[[int, bool], None] | None) -> None:
+    def __init__(
+        self, jobs: int, on_bytes: Callable[[int, bool], None] | None, workdir: Path
+    ) -> None:
         self.on_bytes = on_bytes or (lambda n, reused: None)
+        self.workdir = workdir
         self.files = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-upload")
         self.blocks = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-block")
         self._slots = threading.BoundedSemaphore(jobs)
@@ -307,6 +314,10 @@ class _Run:
             except OSError as exc:
                 raise from_os_error(exc, "cannot upload") from exc
             try:
+                if _leads_out(fd, entry.path, self.workdir):
+                    raise UsageError(
+                        f"{what}: it leads out of the working directory through a link"
+                    )
                 before = os.fstat(fd)
                 if before.st_size <= CHUNK_SIZE:
                     return self._whole(entry, fd, before)
@@ -392,6 +403,16 @@ def _read(fd: int, length: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+def _leads_out(fd: int, path: Path, workdir: Path) -> bool:
+    """Whether the file open at ``fd`` lies outside ``workdir``: the plan passed over links
+    leading out, but one may have appeared since (a directory swapped for a link)."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")  # the very file opened, not a later lookup
+    except OSError:
+        real = os.path.realpath(path)
+    return not inside(workdir, Path(real))
 
 
 def _check(fd: int, before: os.stat_result, complete: bool) -> None:

@@ -327,10 +327,53 @@ def test_a_goal_met_rerun_only_reads_and_does_not_run_the_command(tasks: Tasks) 
     assert again.returncode == 0, again.stderr
     assert runs_of(counter) == 1, "the command ran again"
     assert [r for r in requests if r.writes] == [], requests
-    assert 1 <= len(requests) <= 4, requests
+    # The floor: the outcome, one listing (here: properties) per input, one properties request
+    # per published manifest, which must still be at its recorded version.
+    assert sorted((r.op, r.container, r.name) for r in requests) == sorted(
+        [
+            ("Blob_Download", tasks.state, tasks.journal("t", "outcome.json")),
+            ("Blob_GetProperties", tasks.data, "in/input.txt"),
+            ("Blob_GetProperties", tasks.out, f"r/{MANIFEST}"),
+        ]
+    ), requests
     assert again.stdout == ""
     assert again.own_lines == again.stderr.splitlines(), again.stderr
     assert "goal met by attempt 1" in again.stderr
+
+
+def test_a_deleted_manifest_is_republished_from_the_working_directory(tasks: Tasks) -> None:
+    """The published manifest deleted from the account: the re-run notices it (one request),
+    republishes the working directory's output without running the command or sending the
+    file again, and records the manifest's new version; the run after it is met."""
+    source = put_input(tasks, "in/input.txt", b"some input\n")
+    counter = tasks.tmp / "count"
+    args = ("-i", f"{source}=input.txt", "-o", f"res/**=az://{tasks.out}/r/")
+    first = tasks.run(*args, task="t", command=sh(COPY, counter))
+    assert first.returncode == 0, first.stderr
+    published = tasks.read(tasks.out, f"r/{MANIFEST}")
+    with tasks.azurite.blob_service_client() as service:
+        service.get_blob_client(tasks.out, f"r/{MANIFEST}").delete_blob()
+
+    again, requests = tasks.counted(*args, task="t", command=sh(COPY, counter))
+    assert again.returncode == 0, again.stderr
+    assert runs_of(counter) == 1, "the command ran again"
+    assert f"az://{tasks.out}/r/{MANIFEST} is missing; republishing them" in again.stderr
+    on_out = [(r.op, r.name) for r in requests if r.container == tasks.out and r.writes]
+    assert on_out == [("BlockBlob_Upload", f"r/{MANIFEST}")], requests
+    assert (
+        json.loads(tasks.read(tasks.out, f"r/{MANIFEST}"))["files"]
+        == (json.loads(published)["files"])
+    )
+    outcome = tasks.record("t", "outcome.json")
+    assert outcome["attempt"] == 2, outcome
+    with tasks.azurite.blob_service_client() as service:
+        props = service.get_blob_client(tasks.out, f"r/{MANIFEST}").get_blob_properties()
+    assert outcome["published"][0]["version"].strip('"') == props.etag.strip('"'), outcome
+    kept = tasks.read(tasks.state, tasks.journal("t", outcome["published"][0]["kept"]))
+    assert kept == tasks.read(tasks.out, f"r/{MANIFEST}")
+
+    met = tasks.run(*args, task="t", command=sh(COPY, counter))
+    assert "goal met by attempt 2" in met.stderr, met.stderr
 
 
 def test_a_failed_attempt_then_a_success_publishes_outputs_and_keeps_both_logs(

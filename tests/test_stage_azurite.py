@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
     "resumed",
     "skipped",
     "linked",
+    "removed",
     "failed",
     "bytes_transferred",
     "bytes_reused",

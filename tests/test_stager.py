@@ -196,9 +196,9 @@ def test_eviction_spares_the_object_being_handed_out(tmp_path: Path) -> None:
     assert (old.exists(), new.exists()) == (True, False)
 
 
-def test_an_unbounded_cache_never_evicts(tmp_path: Path) -> None:
-    """max_bytes=None: evict() frees nothing."""
-    node = NodeCache(tmp_path / "node")
+def test_a_cache_without_max_bytes_and_room_to_spare_never_evicts(tmp_path: Path) -> None:
+    """max_bytes=None on a filesystem well above its free share: evict() frees nothing."""
+    node = NodeCache(tmp_path / "node", disk_usage=lambda path: (100, 10, 90))
     obj = _object(node, b"x" * 1000, tmp_path)
     assert node.evict() == 0
     assert obj.exists()

@@ -190,24 +190,26 @@ def test_hostile_names_are_problems_and_the_other_files_are_planned(
     assert list(workdir.iterdir()) == []  # planning writes nothing
 
 
-def test_two_inputs_for_one_path_are_a_problem(
+def test_two_inputs_for_one_path_refuse_the_whole_request(
     memory: fsspec.AbstractFileSystem, stores: Stores, workdir: Path
 ) -> None:
-    """The second file for a path is refused; the first is still planned."""
+    """A second file for a path refuses the request (64), naming both sources and the path."""
     memory.pipe("/src/a.txt", b"a")
     memory.pipe("/src/b.txt", b"b")
-    the_plan = plan(
-        [parse_input("memory://src/a.txt=same"), parse_input("memory://src/b.txt=same")],
-        workdir=workdir,
-        stores=stores,
-    )
-    assert [e.source.url for e in the_plan.entries] == ["memory://src/a.txt"]
-    (problem,) = the_plan.problems
-    assert problem.what == "memory://src/b.txt"
-    assert "memory://src/a.txt is staged there too" in str(problem.error)
+    with pytest.raises(UsageError) as info:
+        plan(
+            [parse_input("memory://src/a.txt=same"), parse_input("memory://src/b.txt=same")],
+            workdir=workdir,
+            stores=stores,
+        )
+    assert info.value.exit_code == 64
+    message = str(info.value)
+    assert "memory://src/a.txt" in message
+    assert "memory://src/b.txt" in message
+    assert "'same'" in message
 
 
-def test_a_file_where_another_needs_a_directory_is_a_problem(
+def test_a_file_where_another_needs_a_directory_refuses_the_request(
     memory: fsspec.AbstractFileSystem, stores: Stores, workdir: Path
 ) -> None:
     """'d' as a file and 'd/b.txt' below it cannot both be staged, in either order."""
@@ -217,10 +219,8 @@ def test_a_file_where_another_needs_a_directory_is_a_problem(
         ["memory://src/a.txt=d", "memory://src/b.txt=d/b.txt"],
         ["memory://src/b.txt=d/b.txt", "memory://src/a.txt=d"],
     ):
-        the_plan = plan([parse_input(i) for i in inputs], workdir=workdir, stores=stores)
-        assert len(the_plan.entries) == 1
-        (problem,) = the_plan.problems
-        assert "is staged there too" in str(problem.error)
+        with pytest.raises(UsageError, match=r"need.* a directory"):
+            plan([parse_input(i) for i in inputs], workdir=workdir, stores=stores)
 
 
 def test_an_empty_prefix_is_input_not_found_unless_allowed(

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from taskkit.exceptions import InputNotFound
-from taskkit.journal import Journal, Outcome, StepFile, StepRecord, host_identity, now
+from taskkit.journal import (
+    Journal,
+    Outcome,
+    PublishedManifest,
+    StepFile,
+    StepRecord,
+    host_identity,
+    now,
+)
 from taskkit.status import job_status, task_status
 from taskkit.storage import Stores
 
@@ -65,6 +73,11 @@ def test_task_status_reports_attempts_outcome_and_steps(stores: Stores, state: s
         attempt=2,
         at=now(),
         manifests=("memory://o/_taskkit_manifest.json",),
+        published=(
+            PublishedManifest(
+                url="memory://o/_taskkit_manifest.json", version="v1", kept="published/00002/1.json"
+            ),
+        ),
     )
     journal.write_outcome(outcome, replacing=None)
 
@@ -79,6 +92,7 @@ def test_task_status_reports_attempts_outcome_and_steps(stores: Stores, state: s
         "reason": "",
         "fingerprint": FP,
         "manifests": ["memory://o/_taskkit_manifest.json"],
+        "published": [{"url": "memory://o/_taskkit_manifest.json", "version": "v1"}],
     }
     first, second = status["attempts"]
     assert first["number"] == 1

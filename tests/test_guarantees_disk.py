@@ -1,0 +1,174 @@
+"""A full disk while staging is exit 74 with one line and nothing partial left, on any machine.
+
+``tests/test_stager.py`` fills a real 4 MiB tmpfs, which needs the right to mount (it skips
+where that is refused, and says so). These tests stand in the full disk instead, so they run
+everywhere: the block allocator that :mod:`taskkit.transfer` calls (``allocate``, default
+``os.posix_fallocate``) refuses with ENOSPC in-process, and a real ``taskkit stage`` process
+runs with ``posix_fallocate`` and ``pwrite`` refusing every file below its working directory,
+as a full device refuses them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from taskkit.digest import CHUNK_SIZE
+from taskkit.exceptions import IOFailure
+from taskkit.nodecache import NodeCache
+from taskkit.stager import execute
+from taskkit.staging import parse_input, plan
+from taskkit.storage import Stores
+
+LARGE = 2 * CHUNK_SIZE + 5  # several ranges: its blocks are reserved before any download
+SMALL = 1000  # one request: written straight away, nothing reserved
+
+
+def refuse(fd: int, offset: int, length: int) -> None:
+    """A disk with no free block left."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def lacking(fd: int, offset: int, length: int) -> None:
+    """A filesystem that cannot reserve blocks at all (some network filesystems)."""
+    raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+
+def write_source(src: Path, sizes: dict[str, int]) -> dict[str, bytes]:
+    rng = random.Random(7)
+    src.mkdir(parents=True, exist_ok=True)
+    files = {name: rng.randbytes(size) for name, size in sizes.items()}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    return files
+
+
+def taskkit_files(root: Path) -> list[Path]:
+    """Partial files and chunk journals below ``root``."""
+    return sorted(p for p in root.rglob("*") if p.name.startswith(".taskkit-"))
+
+
+@pytest.mark.parametrize("node_cache", [False, True], ids=["direct", "node-cache"])
+def test_a_refused_reservation_is_74_and_leaves_nothing_partial(
+    tmp_path: Path, workdir: Path, stores: Stores, node_cache: bool
+) -> None:
+    """The allocator says ENOSPC: that file fails with IOFailure (74) saying 'no space', no
+    file at its final path, no partial or journal anywhere (workdir, node cache); a file
+    that needs no reservation is still staged."""
+    src = tmp_path / "src"
+    files = write_source(src, {"large.bin": LARGE, "small.bin": SMALL})
+    node = NodeCache(tmp_path / "node") if node_cache else None
+    the_plan = plan([parse_input(f"{src}/=in/")], workdir=workdir, stores=stores, node_cache=node)
+    summary = execute(the_plan, node_cache=node, allocate=refuse)
+    assert (summary.failed, summary.transferred + summary.linked) == (1, 1)
+    (problem,) = summary.problems
+    assert problem.what == str(src / "large.bin")
+    assert isinstance(problem.error, IOFailure)
+    assert problem.error.exit_code == 74
+    assert "no space left on device" in str(problem.error)
+    assert not (workdir / "in" / "large.bin").exists()
+    assert (workdir / "in" / "small.bin").read_bytes() == files["small.bin"]
+    assert taskkit_files(workdir) == []
+    if node is not None:
+        assert list((tmp_path / "node" / "partial").iterdir()) == []
+
+
+def test_a_filesystem_that_cannot_reserve_is_not_a_full_disk(
+    tmp_path: Path, workdir: Path, stores: Stores
+) -> None:
+    """EOPNOTSUPP from the allocator is no failure: the file is sized without a reservation
+    and staged whole (only ENOSPC and its kind mean a full disk)."""
+    src = tmp_path / "src"
+    files = write_source(src, {"large.bin": LARGE})
+    the_plan = plan([parse_input(f"{src}/=in/")], workdir=workdir, stores=stores)
+    summary = execute(the_plan, allocate=lacking)
+    assert summary.problems == []
+    assert (workdir / "in" / "large.bin").read_bytes() == files["large.bin"]
+
+
+#: Run before taskkit is imported in the child: every reservation and positioned write of a
+#: file below FULL fails as on a full device; everything else (the stat-cache, the source)
+#: works.
+_FULL_DISK = textwrap.dedent(
+    """
+    import errno, os, sys
+
+    full = os.path.realpath(os.environ["FULL"]) + os.sep
+    real_fallocate, real_pwrite = os.posix_fallocate, os.pwrite
+
+    def on_full_disk(fd):
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(full)
+
+    def fallocate(fd, offset, length):
+        if on_full_disk(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fallocate(fd, offset, length)
+
+    def pwrite(fd, data, offset):
+        if on_full_disk(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwrite(fd, data, offset)
+
+    os.posix_fallocate, os.pwrite = fallocate, pwrite
+    from taskkit.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("size", "node_cache"),
+    [(LARGE, False), (SMALL, False), (LARGE, True), (SMALL, True)],
+    ids=["large-direct", "small-direct", "large-node-cache", "small-node-cache"],
+)
+def test_taskkit_stage_on_a_full_disk_exits_74_with_one_line(
+    tmp_path: Path, size: int, node_cache: bool
+) -> None:
+    """A real ``taskkit stage`` whose disk refuses every block (reserved or written): exit 74,
+    one ``taskkit: error:`` line saying 'no space left on device', no traceback, nothing at
+    the final path and nothing partial left (in the workdir, or in the node cache when the
+    node cache is the full disk)."""
+    src = tmp_path / "src"
+    write_source(src, {"data.bin": size})
+    work = tmp_path / "work"
+    work.mkdir()
+    node = tmp_path / "node"
+    full = node if node_cache else work
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "TASKKIT_"))}
+    env.update(FULL=str(full), TASKKIT_CACHE_DIR=str(tmp_path / "cache"))
+    cache_options = ["--cache-dir", str(node)] if node_cache else ["--no-node-cache"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FULL_DISK,
+            "stage",
+            "-i",
+            f"{src}/data.bin=in/data.bin",
+            "--workdir",
+            str(work),
+            *cache_options,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode == 74, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("taskkit: error: ")
+    assert "no space left on device" in lines[0]
+    assert not (work / "in" / "data.bin").exists()
+    assert taskkit_files(work) == []
+    if node_cache:
+        assert list((node / "partial").iterdir()) == []

@@ -1,0 +1,150 @@
+"""taskkit/attempt.py ``_publish`` and ``_record``, taskkit/goal.py: attempts of one task that
+run at the same time, as real ``python -m taskkit run`` processes (``runner_helpers.Task``).
+
+Each attempt gets a working directory of its own (as on different nodes) and one published
+DEST is shared. Commands mark their start in the test's box as ``started.<attempt>`` and
+wait for ``go`` (or for each other), so which attempts overlap is decided by the test, never
+by timing luck.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runner_helpers import Task, opened_task, q, sh, wait_for
+
+from taskkit.outputs import MANIFEST_NAME
+
+LOST = 204
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Iterator[Task]:
+    with opened_task(tmp_path) as opened:
+        yield opened
+
+
+def gated(task: Task, body: str, gate: str = "go") -> list[str]:
+    """A command that notes it started (``box/started.<attempt>``), waits for
+    ``box/GATE.go`` (``task.release(GATE)``), then runs ``body``; the same text for every
+    attempt of one work."""
+    box = task.box
+    return sh(
+        f'touch {q(box)}/started."$TASKKIT_ATTEMPT"\n'
+        "i=0\n"
+        f"while [ ! -e {q(box / (gate + '.go'))} ]; do\n"
+        "  i=$((i + 1)); [ $i -lt 3000 ] || exit 9; sleep 0.01\n"
+        "done\n" + body
+    )
+
+
+def started(task: Task, count: int, procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until ``count`` commands have started (failing at once if a taskkit ended)."""
+
+    def ready() -> bool:
+        for proc in procs:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                pytest.fail(f"taskkit ended ({proc.returncode}) before its command started: {err}")
+        return len(list(task.box.glob("started.*"))) >= count
+
+    wait_for(ready, f"{count} commands to start")
+
+
+def writes(label: str) -> str:
+    return f"mkdir -p out\necho {label} > out/result.txt\n"
+
+
+def test_of_concurrent_attempts_of_different_work_one_publishes_and_the_others_exit_204(
+    task: Task, tmp_path: Path
+) -> None:
+    """Three works (three command texts) of one task inside their commands at once: exactly
+    one exits 0 and is the work published; the others exit 204, "lost race", naming the
+    publisher; the outcome is not theirs. A retry of a loser's work then decides afresh."""
+    dest = tmp_path / "dest"
+    options = ("--max-retries", "3", "-o", f"out/*.txt=file://{dest}/")
+    commands = {label: gated(task, writes(label)) for label in ("red", "green", "blue")}
+    procs: list[subprocess.Popen[str]] = []
+    for label, command in commands.items():
+        workdir = tmp_path / f"node-{label}"
+        workdir.mkdir()
+        procs.append(task.start(command, *options, workdir=workdir))
+        started(task, len(procs), procs)  # each begins while the earlier ones run
+    task.release("go")
+    ended = [proc.communicate(timeout=60) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert sorted(codes) == [0, LOST, LOST], [err for _, err in ended]
+
+    winner = list(commands)[codes.index(0)]
+    outcome = task.outcome()
+    assert outcome is not None
+    assert (outcome["state"], outcome["work"]["command"][-1]) == ("success", commands[winner][-1])
+    publisher = outcome["attempt"]
+    assert (dest / "result.txt").read_text() == f"{winner}\n"
+    assert json.loads((dest / MANIFEST_NAME).read_text())["task"]["attempt"] == publisher
+    for (_, err), code in zip(ended, codes, strict=True):
+        if code == LOST:
+            assert f"lost race: attempt {publisher} published other work" in err, err
+    reasons = [task.attempt(n)["reason"] for n in task.attempts()]
+    assert sum("lost race" in r for r in reasons) == 2, reasons
+
+    loser = list(commands)[codes.index(LOST)]
+    retry = task.run(commands[loser], *options, workdir=tmp_path / f"node-{loser}")
+    assert retry.returncode == 0, retry.stderr
+    assert "starting afresh: the command changed" in retry.stderr
+    assert (dest / "result.txt").read_text() == f"{loser}\n"
+
+
+def test_a_loser_that_fails_does_not_replace_the_work_published_meanwhile(
+    task: Task, tmp_path: Path
+) -> None:
+    """Work B starts while work A runs, A publishes, then B fails with a permanent code: B
+    exits with its code, and the outcome stays A's success."""
+    dest = tmp_path / "dest"
+    options = ("--permanent-codes", "3", "-o", f"out/*.txt=file://{dest}/")
+    winner = gated(task, writes("a"), gate="go-a")
+    loser = gated(task, "exit 3\n", gate="go-b")
+    procs = [task.start(winner, *options, workdir=tmp_path / "node-a")]
+    started(task, 1, procs)
+    procs.append(task.start(loser, *options, workdir=tmp_path / "node-b"))
+    started(task, 2, procs)
+    task.release("go-a")
+    _, err = procs[0].communicate(timeout=60)
+    assert procs[0].returncode == 0, err
+    task.release("go-b")
+    _, err = procs[1].communicate(timeout=60)
+    assert procs[1].returncode == 3, err
+    outcome = task.outcome()
+    assert outcome is not None
+    assert (outcome["state"], outcome["attempt"]) == ("success", 1)
+    assert task.attempt(2)["verdict"] == "permanent"
+
+
+def test_concurrent_attempts_of_one_work_exit_0_and_are_never_counted_as_reruns(
+    task: Task, tmp_path: Path
+) -> None:
+    """Three copies of one work start one after the other while the earlier ones run: all
+    exit 0, one publishes, and none calls itself "attempt 2 of 1 (a re-run ...)": running
+    attempts are not retries Batch counted."""
+    dest = tmp_path / "dest"
+    command = gated(task, writes("same"))
+    options = ("--max-retries", "0", "-o", f"out/*.txt=file://{dest}/")
+    procs: list[subprocess.Popen[str]] = []
+    for n in range(3):
+        workdir = tmp_path / f"node-{n}"
+        workdir.mkdir()
+        procs.append(task.start(command, *options, workdir=workdir))
+        started(task, n + 1, procs)
+    task.release("go")
+    ended = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err for _, err in ended]
+    for _, err in ended:
+        assert "of 1 (a re-run" not in err, err
+        assert "attempt 1 of 1 (the last)" in err, err
+    assert sum("published the same work meanwhile" in err for _, err in ended) == 2
+    assert task.attempts() == [1, 2, 3]
+    assert "attempt 1 of 1 (the last), attempt 3 in the journal" in task.log(3, "taskkit")
