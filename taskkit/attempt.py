@@ -46,7 +46,7 @@ from taskkit.journal import (
     now,
 )
 from taskkit.leftovers import Leftovers
-from taskkit.lifetime import end_left_by
+from taskkit.lifetime import end_groups_left_by
 from taskkit.logs import LogSink
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -162,7 +162,7 @@ class AttemptRun:
             )
             try:
                 with stopped_by_signals():
-                    blocked = self._end_leftovers(sink, previous)
+                    blocked = self._end_old_commands(sink, previous)
                     decision = self._attempt(sink, number, private, blocked or unavailable)
             except Stopped as stop:
                 decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
@@ -186,11 +186,11 @@ class AttemptRun:
                 write_diagnostics(sink, self.workdir, self.env, decision)
         return decision
 
-    def _end_leftovers(self, sink: LogSink, previous: list[Attempt]) -> TaskFailure | None:
+    def _end_old_commands(self, sink: LogSink, previous: list[Attempt]) -> TaskFailure | None:
         """Kill what interrupted attempts on this host and boot left of their commands (their
         watchdogs killed too) and wait until it is gone: never two copies at once. Why this
         attempt cannot run, if what is left cannot be ended."""
-        for old, ended in end_left_by(previous, host_identity()):
+        for old, ended in end_groups_left_by(previous, host_identity()):
             what = f"attempt {old.number}'s command (pgid {old.command_pgid})"
             if not ended:
                 return TransientError(f"what is left of {what} is still running; cannot end it")

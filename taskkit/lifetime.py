@@ -12,7 +12,7 @@ runner, the OOM killer choosing Python. Two things close that gap:
   runner may die in between), it kills the processes whose environment carries its mark,
   ``TASKKIT_WATCHDOG=<its pid>``, which the command is given. It holds no console, so it never
   keeps a reader of the runner's output waiting, and costs about a millisecond per command.
-* :func:`end_left_by`: before a new attempt starts on the same host and boot, what is left of
+* :func:`end_groups_left_by`: before a new attempt starts on the same host and boot, what is left of
   the recorded group of an interrupted earlier attempt (its watchdog killed too) is killed,
   and the new attempt waits until it is gone.
 
@@ -21,7 +21,7 @@ Invariants:
 * A process is killed only when it verifiably belongs to the recorded group: the group's
   leader is alive with the recorded start time (``/proc/PID/stat`` field 22), or the leader is
   gone and the process is a member of that group started no earlier than the leader. A pid
-  reused by another process never passes (:func:`leftover`).
+  reused by another process never passes (:func:`group_members`).
 * Linux only (``/proc``); elsewhere nothing is watched and nothing is killed.
 
 This module imports little of the standard library and nothing of taskkit at run time: the
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from taskkit.journal import Attempt
 
-__all__ = ["MARK", "Watchdog", "end_left_by", "end_leftover", "leftover", "process_start"]
+__all__ = ["MARK", "Watchdog", "end_group", "end_groups_left_by", "group_members", "process_start"]
 
 #: The variable whose value, the watchdog's pid, marks the command and what it starts.
 MARK = "TASKKIT_WATCHDOG"
@@ -84,7 +84,7 @@ def _processes() -> Iterator[tuple[int, list[str]]]:
                 yield int(name), fields
 
 
-def leftover(pgid: int, start: str) -> list[int]:
+def group_members(pgid: int, start: str) -> list[int]:
     """The live processes of the group ``pgid`` whose leader started at ``start``: all of its
     members while that leader lives; once it is gone, the members started no earlier than it.
     Empty when the group is gone, or when ``pgid`` now names someone else's process."""
@@ -101,7 +101,7 @@ def leftover(pgid: int, start: str) -> list[int]:
     ]
 
 
-def end_leftover(
+def end_group(
     pgid: int,
     start: str,
     *,
@@ -110,10 +110,10 @@ def end_leftover(
     sleep: Callable[[float], None] = time.sleep,
     kill: Callable[[int, int], None] = os.killpg,
 ) -> bool | None:
-    """Kill what is left of the group ``pgid`` (as :func:`leftover` finds it) and wait until it
-    is gone: None when there was nothing to kill, True once it is gone, False when it is still
-    there after ``timeout`` seconds (or may not be signalled)."""
-    if not leftover(pgid, start):
+    """Kill what is left of the group ``pgid`` (as :func:`group_members` finds it) and wait
+    until it is gone: None when there was nothing to kill, True once it is gone, False when it
+    is still there after ``timeout`` seconds (or may not be signalled)."""
+    if not group_members(pgid, start):
         return None
     try:
         kill(pgid, signal.SIGKILL)
@@ -122,23 +122,23 @@ def end_leftover(
     except PermissionError:
         return False
     end = clock() + timeout
-    while leftover(pgid, start):
+    while group_members(pgid, start):
         if clock() > end:
             return False
         sleep(0.01)
     return True
 
 
-def end_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, bool]]:
+def end_groups_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, bool]]:
     """End what each interrupted attempt of ``attempts`` that ran on ``host`` (this machine
     since its boot) left of its recorded command group: the attempts that left something,
-    each with whether it is gone now (see :func:`end_leftover`)."""
+    each with whether it is gone now (see :func:`end_group`)."""
     for old in attempts:
         if not (old.command_pgid and old.command_start and old.host == host):
             continue
         if old.state(host) != "interrupted":
             continue  # its runner lives: the group is its to end
-        ended = end_leftover(old.command_pgid, old.command_start)
+        ended = end_group(old.command_pgid, old.command_start)
         if ended is not None:
             yield old, ended
 
@@ -253,7 +253,7 @@ def _kill_at_end(argv: list[str]) -> None:
     """The watchdog once its runner died: kill the group it was told of (``PGID START``), or,
     told none (the runner died as the command started), whatever carries its mark."""
     if len(argv) == 2 and argv[0].isdigit():
-        end_leftover(int(argv[0]), argv[1])
+        end_group(int(argv[0]), argv[1])
     else:
         _end_marked(f"{MARK}={os.getpid()}".encode())
 

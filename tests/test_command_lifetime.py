@@ -22,7 +22,7 @@ from runner_helpers import Task, opened_task, q, sh, wait_for
 from taskkit import lifetime
 from taskkit.command import run_logged
 from taskkit.journal import host_identity
-from taskkit.lifetime import MARK, end_leftover, leftover, process_start
+from taskkit.lifetime import MARK, end_group, group_members, process_start
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/stat"), reason="the command's lifetime is watched on Linux"
@@ -236,37 +236,37 @@ def test_a_reused_pid_in_the_record_is_not_killed(task: Task, stray: Stray, tmp_
 # -- what is verified before a kill --------------------------------------------------------------
 
 
-def test_leftover_is_the_whole_group_while_its_leader_lives(stray: Stray) -> None:
+def test_group_members_is_the_whole_group_while_its_leader_lives(stray: Stray) -> None:
     """A live leader with the recorded start time: the leader and its child are the group;
     the same pid with any other start time is someone else's, and nothing is returned."""
     pgid, child = group_leading_child(stray)
     start = process_start(pgid)
     assert start is not None
-    assert sorted(leftover(pgid, start)) == sorted([pgid, child])
+    assert sorted(group_members(pgid, start)) == sorted([pgid, child])
     for wrong in (str(int(start) - 1), str(int(start) + 1)):
-        assert leftover(pgid, wrong) == []
+        assert group_members(pgid, wrong) == []
 
 
-def test_leftover_after_the_leader_counts_members_started_no_earlier(stray: Stray) -> None:
+def test_group_members_after_the_leader_counts_members_started_no_earlier(stray: Stray) -> None:
     """Leader gone: a member started at or after the recorded start is ours, one started
     before it cannot be (the group id was reused) and is not returned."""
     pgid, child = leader_gone_member_left(stray)
     child_start = process_start(child)
     assert child_start is not None
     assert process_start(pgid) is None
-    assert leftover(pgid, child_start) == [child]
-    assert leftover(pgid, str(int(child_start) - 5)) == [child]
-    assert leftover(pgid, str(int(child_start) + 1)) == []
+    assert group_members(pgid, child_start) == [child]
+    assert group_members(pgid, str(int(child_start) - 5)) == [child]
+    assert group_members(pgid, str(int(child_start) + 1)) == []
 
 
 @pytest.mark.parametrize(("pgid", "start"), [(0, "1"), (1, "1"), (-5, "1"), (12345, "x")])
-def test_leftover_refuses_what_names_no_group_of_ours(pgid: int, start: str) -> None:
+def test_group_members_refuses_what_names_no_group_of_ours(pgid: int, start: str) -> None:
     """Group 0 or 1 (killpg would hit the caller's group or init's), a negative id or a start
     time that is not a number: nothing, whatever runs."""
-    assert leftover(pgid, start) == []
+    assert group_members(pgid, start) == []
 
 
-def test_end_leftover_kills_a_verified_group_and_waits_until_it_is_gone(
+def test_end_group_kills_a_verified_group_and_waits_until_it_is_gone(
     stray: Stray,
 ) -> None:
     """A verified group (leader gone, member ours) is killed and gone on return: True; asked
@@ -274,21 +274,21 @@ def test_end_leftover_kills_a_verified_group_and_waits_until_it_is_gone(
     pgid, child = leader_gone_member_left(stray)
     start = process_start(child)
     assert start is not None
-    assert end_leftover(pgid, start) is True
+    assert end_group(pgid, start) is True
     assert not alive(child)
-    assert end_leftover(pgid, start) is None
+    assert end_group(pgid, start) is None
 
 
-def test_end_leftover_leaves_a_group_that_is_not_ours(stray: Stray) -> None:
+def test_end_group_leaves_a_group_that_is_not_ours(stray: Stray) -> None:
     """A member started before the recorded start: not killed, None."""
     pgid, child = leader_gone_member_left(stray)
     start = process_start(child)
     assert start is not None
-    assert end_leftover(pgid, str(int(start) + 1)) is None
+    assert end_group(pgid, str(int(start) + 1)) is None
     assert alive(child)
 
 
-def test_end_leftover_gives_up_on_a_group_that_does_not_go(stray: Stray) -> None:
+def test_end_group_gives_up_on_a_group_that_does_not_go(stray: Stray) -> None:
     """A group still there at the timeout (its SIGKILL withheld, the clock past the end):
     False, not a hang."""
     pgid, child = leader_gone_member_left(stray)
@@ -296,7 +296,7 @@ def test_end_leftover_gives_up_on_a_group_that_does_not_go(stray: Stray) -> None
     assert start is not None
     ticks = iter([0.0, 100.0])
     sent: list[tuple[int, int]] = []
-    ended = end_leftover(
+    ended = end_group(
         pgid, start, timeout=1.0, clock=lambda: next(ticks), kill=lambda *a: sent.append(a)
     )
     assert ended is False
