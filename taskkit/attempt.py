@@ -39,11 +39,11 @@ from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
 from taskkit.published import Gone, destinations, recorded
 from taskkit.redaction import redact
+from taskkit.runtransfer import stage_inputs, upload_outputs
 from taskkit.spec import RunSpec
-from taskkit.stager import stage
 from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores
-from taskkit.upload import upload
+from taskkit.summary import Summary
 
 __all__ = ["AttemptRun", "Launcher", "warn_passed"]
 
@@ -179,6 +179,7 @@ class AttemptRun:
             sink.note(self.gone.line)
             if self.gone.republish:
                 return self._republish(number, self.gone.attempt)
+        self.sink = sink  # where the transfers note what they did
         if unavailable is not None:
             return self.policy.decide(Ending(error=unavailable))
         spec = self.spec
@@ -189,7 +190,7 @@ class AttemptRun:
                 raise from_os_error(exc, "cannot make the working directory") from exc
             staged: list[Plan] = []
             if spec.inputs:
-                error = stage(spec.inputs, workdir=self.workdir, on_plan=staged.append).exit_error()
+                error = self._staged(on_plan=staged.append).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
             # Before the command (and the checkpoint it restores): outputs of other work go.
@@ -228,6 +229,23 @@ class AttemptRun:
         if decision.verdict is Verdict.SUCCESS:
             return self._publish(number, decision)
         return decision
+
+    # Both transfers go as taskkit stage/upload would, with the spec's transfer settings (and
+    # node cache), and say what they did on the console and in the attempt's taskkit.txt.
+    def _staged(self, on_plan: Callable[[Plan], None]) -> Summary:
+        return stage_inputs(
+            self.spec,
+            self.workdir,
+            environ=self.env,
+            note=self.sink.note,
+            say=self.say,
+            on_plan=on_plan,
+        )
+
+    def _uploaded(self, number: int) -> Summary:
+        return upload_outputs(
+            self.spec, self.workdir, task=self._task(number), note=self.sink.note, say=self.say
+        )
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -320,13 +338,7 @@ class AttemptRun:
         published: tuple[PublishedManifest, ...] = ()
         if self.spec.outputs:
             try:
-                summary = upload(
-                    self.spec.outputs,
-                    workdir=self.workdir,
-                    task=self._task(number),
-                    allow_empty=self.spec.allow_empty,
-                    on_plan=lambda plan: warn_passed(plan, lambda m: self.say("warning", m)),
-                )
+                summary = self._uploaded(number)
                 error = summary.exit_error()
                 if error is None:
                     places = destinations(self.stores, self.spec.outputs)

@@ -23,6 +23,7 @@ from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
 from taskkit.runner import describe_work, gone_outputs, required
+from taskkit.runtransfer import stage_settings
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
 from taskkit.staging import Plan, default_workdir
@@ -83,7 +84,13 @@ def show_plan(spec: RunSpec) -> int:
                     report.staging_planned(plan)
                     staged.append(plan)
 
-                stage(spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=planned)
+                stage(
+                    spec.inputs,
+                    workdir=spec.workdir,
+                    **stage_settings(spec),  # the node cache a run would link from
+                    dry_run=True,
+                    on_plan=planned,
+                )
         if unavailable is None and status.state not in ("met", "permanent"):
             _show_leftovers(spec, work, staged)
         for output in spec.outputs:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from taskkit import summary as summary_lines
 from taskkit.exceptions import TaskkitError
 from taskkit.progress import Progress, format_size
 
@@ -116,30 +117,9 @@ class Report:
             click.echo(line)
 
 
-def _rate(summary: Summary) -> str:
-    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
-        return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
-    return ""
-
-
 def stage_line(summary: Summary) -> str:
-    verb = "would stage" if summary.dry_run else "staged"
-    return (
-        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} downloaded ({format_size(summary.bytes_transferred)}"
-        f"{_rate(summary)}, {summary.resumed} resumed), "
-        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
-        f"{summary.failed} failed"
-        + (f", {summary.removed} stale removed" if summary.removed else "")
-    )
+    return f"taskkit: {summary_lines.stage_line(summary)}"
 
 
 def upload_line(summary: Summary) -> str:
-    verb = "would upload" if summary.dry_run else "uploaded"
-    published = "" if summary.dry_run else "; not published" if summary.problems else "; published"
-    return (
-        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"
-        f"{_rate(summary)}, {summary.resumed} resumed), "
-        f"{summary.skipped} already there, {summary.failed} failed{published}"
-    )
+    return f"taskkit: {summary_lines.upload_line(summary)}"

@@ -372,7 +372,7 @@ def test_the_command_line_beats_the_environment_beats_the_spec(task: Task, tmp_p
     ("name", "text", "fragments"),
     [
         ("spec.toml", 'colour = "red"\n', ["unknown setting", "'colour'"]),
-        ("spec.yaml", "max-retries: 2\nretries: 3\n", ["unknown setting", "'retries'"]),
+        ("spec.yaml", "max-retries: 2\nretry: 3\n", ["unknown setting", "'retry'"]),
         ("spec.toml", 'max-retries = "x"\n', ["max-retries"]),
         ("spec.json", '{"permanent-codes": "9-5"}', ["permanent-codes", "backwards"]),
         ("spec.yml", "permanent_codes: 9-5\n", ["permanent_codes", "backwards"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, internal_error
+from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
 from taskkit.exceptions import EX_OK, TaskkitError
 from taskkit.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
 from taskkit.report import say as _say
@@ -60,7 +60,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
             "inputs",
             multiple=True,
             metavar="SRC=DEST",
-            help="Stage this input first (as taskkit stage). Repeatable.",
+            help="Stage this input first (as taskkit stage, through the node cache). Repeatable.",
         ),
         click.option(
             "-o",
@@ -143,6 +143,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
             help="An output GLOB that matches nothing is not an error.",
         ),
     ]
+    command = transfer_options(node_cache=True, from_env=False)(command)
     for option in reversed(options):
         command = option(command)
     return command
