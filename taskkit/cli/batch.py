@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -53,9 +54,13 @@ def run_args(spec: RunSpec) -> list[str]:
         if isinstance(value, bool):  # a flag: its default is off
             args.append(option)
             continue
-        text = f"{value:g}s" if isinstance(value, float) else str(value)
-        args += [option, text]
+        args += [option, _duration(value) if isinstance(value, float) else str(value)]
     return [*args, "--", *spec.command]
+
+
+def _duration(seconds: float) -> str:
+    """``15552000s``, ``0.00001s``: every digit, never an exponent, which no duration takes."""
+    return f"{Decimal(repr(seconds)):f}".removesuffix(".0") + "s"
 
 
 @batch_group.command("task-json", context_settings={**CONTEXT, "allow_interspersed_args": False})
