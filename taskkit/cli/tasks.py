@@ -117,13 +117,13 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
         click.option(
             "--deadline",
             metavar="DURATION",
-            help="Stop the command after this long (e.g. 3h30m), flush, exit 205 "
-            "(retryable): set it below Batch's maxWallClockTime.",
+            help="Stop the command after this long (e.g. 3h30m; at most 180d, Batch's task "
+            "lifetime), flush, exit 205 (retryable): set it below Batch's maxWallClockTime.",
         ),
         click.option(
             "--log-interval",
             metavar="DURATION",
-            help="How often logs and the heartbeat reach the store [default: 30s].",
+            help="How often logs and the heartbeat reach the store (at most 60d) [default: 30s].",
         ),
         click.option(
             "--checkpoint-dir",
@@ -134,7 +134,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
         click.option(
             "--checkpoint-interval",
             metavar="DURATION",
-            help="How often the checkpoint directory is synced [default: 5m].",
+            help="How often the checkpoint directory is synced (at most 180d) [default: 5m].",
         ),
         click.option(
             "--allow-empty",
