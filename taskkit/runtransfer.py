@@ -127,12 +127,13 @@ class _ConsoleLines(io.StringIO):
 
     def __init__(self, doing: str, say: Say) -> None:
         super().__init__()
-        self.prefix, self.say = f"taskkit: {doing}: ", say
+        self.doing, self.say = doing, say
 
     def write(self, text: str) -> int:
+        # Progress writes "taskkit: staging: ..." lines; say() puts back that very prefix.
         for line in text.splitlines():
             if line.strip():
-                self.say("progress", line.removeprefix(self.prefix))
+                self.say(self.doing, line.removeprefix(f"taskkit: {self.doing}: "))
         return len(text)
 
 

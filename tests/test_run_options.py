@@ -411,7 +411,7 @@ class _Said:
 
     def progress(self) -> list[str]:
         with self.lock:
-            return [line for kind, line in self.lines if kind == "progress"]
+            return [line for kind, line in self.lines if kind == "staging"]
 
 
 @pytest.fixture
