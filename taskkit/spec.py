@@ -60,7 +60,7 @@ _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, No
 _LISTS = ("inputs", "outputs")
 #: Logs, heartbeats and checkpoint syncs are writes to the store: not more often than this.
 MIN_INTERVAL = 0.1
-#: The longest each duration may be. None is of use beyond a task's lifetime: the deadline
+#: The longest each duration may be. No duration is of use beyond a task's lifetime: the deadline
 #: would never fire (and task-json would write a maxWallClockTime Batch cannot hold), a sync
 #: or progress line would never come. The log interval is also the heartbeat's, and another
 #: node calls an attempt interrupted once its heartbeat is three intervals old: three must fit.
