@@ -175,11 +175,11 @@ class AttemptRun:
     def _attempt(
         self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
     ) -> Decision:
+        self.sink = sink  # where the transfers note what they did
         if self.gone is not None:
             sink.note(self.gone.line)
             if self.gone.republish:
                 return self._republish(number, self.gone.attempt)
-        self.sink = sink  # where the transfers note what they did
         if unavailable is not None:
             return self.policy.decide(Ending(error=unavailable))
         spec = self.spec

@@ -93,7 +93,7 @@ def world(tmp_path: Path) -> World:
 
 
 def _teller(call: dict[str, Any]) -> Teller:
-    teller = call["on_plan"].__self__
+    teller = call["on_bytes"].__self__
     assert isinstance(teller, Teller)
     return teller
 
