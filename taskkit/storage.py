@@ -10,7 +10,8 @@ i.e. the node's managed identity), then taskkit talks to the Azure SDK directly,
 * every read of a blob is conditional on the etag that was listed, so the bytes of one file
   all come from one version, even across a resumed download;
 * retries are taskkit's (:class:`~taskkit.retry.RetryBudget`), not the SDK's own minutes-long
-  defaults;
+  defaults, and a streak of failures is told of once for the whole run
+  (:class:`~taskkit.retry.Outages`), not once per try;
 * a small file is read with its version in one request (:meth:`Store.load`), and written or
   deleted on the condition that it is still a given version, or absent (:meth:`Store.put`):
   of writers racing on one condition exactly one wins, the others get
@@ -31,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -47,7 +49,7 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.redaction import redact
-from taskkit.retry import RetryBudget
+from taskkit.retry import Outages, RetryBudget
 from taskkit.translate import RULES, SourceChanged, guarded, reason, translate
 
 if TYPE_CHECKING:
@@ -124,7 +126,9 @@ class Store:
         """``action`` with upstream errors translated and transient ones retried; never a
         :class:`SourceChanged` or a :class:`Conflict`, which the same request would meet
         again. ``conditional``: the request carries a condition on the file's version, so a
-        failed precondition is a :class:`Conflict` (:func:`~taskkit.translate.translate`)."""
+        failed precondition is a :class:`Conflict` (:func:`~taskkit.translate.translate`).
+        Failing tries are told of through the budget's :class:`~taskkit.retry.Outages`, the
+        run's (:class:`Stores`): one line per streak, not one per try."""
         return self.retry.call(
             lambda: guarded(action, what, conditional=conditional),
             what,
@@ -306,8 +310,15 @@ class Stores:
         self,
         retry: RetryBudget | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        *,
+        outages: Outages | None = None,
     ) -> None:
-        self.retry = retry or RetryBudget()
+        retry = retry or RetryBudget()
+        # Every request of the run, whatever its store or thread, reports to one tracker, so
+        # an outage is told of once (the stores take the retry budget, and it with it).
+        self._own_outages = outages is None and retry.outages is None
+        self.outages = outages or retry.outages or Outages()
+        self.retry = dataclasses.replace(retry, outages=self.outages)
         self.storage_options = dict(storage_options or {})
         self._open: dict[str, Store] = {}
 
@@ -318,9 +329,14 @@ class Stores:
         self.close()
 
     def close(self) -> None:
+        """Release every store's connections; an outage still under way is summed up."""
         stores, self._open = list(self._open.values()), {}
-        for store in stores:
-            store.close()
+        try:
+            for store in stores:
+                store.close()
+        finally:
+            if self._own_outages:
+                self.outages.close()
 
     def open(self, url: str) -> tuple[Store, str]:
         """The store that holds ``url`` and the key of ``url`` in it."""
