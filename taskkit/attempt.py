@@ -33,7 +33,7 @@ from taskkit.fingerprint import Work
 from taskkit.goal import CLAIM_TRIES, attempt_label, attempt_ordinal, goal, lost_race, wait_for
 from taskkit.journal import Attempt, Heartbeat, Journal, Outcome, PublishedManifest, Version, now
 from taskkit.leftovers import Leftovers
-from taskkit.logs import LogSink
+from taskkit.logs import LogSink, Phase
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
@@ -52,6 +52,8 @@ Launcher = Callable[..., Finished]
 
 class AttemptRun:
     """One attempt: the state it carries from start to end."""
+
+    sink: LogSink | None = None  # the attempt's logs, once they are set up
 
     def __init__(
         self,
@@ -135,13 +137,16 @@ class AttemptRun:
                 stores=self.stores,
                 interval=spec.log_interval,
                 warn=lambda m: self.say("warning", m),
+                keep_local=False,
             ) as sink,
         ):
+            self.sink = sink
             interrupted = [a.number for a in previous if a.state() == "interrupted"]
             self._tell(
                 sink,
                 f"{label} ({self.work.fingerprint})"
                 + (f"; interrupted before: {interrupted}" if interrupted else ""),
+                Phase.STARTED,
             )
             try:
                 with stopped_by_signals():
@@ -161,6 +166,7 @@ class AttemptRun:
                 sink,
                 f"attempt {number}: {decision.verdict.value}: {decision.reason}"
                 f" (exit {decision.exit_code})",
+                Phase.ENDED,
             )
             if last and decision.verdict is not Verdict.SUCCESS:
                 from taskkit.diagnostics import write_diagnostics
@@ -168,9 +174,16 @@ class AttemptRun:
                 write_diagnostics(sink, self.workdir, self.env, decision)
         return decision
 
-    def _tell(self, sink: LogSink, line: str) -> None:
-        sink.note(line)
+    def _tell(self, sink: LogSink, line: str, phase: Phase | None = None) -> None:
+        if phase is None:
+            sink.note(line)
+        else:
+            sink.phase(phase, line)
         self.say("note", line)
+
+    def _phase(self, phase: Phase, line: str = "") -> None:
+        if self.sink is not None:
+            self.sink.phase(phase, line)
 
     def _attempt(
         self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
@@ -190,9 +203,11 @@ class AttemptRun:
                 raise from_os_error(exc, "cannot make the working directory") from exc
             staged: list[Plan] = []
             if spec.inputs:
+                self._phase(Phase.STAGING, f"into {self.workdir}")
                 error = self._staged(on_plan=staged.append).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
+                self._phase(Phase.STAGED)
             # Before the command (and the checkpoint it restores): outputs of other work go.
             leftovers = Leftovers.begin(
                 spec, self.workdir, self.work, number, staged, lambda m: self._tell(sink, m)
@@ -214,6 +229,7 @@ class AttemptRun:
             if left is not None and left <= 0:
                 return self.policy.decide(Ending(timed_out=True))
             with checkpoint:
+                self._phase(Phase.COMMAND_STARTED)
                 finished = self.launch(
                     list(spec.command),
                     sink=sink,
@@ -222,6 +238,7 @@ class AttemptRun:
                     env=self._command_env(number, checkpoint.directory),
                     cwd=self.workdir,
                 )
+                self._phase(Phase.COMMAND_ENDED, finished.describe())
             leftovers.end()
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
@@ -337,6 +354,7 @@ class AttemptRun:
         manifests: tuple[str, ...] = ()
         published: tuple[PublishedManifest, ...] = ()
         if self.spec.outputs:
+            self._phase(Phase.UPLOADING, f"from {self.workdir}")
             try:
                 summary = self._uploaded(number)
                 error = summary.exit_error()
@@ -370,6 +388,7 @@ class AttemptRun:
                     )
                 )
             )
+        self._phase(Phase.PUBLISHED, ", ".join(manifests) or "no outputs")
         return decision
 
     def _record(self, decision: Decision, number: int, last: bool) -> Decision:
@@ -422,8 +441,13 @@ class _Private:
         self.name, self.temporary = name, temporary
 
     def cleanup(self) -> None:
-        if self.temporary:
+        # Logs the store does not hold are kept (a warning said where); anything else left
+        # under the task directory is Batch's to clean with the task.
+        if self.temporary and not os.path.isdir(os.path.join(self.name, "logs")):
             shutil.rmtree(self.name, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # empty unless a checkpoint or logs are kept
+                os.rmdir(self.name)
 
 
 def _private_dir(env: Mapping[str, str], number: int) -> _Private:
