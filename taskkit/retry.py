@@ -117,9 +117,10 @@ class Outages:
             self._leave(request, recovered=False)
 
     def abandoned(self, request: object) -> None:
-        """``request`` ended without an answer (a signal, a bug): it says nothing of storage."""
+        """``request`` ended without an answer (a signal, a bug): it says nothing of storage,
+        so the streak goes on until another request is answered or :meth:`close`."""
         with self._lock:
-            self._leave(request, recovered=False)
+            self._leave(request, recovered=None)
 
     def close(self) -> None:
         """The run is over: a streak still under way is summed up now."""
@@ -129,12 +130,10 @@ class Outages:
             self._failing.clear()
             self._end()
 
-    def _leave(self, request: object, recovered: bool) -> None:
-        if request not in self._failing:
-            return
+    def _leave(self, request: object, recovered: bool | None) -> None:
         self._failing.discard(request)
-        if self._failing:
-            return
+        if not self._open or self._failing or recovered is None:
+            return  # the streak goes on while any request of it is still failing
         if recovered and not self._given_up:
             self._say(f"storage reachable again after {self._summary()}")
         self._end()
