@@ -21,9 +21,11 @@ outage make two lines::
     taskkit: warning: storage unreachable: cannot read az://c/x: connection refused; retrying
     taskkit: warning: storage reachable again after 5.2 s, 26 requests retried
 
-Invariant of a streak: it starts with its first line and ends with at most one summary; a try
-that began before a streak ended speaks only of that streak (a late failure of it starts no
-new one), so the lines never flap while threads catch up with a recovery.
+Invariants of a streak: it is told of by one line when it starts, at most one when a request
+gives up in it, and one when it ends (recovered, or still under way when the run ends). A try
+speaks only of the streak it began in: a late failure of a try begun before a recovery starts
+no new streak, and a late success of a try begun before an outage does not end it, so the
+lines never flap while threads catch up.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def _log_warning(line: str) -> None:
 class Outages:
     """The streaks of failing storage requests of one run, told of as they start and end.
 
-    A streak starts when a request fails with a retryable error and none was failing; it
-    ends when no request is failing any more: every one was answered (a success, or an error
-    that is not worth retrying: either way the storage answered) or gave up. ``warn`` gets
-    each line; it is called with the tracker's lock held, so it must not make storage requests.
-    ``clock`` measures how long a streak lasted. Safe from any thread.
+    A streak starts when a request fails with a retryable error and no streak is under way.
+    It ends when the last request failing in it is answered (a result, or an error not worth
+    retrying: either way the storage answered): ``storage reachable again after 5.2 s, 26
+    requests retried``. The first request of a streak to spend its retry budget says so once
+    (``...; giving up``); the streak goes on, quietly, until an answer or :meth:`close`.
+    ``warn`` gets each line; it is called with the tracker's lock held, so it must not make
+    storage requests. ``clock`` measures how long a streak lasted. Safe from any thread.
     """
 
     def __init__(
@@ -86,7 +90,8 @@ class Outages:
         return self._open
 
     def trying(self) -> int:
-        """A try is about to be made; the epoch it begins in, for :meth:`failed`."""
+        """A try is about to be made; the epoch it begins in, for :meth:`failed` and
+        :meth:`answered`."""
         return self._epoch  # an int read is atomic: no lock needed
 
     def failed(self, request: object, began: int, reason: str) -> None:
@@ -103,40 +108,36 @@ class Outages:
                 self._failing.add(request)
                 self._retried += 1
 
-    def answered(self, request: object) -> None:
-        """``request`` got an answer from the storage: a result or a final error."""
+    def answered(self, request: object, began: int) -> None:
+        """``request``'s try, begun in epoch ``began``, got an answer from the storage. Only
+        a try begun since the streak started tells that it is over."""
         with self._lock:
-            self._leave(request, recovered=True)
+            self._failing.discard(request)
+            if self._open and not self._failing and began == self._epoch:
+                self._say(f"storage reachable again after {self._summary()}")
+                self._end()
 
     def gave_up(self, request: object) -> None:
         """``request`` spent its retry budget; the error it raises says why."""
         with self._lock:
+            self._failing.discard(request)
             if self._open and not self._given_up:
                 self._given_up = True
                 self._say(f"storage unreachable for {self._summary()}; giving up")
-            self._leave(request, recovered=False)
 
     def abandoned(self, request: object) -> None:
-        """``request`` ended without an answer (a signal, a bug): it says nothing of storage,
-        so the streak goes on until another request is answered or :meth:`close`."""
+        """``request`` ended without an answer (a signal, a bug): it says nothing of storage."""
         with self._lock:
-            self._leave(request, recovered=None)
+            self._failing.discard(request)
 
     def close(self) -> None:
-        """The run is over: a streak still under way is summed up now."""
+        """The run is over: a streak still under way is summed up now, unless a request
+        already gave up in it."""
         with self._lock:
             if self._open and not self._given_up:
                 self._say(f"storage still unreachable after {self._summary()}")
             self._failing.clear()
             self._end()
-
-    def _leave(self, request: object, recovered: bool | None) -> None:
-        self._failing.discard(request)
-        if not self._open or self._failing or recovered is None:
-            return  # the streak goes on while any request of it is still failing
-        if recovered and not self._given_up:
-            self._say(f"storage reachable again after {self._summary()}")
-        self._end()
 
     def _end(self) -> None:
         if self._open:
@@ -209,7 +210,7 @@ class RetryBudget:
         request = object()  # this call, as the tracker tells one request from another
         started = self.clock()
         delays = self.delays()
-        answered = False
+        done = False
         try:
             while True:
                 began = outages.trying()
@@ -217,12 +218,12 @@ class RetryBudget:
                     result = action()
                 except TaskkitError as exc:
                     if not exc.retryable or (retry_if is not None and not retry_if(exc)):
-                        answered = True
-                        outages.answered(request)
+                        done = True
+                        outages.answered(request, began)
                         raise
                     wait = next(delays, None)
                     if wait is None or self.clock() - started + wait > self.budget:
-                        answered = True
+                        done = True
                         outages.gave_up(request)
                         raise
                     said = str(exc)
@@ -231,9 +232,9 @@ class RetryBudget:
                     )
                     self.sleep(wait)
                 else:
-                    answered = True
-                    outages.answered(request)
+                    done = True
+                    outages.answered(request, began)
                     return result
         finally:
-            if not answered:
+            if not done:
                 outages.abandoned(request)

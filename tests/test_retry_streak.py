@@ -176,7 +176,7 @@ def test_a_failure_begun_before_the_recovery_starts_no_new_streak() -> None:
     first, late = object(), object()
     began_first, began_late = outages.trying(), outages.trying()
     outages.failed(first, began_first, "cannot read az://c/a: refused")
-    outages.answered(first)
+    outages.answered(first, outages.trying())
     assert len(lines) == 2
     assert not outages.open
     outages.failed(late, began_late, "cannot read az://c/b: refused")
@@ -196,13 +196,36 @@ def test_a_streak_is_over_only_when_every_failing_request_is_answered() -> None:
     one, two, bystander = object(), object(), object()
     outages.failed(one, outages.trying(), "busy")
     outages.failed(two, outages.trying(), "busy")
-    outages.answered(bystander)
-    outages.answered(one)
+    outages.answered(bystander, outages.trying())
+    outages.answered(one, outages.trying())
     assert outages.open
     assert len(lines) == 1
     clock.now += 3.0
-    outages.answered(two)
+    outages.answered(two, outages.trying())
     assert lines[1] == "storage reachable again after 3.0 s, 2 requests retried"
+
+
+def test_a_recovery_after_giving_up_is_told_and_a_stale_success_is_not() -> None:
+    """A request gave up; the streak goes on quietly (another request failing joins it, a
+    second give-up says nothing) until an answer: a success of a try begun before the outage
+    does not end it, one begun since does, told as recovered."""
+    lines: list[str] = []
+    clock = Clock()
+    outages = Outages(lines.append, clock)
+    long_download = outages.trying()  # began before anything failed
+    first, second, third = object(), object(), object()
+    outages.failed(first, outages.trying(), "refused")
+    outages.gave_up(first)
+    outages.failed(second, outages.trying(), "refused")
+    outages.gave_up(second)
+    assert len(lines) == 2
+    assert lines[1] == "storage unreachable for 0.0 s, 1 request retried; giving up"
+    outages.answered(object(), long_download)
+    assert outages.open
+    clock.now += 7.5
+    outages.answered(third, outages.trying())
+    assert lines[2:] == ["storage reachable again after 7.5 s, 2 requests retried"]
+    assert not outages.open
 
 
 def test_closing_the_stores_sums_up_an_outage_still_under_way() -> None:
