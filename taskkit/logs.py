@@ -26,7 +26,8 @@ Invariants:
 * A failing upload never fails, stops or blocks the command: :meth:`LogSink.flush` never
   raises, warns once per streak of failures and tries again at the next flush.
 * A remote file is always a prefix of the local one: bytes are appended from the offset the
-  last successful upload reached, and the offset moves only after success.
+  last successful upload reached, and the offset moves only after success (or, when an
+  append was cut short after it landed, to the stored size).
 * A phase is in the store before :meth:`LogSink.phase` returns, unless uploads are failing:
   then it waits for the next periodic try, so a store that is down never holds the attempt up
   more than once.
@@ -48,7 +49,7 @@ from taskkit.exceptions import MisuseError, TaskkitError, from_os_error
 from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.retry import RetryBudget
-from taskkit.storage import Store, Stores
+from taskkit.storage import SourceChanged, Store, Stores
 
 __all__ = ["LINE_LIMIT", "NAMES", "UPLOAD_PIECE", "LogFile", "LogSink", "Phase", "write_all"]
 
@@ -283,7 +284,20 @@ class LogSink:
                     data = local.read(min(UPLOAD_PIECE, size - offset))
                     if not data and not first:
                         break  # shorter than counted after a failed local write
-                    store.append(key, offset, data)
+                    try:
+                        store.append(key, offset, data)
+                    except SourceChanged:
+                        if first:
+                            raise
+                        # An append cut short after it landed (a signal during a phase's
+                        # upload) left the offset behind: the stored file is still a prefix
+                        # of the local one, so go on from its size.
+                        stored = store.stat(key).size
+                        if not offset < stored <= size:
+                            raise
+                        offset = self._uploaded[name] = stored
+                        local.seek(offset)
+                        continue
                     offset = self._uploaded[name] = offset + len(data)
                     self._created.add(name)
                     first = False

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import Task, opened_task, q, sh, wait_for
 
+from taskkit.fsstore import FsspecStore
 from taskkit.logs import NAMES, LogSink, Phase
 
 GATED_CHILD = str(Path(__file__).with_name("gated_run_child.py"))
@@ -90,6 +91,34 @@ def test_a_phase_after_close_is_refused_quietly(tmp_path: Path) -> None:
     before = (tmp_path / "store" / "taskkit.txt").read_bytes()
     assert sink.phase(Phase.ENDED) is False
     assert (tmp_path / "store" / "taskkit.txt").read_bytes() == before
+
+
+def test_an_append_cut_short_after_it_landed_is_not_sent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal between an append reaching the store and its bookkeeping (a phase uploads on
+    the main thread): the next upload goes on from the stored size, so the store ends up
+    holding exactly the local file, no byte twice and none lost."""
+    store = tmp_path / "store"
+    real = FsspecStore.append
+    cut = []
+
+    def landed_then_signal(self: FsspecStore, key: str, offset: int, data: bytes) -> None:
+        real(self, key, offset, data)
+        if offset and not cut:
+            cut.append(offset)
+            raise KeyboardInterrupt  # as Stopped would, after the request landed
+
+    with LogSink(tmp_path / "logs", f"file://{store}/", interval=86400) as sink:
+        sink.phase(Phase.STARTED)
+        monkeypatch.setattr(FsspecStore, "append", landed_then_signal)
+        with pytest.raises(KeyboardInterrupt):
+            sink.phase(Phase.STAGING)
+        assert cut
+        assert sink.phase(Phase.STAGED)
+    local = (tmp_path / "logs" / "taskkit.txt").read_bytes()
+    assert (store / "taskkit.txt").read_bytes() == local
+    assert phases(local.decode()) == ["started", "staging", "staged"]
 
 
 # -- the local copy -----------------------------------------------------------------------------
