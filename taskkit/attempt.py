@@ -181,6 +181,10 @@ class AttemptRun:
             sink.phase(phase, line)
         self.say("note", line)
 
+    def _note(self, line: str) -> None:
+        if self.sink is not None:
+            self.sink.note(line)
+
     def _phase(self, phase: Phase, line: str = "") -> None:
         if self.sink is not None:
             self.sink.phase(phase, line)
@@ -188,7 +192,6 @@ class AttemptRun:
     def _attempt(
         self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
     ) -> Decision:
-        self.sink = sink  # where the transfers note what they did
         if self.gone is not None:
             sink.note(self.gone.line)
             if self.gone.republish:
@@ -254,14 +257,14 @@ class AttemptRun:
             self.spec,
             self.workdir,
             environ=self.env,
-            note=self.sink.note,
+            note=self._note,
             say=self.say,
             on_plan=on_plan,
         )
 
     def _uploaded(self, number: int) -> Summary:
         return upload_outputs(
-            self.spec, self.workdir, task=self._task(number), note=self.sink.note, say=self.say
+            self.spec, self.workdir, task=self._task(number), note=self._note, say=self.say
         )
 
     def _elapsed(self) -> float:
