@@ -38,11 +38,10 @@ from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
 from taskkit.published import Gone, destinations, recorded
-from taskkit.redaction import redact
 from taskkit.runtransfer import stage_inputs, upload_outputs
 from taskkit.spec import RunSpec
 from taskkit.staging import Plan, default_workdir
-from taskkit.storage import Stores
+from taskkit.storage import Stores, shown_url
 from taskkit.summary import Summary
 
 __all__ = ["AttemptRun", "Launcher", "warn_passed"]
@@ -419,16 +418,14 @@ class AttemptRun:
 
 
 def _stored(work: Work) -> dict[str, object]:
-    """The work as the journal keeps it: a credential given on the command line is hidden
-    (the fingerprint, made from the real work, still tells one credential from another)."""
-    described = work.as_json()
-    described["command"] = [redact(item) for item in work.command]
-    return described
+    """The work as the journal keeps it: no credential, in the command line or in a URL (the
+    fingerprint is made from this very description, see :mod:`taskkit.fingerprint`)."""
+    return work.as_json()
 
 
 def _manifest_url(output: str) -> str:
     dest = parse_output(output).dest
-    return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
+    return shown_url(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
 
 
 def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:

@@ -3,7 +3,7 @@
 It reads what the real run reads first (the journal, the inputs' listings, the published
 outputs) and decides with the same functions (:func:`~taskkit.runner.goal`, the staging plan,
 the exit-code policy), so what it prints is what a run would do. Invariant: no write, local or
-remote; not even the stat-cache is created.
+remote; not even the stat-cache is created. Nothing it prints holds a credential.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from taskkit.runtransfer import stage_settings
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
 from taskkit.staging import Plan, default_workdir
-from taskkit.storage import Stores
+from taskkit.storage import Stores, shown_url
 
 __all__ = ["show_plan"]
 
@@ -66,7 +66,7 @@ def show_plan(spec: RunSpec) -> int:
             click.echo(
                 f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
             )
-        click.echo(f"command     {' '.join(spec.command)}")
+        click.echo(f"command     {redact(' '.join(spec.command))}")
         workdir = os.path.abspath(spec.workdir or default_workdir())
         if not spec.inputs and not os.path.isdir(workdir):  # else the staging plan says it
             click.echo(f"workdir     would create the working directory {workdir}")
@@ -99,7 +99,7 @@ def show_plan(spec: RunSpec) -> int:
             store, key = stores.open(dest + MANIFEST_NAME)
             published = store.load(key) is not None
             click.echo(
-                f"output      {parsed.pattern} -> {redact(dest)}  "
+                f"output      {parsed.pattern} -> {shown_url(dest)}  "
                 f"({'published now; ' if published else ''}written on success, manifest last)"
             )
         click.echo("exit codes")

@@ -23,7 +23,11 @@ Invariants:
   translated by :func:`~taskkit.translate.translate` (most specific class first, by the table
   :data:`~taskkit.translate.RULES`) and raised ``from`` the original. Errors that are not
   storage errors (bugs) pass unchanged.
-* No message, URL or identity built here contains a credential (:func:`~taskkit.redaction.redact`).
+* No message, URL or identity built here contains a credential: a token in a URL's query
+  string is removed (:func:`~taskkit.redaction.public_url`: identities and fingerprints key on
+  the URL without it, so a rotated SAS names the same source), any other one hidden
+  (:func:`~taskkit.redaction.redact`). Missing or garbled Azure credentials are taskkit's own
+  line naming the variables it reads.
 * A conditional write is atomic where the store can make it so: on Azure the service checks
   the condition; local files are checked and replaced under an exclusive ``flock`` of their
   directory (across processes, on a local disk); other fsspec stores under a lock of this
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -48,9 +53,16 @@ from taskkit.exceptions import (
     TaskkitError,
     UsageError,
 )
-from taskkit.redaction import redact
+from taskkit.redaction import public_url, redact
 from taskkit.retry import Outages, RetryBudget
-from taskkit.translate import RULES, SourceChanged, guarded, reason, translate
+from taskkit.translate import (
+    RULES,
+    SourceChanged,
+    credentials_problem,
+    guarded,
+    reason,
+    translate,
+)
 
 if TYPE_CHECKING:
     pass
@@ -68,6 +80,9 @@ __all__ = [
     "is_conditional",
     "is_temporary",
     "metadata_digest",
+    "query_holds",
+    "shown_url",
+    "source_name",
     "temporary_key",
     "translate",
 ]
@@ -80,6 +95,7 @@ SIZE_METADATA = "taskkit_size"
 AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
 _TEMP_PREFIX = ".taskkit-"
 _TEMP_SUFFIX = ".partial"
+_HTTP_URL = re.compile(r"(?i)https?://")
 _CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root|\$web|\$logs")
 #: Serializes conditional writes to fsspec stores that have no atomic condition of their own
 #: (``memory://`` and the like): atomic within this process only.
@@ -303,6 +319,28 @@ def metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | N
         return None
 
 
+def shown_url(url: str) -> str:
+    """How a URL a user gave is shown: without the credential of its query string, and with
+    any other credential hidden."""
+    return redact(public_url(url))
+
+
+def source_name(url: str) -> str:
+    """The name of the file a source URL (or key) names: the last segment of its path. An
+    http(s) URL's query string and fragment are not part of it (a SAS token is no file name)."""
+    path = urllib.parse.urlsplit(url).path if _HTTP_URL.match(url) else url
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def query_holds(source: str) -> bool:
+    """Whether the http(s) URL ``source`` ends inside its query string, at a parameter's name
+    (``https://h/c/b?sv=1&sig``): then an ``=`` that followed it was the URL's own, not the
+    one between ``SRC=DEST``."""
+    if not _HTTP_URL.match(source) or "?" not in source:
+        return False
+    return "=" not in re.split(r"[?&]", source)[-1]
+
+
 class Stores:
     """The stores of one run, opened once per protocol and options, closed together."""
 
@@ -344,12 +382,14 @@ class Stores:
 
         protocol, _ = fsspec.core.split_protocol(url)
         protocol = protocol or "file"
-        what = f"cannot open {redact(url)}"
+        what = f"cannot open {shown_url(url)}"
         try:
             if protocol in AZURE_PROTOCOLS:
                 _check_container(url, protocol)
             fs, key = fsspec.core.url_to_fs(url, **self.storage_options)
         except ValueError as exc:  # adlfs: no usable credentials; fsspec: a malformed URL
+            if protocol in AZURE_PROTOCOLS:
+                raise credentials_problem(what, self.storage_options) from exc
             raise ConfigError(f"{what}: {reason(exc)}") from exc
         except ImportError as exc:
             raise ConfigError(f"{what}: no installed fsspec package reads {protocol}://") from exc
@@ -380,7 +420,7 @@ def _check_container(url: str, protocol: str) -> None:
     """Refuse a container name Azure would refuse, before any request is made."""
     rest = url.split("://", 1)[1] if "://" in url else url
     container = rest.split("/", 1)[0].split("@", 1)[0]
-    shown = redact(url)
+    shown = shown_url(url)
     if not container:
         raise UsageError(f"{shown!r} names no container ({protocol}://CONTAINER/PATH)")
     if not _CONTAINER_RE.fullmatch(container):
