@@ -103,13 +103,14 @@ def _signing(name: str) -> bool:
 def public_url(url: str) -> str:
     """``url`` without the credential of its query string: when the query carries a signature
     (a SAS token, an S3 or GCS signed URL), the parameters of that signature are removed and
-    the others (``snapshot=``, ``versionid=``) kept. Any other text comes back unchanged."""
+    the others (``snapshot=``, ``versionid=``) kept. Any other text (a local path, a URL
+    without a signature) comes back unchanged."""
     base, mark, rest = url.partition("?")
-    if not mark:
+    if not mark or "://" not in base:
         return url
     query, hash_mark, fragment = rest.partition("#")
     items = query.split("&")
-    if not any(_parameter(item) in _SIGNATURES for item in items):
+    if not any("=" in item and _parameter(item) in _SIGNATURES for item in items):
         return url
     kept = [item for item in items if item and not _signing(_parameter(item))]
     return base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment

@@ -94,9 +94,8 @@ def _auth(exc: BaseException, what: str) -> TaskkitError:
 def _bad_key(exc: BaseException, what: str) -> TaskkitError:
     """The SDK cannot sign a request: the account key is not a key (base64)."""
     return ConfigError(
-        f"{what}: the account key is not valid (AZURE_STORAGE_ACCOUNT_KEY, or AccountKey= in "
-        "AZURE_STORAGE_CONNECTION_STRING, is 88 base64 characters); "
-        f"{CREDENTIAL_SOURCES}"
+        f"{what}: the account key is not valid (AZURE_STORAGE_ACCOUNT_KEY, or the AccountKey "
+        f"field of AZURE_STORAGE_CONNECTION_STRING, is 88 base64 characters); {CREDENTIAL_SOURCES}"
     )
 
 
