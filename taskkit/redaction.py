@@ -54,18 +54,28 @@ _SAS_PARAMETERS = frozenset(
 )  # fmt: skip
 #: S3 and GCS signed URLs: every parameter of their signature starts so.
 _SIGNED_PREFIXES = ("x-amz-", "x-goog-")
+#: (what must be in the lowercased text for the pattern to match, the pattern): the cheap
+#: test first, so a log line without any of these words costs no regular expression.
 _PATTERNS = (
     # Connection-string fields: up to the next ';' or the end.
-    re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
+    (
+        ("accountkey=", "sharedaccess"),
+        re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
+    ),
     # Signatures in URLs and query strings, also percent-encoded inside another URL.
-    re.compile(
-        r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))"
-        r"(sig|x-amz-signature|x-goog-signature|x-amz-security-token)"
-        r"(?:=|%3D)(?:(?!%26)[\w+/=%.~-])*"
+    (
+        ("sig=", "sig%3d", "signature", "security-token"),
+        re.compile(
+            r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))"
+            r"(sig|x-amz-signature|x-goog-signature|x-amz-security-token)"
+            r"(?:=|%3D)(?:(?!%26)[\w+/=%.~-])*"
+        ),
     ),
 )
-#: A bare Azure account key: 64 random bytes in base64, alone (not inside longer base64).
-_ACCOUNT_KEY = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])")
+#: A bare Azure account key: 64 random bytes in base64 (86 characters and '=='), alone.
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/]{86}")
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_AFTER_KEY = _BASE64 | {"="}  # what would make the '==' part of something longer
 #: A URL inside other text: up to whitespace or a quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
@@ -87,9 +97,31 @@ def redact(text: str) -> str:
     """``text`` with every credential taskkit knows of replaced by ``***``."""
     for value in _secret_values():
         text = text.replace(value, _HIDDEN)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
-    return _ACCOUNT_KEY.sub(_HIDDEN, text)
+    lowered = text.lower()
+    for words, pattern in _PATTERNS:
+        if any(word in lowered for word in words):
+            text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
+    return _without_account_keys(text)
+
+
+def _without_account_keys(text: str) -> str:
+    """``text`` with each run of exactly 86 base64 characters and '==' hidden. Found from its
+    '==' (a regular expression would try every character of every base64 run), so logs full
+    of base64 still pass at memory speed."""
+    pieces, kept = [], 0
+    end = text.find("==")
+    while end != -1:
+        start = end - 86
+        if (
+            start >= 0
+            and _KEY_BODY.fullmatch(text, start, end)
+            and (start == 0 or text[start - 1] not in _BASE64)
+            and text[end + 2 : end + 3] not in _AFTER_KEY
+        ):
+            pieces += [text[kept:start], _HIDDEN]
+            kept = end + 2
+        end = text.find("==", end + 2)
+    return "".join([*pieces, text[kept:]]) if pieces else text
 
 
 def _parameter(item: str) -> str:

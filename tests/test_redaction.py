@@ -221,7 +221,7 @@ def test_a_bare_account_key_is_hidden_whoever_it_belongs_to() -> None:
     key = base64.b64encode(bytes(range(64))).decode()
     assert len(key) == 88
     assert key.endswith("==")
-    for shown in (f"key {key} end", f"KEY={key}", f"'{key}'", key):
+    for shown in (f"key {key} end", f"KEY={key}", f"'{key}'", key, f"{key}\n{key}\n"):
         out = redact(shown)
         assert key not in out
         assert out == shown.replace(key, "***")
