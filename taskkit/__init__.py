@@ -23,7 +23,7 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
-from taskkit.logs import LogSink
+from taskkit.logs import LogSink, Phase
 from taskkit.manifest import Manifest, ManifestFile
 from taskkit.nodecache import NodeCache
 from taskkit.outputs import UploadEntry, UploadPlan
@@ -112,6 +112,7 @@ __all__ = [
     "NodeCache",
     "Output",
     "PermissionDenied",
+    "Phase",
     "Plan",
     "PlanEntry",
     "RemoteFile",

@@ -47,17 +47,16 @@ from taskkit.journal import (
 )
 from taskkit.leftovers import Leftovers
 from taskkit.lifetime import end_groups_left_by
-from taskkit.logs import LogSink
+from taskkit.logs import LogSink, Phase
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
 from taskkit.published import Gone, destinations, recorded
-from taskkit.redaction import redact
+from taskkit.runtransfer import stage_inputs, upload_outputs
 from taskkit.spec import RunSpec
-from taskkit.stager import stage
 from taskkit.staging import Plan, default_workdir
-from taskkit.storage import Stores
-from taskkit.upload import upload
+from taskkit.storage import Stores, shown_url
+from taskkit.summary import Summary
 
 __all__ = ["AttemptRun", "Launcher", "warn_passed"]
 
@@ -66,6 +65,8 @@ Launcher = Callable[..., Finished]
 
 class AttemptRun:
     """One attempt: the state it carries from start to end."""
+
+    sink: LogSink | None = None  # the attempt's logs, once they are set up
 
     def __init__(
         self,
@@ -152,13 +153,16 @@ class AttemptRun:
                 stores=self.stores,
                 interval=spec.log_interval,
                 warn=lambda m: self.say("warning", m),
+                keep_local=False,
             ) as sink,
         ):
+            self.sink = sink
             interrupted = [a.number for a in previous if a.state() == "interrupted"]
             self._tell(
                 sink,
                 f"{label} ({self.work.fingerprint})"
                 + (f"; interrupted before: {interrupted}" if interrupted else ""),
+                Phase.STARTED,
             )
             try:
                 with stopped_by_signals():
@@ -179,6 +183,7 @@ class AttemptRun:
                 sink,
                 f"attempt {number}: {decision.verdict.value}: {decision.reason}"
                 f" (exit {decision.exit_code})",
+                Phase.ENDED,
             )
             if last and decision.verdict is not Verdict.SUCCESS:
                 from taskkit.diagnostics import write_diagnostics
@@ -197,9 +202,20 @@ class AttemptRun:
             self._tell(sink, f"killed what was left of {what}")
         return None
 
-    def _tell(self, sink: LogSink, line: str) -> None:
-        sink.note(line)
+    def _tell(self, sink: LogSink, line: str, phase: Phase | None = None) -> None:
+        if phase is None:
+            sink.note(line)
+        else:
+            sink.phase(phase, line)
         self.say("note", line)
+
+    def _note(self, line: str) -> None:
+        if self.sink is not None:
+            self.sink.note(line)
+
+    def _phase(self, phase: Phase, line: str = "") -> None:
+        if self.sink is not None:
+            self.sink.phase(phase, line)
 
     def _attempt(
         self, sink: LogSink, number: int, private: str, unavailable: TaskFailure | None
@@ -215,9 +231,11 @@ class AttemptRun:
             _make_dir(self.workdir, "cannot make the working directory")
             staged: list[Plan] = []
             if spec.inputs:
-                error = stage(spec.inputs, workdir=self.workdir, on_plan=staged.append).exit_error()
+                self._phase(Phase.STAGING, f"into {self.workdir}")
+                error = self._staged(on_plan=staged.append).exit_error()
                 if error is not None:
                     return self.policy.decide(Ending(error=error))
+                self._phase(Phase.STAGED)
             # Before the command (and the checkpoint it restores): outputs of other work go.
             leftovers = Leftovers.begin(
                 spec, self.workdir, self.work, number, staged, lambda m: self._tell(sink, m)
@@ -240,6 +258,7 @@ class AttemptRun:
             if left is not None and left <= 0:
                 return self.policy.decide(Ending(timed_out=True))
             with checkpoint:
+                self._phase(Phase.COMMAND_STARTED)
                 finished = self.launch(
                     list(spec.command),
                     sink=sink,
@@ -249,6 +268,7 @@ class AttemptRun:
                     cwd=self.workdir,
                     on_start=self._command_started,
                 )
+                self._phase(Phase.COMMAND_ENDED, finished.describe())
             leftovers.end()
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
@@ -262,6 +282,23 @@ class AttemptRun:
         # the watchdog dies too.
         with contextlib.suppress(TaskFailure):
             self.beat.update(command_pgid=pgid, command_start=start)
+
+    # Both transfers go as taskkit stage/upload would, with the spec's transfer settings (and
+    # node cache), and say what they did on the console and in the attempt's taskkit.txt.
+    def _staged(self, on_plan: Callable[[Plan], None]) -> Summary:
+        return stage_inputs(
+            self.spec,
+            self.workdir,
+            environ=self.env,
+            note=self._note,
+            say=self.say,
+            on_plan=on_plan,
+        )
+
+    def _uploaded(self, number: int) -> Summary:
+        return upload_outputs(
+            self.spec, self.workdir, task=self._task(number), note=self._note, say=self.say
+        )
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -353,14 +390,9 @@ class AttemptRun:
         manifests: tuple[str, ...] = ()
         published: tuple[PublishedManifest, ...] = ()
         if self.spec.outputs:
+            self._phase(Phase.UPLOADING, f"from {self.workdir}")
             try:
-                summary = upload(
-                    self.spec.outputs,
-                    workdir=self.workdir,
-                    task=self._task(number),
-                    allow_empty=self.spec.allow_empty,
-                    on_plan=lambda plan: warn_passed(plan, lambda m: self.say("warning", m)),
-                )
+                summary = self._uploaded(number)
                 error = summary.exit_error()
                 if error is None:
                     places = destinations(self.stores, self.spec.outputs)
@@ -392,6 +424,7 @@ class AttemptRun:
                     )
                 )
             )
+        self._phase(Phase.PUBLISHED, ", ".join(manifests) or "no outputs")
         return decision
 
     def _record(self, decision: Decision, number: int, last: bool) -> Decision:
@@ -419,16 +452,14 @@ class AttemptRun:
 
 
 def _stored(work: Work) -> dict[str, object]:
-    """The work as the journal keeps it: a credential given on the command line is hidden
-    (the fingerprint, made from the real work, still tells one credential from another)."""
-    described = work.as_json()
-    described["command"] = [redact(item) for item in work.command]
-    return described
+    """The work as the journal keeps it: no credential, in the command line or in a URL (the
+    fingerprint is made from this very description, see :mod:`taskkit.fingerprint`)."""
+    return work.as_json()
 
 
 def _manifest_url(output: str) -> str:
     dest = parse_output(output).dest
-    return redact(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
+    return shown_url(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
 
 
 def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
@@ -444,8 +475,13 @@ class _Private:
         self.name, self.temporary = name, temporary
 
     def cleanup(self) -> None:
-        if self.temporary:
+        # Logs the store does not hold are kept (a warning said where); anything else left
+        # under the task directory is Batch's to clean with the task.
+        if self.temporary and not os.path.isdir(os.path.join(self.name, "logs")):
             shutil.rmtree(self.name, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # empty unless a checkpoint or logs are kept
+                os.rmdir(self.name)
 
 
 def _make_dir(path: str, what: str) -> None:

@@ -41,7 +41,10 @@ taskkit therefore budgets for the worse reading, a clock that runs across retrie
 unlimited. If the clock does restart per attempt, the limit is looser than needed but still
 never cuts an attempt short; taskkit's own deadline is what stops a hung attempt. (Under the
 across-retries reading, time a retry spends queued for a node could count too; no value can
-bound that, which is one more reason the limit is only a backstop.)
+bound that, which is one more reason the limit is only a backstop.) A task lives at most 180
+days from when it is added to its job ("Batch task lifetime", Azure Batch's quotas and limits):
+a deadline beyond that is refused, and a limit that would reach it is left out, since the
+lifetime ends the task first.
 
 ``exitConditions``. Batch's defaults already do what taskkit wants: exit 0 satisfies dependent
 tasks, every other exit code blocks them ("The default is 'satisfy' for exit code 0, and
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLUSH_MARGIN_FRACTION",
     "FLUSH_MARGIN_MIN",
+    "TASK_LIFETIME",
     "command_line",
     "task_json",
     "wall_clock_margin",
@@ -83,6 +87,9 @@ __all__ = [
 #: logs and outputs are larger.
 FLUSH_MARGIN_MIN = 300.0
 FLUSH_MARGIN_FRACTION = 0.10
+
+#: Batch ends every task at the latest 180 days after it was added to its job, in seconds.
+TASK_LIFETIME = 180 * 86400.0
 
 #: Batch task ids: 1-64 ASCII letters, digits, hyphens and underscores.
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -185,11 +192,17 @@ def _constraints(max_retries: int, deadline: float | None) -> dict[str, object]:
     number = isinstance(deadline, (int, float)) and not isinstance(deadline, bool)
     if not number or not math.isfinite(deadline) or deadline <= 0:
         raise ConfigError(f"deadline must be a positive number of seconds, not {deadline!r}")
+    if deadline > TASK_LIFETIME:
+        raise ConfigError(
+            f"deadline {deadline:g} s is beyond Batch's 180-day task lifetime; at most 180 days"
+        )
     if max_retries == -1:
         # The clock may run across retries (module docstring): no finite value is safe.
         return constraints
     per_attempt = deadline + wall_clock_margin(deadline)
-    constraints["maxWallClockTime"] = _iso_duration((max_retries + 1) * per_attempt)
+    total = (max_retries + 1) * per_attempt
+    if total < TASK_LIFETIME:  # else Batch's lifetime ends the task first: no limit to add
+        constraints["maxWallClockTime"] = _iso_duration(total)
     return constraints
 
 

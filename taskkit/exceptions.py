@@ -20,6 +20,9 @@ The codes follow BSD ``sysexits.h`` so that shell users and Azure Batch exit con
 tell a retryable failure (75) from a permanent one. Only :func:`taskkit.cli.main` turns an
 exception into a process exit; the library raises.
 
+A message never holds a credential: it is :func:`~taskkit.redaction.redact`-ed when the
+exception is made.
+
 Classes that describe a filesystem condition also derive from the built-in a caller already
 catches: ``except FileNotFoundError`` sees :class:`InputNotFound`.
 """
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import os
 from typing import ClassVar
+
+from taskkit.redaction import redact
 
 __all__ = [
     "ConfigError",
@@ -62,6 +67,9 @@ class TaskkitError(Exception):
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
+        # Messages quote what they were given (a URL, an upstream error): no credential in
+        # them reaches a console, a log or a journal record, whoever built the message.
+        message = redact(message)
         super().__init__(message)
         self.message = message
 

@@ -8,6 +8,11 @@ size, and the output patterns. Settings that change how the work is run but not 
 
 Describing the inputs costs one listing per input and reads no file, so checking that a goal is
 met stays a few storage requests.
+
+No credential is part of the work: a token in a URL's query string (a SAS) is left out of the
+description (:func:`~taskkit.redaction.without_credentials`), which is what the journal stores
+and what the fingerprint digests. So a rotated SAS token is the same work, and the journal never
+holds the token.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any, NamedTuple
 import xxhash
 
 from taskkit.exceptions import InputNotFound
+from taskkit.redaction import public_url, without_credentials
 from taskkit.staging import Input, list_input, parse_input
-from taskkit.storage import RemoteFile, Stores
+from taskkit.storage import RemoteFile, Stores, query_holds, shown_url
 
 __all__ = ["Work", "changes", "describe"]
 
@@ -39,10 +45,12 @@ class Work(NamedTuple):
         )
 
     def as_json(self) -> dict[str, Any]:
+        """The description the journal stores and the fingerprint digests: credential-free,
+        however the work was built."""
         return {
-            "command": list(self.command),
-            "inputs": {given: dict(files) for given, files in self.inputs},
-            "outputs": list(self.outputs),
+            "command": [without_credentials(item) for item in self.command],
+            "inputs": {_public_input(given): dict(files) for given, files in self.inputs},
+            "outputs": [without_credentials(output) for output in self.outputs],
         }
 
     @classmethod
@@ -68,10 +76,18 @@ def describe(
         _, _, found = list_input(request, stores)  # a prefix or glob listed as staging lists it
         if not found:
             verb = "lists" if request.glob is None else "matches"
-            raise InputNotFound(f"input {request.source} {verb} no files")
+            raise InputNotFound(f"input {shown_url(request.source)} {verb} no files")
         files = tuple(sorted((name, _content(f)) for name, f in found))
-        described.append((f"{request.source}={request.dest}", files))
-    return Work(tuple(command), tuple(described), tuple(outputs))
+        described.append((f"{public_url(request.source)}={request.dest}", files))
+    return Work.from_json(Work(tuple(command), tuple(described), tuple(outputs)).as_json())
+
+
+def _public_input(given: str) -> str:
+    """``SRC=DEST`` (or a bare SRC) with the credential of SRC's URL left out."""
+    source, sep, dest = given.rpartition("=")
+    if not sep or query_holds(source):
+        return without_credentials(given)
+    return f"{without_credentials(source)}={dest}"
 
 
 def _content(file: RemoteFile) -> str:
@@ -83,6 +99,8 @@ def _content(file: RemoteFile) -> str:
 
 def changes(before: Work, after: Work) -> str:
     """Why ``after`` is not the work ``before`` was: one short line."""
+    # Compared as stored: a work read back from the journal is credential-free.
+    before, after = Work.from_json(before.as_json()), Work.from_json(after.as_json())
     reasons = []
     if before.command != after.command:
         reasons.append("the command changed")

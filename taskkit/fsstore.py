@@ -5,6 +5,10 @@ Writes go to a temporary name beside the key, then move into place: on a local f
 is one rename, so a key never holds a partial file. Conditional writes on local files hold an
 exclusive ``flock`` of the directory around check, write and rename, so they are atomic across
 processes on one machine; on other fsspec stores a lock of this process only.
+
+Stores that key files by their whole URL (``http://``, ``https://``, where a SAS token rides in
+the query string) show and identify a file by that URL once, without its credential
+(:func:`~taskkit.redaction.public_url`); only the requests themselves carry the token.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskkit.exceptions import Conflict, InputNotFound, TransientError
+from taskkit.redaction import public_url
 from taskkit.retry import RetryBudget
 from taskkit.storage import (
     RemoteFile,
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["FsspecStore"]
 
 _PROCESS_LOCK = threading.Lock()
+#: A key that is a whole URL (fsspec's HTTP filesystem keys files by their URL, query and all).
+_WHOLE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class FsspecStore(Store):
@@ -50,10 +58,13 @@ class FsspecStore(Store):
         return f"FsspecStore({self.protocol!r})"
 
     def url(self, key: str) -> str:
+        if _WHOLE_URL.match(key):  # http(s): the key is the URL itself, shown once
+            return public_url(key)
         return key if self.protocol == "file" else f"{self.protocol}://{key.lstrip('/')}"
 
     def identity(self, key: str) -> str:
-        return f"{self.protocol}://{key}"
+        # Without a token its URL carries, so a rotated SAS names the same source.
+        return public_url(key) if _WHOLE_URL.match(key) else f"{self.protocol}://{key}"
 
     @staticmethod
     def _version(info: Mapping[str, Any]) -> str:

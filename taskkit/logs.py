@@ -11,6 +11,12 @@ command's output into it::
 The ``with`` makes every exit path upload: a normal end, a signal, the deadline, or an exception
 inside taskkit all leave through ``close()``, which writes out partial lines and flushes.
 
+An attempt marks each :class:`Phase` it reaches with :meth:`LogSink.phase`, which notes it and
+uploads at once, between the periodic uploads: the stored ``taskkit.txt`` always says how far
+an attempt got, even one killed (``kill -9``) in its first second. With ``keep_local=False``
+the local copy is removed once the store holds every byte, and kept (a warning says where)
+when it does not.
+
 Invariants:
 
 * A stored log holds no credential taskkit knows of: lines are redacted
@@ -20,7 +26,13 @@ Invariants:
 * A failing upload never fails, stops or blocks the command: :meth:`LogSink.flush` never
   raises, warns once per streak of failures and tries again at the next flush.
 * A remote file is always a prefix of the local one: bytes are appended from the offset the
-  last successful upload reached, and the offset moves only after success.
+  last successful upload reached, and the offset moves only after success (or, when an
+  append was cut short after it landed, to the stored size).
+* A phase is in the store before :meth:`LogSink.phase` returns, unless uploads are failing:
+  then it waits for the next periodic try, so a store that is down never holds the attempt up
+  more than once.
+* The local files are removed only when the store holds all they hold; never without a
+  destination.
 """
 
 from __future__ import annotations
@@ -31,20 +43,35 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 
 from taskkit.exceptions import MisuseError, TaskkitError, from_os_error
 from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.retry import RetryBudget
-from taskkit.storage import Store, Stores
+from taskkit.storage import SourceChanged, Store, Stores
 
-__all__ = ["LINE_LIMIT", "NAMES", "UPLOAD_PIECE", "LogFile", "LogSink", "write_all"]
+__all__ = ["LINE_LIMIT", "NAMES", "UPLOAD_PIECE", "LogFile", "LogSink", "Phase", "write_all"]
 
 NAMES = ("stdout", "stderr", "taskkit")
 #: A partial line longer than this is written out without waiting for its newline.
 LINE_LIMIT = 64 * 1024
 #: Bytes per append request: a flush after a burst of output holds little in memory.
 UPLOAD_PIECE = 4 * 1024 * 1024
+
+
+class Phase(str, Enum):
+    """How far an attempt got, in the order it gets there; each is a line of ``taskkit.txt``
+    that is in the store as soon as the attempt reaches it."""
+
+    STARTED = "started"
+    STAGING = "staging"
+    STAGED = "staged"
+    COMMAND_STARTED = "command started"
+    COMMAND_ENDED = "command ended"
+    UPLOADING = "uploading"
+    PUBLISHED = "published"
+    ENDED = "ended"
 
 
 def _console_warning(message: str) -> None:
@@ -124,7 +151,9 @@ class LogFile:
 
 class LogSink:
     """The log files of one attempt: written in ``directory``, appended to ``dest`` (a URL
-    prefix; ``None`` keeps them local) as they grow. ``warn`` gets one line per problem."""
+    prefix; ``None`` keeps them local) as they grow. ``warn`` gets one line per problem.
+    ``keep_local=False``: :meth:`close` removes the local files (and ``directory``, when that
+    leaves it empty) once the store holds all of them."""
 
     def __init__(
         self,
@@ -134,6 +163,7 @@ class LogSink:
         stores: Stores | None = None,
         interval: float = 30.0,
         warn: Callable[[str], None] | None = None,
+        keep_local: bool = True,
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise MisuseError(f"interval must be a number of seconds above 0, not {interval!r}")
@@ -141,6 +171,11 @@ class LogSink:
         self.dest = dest if dest is None or dest.endswith("/") else dest + "/"
         self.interval = float(interval)
         self._warn_user = warn or _console_warning
+        self.keep_local = keep_local
+        #: The last phase :meth:`phase` noted; None before the first.
+        self.reached: Phase | None = None
+        #: After :meth:`close`: whether the store holds every byte of the logs.
+        self.stored: bool | None = None
         self._own_stores = stores is None
         self._stores = stores
         try:
@@ -185,6 +220,19 @@ class LogSink:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         text = line.replace("\n", "\\n").replace("\r", "\\r")
         self._files["taskkit"].write(f"{stamp} taskkit: {text}\n".encode(errors="surrogateescape"))
+
+    def phase(self, phase: Phase, line: str = "") -> bool:
+        """Note that the attempt reached ``phase`` (``line`` says more) and upload the logs
+        now, so that the store says how far the attempt got whatever happens next; whether
+        the store holds it. Never raises. While uploads are failing the note waits for the
+        next periodic try instead: a store that is down must not hold up every phase."""
+        if self._closed:
+            return False
+        self.reached = phase
+        self.note(f"{phase.value}: {line}" if line else phase.value)
+        if self._failing:
+            return False
+        return self.flush()
 
     def _warn(self, message: str) -> None:
         self.note(f"warning: {message}")
@@ -236,24 +284,52 @@ class LogSink:
                     data = local.read(min(UPLOAD_PIECE, size - offset))
                     if not data and not first:
                         break  # shorter than counted after a failed local write
-                    store.append(key, offset, data)
+                    try:
+                        store.append(key, offset, data)
+                    except SourceChanged:
+                        if first:
+                            raise
+                        # An append cut short after it landed (a signal during a phase's
+                        # upload) left the offset behind: the stored file is still a prefix
+                        # of the local one, so go on from its size.
+                        stored = store.stat(key).size
+                        if not offset < stored <= size:
+                            raise
+                        offset = self._uploaded[name] = stored
+                        local.seek(offset)
+                        continue
                     offset = self._uploaded[name] = offset + len(data)
                     self._created.add(name)
                     first = False
 
     def close(self) -> None:
-        """Stop the periodic uploads, write out partial lines, upload the rest. Idempotent."""
+        """Stop the periodic uploads, write out partial lines, upload the rest; with
+        ``keep_local=False``, remove the local copy if the store holds it all. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._every.stop()
         for log in self._files.values():
             log.drain()
-        self.flush()
+        self.stored = self.flush()
+        local = not self.keep_local and self.dest is not None
+        if local and not self.stored:
+            self._warn(f"the store does not hold all the logs; they are kept in {self.directory}")
         for log in self._files.values():
             log.close()
+        if local and self.stored:
+            self._remove_local()
         if self._own_stores and self._stores is not None:
             try:
                 self._stores.close()
             except Exception as exc:  # nothing is lost: the uploads are done or given up
                 self._tell(f"cannot close the log store: {type(exc).__name__}: {exc}")
+
+    def _remove_local(self) -> None:
+        """Remove the local copy the store now holds; what cannot be removed is the task
+        directory's, which Batch cleans with the task."""
+        for log in self._files.values():
+            with contextlib.suppress(OSError):
+                os.unlink(log.path)
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there too
+            os.rmdir(self.directory)

@@ -19,6 +19,8 @@ Invariants:
 * At most one process downloads a source version: it holds the version's lock, and the others
   wait, then find the ref and link. Verifying and linking an object happen under the same
   lock, so no taskkit process moves an object's ctime while another checks it.
+* ``taskkit stage`` and ``taskkit run`` find the cache in one place, :func:`node_cache`: so
+  every task of a node shares it, whichever command staged.
 * The cache is bounded. With ``max_bytes``, after an object is handed out the least recently
   used ones (access time, which taskkit sets on every use) are deleted until the rest fit.
   Without it (the default) the cache keeps its filesystem from filling: while less than
@@ -35,7 +37,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,7 +46,7 @@ import xxhash
 from taskkit.digest import Digest
 from taskkit.exceptions import DataError
 
-__all__ = ["KEEP_FREE", "NodeCache"]
+__all__ = ["KEEP_FREE", "NodeCache", "default_root", "node_cache"]
 
 log = logging.getLogger("taskkit")
 OBJECT_MODE = 0o444
@@ -216,3 +218,28 @@ class NodeCache:
                     st = entry.stat(follow_symlinks=False)
                     found.append(_Object(Path(entry.path), st.st_size, st.st_atime_ns, st.st_nlink))
         return found
+
+
+def default_root(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where a node's tasks share their cache: ``$TASKKIT_NODE_CACHE``, else
+    ``$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache`` on a Batch node, else nowhere (None)."""
+    env = os.environ if environ is None else environ
+    if env.get("TASKKIT_NODE_CACHE"):
+        return env["TASKKIT_NODE_CACHE"]
+    shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
+    return os.path.join(shared, "taskkit", "cache") if shared else None
+
+
+def node_cache(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    enabled: bool = True,
+    max_bytes: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NodeCache | None:
+    """The node cache a staging uses: at ``root``, else at :func:`default_root`; None when
+    ``enabled`` is false (``--no-node-cache``) or there is no place for one."""
+    if not enabled:
+        return None
+    where = root if root is not None else default_root(environ)
+    return None if where is None else NodeCache(where, max_bytes)

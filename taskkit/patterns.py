@@ -80,6 +80,11 @@ def parse_output(text: str) -> Output:
         parts.append("**")  # a directory: every file below it
     if not parts:
         parts = ["**"]
+    if re.match(r"(?i)https?://", dest):  # fsspec's HTTP filesystem only reads
+        raise UsageError(
+            f"output {text!r}: DEST cannot be an http(s) URL: taskkit writes blobs through "
+            "az://CONTAINER/PATH (a SAS token goes in AZURE_STORAGE_SAS_TOKEN)"
+        )
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
     try:

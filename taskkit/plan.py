@@ -3,7 +3,7 @@
 It reads what the real run reads first (the journal, the inputs' listings, the published
 outputs) and decides with the same functions (:func:`~taskkit.runner.goal`, the staging plan,
 the exit-code policy), so what it prints is what a run would do. Invariant: no write, local or
-remote; not even the stat-cache is created.
+remote; not even the stat-cache is created. Nothing it prints holds a credential.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
 from taskkit.runner import describe_work, gone_outputs, required
+from taskkit.runtransfer import stage_settings
 from taskkit.spec import RunSpec
 from taskkit.stager import stage
 from taskkit.staging import Plan, default_workdir
-from taskkit.storage import Stores
+from taskkit.storage import Stores, shown_url
 
 __all__ = ["show_plan"]
 
@@ -65,7 +66,7 @@ def show_plan(spec: RunSpec) -> int:
             click.echo(
                 f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
             )
-        click.echo(f"command     {' '.join(spec.command)}")
+        click.echo(f"command     {redact(' '.join(spec.command))}")
         workdir = os.path.abspath(spec.workdir or default_workdir())
         if not spec.inputs and not os.path.isdir(workdir):  # else the staging plan says it
             click.echo(f"workdir     would create the working directory {workdir}")
@@ -83,7 +84,13 @@ def show_plan(spec: RunSpec) -> int:
                     report.staging_planned(plan)
                     staged.append(plan)
 
-                stage(spec.inputs, workdir=spec.workdir, dry_run=True, on_plan=planned)
+                stage(
+                    spec.inputs,
+                    workdir=spec.workdir,
+                    **stage_settings(spec),  # the node cache a run would link from
+                    dry_run=True,
+                    on_plan=planned,
+                )
         if unavailable is None and status.state not in ("met", "permanent"):
             _show_leftovers(spec, work, staged)
         for output in spec.outputs:
@@ -92,7 +99,7 @@ def show_plan(spec: RunSpec) -> int:
             store, key = stores.open(dest + MANIFEST_NAME)
             published = store.load(key) is not None
             click.echo(
-                f"output      {parsed.pattern} -> {redact(dest)}  "
+                f"output      {parsed.pattern} -> {shown_url(dest)}  "
                 f"({'published now; ' if published else ''}written on success, manifest last)"
             )
         click.echo("exit codes")

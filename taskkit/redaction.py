@@ -1,21 +1,32 @@
 """Keeping credentials out of every line taskkit prints or stores.
 
-Upstream errors quote what they were given: a connection string, a URL carrying a SAS token.
-Every message built from such text passes through :func:`redact`, which removes
+Two tools, for two kinds of text:
 
-* the secret fields of connection strings (``AccountKey=``, ``SharedAccessSignature=``),
-* the signature of SAS query strings (``sig=``, also URL-encoded),
-* the values of the credential environment variables adlfs reads, wherever they appear.
+* :func:`public_url` is for a URL taskkit keeps or keys on (a source's identity, the work's
+  fingerprint, a file's URL as shown): the credential its query string carries (a SAS token:
+  ``sig`` and the parameters signed with it) is *removed*, so the same blob read with a rotated
+  token has the same identity. :func:`without_credentials` does the same to every URL inside a
+  text (a command line's argument), then :func:`redact`.
+* :func:`redact` is for any text on its way out (a message, a log line, an upstream error that
+  quotes what it was given): it *hides* ``***`` in place of
+
+  - the secret fields of connection strings (``AccountKey=``, ``SharedAccessSignature=``),
+  - the signature of signed query strings (``sig=``, also URL-encoded, and the signatures of
+    S3 and GCS signed URLs),
+  - a bare Azure account key (88 base64 characters ending in ``==``), whoever's it is,
+  - the values of the credential environment variables adlfs reads, wherever they appear.
 
 What is left (account names, container names, blob names) is what a user needs to act.
+Invariant: both are idempotent, and text holding no credential comes back unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 
-__all__ = ["SECRET_ENV_VARS", "redact"]
+__all__ = ["SECRET_ENV_VARS", "public_url", "redact", "without_credentials"]
 
 #: Environment variables whose values are credentials.
 SECRET_ENV_VARS = (
@@ -23,18 +34,50 @@ SECRET_ENV_VARS = (
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_CLIENT_SECRET",
     "AZ_BATCH_AUTHENTICATION_TOKEN",
 )
 #: The secret fields inside a connection string: their values are hidden on their own too
 #: (a command may print the bare account key it was given).
 _SECRET_FIELDS = re.compile(r"(?i)\b(?:AccountKey|SharedAccessSignature|SharedAccessKey)=([^;]+)")
 _HIDDEN = "***"
+#: Query parameters that carry a signature: a query string holding one is a credential.
+_SIGNATURES = frozenset({"sig", "x-amz-signature", "x-goog-signature"})
+#: The parameters of an Azure SAS (service, account and user delegation): with the signature
+#: gone they are of no use, and they change whenever the token is rotated.
+_SAS_PARAMETERS = frozenset(
+    {
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "sip", "si", "sr", "sig", "sdd", "ses",
+        "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid",
+        "rscc", "rscd", "rsce", "rscl", "rsct",
+    }
+)  # fmt: skip
+#: S3 and GCS signed URLs: every parameter of their signature starts so.
+_SIGNED_PREFIXES = ("x-amz-", "x-goog-")
+#: (what must be in the lowercased text for the pattern to match, the pattern): the cheap
+#: test first, so a log line without any of these words costs no regular expression.
 _PATTERNS = (
     # Connection-string fields: up to the next ';' or the end.
-    re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
-    # SAS signatures in URLs and query strings, also percent-encoded inside another URL.
-    re.compile(r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))(sig)(?:=|%3D)(?:(?!%26)[^&\s'\"])*"),
+    (
+        ("accountkey=", "sharedaccess"),
+        re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
+    ),
+    # Signatures in URLs and query strings, also percent-encoded inside another URL.
+    (
+        ("sig=", "sig%3d", "signature", "security-token"),
+        re.compile(
+            r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))"
+            r"(sig|x-amz-signature|x-goog-signature|x-amz-security-token)"
+            r"(?:=|%3D)(?:(?!%26)[\w+/=%.~-])*"
+        ),
+    ),
 )
+#: A bare Azure account key: 64 random bytes in base64 (86 characters and '=='), alone.
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/]{86}")
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_AFTER_KEY = _BASE64 | {"="}  # what would make the '==' part of something longer
+#: A URL inside other text: up to whitespace or a quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
 def _secret_values() -> list[str]:
@@ -54,6 +97,58 @@ def redact(text: str) -> str:
     """``text`` with every credential taskkit knows of replaced by ``***``."""
     for value in _secret_values():
         text = text.replace(value, _HIDDEN)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
-    return text
+    lowered = text.lower()
+    for words, pattern in _PATTERNS:
+        if any(word in lowered for word in words):
+            text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
+    return _without_account_keys(text)
+
+
+def _without_account_keys(text: str) -> str:
+    """``text`` with each run of exactly 86 base64 characters and '==' hidden. Found from its
+    '==' (a regular expression would try every character of every base64 run), so logs full
+    of base64 still pass at memory speed."""
+    pieces, kept = [], 0
+    end = text.find("==")
+    while end != -1:
+        start = end - 86
+        if (
+            start >= 0
+            and _KEY_BODY.fullmatch(text, start, end)
+            and (start == 0 or text[start - 1] not in _BASE64)
+            and text[end + 2 : end + 3] not in _AFTER_KEY
+        ):
+            pieces += [text[kept:start], _HIDDEN]
+            kept = end + 2
+        end = text.find("==", end + 2)
+    return "".join([*pieces, text[kept:]]) if pieces else text
+
+
+def _parameter(item: str) -> str:
+    return urllib.parse.unquote(item.split("=", 1)[0]).strip().lower()
+
+
+def _signing(name: str) -> bool:
+    return name in _SAS_PARAMETERS or name.startswith(_SIGNED_PREFIXES)
+
+
+def public_url(url: str) -> str:
+    """``url`` without the credential of its query string: when the query carries a signature
+    (a SAS token, an S3 or GCS signed URL), the parameters of that signature are removed and
+    the others (``snapshot=``, ``versionid=``) kept. Any other text (a local path, a URL
+    without a signature) comes back unchanged."""
+    base, mark, rest = url.partition("?")
+    if not mark or "://" not in base:
+        return url
+    query, hash_mark, fragment = rest.partition("#")
+    items = query.split("&")
+    if not any("=" in item and _parameter(item) in _SIGNATURES for item in items):
+        return url
+    kept = [item for item in items if item and not _signing(_parameter(item))]
+    return base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with every URL in it made :func:`public_url`, then :func:`redact`-ed: what may
+    be stored of a command line's argument, for instance."""
+    return redact(_URL.sub(lambda m: public_url(m.group(0)), text))

@@ -2,7 +2,9 @@
 progress, files done, and the closing line.
 
 Problems and progress go to stderr, one line each; the plan, ``-v`` lines and the summary go to
-stdout, so ``--json`` output stays one parseable object at the end.
+stdout, so ``--json`` output stays one parseable object at the end. Every line leaves through
+:func:`say` or :func:`echo`, which :func:`~taskkit.redaction.redact` it: whatever a message
+quotes, no credential reaches the console.
 """
 
 from __future__ import annotations
@@ -13,21 +15,28 @@ from typing import TYPE_CHECKING
 
 import click
 
+from taskkit import summary as summary_lines
 from taskkit.exceptions import TaskkitError
 from taskkit.progress import Progress, format_size
+from taskkit.redaction import redact
 
 if TYPE_CHECKING:
     from taskkit.outputs import UploadEntry, UploadPlan
     from taskkit.staging import Plan, PlanEntry
     from taskkit.summary import Problem, Summary
 
-__all__ = ["Report", "say", "stage_line", "upload_line"]
+__all__ = ["Report", "echo", "say", "stage_line", "upload_line"]
 
 
 def say(kind: str, message: str) -> None:
     """One line on stderr, never more: newlines in ``message`` are shown escaped."""
-    text = message.replace("\n", "\\n").replace("\r", "\\r")
+    text = redact(message).replace("\n", "\\n").replace("\r", "\\r")
     click.echo(f"taskkit: {kind}: {text}", err=True)
+
+
+def echo(line: str) -> None:
+    """One line of a plan or a report on stdout."""
+    click.echo(redact(line))
 
 
 class Report:
@@ -66,7 +75,7 @@ class Report:
             for entry in plan.removals:
                 click.echo(f"{entry.action:<8} {entry.dest}  ({entry.reason})")
             for entry in plan.entries:
-                click.echo(
+                echo(
                     f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
                     f"({format_size(entry.source.size)}; {entry.reason})"
                 )
@@ -82,14 +91,14 @@ class Report:
         if self.dry_run:
             for publication in plan.publications:
                 for entry in publication.entries:
-                    click.echo(
+                    echo(
                         f"{entry.action:<5} {entry.local} -> {entry.url}  "
                         f"({format_size(entry.size)}; {entry.reason})"
                     )
                 if plan.problems:
-                    click.echo(f"{'keep':<5} {publication.manifest_url}  (not published: problems)")
+                    echo(f"{'keep':<5} {publication.manifest_url}  (not published: problems)")
                 else:
-                    click.echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
+                    echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
             return
         moving = [e for e in plan.entries if e.action == "send"]
         self._start(sum(e.size for e in moving), len(moving))
@@ -113,33 +122,12 @@ class Report:
         if error is not None:
             say("error", str(error))
         elif self.verbose:
-            click.echo(line)
-
-
-def _rate(summary: Summary) -> str:
-    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
-        return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
-    return ""
+            echo(line)
 
 
 def stage_line(summary: Summary) -> str:
-    verb = "would stage" if summary.dry_run else "staged"
-    return (
-        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} downloaded ({format_size(summary.bytes_transferred)}"
-        f"{_rate(summary)}, {summary.resumed} resumed), "
-        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
-        f"{summary.failed} failed"
-        + (f", {summary.removed} stale removed" if summary.removed else "")
-    )
+    return f"taskkit: {summary_lines.stage_line(summary)}"
 
 
 def upload_line(summary: Summary) -> str:
-    verb = "would upload" if summary.dry_run else "uploaded"
-    published = "" if summary.dry_run else "; not published" if summary.problems else "; published"
-    return (
-        f"taskkit: {verb} {summary.files} files in {summary.seconds:.2f} s: "
-        f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"
-        f"{_rate(summary)}, {summary.resumed} resumed), "
-        f"{summary.skipped} already there, {summary.failed} failed{published}"
-    )
+    return f"taskkit: {summary_lines.upload_line(summary)}"

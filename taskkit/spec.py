@@ -6,8 +6,14 @@ where the bad value came from, then merged with the later winning::
     defaults  <  spec file (TOML, YAML or JSON)  <  TASKKIT_* environment  <  command line
 
 Job and task ids fall back to Azure Batch's ``AZ_BATCH_JOB_ID``/``AZ_BATCH_TASK_ID`` last of all.
+A setting's variable is ``TASKKIT_`` and its name in capitals (``TASKKIT_MAX_RETRIES``), except
+the node cache's ``TASKKIT_NODE_CACHE`` (:mod:`taskkit.envnames`).
+
 Invariants: a :class:`RunSpec` is frozen and every value in it is valid (codes parse, ids are
-Batch ids, durations are positive), so nothing after this module re-checks them.
+Batch ids, durations are positive and no longer than :data:`LONGEST` allows), so nothing after
+this module re-checks them. The transfer settings (``jobs`` to ``verbose``) are those of
+``taskkit stage`` and ``taskkit upload``, checked here for those commands too
+(:func:`check_setting`).
 """
 
 from __future__ import annotations
@@ -20,14 +26,33 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from taskkit.batch import TASK_LIFETIME
+from taskkit.envnames import ENV_PREFIX, env_variable
 from taskkit.exceptions import ConfigError
 from taskkit.policy import CodeSet, ExitPolicy
+from taskkit.retry import RetryBudget
 
-__all__ = ["ENV_PREFIX", "RunSpec", "load_spec_file", "parse_duration", "resolve"]
+__all__ = [
+    "ENV_PREFIX",
+    "LONGEST",
+    "RunSpec",
+    "check_setting",
+    "env_variable",
+    "load_spec_file",
+    "parse_duration",
+    "parse_size",
+    "resolve",
+]
 
-ENV_PREFIX = "TASKKIT_"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
@@ -35,10 +60,23 @@ _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, No
 _LISTS = ("inputs", "outputs")
 #: Logs, heartbeats and checkpoint syncs are writes to the store: not more often than this.
 MIN_INTERVAL = 0.1
+#: The longest each duration may be. No duration is of use beyond a task's lifetime: the deadline
+#: would never fire (and task-json would write a maxWallClockTime Batch cannot hold), a sync
+#: or progress line would never come. The log interval is also the heartbeat's, and another
+#: node calls an attempt interrupted once its heartbeat is three intervals old: three must fit.
+LONGEST = {
+    "deadline": TASK_LIFETIME,
+    "log_interval": TASK_LIFETIME / 3,
+    "checkpoint_interval": TASK_LIFETIME,
+    "progress_interval": TASK_LIFETIME,
+    "retry_budget": TASK_LIFETIME,
+}
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"2h30m"``, ``"1d"``, ``"250ms"``."""
+def parse_duration(value: object, *, zero: bool = False) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"2h30m"``, ``"1d"``, ``"250ms"``; none
+    (``0``) only when ``zero`` allows it."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, (int, float)):
@@ -58,9 +96,29 @@ def parse_duration(value: object) -> float:
                 at += 1
     else:
         raise ValueError(f"{value!r} is not a duration (e.g. 90s, 5m, 2h30m)")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"{value!r} is not a positive duration")
+    if not (seconds >= 0 if zero else seconds > 0) or seconds == float("inf"):
+        raise ValueError(f"{value!r} is not a {'' if zero else 'positive '}duration")
     return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``500M``, ``20G``, ``1T`` (binary units; ``GiB`` and ``GB`` alike) or plain
+    bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a size (e.g. 500M, 20G)")
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    number = text.rstrip("KMGT")
+    try:
+        size = float(number) * _SIZE_UNITS[text[len(number) :]]
+    except (KeyError, ValueError):
+        raise ValueError(f"{value!r} is not a size (e.g. 500M, 20G)") from None
+    if not size >= 0 or size == float("inf"):
+        raise ValueError(f"{value!r} is not a size of zero bytes or more")
+    return int(size)
+
+
+def _shown(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
 
 
 class RunSpec(BaseModel):
@@ -84,6 +142,15 @@ class RunSpec(BaseModel):
     checkpoint_dir: str | None = None
     checkpoint_interval: float = 300.0
     allow_empty: bool = False
+    # How stage and upload transfer, as taskkit stage and taskkit upload take it.
+    jobs: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+    no_node_cache: bool = False
+    cache_max_bytes: int | None = None
+    retries: int = Field(RetryBudget.attempts, ge=1)
+    retry_budget: float = RetryBudget.budget
+    progress_interval: float = 10.0
+    verbose: bool = False
 
     @field_validator("command", "inputs", "outputs", mode="before")
     @classmethod
@@ -113,6 +180,27 @@ class RunSpec(BaseModel):
             raise ValueError(f"{value!r} is not a number of retries")
         return value
 
+    @field_validator("jobs", "retries", mode="before")
+    @classmethod
+    def _a_count(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a whole number")
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _a_directory(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("an empty name is no directory")
+        return os.path.abspath(value)  # the command runs elsewhere; so may a step
+
+    @field_validator("cache_max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return None if value is None else parse_size(value)
+
     @field_validator("job_id", "task_id")
     @classmethod
     def _batch_id(cls, value: str | None) -> str | None:
@@ -132,16 +220,38 @@ class RunSpec(BaseModel):
         except ConfigError as exc:
             raise ValueError(exc.message) from None
 
-    @field_validator("deadline", "log_interval", "checkpoint_interval", mode="before")
+    @field_validator(
+        "deadline", "log_interval", "checkpoint_interval", "progress_interval", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         return None if value is None else parse_duration(value)
 
-    @field_validator("log_interval", "checkpoint_interval")
+    @field_validator("retry_budget", mode="before")
+    @classmethod
+    def _wait(cls, value: object) -> object:
+        # No waiting at all is a budget too: one try per request, whatever --retries says.
+        return parse_duration(value, zero=True)
+
+    @field_validator("log_interval", "checkpoint_interval", "progress_interval")
     @classmethod
     def _not_too_often(cls, value: float) -> float:
         if value < MIN_INTERVAL:
             raise ValueError(f"{value:g} s is too often; at least {MIN_INTERVAL:g} s")
+        return value
+
+    @field_validator(*LONGEST)
+    @classmethod
+    def _not_too_long(cls, value: float | None, info: ValidationInfo) -> float | None:
+        longest = LONGEST[str(info.field_name)]
+        if value is not None and value > longest:
+            why = (
+                "another node calls an attempt interrupted after three, which must fit in "
+                "Batch's 180-day task lifetime"
+                if info.field_name == "log_interval"
+                else "beyond Batch's 180-day task lifetime"
+            )
+            raise ValueError(f"{_shown(value)} is too long ({why}); at most {_shown(longest)}")
         return value
 
     def policy(self) -> ExitPolicy:
@@ -165,6 +275,16 @@ def _first_error(exc: ValidationError, source: str, key_of: Mapping[str, str]) -
     message = str(error["msg"]).removeprefix("Value error, ")
     shown = ".".join([key, *location[1:]])
     return ConfigError(f"{source}: {shown}: {message}")
+
+
+def check_setting(name: str, value: object) -> Any:
+    """``value`` as the setting ``name`` holds it, checked as a :class:`RunSpec` checks it;
+    a :class:`ValueError` saying what is wrong with it otherwise."""
+    try:
+        spec = RunSpec.model_validate({name: value})
+    except ValidationError as exc:
+        raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+    return getattr(spec, name)
 
 
 def _validated(values: Mapping[str, Any], source: str, key_of: Mapping[str, str]) -> RunSpec:
@@ -260,7 +380,7 @@ def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[
     for name in RunSpec.model_fields:
         if name == "command":
             continue  # a command comes from the command line or the spec file
-        variable = ENV_PREFIX + name.upper()
+        variable = env_variable(name)
         text = environ.get(variable)
         if text is None or text == "":
             continue

@@ -48,7 +48,7 @@ from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.patterns import glob_regex, has_wildcard
 from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
-from taskkit.storage import RemoteFile, Store, Stores
+from taskkit.storage import RemoteFile, Store, Stores, query_holds, shown_url, source_name
 from taskkit.summary import Problem
 from taskkit.walk import inside
 
@@ -115,7 +115,7 @@ def parse_input(text: str) -> Input:
     directory. The split is at the last ``=``, so a source whose name holds one
     (``year=2024/``) needs a DEST, or a trailing ``=`` for the default one."""
     source, sep, dest = text.rpartition("=")
-    if not sep:
+    if not sep or query_holds(source):  # that '=' is the URL's own (``?sv=1&sig=...``)
         source, dest = text, ""
     if not source.rstrip("/"):
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
@@ -132,7 +132,7 @@ def parse_input(text: str) -> Input:
         if not dest:  # a glob's files keep their names below its fixed prefix, as a prefix's
             dest = glob[0].rstrip("/").rsplit("/", 1)[-1] + "/"
     if not dest:
-        dest = source.rstrip("/").rsplit("/", 1)[-1] + ("/" if source.endswith("/") else "")
+        dest = source_name(source) + ("/" if source.endswith("/") else "")
     return Input(source, dest)
 
 
@@ -264,7 +264,9 @@ def _expand(
     if not prefix:
         ((_, file),) = listed
         if item.dest.endswith("/") or base.is_dir():
-            base = base / file.key.rstrip("/").rsplit("/", 1)[-1]
+            name = source_name(file.key)
+            check_name(name, file.url)  # an http(s) URL may end in '..'
+            base = base / name
         return [(file, store, os.path.relpath(base, workdir), base)], [], None
     found: list[_Found] = []
     problems: list[Problem] = []
@@ -281,7 +283,7 @@ def _expand(
     if not found and not problems and not allow_empty:
         verb = "lists" if item.glob is None else "matches"
         raise InputNotFound(
-            f"{item.source!r} {verb} nothing (use --allow-empty if that is expected)"
+            f"{shown_url(item.source)!r} {verb} nothing (use --allow-empty if that is expected)"
         )
     matches = None if item.glob is None else glob_regex(item.glob[1])
     identities = frozenset(store.identity(file.key) for _, file in listed)

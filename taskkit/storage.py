@@ -10,7 +10,8 @@ i.e. the node's managed identity), then taskkit talks to the Azure SDK directly,
 * every read of a blob is conditional on the etag that was listed, so the bytes of one file
   all come from one version, even across a resumed download;
 * retries are taskkit's (:class:`~taskkit.retry.RetryBudget`), not the SDK's own minutes-long
-  defaults;
+  defaults, and a streak of failures is told of once for the whole run
+  (:class:`~taskkit.retry.Outages`), not once per try;
 * a small file is read with its version in one request (:meth:`Store.load`), and written or
   deleted on the condition that it is still a given version, or absent (:meth:`Store.put`):
   of writers racing on one condition exactly one wins, the others get
@@ -22,7 +23,11 @@ Invariants:
   translated by :func:`~taskkit.translate.translate` (most specific class first, by the table
   :data:`~taskkit.translate.RULES`) and raised ``from`` the original. Errors that are not
   storage errors (bugs) pass unchanged.
-* No message, URL or identity built here contains a credential (:func:`~taskkit.redaction.redact`).
+* No message, URL or identity built here contains a credential: a token in a URL's query
+  string is removed (:func:`~taskkit.redaction.public_url`: identities and fingerprints key on
+  the URL without it, so a rotated SAS names the same source), any other one hidden
+  (:func:`~taskkit.redaction.redact`). Missing or garbled Azure credentials are taskkit's own
+  line naming the variables it reads.
 * A conditional write is atomic where the store can make it so: on Azure the service checks
   the condition; local files are checked and replaced under an exclusive ``flock`` of their
   directory (across processes, on a local disk); other fsspec stores under a lock of this
@@ -31,7 +36,9 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -46,9 +53,16 @@ from taskkit.exceptions import (
     TaskkitError,
     UsageError,
 )
-from taskkit.redaction import redact
-from taskkit.retry import RetryBudget
-from taskkit.translate import RULES, SourceChanged, guarded, reason, translate
+from taskkit.redaction import public_url, redact
+from taskkit.retry import Outages, RetryBudget
+from taskkit.translate import (
+    RULES,
+    SourceChanged,
+    credentials_problem,
+    guarded,
+    reason,
+    translate,
+)
 
 if TYPE_CHECKING:
     pass
@@ -66,6 +80,9 @@ __all__ = [
     "is_conditional",
     "is_temporary",
     "metadata_digest",
+    "query_holds",
+    "shown_url",
+    "source_name",
     "temporary_key",
     "translate",
 ]
@@ -78,6 +95,7 @@ SIZE_METADATA = "taskkit_size"
 AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
 _TEMP_PREFIX = ".taskkit-"
 _TEMP_SUFFIX = ".partial"
+_HTTP_URL = re.compile(r"(?i)https?://")
 _CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root|\$web|\$logs")
 #: Serializes conditional writes to fsspec stores that have no atomic condition of their own
 #: (``memory://`` and the like): atomic within this process only.
@@ -124,7 +142,9 @@ class Store:
         """``action`` with upstream errors translated and transient ones retried; never a
         :class:`SourceChanged` or a :class:`Conflict`, which the same request would meet
         again. ``conditional``: the request carries a condition on the file's version, so a
-        failed precondition is a :class:`Conflict` (:func:`~taskkit.translate.translate`)."""
+        failed precondition is a :class:`Conflict` (:func:`~taskkit.translate.translate`).
+        Failing tries are told of through the budget's :class:`~taskkit.retry.Outages`, the
+        run's (:class:`Stores`): one line per streak, not one per try."""
         return self.retry.call(
             lambda: guarded(action, what, conditional=conditional),
             what,
@@ -299,6 +319,28 @@ def metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | N
         return None
 
 
+def shown_url(url: str) -> str:
+    """How a URL a user gave is shown: without the credential of its query string, and with
+    any other credential hidden."""
+    return redact(public_url(url))
+
+
+def source_name(url: str) -> str:
+    """The name of the file a source URL (or key) names: the last segment of its path. An
+    http(s) URL's query string and fragment are not part of it (a SAS token is no file name)."""
+    path = urllib.parse.urlsplit(url).path if _HTTP_URL.match(url) else url
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def query_holds(source: str) -> bool:
+    """Whether the http(s) URL ``source`` ends inside its query string, at a parameter's name
+    (``https://h/c/b?sv=1&sig``): then an ``=`` that followed it was the URL's own, not the
+    one between ``SRC=DEST``."""
+    if not _HTTP_URL.match(source) or "?" not in source:
+        return False
+    return "=" not in re.split(r"[?&]", source)[-1]
+
+
 class Stores:
     """The stores of one run, opened once per protocol and options, closed together."""
 
@@ -306,8 +348,15 @@ class Stores:
         self,
         retry: RetryBudget | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        *,
+        outages: Outages | None = None,
     ) -> None:
-        self.retry = retry or RetryBudget()
+        retry = retry or RetryBudget()
+        # Every request of the run, whatever its store or thread, reports to one tracker, so
+        # an outage is told of once (the stores take the retry budget, and it with it).
+        self._own_outages = outages is None and retry.outages is None
+        self.outages = outages or retry.outages or Outages()
+        self.retry = dataclasses.replace(retry, outages=self.outages)
         self.storage_options = dict(storage_options or {})
         self._open: dict[str, Store] = {}
 
@@ -318,9 +367,14 @@ class Stores:
         self.close()
 
     def close(self) -> None:
+        """Release every store's connections; an outage still under way is summed up."""
         stores, self._open = list(self._open.values()), {}
-        for store in stores:
-            store.close()
+        try:
+            for store in stores:
+                store.close()
+        finally:
+            if self._own_outages:
+                self.outages.close()
 
     def open(self, url: str) -> tuple[Store, str]:
         """The store that holds ``url`` and the key of ``url`` in it."""
@@ -328,12 +382,14 @@ class Stores:
 
         protocol, _ = fsspec.core.split_protocol(url)
         protocol = protocol or "file"
-        what = f"cannot open {redact(url)}"
+        what = f"cannot open {shown_url(url)}"
         try:
             if protocol in AZURE_PROTOCOLS:
                 _check_container(url, protocol)
             fs, key = fsspec.core.url_to_fs(url, **self.storage_options)
         except ValueError as exc:  # adlfs: no usable credentials; fsspec: a malformed URL
+            if protocol in AZURE_PROTOCOLS:
+                raise credentials_problem(what, self.storage_options) from exc
             raise ConfigError(f"{what}: {reason(exc)}") from exc
         except ImportError as exc:
             raise ConfigError(f"{what}: no installed fsspec package reads {protocol}://") from exc
@@ -364,7 +420,7 @@ def _check_container(url: str, protocol: str) -> None:
     """Refuse a container name Azure would refuse, before any request is made."""
     rest = url.split("://", 1)[1] if "://" in url else url
     container = rest.split("/", 1)[0].split("@", 1)[0]
-    shown = redact(url)
+    shown = shown_url(url)
     if not container:
         raise UsageError(f"{shown!r} names no container ({protocol}://CONTAINER/PATH)")
     if not _CONTAINER_RE.fullmatch(container):

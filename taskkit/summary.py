@@ -1,12 +1,14 @@
 """What a transfer run did, or for a dry run would do: the one summary ``stage`` and
-``upload`` both report, and ``--json`` prints; and :func:`run_plan`, the one way both runs go.
+``upload`` both report, and ``--json`` prints; the one line that says it (:func:`stage_line`,
+:func:`upload_line`, printed by the commands and said by ``taskkit run``); and
+:func:`run_plan`, the one way both runs go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from taskkit.statcache import StatCache
     from taskkit.storage import Stores
 
-__all__ = ["Problem", "Published", "Summary", "run_plan"]
+__all__ = ["Problem", "Published", "Summary", "run_plan", "stage_line", "upload_line"]
 
 _P = TypeVar("_P")
 
@@ -79,6 +81,52 @@ class Summary:
         """The failure the run ends with: the first permanent one, else the first one."""
         errors = [p.error for p in self.problems]
         return next((e for e in errors if not e.retryable), errors[0] if errors else None)
+
+
+def _rate(summary: Summary) -> str:
+    from taskkit.progress import format_size
+
+    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
+        return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
+    return ""
+
+
+def stage_line(summary: Summary) -> str:
+    """``staged 204 files in 9.10 s: 200 downloaded (...), 3 linked from the node cache, ...``"""
+    from taskkit.progress import format_size
+
+    verb = "would stage" if summary.dry_run else "staged"
+    return (
+        f"{verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} downloaded ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
+        f"{summary.failed} failed"
+        + (f", {summary.removed} stale removed" if summary.removed else "")
+    )
+
+
+def upload_line(summary: Summary, published: Sequence[str] = ()) -> str:
+    """``uploaded 20 files in 1.20 s: 3 sent (...), 17 already there, 0 failed; published``,
+    naming where when ``published`` lists the DESTs (their credentials hidden)."""
+    from taskkit.progress import format_size
+    from taskkit.redaction import redact
+
+    verb = "would upload" if summary.dry_run else "uploaded"
+    if summary.dry_run:
+        outcome = ""
+    elif summary.problems:
+        outcome = "; not published"
+    else:
+        outcome = "; published" + "".join(
+            f"{' ' if i == 0 else ', '}{redact(dest)}" for i, dest in enumerate(published)
+        )
+    return (
+        f"{verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.skipped} already there, {summary.failed} failed{outcome}"
+    )
 
 
 def run_plan(

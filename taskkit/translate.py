@@ -10,12 +10,18 @@ pass through :func:`~taskkit.redaction.redact`: no credential leaves this module
 One question the class cannot answer: whether a failed precondition means "the source changed
 under a read" (:class:`SourceChanged`) or "another writer won" (:class:`Conflict`). Only the
 caller knows that its request carried a condition of its own on the file's version, so it says
-so (``conditional=True``), and that one decision is taken before the table.
+so (``conditional=True``), and that one decision is taken before the table. Another: fsspec's
+HTTP filesystem reports every failure to reach a URL as ``FileNotFoundError``; its cause (a
+refused connection, a 403) is translated instead, so an unreachable server is retryable.
+
+Credentials that are missing, garbled or refused get taskkit's own line naming the variables
+it reads (:data:`CREDENTIAL_SOURCES`), never the SDK's or adlfs's text.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -31,7 +37,16 @@ from taskkit.exceptions import (
 )
 from taskkit.redaction import redact
 
-__all__ = ["RULES", "Rule", "SourceChanged", "guarded", "reason", "translate"]
+__all__ = [
+    "CREDENTIAL_SOURCES",
+    "RULES",
+    "Rule",
+    "SourceChanged",
+    "credentials_problem",
+    "guarded",
+    "reason",
+    "translate",
+]
 
 _T = TypeVar("_T")
 
@@ -49,11 +64,52 @@ def _not_found(exc: BaseException, what: str) -> TaskkitError:
     return InputNotFound(f"{what}: not found" + (f" ({code})" if code else ""), errno=errno.ENOENT)
 
 
+#: Where taskkit (through adlfs) finds Azure credentials: named by every credential error.
+CREDENTIAL_SOURCES = (
+    "taskkit reads AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with "
+    "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, else the node's managed identity"
+)
+
+
 def _auth(exc: BaseException, what: str) -> TaskkitError:
+    """Refused credentials, or none to be had; never the upstream text, which can run to a
+    page (DefaultAzureCredential lists every way it tried)."""
+    status = _status(exc)
+    if type(exc).__module__.startswith("aiohttp"):  # a plain http(s) URL: its token is in it
+        return ConfigError(
+            f"{what}: access denied (HTTP {status}); check the URL's access token (a SAS: "
+            "its expiry and permissions)"
+        )
+    if not status:  # no request was answered: no credential could be had at all
+        return ConfigError(
+            f"{what}: access denied: no Azure credential could be used (none is set, or the "
+            f"managed identity did not answer); {CREDENTIAL_SOURCES}"
+        )
     return ConfigError(
-        f"{what}: access denied ({_code(exc) or type(exc).__name__}); check the credentials "
-        "and their permissions"
+        f"{what}: access denied ({_code(exc) or _label(exc)}); check the credentials "
+        f"and their permissions ({CREDENTIAL_SOURCES})"
     )
+
+
+def _bad_key(exc: BaseException, what: str) -> TaskkitError:
+    """The SDK cannot sign a request: the account key is not a key (base64)."""
+    return ConfigError(
+        f"{what}: the account key is not valid (AZURE_STORAGE_ACCOUNT_KEY, or the AccountKey "
+        f"field of AZURE_STORAGE_CONNECTION_STRING, is 88 base64 characters); {CREDENTIAL_SOURCES}"
+    )
+
+
+def credentials_problem(what: str, options: Mapping[str, object] | None = None) -> ConfigError:
+    """taskkit's own line for Azure credentials adlfs could not even build a client from,
+    naming the variables it reads (``options``: the storage options given instead)."""
+    given = {k: v for k, v in (options or {}).items() if v}
+    if given.get("connection_string") or os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+        problem = "AZURE_STORAGE_CONNECTION_STRING is not a valid connection string"
+    elif not (given.get("account_name") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")):
+        problem = "no Azure storage account is set"
+    else:
+        problem = "the Azure storage credentials cannot be used"
+    return ConfigError(f"{what}: {problem}; {CREDENTIAL_SOURCES}")
 
 
 def _transient(exc: BaseException, what: str) -> TaskkitError:
@@ -161,7 +217,7 @@ RULES: Mapping[str, Rule] = {
     "azure.identity._exceptions.CredentialUnavailableError": _auth,
     "azure.identity._exceptions.AuthenticationRequiredError": _auth,
     "azure.storage.blob._shared.response_handlers.PartialBatchErrorException": _by_status,
-    "azure.storage.blob._shared.authentication.AzureSigningError": _auth,
+    "azure.storage.blob._shared.authentication.AzureSigningError": _bad_key,
     # aiohttp, should one escape the SDK's wrapping
     f"{_AIO}ClientError": _transient,
     f"{_AIO}ClientResponseError": _by_status,
@@ -212,6 +268,12 @@ def translate(exc: BaseException, what: str, *, conditional: bool = False) -> Ta
         return exc
     if conditional and (conflict := _conflict(exc, redact(what))) is not None:
         return conflict
+    if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None:
+        # fsspec's HTTP filesystem calls any failure to reach a URL "not found"; its cause
+        # (a refused connection, a 403, a 503) says what it really was.
+        underlying = translate(exc.__cause__, what, conditional=conditional)
+        if underlying is not None:
+            return underlying
     for cls in type(exc).__mro__:
         rule = RULES.get(f"{cls.__module__}.{cls.__qualname__}")
         if rule is not None:

@@ -111,3 +111,15 @@ def test_all_is_sorted_and_names_every_exception_class() -> None:
         and not name.startswith("_")
     }
     assert classes == set(exc_module.__all__)
+
+
+@pytest.mark.parametrize(
+    "cls", [UsageError, DataError, InputNotFound, IOFailure, TransientError, ConfigError]
+)
+def test_a_message_holds_no_credential_whoever_built_it(cls: type[TaskkitError]) -> None:
+    """A message quoting a SAS URL or a connection string is redacted when the exception is
+    made, so no console line, log or journal record built from it can hold the secret."""
+    error = cls("output 'x=https://a/c/?sv=1&sig=U0VDUkVU%3D' and AccountKey=a2V5a2V5;x")
+    assert "U0VDUkVU" not in str(error)
+    assert "a2V5a2V5" not in str(error)
+    assert "https://a/c/?sv=1&sig=***" in str(error)

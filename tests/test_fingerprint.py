@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from taskkit.exceptions import InputNotFound
 from taskkit.fingerprint import Work, changes, describe
@@ -270,3 +272,66 @@ def test_changes_of_equal_work_still_says_something(stores: Stores) -> None:
     """When no part differs the reason is the generic one, never empty."""
     work = describe(COMMAND, [], OUTPUTS, stores)
     assert changes(work, work) == "the work changed"
+
+
+# -- credentials are no part of the work ----------------------------------------------------------
+
+SIGNED = "https://acct.blob.core.windows.net/c/a.txt?sv=2026-10-06&se={}&sr=b&sp=r&sig={}"
+FILES = (("", 'version "0x1", 3 bytes'),)
+
+
+def _signed_work(expiry: str, sig: str, *, dest: bool = True) -> Work:
+    url = SIGNED.format(expiry, sig)
+    given = f"{url}=in/a.txt" if dest else url
+    return Work(
+        ("azcopy", "copy", url, f"--from={url}"),
+        ((given, FILES),),
+        (f"out/**=https://acct.blob.core.windows.net/r/?sv=1&sig={sig}",),
+    )
+
+
+def test_a_rotated_sas_token_is_the_same_work() -> None:
+    """Two tokens for the same blobs (other expiry, other signature) make one fingerprint: a
+    rotated token does not start the work afresh."""
+    one = _signed_work("2030-01-01", "T05F%3D")
+    two = _signed_work("2031-07-01", "VFdP%3D")
+    assert one.fingerprint == two.fingerprint
+    assert changes(one, two) == "the work changed"  # nothing a user could tell apart
+
+
+@pytest.mark.parametrize("dest", [True, False], ids=["SRC=DEST", "SRC"])
+def test_the_stored_work_holds_no_credential(dest: bool) -> None:
+    """The description the journal keeps names the URLs without their tokens, in the command,
+    the inputs (with or without a DEST) and the outputs; the fingerprint is made from it."""
+    work = _signed_work("2030-01-01", "U0VDUkVU%3D", dest=dest)
+    stored = json.dumps(work.as_json())
+    assert "U0VDUkVU" not in stored
+    assert "sig" not in stored
+    assert "se=2030" not in stored
+    public = "https://acct.blob.core.windows.net/c/a.txt"
+    assert list(work.as_json()["inputs"]) == [f"{public}=in/a.txt" if dest else public]
+    assert Work.from_json(work.as_json()).fingerprint == work.fingerprint
+
+
+def test_a_stored_work_read_back_is_the_work_that_was_described() -> None:
+    """A work read from the journal (credential-free) and the same work described with its
+    token are the same: changes() finds no difference in the inputs given."""
+    live = _signed_work("2030-01-01", "TElWRQ%3D")
+    stored = Work.from_json(live.as_json())
+    assert changes(stored, live) == "the work changed"
+
+
+def test_work_without_credentials_keeps_the_fingerprint_it_always_had(
+    stores: Stores, inputs: Path
+) -> None:
+    """For work that carries no credential the fingerprint is still the digest of the plain
+    description, so journals written before stay valid."""
+    single, prefix = _urls(inputs)
+    work = describe(COMMAND, [single, prefix + "=d/"], OUTPUTS, stores)
+    plain = {
+        "command": list(work.command),
+        "inputs": {given: dict(files) for given, files in work.inputs},
+        "outputs": list(work.outputs),
+    }
+    digest = xxhash.xxh3_128_hexdigest(json.dumps(plain, sort_keys=True).encode())
+    assert work.fingerprint == f"xxh3-128:{digest}"

@@ -393,7 +393,7 @@ def test_a_damaged_ledger_removes_nothing_and_says_so(task: Task, tmp_path: Path
     ledger.write_text('{"version": 1, "products": ')
     second = task.run(writes("out/b.csv"), *output)
     assert second.returncode == 0, second.stderr
-    notes = [line for line in second.stderr.splitlines() if "ledger" in line]
+    notes = [line for line in second.stderr.splitlines() if "the ledger of" in line]
     assert len(notes) == 1, notes
     assert "cannot be read" in notes[0]
     assert "no earlier output is removed" in notes[0]

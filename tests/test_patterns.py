@@ -411,3 +411,16 @@ def test_an_unreadable_directory_is_a_failure(workdir: Path) -> None:
         assert len(results_in_child) == 2
     finally:
         locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "dest",
+    ["https://acct.blob.core.windows.net/c/run/?sv=1&sig=AbC%3D", "http://127.0.0.1:1/acct/c/run/"],
+)
+def test_an_http_dest_is_refused_with_its_own_reason(dest: str) -> None:
+    """An http(s) DEST cannot be written: one usage line says so (not 'wildcards' for the '?'
+    of a SAS) and shows no signature."""
+    with pytest.raises(UsageError) as info:
+        parse_output(f"out/*={dest}")
+    assert "DEST cannot be an http(s) URL" in str(info.value)
+    assert "AbC" not in str(info.value)

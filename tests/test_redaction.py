@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from taskkit.redaction import SECRET_ENV_VARS, redact
+from taskkit.redaction import SECRET_ENV_VARS, public_url, redact, without_credentials
 
 
 @pytest.fixture(autouse=True)
@@ -140,3 +142,101 @@ def test_the_batch_authentication_token_is_hidden(monkeypatch: pytest.MonkeyPatc
     """AZ_BATCH_AUTHENTICATION_TOKEN is a credential Batch hands the task."""
     monkeypatch.setenv("AZ_BATCH_AUTHENTICATION_TOKEN", "eyJhbGciOiJSUzI1NiJ9.token")
     assert "eyJhbGciOiJSUzI1NiJ9" not in redact("token: eyJhbGciOiJSUzI1NiJ9.token")
+
+
+# -- URLs kept without their credential, and bare account keys ------------------------------------
+
+SAS = "se=2030-01-01T00%3A00%3A00Z&sp=r&sv=2026-10-06&sr=b&sig=AbC/dEf%2BgH%3D"
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        (
+            f"https://acct.blob.core.windows.net/c/x.csv?{SAS}",
+            "https://acct.blob.core.windows.net/c/x.csv",
+        ),
+        (f"http://127.0.0.1:10000/acct/c/x?{SAS}", "http://127.0.0.1:10000/acct/c/x"),
+        (f"https://a/c/x?versionid=3&{SAS}#part", "https://a/c/x?versionid=3#part"),
+        (f"https://a/c/x?{SAS}&snapshot=2024", "https://a/c/x?snapshot=2024"),
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA%2F&X-Amz-Signature=ab12&x=1",
+            "https://b.s3.amazonaws.com/k?x=1",
+        ),
+        ("https://a/c/x?SIG=abc&SV=1", "https://a/c/x"),
+    ],
+    ids=["azure", "azurite", "other-parameters-kept", "sig-first", "s3", "any-case"],
+)
+def test_public_url_removes_the_token_and_keeps_the_rest(url: str, public: str) -> None:
+    """A signed query loses its signature and every parameter signed with it; the other
+    parameters (which select content) and the fragment stay."""
+    assert public_url(url) == public
+    assert public_url(public) == public
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://acct.blob.core.windows.net/c/x?sv=2022-11-02&se=2030-01-01",  # no signature
+        "az://c/dir/x?y.csv",
+        "/local/path?sig",
+        "plain text",
+    ],
+)
+def test_public_url_leaves_what_carries_no_signature(text: str) -> None:
+    """Without a signature a query is no credential: the text comes back as it went in."""
+    assert public_url(text) == text
+
+
+def test_two_tokens_for_one_blob_make_one_public_url() -> None:
+    """A rotated token (new expiry, new signature) names the same blob."""
+    one = "https://a/c/x?sv=1&se=2030-01-01&sig=ONE%3D"
+    two = "https://a/c/x?sv=1&se=2031-06-01&sp=r&sig=TWO%3D"
+    assert public_url(one) == public_url(two)
+
+
+def test_without_credentials_cleans_every_url_in_a_text() -> None:
+    """Each URL inside a command-line argument loses its token; the text around it stays,
+    and other credentials are hidden as redact hides them."""
+    text = f"--in=https://a/c/x?{SAS} --out='http://b/y?{SAS}' AccountKey=k3y"
+    assert without_credentials(text) == "--in=https://a/c/x --out='http://b/y' AccountKey=***"
+
+
+def test_the_character_after_a_signature_is_kept() -> None:
+    """A signature ends where its characters end: a ':' or ')' after it is the message's."""
+    assert redact("cannot read https://a/c/x?sig=AbC%3D: 403 ('sig=XyZ=')") == (
+        "cannot read https://a/c/x?sig=***: 403 ('sig=***')"
+    )
+
+
+@pytest.mark.parametrize("name", ["X-Amz-Signature", "x-goog-signature", "X-Amz-Security-Token"])
+def test_signatures_of_other_clouds_are_hidden(name: str) -> None:
+    """S3 and GCS signed URLs carry their credential in these parameters."""
+    assert "SECRETVALUE" not in redact(f"GET https://b/k?{name}=SECRETVALUE&x=1")
+
+
+def test_a_bare_account_key_is_hidden_whoever_it_belongs_to() -> None:
+    """88 base64 characters ending in '==' are an account key, configured or not: hidden
+    alone, after '=', in quotes; the text around it stays."""
+    key = base64.b64encode(bytes(range(64))).decode()
+    assert len(key) == 88
+    assert key.endswith("==")
+    for shown in (f"key {key} end", f"KEY={key}", f"'{key}'", key, f"{key}\n{key}\n"):
+        out = redact(shown)
+        assert key not in out
+        assert out == shown.replace(key, "***")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(bytes(range(65))).decode(),  # 65 bytes: longer base64, not a key
+        "x" + base64.b64encode(bytes(range(64))).decode(),  # inside a longer run
+        base64.b64encode(bytes(range(63))).decode(),  # 84 characters
+        "a" * 86 + "==" + "=",
+    ],
+    ids=["65-bytes", "inside-a-run", "63-bytes", "three-equals"],
+)
+def test_base64_that_is_not_an_account_key_is_kept(text: str) -> None:
+    """Only a run of exactly 88 base64 characters ending in '==' is taken for a key."""
+    assert redact(text) == text

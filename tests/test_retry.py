@@ -245,18 +245,19 @@ def test_a_single_attempt_never_waits() -> None:
     assert time.sleeps == []
 
 
-def test_each_retry_is_announced_with_its_wait(caplog: pytest.LogCaptureFixture) -> None:
-    """One warning per retry, naming the request, the error and the wait."""
+def test_a_lone_call_tells_of_its_streak_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Without a shared tracker a call tells of its own failures: one line naming the request
+    and the error when they start, one summary when it gives up, none per try."""
     time = FakeTime()
     budget = RetryBudget(
-        attempts=3, first_delay=2.0, uniform=highest, sleep=time.sleep, clock=time.clock
+        attempts=4, first_delay=2.0, uniform=highest, sleep=time.sleep, clock=time.clock
     )
     with caplog.at_level(logging.WARNING, logger="taskkit"), pytest.raises(TransientError):
         budget.call(failing(lambda n: TransientError("busy"), []), "cannot list az://c/p/")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "cannot list az://c/p/: busy; trying again in 2.0 s",
-        "cannot list az://c/p/: busy; trying again in 4.0 s",
+        "storage unreachable: cannot list az://c/p/: busy; retrying",
+        "storage unreachable for 14.0 s, 1 request retried; giving up",
     ]
 
 

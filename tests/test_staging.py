@@ -380,3 +380,26 @@ def test_a_partial_download_is_planned_as_resume(
     partial_path(workdir / "a.txt").write_bytes(b"al")
     (entry,) = plan(inputs, workdir=workdir, stores=stores).entries
     assert entry.action == "resume"
+
+
+# -- http(s) sources with a SAS token -------------------------------------------------------------
+
+_SAS_URL = "https://acct.blob.core.windows.net/c/dir/a.txt?sv=2026-10-06&sr=b&sig=Ab/cD%2Be%3D"
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "dest"),
+    [
+        (_SAS_URL, _SAS_URL, "a.txt"),
+        (f"{_SAS_URL}=in/x.txt", _SAS_URL, "in/x.txt"),
+        (f"{_SAS_URL}=", _SAS_URL, "a.txt"),
+        ("https://h/c/a.txt?sig=AbC", "https://h/c/a.txt?sig=AbC", "a.txt"),
+    ],
+    ids=["bare", "with-dest", "trailing-equals", "sig-alone"],
+)
+def test_a_signed_url_is_split_after_its_query_and_named_by_its_path(
+    text: str, source: str, dest: str
+) -> None:
+    """The '=' of the query string is the URL's own: a bare SAS URL is the whole SRC, and its
+    default DEST is its path's last name, never a piece of its signature."""
+    assert parse_input(text) == Input(source, dest)

@@ -45,6 +45,9 @@ from taskkit.storage import (
     Store,
     Stores,
     metadata_digest,
+    query_holds,
+    shown_url,
+    source_name,
     translate,
 )
 
@@ -674,3 +677,46 @@ def test_a_bad_container_name_message_hides_a_signature(stores: Stores) -> None:
         stores.open("az://Bad_Container/x?sv=2024&sig=SECRETSECRETSECRET")
     assert "SECRETSECRETSECRET" not in str(caught.value)
     assert "Bad_Container" in str(caught.value)
+
+
+# -- URL helpers: names and '=' of http(s) URLs with a query string ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://acct.blob.core.windows.net/c/dir/a.txt?sv=1&sig=AbC/dEf%3D", "a.txt"),
+        ("http://127.0.0.1:1/acct/c/a.txt#frag", "a.txt"),
+        ("az://c/dir/a?b.txt", "a?b.txt"),  # a blob name may hold '?'
+        ("/local/dir/x?y", "x?y"),
+        ("az://c/dir/", "dir"),
+    ],
+)
+def test_source_name_is_the_last_path_segment(url: str, name: str) -> None:
+    """An http(s) URL's query and fragment are no part of a file's name (a signature with '/'
+    in it would be a path); other URLs and paths keep every character."""
+    assert source_name(url) == name
+
+
+@pytest.mark.parametrize(
+    ("source", "holds"),
+    [
+        ("https://a/c/x?sv=1&sig", True),
+        ("https://a/c/x?sig", True),
+        ("https://a/c/x?sv=1&sig=AbC", False),
+        ("az://c/t/year", False),
+        ("https://a/c/x", False),
+    ],
+)
+def test_query_holds_tells_the_urls_own_equals_sign(source: str, holds: bool) -> None:
+    """Ending at a query parameter's name means the '=' that followed was the URL's own."""
+    assert query_holds(source) is holds
+
+
+def test_shown_url_drops_the_token_and_hides_other_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The form every message shows a user's URL in."""
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a-configured-key-value")
+    assert shown_url("https://a/c/x?sv=1&sig=AbC%3D") == "https://a/c/x"
+    assert shown_url("file:///tmp/a-configured-key-value") == "file:///tmp/***"

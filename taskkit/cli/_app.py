@@ -64,6 +64,98 @@ def jobs_option(text: str) -> Callable[[Callable[..., object]], Callable[..., ob
     )
 
 
+#: The transfer settings of stage, upload and run, as (option names, setting, help). The
+#: values are checked where a RunSpec checks them, so the commands refuse the same values.
+_TRANSFER_OPTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("-j", "--jobs"), "jobs", "Requests in flight at once [default: 8]."),
+    (
+        ("--cache-dir",),
+        "cache_dir",
+        "The node cache, shared by the tasks of a node [default: "
+        "$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache when that is set, else none].",
+    ),
+    (("--no-node-cache",), "no_node_cache", "Download straight into place."),
+    (
+        ("--cache-max-bytes",),
+        "cache_max_bytes",
+        "Bound the node cache, evicting least recently used files (e.g. 50G).",
+    ),
+    (
+        ("--retries",),
+        "retries",
+        "Attempts at a request that failed for a passing reason (throttling, timeouts) "
+        "[default: 6].",
+    ),
+    (
+        ("--retry-budget",),
+        "retry_budget",
+        "Most time one request may spend waiting between attempts [default: 60s].",
+    ),
+    (
+        ("--progress-interval",),
+        "progress_interval",
+        "How often a progress line is written when stderr is not a terminal [default: 10s].",
+    ),
+    (("-v", "--verbose"), "verbose", "One line per file as it is done."),
+)
+_METAVARS = {
+    "jobs": "N",
+    "cache_dir": "DIR",
+    "cache_max_bytes": "SIZE",
+    "retries": "N",
+    "retry_budget": "DURATION",
+    "progress_interval": "DURATION",
+}
+_FLAGS = ("no_node_cache", "verbose")
+
+
+def transfer_options(
+    *, node_cache: bool, from_env: bool
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """The transfer options of stage, upload, run and batch task-json, defined once: ``-j``,
+    ``--retries``, ``--retry-budget``, ``--progress-interval``, ``-v``, and with
+    ``node_cache`` ``--cache-dir``, ``--no-node-cache``, ``--cache-max-bytes``. Each reads
+    its TASKKIT_* variable when ``from_env`` (stage, upload); ``run`` leaves that to its
+    RunSpec, where the variable ranks between the command line and the spec file. A value
+    not given is None: the RunSpec's default applies."""
+    from taskkit.envnames import env_variable
+
+    def checked(ctx: click.Context, param: click.Parameter, value: object) -> object:
+        from taskkit.spec import check_setting
+
+        if value is None or param.name is None:
+            return value
+        try:
+            return check_setting(param.name, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    options = []
+    for names, setting, text in _TRANSFER_OPTIONS:
+        if not node_cache and setting in ("cache_dir", "no_node_cache", "cache_max_bytes"):
+            continue
+        variable = env_variable(setting)
+        options.append(
+            click.option(
+                *names,
+                setting,
+                is_flag=setting in _FLAGS,
+                default=None,
+                envvar=variable if from_env else None,
+                metavar=_METAVARS.get(setting),
+                callback=None if setting in _FLAGS else checked,
+                help=f"{text[:-1]} [env: {variable}].",
+            )
+        )
+
+    def apply(command: Callable[..., object]) -> Callable[..., object]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(
     __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"

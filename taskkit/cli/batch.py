@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.tasks import run_options, spec_from_options
-from taskkit.exceptions import EX_OK, UsageError
+from taskkit.exceptions import EX_OK, ConfigError, UsageError
+from taskkit.report import say as _say
 
 if TYPE_CHECKING:
     from taskkit.spec import RunSpec
@@ -42,17 +44,23 @@ def run_args(spec: RunSpec) -> list[str]:
         args += ["-o", output]
     for given in spec.inputs:
         args += ["-i", given]
-    if spec.allow_empty:
-        args.append("--allow-empty")
     for name in RunSpec.model_fields:
-        if name in ("command", "inputs", "outputs", "job_id", "task_id", "allow_empty"):
+        if name in ("command", "inputs", "outputs", "job_id", "task_id"):
             continue
         value = getattr(spec, name)
         if value == getattr(defaults, name) or value is None:
             continue
-        text = f"{value:g}s" if isinstance(value, float) else str(value)
-        args += [f"--{name.replace('_', '-')}", text]
+        option = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):  # a flag: its default is off
+            args.append(option)
+            continue
+        args += [option, _duration(value) if isinstance(value, float) else str(value)]
     return [*args, "--", *spec.command]
+
+
+def _duration(seconds: float) -> str:
+    """``15552000s``, ``0.00001s``: every digit, never an exponent, which no duration takes."""
+    return f"{Decimal(repr(seconds)):f}".removesuffix(".0") + "s"
 
 
 @batch_group.command("task-json", context_settings={**CONTEXT, "allow_interspersed_args": False})
@@ -84,7 +92,13 @@ def task_json_command(
           --permanent-codes 2 -o 'out/**=az://results/s7/' -- python run.py --sample 7
     """
     from taskkit.batch import task_json
+    from taskkit.spec import check_setting
 
+    if task_id_json is not None:  # checked here, to name the option the user typed
+        try:
+            check_setting("task_id", task_id_json)
+        except ValueError as exc:
+            raise ConfigError(f"command line: --id: {exc}") from None
     task_id = task_id_json or options.get("task_id")
     spec = spec_from_options({**options, "task_id": task_id}, command)
     if not spec.command:
@@ -101,6 +115,11 @@ def task_json_command(
         if name in env:
             raise UsageError(f"--env {name} is given twice")
         env[name] = value
+    if not spec.state and "TASKKIT_STATE" not in env:
+        _say(
+            "warning",
+            "no state (neither --state nor TASKKIT_STATE in --env): the task cannot run as is",
+        )
     document = task_json(
         run_args(spec),
         task_id=spec.task_id,

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, internal_error
+from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
 from taskkit.exceptions import EX_OK, TaskkitError
 from taskkit.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
 from taskkit.report import say as _say
@@ -60,7 +60,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
             "inputs",
             multiple=True,
             metavar="SRC=DEST",
-            help="Stage this input first (as taskkit stage). Repeatable.",
+            help="Stage this input first (as taskkit stage, through the node cache). Repeatable.",
         ),
         click.option(
             "-o",
@@ -117,13 +117,13 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
         click.option(
             "--deadline",
             metavar="DURATION",
-            help="Stop the command after this long (e.g. 3h30m), flush, exit 205 "
-            "(retryable): set it below Batch's maxWallClockTime.",
+            help="Stop the command after this long (e.g. 3h30m; at most 180d, Batch's task "
+            "lifetime), flush, exit 205 (retryable): set it below Batch's maxWallClockTime.",
         ),
         click.option(
             "--log-interval",
             metavar="DURATION",
-            help="How often logs and the heartbeat reach the store [default: 30s].",
+            help="How often logs and the heartbeat reach the store (at most 60d) [default: 30s].",
         ),
         click.option(
             "--checkpoint-dir",
@@ -134,7 +134,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
         click.option(
             "--checkpoint-interval",
             metavar="DURATION",
-            help="How often the checkpoint directory is synced [default: 5m].",
+            help="How often the checkpoint directory is synced (at most 180d) [default: 5m].",
         ),
         click.option(
             "--allow-empty",
@@ -143,6 +143,7 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
             help="An output GLOB that matches nothing is not an error.",
         ),
     ]
+    command = transfer_options(node_cache=True, from_env=False)(command)
     for option in reversed(options):
         command = option(command)
     return command

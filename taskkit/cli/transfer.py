@@ -4,46 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, jobs_option
+from taskkit.cli._app import CONTEXT, cli, transfer_options
 from taskkit.exceptions import EX_OK
-from taskkit.retry import RetryBudget
 
 if TYPE_CHECKING:
+    from taskkit.spec import RunSpec
     from taskkit.summary import Summary
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """A size such as ``500M``, ``20G`` or ``1T`` (binary units), or plain bytes."""
-    if value is None:
-        return None
-    text = value.strip().upper().removesuffix("B").removesuffix("I")
-    number = text.rstrip("KMGT")
-    try:
-        size = float(number) * _UNITS[text[len(number) :]]
-    except (KeyError, ValueError):
-        raise click.BadParameter(f"{value!r} is not a size (e.g. 500M, 20G)") from None
-    if size < 0:
-        raise click.BadParameter(f"{value!r} is negative")
-    return int(size)
-
-
-def _default_node_cache() -> str | None:
-    shared = os.environ.get("AZ_BATCH_NODE_SHARED_DIR")
-    return os.path.join(shared, "taskkit", "cache") if shared else None
 
 
 def _transfer_options(
-    *, workdir: str, empty: str
+    *, workdir: str, empty: str, node_cache: bool
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
-    """The options ``stage`` and ``upload`` share, with the help texts that differ."""
+    """The options ``stage`` and ``upload`` share, with the help texts that differ, and the
+    transfer options they share with ``run``."""
     options: list[Callable[[Callable[..., object]], Callable[..., object]]] = [
         click.option(
             "--workdir",
@@ -51,7 +29,6 @@ def _transfer_options(
             default=None,
             help=f"{workdir} [default: $AZ_BATCH_TASK_WORKING_DIR, else the current one].",
         ),
-        jobs_option("Requests in flight at once [default: 8]."),
         click.option("--dry-run", is_flag=True, help="Print the plan; change nothing."),
         click.option(
             "--json",
@@ -60,35 +37,10 @@ def _transfer_options(
             help="End with one JSON object: files, bytes, seconds.",
         ),
         click.option("--allow-empty", is_flag=True, help=empty),
-        click.option(
-            "--retries",
-            envvar="TASKKIT_RETRIES",
-            type=click.IntRange(min=1),
-            default=RetryBudget.attempts,
-            show_default=True,
-            help="Attempts at a request that failed for a passing reason (throttling, timeouts).",
-        ),
-        click.option(
-            "--retry-budget",
-            envvar="TASKKIT_RETRY_BUDGET",
-            type=click.FloatRange(min=0),
-            default=RetryBudget.budget,
-            show_default=True,
-            metavar="SECONDS",
-            help="Most time one request may spend waiting between attempts.",
-        ),
-        click.option(
-            "--progress-interval",
-            type=click.FloatRange(min=0.1),
-            default=10.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="How often a progress line is written when stderr is not a terminal.",
-        ),
-        click.option("-v", "--verbose", is_flag=True, help="One line per file as it is done."),
     ]
 
     def apply(command: Callable[..., object]) -> Callable[..., object]:
+        command = transfer_options(node_cache=node_cache, from_env=True)(command)
         for option in reversed(options):
             command = option(command)
         return command
@@ -107,40 +59,18 @@ def _transfer_options(
     help="A blob URL (or a prefix ending in /) and where it goes, relative to the working "
     "directory. Repeatable.",
 )
-@click.option(
-    "--cache-dir",
-    envvar="TASKKIT_NODE_CACHE",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="The node cache, shared by the tasks of a node [default: "
-    "$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache when that is set, else none].",
-)
-@click.option("--no-node-cache", is_flag=True, help="Download straight into place.")
-@click.option(
-    "--cache-max-bytes",
-    callback=_byte_size,
-    default=None,
-    metavar="SIZE",
-    help="Bound the node cache, evicting least recently used files (e.g. 50G).",
-)
 @_transfer_options(
     workdir="Where DEST paths start",
     empty="A prefix that lists nothing is not an error.",
+    node_cache=True,
 )
 def stage_command(
     inputs: tuple[str, ...],
     workdir: str | None,
-    cache_dir: str | None,
-    no_node_cache: bool,
-    cache_max_bytes: int | None,
-    jobs: int | None,
     dry_run: bool,
     as_json: bool,
     allow_empty: bool,
-    retries: int,
-    retry_budget: float,
-    progress_interval: float,
-    verbose: bool,
+    **given: object,
 ) -> int:
     """Download inputs, skipping every file already present with the same content.
 
@@ -161,21 +91,23 @@ def stage_command(
       taskkit stage -i az://data/samples/=samples/ --dry-run
       taskkit stage -i az://data/shards/ -j 16 --json
     """
-    from taskkit.nodecache import NodeCache
     from taskkit.report import Report, stage_line
+    from taskkit.runtransfer import stage_settings
     from taskkit.stager import stage
 
-    node_root = None if no_node_cache else (cache_dir or _default_node_cache())
+    settings = _settings(given)
     with contextlib.ExitStack() as stack:
         report = Report(
-            stack, doing="staging", dry_run=dry_run, verbose=verbose, interval=progress_interval
+            stack,
+            doing="staging",
+            dry_run=dry_run,
+            verbose=settings.verbose,
+            interval=settings.progress_interval,
         )
         summary = stage(
             inputs,
             workdir=workdir,
-            jobs=jobs,
-            node_cache=NodeCache(node_root, cache_max_bytes) if node_root else None,
-            retry=RetryBudget(attempts=retries, budget=retry_budget),
+            **stage_settings(settings),
             allow_empty=allow_empty,
             dry_run=dry_run,
             on_plan=report.staging_planned,
@@ -199,18 +131,15 @@ def stage_command(
 @_transfer_options(
     workdir="Where GLOB patterns start",
     empty="A GLOB that matches nothing is not an error.",
+    node_cache=False,
 )
 def upload_command(
     outputs: tuple[str, ...],
     workdir: str | None,
-    jobs: int | None,
     dry_run: bool,
     as_json: bool,
     allow_empty: bool,
-    retries: int,
-    retry_budget: float,
-    progress_interval: float,
-    verbose: bool,
+    **given: object,
 ) -> int:
     """Upload outputs, skipping every file whose content is already at its name, and publish
     each DEST with a manifest written last.
@@ -234,17 +163,22 @@ def upload_command(
       taskkit upload -o 'out/**=az://results/run-42/' --dry-run
     """
     from taskkit.report import Report, upload_line
+    from taskkit.runtransfer import upload_settings
     from taskkit.upload import upload
 
+    settings = _settings(given)
     with contextlib.ExitStack() as stack:
         report = Report(
-            stack, doing="uploading", dry_run=dry_run, verbose=verbose, interval=progress_interval
+            stack,
+            doing="uploading",
+            dry_run=dry_run,
+            verbose=settings.verbose,
+            interval=settings.progress_interval,
         )
         summary = upload(
             outputs,
             workdir=workdir,
-            jobs=jobs,
-            retry=RetryBudget(attempts=retries, budget=retry_budget),
+            **upload_settings(settings),
             allow_empty=allow_empty,
             dry_run=dry_run,
             on_plan=report.upload_planned,
@@ -253,6 +187,13 @@ def upload_command(
             on_problem=report.problem,
         )
     return _finish(summary, upload_line(summary), as_json=as_json)
+
+
+def _settings(given: dict[str, object]) -> RunSpec:
+    """The transfer settings given (checked already by their options), over the defaults."""
+    from taskkit.spec import RunSpec
+
+    return RunSpec.model_validate({k: v for k, v in given.items() if v is not None})
 
 
 def _finish(summary: Summary, line: str, *, as_json: bool) -> int:

@@ -1,0 +1,205 @@
+"""How ``taskkit run`` stages its inputs and uploads its outputs, and says what that did.
+
+The transfer settings of a :class:`~taskkit.spec.RunSpec` are the options ``taskkit stage``
+and ``taskkit upload`` take (``-j``, ``--cache-dir``, ``--no-node-cache``,
+``--cache-max-bytes``, ``--retries``, ``--retry-budget``, ``--progress-interval``, ``-v``);
+:func:`stage_settings` and :func:`upload_settings` turn them into the arguments of
+:func:`~taskkit.stager.stage` and :func:`~taskkit.upload.upload`, for the attempt and for the
+dry run alike.
+
+Invariants: the node cache is the one :func:`taskkit.nodecache.node_cache` finds, the very one
+``taskkit stage`` uses, so the tasks of a node download a shared input once whichever command
+staged it. Every transfer of an attempt ends with one summary line (the wording of ``taskkit
+stage``/``upload``), written to the console and to the attempt's stored ``taskkit.txt``;
+problems, ``-v`` file lines and warnings go to both, progress lines (every
+``--progress-interval``) to the console only. URLs are shown with their credentials hidden.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from taskkit.nodecache import node_cache
+from taskkit.patterns import parse_output
+from taskkit.progress import Progress
+from taskkit.redaction import redact
+from taskkit.retry import RetryBudget
+from taskkit.summary import stage_line, upload_line
+
+if TYPE_CHECKING:
+    from taskkit.exceptions import TaskFailure
+    from taskkit.outputs import UploadEntry, UploadPlan
+    from taskkit.spec import RunSpec
+    from taskkit.staging import Plan, PlanEntry
+    from taskkit.summary import Problem, Summary
+
+__all__ = ["Teller", "stage_inputs", "stage_settings", "upload_outputs", "upload_settings"]
+
+#: A line for the attempt's stored ``taskkit.txt``.
+Note = Callable[[str], None]
+#: A line for the console: ``say(kind, line)``.
+Say = Callable[[str, str], None]
+
+
+def upload_settings(spec: RunSpec) -> dict[str, Any]:
+    """How ``spec`` wants its files moved: requests in flight and the retry budget."""
+    return {
+        "jobs": spec.jobs,
+        "retry": RetryBudget(attempts=spec.retries, budget=spec.retry_budget),
+    }
+
+
+def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """:func:`upload_settings` and the node cache ``taskkit stage`` would use, found in
+    ``environ`` (default: this process's) when ``spec`` does not name one."""
+    cache = node_cache(
+        spec.cache_dir,
+        enabled=not spec.no_node_cache,
+        max_bytes=spec.cache_max_bytes,
+        environ=environ,
+    )
+    return {**upload_settings(spec), "node_cache": cache}
+
+
+def stage_inputs(
+    spec: RunSpec,
+    workdir: str,
+    *,
+    environ: Mapping[str, str],
+    note: Note,
+    say: Say,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> Summary:
+    """Stage ``spec``'s inputs into ``workdir`` as ``taskkit stage`` would, saying what it did;
+    ``on_plan`` sees the staging plan too (the attempt keeps it: what was staged is no output)."""
+    from taskkit.stager import stage
+
+    with Teller("staging", spec, note, say) as teller:
+
+        def planned(plan: Plan) -> None:
+            teller.staging_planned(plan)
+            if on_plan is not None:
+                on_plan(plan)
+
+        summary = stage(
+            spec.inputs,
+            workdir=workdir,
+            **stage_settings(spec, environ),
+            on_plan=planned,
+            on_bytes=teller.moved,
+            on_file=teller.staged,
+        )
+        teller.tell("note", stage_line(summary))
+    return summary
+
+
+def upload_outputs(
+    spec: RunSpec, workdir: str, *, task: Mapping[str, str | int], note: Note, say: Say
+) -> Summary:
+    """Upload and publish ``spec``'s outputs from ``workdir`` as ``taskkit upload`` would,
+    saying what it did and where it published."""
+    from taskkit.upload import upload
+
+    with Teller("uploading", spec, note, say) as teller:
+        summary = upload(
+            spec.outputs,
+            workdir=workdir,
+            **upload_settings(spec),
+            task=task,
+            allow_empty=spec.allow_empty,
+            on_plan=teller.upload_planned,
+            on_bytes=teller.moved,
+            on_file=teller.uploaded,
+            on_problem=teller.problem,
+        )
+        dests = [parse_output(o).dest for o in spec.outputs]
+        published = [d if d.endswith("/") else d + "/" for d in dests]
+        teller.tell("note", upload_line(summary, published))
+    return summary
+
+
+class _ConsoleLines(io.StringIO):
+    """A stream for :class:`~taskkit.progress.Progress` whose lines are said, not printed:
+    the library never writes to the console itself."""
+
+    def __init__(self, doing: str, say: Say) -> None:
+        super().__init__()
+        self.doing, self.say = doing, say
+
+    def write(self, text: str) -> int:
+        # Progress writes "taskkit: staging: ..." lines; say() puts back that very prefix.
+        for line in text.splitlines():
+            if line.strip():
+                self.say(self.doing, line.removeprefix(f"taskkit: {self.doing}: "))
+        return len(text)
+
+
+class Teller:
+    """The callbacks of one transfer of an attempt: what it planned, moved and did, told to
+    the attempt's ``taskkit.txt`` (``note``) and console (``say``). A context manager: the
+    progress lines stop with it."""
+
+    def __init__(self, doing: str, spec: RunSpec, note: Note, say: Say) -> None:
+        self.doing, self.note, self.say = doing, note, say
+        self.verbose, self.interval = spec.verbose, spec.progress_interval
+        self.progress: Progress | None = None
+        self._lock = threading.Lock()  # files are done on worker threads
+
+    def __enter__(self) -> Teller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__()
+            self.progress = None
+
+    def tell(self, kind: str, line: str) -> None:
+        """One line to both the stored log and the console."""
+        with self._lock:
+            self.note(line if kind == "note" else f"{kind}: {line}")
+            self.say(kind, line)
+
+    def _start(self, total_bytes: int, files: int) -> None:
+        if files:
+            stream = _ConsoleLines(self.doing, self.say)
+            self.progress = Progress(
+                total_bytes, files, stream, tty=False, interval=self.interval, doing=self.doing
+            ).__enter__()
+
+    def staging_planned(self, plan: Plan) -> None:
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action != "skip"]
+        self._start(sum(e.source.size for e in moving), len(moving))
+
+    def upload_planned(self, plan: UploadPlan) -> None:
+        for passed in plan.passed:
+            self.tell("warning", f"not uploading {passed.path!r}: {passed.reason}")
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action == "send"]
+        self._start(sum(e.size for e in moving), len(moving))
+
+    def moved(self, n: int, reused: bool) -> None:
+        if self.progress is not None:
+            self.progress.add_bytes(n, reused)
+
+    def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
+        self._done(error, f"{entry.action:<8} {redact(entry.source.url)} -> {entry.dest}")
+
+    def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
+        self._done(error, f"sent  {entry.local} -> {redact(entry.url)}")
+
+    def problem(self, problem: Problem) -> None:
+        self.tell("error", str(problem.error))
+
+    def _done(self, error: TaskFailure | None, line: str) -> None:
+        if self.progress is not None:
+            self.progress.file_done()
+        if error is not None:
+            self.tell("error", str(error))
+        elif self.verbose:
+            self.tell("note", line)

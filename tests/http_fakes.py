@@ -1,0 +1,68 @@
+"""A tiny local HTTP server for the tests of http(s) sources: it answers each path with the
+status the path names (``/status/403/x``), or, for ``/ok/...``, with a file's headers and bytes
+(an ETag, ``Range`` honoured). It records every request line it served, so a test can see that a
+token reached the server while taskkit never showed it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+BODY = b"0123456789abcdef"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        self.server.seen.append(self.requestline)
+
+    def _answer(self, with_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        parts = path.strip("/").split("/")
+        if parts[0] == "status":
+            self.send_response(int(parts[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = BODY
+        ranged = self.headers.get("Range")
+        if ranged:  # bytes=START-END, as fsspec asks
+            start, _, end = ranged.removeprefix("bytes=").partition("-")
+            body = BODY[int(start) : int(end) + 1 if end else None]
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(False)
+
+    def do_GET(self) -> None:
+        self._answer(True)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    seen: list[str]
+
+
+@contextmanager
+def http_server() -> Iterator[tuple[str, list[str]]]:
+    """``(base URL, request lines served)`` of a server running for the block."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
