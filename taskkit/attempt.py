@@ -17,6 +17,7 @@ local I/O (203), not an internal error.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -155,6 +156,7 @@ class AttemptRun:
                 warn=lambda m: self.say("warning", m),
                 keep_local=False,
             ) as sink,
+            sink.keeping(logging.getLogger("taskkit")),
         ):
             self.sink = sink
             interrupted = [a.number for a in previous if a.state() == "interrupted"]

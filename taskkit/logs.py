@@ -38,11 +38,12 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 
 from taskkit.exceptions import MisuseError, TaskkitError, from_os_error
@@ -149,6 +150,20 @@ class LogFile:
                 self._warn(f"cannot write {self.path}: {exc.strerror or exc}; output is lost")
 
 
+class _Notes(logging.Handler):
+    """A logging handler writing warnings and errors as notes of a :class:`LogSink`."""
+
+    def __init__(self, sink: LogSink) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # A bad record must not fail the attempt it is about, nor print a traceback.
+        with contextlib.suppress(Exception):
+            kind = "error" if record.levelno >= logging.ERROR else "warning"
+            self.sink.note(f"{kind}: {record.getMessage()}")
+
+
 class LogSink:
     """The log files of one attempt: written in ``directory``, appended to ``dest`` (a URL
     prefix; ``None`` keeps them local) as they grow. ``warn`` gets one line per problem.
@@ -220,6 +235,19 @@ class LogSink:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         text = line.replace("\n", "\\n").replace("\r", "\\r")
         self._files["taskkit"].write(f"{stamp} taskkit: {text}\n".encode(errors="surrogateescape"))
+
+    @contextlib.contextmanager
+    def keeping(self, logger: logging.Logger) -> Iterator[LogSink]:
+        """Note in ``taskkit.txt`` every warning ``logger`` emits meanwhile (a storage outage
+        and its end, a stat-cache set aside, a node-cache object found altered), so the
+        stored log tells what the console told; whoever else listens to ``logger`` still
+        hears it."""
+        handler = _Notes(self)
+        logger.addHandler(handler)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(handler)
 
     def phase(self, phase: Phase, line: str = "") -> bool:
         """Note that the attempt reached ``phase`` (``line`` says more) and upload the logs
