@@ -11,7 +11,9 @@ When a success's published outputs are gone and the working directory still hold
 attempt republishes them without running the command. Before anything is staged, what an
 interrupted attempt on this host left of its command is ended (:mod:`taskkit.lifetime`), so two
 copies of the command never run at once; the attempt's own directories that cannot be made are
-local I/O (203), not an internal error.
+local I/O (203), not an internal error. After staging and before the command, the outputs that
+earlier work of this task left in the working directory are removed (:mod:`taskkit.leftovers`),
+so what is published is a function of the current work.
 """
 
 from __future__ import annotations

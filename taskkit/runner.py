@@ -7,9 +7,15 @@ The flow of every call::
                      -> met once, published outputs gone? republish them from the working
                         directory if it holds them (no command), else run again
                      -> else claim the next attempt number and record its start
-    stage inputs -> restore the checkpoint -> run the command (logs teed and streamed)
+    end what an interrupted attempt on this host left running of its command
+    -> stage inputs (removing what taskkit staged from blobs that are gone)
+    -> remove the outputs earlier work of this task left in the working directory
+    -> restore the checkpoint -> run the command (logs teed and streamed; it dies with taskkit)
     -> decide with the exit-code policy -> on success: claim, upload outputs, record success
     -> record the outcome (permanent; retries exhausted) and the attempt's end -> exit code
+
+Each step of an attempt is a phase flushed to its stored ``taskkit.txt`` at once, so the store
+says how far an attempt got whatever killed it.
 
 Invariants: the command runs only after its attempt is recorded, so a ``kill -9`` anywhere
 leaves an attempt without an end, counted as interrupted. Only the holder of the
