@@ -49,7 +49,7 @@ from taskkit.journal import (
     now,
 )
 from taskkit.leftovers import Leftovers
-from taskkit.lifetime import end_groups_left_by
+from taskkit.lifetime import RUNNER_MARK, end_groups_left_by, runner_mark
 from taskkit.logs import LogSink, Phase
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -200,7 +200,8 @@ class AttemptRun:
         watchdogs killed too) and wait until it is gone: never two copies at once. Why this
         attempt cannot run, if what is left cannot be ended."""
         for old, ended in end_groups_left_by(previous, host_identity()):
-            what = f"attempt {old.number}'s command (pgid {old.command_pgid})"
+            pgid = f" (pgid {old.command_pgid})" if old.command_pgid else ""
+            what = f"attempt {old.number}'s command{pgid}"
             if not ended:
                 return TransientError(f"what is left of {what} is still running; cannot end it")
             self._tell(sink, f"killed what was left of {what}")
@@ -328,6 +329,8 @@ class AttemptRun:
             "TASKKIT_FINGERPRINT": self.work.fingerprint,
             "TASKKIT_WORKDIR": self.workdir,
             "TASKKIT_CHECKPOINT_DIR": os.path.abspath(checkpoint),
+            # What this attempt starts can be told apart by a later one from the record alone.
+            RUNNER_MARK: runner_mark(self.beat.record.pid, self.beat.record.pid_start),
         }
 
     def _outcome(self, state: str, number: int, decision: Decision, **more: object) -> Outcome:

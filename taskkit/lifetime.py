@@ -14,7 +14,11 @@ runner, the OOM killer choosing Python. Two things close that gap:
   keeps a reader of the runner's output waiting, and costs about a millisecond per command.
 * :func:`end_groups_left_by`: before a new attempt starts on the same host and boot, what is left of
   the recorded group of an interrupted earlier attempt (its watchdog killed too) is killed,
-  and the new attempt waits until it is gone.
+  and the new attempt waits until it is gone. The command also carries its runner's mark,
+  ``TASKKIT_RUNNER=<pid>:<start time>`` (:data:`RUNNER_MARK`), which the attempt record names
+  from the start: so what an attempt left is found even when its group never reached the
+  record (runner and watchdog killed at once, before the first write), and so are processes
+  that left the group (``setsid``) but kept their environment.
 
 Invariants:
 
@@ -44,10 +48,22 @@ if TYPE_CHECKING:
 
     from taskkit.journal import Attempt
 
-__all__ = ["MARK", "Watchdog", "end_group", "end_groups_left_by", "group_members", "process_start"]
+__all__ = [
+    "MARK",
+    "RUNNER_MARK",
+    "Watchdog",
+    "end_group",
+    "end_groups_left_by",
+    "group_members",
+    "process_start",
+    "runner_mark",
+]
 
 #: The variable whose value, the watchdog's pid, marks the command and what it starts.
 MARK = "TASKKIT_WATCHDOG"
+#: The variable whose value, ``<pid>:<start time>`` of the runner, marks the command and what it
+#: starts: the attempt record holds both, so a later attempt can tell what this one left.
+RUNNER_MARK = "TASKKIT_RUNNER"
 _PROC = "/proc"
 #: How long a killed group may take to disappear before a new attempt gives up on it.
 GONE_SECONDS = 10.0
@@ -129,18 +145,57 @@ def end_group(
     return True
 
 
+def runner_mark(pid: int, start: str | None) -> str:
+    """The value of :data:`RUNNER_MARK` for the runner ``pid`` that started at ``start``."""
+    return f"{pid}:{start}"
+
+
 def end_groups_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, bool]]:
     """End what each interrupted attempt of ``attempts`` that ran on ``host`` (this machine
-    since its boot) left of its recorded command group: the attempts that left something,
-    each with whether it is gone now (see :func:`end_group`)."""
+    since its boot) left of its command: its recorded group, and every process carrying its
+    runner's mark. The attempts that left something, each with whether it is gone now (see
+    :func:`end_group`)."""
     for old in attempts:
-        if not (old.command_pgid and old.command_start and old.host == host):
-            continue
-        if old.state(host) != "interrupted":
-            continue  # its runner lives: the group is its to end
-        ended = end_group(old.command_pgid, old.command_start)
+        if old.host != host or old.state(host) != "interrupted":
+            continue  # another machine's, or its runner lives: not ours to end
+        ended = None
+        if old.command_pgid and old.command_start:
+            ended = end_group(old.command_pgid, old.command_start)
+        if old.pid and old.pid_start:
+            mark = f"{RUNNER_MARK}={runner_mark(old.pid, old.pid_start)}".encode()
+            swept = end_marked(mark)
+            if swept is not None:
+                ended = swept if ended is None else ended and swept
         if ended is not None:
             yield old, ended
+
+
+def end_marked(
+    mark: bytes,
+    *,
+    timeout: float = GONE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool | None:
+    """Kill the live processes whose environment holds ``mark`` (with the groups they lead)
+    and wait until none is left: None when there was none, True once they are gone, False
+    when some are still there after ``timeout`` seconds."""
+    found = _marked(mark)
+    if not found:
+        return None
+    end = clock() + timeout
+    while found:
+        for pid, pgid in found:
+            with contextlib.suppress(OSError):
+                if pgid == pid:
+                    os.killpg(pgid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        if clock() > end:
+            return False
+        sleep(0.01)
+        found = _marked(mark)
+    return True
 
 
 def _marked(mark: bytes) -> list[tuple[int, int]]:

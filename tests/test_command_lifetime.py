@@ -202,6 +202,45 @@ def test_next_attempt_ends_what_a_killed_runner_and_watchdog_left(task: Task) ->
     assert not alive(child)
 
 
+@pytest.mark.parametrize("escaped", [False, True], ids=["unrecorded group", "left the group"])
+def test_next_attempt_finds_what_an_attempt_left_by_its_runner_mark(
+    task: Task, escaped: bool
+) -> None:
+    """The runner and its watchdog killed before the command's group reached the record (the
+    record is made to say so), or a process of the command that left the group with setsid:
+    the next attempt still finds them through the runner's mark in their environment, kills
+    them, and says so once."""
+    name = "cmd"
+    script = group_with_child(task, name)
+    if escaped:  # the child starts a session of its own: no group signal reaches it
+        script = sh(
+            f"echo $$ > {q(task.box / (name + '.pid'))}\n"
+            "setsid sleep 1000 &\n"
+            f"echo $! > {q(task.box / (name + '.child'))}\n"
+            "wait\n"
+        )
+    runner = task.start(script, "--max-retries", "3")
+    wait_for((task.box / f"{name}.child").exists, "the command to start its child")
+    leader, child = pids(task, name)
+    wait_for(lambda: len(watchdogs(runner.pid)) == 1, "the watchdog")
+    os.kill(watchdogs(runner.pid)[0], signal.SIGKILL)
+    runner.kill()
+    runner.communicate()
+    if not escaped:
+        record = task.journal / "attempts" / "00001.json"
+        data = json.loads(record.read_text())
+        data.pop("command_pgid", None)
+        data.pop("command_start", None)
+        record.write_text(json.dumps(data))
+    wait_for(lambda: alive(child), "the child to run on")
+    again = task.run(["true"], "--max-retries", "3")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("killed what was left of attempt 1's command") == 1, again.stderr
+    wait_for(lambda: not alive(child), "the marked child to be gone")
+    if not escaped:
+        assert not alive(leader)
+
+
 def test_a_reused_pid_in_the_record_is_not_killed(task: Task, stray: Stray, tmp_path: Path) -> None:
     """An interrupted attempt on this host whose recorded group leader is now an unrelated
     process (same pid, another start time) is left alone, and nothing is said of it."""
