@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from taskkit.exceptions import InputNotFound
-from taskkit.redaction import public_url, without_credentials
+from taskkit.redaction import public_url, redact, without_credentials
 from taskkit.staging import Input, list_input, parse_input
 from taskkit.storage import RemoteFile, Stores, query_holds, shown_url
 
@@ -86,8 +86,8 @@ def _public_input(given: str) -> str:
     """``SRC=DEST`` (or a bare SRC) with the credential of SRC's URL left out."""
     source, sep, dest = given.rpartition("=")
     if not sep or query_holds(source):
-        return without_credentials(given)
-    return f"{without_credentials(source)}={dest}"
+        return redact(public_url(given))
+    return f"{redact(public_url(source))}={dest}"
 
 
 def _content(file: RemoteFile) -> str:

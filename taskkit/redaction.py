@@ -26,7 +26,7 @@ import os
 import re
 import urllib.parse
 
-__all__ = ["SECRET_ENV_VARS", "public_url", "redact", "without_credentials"]
+__all__ = ["SECRET_ENV_VARS", "masked_url", "public_url", "redact", "without_credentials"]
 
 #: Environment variables whose values are credentials.
 SECRET_ENV_VARS = (
@@ -68,7 +68,7 @@ _PATTERNS = (
         re.compile(
             r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))"
             r"(sig|x-amz-signature|x-goog-signature|x-amz-security-token)"
-            r"(?:=|%3D)(?:(?!%26)[\w+/=%.~-])*"
+            r"(?:=|%3D)(?:(?!%26)[\w+/=%.~*-])*"
         ),
     ),
 )
@@ -149,6 +149,32 @@ def public_url(url: str) -> str:
 
 
 def without_credentials(text: str) -> str:
-    """``text`` with every URL in it made :func:`public_url`, then :func:`redact`-ed: what may
-    be stored of a command line's argument, for instance."""
-    return redact(_URL.sub(lambda m: public_url(m.group(0)), text))
+    """``text`` with the value of every signing parameter of a signed URL in it replaced by
+    ``***`` (:func:`masked_url`), then :func:`redact`-ed: what may be stored of a command
+    line's argument, for instance. Nothing else of the text is left out, so two texts that
+    differ elsewhere still differ (``...?sig=x;touch f`` and ``...?sig=x;rm f``), while one
+    whose token was rotated reads the same."""
+    return redact(_URL.sub(lambda m: masked_url(m.group(0)), text))
+
+
+#: One ``name=value`` of a query inside other text: a value ends where a query's would, and
+#: also at what a shell or a program would read as the end of the word (``;``, ``|``, ``)``).
+_QUERY_ITEM = re.compile(r"(?<=[?&])([^=&#\s'\"<>;|`$()]+)=([^&#\s'\"<>;|`$()]*)")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with the value of each parameter of its signature replaced by ``***`` when its
+    query carries a signature; any other character kept where it was."""
+    base, mark, rest = url.partition("?")
+    if not mark or "://" not in base:
+        return url
+    items = re.split(r"[&#\s;|]", rest)
+    if not any("=" in item and _parameter(item) in _SIGNATURES for item in items):
+        return url
+
+    def mask(match: re.Match[str]) -> str:
+        if _signing(_parameter(match.group(1))):
+            return f"{match.group(1)}={_HIDDEN}"
+        return match.group(0)
+
+    return base + _QUERY_ITEM.sub(mask, mark + rest)

@@ -306,11 +306,21 @@ def test_the_stored_work_holds_no_credential(dest: bool) -> None:
     work = _signed_work("2030-01-01", "U0VDUkVU%3D", dest=dest)
     stored = json.dumps(work.as_json())
     assert "U0VDUkVU" not in stored
-    assert "sig" not in stored
+    assert "sig=U" not in stored
     assert "se=2030" not in stored
     public = "https://acct.blob.core.windows.net/c/a.txt"
     assert list(work.as_json()["inputs"]) == [f"{public}=in/a.txt" if dest else public]
     assert Work.from_json(work.as_json()).fingerprint == work.fingerprint
+
+
+def test_commands_that_differ_after_a_signed_url_are_different_work() -> None:
+    """A command whose text after a signed URL changed (``;touch f`` to ``;rm f``) is new
+    work: only the token is left out of the fingerprint, never the text around it."""
+    one = Work(("sh", "-c", "echo http://h/x?sig=abc;touch f"), (), ())
+    two = Work(("sh", "-c", "echo http://h/x?sig=abc;rm f"), (), ())
+    assert one.fingerprint != two.fingerprint
+    assert changes(one, two) == "the command changed"
+    assert one.as_json()["command"][2] == "echo http://h/x?sig=***;touch f"
 
 
 def test_a_stored_work_read_back_is_the_work_that_was_described() -> None:

@@ -196,10 +196,39 @@ def test_two_tokens_for_one_blob_make_one_public_url() -> None:
 
 
 def test_without_credentials_cleans_every_url_in_a_text() -> None:
-    """Each URL inside a command-line argument loses its token; the text around it stays,
-    and other credentials are hidden as redact hides them."""
+    """Each URL inside a command-line argument has the values of its token masked; the text
+    around it stays, and other credentials are hidden as redact hides them."""
     text = f"--in=https://a/c/x?{SAS} --out='http://b/y?{SAS}' AccountKey=k3y"
-    assert without_credentials(text) == "--in=https://a/c/x --out='http://b/y' AccountKey=***"
+    masked = "&".join(f"{item.split('=')[0]}=***" for item in SAS.split("&"))
+    assert without_credentials(text) == (
+        f"--in=https://a/c/x?{masked} --out='http://b/y?{masked}' AccountKey=***"
+    )
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        ("echo http://h/x?sig=abc;touch f", "echo http://h/x?sig=abc;rm f"),
+        ("curl 'https://a/c/x?sv=1&sig=A'|sh", "curl 'https://a/c/x?sv=1&sig=A'|bash"),
+        ("get https://a/c/x?sig=A&&run 1", "get https://a/c/x?sig=A&&run 2"),
+        ("f(https://a/c/x?sig=A) 1", "f(https://a/c/x?sig=A) 2"),
+    ],
+)
+def test_texts_that_differ_outside_the_token_still_differ(one: str, two: str) -> None:
+    """Only the token's values are masked: what follows a signed URL in the same word (a
+    shell's ';', '|', '&&', ')') is kept, so two commands that differ there stay two."""
+    assert without_credentials(one) != without_credentials(two)
+    assert "sig=***" in without_credentials(one)
+
+
+def test_a_rotated_token_in_a_text_reads_the_same() -> None:
+    """Every parameter of a SAS is masked (expiry, start, permissions, signature), so the
+    same command with a rotated token is the same text; other parameters are kept."""
+    one = "cp 'https://a/c/x?sv=1&se=2030-01-01T00:00:00Z&sig=ONE%3D&snapshot=5' ."
+    two = "cp 'https://a/c/x?sv=1&se=2031-06-01T00:00:00Z&sig=TWO%3D&snapshot=5' ."
+    assert without_credentials(one) == without_credentials(two)
+    assert "snapshot=5" in without_credentials(one)
+    assert "ONE" not in without_credentials(one)
 
 
 def test_the_character_after_a_signature_is_kept() -> None:
