@@ -48,7 +48,15 @@ from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.patterns import glob_regex, has_wildcard
 from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
-from taskkit.storage import RemoteFile, Store, Stores, query_holds, shown_url, source_name
+from taskkit.storage import (
+    RemoteFile,
+    Store,
+    Stores,
+    query_holds,
+    query_pads,
+    shown_url,
+    source_name,
+)
 from taskkit.summary import Problem
 from taskkit.walk import inside
 
@@ -115,8 +123,8 @@ def parse_input(text: str) -> Input:
     directory. The split is at the last ``=``, so a source whose name holds one
     (``year=2024/``) needs a DEST, or a trailing ``=`` for the default one."""
     source, sep, dest = text.rpartition("=")
-    if not sep or query_holds(source):  # that '=' is the URL's own (``?sv=1&sig=...``)
-        source, dest = text, ""
+    if not sep or query_holds(source) or (not dest and query_pads(source)):
+        source, dest = text, ""  # that '=' is the URL's own (``?sv=1&sig=...``, ``sig=..=``)
     if not source.rstrip("/"):
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:

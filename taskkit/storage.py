@@ -332,6 +332,17 @@ def source_name(url: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def query_pads(source: str) -> bool:
+    """Whether an ``=`` right after the http(s) URL ``source`` ends the base64 of its last
+    query value (``...&sig=dESc...iMg`` + ``=``: a signature written unencoded ends in one
+    or two): then that ``=`` is the URL's own, not the one between ``SRC=DEST``."""
+    if not _HTTP_URL.match(source) or "?" not in source:
+        return False
+    _, eq, value = re.split(r"[?&]", source)[-1].partition("=")
+    value = urllib.parse.unquote(value)
+    return bool(eq and re.fullmatch(r"[A-Za-z0-9+/]+=?", value)) and len(value) % 4 != 0
+
+
 def query_holds(source: str) -> bool:
     """Whether the http(s) URL ``source`` ends inside its query string, at a parameter's name
     (``https://h/c/b?sv=1&sig``): then an ``=`` that followed it was the URL's own, not the

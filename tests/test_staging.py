@@ -394,12 +394,26 @@ _SAS_URL = "https://acct.blob.core.windows.net/c/dir/a.txt?sv=2026-10-06&sr=b&si
         (f"{_SAS_URL}=in/x.txt", _SAS_URL, "in/x.txt"),
         (f"{_SAS_URL}=", _SAS_URL, "a.txt"),
         ("https://h/c/a.txt?sig=AbC", "https://h/c/a.txt?sig=AbC", "a.txt"),
+        ("https://h/c/a.txt?sv=1&sig=AbC=", "https://h/c/a.txt?sv=1&sig=AbC=", "a.txt"),
+        ("https://h/c/a.txt?sv=1&sig=Ab==", "https://h/c/a.txt?sv=1&sig=Ab==", "a.txt"),
+        ("https://h/c/a.txt?sv=1&sig=AbC==x", "https://h/c/a.txt?sv=1&sig=AbC=", "x"),
+        ("https://h/c/a.txt?sv=1&sig=AbCd=", "https://h/c/a.txt?sv=1&sig=AbCd", "a.txt"),
     ],
-    ids=["bare", "with-dest", "trailing-equals", "sig-alone"],
+    ids=[
+        "bare",
+        "with-dest",
+        "trailing-equals",
+        "sig-alone",
+        "unencoded-padding",
+        "two-paddings",
+        "padding-then-dest",
+        "complete-then-trailing-equals",
+    ],
 )
 def test_a_signed_url_is_split_after_its_query_and_named_by_its_path(
     text: str, source: str, dest: str
 ) -> None:
     """The '=' of the query string is the URL's own: a bare SAS URL is the whole SRC, and its
-    default DEST is its path's last name, never a piece of its signature."""
+    default DEST is its path's last name, never a piece of its signature; an unencoded
+    signature keeps the '=' padding its base64 needs, and an '=' after a complete one splits."""
     assert parse_input(text) == Input(source, dest)
