@@ -6,9 +6,7 @@ import logging
 import os
 import random
 import stat
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -290,29 +288,6 @@ def test_a_digest_mismatch_fails_that_file_and_leaves_nothing(
     assert leftovers(workdir) == []
     if node is not None:
         assert list((tmp_path / "node" / "partial").iterdir()) == []
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted for the test (needs root); skipped where mounting is refused."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    try:
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs to fill: {exc}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip()}")
-    try:
-        yield Path(os.path.realpath(mount_point))
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True, timeout=30)
 
 
 @pytest.mark.parametrize("size", [10 * MiB, 6 * MiB], ids=["chunked", "single-chunk"])

@@ -219,30 +219,6 @@ def test_a_prefix_without_its_slash_asks_did_you_mean_on_azurite(
 # -- a full disk names the filesystem --------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted for the test (needs root); skipped, saying why, where mounting
-    is refused (the stand-in tests below run everywhere)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    try:
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {exc}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {proc.stderr.strip()}")
-    try:
-        yield Path(os.path.realpath(mount_point))
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True, timeout=30)
-
-
 def big_source(tmp_path: Path, size: int = 10 * MiB) -> Path:
     src = tmp_path / "big-src"
     src.mkdir(exist_ok=True)
