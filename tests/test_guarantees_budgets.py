@@ -17,12 +17,12 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 
 import pytest
-from upload_fakes import FakeStores
+from upload_fakes import FakeStores, Passthrough, PassthroughWriter
 
 from taskkit.digest import CHUNK_SIZE
 from taskkit.outputs import plan as plan_upload
@@ -145,26 +145,12 @@ class Gate:
             self._changed.notify_all()
 
 
-class Metered(Store):
+class Metered(Passthrough):
     """``inner`` with every read, put and block write passed through ``gate``."""
 
     def __init__(self, inner: Store, gate: Gate) -> None:
-        super().__init__(inner.retry)
-        self.inner = inner
+        super().__init__(inner)
         self.gate = gate
-        self.protocol = inner.protocol
-
-    def url(self, key: str) -> str:
-        return self.inner.url(key)
-
-    def identity(self, key: str) -> str:
-        return self.inner.identity(key)
-
-    def list(self, key: str) -> list[RemoteFile]:
-        return self.inner.list(key)
-
-    def stat(self, key: str) -> RemoteFile:
-        return self.inner.stat(key)
 
     def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
         with self.gate.request(length):
@@ -197,24 +183,14 @@ class Metered(Store):
         return _MeteredWriter(self.inner.writer(key), self.gate)
 
 
-class _MeteredWriter(Writer):
+class _MeteredWriter(PassthroughWriter):
     def __init__(self, inner: Writer, gate: Gate) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = gate
-        self.parallel = inner.parallel
-
-    def known(self) -> frozenset[str]:
-        return self.inner.known()
 
     def write(self, block_id: str, data: bytes) -> None:
         with self.gate.request(len(data)):
             self.inner.write(block_id, data)
-
-    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
-        return self.inner.commit(block_ids, metadata)
-
-    def abort(self) -> None:
-        self.inner.abort()
 
 
 def contents() -> dict[str, bytes]:

@@ -3,6 +3,8 @@
 * :class:`FakeBlobStore`: blob semantics in memory, as Azure has them and ``memory://`` does
   not: metadata kept with each blob (so a taskkit digest is listed), a new etag per version,
   blocks staged per name and kept across an abort (so :meth:`FakeWriter.known` lists them).
+* :class:`Passthrough`, :class:`PassthroughWriter`: any store or writer as it is, the base
+  of wrappers that watch some of its calls.
 * :class:`Recorded`: any store, with every write recorded in order and a hook run before each
   (to fail it, or to change a local file at that moment).
 * :class:`FakeStores`: :class:`~taskkit.storage.Stores` that open ``fake://`` on a
@@ -117,28 +119,14 @@ class FakeWriter(Writer):
         return self.store.put(self.key, b"".join(kept[b] for b in block_ids), metadata)
 
 
-class Recorded(Store):
-    """``inner`` with every write recorded in ``calls`` as ``(action, key)`` (put, delete,
-    writer, write, commit, abort) and ``before(action, key)`` run first."""
+class Passthrough(Store):
+    """``inner`` as it is, for wrappers that watch some of its calls: a subclass overrides
+    those; listing and reading (``url``, ``identity``, ``list``, ``stat``, ``read``) pass here."""
 
-    def __init__(self, inner: Store, before: Hook | None = None) -> None:
+    def __init__(self, inner: Store) -> None:
         super().__init__(inner.retry)
         self.inner = inner
         self.protocol = inner.protocol
-        self.before = before
-        self.calls: list[tuple[str, str]] = []
-        self.blocks: list[tuple[str, str, int]] = []  # key, block id, length
-        self._lock = threading.Lock()
-
-    def note(self, action: str, key: str) -> None:
-        with self._lock:
-            self.calls.append((action, key))
-        if self.before is not None:
-            self.before(action, key)
-
-    def actions(self, *kinds: str) -> list[tuple[str, str]]:
-        with self._lock:
-            return [c for c in self.calls if not kinds or c[0] in kinds]
 
     def url(self, key: str) -> str:
         return self.inner.url(key)
@@ -155,6 +143,49 @@ class Recorded(Store):
     def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
         return self.inner.read(file, offset, length)
 
+
+class PassthroughWriter(Writer):
+    """``inner`` as it is, for wrappers that watch some of its calls (a subclass overrides
+    those)."""
+
+    def __init__(self, inner: Writer) -> None:
+        self.inner = inner
+        self.parallel = inner.parallel
+
+    def known(self) -> frozenset[str]:
+        return self.inner.known()
+
+    def write(self, block_id: str, data: bytes) -> None:
+        self.inner.write(block_id, data)
+
+    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
+        return self.inner.commit(block_ids, metadata)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+class Recorded(Passthrough):
+    """``inner`` with every write recorded in ``calls`` as ``(action, key)`` (put, delete,
+    writer, write, commit, abort) and ``before(action, key)`` run first."""
+
+    def __init__(self, inner: Store, before: Hook | None = None) -> None:
+        super().__init__(inner)
+        self.before = before
+        self.calls: list[tuple[str, str]] = []
+        self.blocks: list[tuple[str, str, int]] = []  # key, block id, length
+        self._lock = threading.Lock()
+
+    def note(self, action: str, key: str) -> None:
+        with self._lock:
+            self.calls.append((action, key))
+        if self.before is not None:
+            self.before(action, key)
+
+    def actions(self, *kinds: str) -> list[tuple[str, str]]:
+        with self._lock:
+            return [c for c in self.calls if not kinds or c[0] in kinds]
+
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
         self.note("put", key)
         return self.inner.put(key, data, metadata)
@@ -168,15 +199,11 @@ class Recorded(Store):
         return _RecordedWriter(self, key, self.inner.writer(key))
 
 
-class _RecordedWriter(Writer):
+class _RecordedWriter(PassthroughWriter):
     def __init__(self, store: Recorded, key: str, inner: Writer) -> None:
+        super().__init__(inner)
         self.store = store
         self.key = key
-        self.inner = inner
-        self.parallel = inner.parallel
-
-    def known(self) -> frozenset[str]:
-        return self.inner.known()
 
     def write(self, block_id: str, data: bytes) -> None:
         with self.store._lock:
