@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 import click
 
 from taskkit import summary as summary_lines
-from taskkit.exceptions import TaskkitError
 from taskkit.progress import Progress, format_size
 from taskkit.redaction import redact
+from taskkit.summary import Telling
 
 if TYPE_CHECKING:
-    from taskkit.outputs import UploadEntry, UploadPlan
-    from taskkit.staging import Plan, PlanEntry
-    from taskkit.summary import Problem, Summary
+    from taskkit.outputs import UploadPlan
+    from taskkit.staging import Plan
+    from taskkit.summary import Summary
 
 __all__ = ["Report", "echo", "say", "stage_line", "upload_line"]
 
@@ -39,8 +39,9 @@ def echo(line: str) -> None:
     click.echo(redact(line))
 
 
-class Report:
-    """The running report of one transfer command; its methods are the library's callbacks."""
+class Report(Telling):
+    """The running report of one transfer command; its methods are the library's callbacks.
+    A dry run shows the plan after its problems, and no progress."""
 
     def __init__(
         self,
@@ -58,7 +59,16 @@ class Report:
         self.interval = interval
         self.progress: Progress | None = None
 
+    def tell(self, kind: str, line: str) -> None:
+        """Notes on stdout, warnings and errors on stderr."""
+        if kind == "note":
+            echo(line)
+        else:
+            say(kind, line)
+
     def _start(self, total_bytes: int, files: int) -> None:
+        if self.dry_run:
+            return
         tty = sys.stderr.isatty()
         self.progress = self.stack.enter_context(
             Progress(
@@ -67,8 +77,7 @@ class Report:
         )
 
     def staging_planned(self, plan: Plan) -> None:
-        for problem in plan.problems:
-            say("error", str(problem.error))
+        super().staging_planned(plan)
         if self.dry_run:
             if plan.create_workdir:
                 click.echo(f"would create the working directory {plan.workdir}")
@@ -79,15 +88,9 @@ class Report:
                     f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
                     f"({format_size(entry.source.size)}; {entry.reason})"
                 )
-            return
-        moving = [e for e in plan.entries if e.action != "skip"]
-        self._start(sum(e.source.size for e in moving), len(moving))
 
     def upload_planned(self, plan: UploadPlan) -> None:
-        for passed in plan.passed:
-            say("warning", f"not uploading {passed.path!r}: {passed.reason}")
-        for problem in plan.problems:
-            say("error", str(problem.error))
+        super().upload_planned(plan)
         if self.dry_run:
             for publication in plan.publications:
                 for entry in publication.entries:
@@ -99,30 +102,6 @@ class Report:
                     echo(f"{'keep':<5} {publication.manifest_url}  (not published: problems)")
                 else:
                     echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
-            return
-        moving = [e for e in plan.entries if e.action == "send"]
-        self._start(sum(e.size for e in moving), len(moving))
-
-    def moved(self, n: int, reused: bool) -> None:
-        if self.progress is not None:
-            self.progress.add_bytes(n, reused)
-
-    def staged(self, entry: PlanEntry, error: TaskkitError | None) -> None:
-        self._done(error, f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
-
-    def uploaded(self, entry: UploadEntry, error: TaskkitError | None) -> None:
-        self._done(error, f"sent  {entry.local} -> {entry.url}")
-
-    def problem(self, problem: Problem) -> None:
-        say("error", str(problem.error))
-
-    def _done(self, error: TaskkitError | None, line: str) -> None:
-        if self.progress is not None:
-            self.progress.file_done()
-        if error is not None:
-            say("error", str(error))
-        elif self.verbose:
-            echo(line)
 
 
 def stage_line(summary: Summary) -> str:

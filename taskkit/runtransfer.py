@@ -25,16 +25,13 @@ from typing import TYPE_CHECKING, Any
 from taskkit.nodecache import node_cache
 from taskkit.patterns import parse_output
 from taskkit.progress import Progress
-from taskkit.redaction import redact
 from taskkit.retry import RetryBudget
-from taskkit.summary import stage_line, upload_line
+from taskkit.summary import Telling, stage_line, upload_line
 
 if TYPE_CHECKING:
-    from taskkit.exceptions import TaskFailure
-    from taskkit.outputs import UploadEntry, UploadPlan
     from taskkit.spec import RunSpec
-    from taskkit.staging import Plan, PlanEntry
-    from taskkit.summary import Problem, Summary
+    from taskkit.staging import Plan
+    from taskkit.summary import Summary
 
 __all__ = ["Teller", "stage_inputs", "stage_settings", "upload_outputs", "upload_settings"]
 
@@ -137,7 +134,7 @@ class _ConsoleLines(io.StringIO):
         return len(text)
 
 
-class Teller:
+class Teller(Telling):
     """The callbacks of one transfer of an attempt: what it planned, moved and did, told to
     the attempt's ``taskkit.txt`` (``note``) and console (``say``). A context manager: the
     progress lines stop with it."""
@@ -168,38 +165,3 @@ class Teller:
             self.progress = Progress(
                 total_bytes, files, stream, tty=False, interval=self.interval, doing=self.doing
             ).__enter__()
-
-    def staging_planned(self, plan: Plan) -> None:
-        for problem in plan.problems:
-            self.problem(problem)
-        moving = [e for e in plan.entries if e.action != "skip"]
-        self._start(sum(e.source.size for e in moving), len(moving))
-
-    def upload_planned(self, plan: UploadPlan) -> None:
-        for passed in plan.passed:
-            self.tell("warning", f"not uploading {passed.path!r}: {passed.reason}")
-        for problem in plan.problems:
-            self.problem(problem)
-        moving = [e for e in plan.entries if e.action == "send"]
-        self._start(sum(e.size for e in moving), len(moving))
-
-    def moved(self, n: int, reused: bool) -> None:
-        if self.progress is not None:
-            self.progress.add_bytes(n, reused)
-
-    def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
-        self._done(error, f"{entry.action:<8} {redact(entry.source.url)} -> {entry.dest}")
-
-    def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
-        self._done(error, f"sent  {entry.local} -> {redact(entry.url)}")
-
-    def problem(self, problem: Problem) -> None:
-        self.tell("error", str(problem.error))
-
-    def _done(self, error: TaskFailure | None, line: str) -> None:
-        if self.progress is not None:
-            self.progress.file_done()
-        if error is not None:
-            self.tell("error", str(error))
-        elif self.verbose:
-            self.tell("note", line)

@@ -1,7 +1,8 @@
 """What a transfer run did, or for a dry run would do: the one summary ``stage`` and
 ``upload`` both report, and ``--json`` prints; the one line that says it (:func:`stage_line`,
-:func:`upload_line`, printed by the commands and said by ``taskkit run``); and
-:func:`run_plan`, the one way both runs go.
+:func:`upload_line`, printed by the commands and said by ``taskkit run``); :class:`Telling`,
+the one way both tell what a transfer does as it goes; and :func:`run_plan`, the one way both
+runs go.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from taskkit.exceptions import TaskFailure
 
 if TYPE_CHECKING:
+    from taskkit.outputs import UploadEntry, UploadPlan
+    from taskkit.progress import Progress
     from taskkit.retry import RetryBudget
+    from taskkit.staging import Plan, PlanEntry
     from taskkit.statcache import StatCache
     from taskkit.storage import Stores
 
-__all__ = ["Problem", "Published", "Summary", "run_plan", "stage_line", "upload_line"]
+__all__ = [
+    "Problem",
+    "Published",
+    "Summary",
+    "Telling",
+    "run_plan",
+    "stage_line",
+    "upload_line",
+]
 
 _P = TypeVar("_P")
 
@@ -127,6 +139,64 @@ def upload_line(summary: Summary, published: Sequence[str] = ()) -> str:
         f"{_rate(summary)}, {summary.resumed} resumed), "
         f"{summary.skipped} already there, {summary.failed} failed{outcome}"
     )
+
+
+class Telling:
+    """The callbacks of one transfer (``on_plan``, ``on_bytes``, ``on_file``, ``on_problem``)
+    turned into lines, in the same words for ``taskkit stage``/``upload`` and ``taskkit run``:
+    plan problems and failed files are errors, files done are notes when ``verbose``, and the
+    progress counts what the plan will move. A subclass says where a line goes (:meth:`tell`)
+    and how progress is shown (:meth:`_start`)."""
+
+    verbose: bool
+    progress: Progress | None
+
+    def tell(self, kind: str, line: str) -> None:
+        """One line of ``kind`` (``note``, ``warning``, ``error``) to wherever this goes."""
+        raise NotImplementedError
+
+    def _start(self, total_bytes: int, files: int) -> None:
+        """Show the progress of ``files`` files, ``total_bytes`` in all, from now on."""
+        raise NotImplementedError
+
+    def staging_planned(self, plan: Plan) -> None:
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action != "skip"]
+        self._start(sum(e.source.size for e in moving), len(moving))
+
+    def upload_planned(self, plan: UploadPlan) -> None:
+        for passed in plan.passed:
+            self.tell("warning", f"not uploading {passed.path!r}: {passed.reason}")
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action == "send"]
+        self._start(sum(e.size for e in moving), len(moving))
+
+    def moved(self, n: int, reused: bool) -> None:
+        if self.progress is not None:
+            self.progress.add_bytes(n, reused)
+
+    def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
+        from taskkit.redaction import redact
+
+        self._done(error, f"{entry.action:<8} {redact(entry.source.url)} -> {entry.dest}")
+
+    def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
+        from taskkit.redaction import redact
+
+        self._done(error, f"sent  {entry.local} -> {redact(entry.url)}")
+
+    def problem(self, problem: Problem) -> None:
+        self.tell("error", str(problem.error))
+
+    def _done(self, error: TaskFailure | None, line: str) -> None:
+        if self.progress is not None:
+            self.progress.file_done()
+        if error is not None:
+            self.tell("error", str(error))
+        elif self.verbose:
+            self.tell("note", line)
 
 
 def run_plan(
