@@ -283,32 +283,23 @@ def test_the_cli_dry_run_prints_the_removal_and_the_run_does_it(tmp_path: Path) 
     (src / "old.csv").write_text("old")
     wd = tmp_path / "wd"
     env = {**os.environ, "TASKKIT_CACHE_DIR": str(tmp_path / "cache")}
-    base = [sys.executable, "-m", "taskkit", "stage", "--workdir", str(wd), "-i"]
-    first = subprocess.run(
-        [*base, f"file://{src}/=samples/"], env=env, capture_output=True, text=True, check=False
-    )
+
+    def stage(*options: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "taskkit", "stage", "--workdir", str(wd)]
+        argv += ["-i", f"file://{src}/=samples/", *options]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+
+    first = stage()
     assert first.returncode == 0, first.stderr
     (src / "old.csv").unlink()
-    dry = subprocess.run(
-        [*base, f"file://{src}/=samples/", "--dry-run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    dry = stage("--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert (
         f"remove   samples/old.csv  (staged from {src}/old.csv, which no longer exists)"
         in dry.stdout.splitlines()
     )
     assert (wd / "samples" / "old.csv").exists()
-    real = subprocess.run(
-        [*base, f"file://{src}/=samples/", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    real = stage("--json")
     assert real.returncode == 0, real.stderr
     assert '"removed": 1' in real.stdout
     assert not (wd / "samples" / "old.csv").exists()
