@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from upload_fakes import FakeStores, Recorded
+from upload_fakes import FakeBlobStore, FakeStores, Recorded
 
 from taskkit.digest import CHUNK_SIZE, hash_bytes
 from taskkit.manifest import Manifest
@@ -97,6 +97,16 @@ def assert_published_whole(
     assert (entry.digest, entry.size) == (hash_bytes(data), len(data))
 
 
+def assert_published_whole_in(fake: FakeBlobStore, new: bytes) -> None:
+    """:func:`assert_published_whole` of ``result.bin`` published to ``fake://c/run/``."""
+    assert_published_whole(
+        fake.data("c/run/result.bin"),
+        fake.metadata("c/run/result.bin"),
+        fake.data(f"c/run/{MANIFEST_NAME}"),
+        new,
+    )
+
+
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["one-request", "in-blocks"])
 def test_a_torn_read_of_a_same_size_rewrite_is_read_again(
     workdir: Path, torn_read: Callable[[Path, bytes], list[int]], size: int
@@ -112,13 +122,7 @@ def test_a_torn_read_of_a_same_size_rewrite_is_read_again(
     summary = execute(the_plan, jobs=4, task={})
     assert summary.problems == []
     assert len(reads) > -(-size // CHUNK_SIZE), "the file was read again after the change"
-    fake = stores.fake
-    assert_published_whole(
-        fake.data("c/run/result.bin"),
-        fake.metadata("c/run/result.bin"),
-        fake.data(f"c/run/{MANIFEST_NAME}"),
-        new,
-    )
+    assert_published_whole_in(stores.fake, new)
 
 
 def test_a_same_size_rewrite_while_a_block_is_sent_is_sent_again(workdir: Path) -> None:
@@ -152,13 +156,7 @@ def test_a_same_size_rewrite_while_a_block_is_sent_is_sent_again(workdir: Path) 
         ("writer", "c/run/result.bin"),
         ("commit", "c/run/result.bin"),
     ]
-    fake = stores.fake
-    assert_published_whole(
-        fake.data("c/run/result.bin"),
-        fake.metadata("c/run/result.bin"),
-        fake.data(f"c/run/{MANIFEST_NAME}"),
-        new,
-    )
+    assert_published_whole_in(stores.fake, new)
 
 
 @pytest.fixture
