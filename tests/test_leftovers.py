@@ -448,27 +448,19 @@ def test_an_input_skipped_as_identical_at_an_earlier_output_path_is_kept(
     first = task.run(writes("out/ref.txt"), "-o", f"out/**=az://{azurite_container}/a/", env=env)
     assert first.returncode == 0, first.stderr
     seen = task.box / "seen.txt"
-    second = task.run(
-        sh(f"cat out/ref.txt > {q(seen)}"),
+    work_b = [
         "-i",
         f"az://{azurite_container}/a/ref.txt=out/",
         "-o",
         f"out/**=az://{azurite_container}/b/",
-        "--dry-run",
-        env=env,
-    )
-    skips = [line for line in second.stdout.splitlines() if line.startswith("skip")]
-    assert len(skips) == 1, second.stdout  # the case under test: staging skips the file
+    ]
+    reads = sh(f"cat out/ref.txt > {q(seen)}")
+    dry = task.run(reads, *work_b, "--dry-run", env=env)
+    skips = [line for line in dry.stdout.splitlines() if line.startswith("skip")]
+    assert len(skips) == 1, dry.stdout  # the case under test: staging skips the file
     assert skips[0].startswith(f"skip     az://{azurite_container}/a/ref.txt -> out/ref.txt")
-    assert not [line for line in second.stdout.splitlines() if line.startswith("remove")]
-    second = task.run(
-        sh(f"cat out/ref.txt > {q(seen)}"),
-        "-i",
-        f"az://{azurite_container}/a/ref.txt=out/",
-        "-o",
-        f"out/**=az://{azurite_container}/b/",
-        env=env,
-    )
+    assert not [line for line in dry.stdout.splitlines() if line.startswith("remove")]
+    second = task.run(reads, *work_b, env=env)
     assert second.returncode == 0, second.stderr
     assert seen.read_text() == "1 out/ref.txt\n"
     assert "removed" not in second.stderr
