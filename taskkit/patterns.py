@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.exceptions import UsageError
+from taskkit.redaction import SIGNED_QUERY, redact, signed
 from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
 __all__ = ["Match", "Output", "expand", "glob_regex", "has_wildcard", "parse_output", "shown"]
@@ -85,6 +86,8 @@ def parse_output(text: str) -> Output:
             f"output {text!r}: DEST cannot be an http(s) URL: taskkit writes blobs through "
             "az://CONTAINER/PATH (a SAS token goes in AZURE_STORAGE_SAS_TOKEN)"
         )
+    if signed(dest):
+        raise UsageError(f"output {redact(text)!r}: DEST {SIGNED_QUERY}")
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
     try:

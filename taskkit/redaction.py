@@ -26,7 +26,15 @@ import os
 import re
 import urllib.parse
 
-__all__ = ["SECRET_ENV_VARS", "masked_url", "public_url", "redact", "without_credentials"]
+__all__ = [
+    "SECRET_ENV_VARS",
+    "SIGNED_QUERY",
+    "masked_url",
+    "public_url",
+    "redact",
+    "signed",
+    "without_credentials",
+]
 
 #: Environment variables whose values are credentials.
 SECRET_ENV_VARS = (
@@ -146,6 +154,18 @@ def public_url(url: str) -> str:
         return url
     kept = [item for item in items if item and not _signing(_parameter(item))]
     return base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+
+
+#: Why a storage URL other than http(s) is refused with a token in its query string.
+SIGNED_QUERY = (
+    "holds a credential in its query string (a SAS token): give the token in "
+    "AZURE_STORAGE_SAS_TOKEN, not in the URL"
+)
+
+
+def signed(url: str) -> bool:
+    """Whether ``url``'s query string carries a signature (a SAS token, a signed URL)."""
+    return public_url(url) != url
 
 
 def without_credentials(text: str) -> str:

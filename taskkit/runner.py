@@ -37,6 +37,7 @@ from taskkit.journal import Journal, Outcome
 from taskkit.patterns import parse_output
 from taskkit.report import say as _say
 from taskkit.spec import RunSpec
+from taskkit.staging import parse_input
 from taskkit.storage import Stores
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ def required(spec: RunSpec) -> tuple[str, str, str]:
             "no job or task id: give --job-id and --task-id (Azure Batch sets "
             "AZ_BATCH_JOB_ID and AZ_BATCH_TASK_ID on its nodes)"
         )
+    for given in spec.inputs:
+        parse_input(given)  # a malformed SRC=DEST is refused before anything is written
     for output in spec.outputs:
         parse_output(output)  # a malformed GLOB=DEST is refused before anything runs
     return spec.state, spec.job_id, spec.task_id

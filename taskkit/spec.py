@@ -39,6 +39,7 @@ from taskkit.batch import TASK_LIFETIME
 from taskkit.envnames import ENV_PREFIX, env_variable
 from taskkit.exceptions import ConfigError
 from taskkit.policy import CodeSet, ExitPolicy
+from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.retry import RetryBudget
 
 __all__ = [
@@ -170,6 +171,8 @@ class RunSpec(BaseModel):
         _, sep, rest = text.partition("://")
         if not text or (sep and not rest.strip("/")):
             raise ValueError(f"{value!r} names no place (e.g. az://CONTAINER/PATH, /mnt/state)")
+        if signed(text):  # it would name every journal blob, and be printed by status
+            raise ValueError(f"{redact(public_url(text))!r} {SIGNED_QUERY}")
         # A local path is made absolute now: the command (and its steps) run elsewhere.
         return text if sep else os.path.abspath(text)
 

@@ -47,6 +47,7 @@ from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
 from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.patterns import glob_regex, has_wildcard
+from taskkit.redaction import SIGNED_QUERY, signed
 from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.storage import (
     RemoteFile,
@@ -129,6 +130,8 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
+    if not source.lower().startswith(("http://", "https://")) and (signed(source) or signed(text)):
+        raise UsageError(f"input {shown_url(source)!r} {SIGNED_QUERY}")
     glob = split_glob(source)
     if glob is not None:
         if ".." in glob[1].split("/"):

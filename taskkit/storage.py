@@ -53,7 +53,7 @@ from taskkit.exceptions import (
     TaskkitError,
     UsageError,
 )
-from taskkit.redaction import public_url, redact
+from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.retry import Outages, RetryBudget
 from taskkit.translate import (
     RULES,
@@ -394,6 +394,8 @@ class Stores:
         protocol, _ = fsspec.core.split_protocol(url)
         protocol = protocol or "file"
         what = f"cannot open {shown_url(url)}"
+        if protocol not in ("http", "https") and signed(url):
+            raise UsageError(f"{shown_url(url)!r} {SIGNED_QUERY}")
         try:
             if protocol in AZURE_PROTOCOLS:
                 _check_container(url, protocol)
