@@ -15,6 +15,7 @@ from taskkit.patterns import parse_output
 from taskkit.staging import parse_input
 
 SIGNATURE = "c2VjcmV0c2lnbmF0dXJlMTIz%3D"
+RUN = ("run", "--state", "STATE", "--job-id", "j", "--task-id", "t")
 TOKEN = f"se=2030-01-01T00%3A00%3A00Z&sp=rwlc&sv=2026-10-06&sr=c&sig={SIGNATURE}"
 
 
@@ -33,8 +34,10 @@ def test_a_run_whose_state_holds_a_token_is_refused_and_writes_nothing(
     nothing written in the working directory."""
     work = tmp_path / "work"
     code, out, err = invoke(
-        ["run", "--state", f"{scheme}://state/runs?{TOKEN}", "--job-id", "j", "--task-id", "t"]
-        + ["--workdir", str(work), "--", "true"]
+        [
+            *("run", "--state", f"{scheme}://state/runs?{TOKEN}", "--job-id", "j"),
+            *("--task-id", "t", "--workdir", str(work), "--", "true"),
+        ]
     )
     _refused(code, out, err, 200)
     assert not work.exists()
@@ -54,10 +57,8 @@ def test_status_of_a_state_holding_a_token_is_refused() -> None:
         (["stage", "-i", f"az://data/in/a.txt?{TOKEN}=a.txt"], 64),
         (["stage", "-i", f"az://data/in/?{TOKEN}"], 64),
         (["upload", "-o", f"out/**=az://results/r1/?{TOKEN}"], 64),
-        (["run", "--state", "STATE", "--job-id", "j", "--task-id", "t", "-i"]
-         + [f"az://data/in/a.txt?{TOKEN}", "--", "true"], 200),
-        (["run", "--state", "STATE", "--job-id", "j", "--task-id", "t", "-o"]
-         + [f"out/**=az://results/r1/?{TOKEN}", "--", "true"], 200),
+        ([*RUN, "-i", f"az://data/in/a.txt?{TOKEN}", "--", "true"], 200),
+        ([*RUN, "-o", f"out/**=az://results/r1/?{TOKEN}", "--", "true"], 200),
     ],
     ids=["stage-file", "stage-prefix", "upload", "run-input", "run-output"],
 )  # fmt: skip
