@@ -50,7 +50,7 @@ from taskkit.journal import (
 )
 from taskkit.leftovers import Leftovers
 from taskkit.lifetime import RUNNER_MARK, end_groups_left_by, runner_mark
-from taskkit.logs import LogSink, Phase
+from taskkit.logs import LogSink, Phase, settle_lost
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
@@ -168,6 +168,7 @@ class AttemptRun:
                 + (f"; interrupted before: {interrupted}" if interrupted else ""),
                 Phase.STARTED,
             )
+            self._settle_lost_logs(sink, previous, number)
             try:
                 with stopped_by_signals():
                     blocked = self._end_old_commands(sink, previous)
@@ -194,6 +195,29 @@ class AttemptRun:
 
                 write_diagnostics(sink, self.workdir, self.env, decision)
         return decision
+
+    def _settle_lost_logs(self, sink: LogSink, previous: list[Attempt], number: int) -> None:
+        """Interrupted attempts since the last one that got going may have died before their
+        first upload: store what they left here, or one line saying so, so that no attempt
+        points at logs that do not exist. Best effort: a failure is not this attempt's."""
+        newest = max((a.number for a in previous if a.state() != "interrupted"), default=0)
+        task_dir = self.env.get("AZ_BATCH_TASK_DIR")
+        for old in previous:
+            if old.number <= newest or old.state() != "interrupted":
+                continue
+            local = None
+            if task_dir and old.host == host_identity():
+                local = os.path.join(task_dir, "taskkit", f"attempt-{old.number:05d}", "logs")
+            why = (
+                f"attempt {old.number} was interrupted before its logs reached the store "
+                f"(noted by attempt {number})"
+            )
+            prefix = f"{self.journal.root}logs/{old.number:05d}/"
+            with contextlib.suppress(TaskFailure):
+                if settle_lost(self.journal.store, prefix, local, why):
+                    self._tell(sink, f"stored what attempt {old.number} left of its logs")
+                    if local is not None:
+                        shutil.rmtree(local, ignore_errors=True)
 
     def _end_old_commands(self, sink: LogSink, previous: list[Attempt]) -> TaskFailure | None:
         """Kill what interrupted attempts on this host and boot left of their commands (their

@@ -361,3 +361,35 @@ class LogSink:
                 os.unlink(log.path)
         with contextlib.suppress(OSError):  # not empty: someone else's files are there too
             os.rmdir(self.directory)
+
+
+def settle_lost(
+    store: Store,
+    prefix: str,
+    local: str | None,
+    why: str,
+) -> bool:
+    """Make sure the store holds the logs of an attempt that was killed before its first
+    upload (the window between its record and its first phase): when nothing is at
+    ``prefix`` (its logs folder), upload what it left in the folder ``local`` on this node,
+    and in any case a ``taskkit.txt`` ending with ``why``. Whether anything was written.
+    Storage errors are raised; a file that cannot be read locally is passed over."""
+    from taskkit.exceptions import InputNotFound
+
+    try:
+        store.stat(f"{prefix}taskkit.txt")
+        return False  # it got its logs out itself
+    except InputNotFound:
+        pass
+    found: dict[str, bytes] = {}
+    for name in NAMES:
+        if local is None:
+            break
+        with contextlib.suppress(OSError), open(os.path.join(local, f"{name}.txt"), "rb") as file:
+            found[name] = file.read()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    line = f"{stamp} taskkit: {redact(why)}\n".encode(errors="surrogateescape")
+    found["taskkit"] = found.get("taskkit", b"") + line
+    for name, data in found.items():
+        store.append(f"{prefix}{name}.txt", 0, data)
+    return True

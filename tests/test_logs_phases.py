@@ -266,3 +266,73 @@ def test_logs_the_store_lacks_are_kept_where_a_warning_says(
     finally:
         if not batch:
             shutil.rmtree(kept.parent)  # a temporary folder this run made outside tmp_path
+
+
+# -- an attempt killed before its first upload --------------------------------------------------
+
+
+def _forge_interrupted(task: Task, number: int) -> None:
+    """The record of an attempt on this host whose runner is gone (a pid that has exited),
+    as one killed between recording itself and its first log upload leaves it."""
+    import json
+
+    from taskkit.journal import host_identity
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    attempts = task.journal / "attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    stamp = "2026-01-01T00:00:00.000Z"
+    record = {
+        "number": number,
+        "host": host_identity(),
+        "pid": gone.pid,
+        "pid_start": "1",
+        "fingerprint": "xxh3-128:00000000000000000000000000000000",
+        "started": stamp,
+        "heartbeat": stamp,
+        "interval": 30.0,
+        "logs": f"{task.state}/{task.job}/{task.task}/logs/{number:05d}/",
+    }
+    (attempts / f"{number:05d}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("left", [True, False], ids=["local logs left", "nothing left"])
+def test_the_next_attempt_stores_what_an_attempt_killed_before_its_first_upload_left(
+    task: Task, tmp_path: Path, left: bool
+) -> None:
+    """An interrupted attempt whose logs never reached the store: the next attempt stores
+    what it left on this node (or, when nothing is left, one line saying so), so its logs
+    folder exists and says it was interrupted; the local copy goes once stored."""
+    batch = tmp_path / "batch"
+    _forge_interrupted(task, 1)
+    local = batch / "taskkit" / "attempt-00001" / "logs"
+    if left:
+        local.mkdir(parents=True)
+        (local / "taskkit.txt").write_text("2026-01-01T00:00:00Z taskkit: started: attempt 1\n")
+        (local / "stdout.txt").write_text("half a line of output\n")
+    done = task.run(["true"], "--max-retries", "3", env={"AZ_BATCH_TASK_DIR": str(batch)})
+    assert done.returncode == 0, done.stderr
+    assert "stored what attempt 1 left of its logs" in done.stderr
+    stored = task.log(1, "taskkit")
+    assert "attempt 1 was interrupted before its logs reached the store" in stored
+    assert ("started: attempt 1" in stored) is left
+    if left:
+        assert task.log(1, "stdout") == "half a line of output\n"
+        assert not local.exists()
+    again = task.run(["true", "again"], "--max-retries", "3")  # new work, a new attempt
+    assert again.returncode == 0, again.stderr
+    assert "attempt 1 of 4" in again.stderr
+    assert "stored what attempt 1 left" not in again.stderr  # settled once, by attempt 2
+
+
+def test_an_interrupted_attempt_that_stored_its_logs_is_left_alone(task: Task) -> None:
+    """An interrupted attempt whose taskkit.txt is in the store keeps it as it is."""
+    _forge_interrupted(task, 1)
+    folder = stored_dir(task, 1)
+    folder.mkdir(parents=True)
+    (folder / "taskkit.txt").write_text("its own words\n")
+    done = task.run(["true"], "--max-retries", "3")
+    assert done.returncode == 0, done.stderr
+    assert "stored what attempt 1 left" not in done.stderr
+    assert task.log(1, "taskkit") == "its own words\n"
