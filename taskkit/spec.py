@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 #: Settings whose environment variable holds several values, one per line.
 _LISTS = ("inputs", "outputs")
@@ -84,6 +84,7 @@ def parse_duration(value: object, *, zero: bool = False) -> float:
         seconds = float(value)
     elif isinstance(value, str) and value.strip():
         text, seconds, at = value.strip(), 0.0, 0
+        units: set[str | None] = set()
         while at < len(text):
             match = _DURATION.match(text, at)
             if match is None or match.end() == at:
@@ -91,6 +92,9 @@ def parse_duration(value: object, *, zero: bool = False) -> float:
             unit = match.group(2).lower() if match.group(2) else None
             if unit is None and (match.end() != len(text) or at > 0):
                 raise ValueError(f"{value!r} is not a duration (e.g. 90s, 5m, 2h30m)")
+            if unit in units:  # '1h1h' is a slip, not two hours
+                raise ValueError(f"{value!r} gives {unit!r} twice (e.g. 90s, 5m, 2h30m)")
+            units.add(unit)
             seconds += float(match.group(1)) * _UNIT_SECONDS[unit]
             at = match.end()
             while at < len(text) and text[at] == " ":

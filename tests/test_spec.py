@@ -503,3 +503,11 @@ def test_intervals_below_a_second_are_refused() -> None:
     """Every interval is a write to the store: 1 ms would be a flood."""
     with pytest.raises(ConfigError, match="log-interval"):
         resolve({"log_interval": "1ms"}, environ={})
+
+
+@pytest.mark.parametrize("text", ["1h1h", "5m 5m", "2s1h2s", "\u0663s", "1\u0660m", "\uff15s"])
+def test_a_duration_with_a_unit_twice_or_other_digits_is_refused(text: str) -> None:
+    """'1h1h' is a slip, not two hours; digits other than ASCII 0-9 (Arabic-Indic, full
+    width) are no number a user typed on purpose: both are refused, naming the value."""
+    with pytest.raises(ValueError, match=r"duration|twice"):
+        parse_duration(text)
