@@ -111,10 +111,16 @@ def changes(before: Work, after: Work) -> str:
         if old[given] == new[given]:
             continue
         was, now = dict(old[given]), dict(new[given])
-        moved = sorted(n for n in set(was) | set(now) if was.get(n) != now.get(n))
         source = given.rsplit("=", 1)[0]
-        shown = ", ".join(source + n for n in moved[:3]) + (" ..." if len(moved) > 3 else "")
-        reasons.append(f"input {shown} changed")
+        for how, names in (
+            ("changed", sorted(n for n in set(was) & set(now) if was[n] != now[n])),
+            ("gone", sorted(set(was) - set(now))),
+            ("new", sorted(set(now) - set(was))),
+        ):
+            if names:
+                shown = ", ".join(source + n for n in names[:3])
+                verb = "" if how == "changed" else ("is " if len(names) == 1 else "are ")
+                reasons.append(f"input {shown}{' ...' if len(names) > 3 else ''} {verb}{how}")
     if before.outputs != after.outputs:
         reasons.append("the outputs changed")
     return "; ".join(reasons) or "the work changed"

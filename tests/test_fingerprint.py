@@ -345,3 +345,19 @@ def test_work_without_credentials_keeps_the_fingerprint_it_always_had(
     }
     digest = xxhash.xxh3_128_hexdigest(json.dumps(plain, sort_keys=True).encode())
     assert work.fingerprint == f"xxh3-128:{digest}"
+
+
+def test_changes_says_whether_an_input_file_changed_is_gone_or_is_new() -> None:
+    """A deleted blob is 'gone', an added one 'new', a rewritten one 'changed': the line a
+    user reads when the work starts afresh says which."""
+    files = (("a.txt", "d1"), ("b.txt", "d2"))
+    before = Work(("true",), (("az://c/p/=in/", files),), ())
+    gone = Work(("true",), (("az://c/p/=in/", files[:1]),), ())
+    new = Work(("true",), (("az://c/p/=in/", (*files, ("c.txt", "d3"))),), ())
+    edited = Work(("true",), (("az://c/p/=in/", (("a.txt", "d9"), files[1])),), ())
+    assert changes(before, gone) == "input az://c/p/b.txt is gone"
+    assert changes(before, new) == "input az://c/p/c.txt is new"
+    assert changes(before, edited) == "input az://c/p/a.txt changed"
+    assert changes(new, before.__class__(("true",), (("az://c/p/=in/", ()),), ())) == (
+        "input az://c/p/a.txt, az://c/p/b.txt, az://c/p/c.txt are gone"
+    )
