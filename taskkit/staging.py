@@ -340,7 +340,7 @@ def plan(
     files: list[_Found] = []
     problems: list[Problem] = []
     scopes: list[_Scope] = []
-    for item in inputs:
+    for item in dict.fromkeys(inputs):  # one input given twice is one input
         try:
             found, bad, scope = _expand(item, stores, root, allow_empty)
         except TaskFailure as exc:

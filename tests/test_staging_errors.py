@@ -17,8 +17,9 @@ from runner_helpers import Task, one_error, opened_task, sh, snapshot
 
 from taskkit.exceptions import InputNotFound, IOFailure
 from taskkit.nodecache import NodeCache
-from taskkit.stager import execute
+from taskkit.stager import execute, stage
 from taskkit.staging import parse_input, plan
+from taskkit.statcache import StatCache
 from taskkit.storage import Stores
 from taskkit.testing import Azurite
 from taskkit.transfer import filesystem
@@ -312,3 +313,16 @@ def test_filesystem_names_mount_point_type_device_and_space(small_disk: Path) ->
     text = filesystem(small_disk)
     assert text.startswith(f"{str(small_disk)!r} (tmpfs on tmpfs, ")
     assert text.endswith(" free of 4.0 MiB)")
+
+
+def test_the_same_input_given_twice_is_staged_once(tmp_path: Path) -> None:
+    """``-i X=s -i X=s`` is one input, not a clash with itself: staged once, exit 0."""
+    source = tmp_path / "a.txt"
+    source.write_text("a\n")
+    work = tmp_path / "w"
+    given = f"file://{source}=s"
+    with StatCache.open(tmp_path / "cache") as cache:
+        summary = stage([given, given], workdir=work, cache=cache)
+    assert summary.exit_error() is None
+    assert summary.files == 1
+    assert (work / "s").read_text() == "a\n"
