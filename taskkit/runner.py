@@ -36,6 +36,7 @@ from taskkit.goal import CLAIM_TRIES, goal, wait_for
 from taskkit.journal import Journal, Outcome
 from taskkit.patterns import parse_output
 from taskkit.report import say as _say
+from taskkit.retry import RetryBudget
 from taskkit.spec import RunSpec
 from taskkit.staging import parse_input
 from taskkit.storage import Stores
@@ -89,7 +90,8 @@ def run(
     state, job_id, task_id = required(spec)
     policy = spec.policy()
     env = dict(os.environ if environ is None else environ)
-    with Stores() as stores:
+    # The journal's requests keep the retry settings the transfers keep.
+    with Stores(RetryBudget(attempts=spec.retries, budget=spec.retry_budget)) as stores:
         journal = Journal.open(stores, state, job_id, task_id)
         work, unavailable = describe_work(spec, stores)
         where = f"job {job_id}, task {task_id}"

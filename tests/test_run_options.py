@@ -459,3 +459,35 @@ def test_stage_and_upload_take_the_same_checks(tmp_path: Path) -> None:
         env={"TASKKIT_CACHE_DIR": str(tmp_path / "c"), "TASKKIT_PROGRESS_INTERVAL": "1m"},
     )
     assert code == 0, err
+
+
+def test_the_journal_keeps_the_retry_settings(tmp_path: Path) -> None:
+    """With the state's storage unreachable (a closed port), ``--retries 1`` and
+    ``--retry-budget 0`` hold for the journal's own requests too: the run gives up after one
+    try of each (exit 204, one error line), not after the default minute of retries."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on once this socket is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    task = Task(tmp_path)
+    env = {
+        "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=http;"
+        f"AccountName=devstoreaccount1;AccountKey={key};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;",
+    }
+    argv = [sys.executable, "-m", "taskkit", *task.args(["true"], "--retries", "1")]
+    argv[argv.index("--state") + 1] = "az://state/runs"
+    argv.insert(argv.index("--"), "--retry-budget")
+    argv.insert(argv.index("--"), "0")
+    started = time.monotonic()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**task.env, **env}, timeout=60, check=False
+    )
+    assert time.monotonic() - started < 6, done.stderr
+    assert done.returncode == 204, done.stderr
+    assert "Traceback" not in done.stderr
