@@ -126,6 +126,14 @@ def _shown(seconds: float) -> str:
     return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
 
 
+#: Batch holds maxTaskRetryCount in a 32-bit integer: a larger count is refused at submission.
+MAX_RETRY_COUNT = 2**31 - 1
+#: Requests in flight: each is a thread; past this the threads cost more than they bring.
+MAX_JOBS = 1024
+#: Tries of one request: the retry budget bounds the time, this the count.
+MAX_TRIES = 100
+
+
 class RunSpec(BaseModel):
     """The settings of one ``taskkit run``; see the module docstring for where they come from."""
 
@@ -138,7 +146,7 @@ class RunSpec(BaseModel):
     job_id: str | None = None
     task_id: str | None = None
     workdir: str | None = None
-    max_retries: int = Field(0, ge=-1)
+    max_retries: int = Field(0, ge=-1, le=MAX_RETRY_COUNT)
     success_codes: str = "0"
     permanent_codes: str = ""
     retryable_codes: str | None = None
@@ -148,11 +156,11 @@ class RunSpec(BaseModel):
     checkpoint_interval: float = 300.0
     allow_empty: bool = False
     # How stage and upload transfer, as taskkit stage and taskkit upload take it.
-    jobs: int | None = Field(None, ge=1)
+    jobs: int | None = Field(None, ge=1, le=MAX_JOBS)
     cache_dir: str | None = None
     no_node_cache: bool = False
     cache_max_bytes: int | None = None
-    retries: int = Field(RetryBudget.attempts, ge=1)
+    retries: int = Field(RetryBudget.attempts, ge=1, le=MAX_TRIES)
     retry_budget: float = RetryBudget.budget
     progress_interval: float = 10.0
     verbose: bool = False

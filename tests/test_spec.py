@@ -511,3 +511,14 @@ def test_a_duration_with_a_unit_twice_or_other_digits_is_refused(text: str) -> N
     width) are no number a user typed on purpose: both are refused, naming the value."""
     with pytest.raises(ValueError, match=r"duration|twice"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("max_retries", 2**31), ("jobs", 1025), ("retries", 101), ("max_retries", -2)],
+)
+def test_counts_beyond_what_batch_or_a_node_can_hold_are_refused(key: str, value: int) -> None:
+    """maxTaskRetryCount is a 32-bit integer in Batch; requests in flight and tries of one
+    request have a sane ceiling: a value past one is refused naming the option."""
+    with pytest.raises(ConfigError, match=key.replace("_", "-")):
+        resolve({key: value}, environ={})

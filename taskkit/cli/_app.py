@@ -60,7 +60,7 @@ class _Group(click.Group):
 def jobs_option(text: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
     """``-j/--jobs N``, with a help text of its command's own."""
     return click.option(
-        "-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N", help=text
+        "-j", "--jobs", type=click.IntRange(min=1, max=1024), default=None, metavar="N", help=text
     )
 
 
