@@ -183,6 +183,11 @@ class RunSpec(BaseModel):
         _, sep, rest = text.partition("://")
         if not text or (sep and not rest.strip("/")):
             raise ValueError(f"{value!r} names no place (e.g. az://CONTAINER/PATH, /mnt/state)")
+        if re.match(r"(?i)https?://", text):  # fsspec's HTTP filesystem only reads
+            raise ValueError(
+                f"{redact(public_url(text))!r}: the journal cannot be kept over http(s); "
+                "give az://CONTAINER/PATH (a SAS token goes in AZURE_STORAGE_SAS_TOKEN)"
+            )
         if signed(text):  # it would name every journal blob, and be printed by status
             raise ValueError(f"{redact(public_url(text))!r} {SIGNED_QUERY}")
         # A local path is made absolute now: the command (and its steps) run elsewhere.

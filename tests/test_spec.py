@@ -522,3 +522,12 @@ def test_counts_beyond_what_batch_or_a_node_can_hold_are_refused(key: str, value
     request have a sane ceiling: a value past one is refused naming the option."""
     with pytest.raises(ConfigError, match=key.replace("_", "-")):
         resolve({key: value}, environ={})
+
+
+@pytest.mark.parametrize("state", ["http://h/state/runs", "HTTPS://h/state/runs?sv=1&sig=x"])
+def test_a_state_over_http_is_refused(state: str) -> None:
+    """The journal is written: an http(s) URL (which taskkit only reads) is refused at once,
+    naming the way to give a token, never printing one."""
+    with pytest.raises(ConfigError, match="AZURE_STORAGE_SAS_TOKEN") as info:
+        resolve({"state": state}, environ={})
+    assert "sig=x" not in str(info.value)
