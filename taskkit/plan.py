@@ -105,8 +105,10 @@ def show_plan(spec: RunSpec) -> int:
                 f"({'published now; ' if published else ''}written on success, manifest last)"
             )
         click.echo("exit codes")
-        for codes, verdict, result in policy.table():
-            click.echo(f"  {codes:<28} {verdict:<10} {result}")
+        rows = policy.table()
+        width = max((len(codes) for codes, _, _ in rows), default=0)
+        for codes, verdict, result in rows:
+            click.echo(f"  {codes:<{width}}  {verdict:<10} {result}")
     return code
 
 
