@@ -26,7 +26,7 @@ import mimetypes
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from taskkit.exceptions import ConfigError, InputNotFound, TransientError
+from taskkit.exceptions import ConfigError, InputNotFound, TransientError, UsageError
 from taskkit.retry import RetryBudget
 from taskkit.storage import RemoteFile, Store, Writer, is_conditional, metadata_digest
 from taskkit.translate import SourceChanged
@@ -101,6 +101,14 @@ class AzureStore(Store):
         container, _, name = key.partition("/")
         return container, name
 
+    def _named(self, key: str) -> tuple[str, str]:
+        """The container and blob name of ``key``, which must name a blob (the SDK's own
+        refusal of a bare container is a ValueError, an internal error)."""
+        container, name = self._split(key)
+        if not name:
+            raise UsageError(f"{self.url(key)!r} names a container, not a blob")
+        return container, name
+
     def _file(self, container: str, props: Any) -> RemoteFile:
         key = f"{container}/{props.name}"
         return RemoteFile(
@@ -145,7 +153,7 @@ class AzureStore(Store):
         return found
 
     def stat(self, key: str) -> RemoteFile:
-        container, name = self._split(key)
+        container, name = self._named(key)
 
         async def properties() -> Any:
             return await self._client.get_blob_client(container, name).get_blob_properties()
@@ -220,7 +228,7 @@ class AzureStore(Store):
         return found
 
     def _blob(self, key: str) -> Any:
-        container, name = self._split(key)
+        container, name = self._named(key)
         return self._client.get_blob_client(container, name)
 
     @staticmethod

@@ -63,6 +63,7 @@ from taskkit.translate import (
     reason,
     translate,
 )
+from taskkit.urls import AZURE_PROTOCOLS, bad_url, container_problem
 
 if TYPE_CHECKING:
     pass
@@ -92,11 +93,9 @@ _T = TypeVar("_T")
 #: Blob metadata written by taskkit uploads: the content digest and size.
 DIGEST_METADATA = "taskkit_digest"
 SIZE_METADATA = "taskkit_size"
-AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
 _TEMP_PREFIX = ".taskkit-"
 _TEMP_SUFFIX = ".partial"
 _HTTP_URL = re.compile(r"(?i)https?://")
-_CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root|\$web|\$logs")
 #: Serializes conditional writes to fsspec stores that have no atomic condition of their own
 #: (``memory://`` and the like): atomic within this process only.
 
@@ -396,11 +395,17 @@ class Stores:
         what = f"cannot open {shown_url(url)}"
         if protocol not in ("http", "https") and signed(url):
             raise UsageError(f"{shown_url(url)!r} {SIGNED_QUERY}")
+        problem = bad_url(url) or bad_url(url, container_problem)
+        if problem is not None:
+            raise UsageError(problem)
         try:
-            if protocol in AZURE_PROTOCOLS:
-                _check_container(url, protocol)
-            fs, key = fsspec.core.url_to_fs(url, **self.storage_options)
-        except ValueError as exc:  # adlfs: no usable credentials; fsspec: a malformed URL
+            if protocol in ("http", "https"):
+                # One URL, never a chain: an IPv6 host ("[::1]") holds fsspec's "::".
+                fs = fsspec.filesystem(protocol, **self.storage_options)
+                key = fs._strip_protocol(url)
+            else:
+                fs, key = fsspec.core.url_to_fs(url, **self.storage_options)
+        except ValueError as exc:  # adlfs: no usable credentials; fsspec: unknown protocol
             if protocol in AZURE_PROTOCOLS:
                 raise credentials_problem(what, self.storage_options) from exc
             raise ConfigError(f"{what}: {reason(exc)}") from exc
@@ -427,18 +432,3 @@ class Stores:
                 store = FsspecStore(fs, "file" if "file" in names else protocol, self.retry)
             self._open[name] = store
         return store, key
-
-
-def _check_container(url: str, protocol: str) -> None:
-    """Refuse a container name Azure would refuse, before any request is made."""
-    rest = url.split("://", 1)[1] if "://" in url else url
-    container = rest.split("/", 1)[0].split("@", 1)[0]
-    shown = shown_url(url)
-    if not container:
-        raise UsageError(f"{shown!r} names no container ({protocol}://CONTAINER/PATH)")
-    if not _CONTAINER_RE.fullmatch(container):
-        raise UsageError(
-            f"{redact(container)!r} in {shown!r} is not a valid container name (3-63 "
-            "lowercase letters, digits and single hyphens, starting and ending with a letter "
-            "or digit)"
-        )
