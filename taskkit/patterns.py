@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from taskkit.exceptions import UsageError
 from taskkit.redaction import SIGNED_QUERY, redact, signed
+from taskkit.urls import url_problem
 from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
 __all__ = ["Match", "Output", "expand", "glob_regex", "has_wildcard", "parse_output", "shown"]
@@ -88,6 +89,9 @@ def parse_output(text: str) -> Output:
         )
     if signed(dest):
         raise UsageError(f"output {redact(text)!r}: DEST {SIGNED_QUERY}")
+    problem = url_problem(dest)
+    if problem is not None:
+        raise UsageError(f"output {redact(text)!r}: DEST {problem}")
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
     try:

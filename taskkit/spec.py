@@ -41,6 +41,7 @@ from taskkit.exceptions import ConfigError
 from taskkit.policy import CodeSet, ExitPolicy
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.retry import RetryBudget
+from taskkit.urls import bad_url
 
 __all__ = [
     "ENV_PREFIX",
@@ -190,6 +191,9 @@ class RunSpec(BaseModel):
             )
         if signed(text):  # it would name every journal blob, and be printed by status
             raise ValueError(f"{redact(public_url(text))!r} {SIGNED_QUERY}")
+        problem = bad_url(text)
+        if problem is not None:
+            raise ValueError(problem)
         # A local path is made absolute now: the command (and its steps) run elsewhere.
         return text if sep else os.path.abspath(text)
 

@@ -59,6 +59,7 @@ from taskkit.storage import (
     source_name,
 )
 from taskkit.summary import Problem
+from taskkit.urls import AZURE_PROTOCOLS, bad_url
 from taskkit.walk import inside
 
 __all__ = [
@@ -132,6 +133,9 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
     if not source.lower().startswith(("http://", "https://")) and (signed(source) or signed(text)):
         raise UsageError(f"input {shown_url(source)!r} {SIGNED_QUERY}")
+    problem = bad_url(source)
+    if problem is not None:
+        raise UsageError(f"input {problem}")
     glob = split_glob(source)
     if glob is not None:
         if ".." in glob[1].split("/"):
@@ -142,9 +146,24 @@ def parse_input(text: str) -> Input:
             raise UsageError(f"input {text!r}: not a valid glob ({exc})") from None
         if not dest:  # a glob's files keep their names below its fixed prefix, as a prefix's
             dest = glob[0].rstrip("/").rsplit("/", 1)[-1] + "/"
+    if glob is None and not source.endswith("/") and _container_only(source):
+        container = shown_url(source).rstrip("/")
+        raise UsageError(
+            f"input {container!r} names a container, not a blob: {container}/ stages every "
+            f"blob in it, {container}/PATH one blob"
+        )
     if not dest:
-        dest = source_name(source) + ("/" if source.endswith("/") else "")
+        name = source_name(source)
+        if not name:
+            raise UsageError(f"input {shown_url(source)!r} ends in no name: give a DEST (SRC=DEST)")
+        dest = name + ("/" if source.endswith("/") else "")
     return Input(source, dest)
+
+
+def _container_only(source: str) -> bool:
+    """Whether the Azure URL ``source`` names a container and no path in it."""
+    scheme, sep, rest = source.partition("://")
+    return bool(sep) and scheme.lower() in AZURE_PROTOCOLS and not rest.partition("/")[2]
 
 
 class PlanEntry(NamedTuple):

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskkit.exceptions import InputNotFound
+from taskkit.exceptions import InputNotFound, UsageError
 from taskkit.journal import Journal
 from taskkit.redaction import redact
 from taskkit.storage import Stores
+from taskkit.urls import bad_url
 
 __all__ = ["job_status", "task_status"]
 
 
 def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[str, Any]:
     """Attempts, steps and outcome of one task, as plain data (the ``--json`` output)."""
+    _check_state(state)
     journal = Journal.open(stores, state, job_id, task_id)
     found = journal.outcome()
     attempts = journal.attempts()
@@ -63,6 +65,7 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
 
 def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
+    _check_state(state)
     rows = []
     tasks = Journal.tasks(stores, state, job_id)
     if not tasks:
@@ -86,3 +89,10 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _check_state(state: str) -> None:
+    """Refuse a state URL that cannot be parsed, naming it as given (not a journal below it)."""
+    problem = bad_url(state)
+    if problem is not None:
+        raise UsageError(f"state {problem}")
