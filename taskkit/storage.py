@@ -327,7 +327,12 @@ def shown_url(url: str) -> str:
 def source_name(url: str) -> str:
     """The name of the file a source URL (or key) names: the last segment of its path. An
     http(s) URL's query string and fragment are not part of it (a SAS token is no file name)."""
-    path = urllib.parse.urlsplit(url).path if _HTTP_URL.match(url) else url
+    path = url
+    if _HTTP_URL.match(url):
+        try:
+            path = urllib.parse.urlsplit(url).path
+        except ValueError:  # a listed name no URL parser takes: its text is all there is
+            path = re.split(r"[?#]", url.split("://", 1)[1], maxsplit=1)[0]
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
