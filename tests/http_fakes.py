@@ -7,6 +7,7 @@ token reached the server while taskkit never showed it.
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,15 +54,21 @@ class _Server(http.server.ThreadingHTTPServer):
     seen: list[str]
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @contextmanager
-def http_server() -> Iterator[tuple[str, list[str]]]:
-    """``(base URL, request lines served)`` of a server running for the block."""
-    server = _Server(("127.0.0.1", 0), _Handler)
+def http_server(host: str = "127.0.0.1") -> Iterator[tuple[str, list[str]]]:
+    """``(base URL, request lines served)`` of a server running for the block, listening on
+    ``host`` (an IPv6 address such as ``::1`` too, shown in brackets in the URL)."""
+    server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
     server.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{server.server_address[1]}", server.seen
     finally:
         server.shutdown()
         server.server_close()
