@@ -301,3 +301,13 @@ def test_run_stages_an_input_from_an_ipv6_host(tmp_path: Path) -> None:
         task.close()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == BODY.decode()
+
+
+@pytest.mark.parametrize("url", ["http://h.example", "http://h.example/", "https://h.example?sv=1"])
+def test_an_input_url_ending_in_no_name_needs_a_dest(url: str, tmp_path: Path) -> None:
+    """An http(s) SRC without a path has no name to stage it under: without a DEST, 64 asking
+    for one (not a destination '/' outside the working directory); with one, it parses."""
+    code, out, err = invoke(["stage", "--workdir", str(tmp_path / "work"), "-i", url])
+    _one_line(code, out, err, 64, "ends in no name: give a DEST (SRC=DEST)")
+    assert list(tmp_path.iterdir()) == []
+    assert parse_input(f"{url}=d/") == Input(url, "d/")
