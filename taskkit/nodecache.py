@@ -4,7 +4,7 @@ Layout under the cache root (``$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache`` on a Ba
 
     objects/<2 hex>/<32 hex>   one read-only file per content digest (xxh3-128)
     refs/<2 hex>/<32 hex>      one per source version (its identity and etag): its digest
-    partial/<32 hex>           a download in progress, + its journal
+    partial/<32 hex>           a download in progress (or killed), + its journal
     locks/<2 hex>/<32 hex>     one empty lock file per source version
 
 Invariants:
@@ -21,13 +21,22 @@ Invariants:
   lock, so no taskkit process moves an object's ctime while another checks it.
 * ``taskkit stage`` and ``taskkit run`` find the cache in one place, :func:`node_cache`: so
   every task of a node shares it, whichever command staged.
-* The cache is bounded. With ``max_bytes``, after an object is handed out the least recently
-  used ones (access time, which taskkit sets on every use) are deleted until the rest fit.
-  Without it (the default) the cache keeps its filesystem from filling: while less than
-  :data:`KEEP_FREE` of the filesystem is free, the least recently used objects that no task
-  links to any more are deleted (deleting a linked one would free nothing). Either way the
-  object being handed out is never deleted, and files already linked into task directories
-  live on: a link is a name, not a copy.
+* The cache is bounded, partial downloads included. With ``max_bytes``, before an object is
+  added and after one is handed out, the least recently used objects and partials (access time
+  of an object, which taskkit sets on every use; last write of a partial) are deleted until the
+  rest fit. Without it (the default) the cache keeps its filesystem from filling: while less
+  than :data:`KEEP_FREE` of the filesystem is free, the least recently used objects that no
+  task links to any more, and partials, are deleted (deleting a linked object would free
+  nothing). Either way the object being handed out is never deleted, and files already linked
+  into task directories live on: a link is a name, not a copy.
+* A partial is deleted only under its version's lock, taken without waiting: one being
+  downloaded (its lock held, also by a process killed and not yet reaped) is never touched.
+  A partial of a version the staging run still wants (``wanted``) goes last, after every
+  object that may go, since that run is about to resume it.
+* Additions in flight in this process are accounted for: the room made before one is added
+  counts the bytes the others have not reserved on disk yet, so concurrent additions do not
+  each find the same free space. (Another process's additions are not seen; a download that
+  still meets a full cache is the caller's to send straight into place.)
 """
 
 from __future__ import annotations
@@ -36,8 +45,9 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +65,8 @@ OBJECT_MODE = 0o444
 #: Batch's own files: a tenth leaves the tasks room for their outputs on the smallest disks
 #: (1.6 GiB of a 16 GiB one) without wasting much of the large ones.
 KEEP_FREE = 0.10
+#: The suffix of a partial's chunk journal (:data:`taskkit.transfer.JOURNAL_SUFFIX`).
+_JOURNAL = ".chunks"
 
 
 class _Object(NamedTuple):
@@ -62,6 +74,14 @@ class _Object(NamedTuple):
     size: int
     used_ns: int
     links: int
+
+
+class _Partial(NamedTuple):
+    """A partial download in ``partial/`` (its file, its journal, or both), by version key."""
+
+    key: str
+    size: int  # of the file and its journal
+    used_ns: int  # the last write of either
 
 
 class NodeCache:
@@ -81,6 +101,10 @@ class NodeCache:
         self.keep_free = keep_free
         self.disk_usage = disk_usage
         self._total: int | None = None
+        #: Additions in flight in this process: version key -> the size being added.
+        self._adding: dict[str, int] = {}
+        #: Held while this process evicts, so its additions make room one after another.
+        self._evicting = threading.Lock()
 
     def __repr__(self) -> str:
         bound = (
@@ -169,11 +193,48 @@ class NodeCache:
             self.object_path(digest).unlink()
         log.warning("node cache object %s was altered: deleted, it will be fetched again", digest)
 
-    def evict(self, keep: Path | None = None, incoming: int = 0) -> int:
-        """Delete least recently used objects until the rest, and ``incoming`` bytes about to
-        be added, fit in ``max_bytes`` or, without it, leave ``keep_free`` of the filesystem
-        free (or no unlinked object is left); never ``keep``. Returns the bytes freed. One
-        process evicts at a time; the others go on."""
+    @contextlib.contextmanager
+    def adding(self, key: str, size: int, wanted: Collection[str] = ()) -> Iterator[Path]:
+        """Make room for ``size`` bytes of source version ``key`` about to be fetched into its
+        partial (yielded), counting the other additions in flight in this process; the
+        addition is in flight until the block ends. The caller holds the version's lock."""
+        with self._evicting:
+            self._adding[key] = size
+            try:
+                self._evict(None, self._unreserved(), frozenset(wanted))
+            except BaseException:
+                del self._adding[key]
+                raise
+        try:
+            yield self.partial(key)
+        finally:
+            with self._evicting:
+                self._adding.pop(key, None)
+
+    def _unreserved(self) -> int:
+        """The bytes the additions in flight will still take: their sizes, less what their
+        partial files already hold (a reservation, chunks written, a partial being resumed)."""
+        left = 0
+        for key, size in self._adding.items():
+            try:
+                held = os.stat(self.partial(key)).st_size
+            except OSError:
+                held = 0
+            left += max(0, size - held)
+        return left
+
+    def evict(
+        self, keep: Path | None = None, incoming: int = 0, wanted: Collection[str] = ()
+    ) -> int:
+        """Delete least recently used objects and partials until the rest, and ``incoming``
+        bytes about to be added, fit in ``max_bytes`` or, without it, leave ``keep_free`` of
+        the filesystem free (or nothing that may go is left); never ``keep``, never a partial
+        being downloaded, and a partial of a ``wanted`` version only after every object.
+        Returns the bytes freed. One process evicts at a time; the others go on."""
+        with self._evicting:
+            return self._evict(keep, incoming + self._unreserved(), frozenset(wanted))
+
+    def _evict(self, keep: Path | None, incoming: int, wanted: frozenset[str]) -> int:
         if self.max_bytes is None:
             try:
                 total, _, free = self.disk_usage(self._existing())
@@ -191,24 +252,76 @@ class NodeCache:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0
-            objects = sorted(self._objects(), key=lambda o: o.used_ns)
+            objects = self._objects()
+            partials = self._partials()
             if self.max_bytes is not None:
-                excess = sum(o.size for o in objects) + incoming - self.max_bytes
+                held = sum(o.size for o in objects) + sum(p.size for p in partials)
+                excess = held + incoming - self.max_bytes
             else:
                 # Only an object no task links to gives its blocks back when deleted.
                 objects = [o for o in objects if o.links == 1]
+            # One least-recently-used order for objects and partials nobody wants, then the
+            # partials this run is about to resume.
+            first: list[_Object | _Partial] = [*objects]
+            first += (p for p in partials if p.key not in wanted)
+            first.sort(key=lambda o: o.used_ns)
+            last = sorted((p for p in partials if p.key in wanted), key=lambda p: p.used_ns)
             freed = 0
-            for obj in objects:
+            for victim in [*first, *last]:
                 if freed >= excess:
                     break
-                if obj.path == keep:
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    obj.path.unlink()
-                    freed += obj.size
+                if isinstance(victim, _Partial):
+                    freed += self._drop_partial(victim)
+                elif victim.path != keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        victim.path.unlink()
+                        freed += victim.size
             return freed
         finally:
             os.close(fd)
+
+    def _drop_partial(self, partial: _Partial) -> int:
+        """Delete a partial and its journal if no one downloads it (its version's lock is
+        free); the bytes freed."""
+        import fcntl
+
+        lock = self.lock_path(partial.key)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return 0
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # being downloaded (or resumed) right now
+            path = self.partial(partial.key)
+            freed = 0
+            for name in (path, Path(f"{path}{_JOURNAL}")):
+                with contextlib.suppress(FileNotFoundError):
+                    size = name.stat().st_size
+                    name.unlink()
+                    freed += size
+            return freed
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _partials(self) -> list[_Partial]:
+        found: dict[str, _Partial] = {}
+        try:
+            entries = list(os.scandir(self.root / "partial"))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            key = entry.name.removesuffix(_JOURNAL)
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat(follow_symlinks=False)
+                seen = found.get(key)
+                size = st.st_size + (seen.size if seen else 0)
+                touched = max(st.st_mtime_ns, seen.used_ns if seen else 0)
+                found[key] = _Partial(key, size, touched)
+        return list(found.values())
 
     def _objects(self) -> list[_Object]:
         found = []

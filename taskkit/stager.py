@@ -4,6 +4,12 @@ Every file that arrives gets to its final path by one atomic rename (of a comple
 file, or of a fresh hard link to a node-cache object), so a final path never holds a partial
 file, whatever kills the process. Failures are per file: the other files are still staged.
 
+The node cache never turns a file that could be staged into a failure: when it has no room
+for a file (its disk fills while the file is reserved, written or added), the file is
+downloaded straight into place instead. A full disk is always named as the disk that is full:
+the node cache's while a file goes into it, DEST's while it is linked, copied or downloaded
+there.
+
 Stale files the plan names are removed first, each only if it is still the very file that was
 planned (same identity), and forgotten by the stat-cache. A missing working directory is
 created before anything else.
@@ -93,9 +99,26 @@ class _Done(NamedTuple):
     reused: int
     linked: bool
 
+    @property
+    def action(self) -> str:
+        """What was done, which may not be what was planned (a ``link`` whose object was
+        gone is a download): as ``-v`` shows it and the summary counts it."""
+        if self.linked:
+            return "link"
+        return "resume" if self.reused else "download"
+
 
 class _Stale(Exception):
     """A node-cache object failed verification and was deleted."""
+
+
+class _CacheFull(Exception):
+    """The node cache's disk has no room for a file: it goes straight into place instead."""
+
+
+def _full(exc: OSError | TaskFailure) -> bool:
+    """Whether ``exc`` (or the :class:`TaskFailure` made from it) is a full disk or quota."""
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def stage(
@@ -194,7 +217,7 @@ def execute(
             summary.bytes_transferred += result.transferred
             summary.bytes_reused += result.reused
             if on_file is not None:
-                on_file(entry, None)
+                on_file(entry._replace(action=result.action), None)
     finally:
         run.transfers.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -239,15 +262,22 @@ class _Run:
         self.cache = cache
         self.node_cache = node_cache
         self._parents: set[Path] = set()  # directories made and checked by this run
+        #: The node-cache versions this run is about to fetch: their partials go last.
+        self.wanted = frozenset(
+            NodeCache.key(e.identity, e.source.version) for e in plan.entries if e.action != "skip"
+        )
 
     def stage(self, entry: PlanEntry) -> _Done:
         self._make_parent(entry)
         node = self.node_cache
         if node is not None and node.fits(entry.source.size):
-            for _ in range(2):
-                with contextlib.suppress(_Stale):
-                    return self._via_cache(entry, node)
-            # An object that keeps failing its check (a task still writing into it): bypass.
+            try:
+                for _ in range(2):
+                    with contextlib.suppress(_Stale):
+                        return self._via_cache(entry, node)
+                # An object that keeps failing its check (a task still writing into it): bypass.
+            except _CacheFull:
+                pass  # the cache's disk is full: DEST may have room
         return self._direct(entry)
 
     def _make_parent(self, entry: PlanEntry) -> None:
@@ -347,28 +377,39 @@ class _Run:
             with locked(node.lock_path(key)):
                 digest = node.lookup(key)
                 if digest is None:
-                    node.evict(incoming=entry.source.size)  # room first, or the download fails
-                    fd = open_partial(partial)
-                    try:
-                        fetched = self._fetch(entry, fd, partial, "into the node cache")
-                    finally:
-                        os.close(fd)
+                    fetched = self._add(entry, node, key, partial)
                     digest = fetched.digest
                     chunks = fetched.chunks
-                    try:
-                        node.publish(key, partial, digest)
-                    except OSError as exc:
-                        raise write_error(exc, "cannot add to the node cache") from exc
                 else:
                     chunks = self._verify(node, node.object_path(digest), digest)
                 obj = node.object_path(digest)
                 st = self._link(obj, entry)
-            node.evict(keep=obj)
+            node.evict(keep=obj, wanted=self.wanted)
             if fetched is None:
                 return _Done(entry, st, digest, chunks, 0, 0, True)
             return _Done(entry, st, digest, chunks, fetched.transferred, fetched.reused, False)
 
         return self._attempts(once)
+
+    def _add(self, entry: PlanEntry, node: NodeCache, key: str, partial: Path) -> Fetched:
+        """Fetch the entry into the node cache (room is made first) and publish it. Raises
+        :class:`_CacheFull`, leaving no partial, when the cache's disk cannot take it."""
+        with node.adding(key, entry.source.size, self.wanted):
+            try:
+                fd = open_partial(partial)
+                try:
+                    fetched = self._fetch(entry, fd, partial, "into the node cache")
+                finally:
+                    os.close(fd)
+                node.publish(key, partial, fetched.digest)
+            except (IOFailure, OSError) as exc:
+                if not _full(exc):
+                    if isinstance(exc, TaskFailure):
+                        raise
+                    raise write_error(exc, "cannot add to the node cache") from exc
+                remove_partial(partial)
+                raise _CacheFull from exc
+        return fetched
 
     def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
         """The chunks of a cache object whose content still matches its name."""
@@ -386,11 +427,14 @@ class _Run:
         return found.chunks
 
     def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
-        """Put the cache object at the entry's path: a hard link, else a copy; atomically."""
+        """Put the cache object at the entry's path: a hard link, else a copy; atomically.
+        Only DEST's filesystem is written here, so a full disk is DEST's (the errors of a
+        link or a copy name the object first)."""
         temp = partial_path(entry.path).with_suffix(f".{os.getpid()}.{threading.get_ident()}")
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         NodeCache.used(obj)  # before the stat below: it moves the ctime
+        how = "link"
         try:
             try:
                 os.link(obj, temp)
@@ -399,12 +443,21 @@ class _Run:
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
+                how = "copy"
                 shutil.copyfile(obj, temp)
             _rename(temp, entry.path, entry)
             st = os.stat(entry.path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
+            if _full(exc):
+                exc.filename, exc.filename2 = str(entry.path), None
+                error = write_error(exc, f"cannot {how} it from the node cache to")
+                raise IOFailure(
+                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {error}",
+                    path=entry.path,
+                    errno=exc.errno,
+                ) from exc
             raise write_error(exc, f"cannot stage {entry.source.url!r} to") from exc
         return st
 

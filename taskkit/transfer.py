@@ -356,7 +356,7 @@ def locked(partial: Path) -> Iterator[int]:
         try:
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise from_os_error(exc, "cannot write") from exc
+            raise write_error(exc, "cannot write") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -385,7 +385,7 @@ def open_partial(partial: Path) -> int:
         partial.parent.mkdir(parents=True, exist_ok=True)
         return os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise from_os_error(exc, "cannot write") from exc
+        raise write_error(exc, "cannot write") from exc
 
 
 def remove_journal(partial: Path) -> None:

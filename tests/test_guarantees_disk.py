@@ -1,4 +1,5 @@
-"""A full disk while staging is exit 74 with one line and nothing partial left, on any machine.
+"""A full disk while staging is exit 74 with one line and nothing partial left, on any machine;
+a full node cache is no failure when DEST has room.
 
 ``tests/test_stager.py`` fills a real 4 MiB tmpfs, which needs the right to mount (it skips
 where that is refused, and says so). These tests stand in the full disk instead, so they run
@@ -123,27 +124,15 @@ _FULL_DISK = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("size", "node_cache"),
-    [(LARGE, False), (SMALL, False), (LARGE, True), (SMALL, True)],
-    ids=["large-direct", "small-direct", "large-node-cache", "small-node-cache"],
-)
-def test_taskkit_stage_on_a_full_disk_exits_74_with_one_line(
-    tmp_path: Path, size: int, node_cache: bool
-) -> None:
-    """A real ``taskkit stage`` whose disk refuses every block (reserved or written): exit 74,
-    one ``taskkit: error:`` line saying 'no space left on device', no traceback, nothing at
-    the final path and nothing partial left (in the workdir, or in the node cache when the
-    node cache is the full disk)."""
-    src = tmp_path / "src"
-    write_source(src, {"data.bin": size})
-    work = tmp_path / "work"
-    work.mkdir()
-    node = tmp_path / "node"
-    full = node if node_cache else work
+def stage_on_a_full_disk(
+    tmp_path: Path, work: Path, node: Path | None, full: Path
+) -> subprocess.CompletedProcess[str]:
+    """A real ``taskkit stage`` of ``in/data.bin`` into ``work`` (through the node cache at
+    ``node``, if any) whose every block below ``full`` is refused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "TASKKIT_"))}
     env.update(FULL=str(full), TASKKIT_CACHE_DIR=str(tmp_path / "cache"))
-    cache_options = ["--cache-dir", str(node)] if node_cache else ["--no-node-cache"]
+    cache_options = ["--cache-dir", str(node)] if node is not None else ["--no-node-cache"]
+    work.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -151,7 +140,7 @@ def test_taskkit_stage_on_a_full_disk_exits_74_with_one_line(
             _FULL_DISK,
             "stage",
             "-i",
-            f"{src}/data.bin=in/data.bin",
+            f"{tmp_path / 'src'}/data.bin=in/data.bin",
             "--workdir",
             str(work),
             *cache_options,
@@ -163,12 +152,49 @@ def test_taskkit_stage_on_a_full_disk_exits_74_with_one_line(
         check=False,
     )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("size", "node_cache"),
+    [(LARGE, False), (SMALL, False), (LARGE, True), (SMALL, True)],
+    ids=["large-direct", "small-direct", "large-node-cache", "small-node-cache"],
+)
+def test_taskkit_stage_on_a_full_disk_exits_74_with_one_line(
+    tmp_path: Path, size: int, node_cache: bool
+) -> None:
+    """A real ``taskkit stage`` whose disk refuses every block (reserved or written), the
+    node cache's too when there is one: exit 74, one ``taskkit: error:`` line saying 'no space
+    left on device' and naming the DEST, no traceback, nothing at the final path and nothing
+    partial left (in the workdir or the node cache)."""
+    write_source(tmp_path / "src", {"data.bin": size})
+    disk = tmp_path / "disk"
+    work, node = disk / "work", disk / "node"
+    proc = stage_on_a_full_disk(tmp_path, work, node if node_cache else None, disk)
     assert proc.returncode == 74, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("taskkit: error: ")
     assert "no space left on device" in lines[0]
+    assert "to 'in/data.bin'" in lines[0]
     assert not (work / "in" / "data.bin").exists()
     assert taskkit_files(work) == []
     if node_cache:
         assert list((node / "partial").iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [LARGE, SMALL], ids=["large", "small"])
+def test_a_full_node_cache_is_bypassed_when_the_dest_has_room(tmp_path: Path, size: int) -> None:
+    """A real ``taskkit stage`` whose node cache's disk refuses every block, DEST's not: the
+    file is downloaded straight into place (exit 0, counted as downloaded), and the cache
+    keeps no object and no partial of it."""
+    files = write_source(tmp_path / "src", {"data.bin": size})
+    work, node = tmp_path / "work", tmp_path / "node"
+    proc = stage_on_a_full_disk(tmp_path, work, node, node)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "1 downloaded" in proc.stdout and "0 linked" in proc.stdout, proc.stdout
+    assert (work / "in" / "data.bin").read_bytes() == files["data.bin"]
+    assert taskkit_files(work) == []
+    assert list((node / "partial").iterdir()) == []
+    assert [p for p in node.rglob("objects/*/*") if p.is_file()] == []
