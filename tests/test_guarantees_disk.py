@@ -12,6 +12,7 @@ as a full device refuses them.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import subprocess
@@ -193,8 +194,102 @@ def test_a_full_node_cache_is_bypassed_when_the_dest_has_room(tmp_path: Path, si
     proc = stage_on_a_full_disk(tmp_path, work, node, node)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    assert "1 downloaded" in proc.stdout and "0 linked" in proc.stdout, proc.stdout
+    assert "1 downloaded" in proc.stdout, proc.stdout
+    assert "0 linked" in proc.stdout, proc.stdout
     assert (work / "in" / "data.bin").read_bytes() == files["data.bin"]
     assert taskkit_files(work) == []
     assert list((node / "partial").iterdir()) == []
     assert [p for p in node.rglob("objects/*/*") if p.is_file()] == []
+
+
+# -- real small disks (a tmpfs: needs root, skipped where mounting is refused) -----------------
+
+
+def taskkit_stage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A real ``taskkit stage`` with a stat-cache of its own and no Batch or taskkit settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "TASKKIT_"))}
+    env["TASKKIT_CACHE_DIR"] = str(tmp_path / "statcache")
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskkit", "stage", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def cached_objects(node: Path) -> list[Path]:
+    return [p for p in node.glob("objects/*/*") if p.is_file()]
+
+
+def test_a_full_dest_behind_the_node_cache_is_named_as_dest(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """Workdir on a full 4 MiB tmpfs, node cache on another disk, a 6 MB input: exit 74 with
+    one line saying the file was going to its DEST and naming the tmpfs (its mount point and
+    type), never the node cache's object or disk; nothing left in the workdir."""
+    write_source(tmp_path / "src", {"six.bin": 6_000_000})
+    node = tmp_path / "node"
+    work = small_disk / "w"
+    proc = taskkit_stage(
+        tmp_path,
+        *("--cache-dir", str(node), "--workdir", str(work)),
+        *("-i", f"{tmp_path / 'src'}/six.bin=six.bin"),
+    )
+    assert proc.returncode == 74, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("taskkit: error: cannot stage "), line
+    assert " to 'six.bin': " in line
+    assert f"the filesystem {str(small_disk)!r} (tmpfs on tmpfs, " in line
+    assert str(node) not in line
+    assert list(work.iterdir()) == []
+
+
+def test_concurrent_additions_to_a_small_node_cache_all_stage(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """Node cache on a 4 MiB tmpfs, workdir on another disk, two distinct 3 MB inputs (each
+    fits the cache alone, both do not) staged with the default -j 8: exit 0, both staged byte
+    for byte, whatever order the additions ran in; nothing partial left in the cache."""
+    files = write_source(tmp_path / "src", {"one.bin": 3_000_000, "two.bin": 3_000_000})
+    node = small_disk / "cache"
+    work = tmp_path / "w"
+    proc = taskkit_stage(
+        tmp_path,
+        *("--cache-dir", str(node), "--workdir", str(work), "--json"),
+        *("-i", f"{tmp_path / 'src'}/=in/"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    summary = json.loads(proc.stdout)
+    assert (summary["transferred"], summary["failed"]) == (2, 0)
+    for name, data in files.items():
+        assert (work / "in" / name).read_bytes() == data
+    assert list((node / "partial").iterdir()) == []
+    assert len(cached_objects(node)) <= 1
+
+
+def test_a_node_cache_without_room_never_fails_a_stage(small_disk: Path, tmp_path: Path) -> None:
+    """The node cache's 4 MiB tmpfs half taken by a file no eviction may touch, a 3 MB input
+    (within the share the cache may fill, more than is free): staged straight into place,
+    exit 0; -v says it was downloaded; the cache keeps no object or partial of it."""
+    files = write_source(tmp_path / "src", {"three.bin": 3_000_000})
+    (small_disk / "other-task-output").write_bytes(b"\1" * (2 * 1024 * 1024))
+    node = small_disk / "cache"
+    work = tmp_path / "w"
+    proc = taskkit_stage(
+        tmp_path,
+        *("--cache-dir", str(node), "--workdir", str(work), "-v"),
+        *("-i", f"{tmp_path / 'src'}/three.bin=in/three.bin"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    told, closing = proc.stdout.splitlines()
+    assert told == f"download {tmp_path / 'src' / 'three.bin'} -> in/three.bin"
+    assert "1 downloaded" in closing, closing
+    assert (work / "in" / "three.bin").read_bytes() == files["three.bin"]
+    assert list((node / "partial").iterdir()) == []
+    assert cached_objects(node) == []

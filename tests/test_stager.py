@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -326,3 +327,79 @@ def test_stage_plans_then_executes_and_a_dry_run_changes_nothing(
     assert (real.dry_run, real.transferred, real.failed) == (False, 2, 0)
     for name, data in contents.items():
         assert (workdir / "in" / name).read_bytes() == data
+
+
+# -- a full disk after the node cache, the action done -----------------------------------------
+
+
+def test_a_full_dest_after_the_node_cache_names_dest_and_its_filesystem(
+    small_disk: Path, tmp_path: Path, stores: Stores
+) -> None:
+    """The node cache (another disk) takes the file and the copy into a full DEST fails:
+    IOFailure (74) saying it was going to DEST and naming DEST's filesystem (the tmpfs), not
+    the cache's object or disk; nothing left in DEST; the object stays in the cache."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"six.bin": 6 * MiB})
+    node = NodeCache(tmp_path / "node")
+    the_plan = plan(
+        [parse_input(f"{src}/six.bin=six.bin")], workdir=small_disk, stores=stores, node_cache=node
+    )
+    summary = execute(the_plan, node_cache=node)
+    (problem,) = summary.problems
+    message = str(problem.error)
+    assert isinstance(problem.error, IOFailure)
+    assert problem.error.exit_code == 74
+    assert message.startswith(f"cannot stage {str(src / 'six.bin')!r} to 'six.bin': "), message
+    assert f"no space left on device: the filesystem {str(small_disk)!r} (tmpfs" in message
+    assert str(tmp_path / "node") not in message
+    assert list(small_disk.iterdir()) == []
+    assert node.object_path(hash_bytes(contents["six.bin"])).read_bytes() == contents["six.bin"]
+
+
+def test_a_link_into_a_full_dest_names_dest_not_the_object(
+    tmp_path: Path, stores: Stores, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hard link from the node cache that fails for lack of space (the kernel's error names
+    the object first): the message names DEST's path and says it was going to DEST."""
+    src = tmp_path / "src"
+    make_source(src, {"f.bin": 1000})
+    node = NodeCache(tmp_path / "node")
+
+    def no_room(source: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(source), None, str(target))
+
+    monkeypatch.setattr(os, "link", no_room)
+    summary = execute(plan_prefix(src, workdir, stores, node_cache=node), node_cache=node)
+    (problem,) = summary.problems
+    message = str(problem.error)
+    assert isinstance(problem.error, IOFailure)
+    assert message.startswith(f"cannot stage {str(src / 'f.bin')!r} to 'in/f.bin': "), message
+    assert f"cannot link it from the node cache to {str(workdir / 'in' / 'f.bin')!r}" in message
+    assert "no space left on device: the filesystem " in message
+    assert str(tmp_path / "node") not in message
+    assert leftovers(workdir) == []
+
+
+def test_each_file_done_is_told_with_the_action_done_not_the_one_planned(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """on_file (what -v prints) gets the action that was done: a planned 'link' whose object
+    was evicted before it was handed out is a 'download', as the summary counts it."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"a": 1000, "b": 2000})
+    node = NodeCache(tmp_path / "node")
+    work1, work2 = tmp_path / "w1", tmp_path / "w2"
+    work1.mkdir()
+    work2.mkdir()
+    execute(plan_prefix(src, work1, stores, node_cache=node), node_cache=node)
+    the_plan = plan_prefix(src, work2, stores, node_cache=node)
+    assert [e.action for e in the_plan.entries] == ["link", "link"]
+    node.object_path(hash_bytes(contents["a"])).unlink()  # evicted after the plan
+    told: dict[str, str] = {}
+    summary = execute(
+        the_plan,
+        node_cache=node,
+        on_file=lambda entry, error: told.__setitem__(entry.dest, entry.action),
+    )
+    assert told == {"in/a": "download", "in/b": "link"}
+    assert (summary.transferred, summary.linked) == (1, 1)
