@@ -507,6 +507,55 @@ def test_a_task_writing_into_its_linked_input_does_not_corrupt_the_next(st: Stag
     assert result.summary["transferred"] == 1
 
 
+def test_a_partial_left_in_the_node_cache_by_kill_9_goes_once_its_blob_changed(
+    st: Stage,
+) -> None:
+    """kill -9 while a blob is fetched into the node cache leaves a full-size partial; the
+    blob then changes, so no one will resume it: the next stage evicts it within
+    --cache-max-bytes (it counts in the bound) and the cache ends within the bound."""
+    size = 64 * MiB
+    st.seed({"big.bin": data(size, 11)})
+    node = st.tmp / "node"
+    args = ["-i", st.url("big.bin") + "=big.bin", "--cache-dir", str(node)]
+    wd = st.workdir()
+    proc = subprocess.Popen(
+        st.command(*args, "-j", "1", workdir=wd),
+        env=st.env(),
+        cwd=st.tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        journals: list[Path] = []
+        while proc.poll() is None and time.monotonic() < deadline:
+            journals = sorted((node / "partial").glob("*.chunks"))
+            if journals and _journal_chunks(journals[0]) >= 1:
+                break
+            time.sleep(0.002)  # bounded poll: a file gives no change notification
+        assert proc.poll() is None, "the download ended before it could be interrupted"
+        assert journals, "no chunk journal in the node cache within 60 s"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    orphan = journals[0].with_suffix("")
+    assert orphan.stat().st_size == size
+    content = data(size, 12)
+    st.seed({"big.bin": content})  # a new version: the partial is no one's any more
+
+    bound = 100 * MiB  # the object fits; the object and the orphan do not
+    result = st.run(*args, "--cache-max-bytes", str(bound), "--json", workdir=wd)
+    assert result.returncode == 0, result.stderr
+    assert (wd / "big.bin").read_bytes() == content
+    assert list((node / "partial").iterdir()) == []
+    (obj,) = _objects(node)
+    assert obj.read_bytes() == content
+    assert sum(p.stat().st_size for p in node.rglob("*") if p.is_file()) <= bound
+
+
 # -- 8: dry run ----------------------------------------------------------------------------------
 
 

@@ -403,3 +403,34 @@ def test_each_file_done_is_told_with_the_action_done_not_the_one_planned(
     )
     assert told == {"in/a": "download", "in/b": "link"}
     assert (summary.transferred, summary.linked) == (1, 1)
+
+
+def test_a_partial_in_the_node_cache_the_plan_resumes_outlives_the_room_made_for_others(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """A run that will resume a node-cache partial ('resume' planned) makes room for its other
+    files from the cache's objects first, even from one used more recently than the partial
+    was written: that object goes, not the partial; the cache ends within max_bytes."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"a.bin": 1000, "z.bin": 1000})
+    node = NodeCache(tmp_path / "node", max_bytes=2100)
+    work = tmp_path / "w"
+    work.mkdir()
+    the_plan = plan_prefix(src, work, stores, node_cache=node)
+    z = next(e for e in the_plan.entries if e.dest == "in/z.bin")
+    partial = node.partial(NodeCache.key(z.identity, z.source.version))
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\0" * 1000)  # a download of z.bin killed midway
+    other = _object(node, b"o" * 1000, tmp_path)
+    old, recent = 1_700_000_000 * 10**9, time.time_ns() + 3600 * 10**9
+    os.utime(partial, ns=(old, old))
+    os.utime(other, ns=(recent, old))  # used after anything this run adds
+    the_plan = plan_prefix(src, work, stores, node_cache=node)
+    assert [e.action for e in the_plan.entries] == ["download", "resume"]
+    summary = execute(the_plan, jobs=1, node_cache=node)
+    assert summary.failed == 0
+    assert not other.exists()
+    for name, data in contents.items():
+        assert (work / "in" / name).read_bytes() == data
+    objects = [p for p in (tmp_path / "node" / "objects").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in objects) <= 2100
