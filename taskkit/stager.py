@@ -448,17 +448,21 @@ class _Run:
             _rename(temp, entry.path, entry)
             st = os.stat(entry.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             if _full(exc):
+                # Measured before the partial copy goes, so the free space shown is the
+                # space the copy found.
                 exc.filename, exc.filename2 = str(entry.path), None
-                error = write_error(exc, f"cannot {how} it from the node cache to")
-                raise IOFailure(
-                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {error}",
+                full = write_error(exc, f"cannot {how} it from the node cache to")
+                error: TaskFailure = IOFailure(
+                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {full}",
                     path=entry.path,
                     errno=exc.errno,
-                ) from exc
-            raise write_error(exc, f"cannot stage {entry.source.url!r} to") from exc
+                )
+            else:
+                error = write_error(exc, f"cannot stage {entry.source.url!r} to")
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise error from exc
         return st
 
 

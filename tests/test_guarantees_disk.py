@@ -229,8 +229,9 @@ def test_a_full_dest_behind_the_node_cache_is_named_as_dest(
     small_disk: Path, tmp_path: Path
 ) -> None:
     """Workdir on a full 4 MiB tmpfs, node cache on another disk, a 6 MB input: exit 74 with
-    one line saying the file was going to its DEST and naming the tmpfs (its mount point and
-    type), never the node cache's object or disk; nothing left in the workdir."""
+    one line saying the file was going to its DEST and naming the tmpfs (its mount point, type
+    and the free space the copy found), never the node cache's object or disk; nothing left
+    in the workdir."""
     write_source(tmp_path / "src", {"six.bin": 6_000_000})
     node = tmp_path / "node"
     work = small_disk / "w"
@@ -243,7 +244,8 @@ def test_a_full_dest_behind_the_node_cache_is_named_as_dest(
     (line,) = proc.stderr.splitlines()
     assert line.startswith("taskkit: error: cannot stage "), line
     assert " to 'six.bin': " in line
-    assert f"the filesystem {str(small_disk)!r} (tmpfs on tmpfs, " in line
+    # Measured as the copy found it (0 B free), not after its partial copy was removed.
+    assert f"the filesystem {str(small_disk)!r} (tmpfs on tmpfs, 0 B free of " in line
     assert str(node) not in line
     assert list(work.iterdir()) == []
 
