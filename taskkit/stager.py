@@ -6,9 +6,9 @@ file, whatever kills the process. Failures are per file: the other files are sti
 
 The node cache never turns a file that could be staged into a failure: when it has no room
 for a file (its disk fills while the file is reserved, written or added), the file is
-downloaded straight into place instead. A full disk is always named as the disk that is full:
-the node cache's while a file goes into it, DEST's while it is linked, copied or downloaded
-there.
+downloaded straight into place instead. So a full disk that fails a file is DEST's, and its
+message names DEST and DEST's filesystem, whether the file was being linked, copied (from the
+node cache) or downloaded there.
 
 Stale files the plan names are removed first, each only if it is still the very file that was
 planned (same identity), and forgotten by the stat-cache. A missing working directory is
