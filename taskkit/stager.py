@@ -446,6 +446,10 @@ class _Run:
                 how = "copy"
                 shutil.copyfile(obj, temp)
             _rename(temp, entry.path, entry)
+            # A rename onto another name of the same file does nothing (the path already was
+            # a link to this very object): the temporary name would stay behind.
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
             st = os.stat(entry.path)
         except OSError as exc:
             if _full(exc):

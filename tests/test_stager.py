@@ -332,6 +332,28 @@ def test_stage_plans_then_executes_and_a_dry_run_changes_nothing(
 # -- a full disk after the node cache, the action done -----------------------------------------
 
 
+def test_relinking_the_object_a_file_already_is_leaves_no_temporary_name(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """The source rewritten with the same bytes (a new version, the same content): the file
+    is fetched again into the cache, whose object it already is a link to; the rename onto
+    that same file does nothing, and its temporary name must not stay in DEST."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"a.txt": 1000})
+    node = NodeCache(tmp_path / "node")
+    work = tmp_path / "w"
+    work.mkdir()
+    first = execute(plan_prefix(src, work, stores, node_cache=node), node_cache=node)
+    assert first.failed == 0
+    (src / "a.txt").write_bytes(contents["a.txt"])  # same bytes, a new version
+    os.utime(src / "a.txt", ns=(1, 1))
+    again = plan_prefix(src, work, stores, node_cache=node)
+    assert [e.action for e in again.entries] != ["skip"]
+    assert execute(again, node_cache=node).failed == 0
+    assert sorted(p.name for p in (work / "in").iterdir()) == ["a.txt"]
+    assert leftovers(work) == []
+
+
 def test_a_full_dest_after_the_node_cache_names_dest_and_its_filesystem(
     small_disk: Path, tmp_path: Path, stores: Stores
 ) -> None:
