@@ -30,7 +30,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,6 +65,9 @@ __all__ = ["DEFAULT_JOBS", "Summary", "execute", "planned", "stage"]
 #: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
 #: bound is ``DEFAULT_JOBS * 8 MiB``.
 DEFAULT_JOBS = 8
+#: Seconds between two records of the files staged so far: a ``kill -9`` loses at most the
+#: provenance of the files that arrived in the last of them.
+RECORD_EVERY = 0.5
 #: Attempts at a file whose bytes do not match the digest its source declares.
 DIGEST_ATTEMPTS = 2
 #: Node-cache objects larger than this are verified through the stat-cache; smaller ones hashed.
@@ -197,27 +200,21 @@ def execute(
     work = [e for e in plan.entries if e.action != "skip"]
     summary.skipped = len(plan.entries) - len(work)
     done: list[_Done] = []
+    recorded_at = time.monotonic()
     pool = ThreadPoolExecutor(run.transfers.jobs, thread_name_prefix="taskkit-stage")
     try:
         futures = {pool.submit(run.stage, entry): entry for entry in work}
-        for future in as_completed(futures):
-            entry = futures[future]
-            try:
-                result = future.result()
-            except TaskFailure as exc:
-                summary.failed += 1
-                summary.problems.append(Problem(entry.source.url, exc))
-                if on_file is not None:
-                    on_file(entry, exc)
-                continue
-            done.append(result)
-            summary.linked += result.linked
-            summary.transferred += not result.linked
-            summary.resumed += result.reused > 0
-            summary.bytes_transferred += result.transferred
-            summary.bytes_reused += result.reused
-            if on_file is not None:
-                on_file(entry._replace(action=result.action), None)
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=RECORD_EVERY, return_when=FIRST_COMPLETED)
+            for future in finished:
+                _count(future, futures[future], summary, done, on_file)
+            if cache is not None and done and time.monotonic() - recorded_at >= RECORD_EVERY:
+                # What has arrived is known as staged even if this process is killed before
+                # the end: the stale files of a later run are found by these records.
+                _record(cache, done, [])
+                done.clear()
+                recorded_at = time.monotonic()
     finally:
         run.transfers.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -226,6 +223,32 @@ def execute(
             _record(cache, done, [e for e in plan.entries if e.action == "skip"])
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _count(
+    future: Future[_Done],
+    entry: PlanEntry,
+    summary: Summary,
+    done: list[_Done],
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None,
+) -> None:
+    """Count one finished file in ``summary`` (``done`` gets it when it arrived)."""
+    try:
+        result = future.result()
+    except TaskFailure as exc:
+        summary.failed += 1
+        summary.problems.append(Problem(entry.source.url, exc))
+        if on_file is not None:
+            on_file(entry, exc)
+        return
+    done.append(result)
+    summary.linked += result.linked
+    summary.transferred += not result.linked
+    summary.resumed += result.reused > 0
+    summary.bytes_transferred += result.transferred
+    summary.bytes_reused += result.reused
+    if on_file is not None:
+        on_file(entry._replace(action=result.action), None)
 
 
 def _remove_stale(plan: Plan, cache: StatCache | None, summary: Summary) -> int:

@@ -362,3 +362,54 @@ def test_a_deleted_blob_is_removed_on_azurite(
     assert azurite.operations(since) == ["Container_ListBlobFlatSegment"]
     assert summary.removed == 2
     assert sorted(files(workdir)) == ["in/a.txt", "in/d.txt", "in/mine.txt"]
+
+
+def test_files_staged_before_a_kill_9_are_known_as_staged(tmp_path: Path) -> None:
+    """taskkit run killed (SIGKILL) while one input is still being read, after another
+    arrived: the one that arrived was recorded as staged within a moment, so once its blob
+    is gone a later staging of that prefix removes it (the kill lost nothing it needs)."""
+    import signal
+    import subprocess
+    import sys
+
+    from runner_helpers import Task, wait_for
+
+    from taskkit.statcache import StatCache, path_key
+
+    gated_child = str(Path(__file__).with_name("gated_run_child.py"))
+    task = Task(tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    marker = task.box / "reading"
+    argv = [sys.executable, gated_child, str(marker), "--"]
+    argv += task.args(
+        ["true"], "-j", "2", "-i", f"file://{src}/=in/", "-i", "memory://gated/input.bin=g.bin"
+    )[1:]
+    staged = task.workdir / "in" / "a.txt"
+    cache_file = Path(task.env["TASKKIT_CACHE_DIR"]) / "statcache-v1.sqlite3"
+
+    def recorded() -> bool:
+        if not cache_file.exists():
+            return False
+        with StatCache(cache_file) as cache:  # not immutable: it must see the WAL
+            return bool(cache.lookup([path_key(staged)]))
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=task.env)
+    try:
+        wait_for(lambda: marker.exists() and staged.exists(), "a.txt to arrive, g.bin to block")
+        wait_for(recorded, "a.txt to be recorded as staged while g.bin blocks")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    (src / "a.txt").unlink()
+    (src / "b.txt").write_text("b\n")  # the prefix still lists something
+    stage = [sys.executable, "-m", "taskkit", "stage", "--workdir", str(task.workdir)]
+    again = task.taskkit([*stage, "-i", f"file://{src}/=in/"])
+    assert again.returncode == 0, again.stderr
+    assert "1 stale removed" in again.stdout
+    assert not staged.exists()
