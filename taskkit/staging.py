@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 _NAME_MAX = 255
+#: How taskkit names its own files in a working directory (partials, ledgers, tombstones).
+_OWN_PREFIX = ".taskkit-"
 _PATH_MAX = 4096
 
 
@@ -237,6 +239,10 @@ def name_problem(name: str) -> str | None:
         return "it holds a control character"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "it has an empty, '.' or '..' segment"
+    if any(part.startswith(_OWN_PREFIX) for part in name.split("/")):
+        # taskkit's partial files, journals and ledgers are named so: a blob of that name
+        # would be written over, or be taken for, one of them.
+        return f"a segment starts with {_OWN_PREFIX!r}, which taskkit keeps for its own files"
     if any(len(os.fsencode(part)) > _NAME_MAX for part in name.split("/")):
         return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
     if len(os.fsencode(name)) > _PATH_MAX - 256:

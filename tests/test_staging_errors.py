@@ -323,3 +323,30 @@ def test_the_same_input_given_twice_is_staged_once(tmp_path: Path) -> None:
     assert summary.exit_error() is None
     assert summary.files == 1
     assert (work / "s").read_text() == "a\n"
+
+
+@pytest.mark.azurite
+def test_a_blob_named_like_taskkits_own_files_is_refused_not_staged_over_another(
+    azurite: Azurite, azurite_container: str, tmp_path: Path
+) -> None:
+    """A blob named as taskkit names the partial file of another blob of the prefix
+    (``big/.taskkit-<hash>.partial`` beside ``big/six.bin``): it is refused on its own (65,
+    one line), and ``six.bin`` is staged with its own bytes, straight into place."""
+    from taskkit.staging import partial_path
+
+    data = bytes(range(256)) * 4096
+    partial = partial_path(Path("big") / "six.bin").name
+    with azurite.blob_service_client() as service:
+        container = service.get_container_client(azurite_container)
+        container.upload_blob("pc/big/six.bin", data)
+        container.upload_blob(f"pc/big/{partial}", b"not six.bin's bytes")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    workdir = tmp_path / "wd"
+    proc = taskkit_stage(
+        "--no-node-cache", "--workdir", str(workdir), "-i", f"az://{azurite_container}/pc/=x/",
+        tmp_path=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 65, proc.stderr
+    assert "taskkit keeps for its own files" in one_error(proc.stderr)
+    assert (workdir / "x" / "big" / "six.bin").read_bytes() == data
+    assert sorted(p.name for p in (workdir / "x" / "big").iterdir()) == ["six.bin"]
