@@ -22,7 +22,8 @@ Invariants:
 * A stored log holds no credential taskkit knows of: lines are redacted
   (:func:`~taskkit.redaction.redact`) before they reach the local file, which is what is
   uploaded. The console copy is the user's own output, left exactly as the command wrote it.
-  A line longer than 64 KiB is cut there, so a secret straddling that cut is not recognised.
+  A line longer than 64 KiB is written in pieces, each cut 4 KiB before its end and those
+  bytes kept for the next piece, so a credential at a cut is still seen whole.
 * A failing upload never fails, stops or blocks the command: :meth:`LogSink.flush` never
   raises, warns once per streak of failures and tries again at the next flush.
 * A remote file is always a prefix of the local one: bytes are appended from the offset the
@@ -57,6 +58,9 @@ __all__ = ["LINE_LIMIT", "NAMES", "UPLOAD_PIECE", "LogFile", "LogSink", "Phase",
 NAMES = ("stdout", "stderr", "taskkit")
 #: A partial line longer than this is written out without waiting for its newline.
 LINE_LIMIT = 64 * 1024
+#: Bytes of a cut line kept for the next piece: more than the longest credential redact()
+#: recognises in one piece (a connection string's secret fields, a SAS, an account key).
+_HELD_BACK = 4096
 #: Bytes per append request: a flush after a burst of output holds little in memory.
 UPLOAD_PIECE = 4 * 1024 * 1024
 
@@ -109,8 +113,10 @@ class LogFile:
         with self._lock:
             self._pending += data
             end = self._pending.rfind(b"\n") + 1
-            if len(self._pending) > LINE_LIMIT:
-                end = len(self._pending)
+            if not end and len(self._pending) > LINE_LIMIT:
+                # A line too long to wait for is cut, but its last bytes are held back for
+                # the next piece, so that a credential at the cut is seen whole by redact().
+                end = len(self._pending) - _HELD_BACK
             if end:
                 self._emit(bytes(self._pending[:end]))
                 del self._pending[:end]

@@ -29,7 +29,7 @@ import pytest
 from taskkit import command
 from taskkit.command import DRAIN_SECONDS, Finished, run_logged
 from taskkit.exceptions import MisuseError, UsageError
-from taskkit.logs import LINE_LIMIT, LogSink
+from taskkit.logs import LINE_LIMIT, LogFile, LogSink
 from taskkit.storage import Stores
 from taskkit.testing import Azurite
 
@@ -503,11 +503,14 @@ def test_flushes_append_what_was_added(sink: LogSink, tmp_path: Path) -> None:
 
 
 def test_a_line_longer_than_the_limit_is_written_without_its_newline(sink: LogSink) -> None:
-    """A partial line is held back only up to 64 KiB, so endless binary output still flows."""
+    """A partial line is held back only up to 64 KiB (then all but its last 4 KiB, kept to see
+    a credential at the cut whole, are written), so endless binary output still flows."""
     out = sink.file("stdout")
     out.write(b"x" * LINE_LIMIT)
     assert out.size == 0
     out.write(b"y")
+    assert out.size == LINE_LIMIT + 1 - 4096
+    out.drain()
     assert out.size == LINE_LIMIT + 1
 
 
@@ -688,3 +691,20 @@ def test_azure_flushes_append_to_one_blob(
             blob = blobs.download_blob(f"job/task/attempt-1/{name}").readall()
             assert blob == (tmp_path / "logs" / name).read_bytes()
         assert blobs.download_blob("job/task/attempt-1/stdout.txt").readall() == b"one\ntwo\n"
+
+
+@pytest.mark.parametrize("before", [64 * 1024 - 44, 128 * 1024 - 44, 8 * 1024 * 1024 - 30])
+def test_a_key_at_the_cut_of_a_long_line_is_hidden(tmp_path: Path, before: int) -> None:
+    """A bare account key printed at the end of a line longer than the cut (64 KiB, 128 KiB,
+    8 MiB of text before it, fed in 64 KiB reads as a pipe gives them) is stored hidden."""
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    line = b"x" * before + b" " + key.encode() + b"\n"
+    log = LogFile(str(tmp_path / "stdout.txt"), lambda message: None)
+    for at in range(0, len(line), 65536):
+        log.write(line[at : at + 65536])
+    log.close()
+    stored = (tmp_path / "stdout.txt").read_bytes()
+    assert key.encode() not in stored
+    assert stored.endswith(b"***\n")
+    assert stored.count(b"x") == before
+    assert len(stored) == before + len(" ***\n")
