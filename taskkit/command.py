@@ -14,7 +14,8 @@ Invariants:
   it or holds its pipes open.
 * The group does not outlive taskkit either: a :class:`~taskkit.lifetime.Watchdog` started
   before the command kills it when taskkit dies (``kill -9``) and is released once the group
-  is gone; ``on_start`` learns the group and its leader's start time, to be recorded.
+  is gone; ``on_start`` learns the group and its leader's start time, to be recorded. Given
+  a ``tombstone``, the watchdog makes that file once the command is gone after taskkit died.
 * A command that cannot start is not an exception: it ends like a shell's, 127 (not found) or
   126 (not executable), with one line on stderr and in the logs.
 """
@@ -243,6 +244,7 @@ def run_logged(
     cwd: str | os.PathLike[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_start: Callable[[int, str], None] | None = None,
+    tombstone: str | os.PathLike[str] | None = None,
 ) -> Finished:
     """Run ``argv`` to its end, its output teed to the console and to ``sink``.
 
@@ -251,6 +253,8 @@ def run_logged(
     thread) are forwarded the same way; a second one kills at once. A command that cannot
     start gives 127 (not found) or 126 (not executable), as in a shell. ``on_start`` is
     called with the command's process group and its leader's start time once it runs.
+    ``tombstone``: the file the watchdog makes (or touches) once nothing of the command is
+    left, should taskkit die while it runs (see :mod:`taskkit.lifetime`).
     """
     if not argv:
         raise UsageError("no command to run")
@@ -267,7 +271,7 @@ def run_logged(
     end = None if deadline is None else started + deadline
     # The handlers are set before the command starts: a SIGTERM in between must not end
     # taskkit and leave the command running in a session of its own.
-    with _Wakeup() as wakeup, _watched(note) as watchdog:
+    with _Wakeup() as wakeup, _watched(note, tombstone) as watchdog:
         try:
             process = subprocess.Popen(
                 list(argv),
@@ -334,10 +338,12 @@ def _marked(env: Mapping[str, str] | None, watchdog: Watchdog | None) -> dict[st
 
 
 @contextlib.contextmanager
-def _watched(note: Callable[[str], None]) -> Iterator[Watchdog | None]:
+def _watched(
+    note: Callable[[str], None], tombstone: str | os.PathLike[str] | None
+) -> Iterator[Watchdog | None]:
     """A watchdog for the command to come, released once its group is gone (whatever
     happened in between); None where there can be none."""
-    watchdog = Watchdog.start()
+    watchdog = Watchdog.start(tombstone)
     if watchdog is None and os.path.exists("/proc/self/stat"):
         note("cannot start a watchdog: the command may outlive a killed taskkit")
     try:

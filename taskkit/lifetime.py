@@ -12,13 +12,19 @@ runner, the OOM killer choosing Python. Two things close that gap:
   runner may die in between), it kills the processes whose environment carries its mark,
   ``TASKKIT_WATCHDOG=<its pid>``, which the command is given. It holds no console, so it never
   keeps a reader of the runner's output waiting, and costs about a millisecond per command.
+  Given a *tombstone* path, it makes (or touches) that file once nothing of the command is
+  left: the group gone and no process carrying its mark alive. The file's change time, set by
+  the filesystem's clock, is then a moment after the command's last write
+  (:mod:`taskkit.leftovers` bounds what it charges to a killed attempt by it).
 * :func:`end_groups_left_by`: before a new attempt starts on the same host and boot, what is left of
   the recorded group of an interrupted earlier attempt (its watchdog killed too) is killed,
   and the new attempt waits until it is gone. The command also carries its runner's mark,
   ``TASKKIT_RUNNER=<pid>:<start time>`` (:data:`RUNNER_MARK`), which the attempt record names
   from the start: so what an attempt left is found even when its group never reached the
   record (runner and watchdog killed at once, before the first write), and so are processes
-  that left the group (``setsid``) but kept their environment.
+  that left the group (``setsid``) but kept their environment. Once :func:`end_groups_left_by`
+  has run through without blocking, nothing of the attempts :func:`gone_for_sure` names is
+  running any more.
 
 Invariants:
 
@@ -26,6 +32,8 @@ Invariants:
   leader is alive with the recorded start time (``/proc/PID/stat`` field 22), or the leader is
   gone and the process is a member of that group started no earlier than the leader. A pid
   reused by another process never passes (:func:`group_members`).
+* A tombstone is made only once the command's group and every process carrying the
+  watchdog's mark are verifiably gone; never while one may still write.
 * Linux only (``/proc``); elsewhere nothing is watched and nothing is killed.
 
 This module imports little of the standard library and nothing of taskkit at run time: the
@@ -54,9 +62,12 @@ __all__ = [
     "Watchdog",
     "end_group",
     "end_groups_left_by",
+    "gone_for_sure",
     "group_members",
+    "interrupted_on",
     "process_start",
     "runner_mark",
+    "touch",
 ]
 
 #: The variable whose value, the watchdog's pid, marks the command and what it starts.
@@ -150,14 +161,19 @@ def runner_mark(pid: int, start: str | None) -> str:
     return f"{pid}:{start}"
 
 
+def interrupted_on(attempts: Iterable[Attempt], host: str) -> list[Attempt]:
+    """The attempts of ``attempts`` interrupted on ``host`` (this machine since its boot):
+    those whose leftovers :func:`end_groups_left_by` ends (another machine's, or one whose
+    runner lives, is not ours to end)."""
+    return [old for old in attempts if old.host == host and old.state(host) == "interrupted"]
+
+
 def end_groups_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, bool]]:
     """End what each interrupted attempt of ``attempts`` that ran on ``host`` (this machine
     since its boot) left of its command: its recorded group, and every process carrying its
     runner's mark. The attempts that left something, each with whether it is gone now (see
     :func:`end_group`)."""
-    for old in attempts:
-        if old.host != host or old.state(host) != "interrupted":
-            continue  # another machine's, or its runner lives: not ours to end
+    for old in interrupted_on(attempts, host):
         ended = None
         if old.command_pgid and old.command_start:
             ended = end_group(old.command_pgid, old.command_start)
@@ -168,6 +184,33 @@ def end_groups_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple
                 ended = swept if ended is None else ended and swept
         if ended is not None:
             yield old, ended
+
+
+def gone_for_sure(attempts: Iterable[Attempt]) -> list[int]:
+    """Of interrupted attempts that :func:`end_groups_left_by` has just run through without
+    one still running, those of which nothing runs now: the ones whose runner's mark it could
+    sweep (its pid and start time are recorded, which needs ``/proc``). A command's processes
+    that left the group carry that mark, so its group alone would not do."""
+    return [old.number for old in attempts if old.pid and old.pid_start]
+
+
+def touch(path: str, *, keep: bool = False) -> bool:
+    """Make the file ``path`` (never through a link), or set its times to now if it is there;
+    with ``keep``, leave one that is there as it is. Whether the file is there now."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if keep else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        return True
+    except OSError:  # the directory is gone, or not writable: no bound is known then
+        return False
+    try:
+        os.utime(fd)  # a file that was there: its change time is this moment too
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def end_marked(
@@ -217,9 +260,9 @@ def _marked(mark: bytes) -> list[tuple[int, int]]:
 _EXEC_SECONDS = 0.5
 
 
-def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> None:
+def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> bool:
     """Kill the processes carrying ``mark`` (with the groups they lead) until none is left
-    and a moment has passed, for at most ``timeout`` seconds."""
+    and a moment has passed, for at most ``timeout`` seconds: whether none is left."""
     started = time.monotonic()
     while (found := _marked(mark)) or time.monotonic() < started + _EXEC_SECONDS:
         for pid, pgid in found:
@@ -229,13 +272,15 @@ def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> None:
                 else:
                     os.kill(pid, signal.SIGKILL)
         if time.monotonic() > started + timeout:
-            return
+            return False
         time.sleep(0.01)
+    return True
 
 
 #: The watchdog while it waits: a shell (it starts in a millisecond and leaves the CPU to the
 #: command) reading the pipe on its stdin. At end of file it becomes Python (same pid, so its
-#: mark stays true) to find and kill what it was told of, or what carries its mark.
+#: mark stays true) to find and kill what it was told of, or what carries its mark, and then
+#: to make its tombstone ($3, empty for none).
 _WAITING = """trap '' INT HUP
 watched=
 while read -r word pgid start; do
@@ -244,7 +289,7 @@ while read -r word pgid start; do
     watch) watched="$pgid $start" ;;
   esac
 done
-exec "$1" -I -S "$2" $watched
+exec "$1" -I -S "$2" "$3" $watched
 """
 
 
@@ -256,9 +301,10 @@ class Watchdog:
         self.pid, self._process, self._write = process.pid, process, write
 
     @classmethod
-    def start(cls) -> Watchdog | None:
+    def start(cls, tombstone: str | os.PathLike[str] | None = None) -> Watchdog | None:
         """A running watchdog, or None where there is none to have (no ``/proc``, no shell,
-        no interpreter, this file not on disk)."""
+        no interpreter, this file not on disk). ``tombstone``: the file to make once it has
+        seen the command gone after the runner died."""
         import subprocess  # here: the watchdog process itself has no use for it
 
         here = os.path.abspath(__file__)
@@ -267,7 +313,15 @@ class Watchdog:
         read, write = os.pipe()  # both close-on-exec: only the watchdog is given the read end
         try:
             process = subprocess.Popen(
-                ["/bin/sh", "-c", _WAITING, "taskkit-watchdog", sys.executable, here],
+                [
+                    "/bin/sh",
+                    "-c",
+                    _WAITING,
+                    "taskkit-watchdog",
+                    sys.executable,
+                    here,
+                    "" if tombstone is None else os.fspath(tombstone),
+                ],
                 stdin=read,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -305,12 +359,19 @@ class Watchdog:
 
 
 def _kill_at_end(argv: list[str]) -> None:
-    """The watchdog once its runner died: kill the group it was told of (``PGID START``), or,
-    told none (the runner died as the command started), whatever carries its mark."""
-    if len(argv) == 2 and argv[0].isdigit():
-        end_group(int(argv[0]), argv[1])
+    """The watchdog once its runner died (``TOMBSTONE [PGID START]``): kill the group it was
+    told of, or, told none (the runner died as the command started), whatever carries its
+    mark; then, if nothing of the command is left, make the tombstone (if one is named)."""
+    tombstone, watched = (argv[0], argv[1:]) if argv else ("", [])
+    mark = f"{MARK}={os.getpid()}".encode()
+    if len(watched) == 2 and watched[0].isdigit():
+        # A process that left the group (setsid) keeps the mark: the next attempt ends it,
+        # and until then no moment is known after which the command wrote nothing.
+        gone = end_group(int(watched[0]), watched[1]) is not False and not _marked(mark)
     else:
-        _end_marked(f"{MARK}={os.getpid()}".encode())
+        gone = _end_marked(mark)
+    if gone and tombstone:
+        touch(tombstone)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from runner_helpers import Task, opened_task, q, sh, wait_for
 from taskkit import lifetime
 from taskkit.command import run_logged
 from taskkit.journal import host_identity
-from taskkit.lifetime import MARK, end_group, group_members, process_start
+from taskkit.lifetime import MARK, end_group, group_members, process_start, touch
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/stat"), reason="the command's lifetime is watched on Linux"
@@ -343,12 +343,13 @@ def test_end_group_gives_up_on_a_group_that_does_not_go(stray: Stray) -> None:
     assert alive(child)
 
 
-#: A runner in miniature: starts a Watchdog, prints its pid, watches the group given (if any),
-#: releases it if asked, then waits for a line and dies by SIGKILL, as an OOM-killed runner.
+#: A runner in miniature: starts a Watchdog (with the tombstone given, if any), prints its pid,
+#: watches the group given (if any), releases it if asked, then waits for a line and dies by
+#: SIGKILL, as an OOM-killed runner.
 MINI_RUNNER = """
 import os, signal, sys
 from taskkit.lifetime import Watchdog
-watchdog = Watchdog.start()
+watchdog = Watchdog.start(sys.argv[4] if len(sys.argv) > 4 else None)
 print(watchdog.pid, flush=True)
 if sys.argv[1] != "-":
     watchdog.watch(int(sys.argv[1]), sys.argv[2])
@@ -426,3 +427,83 @@ def test_on_start_learns_the_group_while_its_leader_runs(tmp_path: Path) -> None
     ((pgid, live, start),) = calls
     assert pgid == int(pid.read_text())
     assert live == start
+
+
+# -- the tombstone: when the command of a killed runner was over ---------------------------------
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told the group", "by its mark"])
+def test_the_watchdog_makes_its_tombstone_once_the_command_is_gone(
+    stray: Stray, tmp_path: Path, told: bool
+) -> None:
+    """Its runner killed, the watchdog kills the command (the group it was told of, or what
+    carries its mark) and only then makes the tombstone: when it appears, nothing of the
+    command is alive."""
+    tombstone = tmp_path / ".taskkit-outputs-x-00001.ended"
+    if told:
+        pgid, child = group_leading_child(stray)
+        start = process_start(pgid)
+        assert start is not None
+        argv = (str(pgid), start, "keep", str(tombstone))
+    else:
+        argv = ("-", "-", "keep", str(tombstone))
+    with mini_runner(*argv) as watchdog:
+        if not told:
+            pgid, child = group_leading_child(stray, {**os.environ, MARK: str(watchdog)})
+        assert not tombstone.exists()
+    wait_for(tombstone.exists, "the tombstone")
+    assert not alive(child)
+    assert not alive(pgid)
+    wait_for(lambda: not alive(watchdog), "the watchdog to end")
+
+
+def test_a_released_watchdog_makes_no_tombstone(stray: Stray, tmp_path: Path) -> None:
+    """The command ended in order (the watchdog released): no tombstone, whatever happens to
+    the runner then."""
+    tombstone = tmp_path / "tomb"
+    pgid, child = group_leading_child(stray)
+    start = process_start(pgid)
+    assert start is not None
+    with mini_runner(str(pgid), start, "release", str(tombstone)) as watchdog:
+        wait_for(lambda: not alive(watchdog), "the released watchdog to end")
+    assert alive(child)
+    assert not tombstone.exists()
+
+
+def test_no_tombstone_while_a_process_that_left_the_group_lives(
+    stray: Stray, tmp_path: Path
+) -> None:
+    """A process of the command that left its group (a session of its own, still carrying the
+    watchdog's mark) may still write: the watchdog kills the group but makes no tombstone, and
+    leaves that process to the next attempt."""
+    tombstone = tmp_path / "tomb"
+    pgid, child = group_leading_child(stray)
+    start = process_start(pgid)
+    assert start is not None
+    with mini_runner(str(pgid), start, "keep", str(tombstone)) as watchdog:
+        _, escaped_child = group_leading_child(stray, {**os.environ, MARK: str(watchdog)})
+    wait_for(lambda: not alive(watchdog), "the watchdog to end")
+    assert not alive(child)
+    assert alive(escaped_child)
+    assert not tombstone.exists()
+
+
+def test_touch_makes_or_touches_a_file_and_never_follows_a_link(tmp_path: Path) -> None:
+    """touch makes the file, moves an existing one's change time to now (kept as it is with
+    keep), and neither touches the target of a link at its path nor counts the link."""
+    made = tmp_path / "made"
+    assert touch(str(made)) is True
+    assert made.read_bytes() == b""
+    os.utime(made, ns=(0, 0))
+    assert touch(str(made), keep=True) is True
+    assert made.stat().st_mtime_ns == 0
+    assert touch(str(made)) is True
+    assert made.stat().st_mtime_ns > 0
+    target = tmp_path / "target"
+    target.write_text("not a tombstone\n")
+    os.utime(target, ns=(0, 0))
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert touch(str(link)) is False
+    assert target.stat().st_mtime_ns == 0
+    assert touch(str(tmp_path / "no" / "such")) is False
