@@ -48,8 +48,14 @@ from taskkit.journal import (
     host_identity,
     now,
 )
-from taskkit.leftovers import Leftovers
-from taskkit.lifetime import RUNNER_MARK, end_groups_left_by, runner_mark
+from taskkit.leftovers import Leftovers, commands_gone
+from taskkit.lifetime import (
+    RUNNER_MARK,
+    end_groups_left_by,
+    gone_for_sure,
+    interrupted_on,
+    runner_mark,
+)
 from taskkit.logs import LogSink, Phase, settle_lost
 from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
@@ -223,12 +229,16 @@ class AttemptRun:
         """Kill what interrupted attempts on this host and boot left of their commands (their
         watchdogs killed too) and wait until it is gone: never two copies at once. Why this
         attempt cannot run, if what is left cannot be ended."""
-        for old, ended in end_groups_left_by(previous, host_identity()):
+        host = host_identity()
+        left = interrupted_on(previous, host)
+        for old, ended in end_groups_left_by(left, host):
             pgid = f" (pgid {old.command_pgid})" if old.command_pgid else ""
             what = f"attempt {old.number}'s command{pgid}"
             if not ended:
                 return TransientError(f"what is left of {what} is still running; cannot end it")
             self._tell(sink, f"killed what was left of {what}")
+        # Nothing of them runs now: a bound on what they wrote (their watchdogs may be dead).
+        commands_gone(self.spec, self.workdir, gone_for_sure(left))
         return None
 
     def _tell(self, sink: LogSink, line: str, phase: Phase | None = None) -> None:
@@ -296,9 +306,10 @@ class AttemptRun:
                     env=self._command_env(number, checkpoint.directory),
                     cwd=self.workdir,
                     on_start=self._command_started,
+                    tombstone=leftovers.tombstone,
                 )
+                leftovers.end()  # at once: the checkpoint's last sync may fail or be stopped
                 self._phase(Phase.COMMAND_ENDED, finished.describe())
-            leftovers.end()
         except TaskFailure as exc:
             return self.policy.decide(Ending(error=exc))
         decision = self.policy.decide(Ending.of(finished))

@@ -15,13 +15,23 @@ never match), replaced atomically and under a lock:
   patterns match then and their identity (inode, size, mtime_ns; no byte is read);
 * after the command ended, what the patterns match that was not there, or is there with
   another identity, is recorded as the attempt's *products* with its work's fingerprint, and
-  the entry is closed. An attempt that never got there (``kill -9``, a signal) stays open, and
-  the next attempt closes it in the same way with what the patterns match at that time.
+  the entry is closed. An attempt that never got there (``kill -9``) stays open, and the next
+  attempt closes it in the same way with what the patterns match at that time, but bounded
+  by when its command was over: a file whose change time (ctime, which no one can set back)
+  is after that moment was written by someone else, and is not its product.
+
+That moment is the change time of the attempt's *tombstone*, ``.taskkit-outputs-<hash>-
+<attempt>.ended`` beside the ledger, made by whoever saw the command gone: its watchdog, once
+taskkit was killed (:mod:`taskkit.lifetime`), else the next attempt on this host once it has
+ended what was left (:func:`commands_gone`). Both times come from the filesystem's clock, as
+the files' own do. Without a tombstone (not Linux, or an attempt that ended without closing
+its entry) every new file is charged to the attempt, and a note names them.
 
 Invariants: a file is removed only when the ledger records it as a product of this task's
 attempts of other work and it still has the identity recorded then; so a file the user put
 there (and no command rewrote), a file changed or replaced since, another task's file, and this
-attempt's staged inputs are never removed. A missing or damaged ledger removes nothing. The
+attempt's staged inputs are never removed; nor is a file that appeared after a killed
+attempt's command was seen gone. A missing or damaged ledger removes nothing. The
 files an attempt still running in the directory is writing are left alone. Products are
 looked for where the patterns of the attempt that made them looked: a pattern widened by later
 work does not reach what earlier attempts wrote outside the patterns they had.
@@ -43,6 +53,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import xxhash
 
 from taskkit.exceptions import TaskFailure, from_os_error
+from taskkit.lifetime import touch
 from taskkit.patterns import Match, Output, expand, parse_output
 from taskkit.redaction import redact
 from taskkit.walk import inside
@@ -61,12 +72,14 @@ __all__ = [
     "Removal",
     "Tidy",
     "alive",
+    "commands_gone",
     "ledger_path",
     "made",
     "owner",
     "plan",
     "preview",
     "staged_paths",
+    "tombstone_path",
 ]
 
 #: The start of the ledger's name (and its lock's) in the working directory.
@@ -74,6 +87,8 @@ LEDGER_PREFIX = ".taskkit-outputs-"
 _VERSION = 1
 #: Paths named in one removal note; the rest are counted.
 _SHOWN = 5
+#: The end of a tombstone's name: when a killed attempt's command was seen gone.
+_TOMBSTONE_SUFFIX = ".ended"
 
 Identity = tuple[int, int, int]  # inode, size, mtime_ns
 
@@ -188,23 +203,28 @@ class Removal(NamedTuple):
 
 class Tidy(NamedTuple):
     """The plan: the files to remove, the products the ledger keeps, the attempts still
-    running here, and what to tell the user."""
+    running here, what to tell the user, and the attempts whose entries it closed."""
 
     removals: tuple[Removal, ...]
     products: dict[str, Product]
     running: tuple[Opened, ...]
     notes: tuple[str, ...]
+    settled: tuple[Opened, ...] = ()
 
     def removal_notes(self) -> list[str]:
         """One line per earlier work: how many of its outputs go, naming the first few."""
         lines = []
         for work in sorted({r.work for r in self.removals}):
             paths = sorted(r.path for r in self.removals if r.work == work)
-            named = ", ".join(paths[:_SHOWN])
-            more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
             noun = "output" if len(paths) == 1 else "outputs"
-            lines.append(f"removed {len(paths)} {noun} of earlier work ({work}): {named}{more}")
+            lines.append(f"removed {len(paths)} {noun} of earlier work ({work}): {_named(paths)}")
         return lines
+
+
+def _named(paths: Sequence[str]) -> str:
+    """The first few of ``paths``, and how many more."""
+    more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
+    return ", ".join(paths[:_SHOWN]) + more
 
 
 def plan(
@@ -214,23 +234,38 @@ def plan(
     work: str,
     protected: Collection[str],
     alive: Callable[[Opened], bool],
+    *,
+    changed: Mapping[str, int] | None = None,
+    ended: Callable[[Opened], int | None] | None = None,
 ) -> Tidy:
     """What to remove before an attempt of ``work`` runs its command. Pure.
 
     ``files``: the identity now of every path a walked pattern matches or the ledger names
     as a product (a path that is gone is absent); ``matched``: each walked pattern's paths;
     ``protected``: this attempt's staged inputs; ``alive``: whether an open attempt's
-    process may still be running (its entry then stays open and its files are left alone).
+    process may still be running (its entry then stays open and its files are left alone);
+    ``changed``: the change time (ns) of each path of ``files``; ``ended``: a moment (same
+    clock) when an open attempt's command was over, None when it is not known (then all it
+    may have written is charged to it, and a note says which files).
     """
     if ledger is None:
         return Tidy((), {}, (), ())
     products = dict(ledger.products)
-    running = []
+    running, settled, notes = [], [], []
     for entry in ledger.opened:
         if alive(entry):
             running.append(entry)
             continue
-        _merge(products, made(entry, files, matched))
+        settled.append(entry)
+        until = None if ended is None else ended(entry)
+        charged = _merge(products, made(entry, files, matched, changed, until))
+        if until is None and charged:
+            notes.append(
+                f"attempt {entry.attempt} ({entry.work}) was interrupted and when its command "
+                "ended is not known, so what its output patterns match that is new or changed "
+                f"since it started is taken for its outputs ({_files(len(charged))}): "
+                f"{_named(sorted(charged))}"
+            )
     kept = {
         path: product
         for path, product in products.items()
@@ -244,7 +279,7 @@ def plan(
         for path, product in sorted(kept.items())
         if product.work != work and product.work not in busy_works and path not in busy
     )
-    notes = tuple(
+    notes.extend(
         f"attempt {entry.attempt} of other work ({entry.work}) may still be running in this "
         "working directory: what it writes is left alone"
         for entry in running
@@ -252,29 +287,40 @@ def plan(
     )
     for removal in removals:
         del kept[removal.path]
-    return Tidy(removals, kept, tuple(running), notes)
+    return Tidy(removals, kept, tuple(running), tuple(notes), tuple(settled))
 
 
-def _merge(products: dict[str, Product], found: Mapping[str, Product]) -> None:
-    """Add what an attempt made to ``products``. A file already recorded, and unchanged
-    since, keeps its work: an attempt running beside another sees the other's files appear
-    too, and the record made when the other's command ended is the precise one."""
+def _merge(products: dict[str, Product], found: Mapping[str, Product]) -> list[str]:
+    """Add what an attempt made to ``products``; the paths it took. A file already recorded,
+    and unchanged since, keeps its work: an attempt running beside another sees the other's
+    files appear too, and the record made when the other's command ended is the precise one."""
+    taken = []
     for path, product in found.items():
         known = products.get(path)
         if known is None or known.identity != product.identity:
             products[path] = product
+            taken.append(path)
+    return taken
 
 
 def made(
-    entry: Opened, files: Mapping[str, Identity], matched: Mapping[str, Collection[str]]
+    entry: Opened,
+    files: Mapping[str, Identity],
+    matched: Mapping[str, Collection[str]],
+    changed: Mapping[str, int] | None = None,
+    until: int | None = None,
 ) -> dict[str, Product]:
     """What ``entry``'s attempt wrote as far as its patterns see now: files that were not
-    there before its command, or are there with another identity."""
+    there before its command, or are there with another identity; with ``until`` (when its
+    command was over), only those whose change time in ``changed`` is not after it (a file
+    whose change time is unknown is taken, as without ``until``)."""
     return {
         path: Product(entry.work, files[path])
         for pattern in entry.patterns
         for path in matched.get(pattern, ())
-        if path in files and entry.before.get(path) != files[path]
+        if path in files
+        and entry.before.get(path) != files[path]
+        and (until is None or changed is None or changed.get(path, until) <= until)
     }
 
 
@@ -289,12 +335,38 @@ def ledger_path(workdir: str | os.PathLike[str], state: str, job: str, task: str
     return Path(workdir) / f"{LEDGER_PREFIX}{xxhash.xxh3_64_hexdigest(key)}.json"
 
 
-def _walk(
-    root: Path, patterns: Iterable[str], also: Iterable[str]
-) -> tuple[dict[str, Identity], dict[str, frozenset[str]]]:
+def tombstone_path(ledger: Path, attempt: int) -> Path:
+    """The tombstone of attempt ``attempt`` beside the ledger at ``ledger``: made once that
+    attempt's command was seen gone after it was killed. A ``.taskkit-`` name, which output
+    patterns never match."""
+    stem = ledger.name.removesuffix(".json")
+    return ledger.with_name(f"{stem}-{attempt:05d}{_TOMBSTONE_SUFFIX}")
+
+
+def _ended_at(tombstone: Path) -> int | None:
+    """When the command of a killed attempt was over, as its tombstone tells: the file's
+    change time (ns, the filesystem's clock; it was made or touched at that moment, and no one
+    can set it back), None when there is none."""
+    try:
+        st = os.lstat(tombstone)
+    except OSError:
+        return None
+    return st.st_ctime_ns if stat.S_ISREG(st.st_mode) else None
+
+
+class _Walked(NamedTuple):
+    """What the patterns match: each file's identity and change time, each pattern's paths."""
+
+    files: dict[str, Identity]
+    changed: dict[str, int]
+    matched: dict[str, frozenset[str]]
+
+
+def _walk(root: Path, patterns: Iterable[str], also: Iterable[str]) -> _Walked:
     """One walk of each pattern below ``root`` (a real path), and the identity of each path
     in ``also`` that is still a file."""
     files: dict[str, Identity] = {}
+    changed: dict[str, int] = {}
     matched: dict[str, frozenset[str]] = {}
     for pattern in dict.fromkeys(patterns):
         paths = []
@@ -303,6 +375,7 @@ def _walk(
                 if isinstance(found, Match):
                     path = os.path.relpath(found.path, root)
                     files[path] = _of(found.stat)
+                    changed[path] = found.stat.st_ctime_ns
                     paths.append(path)
         except OSError as exc:  # a directory removed while it was walked
             raise from_os_error(exc, "cannot look for outputs") from exc
@@ -313,7 +386,8 @@ def _walk(
                 st = os.stat(root / path)
                 if stat.S_ISREG(st.st_mode):
                     files[path] = _of(st)
-    return files, matched
+                    changed[path] = st.st_ctime_ns
+    return _Walked(files, changed, matched)
 
 
 def _reached(root: Path, path: str) -> bool:
@@ -426,9 +500,19 @@ def _survey(
         ledger, error = None, exc
     opened = ledger.opened if ledger is not None else ()
     products = ledger.products if ledger is not None else {}
-    files, matched = _walk(root, [*patterns, *(p for o in opened for p in o.patterns)], products)
+    walked = _walk(root, [*patterns, *(p for o in opened for p in o.patterns)], products)
+    files, matched = walked.files, walked.matched
     protected = staged_paths(staged)
-    tidy = plan(ledger, files, matched, work, protected, alive)
+    tidy = plan(
+        ledger,
+        files,
+        matched,
+        work,
+        protected,
+        alive,
+        changed=walked.changed,
+        ended=lambda entry: _ended_at(tombstone_path(path, entry.attempt)),
+    )
     notes = list(tidy.notes)
     unknown = len(set(files) - protected)
     if error is not None:
@@ -488,6 +572,8 @@ class Leftovers:
             for line in [*survey.notes, *tidy.removal_notes()]:
                 note(line)
             gone = {r.path for r in tidy.removals}
+            # A tombstone of this number from before (a journal started afresh) is not ours.
+            _unlink(tombstone_path(self.path, attempt))
             self._entry = Opened(
                 attempt,
                 self.work,
@@ -503,7 +589,15 @@ class Leftovers:
                 },
             )
             _write(self.path, Ledger(tidy.products, (*tidy.running, self._entry)))
+            for entry in tidy.settled:
+                _unlink(tombstone_path(self.path, entry.attempt))
         return self
+
+    @property
+    def tombstone(self) -> Path | None:
+        """Where this attempt's watchdog leaves its tombstone should taskkit be killed while
+        the command runs; None when no entry of this attempt is open (nothing to settle)."""
+        return None if self._entry is None else tombstone_path(self.path, self.attempt)
 
     def end(self) -> None:
         """Record what the command wrote and close this attempt's entry; after the command
@@ -517,9 +611,9 @@ class Leftovers:
                     ledger = _read(self.path) or Ledger({}, ())
                 except ValueError:
                     ledger = Ledger({}, ())
-                files, matched = _walk(self.root, entry.patterns, ())
+                walked = _walk(self.root, entry.patterns, ())
                 products = dict(ledger.products)
-                _merge(products, made(entry, files, matched))
+                _merge(products, made(entry, walked.files, walked.matched))
                 opened = tuple(o for o in ledger.opened if _process(o) != _process(entry))
                 _write(self.path, Ledger(products, opened))
         except Exception as exc:  # the next attempt closes the entry from what it finds
@@ -529,6 +623,29 @@ class Leftovers:
 
 def _process(entry: Opened) -> tuple[int, str, int, str | None]:
     return entry.attempt, entry.host, entry.pid, entry.pid_start
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):  # gone already, or left for the next attempt
+        os.unlink(path)
+
+
+def commands_gone(spec: RunSpec, workdir: str | os.PathLike[str], attempts: Iterable[int]) -> None:
+    """The commands of ``attempts`` (interrupted on this host) are verifiably gone now (see
+    :func:`taskkit.lifetime.gone_for_sure`): make the tombstone of each that the ledger has
+    open, unless its watchdog made one (earlier, so a closer bound). Never raises: without a
+    tombstone the next attempt charges all it finds, as it says."""
+    numbers = set(attempts)
+    root = Path(os.path.realpath(workdir))
+    path = ledger_path(root, *owner(spec))
+    if not numbers or not path.exists():
+        return
+    host = _host()
+    with contextlib.suppress(TaskFailure, ValueError), _locked(path):
+        ledger = _read(path)
+        for entry in () if ledger is None else ledger.opened:
+            if entry.attempt in numbers and entry.host == host:
+                touch(os.fspath(tombstone_path(path, entry.attempt)), keep=True)
 
 
 def staged_paths(plans: Iterable[Plan]) -> frozenset[str]:

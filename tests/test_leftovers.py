@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_helpers import Task, opened_task, q, sh, snapshot
+from runner_helpers import Task, opened_task, q, sh, snapshot, wait_for
 
 from taskkit.leftovers import (
     LEDGER_PREFIX,
@@ -25,8 +25,11 @@ from taskkit.leftovers import (
     Removal,
     Tidy,
     plan,
+    tombstone_path,
 )
+from taskkit.lifetime import MARK
 from taskkit.outputs import MANIFEST_NAME
+from taskkit.patterns import Match, Output, expand
 from taskkit.testing import Azurite
 
 A, B, C = "xxh3-128:" + "a" * 32, "xxh3-128:" + "b" * 32, "xxh3-128:" + "c" * 32
@@ -165,6 +168,81 @@ def test_an_attempt_still_running_here_keeps_its_files() -> None:
     assert len(tidy.notes) == 1
     assert "attempt 1 of other work" in tidy.notes[0]
     assert "left alone" in tidy.notes[0]
+
+
+def test_a_killed_attempt_is_charged_only_what_changed_before_its_command_was_gone() -> None:
+    """Given when its command was over: a new or rewritten file whose change time is not
+    after that moment is the killed attempt's; one changed later (the user's new file, the
+    user's edit of a file that was there before) is not, so it is neither removed nor
+    recorded; the entry is settled and no note is needed."""
+    before = {"out/kept.txt": (1, 1, 1), "out/edited.txt": (2, 1, 1)}
+    ledger = Ledger({}, (opened(A, before, "out/**"),))
+    files = {
+        "out/kept.txt": (1, 1, 1),
+        "out/edited.txt": (2, 5, 5),
+        "out/partial.csv": (3, 1, 1),
+        "out/at-the-end.csv": (4, 1, 1),
+        "out/mine.txt": (5, 1, 1),
+    }
+    changed = {
+        "out/kept.txt": 10,
+        "out/edited.txt": 101,
+        "out/partial.csv": 50,
+        "out/at-the-end.csv": 100,
+        "out/mine.txt": 101,
+    }
+    matched = {"out/**": set(files)}
+    tidy = plan(ledger, files, matched, B, (), dead, changed=changed, ended=lambda e: 100)
+    assert tidy.removals == (Removal("out/at-the-end.csv", A), Removal("out/partial.csv", A))
+    assert tidy.products == {}
+    assert tidy.notes == ()
+    assert tidy.settled == ledger.opened
+    same = plan(ledger, files, matched, A, (), dead, changed=changed, ended=lambda e: 100)
+    assert set(same.products) == {"out/at-the-end.csv", "out/partial.csv"}
+
+
+def test_without_the_moment_a_killed_attempt_is_charged_all_and_a_note_names_the_files() -> None:
+    """No moment known for one killed attempt (no tombstone): every new or rewritten file is
+    its, as before, and one note names its attempt, its work and those files; another killed
+    attempt whose moment is known is bounded by it and gets no note."""
+    ledger = Ledger(
+        {},
+        (
+            opened(A, {}, "out/*.csv")._replace(attempt=1),
+            opened(C, {}, "log/*")._replace(attempt=2),
+        ),
+    )
+    files = {"out/a.csv": (1, 1, 1), "out/b.csv": (2, 1, 1), "log/late": (3, 1, 1)}
+    matched = {"out/*.csv": {"out/a.csv", "out/b.csv"}, "log/*": {"log/late"}}
+    changed = {"out/a.csv": 5, "out/b.csv": 500, "log/late": 500}
+
+    def ended(entry: Opened) -> int | None:
+        return None if entry.attempt == 1 else 100
+
+    tidy = plan(ledger, files, matched, B, (), dead, changed=changed, ended=ended)
+    assert tidy.removals == (Removal("out/a.csv", A), Removal("out/b.csv", A))
+    assert tidy.notes == (
+        f"attempt 1 ({A}) was interrupted and when its command ended is not known, so what "
+        "its output patterns match that is new or changed since it started is taken for its "
+        "outputs (2 files): out/a.csv, out/b.csv",
+    )
+
+
+def test_a_tombstone_is_named_for_the_task_and_attempt_and_is_never_matched(
+    tmp_path: Path,
+) -> None:
+    """Beside the ledger, one per attempt, a ``.taskkit-`` name that is not a ledger (not
+    ``.json``), and no output pattern reaches it, however wide or however named."""
+    ledger = tmp_path / f"{LEDGER_PREFIX}0123456789abcdef.json"
+    first, second = tombstone_path(ledger, 1), tombstone_path(ledger, 2)
+    assert first.parent == ledger.parent
+    assert first != second
+    assert first.name.startswith(".taskkit-")
+    assert first.suffix != ".json"
+    first.touch()
+    for pattern in ("**", "*", ".*", ".taskkit-*", first.name, f"**/{first.name}"):
+        found = [m for m in expand(tmp_path, Output(pattern, "")) if isinstance(m, Match)]
+        assert found == [], pattern
 
 
 def test_removal_notes_name_the_work_and_the_first_few_files() -> None:
@@ -488,3 +566,142 @@ def test_a_tampered_ledger_never_removes_a_file_outside_the_working_directory(
     assert second.returncode == 0, second.stderr
     assert victim.read_text() == "not taskkit's\n"
     assert not (task.workdir / "out" / "a.csv").exists()  # the ledger's true entry still holds
+
+
+# -- a killed attempt bounded by when its command was gone ---------------------------------------
+
+
+def tombstones(task: Task, attempt: int) -> list[Path]:
+    return sorted(task.workdir.glob(f"{LEDGER_PREFIX}*-{attempt:05d}.ended"))
+
+
+def wait_for_tombstone(task: Task, attempt: int) -> Path:
+    wait_for(lambda: len(tombstones(task, attempt)) == 1, f"the tombstone of attempt {attempt}")
+    (found,) = tombstones(task, attempt)
+    return found
+
+
+def after(task: Task, moment: Path) -> None:
+    """Wait until the filesystem's clock has passed ``moment``'s change time: it ticks
+    coarsely, and a file written in the same tick is not later."""
+    probe = task.box / "clock"
+
+    def past() -> bool:
+        probe.write_bytes(b"")
+        return probe.stat().st_ctime_ns > moment.stat().st_ctime_ns
+
+    wait_for(past, "the filesystem's clock to pass the tombstone")
+
+
+def removed_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "removed" in line]
+
+
+def test_a_file_the_user_adds_after_a_killed_attempt_is_kept(task: Task, tmp_path: Path) -> None:
+    """The reviewer's case: work A is killed -9 mid-command after writing w1-partial.txt; its
+    watchdog ends the command and leaves the tombstone. Then the user adds mine.txt and edits
+    before.txt (there before A ran). Work B removes only A's partial output, keeps and
+    publishes the user's files with its own, and the settled tombstone is gone."""
+    out = task.workdir / "out"
+    out.mkdir()
+    (out / "before.txt").write_text("before\n")
+    proc = task.start(
+        writes("out/w1-partial.txt", then=task.block("cmd")),
+        "-o",
+        f"out/**=file://{tmp_path / 'd1'}/",
+    )
+    task.wait_started("cmd", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    stone = wait_for_tombstone(task, 1)
+    after(task, stone)
+    (out / "mine.txt").write_text("mine\n")
+    (out / "before.txt").write_text("before, edited by the user\n")
+
+    second = task.run(writes("out/w2.txt"), "-o", f"out/**=file://{tmp_path / 'd2'}/")
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["before.txt", "mine.txt", "w2.txt"]
+    assert (out / "mine.txt").read_text() == "mine\n"
+    assert names(tmp_path / "d2") == ["before.txt", "mine.txt", "w2.txt"]
+    assert removed_lines(second.stderr) == [
+        f"taskkit: note: removed 1 output of earlier work ({task.attempt(1)['fingerprint']}): "
+        "out/w1-partial.txt"
+    ]
+    assert "is not known" not in second.stderr
+    assert tombstones(task, 1) == []
+
+
+def watchdog_of(leader: int) -> int:
+    """The watchdog of the command led by ``leader``: its pid is the command's mark."""
+    environ = Path(f"/proc/{leader}/environ").read_bytes().split(b"\0")
+    (mark,) = [v for v in environ if v.startswith(MARK.encode() + b"=")]
+    return int(mark.split(b"=", 1)[1])
+
+
+def test_with_its_watchdog_killed_too_the_next_attempt_bounds_the_killed_one(
+    task: Task, tmp_path: Path
+) -> None:
+    """Runner and watchdog of work A killed -9 mid-command: the command runs on. Attempt 2
+    (work B, whose input does not exist) kills it before anything else, leaves the tombstone
+    then, and fails. A file the user adds after that is kept by attempt 3 (work C), which
+    removes A's partial output and needs no note of an unknown end."""
+    out = task.workdir / "out"
+    proc = task.start(
+        writes("out/w1-partial.txt", then=task.block("cmd")),
+        "--max-retries",
+        "5",
+        "-o",
+        f"out/**=file://{tmp_path / 'd1'}/",
+    )
+    task.wait_started("cmd", proc)
+    leader = int((task.box / "cmd.pid").read_text())
+    os.kill(watchdog_of(leader), signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert Path(f"/proc/{leader}").exists()  # nothing ended the command
+    assert tombstones(task, 1) == []
+
+    missing = ("-i", f"file://{tmp_path / 'no-such-input.txt'}=in/")
+    second = task.run(
+        ["true"], "--max-retries", "5", *missing, "-o", f"out/**=file://{tmp_path}/d2/"
+    )
+    assert second.returncode == 201, second.stderr
+    assert "killed what was left of attempt 1's command" in second.stderr
+    stone = wait_for_tombstone(task, 1)
+    after(task, stone)
+    (out / "mine.txt").write_text("mine\n")
+
+    third = task.run(
+        writes("out/w3.txt"), "--max-retries", "5", "-o", f"out/**=file://{tmp_path}/d3/"
+    )
+    assert third.returncode == 0, third.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "w3.txt"]
+    assert removed_lines(third.stderr) == [
+        f"taskkit: note: removed 1 output of earlier work ({task.attempt(1)['fingerprint']}): "
+        "out/w1-partial.txt"
+    ]
+    assert "is not known" not in third.stderr
+    assert tombstones(task, 1) == []
+
+
+def test_a_tombstone_in_a_shared_working_directory_is_not_published(
+    task: Task, tmp_path: Path
+) -> None:
+    """A killed attempt's tombstone waiting in the working directory: another task's run
+    there with the widest patterns publishes none of taskkit's own files, and leaves the
+    tombstone to its task."""
+    proc = task.start(
+        writes("out/a.csv", then=task.block("cmd")), "-o", f"out/**=file://{tmp_path}/d1/"
+    )
+    task.wait_started("cmd", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    stone = wait_for_tombstone(task, 1)
+    (tmp_path / "other").mkdir()
+    with opened_task(tmp_path / "other", task="task-2") as other:
+        wide = ("-o", f"**=file://{tmp_path}/wide/", "-o", f"*=file://{tmp_path}/top/")
+        run = other.run(writes("b.csv"), *wide, workdir=task.workdir)
+        assert run.returncode == 0, run.stderr
+    assert names(tmp_path / "wide") == ["b.csv", "out/a.csv"]
+    assert names(tmp_path / "top") == ["b.csv"]
+    assert stone.exists()
