@@ -705,3 +705,45 @@ def test_a_tombstone_in_a_shared_working_directory_is_not_published(
     assert names(tmp_path / "wide") == ["b.csv", "out/a.csv"]
     assert names(tmp_path / "top") == ["b.csv"]
     assert stone.exists()
+
+
+def test_when_no_moment_is_known_all_is_charged_and_a_note_names_the_files(
+    task: Task, tmp_path: Path
+) -> None:
+    """Runner and watchdog of work A killed -9, and its record without the runner's start
+    time (as where there is no /proc): the next attempt ends the group but cannot tell that
+    nothing of the command is left, so no tombstone; work B then takes every new file for A's
+    (the user's too, as before) and a note names them and says why."""
+    out = task.workdir / "out"
+    proc = task.start(
+        writes("out/w1-partial.txt", then=task.block("cmd")),
+        "--max-retries",
+        "5",
+        "-o",
+        f"out/**=file://{tmp_path}/d1/",
+    )
+    task.wait_started("cmd", proc)
+    leader = int((task.box / "cmd.pid").read_text())
+    wait_for(lambda: task.attempt(1).get("command_pgid") == leader, "the recorded group")
+    os.kill(watchdog_of(leader), signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    record = task.journal / "attempts" / "00001.json"
+    data = json.loads(record.read_text())
+    data["pid_start"] = None
+    record.write_text(json.dumps(data))
+    (out / "mine.txt").write_text("mine\n")
+
+    second = task.run(
+        writes("out/w2.txt"), "--max-retries", "5", "-o", f"out/**=file://{tmp_path}/d2/"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "killed what was left of attempt 1's command" in second.stderr
+    work_a = task.attempt(1)["fingerprint"]
+    assert (
+        f"taskkit: note: attempt 1 ({work_a}) was interrupted and when its command ended is not "
+        "known, so what its output patterns match that is new or changed since it started is "
+        "taken for its outputs (2 files): out/mine.txt, out/w1-partial.txt\n"
+    ) in second.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["w2.txt"]
+    assert tombstones(task, 1) == []
