@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Mapping
 
 from taskkit.checkpoint import Checkpoint
@@ -33,6 +34,7 @@ from taskkit.exceptions import (
     IOFailure,
     MisuseError,
     TaskFailure,
+    TaskkitError,
     TransientError,
     from_os_error,
 )
@@ -127,9 +129,10 @@ class AttemptRun:
                 )
             finally:
                 private.cleanup()
-        except TaskFailure as exc:  # the logs could not be set up, or the journal failed
-            self.say("error", str(exc))
-            decision = self.policy.decide(Ending(error=exc))
+        except (TaskFailure, OSError) as exc:  # the logs could not be set up, or the journal
+            failure = exc if isinstance(exc, TaskFailure) else from_os_error(exc, "cannot proceed")
+            self.say("error", str(failure))
+            decision = self.policy.decide(Ending(error=failure))
         try:
             beat.finish(
                 ended=now(),
@@ -184,11 +187,8 @@ class AttemptRun:
                 decision = decision._replace(
                     reason=f"taskkit was stopped by {stop.name} ({decision.verdict.value})"
                 )
-            except Exception as exc:  # a bug of taskkit's: still end the attempt in order
-                if os.environ.get("TASKKIT_DEBUG"):
-                    raise
-                bug = MisuseError(f"internal error: {type(exc).__name__}: {exc}")
-                decision = self.policy.decide(Ending(error=bug))
+            except Exception as exc:  # still end the attempt in order
+                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say)))
             decision = self._record(decision, number, last)
             self._tell(
                 sink,
@@ -524,6 +524,19 @@ class _Private:
         else:
             with contextlib.suppress(OSError):  # empty unless a checkpoint or logs are kept
                 os.rmdir(self.name)
+
+
+def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError:
+    """What an exception nobody translated inside the attempt stands for: an ``OSError`` is
+    about a local path (a disk full, a name the filesystem refuses), translated as everywhere
+    else; anything else is a bug of taskkit's (206). ``TASKKIT_DEBUG`` shows its traceback,
+    and changes nothing else: the attempt still ends in order with the run band's code."""
+    if os.environ.get("TASKKIT_DEBUG"):
+        for line in "".join(traceback.format_exception(exc)).splitlines():
+            say("debug", line)
+    if isinstance(exc, OSError):
+        return from_os_error(exc, "cannot proceed")
+    return MisuseError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _make_dir(path: str, what: str) -> None:

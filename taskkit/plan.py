@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from errno import ENOTDIR
 
 import click
 
+from taskkit.exceptions import IOFailure
 from taskkit.fingerprint import Work
 from taskkit.goal import attempt_label, attempt_ordinal, goal
 from taskkit.journal import Journal
@@ -70,6 +72,11 @@ def show_plan(spec: RunSpec) -> int:
             )
         click.echo(f"command     {redact(' '.join(spec.command))}")
         workdir = os.path.abspath(spec.workdir or default_workdir())
+        if not spec.inputs and os.path.lexists(workdir) and not os.path.isdir(workdir):
+            # as the staging plan says it, and the run would: local I/O (203)
+            raise IOFailure(
+                f"working directory {workdir!r} is not a directory", path=workdir, errno=ENOTDIR
+            )
         if not spec.inputs and not os.path.isdir(workdir):  # else the staging plan says it
             click.echo(f"workdir     would create the working directory {workdir}")
         code = 0

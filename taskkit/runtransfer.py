@@ -17,11 +17,14 @@ problems, ``-v`` file lines and warnings go to both, progress lines (every
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskkit.exceptions import IOFailure
 from taskkit.nodecache import node_cache
 from taskkit.patterns import parse_output
 from taskkit.progress import Progress
@@ -58,7 +61,43 @@ def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> d
         max_bytes=spec.cache_max_bytes,
         environ=environ,
     )
+    if cache is not None:
+        env = os.environ if environ is None else environ
+        named = (
+            "--cache-dir"
+            if spec.cache_dir
+            else "TASKKIT_NODE_CACHE"
+            if env.get("TASKKIT_NODE_CACHE")
+            else "the node cache"
+        )
+        check_cache_root(str(cache.root), named)
     return {**upload_settings(spec), "node_cache": cache}
+
+
+def check_cache_root(root: str, named: str) -> None:
+    """Refuse, before anything is planned, a node cache that cannot be made or written: a file
+    in the way, a read-only filesystem. Nothing is made here (a dry run checks too), and the
+    line names the setting the user gave, not a file deep inside the cache. Local I/O (74,
+    203 in run), as for any directory that cannot be made on this node."""
+    path = os.path.abspath(root)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        why, code = "not a directory", errno.ENOTDIR
+    elif not os.access(path, os.W_OK | os.X_OK):
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+        why, code = (
+            ("read-only file system", errno.EROFS)
+            if read_only
+            else (
+                "permission denied",
+                errno.EACCES,
+            )
+        )
+    else:
+        return
+    where = "" if path == os.path.abspath(root) else f" (at {path!r})"
+    raise IOFailure(f"{named} {root!r}: {why}{where}", path=root, errno=code)
 
 
 def stage_inputs(

@@ -33,6 +33,7 @@ alone, and the other files are still staged. No path outside the destination is 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -43,7 +44,7 @@ from typing import NamedTuple
 import xxhash
 
 from taskkit.digest import Digest
-from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
+from taskkit.exceptions import DataError, InputNotFound, IOFailure, TaskFailure, UsageError
 from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.patterns import glob_regex, has_wildcard
@@ -218,8 +219,13 @@ def partial_path(path: Path) -> Path:
 
 
 def resolve_dest(workdir: Path, dest: str) -> Path:
-    """The absolute path of ``dest``, refused if it leaves ``workdir`` (also through links)."""
+    """The absolute path of ``dest``, refused if it leaves ``workdir`` (also through links) or
+    if the filesystem could not hold it (a name over 255 bytes, a path near PATH_MAX): a DEST
+    the user typed is a bad value, said as typed, not an error on taskkit's partial file."""
     target = Path(os.path.normpath(workdir / dest))
+    problem = _path_problem(target)
+    if problem:
+        raise UsageError(f"destination {dest!r}: {problem}")
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -227,6 +233,15 @@ def resolve_dest(workdir: Path, dest: str) -> Path:
     if not (inside(workdir, target) and inside(workdir, real)):
         raise UsageError(f"destination {dest!r} is outside the working directory {str(workdir)!r}")
     return target
+
+
+def _path_problem(path: Path) -> str | None:
+    """Why no filesystem here could hold ``path`` (and taskkit's partial file beside it)."""
+    if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):
+        return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
+    if len(os.fsencode(path)) > _PATH_MAX - 256:
+        return f"the path is longer than {_PATH_MAX - 256} bytes, too long for a local path"
+    return None
 
 
 def name_problem(name: str) -> str | None:
@@ -315,6 +330,10 @@ def _expand(
             problems.append(Problem(file.url, exc))
             continue
         path = base / name
+        too_long = _path_problem(path)
+        if too_long:  # a short name below a long DEST
+            problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {too_long}")))
+            continue
         found.append((file, store, os.path.relpath(path, workdir), path))
     if not found and not problems and not allow_empty:
         verb = "lists" if item.glob is None else "matches"
@@ -360,8 +379,12 @@ def plan(
     that would write one path refuse the whole request (:class:`UsageError`)."""
     root = Path(os.path.realpath(workdir))
     create = not os.path.lexists(root)
-    if not create and not root.is_dir():
-        raise UsageError(f"working directory {str(workdir)!r} is not a directory")
+    if not create and not root.is_dir():  # as `run` meets it making the directory: local I/O
+        raise IOFailure(
+            f"working directory {str(workdir)!r} is not a directory",
+            path=os.fspath(workdir),
+            errno=errno.ENOTDIR,
+        )
     files: list[_Found] = []
     problems: list[Problem] = []
     scopes: list[_Scope] = []

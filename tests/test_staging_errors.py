@@ -127,16 +127,17 @@ def test_stage_dry_run_says_it_would_create_the_workdir_and_plans_downloads(
     assert (workdir / "in" / "sub" / "c.txt").read_text() == "p/sub/c.txt\n"
 
 
-def test_a_workdir_that_is_a_file_is_still_64(src: Path, tmp_path: Path) -> None:
-    """An existing path that is not a directory is refused, dry run or not."""
+def test_a_workdir_that_is_a_file_is_local_io(src: Path, tmp_path: Path) -> None:
+    """An existing path that is not a directory is local I/O (74, as run's 203), dry run or
+    not."""
     workdir = tmp_path / "file"
     workdir.write_text("x")
     for extra in ((), ("--dry-run",)):
         proc = taskkit_stage(
             "--workdir", str(workdir), "-i", f"file://{src}/x.txt", *extra, tmp_path=tmp_path
         )
-        assert proc.returncode == 64, proc.stderr
-        one_error(proc.stderr, str(workdir))
+        assert proc.returncode == 74, proc.stderr
+        one_error(proc.stderr, str(workdir), "not a directory")
 
 
 @pytest.mark.parametrize("with_inputs", [True, False], ids=["inputs", "no-inputs"])

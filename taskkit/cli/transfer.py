@@ -25,7 +25,7 @@ def _transfer_options(
     options: list[Callable[[Callable[..., object]], Callable[..., object]]] = [
         click.option(
             "--workdir",
-            type=click.Path(file_okay=False),
+            type=click.Path(),  # a file in the way is local I/O (74), said by the plan
             default=None,
             help=f"{workdir} [default: $AZ_BATCH_TASK_WORKING_DIR, else the current one].",
         ),
