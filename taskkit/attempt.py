@@ -178,7 +178,10 @@ class AttemptRun:
                 Phase.STARTED,
             )
             self._settle_lost_logs(sink, previous, number)
+            unwritable = _unwritable(sink)
             try:
+                if unwritable is not None:  # nothing it does would be kept: not worth running
+                    raise unwritable
                 with stopped_by_signals():
                     blocked = self._end_old_commands(sink, previous)
                     decision = self._attempt(sink, number, private, blocked or unavailable)
@@ -187,6 +190,8 @@ class AttemptRun:
                 decision = decision._replace(
                     reason=f"taskkit was stopped by {stop.name} ({decision.verdict.value})"
                 )
+            except TaskFailure as exc:  # its own log cannot be written
+                decision = self.policy.decide(Ending(error=exc))
             except Exception as exc:  # still end the attempt in order
                 decision = self.policy.decide(Ending(error=_unexpected(exc, self.say)))
             decision = self._record(decision, number, last)
@@ -524,6 +529,21 @@ class _Private:
         else:
             with contextlib.suppress(OSError):  # empty unless a checkpoint or logs are kept
                 os.rmdir(self.name)
+
+
+def _unwritable(sink: LogSink) -> IOFailure | None:
+    """Local I/O (203, worth a retry elsewhere) when the attempt's first note could not be
+    written to its ``taskkit.txt``: a full, read-only or failing disk under the task
+    directory would leave the store empty logs of an attempt that ran."""
+    log = sink.file("taskkit")
+    if log.error is None:
+        return None
+    reason = (log.error.strerror or str(log.error)).lower()
+    return IOFailure(
+        f"cannot write the attempt's log {log.path!r}: {reason}",
+        path=log.path,
+        errno=log.error.errno,
+    )
 
 
 def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError:

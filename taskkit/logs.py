@@ -103,6 +103,8 @@ class LogFile:
         self._pending = bytearray()
         self.size = 0  # bytes in the local file so far
         self._failed = False
+        #: The first local write that failed, if one did (the disk full, read-only, failing).
+        self.error: OSError | None = None
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         self._fd: int | None = os.open(path, flags, 0o644)
 
@@ -153,6 +155,7 @@ class LogFile:
                 self.size = os.fstat(self._fd).st_size
             if not self._failed:
                 self._failed = True
+                self.error = exc
                 self._warn(f"cannot write {self.path}: {exc.strerror or exc}; output is lost")
 
 
