@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 
-from taskkit.checkpoint import Checkpoint
+from taskkit.checkpoint import Checkpoint, confined
 from taskkit.command import Finished, Stopped, stopped_by_signals
 from taskkit.exceptions import (
     Conflict,
@@ -285,7 +285,7 @@ class AttemptRun:
                 spec, self.workdir, self.work, number, staged, lambda m: self._tell(sink, m)
             )
             checkpoint = Checkpoint(
-                os.path.join(self.workdir, spec.checkpoint_dir)
+                confined(self.workdir, spec.checkpoint_dir)
                 if spec.checkpoint_dir
                 else os.path.join(private, "checkpoint"),
                 self.journal.checkpoint_url,

@@ -8,6 +8,10 @@ The checkpoint directory (``TASKKIT_CHECKPOINT_DIR`` for the command) is uploade
 manifest written last, periodically while the command runs and once more when it ends, so a
 retry on any node resumes from the last complete sync. A sync names the fingerprint of the
 work; a retry of different work starts with an empty directory.
+
+A checkpoint directory the user names is a subdirectory of the working directory: relative,
+without '..', not the working directory itself, and not leaving it through a link. Anything
+else would sync files taskkit never produced and restore over them on a retry.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from taskkit.exceptions import TaskFailure
+from taskkit.exceptions import TaskFailure, UsageError
 from taskkit.manifest import Manifest
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import Output
@@ -27,8 +32,39 @@ from taskkit.staging import Input
 from taskkit.storage import Stores
 from taskkit.summary import Summary
 from taskkit.upload import upload
+from taskkit.walk import inside
 
-__all__ = ["Checkpoint", "restore"]
+__all__ = ["Checkpoint", "checkpoint_dir_problem", "confined", "restore"]
+
+_MUST = "must be a subdirectory of the working directory"
+
+
+def checkpoint_dir_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a checkpoint directory (as given, before any path is known)."""
+    if not name.strip():
+        return f"an empty name is no directory; it {_MUST}"
+    if os.path.isabs(name):
+        return f"{name!r} is an absolute path; it {_MUST}"
+    if ".." in name.replace("\\", "/").split("/"):
+        return f"{name!r} holds a '..' segment; it {_MUST}"
+    if os.path.normpath(name) == ".":
+        return f"{name!r} is the working directory itself; it {_MUST}"
+    return None
+
+
+def confined(workdir: str, name: str) -> str:
+    """The checkpoint directory ``name`` below ``workdir``, refused (:class:`UsageError`) if
+    it is not a subdirectory of it, also when a link on the way leads elsewhere."""
+    problem = checkpoint_dir_problem(name)
+    path = os.path.join(workdir, name)
+    if problem is None:
+        root = Path(os.path.realpath(workdir))
+        real = Path(os.path.realpath(path))
+        if real == root or not inside(root, real):
+            problem = f"{name!r} leads to {str(real)!r} through a link; it {_MUST}"
+    if problem:
+        raise UsageError(f"checkpoint directory {problem}")
+    return path
 
 
 def restore(

@@ -220,6 +220,18 @@ class RunSpec(BaseModel):
             raise ValueError("an empty name is no directory")
         return os.path.abspath(value)  # the command runs elsewhere; so may a step
 
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _below_workdir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from taskkit.checkpoint import checkpoint_dir_problem
+
+        problem = checkpoint_dir_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("cache_max_bytes", mode="before")
     @classmethod
     def _size(cls, value: object) -> object:
