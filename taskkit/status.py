@@ -1,10 +1,13 @@
 """``taskkit status``: what the journal says about a task, or about every task of a job.
 
 Read only: a status never writes, so it may run anywhere, any time, as often as wanted.
+Job and task ids are Batch ids, checked as ``taskkit run`` checks them, so that an id never
+names a place outside the job's or the state root's folder (``..``, ``../x``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from taskkit.exceptions import InputNotFound, UsageError
@@ -15,10 +18,22 @@ from taskkit.urls import bad_url
 
 __all__ = ["job_status", "task_status"]
 
+#: Azure Batch's rule for job and task ids, the one :class:`~taskkit.spec.RunSpec` applies.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_id(option: str, value: str) -> None:
+    if not _ID.fullmatch(value):
+        raise UsageError(
+            f"{option}: {value!r} is not a Batch id (1-64 letters, digits, hyphens, underscores)"
+        )
+
 
 def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[str, Any]:
     """Attempts, steps and outcome of one task, as plain data (the ``--json`` output)."""
     _check_state(state)
+    _check_id("--job-id", job_id)
+    _check_id("--task-id", task_id)
     journal = Journal.open(stores, state, job_id, task_id)
     found = journal.outcome()
     attempts = journal.attempts()
@@ -66,6 +81,7 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
 def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
     _check_state(state)
+    _check_id("--job-id", job_id)
     rows = []
     tasks = Journal.tasks(stores, state, job_id)
     if not tasks:
