@@ -63,13 +63,11 @@ def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> d
     )
     if cache is not None:
         env = os.environ if environ is None else environ
-        named = (
-            "--cache-dir"
-            if spec.cache_dir
-            else "TASKKIT_NODE_CACHE"
-            if env.get("TASKKIT_NODE_CACHE")
-            else "the node cache"
-        )
+        from_env = env.get("TASKKIT_NODE_CACHE")  # the setting's variable (or the default)
+        if from_env and os.path.abspath(from_env) == os.path.abspath(cache.root):
+            named = "TASKKIT_NODE_CACHE"
+        else:
+            named = "--cache-dir" if spec.cache_dir else "the node cache"
         check_cache_root(str(cache.root), named)
     return {**upload_settings(spec), "node_cache": cache}
 

@@ -134,6 +134,9 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
+    problem = _path_problem(Path(dest)) if dest else None
+    if problem:  # known before any path is: refused with the rest of the command line
+        raise UsageError(f"destination {dest!r}: {problem}")
     if not source.lower().startswith(("http://", "https://")) and (signed(source) or signed(text)):
         raise UsageError(f"input {shown_url(source)!r} {SIGNED_QUERY}")
     problem = bad_url(source)
