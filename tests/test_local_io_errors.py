@@ -136,16 +136,8 @@ def test_a_short_name_below_a_long_dest_is_a_bad_remote_name(task: Task) -> None
     deep.mkdir(parents=True)
     (deep / "x.txt").write_text("x\n")
     dest = "/".join(["M" * 250] * 15) + "/"  # 3765 bytes: fits, and nothing more does
-    code, _, stderr = invoke(
-        [
-            "stage",
-            "--workdir",
-            str(task.workdir),
-            "-i",
-            f"file://{task.root / 'src' / 'p'}/={dest}",
-        ],
-        env=task.env,
-    )
+    given = f"file://{task.root / 'src' / 'p'}/={dest}"
+    code, _, stderr = invoke(["stage", "--workdir", str(task.workdir), "-i", given], env=task.env)
     assert code == 65, stderr
     one_error_line(stderr, "x.txt", "too long")
     nothing_partial(task.workdir)
@@ -249,14 +241,18 @@ def test_a_working_directory_that_is_a_file_is_local_io_everywhere(
 
 
 def fill(disk: Path) -> None:
-    """Write ``disk`` full."""
-    with open(disk / "filler", "wb") as file:
-        try:
-            while True:
-                file.write(b"\0" * 65536)
-                file.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+    """Write ``disk`` full: unbuffered writes until one fails for want of space."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError, match="No space left on device"):
+            _write_forever(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_forever(fd: int) -> None:
+    while True:
+        os.write(fd, b"\0" * 65536)
 
 
 def test_a_full_task_directory_ends_the_attempt_before_its_command(
@@ -267,10 +263,7 @@ def test_a_full_task_directory_ends_the_attempt_before_its_command(
     successful attempt with empty stored logs."""
     task_dir = small_disk / "task"
     task_dir.mkdir()
-    try:
-        fill(small_disk)
-    except OSError as exc:  # the final close may flush the last bytes and fail too
-        assert exc.errno == errno.ENOSPC
+    fill(small_disk)
     proc = task.run(marker(task), env={"AZ_BATCH_TASK_DIR": str(task_dir)})
     assert proc.returncode == 203, proc.stderr
     the_line(proc.stderr, "cannot write the attempt's log", "no space left on device")
