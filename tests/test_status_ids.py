@@ -36,7 +36,8 @@ def assert_refused(code: int, stdout: str, stderr: str, option: str) -> None:
     lines = stderr.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("taskkit: error: "), lines
-    assert option in lines[0] and "is not a Batch id" in lines[0], lines[0]
+    assert option in lines[0], lines[0]
+    assert "is not a Batch id" in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
