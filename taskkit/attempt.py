@@ -10,8 +10,9 @@ one publishes; an attempt whose work lost to other work published since it began
 When a success's published outputs are gone and the working directory still holds them, the
 attempt republishes them without running the command. Before anything is staged, what an
 interrupted attempt on this host left of its command is ended (:mod:`taskkit.lifetime`), so two
-copies of the command never run at once; the attempt's own directories that cannot be made are
-local I/O (203), not an internal error. After staging and before the command, the outputs that
+copies of the command never run at once; the attempt's own directories that cannot be made, a
+``taskkit.txt`` that cannot be written (the attempt then ends before its command), and any
+``OSError`` met inside are local I/O (203), not an internal error. After staging and before the command, the outputs that
 earlier work of this task left in the working directory are removed (:mod:`taskkit.leftovers`),
 so what is published is a function of the current work.
 """
