@@ -12,9 +12,9 @@ attempt republishes them without running the command. Before anything is staged,
 interrupted attempt on this host left of its command is ended (:mod:`taskkit.lifetime`), so two
 copies of the command never run at once; the attempt's own directories that cannot be made, a
 ``taskkit.txt`` that cannot be written (the attempt then ends before its command), and any
-``OSError`` met inside are local I/O (203), not an internal error. After staging and before the command, the outputs that
-earlier work of this task left in the working directory are removed (:mod:`taskkit.leftovers`),
-so what is published is a function of the current work.
+``OSError`` met inside are local I/O (203), not an internal error. After staging and before
+the command, the outputs that earlier work of this task left in the working directory are
+removed (:mod:`taskkit.leftovers`), so what is published is a function of the current work.
 """
 
 from __future__ import annotations
