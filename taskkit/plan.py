@@ -16,8 +16,8 @@ import click
 
 from taskkit.exceptions import IOFailure
 from taskkit.fingerprint import Work
-from taskkit.goal import attempt_label, attempt_ordinal, goal
-from taskkit.journal import Journal
+from taskkit.goal import Goal, attempt_label, attempt_ordinal, goal
+from taskkit.journal import Attempt, Journal
 from taskkit.leftovers import preview
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
@@ -38,7 +38,6 @@ __all__ = ["show_plan"]
 def show_plan(spec: RunSpec) -> int:
     """Print the plan of the next attempt of ``spec``; 0, or the first planning error's code."""
     state, job_id, task_id = required(spec)
-    policy = spec.policy()
     # The journal's requests keep the retry settings the transfers keep.
     with Stores(RetryBudget(attempts=spec.retries, budget=spec.retry_budget)) as stores:
         journal = Journal.open(stores, state, job_id, task_id)
@@ -48,28 +47,7 @@ def show_plan(spec: RunSpec) -> int:
         ordinal = attempt_ordinal(attempts, work.fingerprint)
         click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
         click.echo(f"work        {work.fingerprint}")
-        if status.state == "met":
-            click.echo(f"goal        done ({status.why}): the command would not run")
-        elif status.state == "permanent" and status.outcome is not None:
-            click.echo(
-                f"goal        permanent failure in attempt {status.outcome.attempt} "
-                f"({status.why}): would exit {status.outcome.exit_code} at once"
-            )
-        elif status.state == "gone" and status.outcome is not None:
-            gone = gone_outputs(spec, stores, journal, status.outcome, status.why, dry_run=True)
-            click.echo(
-                f"goal        {status.why}; would republish them from the working directory: "
-                "the command would not run"
-                if gone.republish
-                else f"goal        {status.why}; {gone.detail}: would run the command again "
-                f"({attempt_label(ordinal, spec.max_retries)})"
-            )
-        else:
-            interrupted = sum(1 for a in attempts if a.state() == "interrupted")
-            extra = f", {interrupted} interrupted before" if interrupted else ""
-            click.echo(
-                f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
-            )
+        _show_goal(spec, stores, journal, status, attempts, ordinal)
         click.echo(f"command     {redact(' '.join(spec.command))}")
         workdir = os.path.abspath(spec.workdir or default_workdir())
         if not spec.inputs and os.path.lexists(workdir) and not os.path.isdir(workdir):
@@ -102,21 +80,65 @@ def show_plan(spec: RunSpec) -> int:
                 )
         if unavailable is None and status.state not in ("met", "permanent"):
             _show_leftovers(spec, work, staged)
-        for output in spec.outputs:
-            parsed = parse_output(output)
-            dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
-            store, key = stores.open(dest + MANIFEST_NAME)
-            published = store.load(key) is not None
-            click.echo(
-                f"output      {parsed.pattern} -> {shown_url(dest)}  "
-                f"({'published now; ' if published else ''}written on success, manifest last)"
-            )
-        click.echo("exit codes")
-        rows = policy.table()
-        width = max((len(codes) for codes, _, _ in rows), default=0)
-        for codes, verdict, result in rows:
-            click.echo(f"  {codes:<{width}}  {verdict:<10} {result}")
+        _show_outputs(spec, stores)
+        _show_codes(spec)
     return code
+
+
+def _show_goal(
+    spec: RunSpec,
+    stores: Stores,
+    journal: Journal,
+    status: Goal,
+    attempts: list[Attempt],
+    ordinal: int,
+) -> None:
+    """The goal line: done, permanent, outputs gone (republish or run again), or open."""
+    if status.state == "met":
+        click.echo(f"goal        done ({status.why}): the command would not run")
+    elif status.state == "permanent" and status.outcome is not None:
+        click.echo(
+            f"goal        permanent failure in attempt {status.outcome.attempt} "
+            f"({status.why}): would exit {status.outcome.exit_code} at once"
+        )
+    elif status.state == "gone" and status.outcome is not None:
+        gone = gone_outputs(spec, stores, journal, status.outcome, status.why, dry_run=True)
+        click.echo(
+            f"goal        {status.why}; would republish them from the working directory: "
+            "the command would not run"
+            if gone.republish
+            else f"goal        {status.why}; {gone.detail}: would run the command again "
+            f"({attempt_label(ordinal, spec.max_retries)})"
+        )
+    else:
+        interrupted = sum(1 for a in attempts if a.state() == "interrupted")
+        extra = f", {interrupted} interrupted before" if interrupted else ""
+        click.echo(
+            f"goal        open: {attempt_label(ordinal, spec.max_retries)}{extra}; {status.why}"
+        )
+
+
+def _show_outputs(spec: RunSpec, stores: Stores) -> None:
+    """One line per output: where it goes, and whether its DEST is published now."""
+    for output in spec.outputs:
+        parsed = parse_output(output)
+        dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
+        store, key = stores.open(dest + MANIFEST_NAME)
+        published = store.load(key) is not None
+        click.echo(
+            f"output      {parsed.pattern} -> {shown_url(dest)}  "
+            f"({'published now; ' if published else ''}written on success, manifest last)"
+        )
+
+
+def _show_codes(spec: RunSpec) -> None:
+    """The exit-code table of the run's policy."""
+    policy = spec.policy()
+    click.echo("exit codes")
+    rows = policy.table()
+    width = max((len(codes) for codes, _, _ in rows), default=0)
+    for codes, verdict, result in rows:
+        click.echo(f"  {codes:<{width}}  {verdict:<10} {result}")
 
 
 def _show_leftovers(spec: RunSpec, work: Work, staged: list[Plan]) -> None:
