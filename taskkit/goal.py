@@ -3,7 +3,10 @@ gone, permanent, being published, open.
 
 Read only; the runner and the dry run decide with the same functions, so a dry run says what
 a run would do. An attempt that holds the publishing claim and is alive is waited for (bounded
-by :data:`PUBLISH_WAIT`); a dead holder's claim is taken over.
+by :data:`PUBLISH_WAIT`); a dead holder's claim is taken over. A dead holder's claim that
+carries the success it was republishing (:attr:`~taskkit.journal.Outcome.replaced`) reads as
+that success, checked against the store like any other: an interrupted republish is tried
+again, and never turns into a run of the command.
 
 Invariants: the goal is met only while every manifest the success recorded is still at its
 recorded version (:mod:`taskkit.published`: one request per DEST); an attempt whose work lost
@@ -60,6 +63,8 @@ def goal(journal: Journal, work: Work, stores: Stores) -> Goal:
     if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
         # Whatever work it publishes: two attempts never upload at once, even to other work.
         return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
+    if outcome.state == "publishing" and outcome.replaced is not None:
+        outcome = outcome.replaced  # at the claim's version: taking it over replaces the claim
     if outcome.fingerprint != work.fingerprint:
         why = changes(Work.from_json(outcome.work), work) if outcome.work else "the work changed"
         return Goal("open", outcome, version, f"starting afresh: {why}")

@@ -5,7 +5,8 @@ Layout (every record a small JSON file)::
     attempts/00001.json   one per attempt: node, start, heartbeat, end, exit code, verdict, logs
     outcome.json          the goal: "success" (with the manifests published, each with its
                           version), "permanent" (code and reason), "failed" (retries
-                          exhausted), or "publishing" (an attempt holds the right to publish)
+                          exhausted), or "publishing" (an attempt holds the right to publish;
+                          a republish's claim keeps the success it replaces, in ``replaced``)
     published/00002/1.json  the journal's copy of each manifest attempt 2 published, written
                           before its success record (so published outputs can be checked and
                           republished when the store lost them)
@@ -21,6 +22,8 @@ Invariants:
   once it is no longer alive (its node says its process is gone, or its heartbeat is stale).
 * ``outcome.json`` only changes by conditional writes (if absent, or if still the version
   read), so of two attempts running at once exactly one publishes and records the outcome.
+* A success is never forgotten by a republish that does not finish: its claim carries the
+  success, a released claim puts it back, and a dead holder's claim reads as that success.
 """
 
 from __future__ import annotations
@@ -150,7 +153,9 @@ class PublishedManifest(_Record):
 class Outcome(_Record):
     """Where the task stands: ``publishing``, ``success``, ``permanent`` or ``failed``.
     ``published`` (one per DEST, in the order of the work's outputs) is absent from records
-    written before it existed; ``manifests`` keeps their URLs for older readers."""
+    written before it existed; ``manifests`` keeps their URLs for older readers.
+    ``replaced``: in a ``publishing`` claim, the success it replaced (a republish of that
+    success's outputs), put back if the claim is released; absent from older records."""
 
     state: Literal["publishing", "success", "permanent", "failed"]
     fingerprint: str
@@ -161,6 +166,7 @@ class Outcome(_Record):
     manifests: tuple[str, ...] = ()
     published: tuple[PublishedManifest, ...] = ()
     work: dict[str, Any] = {}
+    replaced: Outcome | None = None
 
 
 class StepFile(_Record):
@@ -313,9 +319,14 @@ class Journal:
             return self.store.put(key, outcome.to_bytes(), {}, if_absent=True)
         return self.store.put(key, outcome.to_bytes(), {}, if_match=replacing)
 
-    def release(self, version: Version) -> None:
-        """Give up a ``publishing`` claim that could not be completed."""
-        self.store.delete(self.root + "outcome.json", if_match=version)
+    def release(self, version: Version, restore: Outcome | None = None) -> None:
+        """Give up a ``publishing`` claim that could not be completed, if it is still the
+        version held: ``restore`` (the success the claim replaced) is written back in its
+        place, else the claim is deleted."""
+        if restore is not None:
+            self.write_outcome(restore, replacing=version)
+        else:
+            self.store.delete(self.root + "outcome.json", if_match=version)
 
     def record_step(self, record: StepRecord) -> None:
         self.store.put(f"{self.root}steps/{record.name}.json", record.to_bytes(), {})
