@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable, Mapping
 
 from taskkit.checkpoint import Checkpoint, confined
-from taskkit.command import Finished, Stopped, stopped_by_signals
+from taskkit.command import Finished, Stopped, signals_held, stopped_by_signals
 from taskkit.exceptions import (
     Conflict,
     IOFailure,
@@ -405,36 +405,63 @@ class AttemptRun:
         """Take the publishing claim, upload the outputs, keep a copy of each manifest, record
         success (with each manifest's version) in the claim's place. Exit 0 without publishing
         when another attempt published this same work meanwhile; 204 when it published other
-        work since this attempt began (a lost race: the next attempt decides afresh)."""
+        work since this attempt began (a lost race: the next attempt decides afresh). A claim
+        that replaces a success of this work (a republish) carries it, and whatever ends this
+        attempt before its success is recorded (a failure, a signal, a bug) gives the claim
+        back, putting that success back in its place."""
         journal = self.journal
-        claim = self._outcome("publishing", number, decision)
-        for _ in range(CLAIM_TRIES):
-            status = goal(journal, self.work, self.stores)
-            if status.state == "met" and status.outcome is not None:
-                return Decision(
-                    Verdict.SUCCESS,
-                    0,
-                    f"attempt {status.outcome.attempt} published the same work meanwhile",
-                )
-            lost = lost_race(status, self.work, self.seen)
-            if lost is not None:
-                return self.policy.decide(Ending(error=Conflict(lost)))
-            if status.state == "publishing":
-                wait_for(journal, status)
-                continue
-            try:
-                version = journal.write_outcome(claim, replacing=status.version)
-                break
-            except Conflict:
-                continue
-        else:
-            return self.policy.decide(
-                Ending(
-                    error=Conflict(
-                        "cannot claim the outputs: other attempts keep changing the outcome"
+        claim: Outcome | None = None
+        version: Version | None = None
+        try:
+            for _ in range(CLAIM_TRIES):
+                status = goal(journal, self.work, self.stores)
+                if status.state == "met" and status.outcome is not None:
+                    return Decision(
+                        Verdict.SUCCESS,
+                        0,
+                        f"attempt {status.outcome.attempt} published the same work meanwhile",
+                    )
+                lost = lost_race(status, self.work, self.seen)
+                if lost is not None:
+                    return self.policy.decide(Ending(error=Conflict(lost)))
+                if status.state == "publishing":
+                    wait_for(journal, status)
+                    continue
+                replaced = status.outcome if status.state == "gone" else None
+                claim = self._outcome("publishing", number, decision, replaced=replaced)
+                try:
+                    with signals_held():  # no claim is written without its version kept
+                        version = journal.write_outcome(claim, replacing=status.version)
+                    break
+                except Conflict:
+                    continue
+            else:
+                return self.policy.decide(
+                    Ending(
+                        error=Conflict(
+                            "cannot claim the outputs: other attempts keep changing the outcome"
+                        )
                     )
                 )
-            )
+            decision = self._claimed(number, decision, version)
+            if decision.verdict is not Verdict.SUCCESS:
+                self._give_back(claim, version)
+            return decision
+        except BaseException:  # a signal, or a bug: the claim must not outlive this attempt
+            if claim is not None and version is not None:
+                self._give_back(claim, version)
+            raise
+
+    def _give_back(self, claim: Outcome, version: Version) -> None:
+        """Release the claim, if still ours, restoring the success it replaced. Best effort: a
+        claim left behind is a dead holder's, which the next attempt takes over."""
+        with contextlib.suppress(TaskFailure), signals_held():
+            self.journal.release(version, claim.replaced)
+
+    def _claimed(self, number: int, decision: Decision, version: Version) -> Decision:
+        """Holding the claim at ``version``: upload, keep the manifests' copies, record
+        success in the claim's place."""
+        journal = self.journal
         manifests: tuple[str, ...] = ()
         published: tuple[PublishedManifest, ...] = ()
         if self.spec.outputs:
@@ -447,13 +474,7 @@ class AttemptRun:
                     published = recorded(journal, number, places, summary.published)
             except TaskFailure as exc:
                 error = exc
-            except BaseException:  # a signal: the claim must not outlive this attempt
-                with contextlib.suppress(TaskFailure):
-                    journal.release(version)
-                raise
             if error is not None:
-                with contextlib.suppress(TaskFailure):
-                    journal.release(version)
                 return self.policy.decide(Ending(error=error))
             manifests = tuple(_manifest_url(o) for o in self.spec.outputs)
         try:
@@ -489,6 +510,8 @@ class AttemptRun:
             theirs = status.outcome is not None and status.outcome.attempt != number
             if theirs and status.state in ("met", "publishing"):
                 return decision  # another attempt finished this work, or is publishing
+            if status.state == "gone" and self.gone is not None and self.gone.republish:
+                return decision  # a failed republish: the success stays, to republish again
             if lost_race(status, self.work, self.seen) is not None:
                 return decision  # other work was published since: not this attempt's to undo
             try:

@@ -39,7 +39,14 @@ from taskkit.lifetime import Watchdog, process_start
 from taskkit.logs import LogFile, LogSink, write_all
 from taskkit.redaction import redact
 
-__all__ = ["DRAIN_SECONDS", "Finished", "Stopped", "run_logged", "stopped_by_signals"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "Finished",
+    "Stopped",
+    "run_logged",
+    "signals_held",
+    "stopped_by_signals",
+]
 
 #: How long output may keep flowing once the command and its group are gone: only a process
 #: that left the group (``setsid``) can hold the pipes then, and taskkit does not wait for it.
@@ -385,3 +392,26 @@ def stopped_by_signals() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT wait until the block ends, then arrive as they would have (within
+    :func:`stopped_by_signals`: :class:`Stopped`, raised where the block ends). For a step that
+    must not be cut in half: a claim written and its version kept, a claim given back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)  # its handler runs before this returns
