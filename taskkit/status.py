@@ -3,6 +3,9 @@
 Read only: a status never writes, so it may run anywhere, any time, as often as wanted.
 Job and task ids are Batch ids, checked as ``taskkit run`` checks them, so that an id never
 names a place outside the job's or the state root's folder (``..``, ``../x``).
+A ``publishing`` claim whose holder ended or was interrupted is shown as ``stale``, never as
+an outcome: no attempt is publishing, and a claim that carries the success it was
+republishing shows that success, which the next run republishes.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import re
 from typing import Any
 
 from taskkit.exceptions import InputNotFound, UsageError
-from taskkit.journal import Journal
+from taskkit.journal import Attempt, Journal, Outcome
 from taskkit.redaction import redact
 from taskkit.storage import Stores
 from taskkit.urls import bad_url
@@ -44,18 +47,7 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
         "job": job_id,
         "task": task_id,
         "journal": journal.url(""),
-        "outcome": None
-        if outcome is None
-        else {
-            "state": outcome.state,
-            "attempt": outcome.attempt,
-            "at": outcome.at,
-            "exit_code": outcome.exit_code,
-            "reason": outcome.reason,
-            "fingerprint": outcome.fingerprint,
-            "manifests": list(outcome.manifests),
-            "published": [{"url": p.url, "version": p.version} for p in outcome.published],
-        },
+        "outcome": None if outcome is None else _outcome(outcome, attempts),
         "attempts": [
             {
                 "number": a.number,
@@ -78,6 +70,32 @@ def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[s
     }
 
 
+def _outcome(outcome: Outcome, attempts: list[Attempt]) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "state": outcome.state,
+        "attempt": outcome.attempt,
+        "at": outcome.at,
+        "exit_code": outcome.exit_code,
+        "reason": outcome.reason,
+        "fingerprint": outcome.fingerprint,
+        "manifests": list(outcome.manifests),
+        "published": [{"url": p.url, "version": p.version} for p in outcome.published],
+    }
+    if outcome.state == "publishing":
+        shown["stale"] = _stale(outcome, attempts)
+        shown["replaced"] = None if outcome.replaced is None else _outcome(outcome.replaced, [])
+    return shown
+
+
+def _stale(claim: Outcome, attempts: list[Attempt]) -> str | None:
+    """How the holder of ``claim`` stopped ("ended", "interrupted"), or None while it runs."""
+    holder = next((a for a in attempts if a.number == claim.attempt), None)
+    if holder is None:
+        return "interrupted"  # a claim's holder always has a record: this one is gone
+    state = holder.state()
+    return None if state == "running" else state
+
+
 def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
     _check_state(state)
@@ -92,6 +110,12 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
         attempts = journal.attempts()
         latest = attempts[-1] if attempts else None
         outcome = found[0] if found is not None else None
+        reason = ""
+        if outcome is not None and outcome.state == "publishing":
+            stale = _stale(outcome, attempts)
+            if stale is not None:  # no attempt is publishing: what the journal holds besides
+                reason = f"stale publishing claim of attempt {outcome.attempt} ({stale})"
+                outcome = outcome.replaced
         rows.append(
             {
                 "task": task_id,
@@ -100,7 +124,7 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
                 else (outcome.state if outcome is not None else "open"),
                 "attempts": len(attempts),
                 "exit_code": outcome.exit_code if outcome is not None else None,
-                "reason": outcome.reason if outcome is not None else "",
+                "reason": "; ".join(filter(None, [outcome.reason if outcome else "", reason])),
                 "logs": latest.logs if latest is not None else None,
             }
         )

@@ -288,18 +288,42 @@ def _table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+_HOW = {"ended": "has ended", "interrupted": "was interrupted"}
+
+
+def _outcome_lines(outcome: dict[str, Any]) -> None:
+    click.echo(
+        f"outcome: {outcome['state']} in attempt {outcome['attempt']} at {outcome['at']}, "
+        f"exit {outcome['exit_code']}" + (f": {outcome['reason']}" if outcome["reason"] else "")
+    )
+    for manifest in outcome["manifests"]:
+        click.echo(f"  published {manifest}")
+
+
 def _task(status: dict[str, Any]) -> None:
     outcome = status["outcome"]
     click.echo(f"task {status['task']} of job {status['job']} ({status['journal']})")
+    claim = outcome if outcome is not None and outcome["state"] == "publishing" else None
+    if claim is not None and claim.get("stale"):
+        # No attempt is publishing: show what the journal holds besides the claim.
+        outcome = claim["replaced"]
     if outcome is None:
         click.echo("outcome: none yet")
     else:
+        _outcome_lines(outcome)
+    if claim is not None and claim.get("stale"):
+        what = "republishing the outputs above" if claim["replaced"] else "publishing"
         click.echo(
-            f"outcome: {outcome['state']} in attempt {outcome['attempt']} at {outcome['at']}, "
-            f"exit {outcome['exit_code']}" + (f": {outcome['reason']}" if outcome["reason"] else "")
+            f"  stale publishing claim of attempt {claim['attempt']} at {claim['at']}, "
+            f"{what}: that attempt {_HOW.get(claim['stale'], claim['stale'])}; "
+            "the next run takes it over"
         )
-        for manifest in outcome["manifests"]:
-            click.echo(f"  published {manifest}")
+    elif claim is not None and claim.get("replaced"):
+        replaced = claim["replaced"]
+        click.echo(
+            f"  republishing the outputs of the success of attempt {replaced['attempt']} "
+            f"at {replaced['at']}"
+        )
     for a in status["attempts"]:
         code = "" if a["exit_code"] is None else f"exit {a['exit_code']}, "
         parts = [a["state"], f"{code}{a['verdict']}" if a["verdict"] else code.rstrip(", ")]
