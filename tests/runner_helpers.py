@@ -280,3 +280,33 @@ def opened_task(root: Path, job: str = "job-1", task: str = "task-1") -> Iterato
         yield made
     finally:
         made.close()
+
+
+#: ``taskkit run`` stopped at a chosen moment of its publish (see that file).
+GATED_PUBLISH = str(Path(__file__).with_name("gated_publish_child.py"))
+
+
+def interrupted_publish(
+    task: Task, gate: str, signum: int, command: Sequence[str], *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``taskkit run`` of ``task`` stopped by ``signum`` at ``gate`` of its publish, to its
+    end (gate ``claim`` sends itself SIGTERM, ``signum`` is not sent)."""
+    marker = task.box / f"gate-{gate}"
+    marker.unlink(missing_ok=True)
+    argv = [sys.executable, GATED_PUBLISH, gate, str(marker), "--"]
+    argv += task.args(command, *options)[1:]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=task.env,
+        cwd=task.root,
+    )
+    task._started.append(proc)
+    wait_for(lambda: marker.exists() or proc.poll() is not None, f"the publish to reach {gate}")
+    if gate != "claim":
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return no_traceback(subprocess.CompletedProcess(argv, proc.returncode, out, err))

@@ -3,19 +3,22 @@
 Real ``python -m taskkit run`` processes (``runner_helpers.Task``) with ``file://`` state and
 outputs. After a success, the test deletes or rewrites what was published, or the working
 directory's copy of it, and checks what the next run does: met (nothing written), republish
-(the command not run: it counts its runs outside the working directory), or run again.
+(the command not run: it counts its runs outside the working directory), or run again. A
+republish stopped part way (``runner_helpers.interrupted_publish``: SIGTERM or kill -9 at a
+chosen moment) leaves the success to republish next time.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_helpers import Task, opened_task, sh, snapshot
+from runner_helpers import TASKKIT, Task, interrupted_publish, opened_task, sh, snapshot
 
 from taskkit.digest import hash_bytes
 from taskkit.journal import Outcome
@@ -269,3 +272,65 @@ def test_an_upload_reports_each_manifest_it_leaves_published_with_its_version(
             assert store.stat(key).version == published.version
             assert Path(published.url).read_bytes() == published.data
     assert versions[0] == versions[1]  # the second upload rewrote nothing
+
+
+def status_text(task: Task) -> list[str]:
+    """``taskkit status`` of the task, as a person reads it."""
+    ids = ["--job-id", task.job, "--task-id", task.task]
+    shown = task.taskkit([*TASKKIT, "status", "--state", task.state, *ids])
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.splitlines()
+
+
+@pytest.mark.parametrize("gate", ["phase", "upload", "uploaded", "claim"])
+def test_a_republish_stopped_by_sigterm_gives_the_success_back(world: Published, gate: str) -> None:
+    """SIGTERM anywhere between the republish's claim and its success record: the attempt
+    ends 143 and the journal holds attempt 1's success again, as status says; the next run
+    republishes (the command is not run again)."""
+    success = world.outcome()
+    world.manifest.unlink()
+    stopped = interrupted_publish(world.task, gate, signal.SIGTERM, world.command, *world.options)
+    assert stopped.returncode == 143, stopped.stderr
+    assert world.outcome() == success
+    assert world.task.attempt(2)["exit_code"] == 143
+    assert world.task.status()["outcome"]["state"] == "success"
+    assert status_text(world.task)[1].startswith("outcome: success in attempt 1 at")
+    assert_republished_next(world)
+
+
+@pytest.mark.parametrize("gate", ["phase", "upload", "uploaded"])
+def test_a_republish_killed_leaves_a_claim_that_reads_as_the_success(
+    world: Published, gate: str
+) -> None:
+    """kill -9 anywhere between the republish's claim and its success record: the claim
+    left behind carries attempt 1's success; status shows that success and the claim as
+    stale; the dry run and the next run republish (the command is not run again)."""
+    success = world.outcome()
+    world.manifest.unlink()
+    killed = interrupted_publish(world.task, gate, signal.SIGKILL, world.command, *world.options)
+    assert killed.returncode == -signal.SIGKILL
+    claim = world.outcome()
+    assert (claim["state"], claim["attempt"], claim["replaced"]) == ("publishing", 2, success)
+    shown = world.task.status()["outcome"]
+    assert (shown["stale"], shown["replaced"]["attempt"]) == ("interrupted", 1)
+    text = status_text(world.task)
+    assert text[1].startswith("outcome: success in attempt 1 at")
+    assert "stale publishing claim of attempt 2" in text[3]
+    assert "that attempt was interrupted; the next run takes it over" in text[3]
+    assert "would republish them from the working directory" in world.plan()
+    assert_republished_next(world)
+
+
+def assert_republished_next(world: Published) -> None:
+    again = world.run()
+    assert again.returncode == 0, again.stderr
+    assert world.task.count("cmd") == 1, "the command ran again"
+    [said] = note_lines(again.stderr, GONE)
+    assert said.endswith(REPUBLISH)
+    outcome = world.outcome()
+    assert (outcome["state"], outcome["attempt"]) == ("success", 3)
+    assert outcome["reason"].startswith("republished the outputs of attempt 1")
+    assert outcome["replaced"] is None
+    assert json.loads(world.manifest.read_bytes())["files"]
+    assert status_text(world.task)[1].startswith("outcome: success in attempt 3 at")
+    assert "goal met by attempt 3" in world.run().stderr

@@ -1,0 +1,83 @@
+"""``taskkit run`` as a real process stopped at a chosen moment of its publish, for
+tests/test_goal_manifests.py and tests/test_runner.py: a deterministic "killed while publishing".
+
+    python tests/gated_publish_child.py GATE MARKER -- RUN-ARGUMENTS...
+
+Between the publishing claim and the success record, at GATE, the process touches MARKER and
+then blocks until a signal ends it (the test sends SIGTERM or SIGKILL):
+
+* ``phase``: the ``uploading`` phase note, before its log flush;
+* ``upload``: the outputs' upload;
+* ``uploaded``: after the upload, before the success is recorded.
+
+GATE ``claim`` sends SIGTERM to the process itself right after the claim is written, before
+the write returns its version, then lets it go on. Everything else is the real thing: this is
+``taskkit run RUN-ARGUMENTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import taskkit.attempt
+from taskkit.cli import main
+from taskkit.journal import Journal, Outcome
+from taskkit.logs import LogSink, Phase
+
+GATES = ("phase", "upload", "uploaded", "claim")
+
+
+def blocked(marker: Path) -> None:
+    marker.touch()
+    threading.Event().wait()  # never set: only a signal ends this wait
+
+
+def gate(where: str, marker: Path) -> None:
+    """Make the publish stop at ``where`` (one of :data:`GATES`)."""
+    if where == "phase":
+        real_phase = LogSink.phase
+
+        def phase(self: LogSink, reached: Phase, line: str = "") -> bool:
+            if reached is Phase.UPLOADING:
+                blocked(marker)
+            return real_phase(self, reached, line)
+
+        LogSink.phase = phase  # type: ignore[method-assign]
+    elif where == "upload":
+
+        def upload_outputs(*args: Any, **kwargs: Any) -> Any:
+            blocked(marker)
+
+        taskkit.attempt.upload_outputs = upload_outputs
+    elif where == "uploaded":
+        real_url = taskkit.attempt._manifest_url
+
+        def manifest_url(output: str) -> str:
+            blocked(marker)
+            return real_url(output)
+
+        taskkit.attempt._manifest_url = manifest_url
+    elif where == "claim":
+        real_write = Journal.write_outcome
+
+        def write_outcome(self: Journal, outcome: Outcome, **kwargs: Any) -> str:
+            version = real_write(self, outcome, **kwargs)
+            if outcome.state == "publishing":
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGTERM)
+            return version
+
+        Journal.write_outcome = write_outcome  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"unknown gate {where!r}; one of {GATES}")
+
+
+if __name__ == "__main__":
+    split = sys.argv.index("--")
+    gate(sys.argv[1], Path(sys.argv[2]))
+    main(["run", *sys.argv[split + 1 :]])
