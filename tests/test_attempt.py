@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_helpers import SH_TASKKIT, Task, q, sh
+from runner_helpers import SH_TASKKIT, TASKKIT, Task, interrupted_publish, q, sh
 
-from taskkit.command import Stopped, stopped_by_signals
+from taskkit.command import Stopped, signals_held, stopped_by_signals
 
 
 @pytest.fixture
@@ -30,6 +30,24 @@ def test_a_signal_while_taskkit_works_raises_stopped_and_the_handlers_come_back(
     with pytest.raises(Stopped) as caught, stopped_by_signals():
         os.kill(os.getpid(), signal.SIGTERM)
     assert caught.value.name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signals_held_arrive_where_the_block_ends() -> None:
+    """Within stopped_by_signals, a SIGTERM inside signals_held() does not cut the block:
+    Stopped is raised where it ends, once; the handlers come back."""
+    before = signal.getsignal(signal.SIGTERM)
+    done: list[str] = []
+
+    def held_then_on() -> None:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("rest of the block")
+        done.append("after the block")
+
+    with pytest.raises(Stopped), stopped_by_signals():
+        held_then_on()
+    assert done == ["rest of the block"]
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -125,3 +143,53 @@ def test_sigterm_while_taskkit_waits_to_publish_ends_the_attempt_in_order(task: 
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+PUBLISH_GATES = ["phase", "upload", "uploaded", "claim"]
+
+
+def publishing(task: Task) -> tuple[list[str], tuple[str, ...]]:
+    """A command counting its runs and writing out/a.txt, and its options to publish it."""
+    command = sh(f"{task.counted('cmd')}\nmkdir -p out\necho alpha > out/a.txt\n")
+    return command, ("--max-retries", "3", "-o", f"out/**=file://{task.root / 'dest'}/")
+
+
+@pytest.mark.parametrize("gate", PUBLISH_GATES)
+def test_sigterm_anywhere_in_the_publish_gives_the_claim_back(task: Task, gate: str) -> None:
+    """SIGTERM at any moment from the publishing claim to the success record (the phase's
+    log flush, the upload, after it, the claim's own write): the attempt ends 143, no claim
+    is left behind, status shows no outcome; the next attempt publishes."""
+    command, options = publishing(task)
+    stopped = interrupted_publish(task, gate, signal.SIGTERM, command, *options)
+    assert stopped.returncode == 143, stopped.stderr
+    assert task.outcome() is None
+    assert task.attempt(1)["exit_code"] == 143
+    assert task.status()["outcome"] is None
+    again = task.run(command, *options)
+    assert again.returncode == 0, again.stderr
+    assert (task.count("cmd"), task.outcome()["attempt"]) == (2, 2)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("gate", ["phase", "uploaded"])
+def test_a_claim_whose_holder_died_is_shown_stale(task: Task, gate: str) -> None:
+    """kill -9 while publishing leaves the claim: status shows it as stale (interrupted), not
+    as an outcome, in the task view and in the job's table; the next attempt takes it over."""
+    command, options = publishing(task)
+    killed = interrupted_publish(task, gate, signal.SIGKILL, command, *options)
+    assert killed.returncode == -signal.SIGKILL
+    assert task.outcome()["state"] == "publishing"  # type: ignore[index]
+    shown = task.status()["outcome"]
+    assert (shown["stale"], shown["replaced"]) == ("interrupted", None)
+    base = [*TASKKIT, "status", "--state", task.state, "--job-id", task.job]
+    text = task.taskkit([*base, "--task-id", task.task]).stdout.splitlines()
+    assert text[1] == "outcome: none yet", text
+    assert text[2].startswith("  stale publishing claim of attempt 1 at ")
+    assert text[2].endswith(
+        ", publishing: that attempt was interrupted; the next run takes it over"
+    )
+    [row] = json.loads(task.taskkit([*base, "--json"]).stdout)["tasks"]
+    assert (row["outcome"], row["exit_code"]) == ("open", None)
+    assert row["reason"] == "stale publishing claim of attempt 1 (interrupted)"
+    again = task.run(command, *options)
+    assert again.returncode == 0, again.stderr
+    assert task.outcome()["state"] == "success"  # type: ignore[index]
