@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -284,6 +285,36 @@ def test_release_removes_the_claim(journal: Journal) -> None:
     journal.release(version)
     assert journal.outcome() is None
     journal.write_outcome(_outcome(attempt=2), replacing=None)
+
+
+def test_release_restoring_puts_the_replaced_success_back(journal: Journal) -> None:
+    """release(version, restore) writes the success a republish's claim replaced back in its
+    place (conditionally: a claim replaced meanwhile is a Conflict and changes nothing)."""
+    success = journal.write_outcome(_outcome("success"), replacing=None)
+    found = journal.outcome()
+    assert found is not None
+    claim = _outcome(attempt=2).model_copy(update={"replaced": found[0]})
+    version = journal.write_outcome(claim, replacing=success)
+    loaded = journal.outcome()
+    assert loaded is not None
+    assert loaded[0].replaced == found[0]
+    journal.release(version, loaded[0].replaced)
+    back = journal.outcome()
+    assert back is not None
+    assert back[0] == found[0]
+    with pytest.raises(Conflict):
+        journal.release(version, found[0])
+    assert journal.outcome() == back
+
+
+def test_an_outcome_written_before_replaced_existed_reads(journal: Journal) -> None:
+    """A record without the ``replaced`` field reads, replacing nothing."""
+    data = json.loads(_outcome().to_bytes())
+    del data["replaced"]
+    journal.store.put(journal.root + "outcome.json", json.dumps(data).encode(), {})
+    found = journal.outcome()
+    assert found is not None
+    assert found[0].replaced is None
 
 
 def test_release_of_a_stale_version_conflicts(journal: Journal) -> None:

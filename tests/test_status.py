@@ -210,3 +210,46 @@ def test_job_status_of_an_unknown_job_is_empty(stores: Stores, state: str) -> No
     """A job with no journals is InputNotFound (exit 66), not an empty table."""
     with pytest.raises(InputNotFound, match="no task of job nothing"):
         job_status(stores, state, "nothing")
+
+
+@pytest.mark.parametrize("holder", ["running", "ended", "interrupted"])
+def test_a_publishing_claim_says_whether_its_holder_still_runs(
+    stores: Stores, state: str, holder: str
+) -> None:
+    """A claim is stale exactly when its holder ended or was interrupted; the success a
+    republish's claim replaced is shown with it; the job's row shows that success (or no
+    outcome) and the stale claim, never the claim as current."""
+    journal = Journal.open(stores, state, "job", "task")
+    success = Outcome(state="success", fingerprint=FP, attempt=1, at=now(), reason="ok")
+    journal.write_outcome(success, replacing=None)
+    if holder == "running":
+        journal.begin(fingerprint=FP, interval=30.0, after=1)  # this very process
+    elif holder == "ended":
+        _ended(journal, 1, 143, "retryable", "stopped")
+    else:
+        _interrupted(journal, 1)
+    found = journal.outcome()
+    assert found is not None
+    claim = Outcome(state="publishing", fingerprint=FP, attempt=2, at=now(), replaced=success)
+    journal.write_outcome(claim, replacing=found[1])
+    shown = task_status(stores, state, "job", "task")["outcome"]
+    stale = None if holder == "running" else holder
+    assert (shown["state"], shown["stale"]) == ("publishing", stale)
+    assert (shown["replaced"]["state"], shown["replaced"]["attempt"]) == ("success", 1)
+    [row] = job_status(stores, state, "job")
+    if holder == "running":
+        assert (row["outcome"], row["reason"]) == ("publishing", "")
+    else:
+        assert row["outcome"] == "success"
+        assert row["reason"] == f"ok; stale publishing claim of attempt 2 ({holder})"
+
+
+def test_an_outcome_other_than_a_claim_has_no_stale_field(stores: Stores, state: str) -> None:
+    """Only a claim can be stale: a success reads as before."""
+    journal = Journal.open(stores, state, "job", "task")
+    _ended(journal, 0, 0, "success", "done")
+    success = Outcome(state="success", fingerprint=FP, attempt=1, at=now())
+    journal.write_outcome(success, replacing=None)
+    shown = task_status(stores, state, "job", "task")["outcome"]
+    assert "stale" not in shown
+    assert "replaced" not in shown
