@@ -185,7 +185,7 @@ def test_a_claim_whose_holder_died_is_shown_stale(task: Task, gate: str) -> None
     assert text[1] == "outcome: none yet", text
     assert text[2].startswith("  stale publishing claim of attempt 1 at ")
     assert text[2].endswith(
-        ", publishing: that attempt was interrupted; the next run takes it over"
+        ", publishing: that attempt was interrupted; the next attempt takes it over"
     )
     [row] = json.loads(task.taskkit([*base, "--json"]).stdout)["tasks"]
     assert (row["outcome"], row["exit_code"]) == ("open", None)

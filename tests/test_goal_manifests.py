@@ -316,7 +316,7 @@ def test_a_republish_killed_leaves_a_claim_that_reads_as_the_success(
     text = status_text(world.task)
     assert text[1].startswith("outcome: success in attempt 1 at")
     assert "stale publishing claim of attempt 2" in text[3]
-    assert "that attempt was interrupted; the next run takes it over" in text[3]
+    assert "that attempt was interrupted; the next run checks them again" in text[3]
     assert "would republish them from the working directory" in world.plan()
     assert_republished_next(world)
 

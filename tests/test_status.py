@@ -253,3 +253,35 @@ def test_an_outcome_other_than_a_claim_has_no_stale_field(stores: Stores, state:
     shown = task_status(stores, state, "job", "task")["outcome"]
     assert "stale" not in shown
     assert "replaced" not in shown
+
+
+@pytest.mark.parametrize("holder", ["running", "interrupted"])
+def test_the_cli_shows_a_republish_claim_by_the_success_it_keeps(
+    stores: Stores, tmp_path: Path, holder: str
+) -> None:
+    """``taskkit status``: a live republish shows its claim and the success it republishes;
+    a stale one shows that success as the outcome and the claim as stale."""
+    from runner_helpers import invoke
+
+    state = f"file://{tmp_path}/state"
+    journal = Journal.open(stores, state, "job", "task")
+    success = Outcome(state="success", fingerprint=FP, attempt=1, at="T1", reason="ok")
+    first = journal.write_outcome(success, replacing=None)
+    if holder == "running":
+        journal.begin(fingerprint=FP, interval=30.0, after=1)  # this very process
+    else:
+        _interrupted(journal, 1)
+    claim = Outcome(state="publishing", fingerprint=FP, attempt=2, at="T2", replaced=success)
+    journal.write_outcome(claim, replacing=first)
+    code, out, _ = invoke(["status", "--state", state, "--job-id", "job", "--task-id", "task"])
+    assert code == 0
+    lines = out.splitlines()
+    if holder == "running":
+        assert lines[1] == "outcome: publishing in attempt 2 at T2, exit 0"
+        assert lines[2] == "  republishing the outputs of the success of attempt 1 at T1"
+    else:
+        assert lines[1] == "outcome: success in attempt 1 at T1, exit 0: ok"
+        assert lines[2] == (
+            "  stale publishing claim of attempt 2 at T2, republishing the outputs above: "
+            "that attempt was interrupted; the next run checks them again"
+        )

@@ -312,11 +312,14 @@ def _task(status: dict[str, Any]) -> None:
     else:
         _outcome_lines(outcome)
     if claim is not None and claim.get("stale"):
-        what = "republishing the outputs above" if claim["replaced"] else "publishing"
+        what, then = (
+            ("republishing the outputs above", "the next run checks them again")
+            if claim["replaced"]
+            else ("publishing", "the next attempt takes it over")
+        )
         click.echo(
             f"  stale publishing claim of attempt {claim['attempt']} at {claim['at']}, "
-            f"{what}: that attempt {_HOW.get(claim['stale'], claim['stale'])}; "
-            "the next run takes it over"
+            f"{what}: that attempt {_HOW.get(claim['stale'], claim['stale'])}; {then}"
         )
     elif claim is not None and claim.get("replaced"):
         replaced = claim["replaced"]
