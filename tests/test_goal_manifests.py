@@ -11,6 +11,7 @@ chosen moment) leaves the success to republish next time.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -334,3 +335,20 @@ def assert_republished_next(world: Published) -> None:
     assert json.loads(world.manifest.read_bytes())["files"]
     assert status_text(world.task)[1].startswith("outcome: success in attempt 3 at")
     assert "goal met by attempt 3" in world.run().stderr
+
+
+def test_a_failed_republish_on_the_last_attempt_leaves_the_success(world: Published) -> None:
+    """A republish whose upload fails, on the last attempt Batch allows: it exits non-zero
+    but records no failure over the success; once the DEST can be written again, the next
+    run republishes (the command is not run)."""
+    success = world.outcome()
+    world.manifest.unlink()
+    shutil.rmtree(world.dest / "sub")
+    (world.dest / "sub").write_text("a file where a folder must be\n")
+    failed = world.run("--max-retries", "0")
+    assert failed.returncode != 0, failed.stderr
+    assert REPUBLISH in failed.stderr
+    assert world.task.attempt(2)["last"] is True
+    assert world.outcome() == success
+    (world.dest / "sub").unlink()
+    assert_republished_next(world)
