@@ -7,8 +7,10 @@ exclusive ``flock`` of the directory around check, write and rename, so they are
 processes on one machine; on other fsspec stores a lock of this process only.
 
 Stores that key files by their whole URL (``http://``, ``https://``, where a SAS token rides in
-the query string) show and identify a file by that URL once, without its credential
-(:func:`~taskkit.redaction.public_url`); only the requests themselves carry the token.
+the query string and a password in the userinfo) show a file by that URL once, without its
+token and with its password masked (:func:`~taskkit.redaction.shown_url`), and identify it by
+the URL without either (:func:`~taskkit.redaction.public_url`); only the requests themselves
+carry them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskkit.exceptions import Conflict, InputNotFound, TransientError
-from taskkit.redaction import public_url
+from taskkit.redaction import public_url, shown_url
 from taskkit.retry import RetryBudget
 from taskkit.storage import (
     RemoteFile,
@@ -59,11 +61,12 @@ class FsspecStore(Store):
 
     def url(self, key: str) -> str:
         if _WHOLE_URL.match(key):  # http(s): the key is the URL itself, shown once
-            return public_url(key)
+            return shown_url(key)
         return key if self.protocol == "file" else f"{self.protocol}://{key.lstrip('/')}"
 
     def identity(self, key: str) -> str:
-        # Without a token its URL carries, so a rotated SAS names the same source.
+        # Without the token or password its URL carries, so a rotated one names the same
+        # source.
         return public_url(key) if _WHOLE_URL.match(key) else f"{self.protocol}://{key}"
 
     @staticmethod

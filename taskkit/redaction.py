@@ -1,23 +1,33 @@
 """Keeping credentials out of every line taskkit prints or stores.
 
-Two tools, for two kinds of text:
+A URL carries a credential in two places: its query string (a SAS token: ``sig`` and the
+parameters signed with it; S3 and GCS signed URLs) and its userinfo (``scheme://user:password@``:
+a colon makes it a password; ``abfs://container@account...`` names a container, no credential).
+Three tools, for three kinds of text:
 
 * :func:`public_url` is for a URL taskkit keeps or keys on (a source's identity, the work's
-  fingerprint, a file's URL as shown): the credential its query string carries (a SAS token:
-  ``sig`` and the parameters signed with it) is *removed*, so the same blob read with a rotated
-  token has the same identity. :func:`without_credentials` does the same to every URL inside a
-  text (a command line's argument), then :func:`redact`.
+  fingerprint, the stat-cache's and node cache's records): the token is *removed* (the
+  parameters that select content, ``snapshot=``, ``versionid=``, are kept) and so is the
+  password (``user@`` is kept), so the same blob read with a rotated token or password has the
+  same identity. :func:`without_credentials` masks every URL inside a text (a command line's
+  argument) instead, then :func:`redact`.
+* :func:`shown_url` is for a URL taskkit prints: the token removed (it is shown once, without
+  it), the password masked (``user:***@``: a password was given), the rest :func:`redact`-ed.
 * :func:`redact` is for any text on its way out (a message, a log line, an upstream error that
   quotes what it was given): it *hides* ``***`` in place of
 
   - the secret fields of connection strings (``AccountKey=``, ``SharedAccessSignature=``),
-  - the signature of signed query strings (``sig=``, also URL-encoded, and the signatures of
-    S3 and GCS signed URLs),
-  - a bare Azure account key (88 base64 characters ending in ``==``), whoever's it is,
+  - the signature of signed query strings (``sig=`` wherever it starts a word, also
+    URL-encoded, and the signatures of S3 and GCS signed URLs),
+  - the password of a URL's userinfo (``scheme://user:***@``),
+  - a bare Azure account key (88 base64 characters ending in ``==``, also URL-encoded:
+    ``%2B``, ``%2F``, ``%3D%3D``), whoever's it is,
   - the values of the credential environment variables adlfs reads, wherever they appear.
 
-What is left (account names, container names, blob names) is what a user needs to act.
-Invariant: both are idempotent, and text holding no credential comes back unchanged.
+What is left (account names, container names, blob names, user names) is what a user needs to
+act. Invariant: all are idempotent, and text holding no credential comes back unchanged.
+Speed: each pattern runs only on text holding one of its cheap words, and account keys are
+found from their padding, so plain log text passes at memory speed.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ __all__ = [
     "masked_url",
     "public_url",
     "redact",
+    "shown_url",
     "signed",
     "without_credentials",
 ]
@@ -62,22 +73,36 @@ _SAS_PARAMETERS = frozenset(
 )  # fmt: skip
 #: S3 and GCS signed URLs: every parameter of their signature starts so.
 _SIGNED_PREFIXES = ("x-amz-", "x-goog-")
-#: (what must be in the lowercased text for the pattern to match, the pattern): the cheap
-#: test first, so a log line without any of these words costs no regular expression.
+#: (what must be in the lowercased text for the pattern to match, the pattern, what replaces
+#: a match): the cheap test first, so a log line without any of these words costs no regular
+#: expression.
 _PATTERNS = (
     # Connection-string fields: up to the next ';' or the end.
     (
         ("accountkey=", "sharedaccess"),
         re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"),
+        rf"\1={_HIDDEN}",
     ),
-    # Signatures in URLs and query strings, also percent-encoded inside another URL.
+    # Signatures in URLs, query strings and settings (``X=sig=...``): the name is not the
+    # end of a longer one (``assig=``, ``my-sig=``); a percent-encoded character before it
+    # ('%26' for '&', '%3F' for '?') is a separator of a URL quoted inside another one.
     (
         ("sig=", "sig%3d", "signature", "security-token"),
         re.compile(
-            r"(?i)(?:^|(?<=[?&;/\s'\"])|(?<=%26)|(?<=%3F))"
+            r"(?i)(?:(?<![\w-])|(?<=%[0-9a-f]{2}))"
             r"(sig|x-amz-signature|x-goog-signature|x-amz-security-token)"
             r"(?:=|%3D)(?:(?!%26)[\w+/=%.~*-])*"
         ),
+        rf"\1={_HIDDEN}",
+    ),
+    # A URL's userinfo password: ``scheme://user:password@``. The user has no ':' (the first
+    # one ends it); the password runs to the last '@' before the path, as a URL parser reads
+    # it. ``abfs://container@account...:443/`` has no '@' after its ':': nothing is hidden.
+    # The word is '@' alone: one character is found at memory speed, '://' is not.
+    (
+        ("@",),
+        re.compile(r"://([^\s/?#:'\"<>]*):[^\s/?#'\"<>]+@"),
+        rf"://\1:{_HIDDEN}@",
     ),
 )
 #: A bare Azure account key: 64 random bytes in base64 (86 characters and '=='), alone.
@@ -106,30 +131,74 @@ def redact(text: str) -> str:
     for value in _secret_values():
         text = text.replace(value, _HIDDEN)
     lowered = text.lower()
-    for words, pattern in _PATTERNS:
-        if any(word in lowered for word in words):
-            text = pattern.sub(lambda m: f"{m.group(1)}={_HIDDEN}", text)
+    for words, pattern, hidden in _PATTERNS:
+        for word in words:
+            if word in lowered:
+                text = pattern.sub(hidden, text)
+                break
     return _without_account_keys(text)
 
 
 def _without_account_keys(text: str) -> str:
-    """``text`` with each run of exactly 86 base64 characters and '==' hidden. Found from its
-    '==' (a regular expression would try every character of every base64 run), so logs full
-    of base64 still pass at memory speed."""
-    pieces, kept = [], 0
+    """``text`` with each account key hidden: exactly 86 base64 characters and '==', also
+    URL-encoded ('%2B', '%2F' in the body, '%3D%3D' for the padding). Found from its padding
+    (a regular expression would try every character of every base64 run), so logs full of
+    base64 still pass at memory speed."""
+    encoded = "%" in text
+    paddings = []
     end = text.find("==")
     while end != -1:
-        start = end - 86
-        if (
-            start >= 0
-            and _KEY_BODY.fullmatch(text, start, end)
-            and (start == 0 or text[start - 1] not in _BASE64)
-            and text[end + 2 : end + 3] not in _AFTER_KEY
-        ):
-            pieces += [text[kept:start], _HIDDEN]
-            kept = end + 2
+        paddings.append((end, end + 2))
         end = text.find("==", end + 2)
+    if encoded:
+        paddings = sorted([*paddings, *(m.span() for m in _ENCODED_PADDING.finditer(text))])
+    pieces, kept = [], 0
+    for end, after in paddings:
+        start = _key_start(text, end, encoded)
+        if start is not None and start >= kept and not _continues(text, after):
+            pieces += [text[kept:start], _HIDDEN]
+            kept = after
     return "".join([*pieces, text[kept:]]) if pieces else text
+
+
+_ENCODED_PADDING = re.compile(r"%3[dD]%3[dD]")
+_ENCODED_BASE64 = ("%2B", "%2F")  # '+' and '/' in a URL's query
+_KEY_LENGTH = 86
+
+
+def _escaped(text: str, end: int) -> bool:
+    """Whether an encoded base64 character ('%2B', '%2F') ends at ``end``."""
+    return end >= 3 and text[end - 3 : end].upper() in _ENCODED_BASE64
+
+
+def _key_start(text: str, end: int, encoded: bool) -> int | None:
+    """Where an account key's body that ends at ``end`` starts: 86 base64 characters, each
+    maybe URL-encoded (only looked for when ``text`` holds a '%'), not the end of a longer
+    base64 run; ``None`` when there is none."""
+    start = end - _KEY_LENGTH
+    if not encoded or "%" not in text[max(0, start - 2 * _KEY_LENGTH) : end]:
+        if start < 0 or not _KEY_BODY.fullmatch(text, start, end):  # the common case, in C
+            return None
+    else:
+        start = end
+        for _ in range(_KEY_LENGTH):
+            if _escaped(text, start):
+                start -= 3
+            elif start > 0 and text[start - 1] in _BASE64:
+                start -= 1
+            else:
+                return None
+    if start >= 3 and text[start - 3] == "%":  # an escape: base64 only if '+' or '/'
+        return None if _escaped(text, start) else start
+    return None if start > 0 and text[start - 1] in _BASE64 else start
+
+
+def _continues(text: str, end: int) -> bool:
+    """Whether base64 or padding goes on at ``end``: then what ended there is no key."""
+    after = text[end : end + 1]
+    return after in _AFTER_KEY or (
+        after == "%" and text[end : end + 3].upper() in ("%3D", *_ENCODED_BASE64)
+    )
 
 
 def _parameter(item: str) -> str:
@@ -141,10 +210,23 @@ def _signing(name: str) -> bool:
 
 
 def public_url(url: str) -> str:
-    """``url`` without the credential of its query string: when the query carries a signature
-    (a SAS token, an S3 or GCS signed URL), the parameters of that signature are removed and
-    the others (``snapshot=``, ``versionid=``) kept. Any other text (a local path, a URL
-    without a signature) comes back unchanged."""
+    """``url`` without its credentials, for what taskkit keeps or keys on: when the query
+    carries a signature (a SAS token, an S3 or GCS signed URL), the parameters of that
+    signature are removed and the others (``snapshot=``, ``versionid=``) kept; a password in
+    the userinfo is removed, the user kept (``scheme://user@host``). Any other text (a local
+    path, a URL without a credential) comes back unchanged."""
+    return _without_password(_without_token(url))
+
+
+def shown_url(url: str) -> str:
+    """``url`` as taskkit prints it: without the token of its query string (shown once,
+    without it), its password masked (``scheme://user:***@host``), and any other credential
+    hidden (:func:`redact`)."""
+    return redact(_without_token(url))
+
+
+def _without_token(url: str) -> str:
+    """``url`` without the parameters of the signature its query string carries, if any."""
     base, mark, rest = url.partition("?")
     if not mark or "://" not in base:
         return url
@@ -156,6 +238,25 @@ def public_url(url: str) -> str:
     return base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
 
 
+#: A URL's scheme and authority (``user:password@host:port``): up to the path, query or
+#: fragment.
+_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
+
+
+def _without_password(url: str) -> str:
+    """``url`` without the password of its userinfo: the user is kept (an empty one goes with
+    its '@'), and so is a userinfo without ':' (``abfs://container@account...`` names a
+    container)."""
+    found = _AUTHORITY.match(url)
+    if found is None:
+        return url
+    userinfo, at, host = found.group(2).rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return f"{found.group(1)}{user}{'@' if user else ''}{host}{url[found.end() :]}"
+
+
 #: Why a storage URL other than http(s) is refused with a token in its query string.
 SIGNED_QUERY = (
     "holds a credential in its query string (a SAS token): give the token in "
@@ -165,7 +266,7 @@ SIGNED_QUERY = (
 
 def signed(url: str) -> bool:
     """Whether ``url``'s query string carries a signature (a SAS token, a signed URL)."""
-    return public_url(url) != url
+    return _without_token(url) != url
 
 
 def without_credentials(text: str) -> str:

@@ -24,8 +24,10 @@ Invariants:
   :data:`~taskkit.translate.RULES`) and raised ``from`` the original. Errors that are not
   storage errors (bugs) pass unchanged.
 * No message, URL or identity built here contains a credential: a token in a URL's query
-  string is removed (:func:`~taskkit.redaction.public_url`: identities and fingerprints key on
-  the URL without it, so a rotated SAS names the same source), any other one hidden
+  string and a password in its userinfo are removed (:func:`~taskkit.redaction.public_url`:
+  identities and fingerprints key on the URL without them, so a rotated SAS or password names
+  the same source); a URL shown has its token removed and its password masked
+  (:func:`~taskkit.redaction.shown_url`), any other credential hidden
   (:func:`~taskkit.redaction.redact`). Missing or garbled Azure credentials are taskkit's own
   line naming the variables it reads.
 * A conditional write is atomic where the store can make it so: on Azure the service checks
@@ -53,7 +55,7 @@ from taskkit.exceptions import (
     TaskkitError,
     UsageError,
 )
-from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
+from taskkit.redaction import SIGNED_QUERY, redact, shown_url, signed
 from taskkit.retry import Outages, RetryBudget
 from taskkit.translate import (
     RULES,
@@ -316,12 +318,6 @@ def metadata_digest(metadata: Mapping[str, str] | None, size: int) -> Digest | N
         return Digest.parse(text)
     except DataError:
         return None
-
-
-def shown_url(url: str) -> str:
-    """How a URL a user gave is shown: without the credential of its query string, and with
-    any other credential hidden."""
-    return redact(public_url(url))
 
 
 def source_name(url: str) -> str:

@@ -1,7 +1,8 @@
 """A tiny local HTTP server for the tests of http(s) sources: it answers each path with the
 status the path names (``/status/403/x``), or, for ``/ok/...``, with a file's headers and bytes
-(an ETag, ``Range`` honoured). It records every request line it served, so a test can see that a
-token reached the server while taskkit never showed it.
+(an ETag, ``Range`` honoured). It records every request line it served, and on request the
+``Authorization`` header of each, so a test can see that a token or a URL's password reached the
+server while taskkit never showed it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.seen.append(self.requestline)
 
     def _answer(self, with_body: bool) -> None:
+        if self.server.authorizations is not None:
+            self.server.authorizations.append(self.headers.get("Authorization", ""))
         path = self.path.split("?", 1)[0]
         parts = path.strip("/").split("/")
         if parts[0] == "status":
@@ -52,6 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     seen: list[str]
+    authorizations: list[str] | None
 
 
 class _Server6(_Server):
@@ -59,11 +63,15 @@ class _Server6(_Server):
 
 
 @contextmanager
-def http_server(host: str = "127.0.0.1") -> Iterator[tuple[str, list[str]]]:
+def http_server(
+    host: str = "127.0.0.1", authorizations: list[str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
     """``(base URL, request lines served)`` of a server running for the block, listening on
-    ``host`` (an IPv6 address such as ``::1`` too, shown in brackets in the URL)."""
+    ``host`` (an IPv6 address such as ``::1`` too, shown in brackets in the URL); the
+    ``Authorization`` header of each request (``""`` when none) goes to ``authorizations``."""
     server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
     server.seen = []
+    server.authorizations = authorizations
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import urllib.parse
+from collections.abc import Callable
 
 import pytest
 
-from taskkit.redaction import SECRET_ENV_VARS, public_url, redact, without_credentials
+from taskkit.redaction import (
+    SECRET_ENV_VARS,
+    public_url,
+    redact,
+    shown_url,
+    signed,
+    without_credentials,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -268,4 +278,172 @@ def test_a_bare_account_key_is_hidden_whoever_it_belongs_to() -> None:
 )
 def test_base64_that_is_not_an_account_key_is_kept(text: str) -> None:
     """Only a run of exactly 88 base64 characters ending in '==' is taken for a key."""
+    assert redact(text) == text
+
+
+# -- passwords in a URL's userinfo ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("GET http://user:hunter2pw@h:8080/c/x", "GET http://user:***@h:8080/c/x"),
+        ("'https://u:p4ss@h/x?a=1'", "'https://u:***@h/x?a=1'"),
+        ("redis://:hunter2pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("az://u:hunter2pw@acct/c/x", "az://u:***@acct/c/x"),
+        ("http://u:hunter2%40pw@h/x", "http://u:***@h/x"),  # '@' encoded in the password
+        ("http://u:hunter2@pw@h/x", "http://u:***@h/x"),  # up to the last '@', as parsed
+        ("http://a@b:hunter2pw@h/x", "http://a@b:***@h/x"),  # the user ends at the first ':'
+        ("a http://u:one@h/x b ftp://v:two@g/y", "a http://u:***@h/x b ftp://v:***@g/y"),
+    ],
+    ids=["http", "quoted", "no-user", "az", "encoded-at", "raw-at", "at-in-user", "two"],
+)
+def test_a_password_in_a_urls_userinfo_is_hidden(text: str, shown: str) -> None:
+    """scheme://user:PASSWORD@ shows as user:***@, wherever the URL stands in the text."""
+    assert redact(text) == shown
+    assert redact(shown) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "abfs://container@account.dfs.core.windows.net/dir/x",  # a container, no password
+        "abfs://container@account.dfs.core.windows.net:443/dir/x",
+        "https://user@h/x",
+        "http://h:8080/x?next=a@b",
+        "http://[::1]:8080/x",
+        "ssh://git@github.com:22/org/repo",
+        "mail me at user:name@example.com",  # no '://'
+        "http://h:8080/x user@example.com",
+    ],
+)
+def test_userinfo_without_a_password_is_kept(text: str) -> None:
+    """Only a userinfo with ':' holds a password: a container, a user alone, a port and an
+    '@' elsewhere are left as they are, by redact and by public_url."""
+    assert redact(text) == text
+    if "://" in text and " " not in text:
+        assert public_url(text) == text
+
+
+@pytest.mark.parametrize(
+    ("url", "public", "shown"),
+    [
+        (
+            "http://user:hunter2pw@127.0.0.1:9/acct/c/x?" + SAS,
+            "http://user@127.0.0.1:9/acct/c/x",
+            "http://user:***@127.0.0.1:9/acct/c/x",
+        ),
+        (
+            "https://u:pw@h/x?snapshot=1#f",
+            "https://u@h/x?snapshot=1#f",
+            "https://u:***@h/x?snapshot=1#f",
+        ),
+        ("redis://:pw@h:1/0", "redis://h:1/0", "redis://:***@h:1/0"),
+    ],
+    ids=["with-sas", "other-parameters", "no-user"],
+)
+def test_public_url_drops_the_password_and_shown_url_masks_it(
+    url: str, public: str, shown: str
+) -> None:
+    """What is kept or keyed on has no password (the user stays); what is printed says a
+    password was given (user:***@); neither has the token."""
+    assert public_url(url) == public
+    assert public_url(public) == public
+    assert shown_url(url) == shown
+    assert shown_url(shown) == shown
+
+
+def test_a_rotated_password_reads_the_same_source() -> None:
+    """Two passwords for one URL: one public URL, one shown URL, one command-line text."""
+    one, two = "https://u:first1@h/c/x?" + SAS, "https://u:second2@h/c/x"
+    assert public_url(one) == public_url(two) == "https://u@h/c/x"
+    assert shown_url(one) == shown_url(two)
+    assert without_credentials(f"cp {one} .") == without_credentials(f"cp {two}?{SAS} .")
+    assert "first1" not in without_credentials(f"cp {one} .")
+
+
+def test_a_password_is_no_query_token() -> None:
+    """signed() is about the query string: a password alone does not make a URL signed (its
+    refusal names AZURE_STORAGE_SAS_TOKEN)."""
+    assert not signed("az://u:pw@acct/c/x")
+    assert signed("az://c/x?sv=1&sig=abc")
+
+
+# -- signatures and keys in less usual spellings --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "env AZ_BATCH_SOMETHING=sig=aFbYyqBUEqcmFpd",
+        "X=sig=aFbYyqBUEqcmFpd",
+        "(sig=aFbYyqBUEqcmFpd)",
+        "token:sig=aFbYyqBUEqcmFpd",
+        "sig=aFbYyqBUEqcmFpd",
+        "next=https%3A%2F%2Fa%2Fc%3Fsv%3D1%2Csig%3DaFbYyqBUEqcmFpd",  # after an encoded ','
+        "--token=x-amz-signature=aFbYyqBUEqcmFpd",
+    ],
+    ids=["setting", "bare-setting", "parenthesis", "colon", "alone", "after-%2C", "s3"],
+)
+def test_a_signature_is_hidden_whatever_stands_before_it(text: str) -> None:
+    """sig= is a signature wherever it starts a word: after '=', '(', ':', an encoded
+    separator, not only after '?', '&' or a space."""
+    out = redact(text)
+    assert "aFbYyqBUEqcmFpd" not in out
+    assert out.endswith("=***") or out.endswith("=***)")
+
+
+@pytest.mark.parametrize("text", ["assig=1", "my-sig=ok", "design_sig=ok", "prefix.nosig=ok"])
+def test_a_name_ending_in_sig_is_no_signature(text: str) -> None:
+    """sig= at the end of a longer name is ordinary text."""
+    assert redact(text) == text
+
+
+def _key_with(plus_and_slash: bool) -> str:
+    """An account key: with both '+' and '/' in it (the characters URL-encoding changes) or
+    with neither."""
+    for n in range(1000):
+        key = base64.b64encode(hashlib.sha512(str(n).encode()).digest()).decode()
+        if plus_and_slash and "+" in key and "/" in key:
+            return key
+        if not plus_and_slash and "+" not in key and "/" not in key:
+            return key
+    raise AssertionError("no such key")
+
+
+@pytest.mark.parametrize("plus_and_slash", [False, True], ids=["plain-body", "encoded-body"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda k: urllib.parse.quote(k, safe=""),
+        lambda k: urllib.parse.quote(k, safe="").lower(),
+        urllib.parse.quote,  # '/' left as it is
+        lambda k: k.replace("==", "%3D%3D"),
+        lambda k: urllib.parse.quote(k[:-2], safe="") + "==",
+    ],
+    ids=["quote", "lowercase-escapes", "slash-kept", "padding-only", "body-only"],
+)
+def test_a_url_encoded_account_key_is_hidden(
+    encode: Callable[[str], str], plus_and_slash: bool
+) -> None:
+    """An account key written URL-encoded ('%2B', '%2F', '%3D%3D', any case) is hidden like
+    a plain one, alone or in a query; the text around it stays."""
+    key = encode(_key_with(plus_and_slash))
+    for text in (key, f"AccountKey%3D{key}%3BEndpoint", f"?key={key}&x=1", f"'{key}'"):
+        assert redact(text) == text.replace(key, "***")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" + urllib.parse.quote(_key_with(True), safe=""),  # inside a longer run
+        "%2B" + urllib.parse.quote(_key_with(True), safe=""),
+        urllib.parse.quote(_key_with(True), safe="") + "%3D",  # three '='
+        urllib.parse.quote(_key_with(True)[1:], safe=""),  # 85 characters
+        "%3D%3D%3D%3D",
+    ],
+    ids=["inside-a-run", "after-encoded-plus", "three-equals", "85-characters", "padding-alone"],
+)
+def test_url_encoded_base64_that_is_not_an_account_key_is_kept(text: str) -> None:
+    """Encoded or not, only exactly 86 base64 characters and their '==' are a key."""
     assert redact(text) == text
