@@ -517,6 +517,33 @@ def test_sas_in_an_environment_value_is_refused_without_echoing_it() -> None:
     assert "c2VjcmV0" not in message
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["https://reader:c2VjcmV0pw@h/c/x", "X=sig=c2VjcmV0c2ln"],
+    ids=["userinfo-password", "sig-after-equals"],
+)
+def test_other_credentials_in_an_environment_value_are_refused(value: str) -> None:
+    """A URL's password, a signature after '=': the setting is named, the value is not."""
+    with pytest.raises(ConfigError) as caught:
+        make(environment={"DATA": value})
+    assert "'DATA'" in str(caught.value)
+    assert "c2VjcmV0" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "abfs://container@account.dfs.core.windows.net/in/x",
+        "https://reader@h/c/x",
+        "http://h:8080/c/x",
+    ],
+)
+def test_a_userinfo_without_a_password_is_no_credential(url: str) -> None:
+    """A container before '@', a user alone, a port: the URL goes into the JSON as given."""
+    document = make(["-i", url, "--", "true"], environment={"SOURCE": url})
+    assert url in str(document["commandLine"])
+
+
 def test_credential_variable_names_are_refused_whatever_the_value() -> None:
     """AZURE_STORAGE_ACCOUNT_KEY and friends never go into task JSON."""
     with pytest.raises(ConfigError, match="AZURE_STORAGE_ACCOUNT_KEY"):
@@ -528,8 +555,10 @@ def test_credential_variable_names_are_refused_whatever_the_value() -> None:
     [
         f"az://c/x?{SAS}",
         "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5MTIzNA==",
+        "http://reader:c2VjcmV0pw@h:8080/c/x=a.txt",
+        "abfs://reader:c2VjcmV0pw@account.dfs.core.windows.net/x",
     ],
-    ids=["sas-url", "connection-string"],
+    ids=["sas-url", "connection-string", "userinfo-password", "abfs-userinfo-password"],
 )
 def test_credential_in_a_run_argument_is_refused_without_echoing_it(secret: str) -> None:
     """A credential among the run arguments raises, naming its position and option only."""

@@ -313,6 +313,25 @@ def test_the_stored_work_holds_no_credential(dest: bool) -> None:
     assert Work.from_json(work.as_json()).fingerprint == work.fingerprint
 
 
+def _passworded_work(password: str) -> Work:
+    url = f"https://reader:{password}@h.example/c/a.txt"
+    return Work(("curl", url), ((f"{url}=in/a.txt", FILES), (url, FILES)), (f"out/**={url}",))
+
+
+def test_a_urls_password_is_no_part_of_the_work() -> None:
+    """A password in a URL's userinfo is left out of what the journal stores (inputs keyed
+    on the URL without it, the user kept; the command and outputs masked), so a rotated
+    password is the same work."""
+    work = _passworded_work("U0VDUkVUcHc")
+    stored = json.dumps(work.as_json())
+    assert "U0VDUkVUcHc" not in stored
+    public = "https://reader@h.example/c/a.txt"
+    assert sorted(work.as_json()["inputs"]) == [public, f"{public}=in/a.txt"]
+    assert work.as_json()["command"] == ["curl", "https://reader:***@h.example/c/a.txt"]
+    assert work.fingerprint == _passworded_work("Um90YXRlZA").fingerprint
+    assert work.fingerprint == Work.from_json(work.as_json()).fingerprint
+
+
 def test_commands_that_differ_after_a_signed_url_are_different_work() -> None:
     """A command whose text after a signed URL changed (``;touch f`` to ``;rm f``) is new
     work: only the token is left out of the fingerprint, never the text around it."""

@@ -4,6 +4,7 @@ cache's key) does not change when the token does."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
@@ -64,3 +65,21 @@ def test_local_and_memory_urls_are_shown_as_before(stores: Stores) -> None:
     assert store.url(key) == "memory://bucket/x.txt"
     local, path = stores.open("/tmp/some?file")
     assert local.url(path) == "/tmp/some?file"
+
+
+def test_an_http_files_password_is_shown_masked_and_left_out_of_its_identity(
+    stores: Stores,
+) -> None:
+    """http://user:PASSWORD@...: the request carries the password; the URL shown masks it,
+    the identity drops it (the user stays), so a rotated password names the same source."""
+    sent: list[str] = []
+    with http_server(sent) as (base, _):
+        one = base.replace("http://", "http://reader:Rmlyc3Q@") + "/ok/a.bin?sig=T05F"
+        two = base.replace("http://", "http://reader:U2Vjb25k@") + "/ok/a.bin"
+        (s1, k1), (s2, k2) = stores.open(one), stores.open(two)
+        file = s1.stat(k1)
+        assert s1.read(file, 0, 2) == BODY[:2]
+    public = base.replace("http://", "http://reader@") + "/ok/a.bin"
+    assert s1.identity(k1) == s2.identity(k2) == public
+    assert file.url == s1.url(k1) == base.replace("http://", "http://reader:***@") + "/ok/a.bin"
+    assert set(sent) == {"Basic " + base64.b64encode(b"reader:Rmlyc3Q").decode()}

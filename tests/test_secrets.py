@@ -29,6 +29,7 @@ from azure.storage.blob import (
     generate_blob_sas,
     generate_container_sas,
 )
+from http_fakes import BODY, http_server
 
 from taskkit.testing import Azurite
 
@@ -333,6 +334,115 @@ def test_the_stat_cache_and_node_cache_key_on_the_url_without_its_token(
     )
     assert json.loads(second.stdout)["linked"] == 1, second.stderr
     assert (tmp_path / "w2" / "a.txt").read_bytes() == CONTENT
+
+
+# -- passwords in a URL's userinfo: the class test -----------------------------------------------
+
+
+@dataclass
+class Passworded:
+    """URLs of the fake http server with ``reader:PASSWORD@`` in them; every password used is
+    remembered (with the Basic header that carries it), so the test can search for all."""
+
+    base: str
+    secrets: set[str] = field(default_factory=set)
+
+    def url(self, password: str, path: str = "ok/dir/a.txt") -> str:
+        self.secrets |= {password, base64.b64encode(f"reader:{password}".encode()).decode()}
+        return self.base.replace("http://", f"http://reader:{password}@") + "/" + path
+
+    def shown(self, path: str = "ok/dir/a.txt") -> str:
+        return self.base.replace("http://", "http://reader:***@") + "/" + path
+
+
+def _password_through_stage(node: Node, urls: Passworded, cache: list[str]) -> None:
+    """stage: verbose, dry run, a rotated password (the stat-cache and the node cache know
+    the source), a missing file and a refusal (one error line each)."""
+    wd = node.workdir("staged")
+    done = node("stage", "-v", "-i", f"{urls.url('Hunter2Secret')}=in/a.txt", "--workdir",
+                str(wd), *cache)  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert (wd / "in" / "a.txt").read_bytes() == BODY
+    assert f"{urls.shown()} -> in/a.txt" in done.stdout  # a password was given: masked
+    done = node("stage", "-v", "--dry-run", "-i", f"{urls.url('Hunter2Secret')}=in/", "--workdir",
+                str(wd), *cache)  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert urls.shown() in done.stdout
+    rotated = urls.url("Rotated3Secret")
+    done = node("stage", "--json", "-i", f"{rotated}=in/a.txt", "--workdir", str(wd), *cache)
+    assert json.loads(done.stdout)["skipped"] == 1, done.stderr
+    other = node.workdir("staged-again")
+    done = node("stage", "--json", "-i", f"{rotated}=a.txt", "--workdir", str(other), *cache)
+    assert json.loads(done.stdout)["linked"] == 1, done.stderr
+    for path, code in (("status/404/x.txt", 66), ("status/403/x.txt", 78)):
+        done = node("stage", "-i", f"{urls.url('Failing4Secret', path)}=x", "--workdir", str(wd))
+        assert done.code == code, done.stderr
+        [line] = done.errors()
+        assert urls.shown(path) in line
+
+
+def _password_through_run(node: Node, urls: Passworded) -> None:
+    """run: -i with -v, its dry run, a rotated password (the same work), a command line and
+    a command's output holding a password, and status."""
+    url = urls.url("Hunter2Secret")
+    command = ["sh", "-c", 'cat in/a.txt; echo "$1"', "sh", urls.url("Command5Secret")]
+    done = node.run("p1", "--dry-run", "-i", f"{url}=in/a.txt", command=command)
+    assert done.code == 0, done.stderr
+    assert urls.shown() in done.stdout
+    done = node.run("p1", "-v", "-i", f"{url}=in/a.txt", command=command)
+    assert done.code == 0, done.stderr
+    assert urls.shown() in done.stderr  # the download, told with -v
+    record = node.root / "state" / "job-1" / "p1"
+    outcome = json.loads((record / "outcome.json").read_text())
+    keyed = urls.base.replace("http://", "http://reader@") + "/ok/dir/a.txt"
+    assert list(outcome["work"]["inputs"]) == [f"{keyed}=in/a.txt"]
+    assert (
+        (record / "logs" / "00001" / "stdout.txt").read_text().endswith(f"{urls.shown()}\n")
+    )  # the command's own output, stored with the password masked
+    again = node.run("p1", "-i", f"{urls.url('Rotated3Secret')}=in/a.txt", command=command)
+    assert again.code == 0, again.stderr
+    assert "not run again" in again.stderr
+    for form in ([], ["--json"]):
+        ids = ["--job-id", "job-1", "--task-id", "p1"]
+        assert node("status", "--state", node.state, *ids, *form).code == 0
+
+
+def _password_through_task_json(node: Node, urls: Passworded) -> None:
+    """task-json refuses a password as it refuses a token: in an input, an output, the
+    command, an environment setting; one line, no JSON."""
+    url = urls.url("TaskJson6Secret")
+    ids = ["batch", "task-json", "--id", "t", "--state", "az://state/runs"]
+    for where in (
+        ["-i", f"{url}=a.txt", "--", "true"],
+        ["--", "curl", url],
+        ["--env", f"SOURCE={url}", "--", "true"],
+    ):
+        done = node(*ids, *where)
+        assert done.code == 78, done.stderr
+        assert done.stdout == ""
+        [line] = done.errors()
+        assert "would carry a credential" in line
+
+
+def test_a_userinfo_password_through_every_command_leaves_it_nowhere(tmp_path: Path) -> None:
+    """http://reader:PASSWORD@... through stage (-v, --dry-run, a rotated password, errors),
+    run (-i, --dry-run, the command line, the command's output), status and task-json: the
+    password reaches the server, and no output, journal record, log, stat-cache row,
+    node-cache name or file holds it; a rotated password reads the same source."""
+    node = Node.at(tmp_path, AZ_BATCH_NODE_SHARED_DIR=str(tmp_path / "shared"))
+    authorizations: list[str] = []
+    with http_server(authorizations) as (base, _):
+        urls = Passworded(base)
+        _password_through_stage(node, urls, ["--cache-dir", str(tmp_path / "nodecache")])
+        _password_through_run(node, urls)
+        _password_through_task_json(node, urls)
+    sent = {base64.b64decode(header.split()[1]).decode() for header in authorizations}
+    assert {"reader:Hunter2Secret", "reader:Failing4Secret"} <= sent  # used, not dropped
+    assert len(urls.secrets) == 10
+    # The command's own output on the console is passed through as written; stored, it is not.
+    printed = {"Command5Secret", base64.b64encode(b"reader:Command5Secret").decode()}
+    assert leaks(node, urls.secrets - printed) == []
+    assert leaks(Node(node.root, node.env), urls.secrets) == []
 
 
 # -- http(s) sources: shown once, classified by what really happened ------------------------------
