@@ -9,10 +9,11 @@ size, and the output patterns. Settings that change how the work is run but not 
 Describing the inputs costs one listing per input and reads no file, so checking that a goal is
 met stays a few storage requests.
 
-No credential is part of the work: a token in a URL's query string (a SAS) is left out of the
-description (:func:`~taskkit.redaction.without_credentials`), which is what the journal stores
-and what the fingerprint digests. So a rotated SAS token is the same work, and the journal never
-holds the token.
+No credential is part of the work: a token in a URL's query string (a SAS) and a password in
+its userinfo are left out of the description (:func:`~taskkit.redaction.public_url` for the
+inputs, :func:`~taskkit.redaction.without_credentials` for the command and outputs), which is
+what the journal stores and what the fingerprint digests. So a rotated SAS token or password is
+the same work, and the journal never holds either.
 """
 
 from __future__ import annotations

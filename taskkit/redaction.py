@@ -271,10 +271,11 @@ def signed(url: str) -> bool:
 
 def without_credentials(text: str) -> str:
     """``text`` with the value of every signing parameter of a signed URL in it replaced by
-    ``***`` (:func:`masked_url`), then :func:`redact`-ed: what may be stored of a command
-    line's argument, for instance. Nothing else of the text is left out, so two texts that
-    differ elsewhere still differ (``...?sig=x;touch f`` and ``...?sig=x;rm f``), while one
-    whose token was rotated reads the same."""
+    ``***`` (:func:`masked_url`), then :func:`redact`-ed (a URL's password becomes
+    ``user:***@``): what may be stored of a command line's argument, for instance. Nothing
+    else of the text is left out, so two texts that differ elsewhere still differ
+    (``...?sig=x;touch f`` and ``...?sig=x;rm f``), while one whose token or password was
+    rotated reads the same."""
     return redact(_URL.sub(lambda m: masked_url(m.group(0)), text))
 
 

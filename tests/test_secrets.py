@@ -1,5 +1,6 @@
-"""No credential leaves taskkit: SAS URLs through every command, credentials that cannot be
-used, failures of http(s) sources, account keys a command prints.
+"""No credential leaves taskkit: SAS URLs and URLs with a password in their userinfo through
+every command, credentials that cannot be used, failures of http(s) sources, account keys a
+command prints.
 
 Every taskkit call is a real process. The SAS tokens are real ones, signed with the Azurite
 account's key, so the http(s) URLs they ride in really read the blob. After the calls, every
