@@ -176,21 +176,27 @@ def _key_start(text: str, end: int, encoded: bool) -> int | None:
     maybe URL-encoded (only looked for when ``text`` holds a '%'), not the end of a longer
     base64 run; ``None`` when there is none."""
     start = end - _KEY_LENGTH
+    plain = start >= 0 and _KEY_BODY.fullmatch(text, start, end)  # the common case, in C
+    if plain and not _base64_before(text, start):
+        return start
     if not encoded or "%" not in text[max(0, start - 2 * _KEY_LENGTH) : end]:
-        if start < 0 or not _KEY_BODY.fullmatch(text, start, end):  # the common case, in C
+        return None
+    start = end
+    for _ in range(_KEY_LENGTH):
+        if _escaped(text, start):
+            start -= 3
+        elif start > 0 and text[start - 1] in _BASE64:
+            start -= 1
+        else:
             return None
-    else:
-        start = end
-        for _ in range(_KEY_LENGTH):
-            if _escaped(text, start):
-                start -= 3
-            elif start > 0 and text[start - 1] in _BASE64:
-                start -= 1
-            else:
-                return None
+    return None if _base64_before(text, start) else start
+
+
+def _base64_before(text: str, start: int) -> bool:
+    """Whether a base64 character, maybe encoded, ends at ``start``."""
     if start >= 3 and text[start - 3] == "%":  # an escape: base64 only if '+' or '/'
-        return None if _escaped(text, start) else start
-    return None if start > 0 and text[start - 1] in _BASE64 else start
+        return _escaped(text, start)
+    return start > 0 and text[start - 1] in _BASE64
 
 
 def _continues(text: str, end: int) -> bool:
