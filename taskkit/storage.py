@@ -55,7 +55,7 @@ from taskkit.exceptions import (
     TaskkitError,
     UsageError,
 )
-from taskkit.redaction import SIGNED_QUERY, redact, shown_url, signed
+from taskkit.redaction import SIGNED_QUERY, shown_url, signed
 from taskkit.retry import Outages, RetryBudget
 from taskkit.translate import (
     RULES,

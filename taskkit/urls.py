@@ -54,6 +54,8 @@ def container_problem(url: str) -> str | None:
     container = _container(rest)
     if not (sep and scheme.lower() in AZURE_PROTOCOLS and container):
         return None
+    if ":" in container:  # 'user:password@account': shown without its password
+        container = container.split(":", 1)[0] + ":***"
     if _CONTAINER_RE.fullmatch(container):
         return None
     return (

@@ -20,6 +20,7 @@ from http_fakes import BODY, http_server
 from runner_helpers import TASKKIT, Task, clean_environment, invoke, no_traceback, snapshot
 
 from taskkit.exceptions import UsageError
+from taskkit.redaction import public_url, redact
 from taskkit.staging import Input, parse_input
 from taskkit.storage import Stores
 from taskkit.urls import bad_url, url_problem
@@ -189,7 +190,8 @@ def test_no_mangled_http_url_escapes_as_a_value_error(url: str) -> None:
         for mangled in _mangled(url):
             found = _opened(stores, mangled)
             if isinstance(found, UsageError):
-                assert str(found).startswith(repr(mangled)), (mangled, found)
+                # named as shown: a mangling with 'x:y@' holds a password, which is left out
+                assert str(found).startswith(repr(redact(public_url(mangled)))), (mangled, found)
                 continue
             assert found == mangled
             yarl.URL(found)  # raises ValueError for what fsspec could not request
@@ -311,3 +313,12 @@ def test_an_input_url_ending_in_no_name_needs_a_dest(url: str, tmp_path: Path) -
     _one_line(code, out, err, 64, "ends in no name: give a DEST (SRC=DEST)")
     assert list(tmp_path.iterdir()) == []
     assert parse_input(f"{url}=d/") == Input(url, "d/")
+
+
+def test_a_password_where_the_container_goes_is_not_shown() -> None:
+    """``az://user:PASSWORD@account/...`` is no container name: refused (64), the password
+    never printed."""
+    code, out, err = invoke(["stage", "-i", "az://user:hunter2secret@x/y"])
+    assert code == 64, err
+    assert "hunter2secret" not in out + err
+    assert "user:***" in err

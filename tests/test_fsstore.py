@@ -73,7 +73,7 @@ def test_an_http_files_password_is_shown_masked_and_left_out_of_its_identity(
     """http://user:PASSWORD@...: the request carries the password; the URL shown masks it,
     the identity drops it (the user stays), so a rotated password names the same source."""
     sent: list[str] = []
-    with http_server(sent) as (base, _):
+    with http_server(authorizations=sent) as (base, _):
         one = base.replace("http://", "http://reader:Rmlyc3Q@") + "/ok/a.bin?sig=T05F"
         two = base.replace("http://", "http://reader:U2Vjb25k@") + "/ok/a.bin"
         (s1, k1), (s2, k2) = stores.open(one), stores.open(two)

@@ -432,7 +432,7 @@ def test_a_userinfo_password_through_every_command_leaves_it_nowhere(tmp_path: P
     node-cache name or file holds it; a rotated password reads the same source."""
     node = Node.at(tmp_path, AZ_BATCH_NODE_SHARED_DIR=str(tmp_path / "shared"))
     authorizations: list[str] = []
-    with http_server(authorizations) as (base, _):
+    with http_server(authorizations=authorizations) as (base, _):
         urls = Passworded(base)
         _password_through_stage(node, urls, ["--cache-dir", str(tmp_path / "nodecache")])
         _password_through_run(node, urls)
