@@ -228,12 +228,7 @@ def end_marked(
         return None
     end = clock() + timeout
     while found:
-        for pid, pgid in found:
-            with contextlib.suppress(OSError):
-                if pgid == pid:
-                    os.killpg(pgid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
+        _kill(found)
         if clock() > end:
             return False
         sleep(0.01)
@@ -260,17 +255,22 @@ def _marked(mark: bytes) -> list[tuple[int, int]]:
 _EXEC_SECONDS = 0.5
 
 
+def _kill(found: list[tuple[int, int]]) -> None:
+    """SIGKILL each ``(pid, process group)``: a group leader with its whole group."""
+    for pid, pgid in found:
+        with contextlib.suppress(OSError):
+            if pgid == pid:
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
 def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> bool:
     """Kill the processes carrying ``mark`` (with the groups they lead) until none is left
     and a moment has passed, for at most ``timeout`` seconds: whether none is left."""
     started = time.monotonic()
     while (found := _marked(mark)) or time.monotonic() < started + _EXEC_SECONDS:
-        for pid, pgid in found:
-            with contextlib.suppress(OSError):
-                if pgid == pid:
-                    os.killpg(pgid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
+        _kill(found)
         if time.monotonic() > started + timeout:
             return False
         time.sleep(0.01)

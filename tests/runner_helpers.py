@@ -42,6 +42,28 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) ->
         time.sleep(0.02)
 
 
+def kill_9_once(
+    argv: Sequence[str], env: Mapping[str, str], ready: Sequence[tuple[Callable[[], bool], str]]
+) -> None:
+    """Start ``argv``, wait for each ``(condition, what)`` of ``ready`` in turn (the process
+    must still be alive then), SIGKILL it and reap it; it never outlives the call."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        for condition, what in ready:
+            wait_for(_or_ended(condition, proc), what)
+            assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _or_ended(condition: Callable[[], bool], proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    return lambda: condition() or proc.poll() is not None
+
+
 def clean_environment(root: Path) -> dict[str, str]:
     """This process's environment without Batch, taskkit or storage settings, and a
     stat-cache under ``root``."""

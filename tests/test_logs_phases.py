@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_helpers import Task, opened_task, q, sh, wait_for
+from runner_helpers import Task, kill_9_once, opened_task, q, sh
 
 from taskkit.fsstore import FsspecStore
 from taskkit.logs import NAMES, LogSink, Phase
@@ -190,18 +190,7 @@ def test_kill_9_while_staging_leaves_logs_saying_so(task: Task) -> None:
     marker = task.box / "reading"
     argv = [sys.executable, GATED_CHILD, str(marker), "--"]
     argv += task.args(["true"], "-i", "memory://gated/input.bin=input.bin")[1:]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=task.env
-    )
-    try:
-        wait_for(lambda: marker.exists() or proc.poll() is not None, "the input to be read")
-        assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    kill_9_once(argv, task.env, [(marker.exists, "the input to be read")])
     text = task.log(1, "taskkit")
     assert phases(text) == ["started", "staging"]
     assert "attempt 1 of" in text.splitlines()[0]

@@ -368,11 +368,9 @@ def test_files_staged_before_a_kill_9_are_known_as_staged(tmp_path: Path) -> Non
     """taskkit run killed (SIGKILL) while one input is still being read, after another
     arrived: the one that arrived was recorded as staged within a moment, so once its blob
     is gone a later staging of that prefix removes it (the kill lost nothing it needs)."""
-    import signal
-    import subprocess
     import sys
 
-    from runner_helpers import Task, wait_for
+    from runner_helpers import Task, kill_9_once
 
     from taskkit.statcache import StatCache, path_key
 
@@ -395,17 +393,14 @@ def test_files_staged_before_a_kill_9_are_known_as_staged(tmp_path: Path) -> Non
         with StatCache(cache_file) as cache:  # not immutable: it must see the WAL
             return bool(cache.lookup([path_key(staged)]))
 
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=task.env)
-    try:
-        wait_for(lambda: marker.exists() and staged.exists(), "a.txt to arrive, g.bin to block")
-        wait_for(recorded, "a.txt to be recorded as staged while g.bin blocks")
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    kill_9_once(
+        argv,
+        task.env,
+        [
+            (lambda: marker.exists() and staged.exists(), "a.txt to arrive, g.bin to block"),
+            (recorded, "a.txt to be recorded as staged while g.bin blocks"),
+        ],
+    )
     (src / "a.txt").unlink()
     (src / "b.txt").write_text("b\n")  # the prefix still lists something
     stage = [sys.executable, "-m", "taskkit", "stage", "--workdir", str(task.workdir)]
