@@ -12,6 +12,7 @@ The tree::
     |   |   +-- Conflict        75        another writer changed the file first (a conditional
     |   |                                 write or delete lost the race)
     |   +-- PermissionDenied    77        PermissionError: an input or target may not be touched
+    |   |   +-- LocalPermissionDenied 77      ... a local path of this node (203 in ``run``)
     |   +-- ConfigError         78        ValueError: settings, spec or credentials are wrong
     +-- MisuseError             70        TypeError: the library API was called wrongly (a bug in
                                           the caller's code, never a fault of the data)
@@ -40,6 +41,7 @@ __all__ = [
     "DataError",
     "IOFailure",
     "InputNotFound",
+    "LocalPermissionDenied",
     "MisuseError",
     "PermissionDenied",
     "TaskFailure",
@@ -122,6 +124,13 @@ class PermissionDenied(_PathFailure, PermissionError):
     exit_code = EX_NOPERM
 
 
+class LocalPermissionDenied(PermissionDenied):
+    """This node may not touch a local path (EACCES/EPERM: another user's folder, an immutable
+    or read-only-bound directory). Same exit as its parent for ``stage``/``upload``, but
+    ``taskkit run`` treats it as local I/O (203, retryable): another node may well be able to,
+    so it must never be recorded as a permanent verdict for the work."""
+
+
 class TransientError(TaskFailure):
     """A failure that a later attempt may not meet: throttling, a timeout, a refused connection."""
 
@@ -160,5 +169,5 @@ def from_os_error(exc: OSError, what: str) -> TaskFailure:
     if isinstance(exc, FileNotFoundError):
         return InputNotFound(shown, path=path, errno=exc.errno)
     if isinstance(exc, PermissionError):
-        return PermissionDenied(shown, path=path, errno=exc.errno)
+        return LocalPermissionDenied(shown, path=path, errno=exc.errno)
     return IOFailure(shown, path=path, errno=exc.errno)

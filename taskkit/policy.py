@@ -35,6 +35,7 @@ from taskkit.exceptions import (
     DataError,
     InputNotFound,
     IOFailure,
+    LocalPermissionDenied,
     MisuseError,
     PermissionDenied,
     TaskkitError,
@@ -85,8 +86,11 @@ EX_RUN_TEMPFAIL = 204
 EX_RUN_DEADLINE = 205
 EX_RUN_SOFTWARE = 206
 
-# Most specific first: the classes do not derive from one another, but user subclasses may.
+# Most specific first: LocalPermissionDenied is a PermissionDenied, and user subclasses may
+# derive from any of them.
 _ERROR_CODES: tuple[tuple[tuple[type[TaskkitError], ...], int], ...] = (
+    # A local path this node may not touch is node-local, not a verdict on the work.
+    ((LocalPermissionDenied,), EX_RUN_IOERR),
     ((ConfigError, UsageError, PermissionDenied), EX_RUN_CONFIG),
     ((InputNotFound,), EX_RUN_NOINPUT),
     ((DataError,), EX_RUN_DATA),
