@@ -94,11 +94,36 @@ def parse_output(text: str) -> Output:
         raise UsageError(f"output {redact(text)!r}: DEST {problem}")
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
+    segment = _bad_dest_segment(dest)
+    if segment is not None:
+        raise UsageError(
+            f"output {redact(text)!r}: DEST {redact(dest)!r} has {segment} in its path, which no "
+            "published name may hold"
+        )
     try:
         _regex(parts)
     except re.error as exc:
         raise UsageError(f"output {text!r}: GLOB is not a valid pattern ({exc})") from None
     return Output("/".join(parts), dest if dest.endswith("/") else dest + "/")
+
+
+def _bad_dest_segment(dest: str) -> str | None:
+    """How a URL DEST's path goes wrong, in words (``"an empty segment ('//')"``), or None.
+
+    Blob names are the DEST's path joined to each output's name as typed: ``x//y`` would be
+    published as is (and then refused by ``stage``), and ``..`` is refused by the service only
+    after a request. A local DEST (no ``scheme://``) is a path the filesystem resolves."""
+    _scheme, sep, rest = dest.partition("://")
+    if not sep:
+        return None
+    path = rest[1:] if rest.startswith("/") else rest  # file:///abs/path
+    path = path[:-1] if path.endswith("/") else path  # the one '/' a prefix ends with
+    for segment in path.split("/"):
+        if segment == "":
+            return "an empty segment ('//')"
+        if segment in (".", ".."):
+            return f"a {segment!r} segment"
+    return None
 
 
 # -- matching -----------------------------------------------------------------------------------
