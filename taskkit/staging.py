@@ -338,6 +338,8 @@ def _expand(
             problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {too_long}")))
             continue
         found.append((file, store, os.path.relpath(path, workdir), path))
+    found, clashing = _split_dir_clashes(found)
+    problems += clashing
     if not found and not problems and not allow_empty:
         verb = "lists" if item.glob is None else "matches"
         raise InputNotFound(
@@ -346,6 +348,24 @@ def _expand(
     matches = None if item.glob is None else glob_regex(item.glob[1])
     identities = frozenset(store.identity(file.key) for _, file in listed)
     return found, problems, _Scope(store, prefix, base, matches, identities)
+
+
+def _split_dir_clashes(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
+    """Within one input's listing, a blob whose path another blob of it needs as a directory
+    (``p/x`` beside ``p/x/y``) is remote data no local tree can hold, not a fault of the
+    command line: that blob is refused on its own (65) and the others are kept. Clashes
+    between two inputs are the request's (:func:`_refuse_clashes`)."""
+    dirs = {parent for *_, path in found for parent in path.parents}
+    kept: list[_Found] = []
+    refused: list[Problem] = []
+    for entry in found:
+        file, _, dest, path = entry
+        if path in dirs:
+            why = f"cannot stage {file.url!r} at {dest!r}: another blob needs it to be a directory"
+            refused.append(Problem(file.url, DataError(why)))
+        else:
+            kept.append(entry)
+    return kept, refused
 
 
 def _stat(store: Store, key: str) -> RemoteFile:

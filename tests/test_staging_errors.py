@@ -17,6 +17,7 @@ from runner_helpers import Task, one_error, opened_task, sh, snapshot
 
 from taskkit.exceptions import InputNotFound, IOFailure
 from taskkit.nodecache import NodeCache
+from taskkit.retry import RetryBudget
 from taskkit.stager import execute, stage
 from taskkit.staging import parse_input, plan
 from taskkit.statcache import StatCache
@@ -351,3 +352,89 @@ def test_a_blob_named_like_taskkits_own_files_is_refused_not_staged_over_another
     assert "taskkit keeps for its own files" in one_error(proc.stderr)
     assert (workdir / "x" / "big" / "six.bin").read_bytes() == data
     assert sorted(p.name for p in (workdir / "x" / "big").iterdir()) == ["six.bin"]
+
+
+# -- a file where another blob of the same input needs a directory ---------------------------------
+
+
+@pytest.mark.azurite
+@pytest.mark.parametrize(
+    ("blobs", "refused", "staged"),
+    [
+        (("x", "x/y", "z"), "x", {"x/y", "z"}),  # a file where one blob needs its parent
+        (("a", "a/b/c", "a/d"), "a", {"a/b/c", "a/d"}),  # needed as a grandparent, twice
+        (("q/r", "q/r/s", "q/t"), "q/r", {"q/r/s", "q/t"}),  # below the prefix's top
+    ],
+)
+def test_a_blob_another_blob_of_its_input_needs_as_a_directory_is_refused_alone(
+    azurite: Azurite,
+    azurite_container: str,
+    tmp_path: Path,
+    blobs: tuple[str, ...],
+    refused: str,
+    staged: set[str],
+) -> None:
+    """Within one prefix, a blob where another needs a directory is a 65 problem of its own
+    naming it; every other blob is planned. No usage error of the whole request."""
+    with azurite.blob_service_client() as service:
+        container = service.get_container_client(azurite_container)
+        for name in blobs:
+            container.upload_blob(f"p/{name}", name.encode())
+    source = f"az://{azurite_container}/p/"
+    with Stores(RetryBudget(attempts=1), azurite.storage_options()) as stores:
+        the_plan = plan([parse_input(f"{source}=in/")], workdir=tmp_path, stores=stores)
+    (problem,) = the_plan.problems
+    assert problem.error.exit_code == 65
+    assert f"{source}{refused}'" in str(problem.error)
+    assert "another blob needs it to be a directory" in str(problem.error)
+    assert {entry.dest for entry in the_plan.entries} == {f"in/{name}" for name in staged}
+
+
+def test_two_inputs_clashing_file_and_directory_stay_a_usage_error(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """The same file/directory clash between two DIFFERENT inputs is the command line's:
+    the whole request is refused (64)."""
+    from taskkit.exceptions import UsageError
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/tk-fd2/p/x/y", b"y")
+    fs.pipe("/tk-fd2/one", b"1")
+    try:
+        inputs = [parse_input("memory://tk-fd2/p/=in/"), parse_input("memory://tk-fd2/one=in/x")]
+        with pytest.raises(UsageError, match="nothing was staged") as info:
+            plan(inputs, workdir=tmp_path, stores=stores)
+        assert info.value.exit_code == 64
+    finally:
+        fs.rm("/tk-fd2", recursive=True)
+
+
+@pytest.mark.azurite
+def test_stage_and_run_refuse_only_the_blob_that_cannot_be_a_file(
+    azurite: Azurite, azurite_container: str, tmp_path: Path
+) -> None:
+    """Blobs ``p/x`` and ``p/x/y`` (and ``p/z``): ``taskkit stage`` exits 65 with one line
+    naming ``p/x``, and stages ``x/y`` and ``z``; ``taskkit run`` is 202 (bad data), not the
+    usage 200, and the same one line."""
+    with azurite.blob_service_client() as service:
+        container = service.get_container_client(azurite_container)
+        for name in ("p/x", "p/x/y", "p/z"):
+            container.upload_blob(name, name.encode())
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    source = f"az://{azurite_container}/p/"
+    workdir = tmp_path / "wd"
+    proc = taskkit_stage(
+        "--workdir", str(workdir), "-i", f"{source}=in/", tmp_path=tmp_path, env=env
+    )
+    assert proc.returncode == 65, proc.stderr
+    line = one_error(proc.stderr, f"{source}x'", "another blob needs it to be a directory")
+    assert "p/x/y" not in line
+    assert (workdir / "in" / "x" / "y").read_bytes() == b"p/x/y"
+    assert (workdir / "in" / "z").read_bytes() == b"p/z"
+    (tmp_path / "run").mkdir()
+    with opened_task(tmp_path / "run") as task:
+        ran = task.box / "ran"
+        proc = task.run(sh(f"touch {ran}"), "-i", f"{source}=in/", env=env)
+        assert proc.returncode == 202, proc.stderr
+        assert "another blob needs it to be a directory" in proc.stderr
+        assert "usage" not in proc.stderr.lower()
