@@ -118,7 +118,7 @@ def _bad_dest_segment(dest: str) -> str | None:
         return None
     path = rest[1:] if rest.startswith("/") else rest  # file:///abs/path
     path = path[:-1] if path.endswith("/") else path  # the one '/' a prefix ends with
-    for segment in path.split("/"):
+    for segment in path.split("/") if path else ():  # '' is the root: file:///
         if segment == "":
             return "an empty segment ('//')"
         if segment in (".", ".."):

@@ -29,6 +29,7 @@ BAD_DESTS = [
     "abfs://results/x/./",
     "file:///tmp/x//y/",
     "file:///tmp/x/../y/",
+    "file://..",
 ]
 
 
@@ -51,6 +52,7 @@ def test_a_dest_with_an_empty_dot_or_dotdot_segment_is_a_usage_error(dest: str) 
         ("az://results", "az://results/"),
         ("az://results/x..y/.z/", "az://results/x..y/.z/"),
         ("file:///tmp/x/", "file:///tmp/x/"),
+        ("file:///", "file:///"),
         ("memory://d/", "memory://d/"),
         ("results/../elsewhere", "results/../elsewhere/"),  # a local path: resolved by the OS
     ],
