@@ -163,6 +163,11 @@ def parse_input(text: str) -> Input:
         if not name:
             raise UsageError(f"input {shown_url(source)!r} ends in no name: give a DEST (SRC=DEST)")
         dest = name + ("/" if source.endswith("/") else "")
+    if any(part.startswith(_OWN_PREFIX) for part in dest.split("/")):
+        raise UsageError(
+            f"input {shown_url(source)!r}: DEST {dest!r} has a name starting with "
+            f"{_OWN_PREFIX!r}, which taskkit keeps for its own files; give another DEST"
+        )
     return Input(source, dest)
 
 

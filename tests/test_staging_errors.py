@@ -15,7 +15,7 @@ import fsspec
 import pytest
 from runner_helpers import Task, one_error, opened_task, sh, snapshot
 
-from taskkit.exceptions import InputNotFound, IOFailure
+from taskkit.exceptions import InputNotFound, IOFailure, UsageError
 from taskkit.nodecache import NodeCache
 from taskkit.retry import RetryBudget
 from taskkit.stager import execute, stage
@@ -438,3 +438,21 @@ def test_stage_and_run_refuse_only_the_blob_that_cannot_be_a_file(
         assert proc.returncode == 202, proc.stderr
         assert "another blob needs it to be a directory" in proc.stderr
         assert "usage" not in proc.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "az://data/big/six.bin=big/.taskkit-0738b8891f2d3201.partial",
+        "az://data/y/.taskkit-0738b8891f2d3201.partial",
+        "az://data/x/evil.txt=.taskkit-outputs-0123456789abcdef.json",
+        "az://data/x/=.taskkit-dir/",
+        "az://data/x/*.txt=d/.taskkit-q/",
+    ],
+)
+def test_a_dest_named_like_taskkits_own_files_is_refused(text: str) -> None:
+    """A DEST (typed, or a single blob's own name) with a segment starting '.taskkit-' is
+    refused before anything is read: it would be taken for, or written over, the partial file
+    of another input, a ledger or a tombstone."""
+    with pytest.raises(UsageError, match="taskkit keeps for its own files"):
+        parse_input(text)
