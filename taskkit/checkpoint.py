@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from taskkit.exceptions import TaskFailure, UsageError
+from taskkit.exceptions import LinkOut, TaskFailure, UsageError
 from taskkit.manifest import Manifest
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import Output
@@ -57,13 +57,14 @@ def confined(workdir: str, name: str) -> str:
     it is not a subdirectory of it, also when a link on the way leads elsewhere."""
     problem = checkpoint_dir_problem(name)
     path = os.path.join(workdir, name)
-    if problem is None:
-        root = Path(os.path.realpath(workdir))
-        real = Path(os.path.realpath(path))
-        if real == root or not inside(root, real):
-            problem = f"{name!r} leads to {str(real)!r} through a link; it {_MUST}"
     if problem:
         raise UsageError(f"checkpoint directory {problem}")
+    root = Path(os.path.realpath(workdir))
+    real = Path(os.path.realpath(path))
+    if real == root or not inside(root, real):
+        raise LinkOut(
+            f"checkpoint directory {name!r} leads to {str(real)!r} through a link; it {_MUST}"
+        )
     return path
 
 

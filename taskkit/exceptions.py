@@ -5,6 +5,8 @@ The tree::
     TaskkitError                          root; catch this to catch everything taskkit raises
     +-- TaskFailure                       the work could not be done; ``exit_code`` says why
     |   +-- UsageError          64        a command line that makes no sense
+    |   |   +-- LinkOut         64        ... a path led out of the workdir by a link on this
+    |   |                                 node (203 in ``run``)
     |   +-- DataError           65        ValueError: bytes are not what they should be
     |   +-- InputNotFound       66        FileNotFoundError: a named input does not exist
     |   +-- IOFailure           74        OSError: reading or writing local files failed
@@ -41,6 +43,7 @@ __all__ = [
     "DataError",
     "IOFailure",
     "InputNotFound",
+    "LinkOut",
     "LocalPermissionDenied",
     "MisuseError",
     "PermissionDenied",
@@ -129,6 +132,12 @@ class LocalPermissionDenied(PermissionDenied):
     or read-only-bound directory). Same exit as its parent for ``stage``/``upload``, but
     ``taskkit run`` treats it as local I/O (203, retryable): another node may well be able to,
     so it must never be recorded as a permanent verdict for the work."""
+
+
+class LinkOut(UsageError):
+    """A path leads out of the working directory through a link that is there on this node.
+    Same exit as its parent for ``stage``/``upload``; ``taskkit run`` treats it as local I/O
+    (203, retryable): it is the state of one node's files, not a verdict on the work."""
 
 
 class TransientError(TaskFailure):

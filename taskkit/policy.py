@@ -35,6 +35,7 @@ from taskkit.exceptions import (
     DataError,
     InputNotFound,
     IOFailure,
+    LinkOut,
     LocalPermissionDenied,
     MisuseError,
     PermissionDenied,
@@ -90,7 +91,7 @@ EX_RUN_SOFTWARE = 206
 # derive from any of them.
 _ERROR_CODES: tuple[tuple[tuple[type[TaskkitError], ...], int], ...] = (
     # A local path this node may not touch is node-local, not a verdict on the work.
-    ((LocalPermissionDenied,), EX_RUN_IOERR),
+    ((LocalPermissionDenied, LinkOut), EX_RUN_IOERR),
     ((ConfigError, UsageError, PermissionDenied), EX_RUN_CONFIG),
     ((InputNotFound,), EX_RUN_NOINPUT),
     ((DataError,), EX_RUN_DATA),

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from taskkit.digest import CHUNK_SIZE, Digest
-from taskkit.exceptions import DataError, IOFailure, TaskFailure, UsageError, from_os_error
+from taskkit.exceptions import DataError, IOFailure, LinkOut, TaskFailure, from_os_error
 from taskkit.nodecache import NodeCache
 from taskkit.retry import RetryBudget
 from taskkit.staging import (
@@ -325,7 +325,7 @@ class _Run:
         real = Path(os.path.realpath(directory))
         root = self.plan.workdir
         if real != root and root not in real.parents:
-            raise UsageError(
+            raise LinkOut(
                 f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
                 "directory through a link"
             )

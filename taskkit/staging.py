@@ -44,7 +44,7 @@ from typing import NamedTuple
 import xxhash
 
 from taskkit.digest import Digest
-from taskkit.exceptions import DataError, InputNotFound, IOFailure, TaskFailure, UsageError
+from taskkit.exceptions import DataError, InputNotFound, IOFailure, LinkOut, TaskFailure, UsageError
 from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
 from taskkit.patterns import glob_regex, has_wildcard
@@ -238,8 +238,12 @@ def resolve_dest(workdir: Path, dest: str) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     real = Path(os.path.realpath(existing)) / target.relative_to(existing)
-    if not (inside(workdir, target) and inside(workdir, real)):
+    if not inside(workdir, target):
         raise UsageError(f"destination {dest!r} is outside the working directory {str(workdir)!r}")
+    if not inside(workdir, real):  # through a link that is there on this node
+        raise LinkOut(
+            f"destination {dest!r} is outside the working directory {str(workdir)!r} through a link"
+        )
     return target
 
 

@@ -35,9 +35,9 @@ from taskkit.digest import CHUNK_SIZE, Digest, combine_chunks, hash_bytes, hash_
 from taskkit.exceptions import (
     ConfigError,
     InputNotFound,
+    LinkOut,
     TaskFailure,
     TransientError,
-    UsageError,
     from_os_error,
 )
 from taskkit.manifest import Manifest, ManifestFile
@@ -315,9 +315,7 @@ class _Run:
                 raise from_os_error(exc, "cannot upload") from exc
             try:
                 if _leads_out(fd, entry.path, self.workdir):
-                    raise UsageError(
-                        f"{what}: it leads out of the working directory through a link"
-                    )
+                    raise LinkOut(f"{what}: it leads out of the working directory through a link")
                 before = os.fstat(fd)
                 if before.st_size <= CHUNK_SIZE:
                     return self._whole(entry, fd, before)

@@ -63,25 +63,31 @@ def test_the_variable_and_the_spec_file_are_refused_too(task: Task, given: str) 
 
 
 def test_a_link_out_of_the_working_directory_is_refused_by_the_attempt(task: Task) -> None:
-    """A subdirectory name that leads outside through a link: 200 when the attempt makes it,
-    the record ended, the command not run, nothing synced and nothing made outside."""
+    """A subdirectory name that leads outside through a link that is there on this node:
+    203 (local, retryable: nothing permanent recorded) when the attempt makes it, the record
+    ended, the command not run, nothing synced and nothing made outside; once the link is
+    gone, the same work runs."""
     outside = task.root / "outside"
     outside.mkdir()
     (outside / "theirs.txt").write_text("not taskkit's\n")
     (task.workdir / "link").symlink_to(outside)
     before = snapshot(outside)
-    proc = task.run(marker(task), "--checkpoint-dir", "link/ck")
-    assert proc.returncode == 200, proc.stderr
+    proc = task.run(marker(task), "--checkpoint-dir", "link/ck", "--max-retries", "2")
+    assert proc.returncode == 203, proc.stderr
     assert "leads to" in proc.stderr
     assert "--checkpoint-dir" not in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (task.box / "ran").exists()
     record = task.attempt(1)
     assert record["ended"] is not None
-    assert (record["exit_code"], record["verdict"]) == (200, "permanent")
+    assert (record["exit_code"], record["verdict"]) == (203, "retryable")
     assert "must be a subdirectory of the working directory" in record["reason"]
     assert snapshot(outside) == before
     assert not (task.journal / "checkpoint").exists()
+    (task.workdir / "link").unlink()
+    again = task.run(marker(task), "--checkpoint-dir", "link/ck", "--max-retries", "2")
+    assert again.returncode == 0, again.stderr
+    assert (task.box / "ran").exists()
 
 
 def test_a_subdirectory_is_synced_and_restored(task: Task) -> None:
