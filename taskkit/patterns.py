@@ -25,7 +25,16 @@ from taskkit.redaction import SIGNED_QUERY, redact, signed
 from taskkit.urls import url_problem
 from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
-__all__ = ["Match", "Output", "expand", "glob_regex", "has_wildcard", "parse_output", "shown"]
+__all__ = [
+    "Match",
+    "Output",
+    "bad_dest_segment",
+    "expand",
+    "glob_regex",
+    "has_wildcard",
+    "parse_output",
+    "shown",
+]
 
 _MAGIC = re.compile(r"[*?[]")
 _URL_START = re.compile(r"=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
@@ -94,7 +103,7 @@ def parse_output(text: str) -> Output:
         raise UsageError(f"output {redact(text)!r}: DEST {problem}")
     if _MAGIC.search(dest.split("://", 1)[-1]):
         raise UsageError(f"output {text!r}: DEST {dest!r} must be a prefix, without wildcards")
-    segment = _bad_dest_segment(dest)
+    segment = bad_dest_segment(dest)
     if segment is not None:
         raise UsageError(
             f"output {redact(text)!r}: DEST {redact(dest)!r} has {segment} in its path, which no "
@@ -107,7 +116,7 @@ def parse_output(text: str) -> Output:
     return Output("/".join(parts), dest if dest.endswith("/") else dest + "/")
 
 
-def _bad_dest_segment(dest: str) -> str | None:
+def bad_dest_segment(dest: str) -> str | None:
     """How a URL DEST's path goes wrong, in words (``"an empty segment ('//')"``), or None.
 
     Blob names are the DEST's path joined to each output's name as typed: ``x//y`` would be

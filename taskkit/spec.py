@@ -189,6 +189,11 @@ class RunSpec(BaseModel):
                 f"{redact(public_url(text))!r}: the journal cannot be kept over http(s); "
                 "give az://CONTAINER/PATH (a SAS token goes in AZURE_STORAGE_SAS_TOKEN)"
             )
+        from taskkit.patterns import bad_dest_segment
+
+        segment = bad_dest_segment(text)
+        if segment is not None:  # the journal's names would hold it: refused by the service
+            raise ValueError(f"{redact(public_url(text))!r} has {segment} in its path")
         if signed(text):  # it would name every journal blob, and be printed by status
             raise ValueError(f"{redact(public_url(text))!r} {SIGNED_QUERY}")
         problem = bad_url(text)

@@ -531,3 +531,11 @@ def test_a_state_over_http_is_refused(state: str) -> None:
     with pytest.raises(ConfigError, match="AZURE_STORAGE_SAS_TOKEN") as info:
         resolve({"state": state}, environ={})
     assert "sig=x" not in str(info.value)
+
+
+@pytest.mark.parametrize("state", ["az://state/../x", "az://state//x", "file:///s/./x"])
+def test_a_state_whose_path_has_an_empty_dot_or_dotdot_segment_is_refused(state: str) -> None:
+    """The journal's blob names would hold '..', '.' or '//': refused at parse time, not by
+    the service after a request."""
+    with pytest.raises(ConfigError, match="segment"):
+        resolve({"state": state}, environ={})
