@@ -2,7 +2,8 @@
 status the path names (``/status/403/x``), or, for ``/ok/...``, with a file's headers and bytes
 (an ETag, ``Range`` honoured). It records every request line it served, and on request the
 ``Authorization`` header of each, so a test can see that a token or a URL's password reached the
-server while taskkit never showed it.
+server while taskkit never showed it. With a :class:`Gate`, a GET of ``/gate/...`` is held
+until the test releases it: a real download that stays under way, for "killed while staging".
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 BODY = b"0123456789abcdef"
+#: The longest a gated request is held when the test never releases it.
+GATE_SECONDS = 60.0
+
+
+class Gate:
+    """Holds the GETs of ``/gate/...``: ``reading`` is set when one arrives, ``release`` lets
+    them all go (the server sets it itself when it stops)."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.release = threading.Event()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -27,6 +39,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.authorizations.append(self.headers.get("Authorization", ""))
         path = self.path.split("?", 1)[0]
         parts = path.strip("/").split("/")
+        gate = self.server.gate
+        if parts[0] == "gate" and with_body and gate is not None:
+            gate.reading.set()
+            gate.release.wait(GATE_SECONDS)
         if parts[0] == "status":
             self.send_response(int(parts[1]))
             self.send_header("Content-Length", "0")
@@ -56,6 +72,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     seen: list[str]
     authorizations: list[str] | None
+    gate: Gate | None
 
 
 class _Server6(_Server):
@@ -64,20 +81,26 @@ class _Server6(_Server):
 
 @contextmanager
 def http_server(
-    host: str = "127.0.0.1", authorizations: list[str] | None = None
+    host: str = "127.0.0.1",
+    authorizations: list[str] | None = None,
+    gate: Gate | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
     """``(base URL, request lines served)`` of a server running for the block, listening on
     ``host`` (an IPv6 address such as ``::1`` too, shown in brackets in the URL); the
-    ``Authorization`` header of each request (``""`` when none) goes to ``authorizations``."""
+    ``Authorization`` header of each request (``""`` when none) goes to ``authorizations``;
+    ``gate`` holds the GETs of ``/gate/...``."""
     server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
     server.seen = []
     server.authorizations = authorizations
+    server.gate = gate
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         shown = f"[{host}]" if ":" in host else host
         yield f"http://{shown}:{server.server_address[1]}", server.seen
     finally:
+        if gate is not None:
+            gate.release.set()
         server.shutdown()
         server.server_close()
         thread.join()

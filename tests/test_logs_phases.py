@@ -13,17 +13,16 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from http_fakes import Gate, http_server
 from runner_helpers import Task, kill_9_once, opened_task, q, sh
 
 from taskkit.fsstore import FsspecStore
 from taskkit.logs import NAMES, LogSink, Phase
 
-GATED_CHILD = str(Path(__file__).with_name("gated_run_child.py"))
 FILES = tuple(f"{name}.txt" for name in NAMES)
 #: A stored phase line: "<stamp> taskkit: <phase>[: <more>]".
 PHASE_LINE = re.compile(r"^\S+ taskkit: (" + "|".join(p.value for p in Phase) + r")(?::|$)")
@@ -187,10 +186,10 @@ def test_a_run_stores_its_phases_in_order_as_it_reaches_them(task: Task, tmp_pat
 def test_kill_9_while_staging_leaves_logs_saying_so(task: Task) -> None:
     """taskkit run killed (SIGKILL) while its input is being read: the stored taskkit.txt says
     the attempt started and was staging, and status points at logs that exist."""
-    marker = task.box / "reading"
-    argv = [sys.executable, GATED_CHILD, str(marker), "--"]
-    argv += task.args(["true"], "-i", "memory://gated/input.bin=input.bin")[1:]
-    kill_9_once(argv, task.env, [(marker.exists, "the input to be read")])
+    gate = Gate()
+    with http_server(gate=gate) as (base, _):
+        argv = task.argv(["true"], "-i", f"{base}/gate/input.bin=input.bin")
+        kill_9_once(argv, task.env, [(gate.reading.is_set, "the input to be read")])
     text = task.log(1, "taskkit")
     assert phases(text) == ["started", "staging"]
     assert "attempt 1 of" in text.splitlines()[0]

@@ -370,20 +370,15 @@ def test_files_staged_before_a_kill_9_are_known_as_staged(tmp_path: Path) -> Non
     is gone a later staging of that prefix removes it (the kill lost nothing it needs)."""
     import sys
 
+    from http_fakes import Gate, http_server
     from runner_helpers import Task, kill_9_once
 
     from taskkit.statcache import StatCache, path_key
 
-    gated_child = str(Path(__file__).with_name("gated_run_child.py"))
     task = Task(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("a\n")
-    marker = task.box / "reading"
-    argv = [sys.executable, gated_child, str(marker), "--"]
-    argv += task.args(
-        ["true"], "-j", "2", "-i", f"file://{src}/=in/", "-i", "memory://gated/input.bin=g.bin"
-    )[1:]
     staged = task.workdir / "in" / "a.txt"
     cache_file = Path(task.env["TASKKIT_CACHE_DIR"]) / "statcache-v1.sqlite3"
 
@@ -393,14 +388,19 @@ def test_files_staged_before_a_kill_9_are_known_as_staged(tmp_path: Path) -> Non
         with StatCache(cache_file) as cache:  # not immutable: it must see the WAL
             return bool(cache.lookup([path_key(staged)]))
 
-    kill_9_once(
-        argv,
-        task.env,
-        [
-            (lambda: marker.exists() and staged.exists(), "a.txt to arrive, g.bin to block"),
-            (recorded, "a.txt to be recorded as staged while g.bin blocks"),
-        ],
-    )
+    gate = Gate()
+    with http_server(gate=gate) as (base, _):
+        argv = task.argv(
+            ["true"], "-j", "2", "-i", f"file://{src}/=in/", "-i", f"{base}/gate/g.bin=g.bin"
+        )
+        kill_9_once(
+            argv,
+            task.env,
+            [
+                (lambda: gate.reading.is_set() and staged.exists(), "a.txt in, g.bin held"),
+                (recorded, "a.txt to be recorded as staged while g.bin is held"),
+            ],
+        )
     (src / "a.txt").unlink()
     (src / "b.txt").write_text("b\n")  # the prefix still lists something
     stage = [sys.executable, "-m", "taskkit", "stage", "--workdir", str(task.workdir)]
