@@ -32,6 +32,7 @@ from taskkit.checkpoint import Checkpoint, confined
 from taskkit.command import Finished, Stopped, signals_held, stopped_by_signals
 from taskkit.exceptions import (
     Conflict,
+    DataError,
     IOFailure,
     MisuseError,
     TaskFailure,
@@ -341,9 +342,14 @@ class AttemptRun:
             on_plan=on_plan,
         )
 
-    def _uploaded(self, number: int) -> Summary:
+    def _uploaded(self, number: int, version: Version) -> Summary:
         return upload_outputs(
-            self.spec, self.workdir, task=self._task(number), note=self._note, say=self.say
+            self.spec,
+            self.workdir,
+            task=self._task(number),
+            note=self._note,
+            say=self.say,
+            fence=lambda: _still_held(self.journal, version),
         )
 
     def _elapsed(self) -> float:
@@ -467,7 +473,7 @@ class AttemptRun:
         if self.spec.outputs:
             self._phase(Phase.UPLOADING, f"from {self.workdir}")
             try:
-                summary = self._uploaded(number)
+                summary = self._uploaded(number, version)
                 error = summary.exit_error()
                 if error is None:
                     places = destinations(self.stores, self.spec.outputs)
@@ -520,6 +526,20 @@ class AttemptRun:
             except Conflict:
                 continue
         return decision
+
+
+def _still_held(journal: Journal, version: Version) -> None:
+    """The fence of an upload under the claim written at ``version``: a holder frozen or cut
+    off long enough for its heartbeat to go stale may have lost the claim to another attempt,
+    whose published manifests it must then not replace or delete. One small read."""
+    try:
+        found = journal.outcome()
+    except DataError:
+        found = None  # not the claim this attempt wrote, whatever it is
+    if found is not None and found[1] == version:
+        return
+    holder = "another attempt" if found is None else f"attempt {found[0].attempt}"
+    raise TransientError(f"lost the publishing claim to {holder}")
 
 
 def _stored(work: Work) -> dict[str, object]:

@@ -131,10 +131,16 @@ def stage_inputs(
 
 
 def upload_outputs(
-    spec: RunSpec, workdir: str, *, task: Mapping[str, str | int], note: Note, say: Say
+    spec: RunSpec,
+    workdir: str,
+    *,
+    task: Mapping[str, str | int],
+    note: Note,
+    say: Say,
+    fence: Callable[[], None] | None = None,
 ) -> Summary:
     """Upload and publish ``spec``'s outputs from ``workdir`` as ``taskkit upload`` would,
-    saying what it did and where it published."""
+    saying what it did and where it published (``fence``: see :func:`taskkit.upload.upload`)."""
     from taskkit.upload import upload
 
     with Teller("uploading", spec, note, say) as teller:
@@ -148,6 +154,7 @@ def upload_outputs(
             on_bytes=teller.moved,
             on_file=teller.uploaded,
             on_problem=teller.problem,
+            fence=fence,
         )
         dests = [parse_output(o).dest for o in spec.outputs]
         published = [d if d.endswith("/") else d + "/" for d in dests]

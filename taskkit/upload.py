@@ -13,6 +13,10 @@
   all of its files, and only when every file of the run arrived. A published DEST whose files
   are about to change is unpublished first (its manifest deleted); a manifest that would say the
   same again is not rewritten, so an unchanged upload sends no data at all.
+* **Fenced manifests.** A ``fence`` given (``taskkit run``: "the publishing claim is still
+  this attempt's") is called before each manifest write and before each manifest delete; when
+  it raises, that manifest is left as it is, no later one is touched, and its failure is the
+  upload's problem.
 * **Nothing from outside the working directory.** The plan passes over links leading out; a
   file whose open descriptor turns out to lie outside anyway (a link that appeared after the
   plan) is refused, not sent.
@@ -114,6 +118,7 @@ def upload(
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
     on_problem: Callable[[Problem], None] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> Summary:
     """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
     publish each DEST with a manifest naming ``task`` (default: from the environment).
@@ -121,6 +126,8 @@ def upload(
     Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out.
     Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
     ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
+    ``fence`` is called before each manifest write or delete and may raise
+    :class:`TaskFailure` to stop the publishing (see the module's docstring).
     """
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
     return run_plan(
@@ -142,6 +149,7 @@ def upload(
             on_bytes=on_bytes,
             on_file=on_file,
             on_problem=on_problem,
+            fence=fence,
         ),
         cache=cache,
         retry=retry,
@@ -173,15 +181,17 @@ def execute(
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
     on_problem: Callable[[Problem], None] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> Summary:
-    """Carry out ``plan``; per-file failures are collected in the summary, not raised."""
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised
+    (``fence``: see :func:`upload`)."""
     report = on_problem or (lambda problem: None)
     started = time.perf_counter()
     entries = plan.entries
     summary = Summary(files=len(entries), problems=list(plan.problems))
     summary.failed = len(plan.problems)
     summary.skipped = sum(1 for e in entries if e.action == "skip")
-    refused = _unpublish(plan)
+    refused = _unpublish(plan, fence)
     if refused is not None:
         summary.failed += summary.files - summary.skipped
         summary.problems.append(refused)
@@ -218,17 +228,30 @@ def execute(
             _record(cache, sent)
     if not summary.problems:
         digests = {s.entry.path: (s.digest, s.stat.st_size) for s in sent}
-        for publication in plan.publications:
-            try:
-                summary.published.append(_publish(publication, digests, task))
-            except TaskFailure as exc:
-                summary.problems.append(Problem(publication.manifest_url, exc))
-                report(summary.problems[-1])
+        _publish_all(plan, digests, task, fence, summary, report)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _unpublish(plan: UploadPlan) -> Problem | None:
+class _Fenced(Exception):
+    """The fence refused a manifest write or delete: its failure."""
+
+    def __init__(self, error: TaskFailure) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _pass(fence: Callable[[], None] | None) -> None:
+    """Call ``fence``, if any; what it raises comes out as :class:`_Fenced`."""
+    if fence is None:
+        return
+    try:
+        fence()
+    except TaskFailure as exc:
+        raise _Fenced(exc) from exc
+
+
+def _unpublish(plan: UploadPlan, fence: Callable[[], None] | None = None) -> Problem | None:
     """Delete the manifest of every published DEST whose files are about to change, so no
     reader trusts it meanwhile; the problem that prevents it, if any."""
     for publication in plan.publications:
@@ -236,16 +259,42 @@ def _unpublish(plan: UploadPlan) -> Problem | None:
             continue
         if any(e.action == "send" for e in publication.entries):
             try:
+                _pass(fence)
                 publication.store.delete(publication.manifest_key)
+            except _Fenced as fenced:
+                return Problem(publication.manifest_url, fenced.error)
             except TaskFailure as exc:
                 return Problem(publication.manifest_url, exc)
     return None
+
+
+def _publish_all(
+    plan: UploadPlan,
+    sent: Mapping[Path, tuple[Digest, int]],
+    task: Mapping[str, str | int] | None,
+    fence: Callable[[], None] | None,
+    summary: Summary,
+    report: Callable[[Problem], None],
+) -> None:
+    """Write each DEST's manifest, the problems in ``summary``; a fence that refuses stops
+    the publishing there: no later DEST is touched."""
+    for publication in plan.publications:
+        try:
+            summary.published.append(_publish(publication, sent, task, fence))
+        except _Fenced as fenced:
+            summary.problems.append(Problem(publication.manifest_url, fenced.error))
+            report(summary.problems[-1])
+            return
+        except TaskFailure as exc:
+            summary.problems.append(Problem(publication.manifest_url, exc))
+            report(summary.problems[-1])
 
 
 def _publish(
     publication: Publication,
     sent: Mapping[Path, tuple[Digest, int]],
     task: Mapping[str, str | int] | None,
+    fence: Callable[[], None] | None = None,
 ) -> Published:
     """Write the manifest of a DEST whose files have all arrived, unless the one there
     already says the same; the manifest now published. A file sent names what was sent,
@@ -264,6 +313,7 @@ def _publish(
             if Manifest.parse(there, publication.manifest_url).same_files(manifest):
                 return Published(publication.manifest_url, existing.version, there)
     data = manifest.to_bytes()
+    _pass(fence)
     version = store.put(key, data, file_metadata(hash_bytes(data), len(data)))
     return Published(publication.manifest_url, version, data)
 

@@ -10,6 +10,10 @@ then blocks until a signal ends it (the test sends SIGTERM or SIGKILL):
 * ``upload``: the outputs' upload;
 * ``uploaded``: after the upload, before the success is recorded.
 
+GATEs ``manifest`` (before each DEST's manifest is written) and ``unpublish`` (before the
+published manifests are deleted) pause instead: MARKER is touched and the upload goes on once
+``MARKER.go`` exists (another attempt may take the claim over meanwhile).
+
 GATE ``claim`` sends SIGTERM to the process itself right after the claim is written, before
 the write returns its version, then lets it go on. Everything else is the real thing: this is
 ``taskkit run RUN-ARGUMENTS``.
@@ -17,6 +21,7 @@ the write returns its version, then lets it go on. Everything else is the real t
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -29,12 +34,19 @@ from taskkit.cli import main
 from taskkit.journal import Journal, Outcome
 from taskkit.logs import LogSink, Phase
 
-GATES = ("phase", "upload", "uploaded", "claim")
+GATES = ("phase", "upload", "uploaded", "claim", "manifest", "unpublish")
 
 
 def blocked(marker: Path) -> None:
     marker.touch()
     threading.Event().wait()  # never set: only a signal ends this wait
+
+
+def paused(marker: Path) -> None:
+    marker.touch()
+    go = marker.with_name(marker.name + ".go")
+    while not go.exists():
+        threading.Event().wait(0.01)
 
 
 def gate(where: str, marker: Path) -> None:
@@ -62,6 +74,16 @@ def gate(where: str, marker: Path) -> None:
             return real_url(output)
 
         taskkit.attempt._manifest_url = manifest_url
+    elif where in ("manifest", "unpublish"):
+        name = "_publish" if where == "manifest" else "_unpublish"
+        module = importlib.import_module("taskkit.upload")  # the package's name is a function
+        real = getattr(module, name)
+
+        def pausing(*args: Any, **kwargs: Any) -> Any:
+            paused(marker)
+            return real(*args, **kwargs)
+
+        setattr(module, name, pausing)
     elif where == "claim":
         real_write = Journal.write_outcome
 

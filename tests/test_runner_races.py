@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_helpers import Task, opened_task, q, sh, wait_for
+from runner_helpers import GATED_PUBLISH, Task, no_traceback, opened_task, q, sh, wait_for
 
 from taskkit.outputs import MANIFEST_NAME
 
@@ -148,3 +149,78 @@ def test_concurrent_attempts_of_one_work_exit_0_and_are_never_counted_as_reruns(
     assert sum("published the same work meanwhile" in err for _, err in ended) == 2
     assert task.attempts() == [1, 2, 3]
     assert "attempt 1 of 1 (the last), attempt 3 in the journal" in task.log(3, "taskkit")
+
+
+def paused_publish(task: Task, gate: str, command: list[str], *options: str) -> Path:
+    """``taskkit run`` of ``task`` started as a real process that pauses at ``gate``
+    (``manifest`` or ``unpublish``, see tests/gated_publish_child.py) holding the publishing
+    claim; the marker it touched (``marker.go`` lets it go on)."""
+    marker = task.box / f"gate-{gate}"
+    argv = [sys.executable, GATED_PUBLISH, gate, str(marker), "--"]
+    argv += task.args(command, *options)[1:]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=task.env, cwd=task.root
+    )
+    task._started.append(proc)
+    wait_for(lambda: marker.exists() or proc.poll() is not None, f"the publish to reach {gate}")
+    assert proc.poll() is None, proc.communicate()
+    return marker
+
+
+def taken_over(task: Task, by: int) -> None:
+    """Another attempt (``by``) takes the claim over and records its success, as one does
+    when the holder's heartbeat went stale (the holder frozen, or cut off)."""
+    outcome = task.outcome()
+    assert outcome is not None
+    assert outcome["state"] == "publishing", outcome
+    outcome.update(state="success", attempt=by, replaced=None)
+    (task.journal / "outcome.json").write_text(json.dumps(outcome))
+
+
+def resumed(task: Task, marker: Path) -> subprocess.CompletedProcess[str]:
+    proc = task._started[-1]
+    marker.with_name(marker.name + ".go").touch()
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_holder_that_lost_the_claim_while_paused_writes_no_manifest_and_exits_204(
+    task: Task, tmp_path: Path
+) -> None:
+    """The claim holder pauses before its manifest write while another attempt takes the
+    claim over and publishes; resumed, it leaves the winner's manifest as it is and exits 204
+    naming the new holder. Its heartbeat kept beating during the upload."""
+    dest = tmp_path / "dest"
+    options = ("--log-interval", "0.2s", "-o", f"out/*.txt=file://{dest}/")
+    marker = paused_publish(task, "manifest", sh(writes("late")), *options)
+    beat = task.attempt(1)["heartbeat"]
+    wait_for(lambda: task.attempt(1)["heartbeat"] != beat, "a heartbeat during the upload")
+    taken_over(task, by=2)
+    winner = b'{"written by": "attempt 2"}\n'
+    (dest / MANIFEST_NAME).write_bytes(winner)
+    ended = no_traceback(resumed(task, marker))
+    assert (dest / MANIFEST_NAME).read_bytes() == winner
+    assert ended.returncode == LOST, ended.stderr
+    assert "lost the publishing claim to attempt 2" in ended.stderr, ended.stderr
+    outcome = task.outcome()
+    assert outcome is not None
+    assert (outcome["state"], outcome["attempt"]) == ("success", 2)
+
+
+def test_a_holder_that_lost_the_claim_while_paused_unpublishes_nothing(
+    task: Task, tmp_path: Path
+) -> None:
+    """A republish of changed outputs pauses before it deletes the published manifest; the
+    claim is taken over meanwhile: resumed, it deletes no manifest, sends no file, exits 204."""
+    dest = tmp_path / "dest"
+    options = ("-o", f"out/*.txt=file://{dest}/")
+    first = task.run(sh(writes("one")), *options)
+    assert first.returncode == 0, first.stderr
+    published = (dest / MANIFEST_NAME).read_bytes()
+    marker = paused_publish(task, "unpublish", sh(writes("two")), *options)
+    taken_over(task, by=3)
+    ended = no_traceback(resumed(task, marker))
+    assert (dest / MANIFEST_NAME).read_bytes() == published
+    assert (dest / "result.txt").read_text() == "one\n"
+    assert ended.returncode == LOST, ended.stderr
+    assert "lost the publishing claim to attempt 3" in ended.stderr, ended.stderr

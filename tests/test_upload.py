@@ -663,6 +663,81 @@ def test_a_failed_manifest_write_is_the_runs_failure(workdir: Path) -> None:
     assert stores.fake.data("c/run/a.txt") == b"a"
 
 
+# -- the fence: a manifest is written or deleted only while the caller allows it ---------------
+
+TWO_DESTS = ["one/*.txt=fake://c/one/", "two/*.txt=fake://c/two/"]
+
+
+def published_twice(workdir: Path) -> FakeStores:
+    """Two DESTs published from ``one/`` and ``two/``, then a file of each changed."""
+    make(workdir, {"one/a.txt": b"a", "two/b.txt": b"b"})
+    stores = FakeStores()
+    assert run(TWO_DESTS, workdir, stores, task={}).problems == []
+    make(workdir, {"one/a.txt": b"a, changed", "two/b.txt": b"b, changed"})
+    return stores
+
+
+def test_the_fence_is_passed_right_before_each_manifest_delete_and_write(workdir: Path) -> None:
+    """Each manifest delete and each manifest write comes right after a call of the fence;
+    files are sent without one."""
+    old = published_twice(workdir)
+    stores, made = recording()
+    stores.fake = old.fake
+    summary = run(
+        TWO_DESTS, workdir, stores, task={}, fence=lambda: made[0].calls.append(("fence", ""))
+    )
+    assert summary.problems == []
+    calls = made[0].calls
+    manifests = [i for i, call in enumerate(calls) if call[1].endswith(MANIFEST_NAME)]
+    assert len(manifests) == 4  # two deletes, two writes
+    assert all(calls[i - 1] == ("fence", "") for i in manifests), calls
+    assert calls.count(("fence", "")) == 4, calls
+
+
+def test_a_fence_that_refuses_a_manifest_write_leaves_every_manifest_unwritten(
+    workdir: Path,
+) -> None:
+    """The fence refuses before the first manifest write: no manifest is written (nor any
+    later DEST's), and the fence's failure is the run's."""
+    make(workdir, {"one/a.txt": b"a", "two/b.txt": b"b"})
+    stores, made = recording()
+    refusal = TransientError("lost the publishing claim to attempt 2")
+    fenced = []
+
+    def fence() -> None:
+        fenced.append(True)
+        if len(fenced) == 1:  # files already sent count: refuse at the first manifest
+            raise refusal
+
+    summary = run(TWO_DESTS, workdir, stores, task={}, fence=fence)
+    assert summary.exit_error() is refusal
+    assert len(summary.problems) == 1
+    assert len(fenced) == 1
+    assert [c for c in made[0].calls if c[1].endswith(MANIFEST_NAME)] == []
+    assert stores.fake.data("c/one/a.txt") == b"a"  # files before the manifest are sent
+
+
+def test_a_fence_that_refuses_an_unpublish_deletes_nothing_and_sends_nothing(
+    workdir: Path,
+) -> None:
+    """The fence refuses before the published manifest is deleted: both manifests stay, no
+    file is sent, and the fence's failure is the run's."""
+    old = published_twice(workdir)
+    stores, made = recording()
+    stores.fake = old.fake
+    refusal = TransientError("lost the publishing claim to attempt 3")
+
+    def fence() -> None:
+        raise refusal
+
+    summary = run(TWO_DESTS, workdir, stores, task={}, fence=fence)
+    assert summary.exit_error() is refusal
+    assert made == [] or made[0].calls == []
+    assert f"c/one/{MANIFEST_NAME}" in old.fake.blobs
+    assert f"c/two/{MANIFEST_NAME}" in old.fake.blobs
+    assert old.fake.data("c/one/a.txt") == b"a"
+
+
 # -- the stat-cache, dry runs, empty outputs ----------------------------------------------------
 
 
