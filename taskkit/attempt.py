@@ -321,7 +321,7 @@ class AttemptRun:
             return self.policy.decide(Ending(error=exc))
         decision = self.policy.decide(Ending.of(finished))
         if decision.verdict is Verdict.SUCCESS:
-            return self._publish(number, decision)
+            return self._publish(number, decision, leftovers)
         return decision
 
     def _command_started(self, pgid: int, start: str) -> None:
@@ -407,15 +407,26 @@ class AttemptRun:
             ),
         )
 
-    def _publish(self, number: int, decision: Decision) -> Decision:
+    def _publish(
+        self, number: int, decision: Decision, leftovers: Leftovers | None = None
+    ) -> Decision:
         """Take the publishing claim, upload the outputs, keep a copy of each manifest, record
         success (with each manifest's version) in the claim's place. Exit 0 without publishing
         when another attempt published this same work meanwhile; 204 when it published other
         work since this attempt began (a lost race: the next attempt decides afresh). A claim
         that replaces a success of this work (a republish) carries it, and whatever ends this
         attempt before its success is recorded (a failure, a signal, a bug) gives the claim
-        back, putting that success back in its place."""
+        back, putting that success back in its place. 204 too, before anything, when files of
+        other work may be among those the patterns match (``leftovers`` knows: an attempt of
+        other work runs in the working directory, or ran beside this one): no mixed set is
+        published."""
         journal = self.journal
+        mixed = None
+        if leftovers is not None and self.spec.outputs:
+            mixed = leftovers.mixed(self._running)
+        if mixed is not None:
+            error = TransientError(f"{mixed}; not publishing a mixed set")
+            return self.policy.decide(Ending(error=error))
         claim: Outcome | None = None
         version: Version | None = None
         try:
@@ -457,6 +468,15 @@ class AttemptRun:
             if claim is not None and version is not None:
                 self._give_back(claim, version)
             raise
+
+    def _running(self, number: int) -> bool:
+        """Whether attempt ``number`` of this task may still be running, as its record says
+        (for one of another node or boot; one that cannot be read is taken for running)."""
+        try:
+            found = [a for a in self.journal.attempts() if a.number == number]
+        except TaskFailure:
+            return True
+        return any(a.state() == "running" for a in found)
 
     def _give_back(self, claim: Outcome, version: Version) -> None:
         """Release the claim, if still ours, restoring the success it replaced. Best effort: a

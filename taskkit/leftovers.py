@@ -32,9 +32,11 @@ attempts of other work and it still has the identity recorded then; so a file th
 there (and no command rewrote), a file changed or replaced since, another task's file, and this
 attempt's staged inputs are never removed; nor is a file that appeared after a killed
 attempt's command was seen gone. A missing or damaged ledger removes nothing. The
-files an attempt still running in the directory is writing are left alone. Products are
-looked for where the patterns of the attempt that made them looked: a pattern widened by later
-work does not reach what earlier attempts wrote outside the patterns they had.
+files an attempt still running in the directory is writing are left alone; but while an
+attempt of other work runs there, or after one ran beside this one leaving its files,
+:meth:`Leftovers.mixed` says so, and the attempt does not publish them as its work's.
+Products are looked for where the patterns of the attempt that made them looked: a pattern
+widened by later work does not reach what earlier attempts wrote outside the patterns they had.
 
 Identity leaves the device number out: it can change across a remount while the file stays
 the same, and a file taken for changed would be taken for a product.
@@ -619,6 +621,37 @@ class Leftovers:
         except Exception as exc:  # the next attempt closes the entry from what it finds
             self.note(f"cannot record the outputs of attempt {self.attempt}: {exc}")
         self._entry = None
+
+    def mixed(self, running: Callable[[int], bool]) -> str | None:
+        """Why what the output patterns match now is not this work's alone, if it is not; after
+        the command, before publishing. An attempt of other work may still be running here
+        (its entry open: judged by its process on this host and boot, else by
+        ``running(attempt)``, the journal's word, so that a dead attempt of an earlier boot or
+        another node does not stand in the way for ever), or one that ran beside this attempt
+        left files the patterns match (its products, unchanged). Such a set is not published;
+        a later attempt removes what the other work left once it is over. A damaged ledger
+        says nothing."""
+        try:
+            ledger = _read(self.path)
+        except ValueError:
+            return None
+        if ledger is None:
+            return None
+        host = _host()
+        for entry in ledger.opened:
+            if entry.work == self.work:
+                continue
+            if alive(entry) if entry.host == host else running(entry.attempt):
+                return f"attempt {entry.attempt} of other work is running in this working directory"
+        theirs = {p: made for p, made in ledger.products.items() if made.work != self.work}
+        if not theirs:  # the usual case: begin() removed them all; no walk needed
+            return None
+        files = _walk(self.root, self.patterns, ()).files
+        left = sorted(p for p, made in theirs.items() if files.get(p) == made.identity)
+        if not left:
+            return None
+        noun = "an output" if len(left) == 1 else "outputs"
+        return f"{_named(left)}: {noun} of other work ({theirs[left[0]].work}) made beside this one"
 
 
 def _process(entry: Opened) -> tuple[int, str, int, str | None]:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runner_helpers import Task, opened_task, q, sh, snapshot, wait_for
 
+from taskkit.journal import host_identity
 from taskkit.leftovers import (
     LEDGER_PREFIX,
     Ledger,
+    Leftovers,
     Opened,
     Product,
     Removal,
@@ -281,6 +283,95 @@ def test_the_ledger_reads_back_what_it_wrote_and_refuses_anything_else() -> None
     ):
         with pytest.raises(ValueError, match="not a ledger"):
             Ledger.from_bytes(damaged)
+
+
+# -- mixed: files of other work among what would be published ------------------------------------
+
+
+def beside(tmp_path: Path, ledger: Ledger | None, work: str = B) -> Leftovers:
+    """This attempt (2, work ``work``, ``out/**``) in ``tmp_path/wd``, the ledger there as
+    given."""
+    (tmp_path / "wd" / "out").mkdir(parents=True, exist_ok=True)
+    leftovers = Leftovers(tmp_path / "wd", ("s", "j", "t"), ["out/**=file:///d/"], work, 2, print)
+    if ledger is not None:
+        leftovers.path.write_bytes(ledger.to_bytes())
+    return leftovers
+
+
+def this_process(work: str, host: str | None = None) -> Opened:
+    """An open entry of attempt 1 whose process is this very (live) one."""
+    pid = os.getpid()
+    start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    return Opened(1, work, ("out/**",), host or host_identity(), pid, start, {})
+
+
+def test_mixed_names_a_live_attempt_of_other_work_and_nothing_else(tmp_path: Path) -> None:
+    """An open entry of other work whose process lives on this host is named (whatever the
+    journal says); one whose process is gone, and one of this same work, are not."""
+    live = beside(tmp_path, Ledger({}, (this_process(A),)))
+    assert live.mixed(lambda n: False) == (
+        "attempt 1 of other work is running in this working directory"
+    )
+    gone = this_process(A)._replace(pid_start="0")
+    assert beside(tmp_path, Ledger({}, (gone,))).mixed(lambda n: True) is None
+    assert beside(tmp_path, Ledger({}, (this_process(B),))).mixed(lambda n: True) is None
+
+
+def test_mixed_asks_the_journal_about_an_entry_of_another_host_or_boot(tmp_path: Path) -> None:
+    """An entry of another host (or an earlier boot of this one) cannot be judged by its
+    process: the journal's word decides, so a dead one does not block publishing for ever."""
+    entry = this_process(A, host="other-host/other-boot")
+    asked: list[int] = []
+
+    def journal(says: bool) -> Callable[[int], bool]:
+        def running(number: int) -> bool:
+            asked.append(number)
+            return says
+
+        return running
+
+    leftovers = beside(tmp_path, Ledger({}, (entry,)))
+    assert leftovers.mixed(journal(True)) is not None
+    assert leftovers.mixed(journal(False)) is None
+    assert asked == [1, 1]
+
+
+def test_mixed_names_unchanged_files_other_work_made_that_the_patterns_match(
+    tmp_path: Path,
+) -> None:
+    """A product of other work (recorded when it ended beside this attempt) that the patterns
+    match, unchanged, is named; changed since, outside the patterns, or of this work: not."""
+    out = tmp_path / "wd" / "out"
+    out.mkdir(parents=True)
+    for name in ("theirs.txt", "changed.txt", "mine.txt"):
+        (out / name).write_text(name)
+    (tmp_path / "wd" / "elsewhere.txt").write_text("x")
+
+    def product(work: str, path: Path) -> Product:
+        st = path.stat()
+        return Product(work, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+    products = {
+        "out/theirs.txt": product(A, out / "theirs.txt"),
+        "out/changed.txt": product(A, out / "changed.txt"),
+        "out/mine.txt": product(B, out / "mine.txt"),
+        "elsewhere.txt": product(A, tmp_path / "wd" / "elsewhere.txt"),
+    }
+    (out / "changed.txt").write_text("changed since, by someone")
+    leftovers = beside(tmp_path, Ledger(products, ()))
+    assert leftovers.mixed(lambda n: True) == (
+        f"out/theirs.txt: an output of other work ({A}) made beside this one"
+    )
+    (out / "theirs.txt").unlink()
+    assert leftovers.mixed(lambda n: True) is None
+
+
+def test_mixed_says_nothing_without_a_ledger_or_with_a_damaged_one(tmp_path: Path) -> None:
+    """No ledger, or one that cannot be read: nothing is known to be other work's."""
+    leftovers = beside(tmp_path, None)
+    assert leftovers.mixed(lambda n: True) is None
+    leftovers.path.write_text("{not json")
+    assert leftovers.mixed(lambda n: True) is None
 
 
 # -- real runs -----------------------------------------------------------------------------------

@@ -224,3 +224,38 @@ def test_a_holder_that_lost_the_claim_while_paused_unpublishes_nothing(
     assert (dest / "result.txt").read_text() == "one\n"
     assert ended.returncode == LOST, ended.stderr
     assert "lost the publishing claim to attempt 3" in ended.stderr, ended.stderr
+
+
+def test_an_attempt_does_not_publish_files_of_other_work_run_beside_it(
+    task: Task, tmp_path: Path
+) -> None:
+    """Two works in one working directory at once: the one that ends first while the other
+    runs exits 204 publishing nothing; the other, ending after, finds the first one's file
+    among its matches and exits 204 too; their retries each publish their work's files only."""
+    dest = tmp_path / "dest"
+    options = ("--max-retries", "3", "-o", f"out/*.txt=file://{dest}/")
+    first = sh("mkdir -p out\necho w1 > out/w1.txt\n" + task.block("a"))
+    second = sh("mkdir -p out\necho w2 > out/w2.txt\n")
+    running = task.start(first, *options)
+    task.wait_started("a", running)
+
+    beside = task.run(second, *options)
+    assert beside.returncode == LOST, beside.stderr
+    assert (
+        "attempt 1 of other work is running in this working directory; not publishing a mixed set"
+        in beside.stderr
+    ), beside.stderr
+    assert not (dest / MANIFEST_NAME).exists()
+
+    task.release("a")
+    _, err = running.communicate(timeout=60)
+    assert running.returncode == LOST, err
+    assert "out/w2.txt: an output of other work" in err, err
+    assert "not publishing a mixed set" in err, err
+    assert not (dest / MANIFEST_NAME).exists()
+
+    for command, mine in ((first, "w1.txt"), (second, "w2.txt")):
+        retry = task.run(command, *options)
+        assert retry.returncode == 0, retry.stderr
+        names = [f["name"] for f in json.loads((dest / MANIFEST_NAME).read_text())["files"]]
+        assert names == [mine], retry.stderr
