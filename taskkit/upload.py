@@ -14,9 +14,11 @@
   are about to change is unpublished first (its manifest deleted); a manifest that would say the
   same again is not rewritten, so an unchanged upload sends no data at all.
 * **Fenced manifests.** A ``fence`` given (``taskkit run``: "the publishing claim is still
-  this attempt's") is called before each manifest write and before each manifest delete; when
-  it raises, that manifest is left as it is, no later one is touched, and its failure is the
-  upload's problem.
+  this attempt's") is called before each manifest write, and before any file of a DEST about
+  to change is touched (its manifest deleted, its files sent); when it raises, nothing more is
+  deleted or sent, that manifest and any later one are left as they are, and its failure is
+  the upload's problem. Files sent before a refusal stay sent: only a store lease could stop a
+  frozen caller's request in flight.
 * **Nothing from outside the working directory.** The plan passes over links leading out; a
   file whose open descriptor turns out to lie outside anyway (a link that appeared after the
   plan) is refused, not sent.
@@ -253,18 +255,20 @@ def _pass(fence: Callable[[], None] | None) -> None:
 
 def _unpublish(plan: UploadPlan, fence: Callable[[], None] | None = None) -> Problem | None:
     """Delete the manifest of every published DEST whose files are about to change, so no
-    reader trusts it meanwhile; the problem that prevents it, if any."""
+    reader trusts it meanwhile; the problem that prevents it, if any. The fence is passed
+    before each such DEST, published or not, so that a caller that lost its right to publish
+    before the upload began overwrites no file at all."""
     for publication in plan.publications:
-        if publication.manifest is None:
+        if not any(e.action == "send" for e in publication.entries):
             continue
-        if any(e.action == "send" for e in publication.entries):
-            try:
-                _pass(fence)
+        try:
+            _pass(fence)
+            if publication.manifest is not None:
                 publication.store.delete(publication.manifest_key)
-            except _Fenced as fenced:
-                return Problem(publication.manifest_url, fenced.error)
-            except TaskFailure as exc:
-                return Problem(publication.manifest_url, exc)
+        except _Fenced as fenced:
+            return Problem(publication.manifest_url, fenced.error)
+        except TaskFailure as exc:
+            return Problem(publication.manifest_url, exc)
     return None
 
 

@@ -259,3 +259,23 @@ def test_an_attempt_does_not_publish_files_of_other_work_run_beside_it(
         assert retry.returncode == 0, retry.stderr
         names = [f["name"] for f in json.loads((dest / MANIFEST_NAME).read_text())["files"]]
         assert names == [mine], retry.stderr
+
+
+def test_a_holder_that_lost_the_claim_before_its_upload_overwrites_no_file(
+    task: Task, tmp_path: Path
+) -> None:
+    """The claim holder is paused before its first upload sends anything, another attempt
+    takes the claim over and publishes meanwhile: resumed, it sends no file over the winner's
+    and writes no manifest, and exits 204."""
+    dest = tmp_path / "dest"
+    options = ("-o", f"out/*.txt=file://{dest}/")
+    marker = paused_publish(task, "unpublish", sh(writes("late")), *options)
+    taken_over(task, by=2)
+    dest.mkdir()
+    (dest / "result.txt").write_text("winner\n")
+    (dest / MANIFEST_NAME).write_text("the winner's manifest\n")
+    ended = no_traceback(resumed(task, marker))
+    assert (dest / "result.txt").read_text() == "winner\n"
+    assert (dest / MANIFEST_NAME).read_text() == "the winner's manifest\n"
+    assert ended.returncode == LOST, ended.stderr
+    assert "lost the publishing claim to attempt 2" in ended.stderr, ended.stderr

@@ -678,8 +678,8 @@ def published_twice(workdir: Path) -> FakeStores:
 
 
 def test_the_fence_is_passed_right_before_each_manifest_delete_and_write(workdir: Path) -> None:
-    """Each manifest delete and each manifest write comes right after a call of the fence;
-    files are sent without one."""
+    """Each manifest delete and each manifest write comes right after a call of the fence,
+    and each changing DEST passed it before any file is sent; files are sent without one."""
     old = published_twice(workdir)
     stores, made = recording()
     stores.fake = old.fake
@@ -692,6 +692,8 @@ def test_the_fence_is_passed_right_before_each_manifest_delete_and_write(workdir
     assert len(manifests) == 4  # two deletes, two writes
     assert all(calls[i - 1] == ("fence", "") for i in manifests), calls
     assert calls.count(("fence", "")) == 4, calls
+    first_file = next(i for i, call in enumerate(calls) if call[0] == "put")
+    assert calls[:first_file].count(("fence", "")) == 2, calls
 
 
 def test_a_fence_that_refuses_a_manifest_write_leaves_every_manifest_unwritten(
@@ -706,15 +708,31 @@ def test_a_fence_that_refuses_a_manifest_write_leaves_every_manifest_unwritten(
 
     def fence() -> None:
         fenced.append(True)
-        if len(fenced) == 1:  # files already sent count: refuse at the first manifest
+        if len(fenced) == 3:  # passed for both DESTs' files, refused at the first manifest
             raise refusal
 
     summary = run(TWO_DESTS, workdir, stores, task={}, fence=fence)
     assert summary.exit_error() is refusal
     assert len(summary.problems) == 1
-    assert len(fenced) == 1
+    assert len(fenced) == 3
     assert [c for c in made[0].calls if c[1].endswith(MANIFEST_NAME)] == []
     assert stores.fake.data("c/one/a.txt") == b"a"  # files before the manifest are sent
+
+
+def test_a_fence_that_refuses_before_the_first_publish_sends_nothing(workdir: Path) -> None:
+    """The fence refuses at once (the caller lost its right before the upload began): no file
+    is sent to any DEST, no manifest written, and the fence's failure is the run's."""
+    make(workdir, {"one/a.txt": b"a", "two/b.txt": b"b"})
+    stores, made = recording()
+    refusal = TransientError("lost the publishing claim to attempt 2")
+
+    def fence() -> None:
+        raise refusal
+
+    summary = run(TWO_DESTS, workdir, stores, task={}, fence=fence)
+    assert summary.exit_error() is refusal
+    assert [c for c in made[0].calls if c[0] in ("put", "delete")] == []
+    assert (summary.transferred, summary.failed) == (0, 2)
 
 
 def test_a_fence_that_refuses_an_unpublish_deletes_nothing_and_sends_nothing(
