@@ -124,7 +124,12 @@ def parse_size(value: object) -> int:
 
 
 def _shown(seconds: float) -> str:
-    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
+    """``180 days``, ``180 days 1 s``, ``90 s``: exact enough that two different values never
+    read the same."""
+    days, rest = divmod(seconds, 86400)
+    if not days:
+        return f"{seconds:g} s"
+    return f"{days:g} days" + (f" {rest:g} s" if rest else "")
 
 
 #: Batch holds maxTaskRetryCount in a 32-bit integer: a larger count is refused at submission.
