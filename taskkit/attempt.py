@@ -439,8 +439,8 @@ class AttemptRun:
                         f"attempt {status.outcome.attempt} published the same work meanwhile",
                     )
                 lost = lost_race(status, self.work, self.seen)
-                if lost is not None:
-                    return self.policy.decide(Ending(error=Conflict(lost)))
+                if lost is not None:  # a normal, retryable end: said as it is
+                    return self.policy.decide(Ending(error=Conflict(lost)))._replace(reason=lost)
                 if status.state == "publishing":
                     wait_for(journal, status)
                     continue

@@ -92,6 +92,7 @@ def test_of_concurrent_attempts_of_different_work_one_publishes_and_the_others_e
             assert f"lost race: attempt {publisher} published other work" in err, err
     reasons = [task.attempt(n)["reason"] for n in task.attempts()]
     assert sum("lost race" in r for r in reasons) == 2, reasons
+    assert sum(r.startswith("lost race: attempt ") for r in reasons) == 2, reasons  # no prefix
 
     loser = list(commands)[codes.index(LOST)]
     retry = task.run(commands[loser], *options, workdir=tmp_path / f"node-{loser}")
