@@ -65,6 +65,7 @@ __all__ = [
     "gone_for_sure",
     "group_members",
     "interrupted_on",
+    "left_by",
     "process_start",
     "runner_mark",
     "touch",
@@ -184,6 +185,20 @@ def end_groups_left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple
                 ended = swept if ended is None else ended and swept
         if ended is not None:
             yield old, ended
+
+
+def left_by(attempts: Iterable[Attempt], host: str) -> Iterator[tuple[Attempt, int]]:
+    """What :func:`end_groups_left_by` would end, read only (for a dry run): each interrupted
+    attempt on ``host`` that left processes running, with how many."""
+    for old in interrupted_on(attempts, host):
+        found: set[int] = set()
+        if old.command_pgid and old.command_start:
+            found.update(group_members(old.command_pgid, old.command_start))
+        if old.pid and old.pid_start:
+            mark = f"{RUNNER_MARK}={runner_mark(old.pid, old.pid_start)}".encode()
+            found.update(pid for pid, _ in _marked(mark))
+        if found:
+            yield old, len(found)
 
 
 def gone_for_sure(attempts: Iterable[Attempt]) -> list[int]:

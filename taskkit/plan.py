@@ -17,8 +17,9 @@ import click
 from taskkit.exceptions import IOFailure
 from taskkit.fingerprint import Work
 from taskkit.goal import Goal, attempt_label, attempt_ordinal, goal
-from taskkit.journal import Attempt, Journal
+from taskkit.journal import Attempt, Journal, host_identity
 from taskkit.leftovers import preview
+from taskkit.lifetime import left_by
 from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
@@ -48,6 +49,12 @@ def show_plan(spec: RunSpec) -> int:
         click.echo(f"task        job {job_id}, task {task_id}, journal {journal.url('')}")
         click.echo(f"work        {work.fingerprint}")
         _show_goal(spec, stores, journal, status, attempts, ordinal)
+        if status.state not in ("met", "permanent"):
+            for old, count in left_by(attempts, host_identity()):
+                click.echo(
+                    f"leftover    would first kill what attempt {old.number} left of its command "
+                    f"({count} process{'es' if count > 1 else ''} still running)"
+                )
         click.echo(f"command     {redact(' '.join(spec.command))}")
         workdir = os.path.abspath(spec.workdir or default_workdir())
         if not spec.inputs and os.path.lexists(workdir) and not os.path.isdir(workdir):

@@ -172,9 +172,10 @@ def test_the_watchdog_is_in_a_session_of_its_own_and_holds_no_console(task: Task
 
 
 def test_next_attempt_ends_what_a_killed_runner_and_watchdog_left(task: Task) -> None:
-    """kill -9 of the runner and its watchdog leaves the group running; the next attempt on
-    this host kills it, says so in one line (console and stored log), and its command starts
-    only once the old group is gone."""
+    """kill -9 of the runner and its watchdog leaves the group running; a dry run says the
+    next attempt would kill it (and kills nothing); the next attempt on this host kills it,
+    says so in one line (console and stored log), and its command starts only once the old
+    group is gone."""
     runner = task.start(group_with_child(task), "--max-retries", "3")
     wait_for((task.box / "cmd.child").exists, "the command to start its child")
     leader, child = pids(task)
@@ -184,6 +185,11 @@ def test_next_attempt_ends_what_a_killed_runner_and_watchdog_left(task: Task) ->
     runner.kill()
     runner.communicate()
     assert alive(leader)
+    assert alive(child)
+    dry = task.run(group_with_child(task), "--max-retries", "3", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "leftover    would first kill what attempt 1 left of its command" in dry.stdout
+    assert alive(leader)  # a dry run kills nothing
     assert alive(child)
     seen = task.box / "seen.txt"
     check = "".join(
