@@ -54,7 +54,9 @@ from typing import NamedTuple
 import xxhash
 
 from taskkit.digest import Digest
+from taskkit.envnames import env_variable
 from taskkit.exceptions import DataError
+from taskkit.transfer import JOURNAL_SUFFIX
 
 __all__ = ["KEEP_FREE", "NodeCache", "default_root", "node_cache"]
 
@@ -65,8 +67,6 @@ OBJECT_MODE = 0o444
 #: Batch's own files: a tenth leaves the tasks room for their outputs on the smallest disks
 #: (1.6 GiB of a 16 GiB one) without wasting much of the large ones.
 KEEP_FREE = 0.10
-#: The suffix of a partial's chunk journal (:data:`taskkit.transfer.JOURNAL_SUFFIX`).
-_JOURNAL = ".chunks"
 
 
 class _Object(NamedTuple):
@@ -298,7 +298,7 @@ class NodeCache:
                 return 0  # being downloaded (or resumed) right now
             path = self.partial(partial.key)
             freed = 0
-            for name in (path, Path(f"{path}{_JOURNAL}")):
+            for name in (path, Path(f"{path}{JOURNAL_SUFFIX}")):
                 with contextlib.suppress(FileNotFoundError):
                     size = name.stat().st_size
                     name.unlink()
@@ -314,7 +314,7 @@ class NodeCache:
         except FileNotFoundError:
             return []
         for entry in entries:
-            key = entry.name.removesuffix(_JOURNAL)
+            key = entry.name.removesuffix(JOURNAL_SUFFIX)
             with contextlib.suppress(FileNotFoundError):
                 st = entry.stat(follow_symlinks=False)
                 seen = found.get(key)
@@ -337,8 +337,9 @@ def default_root(environ: Mapping[str, str] | None = None) -> str | None:
     """Where a node's tasks share their cache: ``$TASKKIT_NODE_CACHE``, else
     ``$AZ_BATCH_NODE_SHARED_DIR/taskkit/cache`` on a Batch node, else nowhere (None)."""
     env = os.environ if environ is None else environ
-    if env.get("TASKKIT_NODE_CACHE"):
-        return env["TASKKIT_NODE_CACHE"]
+    named = env.get(env_variable("cache_dir"))
+    if named:
+        return named
     shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
     return os.path.join(shared, "taskkit", "cache") if shared else None
 

@@ -26,19 +26,22 @@ from taskkit.urls import url_problem
 from taskkit.walk import Failed, Skipped, describe_mode, inside, path_error
 
 __all__ = [
+    "OWN_PREFIX",
     "Match",
     "Output",
     "bad_dest_segment",
     "expand",
     "glob_regex",
     "has_wildcard",
+    "own_segment",
     "parse_output",
     "shown",
 ]
 
 _MAGIC = re.compile(r"[*?[]")
 _URL_START = re.compile(r"=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
-_OWN_FILES = ".taskkit-"
+#: How taskkit names its own files in a working directory (partials, ledgers, tombstones).
+OWN_PREFIX = ".taskkit-"
 _LEADS_OUT = "a link that leads out of the working directory"
 
 
@@ -186,11 +189,17 @@ def _regex(segments: Sequence[str]) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+def own_segment(path: str) -> bool:
+    """Whether a segment of the ``/``-separated ``path`` is named as taskkit names its own
+    files (:data:`OWN_PREFIX`)."""
+    return any(part.startswith(OWN_PREFIX) for part in path.split("/"))
+
+
 def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
     """The files ``output`` matches below ``workdir`` (a real path), with what was passed over
     (not a regular file, a link leading out) and what could not be read. Each directory's
     files come sorted by name, before its subdirectories."""
-    if any(part.startswith(_OWN_FILES) for part in output.pattern.split("/")):
+    if own_segment(output.pattern):
         return  # taskkit's own partial files are never outputs, even named outright
     base = workdir / output.base if output.base else workdir
     if base.exists() and not inside(workdir, Path(os.path.realpath(base))):
@@ -246,7 +255,7 @@ def _walk(
         for entry in reversed(entries):
             name = prefix + entry.name
             path = directory / entry.name
-            if entry.name.startswith(_OWN_FILES):
+            if entry.name.startswith(OWN_PREFIX):
                 continue
             if depth < len(fixed) and not fixed[depth].fullmatch(entry.name):
                 continue

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskkit.envnames import env_variable
 from taskkit.exceptions import IOFailure
 from taskkit.nodecache import node_cache
 from taskkit.patterns import parse_output
@@ -63,9 +64,9 @@ def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> d
     )
     if cache is not None:
         env = os.environ if environ is None else environ
-        from_env = env.get("TASKKIT_NODE_CACHE")  # the setting's variable (or the default)
+        from_env = env.get(env_variable("cache_dir"))  # the setting's variable (or the default)
         if from_env and os.path.abspath(from_env) == os.path.abspath(cache.root):
-            named = "TASKKIT_NODE_CACHE"
+            named = env_variable("cache_dir")
         else:
             named = "--cache-dir" if spec.cache_dir else "the node cache"
         check_cache_root(str(cache.root), named)

@@ -50,6 +50,7 @@ from taskkit.staging import (
 from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.summary import Problem, Summary, run_plan
 from taskkit.transfer import (
+    FULL_DISK,
     Fetched,
     Transfers,
     locked,
@@ -121,7 +122,7 @@ class _CacheFull(Exception):
 
 def _full(exc: OSError | TaskFailure) -> bool:
     """Whether ``exc`` (or the :class:`TaskFailure` made from it) is a full disk or quota."""
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(exc, "errno", None) in FULL_DISK
 
 
 def stage(
@@ -287,7 +288,9 @@ class _Run:
         self._parents: set[Path] = set()  # directories made and checked by this run
         #: The node-cache versions this run is about to fetch: their partials go last.
         self.wanted = frozenset(
-            NodeCache.key(e.identity, e.source.version) for e in plan.entries if e.action != "skip"
+            NodeCache.key(e.identity, e.source.version)
+            for e in plan.entries
+            if node_cache is not None and e.action != "skip"
         )
 
     def stage(self, entry: PlanEntry) -> _Done:
@@ -330,7 +333,7 @@ class _Run:
                 "directory through a link"
             )
 
-    def _fetch(self, entry: PlanEntry, fd: int, partial: Path, where: str = "") -> Fetched:
+    def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
         """Fill a partial file, held locked by the caller, with the entry's bytes, checked
         against any known digest. On a failure the partial goes when a retry cannot use it
         (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
@@ -346,10 +349,9 @@ class _Run:
         except TaskFailure as exc:
             if not exc.retryable or entry.source.size <= CHUNK_SIZE:
                 remove_partial(partial)
-            if isinstance(exc, IOFailure) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                place = where or f"to {entry.dest!r}"
+            if isinstance(exc, IOFailure) and _full(exc):  # a full cache never gets here
                 raise IOFailure(
-                    f"cannot stage {entry.source.url!r} {place}: {exc}",
+                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {exc}",
                     path=exc.filename,
                     errno=exc.errno,
                 ) from exc
@@ -421,7 +423,7 @@ class _Run:
             try:
                 fd = open_partial(partial)
                 try:
-                    fetched = self._fetch(entry, fd, partial, "into the node cache")
+                    fetched = self._fetch(entry, fd, partial)
                 finally:
                     os.close(fd)
                 node.publish(key, partial, fetched.digest)

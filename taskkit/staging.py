@@ -47,7 +47,7 @@ from taskkit.digest import Digest
 from taskkit.exceptions import DataError, InputNotFound, IOFailure, LinkOut, TaskFailure, UsageError
 from taskkit.hashing import digests
 from taskkit.nodecache import NodeCache
-from taskkit.patterns import glob_regex, has_wildcard
+from taskkit.patterns import OWN_PREFIX, glob_regex, has_wildcard, own_segment
 from taskkit.redaction import SIGNED_QUERY, signed
 from taskkit.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.storage import (
@@ -78,8 +78,6 @@ __all__ = [
 ]
 
 _NAME_MAX = 255
-#: How taskkit names its own files in a working directory (partials, ledgers, tombstones).
-_OWN_PREFIX = ".taskkit-"
 _PATH_MAX = 4096
 
 
@@ -163,10 +161,10 @@ def parse_input(text: str) -> Input:
         if not name:
             raise UsageError(f"input {shown_url(source)!r} ends in no name: give a DEST (SRC=DEST)")
         dest = name + ("/" if source.endswith("/") else "")
-    if any(part.startswith(_OWN_PREFIX) for part in dest.split("/")):
+    if own_segment(dest):
         raise UsageError(
             f"input {shown_url(source)!r}: DEST {dest!r} has a name starting with "
-            f"{_OWN_PREFIX!r}, which taskkit keeps for its own files; give another DEST"
+            f"{OWN_PREFIX!r}, which taskkit keeps for its own files; give another DEST"
         )
     return Input(source, dest)
 
@@ -223,7 +221,7 @@ def default_workdir() -> str:
 def partial_path(path: Path) -> Path:
     """Where a download into ``path`` (without the node cache) keeps its partial file."""
     name = xxhash.xxh3_64_hexdigest(os.fsencode(path.name))
-    return path.with_name(f".taskkit-{name}.partial")
+    return path.with_name(f"{OWN_PREFIX}{name}.partial")
 
 
 def resolve_dest(workdir: Path, dest: str) -> Path:
@@ -266,10 +264,10 @@ def name_problem(name: str) -> str | None:
         return "it holds a control character"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "it has an empty, '.' or '..' segment"
-    if any(part.startswith(_OWN_PREFIX) for part in name.split("/")):
+    if own_segment(name):
         # taskkit's partial files, journals and ledgers are named so: a blob of that name
         # would be written over, or be taken for, one of them.
-        return f"a segment starts with {_OWN_PREFIX!r}, which taskkit keeps for its own files"
+        return f"a segment starts with {OWN_PREFIX!r}, which taskkit keeps for its own files"
     if any(len(os.fsencode(part)) > _NAME_MAX for part in name.split("/")):
         return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
     if len(os.fsencode(name)) > _PATH_MAX - 256:

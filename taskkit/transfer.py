@@ -36,6 +36,7 @@ from taskkit.exceptions import IOFailure, TaskFailure, TransientError, from_os_e
 from taskkit.storage import RemoteFile, Store
 
 __all__ = [
+    "FULL_DISK",
     "JOURNAL_SUFFIX",
     "MEMORY_BUDGET",
     "RANGE_SIZE",
@@ -262,13 +263,14 @@ def _preallocate(
         os.ftruncate(fd, size)
 
 
-_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: The errors of a full disk or quota.
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def write_error(exc: OSError, what: str) -> TaskFailure:
     """:func:`~taskkit.exceptions.from_os_error`, except that a full disk (or quota) names
     the filesystem that is full, which may not be the one the user thinks of."""
-    if exc.errno not in _FULL or exc.filename is None:
+    if exc.errno not in FULL_DISK or exc.filename is None:
         return from_os_error(exc, what)
     path = os.fsdecode(exc.filename)
     why = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"

@@ -262,11 +262,10 @@ def _unpublish(plan: UploadPlan, fence: Callable[[], None] | None = None) -> Pro
         if not any(e.action == "send" for e in publication.entries):
             continue
         try:
-            _pass(fence)
+            if fence is not None:
+                fence()
             if publication.manifest is not None:
                 publication.store.delete(publication.manifest_key)
-        except _Fenced as fenced:
-            return Problem(publication.manifest_url, fenced.error)
         except TaskFailure as exc:
             return Problem(publication.manifest_url, exc)
     return None
