@@ -42,6 +42,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from taskkit.exceptions import Conflict, DataError, TaskFailure
+from taskkit.lifetime import process_start as _process_start  # tells a reused pid apart
 from taskkit.periodic import Periodic
 from taskkit.storage import Store, Stores
 
@@ -86,16 +87,6 @@ def host_identity() -> str:
     except OSError:
         boot = ""
     return f"{socket.gethostname()}/{boot}"
-
-
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot), or None if there is none: a
-    pid reused by another process does not pass for the attempt's."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[-1].split()[19]
 
 
 class _Record(BaseModel):

@@ -48,16 +48,18 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
 from taskkit.exceptions import TaskFailure, from_os_error
-from taskkit.lifetime import touch
+from taskkit.journal import host_identity
+from taskkit.lifetime import process_start, touch
 from taskkit.patterns import Match, Output, expand, parse_output
 from taskkit.redaction import redact
+from taskkit.transfer import locked
 from taskkit.walk import inside
 
 if TYPE_CHECKING:
@@ -423,45 +425,18 @@ def _write(path: Path, ledger: Ledger) -> None:
         raise from_os_error(exc, "cannot write the ledger of outputs") from exc
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> contextlib.AbstractContextManager[int]:
     """This task's ledger for this process alone (released when it dies, even by kill -9)."""
-    import fcntl
-
-    lock = path.with_name(path.name.removesuffix(".json") + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise from_os_error(exc, "cannot write the ledger of outputs") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _host() -> str:
-    from taskkit.journal import host_identity
-
-    return host_identity()
-
-
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot), or None if there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[-1].split()[19]
+    return locked(path.with_name(path.name.removesuffix(".json") + ".lock"))
 
 
 def alive(entry: Opened) -> bool:
     """Whether the process of ``entry`` may still be running: on this host and boot, only
     when a process with its pid and start time exists; on another host it cannot be told,
     so it is taken for running (its files are kept)."""
-    if entry.host != _host():
+    if entry.host != host_identity():
         return True
-    return entry.pid_start is not None and _process_start(entry.pid) == entry.pid_start
+    return entry.pid_start is not None and process_start(entry.pid) == entry.pid_start
 
 
 def _remove(root: Path, removals: Sequence[Removal], files: Mapping[str, Identity]) -> None:
@@ -580,9 +555,9 @@ class Leftovers:
                 attempt,
                 self.work,
                 self.patterns,
-                _host(),
+                host_identity(),
                 os.getpid(),
-                _process_start(os.getpid()),
+                process_start(os.getpid()),
                 {
                     path: survey.files[path]
                     for pattern in self.patterns
@@ -637,7 +612,7 @@ class Leftovers:
             return None
         if ledger is None:
             return None
-        host = _host()
+        host = host_identity()
         for entry in ledger.opened:
             if entry.work == self.work:
                 continue
@@ -673,7 +648,7 @@ def commands_gone(spec: RunSpec, workdir: str | os.PathLike[str], attempts: Iter
     path = ledger_path(root, *owner(spec))
     if not numbers or not path.exists():
         return
-    host = _host()
+    host = host_identity()
     with contextlib.suppress(TaskFailure, ValueError), _locked(path):
         ledger = _read(path)
         for entry in () if ledger is None else ledger.opened:

@@ -228,25 +228,21 @@ def touch(path: str, *, keep: bool = False) -> bool:
         os.close(fd)
 
 
-def end_marked(
-    mark: bytes,
-    *,
-    timeout: float = GONE_SECONDS,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bool | None:
+def end_marked(mark: bytes, *, settle: float = 0.0) -> bool | None:
     """Kill the live processes whose environment holds ``mark`` (with the groups they lead)
-    and wait until none is left: None when there was none, True once they are gone, False
-    when some are still there after ``timeout`` seconds."""
+    and wait until none is left, looking again for ``settle`` seconds at least (a process
+    caught between ``fork`` and ``exec`` shows the mark only then): None when there was none
+    and nothing to wait for, True once they are gone, False when some are still there after
+    :data:`GONE_SECONDS`."""
+    started = time.monotonic()
     found = _marked(mark)
-    if not found:
+    if not found and not settle:
         return None
-    end = clock() + timeout
-    while found:
+    while found or time.monotonic() < started + settle:
         _kill(found)
-        if clock() > end:
+        if time.monotonic() > started + GONE_SECONDS:
             return False
-        sleep(0.01)
+        time.sleep(0.01)
         found = _marked(mark)
     return True
 
@@ -278,18 +274,6 @@ def _kill(found: list[tuple[int, int]]) -> None:
                 os.killpg(pgid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
-
-
-def _end_marked(mark: bytes, timeout: float = GONE_SECONDS) -> bool:
-    """Kill the processes carrying ``mark`` (with the groups they lead) until none is left
-    and a moment has passed, for at most ``timeout`` seconds: whether none is left."""
-    started = time.monotonic()
-    while (found := _marked(mark)) or time.monotonic() < started + _EXEC_SECONDS:
-        _kill(found)
-        if time.monotonic() > started + timeout:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 #: The watchdog while it waits: a shell (it starts in a millisecond and leaves the CPU to the
@@ -384,7 +368,7 @@ def _kill_at_end(argv: list[str]) -> None:
         # and until then no moment is known after which the command wrote nothing.
         gone = end_group(int(watched[0]), watched[1]) is not False and not _marked(mark)
     else:
-        gone = _end_marked(mark)
+        gone = end_marked(mark, settle=_EXEC_SECONDS) is not False
     if gone and tombstone:
         touch(tombstone)
 

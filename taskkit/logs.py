@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 
-from taskkit.exceptions import MisuseError, TaskkitError, from_os_error
+from taskkit.exceptions import InputNotFound, MisuseError, TaskkitError, from_os_error
 from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.retry import RetryBudget
@@ -241,9 +241,7 @@ class LogSink:
 
     def note(self, line: str) -> None:
         """One timestamped line of taskkit's own in ``taskkit.txt``."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        text = line.replace("\n", "\\n").replace("\r", "\\r")
-        self._files["taskkit"].write(f"{stamp} taskkit: {text}\n".encode(errors="surrogateescape"))
+        self._files["taskkit"].write(_note_line(line))
 
     @contextlib.contextmanager
     def keeping(self, logger: logging.Logger) -> Iterator[LogSink]:
@@ -372,6 +370,13 @@ class LogSink:
             os.rmdir(self.directory)
 
 
+def _note_line(line: str) -> bytes:
+    """``line`` as one timestamped line of taskkit's own in ``taskkit.txt``."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = line.replace("\n", "\\n").replace("\r", "\\r")
+    return f"{stamp} taskkit: {text}\n".encode(errors="surrogateescape")
+
+
 def settle_lost(
     store: Store,
     prefix: str,
@@ -383,22 +388,17 @@ def settle_lost(
     ``prefix`` (its logs folder), upload what it left in the folder ``local`` on this node,
     and in any case a ``taskkit.txt`` ending with ``why``. Whether anything was written.
     Storage errors are raised; a file that cannot be read locally is passed over."""
-    from taskkit.exceptions import InputNotFound
-
     try:
         store.stat(f"{prefix}taskkit.txt")
         return False  # it got its logs out itself
     except InputNotFound:
         pass
     found: dict[str, bytes] = {}
-    for name in NAMES:
-        if local is None:
-            break
-        with contextlib.suppress(OSError), open(os.path.join(local, f"{name}.txt"), "rb") as file:
-            found[name] = file.read()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    line = f"{stamp} taskkit: {redact(why)}\n".encode(errors="surrogateescape")
-    found["taskkit"] = found.get("taskkit", b"") + line
+    if local is not None:
+        for name in NAMES:
+            with contextlib.suppress(OSError), open(os.path.join(local, f"{name}.txt"), "rb") as f:
+                found[name] = f.read()
+    found["taskkit"] = found.get("taskkit", b"") + _note_line(redact(why))
     for name, data in found.items():
         store.append(f"{prefix}{name}.txt", 0, data)
     return True
