@@ -41,7 +41,15 @@ from taskkit.exceptions import (
     from_os_error,
 )
 from taskkit.fingerprint import Work
-from taskkit.goal import CLAIM_TRIES, attempt_label, attempt_ordinal, goal, lost_race, wait_for
+from taskkit.goal import (
+    CLAIM_TRIES,
+    attempt_label,
+    attempt_ordinal,
+    goal,
+    holder_alive,
+    lost_race,
+    wait_for,
+)
 from taskkit.journal import (
     Attempt,
     Heartbeat,
@@ -61,7 +69,7 @@ from taskkit.lifetime import (
     runner_mark,
 )
 from taskkit.logs import LogSink, Phase, settle_lost
-from taskkit.outputs import MANIFEST_NAME, UploadPlan
+from taskkit.outputs import MANIFEST_NAME
 from taskkit.patterns import parse_output
 from taskkit.policy import Decision, Ending, ExitPolicy, Verdict
 from taskkit.published import Gone, destinations, recorded
@@ -71,7 +79,7 @@ from taskkit.staging import Plan, default_workdir
 from taskkit.storage import Stores, shown_url
 from taskkit.summary import Summary
 
-__all__ = ["AttemptRun", "Launcher", "warn_passed"]
+__all__ = ["AttemptRun", "Launcher"]
 
 Launcher = Callable[..., Finished]
 
@@ -389,7 +397,7 @@ class AttemptRun:
                 "at": now(),
                 "exit_code": decision.exit_code,
                 "reason": decision.reason,
-                "work": _stored(self.work),
+                "work": self.work.as_json(),  # credential-free, as the fingerprint is made
                 **more,
             }
         )
@@ -473,10 +481,9 @@ class AttemptRun:
         """Whether attempt ``number`` of this task may still be running, as its record says
         (for one of another node or boot; one that cannot be read is taken for running)."""
         try:
-            found = [a for a in self.journal.attempts() if a.number == number]
+            return holder_alive(self.journal, number)
         except TaskFailure:
             return True
-        return any(a.state() == "running" for a in found)
 
     def _give_back(self, claim: Outcome, version: Version) -> None:
         """Release the claim, if still ours, restoring the success it replaced. Best effort: a
@@ -562,21 +569,9 @@ def _still_held(journal: Journal, version: Version) -> None:
     raise TransientError(f"lost the publishing claim to {holder}")
 
 
-def _stored(work: Work) -> dict[str, object]:
-    """The work as the journal keeps it: no credential, in the command line or in a URL (the
-    fingerprint is made from this very description, see :mod:`taskkit.fingerprint`)."""
-    return work.as_json()
-
-
 def _manifest_url(output: str) -> str:
     dest = parse_output(output).dest
     return shown_url(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
-
-
-def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
-    """Say which files the output patterns met but do not upload (links out, FIFOs)."""
-    for passed in plan.passed:
-        warn(f"not uploading {passed.path!r}: {passed.reason}")
 
 
 class _Private:

@@ -32,6 +32,7 @@ __all__ = [
     "attempt_label",
     "attempt_ordinal",
     "goal",
+    "holder_alive",
     "lost_race",
     "wait_for",
 ]
@@ -60,7 +61,7 @@ def goal(journal: Journal, work: Work, stores: Stores) -> Goal:
     if found is None:
         return Goal("open", None, None, "no attempt has finished it")
     outcome, version = found
-    if outcome.state == "publishing" and _holder_alive(journal, outcome.attempt):
+    if outcome.state == "publishing" and holder_alive(journal, outcome.attempt):
         # Whatever work it publishes: two attempts never upload at once, even to other work.
         return Goal("publishing", outcome, version, f"attempt {outcome.attempt} is publishing")
     if outcome.state == "publishing" and outcome.replaced is not None:
@@ -80,7 +81,8 @@ def goal(journal: Journal, work: Work, stores: Stores) -> Goal:
     return Goal("open", outcome, version, outcome.reason or "not finished")
 
 
-def _holder_alive(journal: Journal, number: int) -> bool:
+def holder_alive(journal: Journal, number: int) -> bool:
+    """Whether attempt ``number`` of the task may still be running, as the journal says."""
     return any(a.number == number and a.state() == "running" for a in journal.attempts())
 
 
@@ -130,5 +132,5 @@ def wait_for(
         found = journal.outcome()
         if found is None or found[1] != status.version:
             return
-        if not _holder_alive(journal, found[0].attempt):
+        if not holder_alive(journal, found[0].attempt):
             return

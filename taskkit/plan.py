@@ -25,7 +25,6 @@ from taskkit.patterns import parse_output
 from taskkit.policy import run_exit_code
 from taskkit.redaction import redact
 from taskkit.report import Report
-from taskkit.retry import RetryBudget
 from taskkit.runner import describe_work, gone_outputs, required
 from taskkit.runtransfer import stage_settings
 from taskkit.spec import RunSpec
@@ -40,7 +39,7 @@ def show_plan(spec: RunSpec) -> int:
     """Print the plan of the next attempt of ``spec``; 0, or the first planning error's code."""
     state, job_id, task_id = required(spec)
     # The journal's requests keep the retry settings the transfers keep.
-    with Stores(RetryBudget(attempts=spec.retries, budget=spec.retry_budget)) as stores:
+    with Stores(spec.retry()) as stores:
         journal = Journal.open(stores, state, job_id, task_id)
         work, unavailable = describe_work(spec, stores)
         status = goal(journal, work, stores)

@@ -36,7 +36,6 @@ from taskkit.goal import CLAIM_TRIES, goal, wait_for
 from taskkit.journal import Journal, Outcome
 from taskkit.patterns import parse_output
 from taskkit.report import say as _say
-from taskkit.retry import RetryBudget
 from taskkit.spec import RunSpec
 from taskkit.staging import parse_input
 from taskkit.storage import Stores
@@ -91,7 +90,7 @@ def run(
     policy = spec.policy()
     env = dict(os.environ if environ is None else environ)
     # The journal's requests keep the retry settings the transfers keep.
-    with Stores(RetryBudget(attempts=spec.retries, budget=spec.retry_budget)) as stores:
+    with Stores(spec.retry()) as stores:
         journal = Journal.open(stores, state, job_id, task_id)
         work, unavailable = describe_work(spec, stores)
         where = f"job {job_id}, task {task_id}"

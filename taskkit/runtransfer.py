@@ -29,7 +29,6 @@ from taskkit.exceptions import IOFailure
 from taskkit.nodecache import node_cache
 from taskkit.patterns import parse_output
 from taskkit.progress import Progress
-from taskkit.retry import RetryBudget
 from taskkit.summary import Telling, stage_line, upload_line
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def upload_settings(spec: RunSpec) -> dict[str, Any]:
     """How ``spec`` wants its files moved: requests in flight and the retry budget."""
     return {
         "jobs": spec.jobs,
-        "retry": RetryBudget(attempts=spec.retries, budget=spec.retry_budget),
+        "retry": spec.retry(),
     }
 
 
@@ -157,8 +156,7 @@ def upload_outputs(
             on_problem=teller.problem,
             fence=fence,
         )
-        dests = [parse_output(o).dest for o in spec.outputs]
-        published = [d if d.endswith("/") else d + "/" for d in dests]
+        published = [parse_output(o).dest for o in spec.outputs]  # each ends in '/'
         teller.tell("note", upload_line(summary, published))
     return summary
 

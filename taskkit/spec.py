@@ -300,6 +300,10 @@ class RunSpec(BaseModel):
             raise ValueError(f"{_shown(value)} is too long ({why}); at most {_shown(longest)}")
         return value
 
+    def retry(self) -> RetryBudget:
+        """How long each storage request of a run is tried: the journal's and the transfers'."""
+        return RetryBudget(attempts=self.retries, budget=self.retry_budget)
+
     def policy(self) -> ExitPolicy:
         """The exit-code policy these settings describe."""
         return ExitPolicy.from_codes(

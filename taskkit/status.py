@@ -10,7 +10,6 @@ republishing shows that success, which the next run republishes.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from taskkit.exceptions import InputNotFound, UsageError
@@ -21,15 +20,16 @@ from taskkit.urls import bad_url
 
 __all__ = ["job_status", "task_status"]
 
+
 #: Azure Batch's rule for job and task ids, the one :class:`~taskkit.spec.RunSpec` applies.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 def _check_id(option: str, value: str) -> None:
-    if not _ID.fullmatch(value):
-        raise UsageError(
-            f"{option}: {value!r} is not a Batch id (1-64 letters, digits, hyphens, underscores)"
-        )
+    """A Batch id, checked as ``taskkit run`` checks it: it names no place outside the job."""
+    from taskkit.spec import check_setting
+
+    try:
+        check_setting("task_id", value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def task_status(stores: Stores, state: str, job_id: str, task_id: str) -> dict[str, Any]:

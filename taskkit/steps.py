@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import xxhash
 
-from taskkit.attempt import warn_passed
 from taskkit.checkpoint import restore
 from taskkit.command import run_logged
 from taskkit.exceptions import ConfigError, UsageError
@@ -30,6 +29,7 @@ from taskkit.outputs import MANIFEST_NAME, UploadPlan
 from taskkit.patterns import parse_output
 from taskkit.report import say as _say
 from taskkit.storage import Stores
+from taskkit.summary import warn_passed
 from taskkit.upload import upload
 
 __all__ = ["StepContext", "run_step"]

@@ -31,6 +31,7 @@ __all__ = [
     "run_plan",
     "stage_line",
     "upload_line",
+    "warn_passed",
 ]
 
 _P = TypeVar("_P")
@@ -141,6 +142,12 @@ def upload_line(summary: Summary, published: Sequence[str] = ()) -> str:
     )
 
 
+def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
+    """Say which files the output patterns met but do not upload (links out, FIFOs)."""
+    for passed in plan.passed:
+        warn(f"not uploading {passed.path!r}: {passed.reason}")
+
+
 class Telling:
     """The callbacks of one transfer (``on_plan``, ``on_bytes``, ``on_file``, ``on_problem``)
     turned into lines, in the same words for ``taskkit stage``/``upload`` and ``taskkit run``:
@@ -166,8 +173,7 @@ class Telling:
         self._start(sum(e.source.size for e in moving), len(moving))
 
     def upload_planned(self, plan: UploadPlan) -> None:
-        for passed in plan.passed:
-            self.tell("warning", f"not uploading {passed.path!r}: {passed.reason}")
+        warn_passed(plan, lambda line: self.tell("warning", line))
         for problem in plan.problems:
             self.problem(problem)
         moving = [e for e in plan.entries if e.action == "send"]
@@ -177,26 +183,23 @@ class Telling:
         if self.progress is not None:
             self.progress.add_bytes(n, reused)
 
+    # The -v line is made only when it is shown; tell() redacts what it shows.
     def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
-        from taskkit.redaction import redact
-
-        self._done(error, f"{entry.action:<8} {redact(entry.source.url)} -> {entry.dest}")
+        self._done(error, lambda: f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
 
     def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
-        from taskkit.redaction import redact
-
-        self._done(error, f"sent  {entry.local} -> {redact(entry.url)}")
+        self._done(error, lambda: f"sent  {entry.local} -> {entry.url}")
 
     def problem(self, problem: Problem) -> None:
         self.tell("error", str(problem.error))
 
-    def _done(self, error: TaskFailure | None, line: str) -> None:
+    def _done(self, error: TaskFailure | None, line: Callable[[], str]) -> None:
         if self.progress is not None:
             self.progress.file_done()
         if error is not None:
             self.tell("error", str(error))
         elif self.verbose:
-            self.tell("note", line)
+            self.tell("note", line())
 
 
 def run_plan(
