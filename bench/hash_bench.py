@@ -6,7 +6,8 @@ a noisy neighbour hurts them all alike; one untimed warm-up run of each first):
 A. One large file (``--size-gib``, default 4 GiB) held in the page cache (read once with ``cat``
    first; ``fincore`` confirms it is resident where available):
 
-   * ``taskkit.hashing.hash_file(path, cache=None)`` inside this process, default jobs and jobs=1;
+   * ``taskkit.content.hashing.hash_file(path, cache=None)`` inside this process, default jobs and
+     jobs=1;
    * ``taskkit hash --no-cache FILE`` as a whole process;
    * the anchors ``xxhsum -H2``, ``b3sum``, ``md5sum`` (fewer runs: it is slow) and
      ``cat FILE > /dev/null``, the price of reading the bytes at all.
@@ -63,9 +64,9 @@ import xxhash
 from benchlib import Spread, cpu_model, output, print_ratio, print_ratio_header
 
 import taskkit
-from taskkit.chunkio import default_jobs
-from taskkit.hashing import FileDigest, hash_file, hash_paths
-from taskkit.statcache import RACY_WINDOW_NS, StatCache
+from taskkit.content.chunkio import default_jobs
+from taskkit.content.hashing import FileDigest, hash_file, hash_paths
+from taskkit.content.statcache import RACY_WINDOW_NS, StatCache
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -333,7 +334,7 @@ def print_table(
 
 def section_startup(runs: int, workdir: Path) -> dict[str, Timing]:
     print("Start-up floor (whole processes)")
-    imports = "import taskkit.cli, taskkit.hashing, taskkit.statcache"
+    imports = "import taskkit.cli, taskkit.content.hashing, taskkit.content.statcache"
     # As an installed (not editable) taskkit would start: its bytecode compiled once and kept.
     compiled = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     compiled["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")

@@ -96,9 +96,9 @@ from benchlib import (
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_bytes, hash_file
-from taskkit.stager import DEFAULT_JOBS
-from taskkit.statcache import RACY_WINDOW_NS
+from taskkit.content.statcache import RACY_WINDOW_NS
 from taskkit.testing import Azurite, find_azurite
+from taskkit.transfer.stage import DEFAULT_JOBS
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(Path(sys.executable).parent / "python")
@@ -111,7 +111,9 @@ ANCHOR_RANGE = 8 * MIB
 SINGLE_MAX = CHUNK_SIZE
 #: Bytes per range request of the taskkit under test (one chunk per request where it has no
 #: RANGE_SIZE): the anchor is also run at this size when it differs.
-TASKKIT_RANGE = int(getattr(importlib.import_module("taskkit.transfer"), "RANGE_SIZE", CHUNK_SIZE))
+TASKKIT_RANGE = int(
+    getattr(importlib.import_module("taskkit.transfer.download"), "RANGE_SIZE", CHUNK_SIZE)
+)
 CONTAINER = "stagebench"
 #: Seconds to wait after a cold stage before the first warm one: past the stat-cache's racy
 #: window, so that the first warm run re-records the racy files as trusted.
@@ -580,8 +582,8 @@ class Bench:
             "python -c 'import adlfs'": [PYTHON, "-c", "import adlfs"],
             "python -m taskkit --version": [PYTHON, "-m", "taskkit", "--version"],
             "python -c 'import taskkit.cli, <what stage imports>'": [
-                PYTHON, "-c", "import taskkit.cli, taskkit.stager, taskkit.staging, "
-                "taskkit.storage, adlfs, azure.storage.blob.aio"],
+                PYTHON, "-c", "import taskkit.cli, taskkit.transfer.stage, "
+                "taskkit.transfer.stage_plan, taskkit.storage.base, adlfs, azure.storage.blob.aio"],
         }  # fmt: skip
         timings = {label: Timing(label) for label in floors}
         for _ in range(runs):

@@ -77,8 +77,8 @@ from benchlib import (
 
 import taskkit
 from taskkit import CHUNK_SIZE, Digest, hash_file
-from taskkit.statcache import RACY_WINDOW_NS
-from taskkit.storage import DIGEST_METADATA
+from taskkit.content.statcache import RACY_WINDOW_NS
+from taskkit.storage.base import DIGEST_METADATA
 from taskkit.testing import Azurite, find_azurite
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,9 +7,11 @@ runner's names (the journal, the spec, the exit-code policy) are imported on fir
 
 from typing import TYPE_CHECKING, Any
 
-from taskkit.chunkio import hash_chunks
-from taskkit.command import Finished, run_logged
-from taskkit.digest import CHUNK_SIZE, Digest, StreamHasher, combine_chunks, hash_bytes
+from taskkit.content.chunkio import hash_chunks
+from taskkit.content.digest import CHUNK_SIZE, Digest, StreamHasher, combine_chunks, hash_bytes
+from taskkit.content.hashing import FileDigest, HashResult, hash_file, hash_paths
+from taskkit.content.statcache import StatCache, default_cache_dir
+from taskkit.content.walk import Failed, Skipped
 from taskkit.exceptions import (
     ConfigError,
     DataError,
@@ -24,24 +26,22 @@ from taskkit.exceptions import (
     TransientError,
     UsageError,
 )
-from taskkit.hashing import FileDigest, HashResult, hash_file, hash_paths
-from taskkit.logs import LogSink, Phase
-from taskkit.manifest import Manifest, ManifestFile
-from taskkit.nodecache import NodeCache
-from taskkit.outputs import UploadEntry, UploadPlan
-from taskkit.patterns import Output
-from taskkit.retry import RetryBudget
-from taskkit.stager import Summary, stage
-from taskkit.staging import Input, Plan, PlanEntry
-from taskkit.statcache import StatCache, default_cache_dir
-from taskkit.storage import RemoteFile
-from taskkit.upload import upload
-from taskkit.walk import Failed, Skipped
+from taskkit.runner.command import Finished, run_logged
+from taskkit.runner.logs import LogSink, Phase
+from taskkit.storage.base import RemoteFile
+from taskkit.storage.retry import RetryBudget
+from taskkit.transfer.manifest import Manifest, ManifestFile
+from taskkit.transfer.nodecache import NodeCache
+from taskkit.transfer.patterns import Output
+from taskkit.transfer.stage import Summary, stage
+from taskkit.transfer.stage_plan import Input, Plan, PlanEntry
+from taskkit.transfer.upload import upload
+from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 
 if TYPE_CHECKING:
-    from taskkit.codes import CodeSet
-    from taskkit.journal import Journal
-    from taskkit.policy import (
+    from taskkit.runner.codes import CodeSet
+    from taskkit.runner.journal import Journal
+    from taskkit.runner.policy import (
         Decision,
         Ending,
         ExitPolicy,
@@ -51,27 +51,27 @@ if TYPE_CHECKING:
         retryable_codes,
         success_codes,
     )
-    from taskkit.runner import run
-    from taskkit.spec import RunSpec
-    from taskkit.steps import run_step
+    from taskkit.runner.run import run
+    from taskkit.runner.spec import RunSpec
+    from taskkit.runner.steps import run_step
 
-__version__ = "0.1.0"
+from taskkit._version import __version__
 
 #: Public names imported on first use, and the module each comes from.
 _LAZY = {
-    "CodeSet": "taskkit.codes",
-    "Decision": "taskkit.policy",
-    "Ending": "taskkit.policy",
-    "ExitPolicy": "taskkit.policy",
-    "Journal": "taskkit.journal",
-    "RunSpec": "taskkit.spec",
-    "Verdict": "taskkit.policy",
-    "on_signal": "taskkit.policy",
-    "permanent_codes": "taskkit.policy",
-    "retryable_codes": "taskkit.policy",
-    "run": "taskkit.runner",
-    "run_step": "taskkit.steps",
-    "success_codes": "taskkit.policy",
+    "CodeSet": "taskkit.runner.codes",
+    "Decision": "taskkit.runner.policy",
+    "Ending": "taskkit.runner.policy",
+    "ExitPolicy": "taskkit.runner.policy",
+    "Journal": "taskkit.runner.journal",
+    "RunSpec": "taskkit.runner.spec",
+    "Verdict": "taskkit.runner.policy",
+    "on_signal": "taskkit.runner.policy",
+    "permanent_codes": "taskkit.runner.policy",
+    "retryable_codes": "taskkit.runner.policy",
+    "run": "taskkit.runner.run",
+    "run_step": "taskkit.runner.steps",
+    "success_codes": "taskkit.runner.policy",
 }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from taskkit.retry import RetryBudget
-from taskkit.storage import Stores
+from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
 
 pytest_plugins = ["taskkit.testing"]
 

@@ -1,5 +1,6 @@
 """``taskkit run`` as a real process stopped at a chosen moment of its publish, for
-tests/test_goal_manifests.py and tests/test_runner.py: a deterministic "killed while publishing".
+tests/runner/test_goal_manifests.py and tests/runner/test_run.py: a deterministic "killed while
+publishing".
 
     python tests/gated_publish_child.py GATE MARKER -- RUN-ARGUMENTS...
 
@@ -29,10 +30,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import taskkit.attempt
+import taskkit.runner.attempt
 from taskkit.cli import main
-from taskkit.journal import Journal, Outcome
-from taskkit.logs import LogSink, Phase
+from taskkit.runner.journal import Journal, Outcome
+from taskkit.runner.logs import LogSink, Phase
 
 GATES = ("phase", "upload", "uploaded", "claim", "manifest", "unpublish")
 
@@ -65,18 +66,18 @@ def gate(where: str, marker: Path) -> None:
         def upload_outputs(*args: Any, **kwargs: Any) -> Any:
             blocked(marker)
 
-        taskkit.attempt.upload_outputs = upload_outputs
+        taskkit.runner.attempt.upload_outputs = upload_outputs
     elif where == "uploaded":
-        real_url = taskkit.attempt._manifest_url
+        real_url = taskkit.runner.attempt._manifest_url
 
         def manifest_url(output: str) -> str:
             blocked(marker)
             return real_url(output)
 
-        taskkit.attempt._manifest_url = manifest_url
+        taskkit.runner.attempt._manifest_url = manifest_url
     elif where in ("manifest", "unpublish"):
         name = "_publish" if where == "manifest" else "_unpublish"
-        module = importlib.import_module("taskkit.upload")  # the package's name is a function
+        module = importlib.import_module("taskkit.transfer.upload")
         real = getattr(module, name)
 
         def pausing(*args: Any, **kwargs: Any) -> Any:

@@ -1,10 +1,12 @@
-"""A real taskkit process for tests/test_logs.py: one command under a LogSink, as the runner will.
+"""A real taskkit process for tests/runner/test_logs.py: one command under a LogSink, as the runner
+will.
 
     python tests/logs_child.py FOLDER DEST [--interval S] [--deadline S] [--grace S]
         [--result FILE] [--fail] -- COMMAND...
 
 DEST ``-`` keeps the logs local. The process exits with the command's ``exit_code``; ``--result``
-writes the :class:`~taskkit.command.Finished` fields there as JSON; ``--fail`` raises after the
+writes the :class:`~taskkit.runner.command.Finished` fields there as JSON; ``--fail`` raises after
+the
 command, to show that the ``with`` still uploads. Nothing else is printed, so the test sees the
 command's output byte for byte.
 """
@@ -15,8 +17,8 @@ import argparse
 import json
 import sys
 
-from taskkit.command import run_logged
-from taskkit.logs import LogSink
+from taskkit.runner.command import run_logged
+from taskkit.runner.logs import LogSink
 
 
 def main() -> int:

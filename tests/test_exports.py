@@ -22,7 +22,8 @@ def test_lazy_names_resolve_on_first_use_only() -> None:
 
     code = (
         "import sys, taskkit; assert 'pydantic' not in sys.modules, 'eager'; "
-        "assert taskkit.ExitPolicy.__module__ == 'taskkit.policy'; print(sorted(taskkit._LAZY))"
+        "assert taskkit.ExitPolicy.__module__ == 'taskkit.runner.policy'; "
+        "print(sorted(taskkit._LAZY))"
     )
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

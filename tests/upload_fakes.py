@@ -7,7 +7,7 @@
   of wrappers that watch some of its calls.
 * :class:`Recorded`: any store, with every write recorded in order and a hook run before each
   (to fail it, or to change a local file at that moment).
-* :class:`FakeStores`: :class:`~taskkit.storage.Stores` that open ``fake://`` on a
+* :class:`FakeStores`: :class:`~taskkit.storage.stores.Stores` that open ``fake://`` on a
   :class:`FakeBlobStore` and pass every store through a wrapper, once.
 """
 
@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 import fsspec
 
 from taskkit.exceptions import InputNotFound
-from taskkit.retry import RetryBudget
-from taskkit.storage import RemoteFile, SourceChanged, Store, Stores, Writer, metadata_digest
+from taskkit.storage.base import RemoteFile, Store, Writer, metadata_digest
+from taskkit.storage.errors import SourceChanged
+from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
 
 Hook = Callable[[str, str], None]
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from taskkit import __version__
+from taskkit._version import __version__
+from taskkit.cli.report import say as _say
 from taskkit.exceptions import (
     EX_INTERRUPTED,
     EX_OK,
@@ -24,7 +25,6 @@ from taskkit.exceptions import (
     TaskkitError,
     from_os_error,
 )
-from taskkit.report import say as _say
 
 if TYPE_CHECKING:
     pass
@@ -118,10 +118,10 @@ def transfer_options(
     its TASKKIT_* variable when ``from_env`` (stage, upload); ``run`` leaves that to its
     RunSpec, where the variable ranks between the command line and the spec file. A value
     not given is None: the RunSpec's default applies."""
-    from taskkit.envnames import env_variable
+    from taskkit.runner.envnames import env_variable
 
     def checked(ctx: click.Context, param: click.Parameter, value: object) -> object:
-        from taskkit.spec import check_setting
+        from taskkit.runner.spec import check_setting
 
         if value is None or param.name is None:
             return value

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from taskkit.cli._app import CONTEXT, cli
+from taskkit.cli.report import say as _say
 from taskkit.cli.tasks import run_options, spec_from_options
 from taskkit.exceptions import EX_OK, ConfigError, UsageError
-from taskkit.report import say as _say
 
 if TYPE_CHECKING:
-    from taskkit.spec import RunSpec
+    from taskkit.runner.spec import RunSpec
 
 __all__ = ["batch_group", "run_args"]
 
@@ -36,7 +36,7 @@ def run_args(spec: RunSpec) -> list[str]:
     """The ``taskkit run`` arguments that carry ``spec`` to a node: every setting that differs
     from its default, a spec file inlined (it is not on the node). Job and task ids are left
     to Batch's own ``AZ_BATCH_JOB_ID``/``AZ_BATCH_TASK_ID``."""
-    from taskkit.spec import RunSpec
+    from taskkit.runner.spec import RunSpec
 
     defaults = RunSpec.model_validate({})
     args: list[str] = []
@@ -91,8 +91,8 @@ def task_json_command(
       taskkit batch task-json --id sample-7 --state az://state/runs --max-retries 3 \\
           --permanent-codes 2 -o 'out/**=az://results/s7/' -- python run.py --sample 7
     """
-    from taskkit.batch import task_json
-    from taskkit.spec import check_setting
+    from taskkit.batch.taskjson import task_json
+    from taskkit.runner.spec import check_setting
 
     if task_id_json is not None:  # checked here, to name the option the user typed
         try:

@@ -12,12 +12,12 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from taskkit.cli._app import CONTEXT, cli, jobs_option
+from taskkit.cli.report import say as _say
 from taskkit.exceptions import EX_OK, IOFailure
-from taskkit.report import say as _say
 
 if TYPE_CHECKING:
-    from taskkit.hashing import HashResult
-    from taskkit.statcache import StatCache
+    from taskkit.content.hashing import HashResult
+    from taskkit.content.statcache import StatCache
 
 
 def _escape(path: str) -> tuple[bytes, bool]:
@@ -69,9 +69,9 @@ def hash_command(
       taskkit hash --json data/ | jq -r 'select(.cached == false) | .path'
       tar c data | taskkit hash -
     """
-    from taskkit.hashing import FileDigest
-    from taskkit.statcache import StatCache
-    from taskkit.walk import Failed, Skipped
+    from taskkit.content.hashing import FileDigest
+    from taskkit.content.statcache import StatCache
+    from taskkit.content.walk import Failed, Skipped
 
     out = _stream(sys.stdout, "output")
     started = time.perf_counter()
@@ -139,9 +139,9 @@ def _results(
     jobs: int | None,
     cache: StatCache | None,
 ) -> Iterator[HashResult]:
-    """:func:`~taskkit.hashing.hash_paths` over ``paths``, with ``-`` standing for stdin."""
-    from taskkit.digest import StreamHasher
-    from taskkit.hashing import FileDigest, hash_paths
+    """:func:`~taskkit.content.hashing.hash_paths` over ``paths``, with ``-`` standing for stdin."""
+    from taskkit.content.digest import StreamHasher
+    from taskkit.content.hashing import FileDigest, hash_paths
 
     start = 0
     for i, path in enumerate(paths):
@@ -165,7 +165,7 @@ def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:
 
 
 def _size(n: float) -> str:
-    from taskkit.progress import format_size
+    from taskkit.cli.progress import format_size
 
     return format_size(n)
 

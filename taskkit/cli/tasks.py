@@ -1,7 +1,7 @@
 """``taskkit run``, ``taskkit step`` and ``taskkit status``: the goal-seeking runner's commands.
 
 Inside ``run`` and ``step`` every failure of taskkit's own exits in the 200-206 band of
-:mod:`taskkit.policy` (a mistyped option too), so it can never be mistaken for the command's
+:mod:`taskkit.runner.policy` (a mistyped option too), so it can never be mistaken for the command's
 own exit code.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
+from taskkit.cli.report import say as _say
 from taskkit.exceptions import EX_OK, TaskkitError
-from taskkit.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
-from taskkit.report import say as _say
+from taskkit.runner.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
 
 __all__ = ["RunCommand", "run_options", "spec_from_options"]
 
@@ -150,8 +150,8 @@ def run_options(command: Callable[..., object]) -> Callable[..., object]:
 
 
 def spec_from_options(options: dict[str, Any], command: tuple[str, ...]) -> Any:
-    """The :class:`~taskkit.spec.RunSpec` of a command line's options."""
-    from taskkit.spec import resolve
+    """The :class:`~taskkit.runner.spec.RunSpec` of a command line's options."""
+    from taskkit.runner.spec import resolve
 
     spec_file = options.pop("spec_file", None)
     return resolve({**options, "command": command}, spec_file=spec_file)
@@ -189,10 +189,10 @@ def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
     def attempt() -> int:
         spec = spec_from_options(options, command)
         if dry_run:
-            from taskkit.plan import show_plan
+            from taskkit.cli.dryrun import show_plan
 
             return show_plan(spec)
-        from taskkit.runner import run
+        from taskkit.runner.run import run
 
         return run(spec)
 
@@ -226,7 +226,7 @@ def step_command(
       taskkit step fetch -- ./download_refs.sh
       taskkit step align -o 'bam/*.bam=az://results/run-7/bam/' -- ./align.sh
     """
-    from taskkit.steps import run_step
+    from taskkit.runner.steps import run_step
 
     return _banded(lambda: run_step(name, command, outputs=outputs, allow_empty=allow_empty))
 
@@ -259,8 +259,8 @@ def status_command(state: str, job_id: str, task_id: str | None, as_json: bool) 
       taskkit status --state az://state/runs --job-id align-2026-11
       taskkit status --state az://state/runs --job-id align-2026-11 --task-id s7 --json
     """
-    from taskkit.status import job_status, task_status
-    from taskkit.storage import Stores
+    from taskkit.runner.status import job_status, task_status
+    from taskkit.storage.stores import Stores
 
     with Stores() as stores:
         if task_id is None:

@@ -13,8 +13,8 @@ from taskkit.cli._app import CONTEXT, cli, transfer_options
 from taskkit.exceptions import EX_OK
 
 if TYPE_CHECKING:
-    from taskkit.spec import RunSpec
-    from taskkit.summary import Summary
+    from taskkit.runner.spec import RunSpec
+    from taskkit.transfer.summary import Summary
 
 
 def _transfer_options(
@@ -91,9 +91,9 @@ def stage_command(
       taskkit stage -i az://data/samples/=samples/ --dry-run
       taskkit stage -i az://data/shards/ -j 16 --json
     """
-    from taskkit.report import Report, stage_line
-    from taskkit.runtransfer import stage_settings
-    from taskkit.stager import stage
+    from taskkit.cli.report import Report, stage_line
+    from taskkit.runner.transfers import stage_settings
+    from taskkit.transfer.stage import stage
 
     settings = _settings(given)
     with contextlib.ExitStack() as stack:
@@ -162,9 +162,9 @@ def upload_command(
       taskkit upload -o 'logs/*.txt=az://results/run-42/logs/' -o model.bin=az://models/v3/
       taskkit upload -o 'out/**=az://results/run-42/' --dry-run
     """
-    from taskkit.report import Report, upload_line
-    from taskkit.runtransfer import upload_settings
-    from taskkit.upload import upload
+    from taskkit.cli.report import Report, upload_line
+    from taskkit.runner.transfers import upload_settings
+    from taskkit.transfer.upload import upload
 
     settings = _settings(given)
     with contextlib.ExitStack() as stack:
@@ -191,7 +191,7 @@ def upload_command(
 
 def _settings(given: dict[str, object]) -> RunSpec:
     """The transfer settings given (checked already by their options), over the defaults."""
-    from taskkit.spec import RunSpec
+    from taskkit.runner.spec import RunSpec
 
     return RunSpec.model_validate({k: v for k, v in given.items() if v is not None})
 

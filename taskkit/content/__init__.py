@@ -1,0 +1,2 @@
+"""What bytes are: digests, chunked reads, hashing, the stat-cache and walking paths (local
+only)."""

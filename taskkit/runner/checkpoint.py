@@ -1,0 +1,160 @@
+"""Files that outlive an attempt: the checkpoint directory, and the outputs of finished steps.
+
+Both are restored the same way: from a list of files (a manifest, a step record) staged back
+into place, so a file already there with the same content is not fetched again, and a file the
+list does not name is not brought back, whatever else lies under the prefix.
+
+The checkpoint directory (``TASKKIT_CHECKPOINT_DIR`` for the command) is uploaded with a
+manifest written last, periodically while the command runs and once more when it ends, so a
+retry on any node resumes from the last complete sync. A sync names the fingerprint of the
+work; a retry of different work starts with an empty directory.
+
+A checkpoint directory the user names is a subdirectory of the working directory: relative,
+without '..', not the working directory itself, and not leaving it through a link. Anything
+else would sync files taskkit never produced and restore over them on a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from taskkit.content.walk import inside
+from taskkit.exceptions import LinkOut, TaskFailure, UsageError
+from taskkit.periodic import Periodic
+from taskkit.storage.stores import Stores
+from taskkit.transfer.manifest import Manifest
+from taskkit.transfer.patterns import Output
+from taskkit.transfer.stage import stage
+from taskkit.transfer.stage_plan import Input
+from taskkit.transfer.summary import Summary
+from taskkit.transfer.upload import upload
+from taskkit.transfer.upload_plan import MANIFEST_NAME
+
+__all__ = ["Checkpoint", "checkpoint_dir_problem", "confined", "restore"]
+
+_MUST = "must be a subdirectory of the working directory"
+
+
+def checkpoint_dir_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a checkpoint directory (as given, before any path is known)."""
+    if not name.strip():
+        return f"an empty name is no directory; it {_MUST}"
+    if os.path.isabs(name):
+        return f"{name!r} is an absolute path; it {_MUST}"
+    if ".." in name.replace("\\", "/").split("/"):
+        return f"{name!r} holds a '..' segment; it {_MUST}"
+    if os.path.normpath(name) == ".":
+        return f"{name!r} is the working directory itself; it {_MUST}"
+    return None
+
+
+def confined(workdir: str, name: str) -> str:
+    """The checkpoint directory ``name`` below ``workdir``, refused (:class:`UsageError`) if
+    it is not a subdirectory of it, also when a link on the way leads elsewhere."""
+    problem = checkpoint_dir_problem(name)
+    path = os.path.join(workdir, name)
+    if problem:
+        raise UsageError(f"checkpoint directory {problem}")
+    root = Path(os.path.realpath(workdir))
+    real = Path(os.path.realpath(path))
+    if real == root or not inside(root, real):
+        raise LinkOut(
+            f"checkpoint directory {name!r} leads to {str(real)!r} through a link; it {_MUST}"
+        )
+    return path
+
+
+def restore(
+    files: Sequence[tuple[str, str]],
+    directory: str | os.PathLike[str],
+    *,
+    stores: Stores | None = None,
+) -> Summary:
+    """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
+    the same content stay as they are."""
+    inputs = [Input(url, path) for url, path in files]
+    options = None if stores is None else stores.storage_options
+    return stage(inputs, workdir=directory, allow_empty=True, storage_options=options)
+
+
+class Checkpoint:
+    """A local directory mirrored to ``url`` (a prefix) for the work with ``fingerprint``."""
+
+    def __init__(
+        self,
+        directory: str,
+        url: str,
+        fingerprint: str,
+        *,
+        task: dict[str, str | int],
+        interval: float,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.directory = directory
+        self.url = url if url.endswith("/") else url + "/"
+        self.fingerprint = fingerprint
+        self.task = {**task, "fingerprint": fingerprint}
+        self.interval = interval
+        self.warn = warn
+        self.restored = 0
+        self._lock = threading.Lock()
+        self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.directory!r})"
+
+    def restore(self, stores: Stores) -> int:
+        """Bring back the last complete sync of this work; the number of files it holds."""
+        os.makedirs(self.directory, exist_ok=True)
+        store, key = stores.open(self.url + MANIFEST_NAME)
+        found = store.load(key)
+        if found is None:
+            return 0
+        manifest = Manifest.parse(found[0], store.url(key))
+        if manifest.task.get("fingerprint") != self.fingerprint:
+            return 0
+        files = [(self.url + f.name, f.name) for f in manifest.files]
+        error = restore(files, self.directory, stores=stores).exit_error()
+        if error is not None:
+            raise error
+        self.restored = len(files)
+        return self.restored
+
+    def sync(self) -> None:
+        """Upload what changed since the last sync and publish it; a failure is a warning."""
+        with self._lock:
+            if not self.restored and not _has_files(self.directory):
+                return  # nothing was ever there: no manifest to write either
+            try:
+                summary = upload(
+                    [Output("**", self.url)],
+                    workdir=self.directory,
+                    allow_empty=True,
+                    task=self.task,
+                )
+            except TaskFailure as exc:
+                self.warn(f"cannot sync the checkpoint directory: {exc}")
+                return
+            error = summary.exit_error()
+            if error is not None:
+                self.warn(f"cannot sync the checkpoint directory: {error}")
+
+    def __enter__(self) -> Checkpoint:
+        self._every.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._every.stop()
+        self.sync()
+
+    def _periodic(self) -> None:
+        with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
+            self.sync()
+
+
+def _has_files(directory: str) -> bool:
+    return any(names for _, _, names in os.walk(directory))

@@ -1,0 +1,356 @@
+"""The durable journal of a task: attempts, steps and outcome, under ``<state>/<job>/<task>/``.
+
+Layout (every record a small JSON file)::
+
+    attempts/00001.json   one per attempt: node, start, heartbeat, end, exit code, verdict, logs
+    outcome.json          the goal: "success" (with the manifests published, each with its
+                          version), "permanent" (code and reason), "failed" (retries
+                          exhausted), or "publishing" (an attempt holds the right to publish;
+                          a republish's claim keeps the success it replaces, in ``replaced``)
+    published/00002/1.json  the journal's copy of each manifest attempt 2 published, written
+                          before its success record (so published outputs can be checked and
+                          republished when the store lost them)
+    steps/<name>.json     a finished ``taskkit step`` and the files it published
+    checkpoint/           the synced TASKKIT_CHECKPOINT_DIR, with its manifest
+    logs/00001/           each attempt's stdout.txt, stderr.txt, taskkit.txt
+
+Invariants:
+
+* Batch tells a task nothing about its retries, so the attempt records are the counter. A
+  number is claimed by creating its record only if absent: two attempts never share one. An
+  attempt killed with ``kill -9`` keeps its record without an end, and counts as interrupted
+  once it is no longer alive (its node says its process is gone, or its heartbeat is stale).
+* ``outcome.json`` only changes by conditional writes (if absent, or if still the version
+  read), so of two attempts running at once exactly one publishes and records the outcome.
+* A success is never forgotten by a republish that does not finish: its claim carries the
+  success, a released claim puts it back, and a dead holder's claim reads as that success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from taskkit.exceptions import Conflict, DataError, TaskFailure
+from taskkit.periodic import Periodic
+from taskkit.runner.lifetime import process_start as _process_start  # tells a reused pid apart
+from taskkit.storage.base import Store
+from taskkit.storage.stores import Stores
+
+__all__ = [
+    "Attempt",
+    "Heartbeat",
+    "Journal",
+    "Outcome",
+    "PublishedManifest",
+    "StepFile",
+    "StepRecord",
+    "Version",
+    "host_identity",
+    "now",
+]
+
+#: A heartbeat older than this many intervals means its attempt is gone.
+STALE_INTERVALS = 3
+_NUMBER_WIDTH = 5
+
+Version = str
+_R = TypeVar("_R", bound="_Record")
+
+
+def now() -> str:
+    """The time as the journal writes it: UTC, ISO 8601, to the millisecond."""
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds_since(stamp: str) -> float:
+    then = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
+
+
+@functools.cache
+def host_identity() -> str:
+    """This machine since its last boot: a process id means something only here. Read once
+    per process (every attempt's state asks for it)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n"
+
+
+class Attempt(_Record):
+    """One attempt of the task, as its record says."""
+
+    number: int
+    node: str = ""
+    host: str = ""
+    pid: int = 0
+    pid_start: str | None = None
+    #: The command's process group (its leader's pid) and that leader's start time, so that
+    #: a later attempt on this host can end what an interrupted one left, and only that.
+    command_pgid: int = 0
+    command_start: str | None = None
+    fingerprint: str
+    started: str
+    heartbeat: str
+    interval: float
+    logs: str | None = None
+    ended: str | None = None
+    exit_code: int | None = None
+    verdict: str | None = None
+    reason: str | None = None
+    last: bool = False
+
+    def state(self, host: str | None = None) -> Literal["ended", "running", "interrupted"]:
+        """Whether it ended, may still be running, or died without a word."""
+        if self.ended is not None:
+            return "ended"
+        if host is None:
+            host = host_identity()
+        if self.host == host and self.pid:
+            alive = self.pid_start is not None and _process_start(self.pid) == self.pid_start
+            return "running" if alive else "interrupted"
+        stale = _seconds_since(self.heartbeat) > STALE_INTERVALS * max(self.interval, 10.0)
+        return "interrupted" if stale else "running"
+
+
+class PublishedManifest(_Record):
+    """One DEST's manifest as a success published it: its URL (never a credential), its
+    version in the store then, and the journal's copy of it (a name under the task's root)."""
+
+    url: str
+    version: str
+    kept: str
+
+
+class Outcome(_Record):
+    """Where the task stands: ``publishing``, ``success``, ``permanent`` or ``failed``.
+    ``published`` (one per DEST, in the order of the work's outputs) is absent from records
+    written before it existed; ``manifests`` keeps their URLs for older readers.
+    ``replaced``: in a ``publishing`` claim, the success it replaced (a republish of that
+    success's outputs), put back if the claim is released; absent from older records."""
+
+    state: Literal["publishing", "success", "permanent", "failed"]
+    fingerprint: str
+    attempt: int
+    at: str
+    exit_code: int = 0
+    reason: str = ""
+    manifests: tuple[str, ...] = ()
+    published: tuple[PublishedManifest, ...] = ()
+    work: dict[str, Any] = {}
+    replaced: Outcome | None = None
+
+
+class StepFile(_Record):
+    """One file a step published: where it is in the working directory and in the store."""
+
+    path: str
+    url: str
+    digest: str
+    size: int
+
+
+class StepRecord(_Record):
+    """A ``taskkit step`` that finished, and what it published."""
+
+    name: str
+    fingerprint: str
+    attempt: int
+    at: str
+    files: tuple[StepFile, ...] = ()
+
+
+class Journal:
+    """The records of one task in one store. Reads are plain; writes that decide who
+    publishes are conditional and raise :class:`~taskkit.exceptions.Conflict` when another
+    attempt got there first."""
+
+    def __init__(self, store: Store, root: str) -> None:
+        self.store = store
+        self.root = root.rstrip("/") + "/"
+
+    @classmethod
+    def open(cls, stores: Stores, state: str, job_id: str, task_id: str) -> Journal:
+        store, key = stores.open(f"{state.rstrip('/')}/{job_id}/{task_id}/")
+        return cls(store, key)
+
+    def __repr__(self) -> str:
+        return f"Journal({self.url('')!r})"
+
+    def url(self, name: str) -> str:
+        return self.store.url(self.root + name)
+
+    def logs_url(self, number: int) -> str:
+        return self.url(f"logs/{number:0{_NUMBER_WIDTH}d}/")
+
+    @property
+    def checkpoint_url(self) -> str:
+        return self.url("checkpoint/")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _load(self, name: str, model: type[_R]) -> tuple[_R, Version] | None:
+        found = self.store.load(self.root + name)
+        if found is None:
+            return None
+        data, version = found
+        try:
+            return model.model_validate_json(data), version
+        except ValidationError as exc:
+            detail = exc.errors()[0]["msg"]
+            raise DataError(f"the journal record {self.url(name)} is damaged: {detail}") from None
+
+    def outcome(self) -> tuple[Outcome, Version] | None:
+        """The recorded outcome and its version, if there is one."""
+        return self._load("outcome.json", Outcome)
+
+    def attempts(self) -> list[Attempt]:
+        """Every attempt recorded, in order."""
+        return self._records("attempts", Attempt)
+
+    def steps(self) -> list[StepRecord]:
+        """Every step recorded, by name."""
+        return self._records("steps", StepRecord)
+
+    def _records(self, folder: str, model: type[_R]) -> list[_R]:
+        """The records of one folder, by name (one listing, then one read each)."""
+        names = sorted(
+            f.key.rsplit("/", 1)[-1]
+            for f in self.store.list(f"{self.root}{folder}/")
+            if f.key.endswith(".json")
+        )
+        found = [self._load(f"{folder}/{name}", model) for name in names]
+        return [record for record, _ in filter(None, found)]
+
+    @staticmethod
+    def tasks(stores: Stores, state: str, job_id: str) -> list[str]:
+        """The ids of the tasks of ``job_id`` that have a journal, in one listing."""
+        store, key = stores.open(f"{state.rstrip('/')}/{job_id}/")
+        prefix = key.rstrip("/") + "/"
+        found = {
+            f.key[len(prefix) :].split("/", 1)[0]
+            for f in store.list(prefix)
+            if f.key.startswith(prefix) and "/attempts/" in f.key[len(prefix) :]
+        }
+        return sorted(found)
+
+    def step(self, name: str) -> StepRecord | None:
+        found = self._load(f"steps/{name}.json", StepRecord)
+        return None if found is None else found[0]
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def begin(
+        self,
+        *,
+        fingerprint: str,
+        interval: float,
+        after: int,
+        node: str = "",
+        logs: Callable[[int], str] | None = None,
+    ) -> tuple[Attempt, Version]:
+        """Claim the first free attempt number above ``after`` and record its start."""
+        number = after + 1
+        while True:
+            stamp = now()
+            record = Attempt(
+                number=number,
+                node=node,
+                host=host_identity(),
+                pid=os.getpid(),
+                pid_start=_process_start(os.getpid()),
+                fingerprint=fingerprint,
+                started=stamp,
+                heartbeat=stamp,
+                interval=interval,
+                logs=None if logs is None else logs(number),
+            )
+            try:
+                version = self.store.put(
+                    self._attempt_key(number), record.to_bytes(), {}, if_absent=True
+                )
+            except Conflict:
+                number += 1  # another attempt of this task took the number meanwhile
+                continue
+            return record, version
+
+    def _attempt_key(self, number: int) -> str:
+        return f"{self.root}attempts/{number:0{_NUMBER_WIDTH}d}.json"
+
+    def update(self, record: Attempt, version: Version, **changes: Any) -> tuple[Attempt, Version]:
+        """Rewrite this attempt's own record (a heartbeat, its end)."""
+        updated = record.model_copy(update=changes)
+        key = self._attempt_key(record.number)
+        return updated, self.store.put(key, updated.to_bytes(), {}, if_match=version)
+
+    def write_outcome(self, outcome: Outcome, *, replacing: Version | None) -> Version:
+        """Record ``outcome`` if the outcome is still the version read (``None``: there was
+        none); :class:`Conflict` if another attempt changed it first."""
+        key = self.root + "outcome.json"
+        if replacing is None:
+            return self.store.put(key, outcome.to_bytes(), {}, if_absent=True)
+        return self.store.put(key, outcome.to_bytes(), {}, if_match=replacing)
+
+    def release(self, version: Version, restore: Outcome | None = None) -> None:
+        """Give up a ``publishing`` claim that could not be completed, if it is still the
+        version held: ``restore`` (the success the claim replaced) is written back in its
+        place, else the claim is deleted."""
+        if restore is not None:
+            self.write_outcome(restore, replacing=version)
+        else:
+            self.store.delete(self.root + "outcome.json", if_match=version)
+
+    def record_step(self, record: StepRecord) -> None:
+        self.store.put(f"{self.root}steps/{record.name}.json", record.to_bytes(), {})
+
+
+class Heartbeat:
+    """Rewrites the attempt's record every interval, so other nodes can tell it is alive;
+    ``finish`` writes its end."""
+
+    def __init__(self, journal: Journal, record: Attempt, version: Version) -> None:
+        self.journal, self.record, self.version = journal, record, version
+        self._lock = threading.Lock()
+        self._every = Periodic(record.interval, self._beat, "taskkit-heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._every.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._every.stop()
+
+    def _beat(self) -> None:
+        with contextlib.suppress(TaskFailure):
+            self._write(heartbeat=now())
+
+    def _write(self, **changes: object) -> None:
+        with self._lock:
+            self.record, self.version = self.journal.update(self.record, self.version, **changes)
+
+    def update(self, **changes: object) -> None:
+        """Record ``changes`` now (with a heartbeat), as the next beat would."""
+        self._write(heartbeat=now(), **changes)
+
+    #: The attempt's end is written as any other change of its record.
+    finish = update

@@ -1,0 +1,2 @@
+"""The one boundary to remote storage: the store contract, opening URLs, errors, retries,
+backends."""

@@ -1,0 +1,291 @@
+"""Every fsspec store other than Azure's: local files, ``memory://`` and the rest, called
+synchronously (fsspec runs async ones on its own loop).
+
+Writes go to a temporary name beside the key, then move into place: on a local filesystem that
+is one rename, so a key never holds a partial file. Conditional writes on local files hold an
+exclusive ``flock`` of the directory around check, write and rename, so they are atomic across
+processes on one machine; on other fsspec stores a lock of this process only.
+
+Stores that key files by their whole URL (``http://``, ``https://``, where a SAS token rides in
+the query string and a password in the userinfo) show a file by that URL once, without its
+token and with its password masked (:func:`~taskkit.redaction.shown_url`), and identify it by
+the URL without either (:func:`~taskkit.redaction.public_url`); only the requests themselves
+carry them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from taskkit.exceptions import Conflict, InputNotFound, TransientError
+from taskkit.redaction import public_url, shown_url
+from taskkit.storage.base import (
+    RemoteFile,
+    Store,
+    Writer,
+    is_conditional,
+    is_temporary,
+    metadata_digest,
+    temporary_key,
+)
+from taskkit.storage.errors import SourceChanged, guarded
+from taskkit.storage.retry import RetryBudget
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+__all__ = ["FsspecStore"]
+
+_PROCESS_LOCK = threading.Lock()
+#: A key that is a whole URL (fsspec's HTTP filesystem keys files by their URL, query and all).
+_WHOLE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class FsspecStore(Store):
+    """Any other fsspec filesystem, called synchronously (fsspec runs async ones on its loop)."""
+
+    def __init__(self, fs: AbstractFileSystem, protocol: str, retry: RetryBudget) -> None:
+        super().__init__(retry)
+        self.fs = fs
+        self.protocol = protocol
+
+    def __repr__(self) -> str:
+        return f"FsspecStore({self.protocol!r})"
+
+    def url(self, key: str) -> str:
+        if _WHOLE_URL.match(key):  # http(s): the key is the URL itself, shown once
+            return shown_url(key)
+        return key if self.protocol == "file" else f"{self.protocol}://{key.lstrip('/')}"
+
+    def identity(self, key: str) -> str:
+        # Without the token or password its URL carries, so a rotated one names the same
+        # source.
+        return public_url(key) if _WHOLE_URL.match(key) else f"{self.protocol}://{key}"
+
+    @staticmethod
+    def _version(info: Mapping[str, Any]) -> str:
+        """A change token from what a listing says: the store's etag if it has one, else
+        size, modification time and file id."""
+        for name in ("etag", "ETag", "generation", "version_id", "VersionId"):
+            if info.get(name):
+                return str(info[name])
+        stamp = next(
+            (info[n] for n in ("mtime", "LastModified", "last_modified", "created") if n in info),
+            None,
+        )
+        if isinstance(stamp, datetime.datetime):  # from info(); a listing gives a float
+            stamp = stamp.timestamp()
+        return f"{info.get('size')}-{stamp}-{info.get('ino', '')}"
+
+    def _file(self, info: Mapping[str, Any]) -> RemoteFile:
+        size = int(info.get("size") or 0)
+        key = str(info["name"])
+        metadata = info.get("metadata")
+        digest = metadata_digest(metadata if isinstance(metadata, Mapping) else None, size)
+        return RemoteFile(self.url(key), key, size, self._version(info), digest)
+
+    def list(self, key: str) -> list[RemoteFile]:
+        found = self.call(
+            lambda: self.fs.find(key, detail=True, withdirs=False), f"cannot list {self.url(key)}"
+        )
+        return [self._file(info) for name, info in sorted(found.items()) if not is_temporary(name)]
+
+    def stat(self, key: str) -> RemoteFile:
+        what = f"cannot read {self.url(key)}"
+        info = self.call(lambda: self.fs.info(key), what)
+        if info.get("type") == "directory":
+            raise InputNotFound(f"{what}: it is a directory (end it with / to stage its files)")
+        return self._file(info)
+
+    def read(self, file: RemoteFile, offset: int, length: int) -> bytes:
+        what = f"cannot read {file.url}"
+
+        def ranged() -> bytes:
+            data = bytes(self.fs.cat_file(file.key, start=offset, end=offset + length))
+            if len(data) != length:
+                raise SourceChanged(f"{what}: it changed while being read")
+            return data
+
+        return self.call(ranged, what)
+
+    def confirm(self, file: RemoteFile) -> None:
+        if self.stat(file.key).version != file.version:
+            raise SourceChanged(
+                f"cannot read {file.url}: it changed while being read; a new attempt will see it"
+            )
+
+    def load(self, key: str) -> tuple[bytes, str] | None:
+        what = f"cannot read {self.url(key)}"
+
+        def read() -> tuple[bytes, str] | None:
+            try:
+                if self.protocol == "file":  # the bytes and the version of one open file
+                    with open(key, "rb") as handle:
+                        st = os.fstat(handle.fileno())
+                        data = handle.read()
+                    found = {"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino}
+                    return data, self._version(found)
+                before = self._version(self.fs.info(key))
+                data = bytes(self.fs.cat_file(key))
+                after = self._version(self.fs.info(key))
+            except FileNotFoundError:
+                return None
+            if after != before:
+                raise TransientError(f"{what}: it changed while being read")
+            return data, after
+
+        return self.call(read, what)
+
+    # Writes go to a temporary name beside the key, then move into place: on a local
+    # filesystem that is one rename, so the key never holds a partial file.
+
+    def _published(self, temp: str, key: str) -> str:
+        self.fs.mv(temp, key)
+        return self._version(self.fs.info(key))
+
+    def _write(self, key: str, data: bytes, after: int | None = None) -> str:
+        temp = temporary_key(key)
+        self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+        self.fs.pipe_file(temp, data)
+        if after is not None and self.protocol == "file":
+            # A local version is size, mtime and inode, and inodes are reused: with a coarse
+            # clock, A -> B -> A' could show A's version again. A conditional write is
+            # stamped later than the file it replaces, so its version is new.
+            stamp = max(time.time_ns(), after + 1000)
+            os.utime(temp, ns=(stamp, stamp))
+        return self._published(temp, key)
+
+    def _locked(self, key: str) -> contextlib.AbstractContextManager[object]:
+        return _flocked(self.fs._parent(key)) if self.protocol == "file" else _PROCESS_LOCK
+
+    def _check(self, key: str, if_match: str | None, if_absent: bool, what: str) -> int:
+        """Raise :class:`Conflict` unless the file at ``key`` meets the condition; the
+        modification time (ns) of the file there, 0 for none. Called under :meth:`_locked`."""
+        try:
+            info = self.fs.info(key)
+        except FileNotFoundError:
+            if if_match is not None:
+                raise Conflict(f"{what}: another writer changed it first (it is gone)") from None
+            return 0
+        version = self._version(info)
+        if if_absent or version != if_match:
+            shown = "it exists" if if_absent else f"it is version {version}, not {if_match}"
+            raise Conflict(f"{what}: another writer changed it first ({shown})")
+        return int(float(info.get("mtime") or 0) * 1e9)
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str],
+        *,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        what = f"cannot write {self.url(key)}"
+        if not is_conditional(if_match, if_absent):
+            return self.call(lambda: self._write(key, data), what)
+
+        def attempt() -> str:
+            with self._locked(key):
+                return self._write(key, data, self._check(key, if_match, if_absent, what))
+
+        return self._settle(lambda a: self.call(a, what), attempt, lambda: self._holding(key, data))
+
+    def writer(self, key: str) -> Writer:
+        return _StreamWriter(self, key)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        what = f"cannot delete {self.url(key)}"
+        if not is_conditional(if_match, False):
+
+            def remove() -> None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(key)
+
+            return self.call(remove, what)
+
+        def attempt() -> bool:
+            with self._locked(key):
+                self._check(key, if_match, False, what)
+                self.fs.rm_file(key)
+            return True
+
+        self._settle(lambda a: self.call(a, what), attempt, lambda: self._gone(key))
+        return None
+
+    def append(self, key: str, offset: int, data: bytes) -> None:
+        what = f"cannot write {self.url(key)}"
+
+        def add() -> None:
+            if offset == 0:
+                self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+                self.fs.pipe_file(key, data)
+                return
+            size = self.fs.size(key)
+            if size == offset + len(data):
+                return  # an earlier try of this very append landed after all
+            if size != offset:
+                raise SourceChanged(f"{what}: it holds {size} bytes, not {offset}")
+            with self.fs.open(key, "ab") as handle:
+                handle.write(data)
+
+        self.call(add, what)
+
+
+class _StreamWriter(Writer):
+    """Blocks written in order to one temporary file, moved into place by the commit."""
+
+    def __init__(self, store: FsspecStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.temp = temporary_key(key)
+        self.what = f"cannot write {store.url(key)}"
+        self._handle: Any = None
+
+    def _open(self) -> Any:
+        if self._handle is None:
+            fs = self.store.fs
+            fs.makedirs(fs._parent(self.key), exist_ok=True)
+            self._handle = fs.open(self.temp, "wb")
+        return self._handle
+
+    def write(self, block_id: str, data: bytes) -> None:
+        # Not retried: a stream cannot take a block twice. The whole file is tried again.
+        guarded(lambda: self._open().write(data), self.what)
+
+    def commit(self, block_ids: Sequence[str], metadata: Mapping[str, str]) -> str:
+        def publish() -> str:
+            self._open().close()
+            return self.store._published(self.temp, self.key)
+
+        return guarded(publish, self.what)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._handle is not None:
+                self._handle.close()
+            self.store.fs.rm_file(self.temp)
+
+
+@contextlib.contextmanager
+def _flocked(directory: str) -> Iterator[None]:
+    """An exclusive ``flock`` of ``directory`` for the block: local conditional writes in it
+    are serialized across processes (and threads: each holder opens it anew). The kernel drops
+    it when the holder dies, so a crash leaves no stale lock. Not for network filesystems."""
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

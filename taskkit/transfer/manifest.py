@@ -1,0 +1,122 @@
+"""The manifest: the record, written last under a DEST, that its set of files is published.
+
+Blob storage makes one file atomic, never a set. So an upload writes every file first and then
+``_taskkit_manifest.json`` under DEST, naming each file with its digest and size, and the task
+that published them. Readers treat a DEST without a manifest as not published; an upload that
+is about to change a published set removes the manifest first, so a reader never sees a manifest
+that disagrees with the files beside it.
+
+The format is JSON, UTF-8, with ``"format": "taskkit-manifest-1"``::
+
+    {"format": "taskkit-manifest-1", "created": "2026-11-21T10:00:00Z",
+     "task": {"job_id": "j", "task_id": "t", "node_id": "n", "attempt": 2},
+     "files": [{"name": "a/b.txt", "digest": "xxh3-128:...", "size": 12}, ...]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from taskkit.content.digest import Digest
+from taskkit.exceptions import DataError
+
+__all__ = ["FORMAT", "Manifest", "ManifestFile", "task_identity"]
+
+FORMAT = "taskkit-manifest-1"
+
+#: Where the task's identity comes from: Batch's variables, and the attempt taskkit counts.
+_TASK_VARIABLES = {
+    "job_id": "AZ_BATCH_JOB_ID",
+    "task_id": "AZ_BATCH_TASK_ID",
+    "node_id": "AZ_BATCH_NODE_ID",
+    "attempt": "TASKKIT_ATTEMPT",
+}
+
+
+class ManifestFile(NamedTuple):
+    """One published file: its name below DEST, digest and size."""
+
+    name: str
+    digest: Digest
+    size: int
+
+
+class Manifest(NamedTuple):
+    """A published set of files, by name order."""
+
+    files: tuple[ManifestFile, ...]
+    task: Mapping[str, str | int]
+    created: str
+
+    @classmethod
+    def of(cls, files: list[ManifestFile], task: Mapping[str, str | int] | None = None) -> Manifest:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        return cls(
+            tuple(sorted(files)),
+            dict(task_identity() if task is None else task),
+            now.isoformat().replace("+00:00", "Z"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "created": self.created,
+                "task": dict(self.task),
+                "files": [
+                    {"name": f.name, "digest": str(f.digest), "size": f.size} for f in self.files
+                ],
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> Manifest:
+        """Read a manifest; anything else is a :class:`DataError` naming ``where``."""
+        try:
+            obj = json.loads(data)
+            if obj.get("format") != FORMAT:
+                raise ValueError(f"format {obj.get('format')!r}, not {FORMAT!r}")
+            files = tuple(
+                ManifestFile(_text(f["name"]), Digest.parse(_text(f["digest"])), _size(f["size"]))
+                for f in obj["files"]
+            )
+            task = {str(k): v for k, v in dict(obj.get("task") or {}).items()}
+            return cls(files, task, str(obj.get("created", "")))
+        except (ValueError, TypeError, KeyError, AttributeError, DataError) as exc:
+            raise DataError(f"{where} is not a taskkit manifest: {exc}") from exc
+
+    def same_files(self, other: Manifest) -> bool:
+        """Whether both publish the same content under the same names, for the same work
+        (a checkpoint is restored only for the fingerprint its manifest names)."""
+        return self.files == other.files and self.task.get("fingerprint") == other.task.get(
+            "fingerprint"
+        )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _size(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{value!r} is not a size")
+    return value
+
+
+def task_identity(environ: Mapping[str, str] | None = None) -> dict[str, str | int]:
+    """The task an upload runs in, as far as the environment tells."""
+    env = os.environ if environ is None else environ
+    found: dict[str, str | int] = {}
+    for field, variable in _TASK_VARIABLES.items():
+        value = env.get(variable)
+        if value:
+            found[field] = int(value) if field == "attempt" and value.isdigit() else value
+    return found

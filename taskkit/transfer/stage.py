@@ -1,0 +1,552 @@
+"""Carrying out a staging plan: downloads, node-cache links, and what the next run needs to know.
+
+Every file that arrives gets to its final path by one atomic rename (of a complete partial
+file, or of a fresh hard link to a node-cache object), so a final path never holds a partial
+file, whatever kills the process. Failures are per file: the other files are still staged.
+
+The node cache never turns a file that could be staged into a failure: when it has no room
+for a file (its disk fills while the file is reserved, written or added), the file is
+downloaded straight into place instead. So a full disk that fails a file is DEST's, and its
+message names DEST and DEST's filesystem, whether the file was being linked, copied (from the
+node cache) or downloaded there.
+
+Stale files the plan names are removed first, each only if it is still the very file that was
+planned (same identity), and forgotten by the stat-cache. A missing working directory is
+created before anything else.
+
+At the end, each staged file is recorded in the stat-cache with its provenance (source identity
+and etag), so the next run skips it without reading it. Records are written once for the whole
+run, after a fresh ``stat`` taken after the recording time: a file whose identity moved since it
+was written is not recorded, and one written within the racy window is recorded but re-hashed
+once next time (see :mod:`taskkit.content.statcache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from taskkit.content.digest import CHUNK_SIZE, Digest
+from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
+from taskkit.exceptions import DataError, IOFailure, LinkOut, TaskFailure, from_os_error
+from taskkit.storage.retry import RetryBudget
+from taskkit.transfer.download import (
+    FULL_DISK,
+    Fetched,
+    Transfers,
+    locked,
+    open_partial,
+    remove_journal,
+    remove_partial,
+    write_error,
+)
+from taskkit.transfer.nodecache import NodeCache
+from taskkit.transfer.stage_plan import (
+    Input,
+    Plan,
+    PlanEntry,
+    default_workdir,
+    parse_input,
+    partial_path,
+    plan,
+)
+from taskkit.transfer.summary import Problem, Summary, run_plan
+
+__all__ = ["DEFAULT_JOBS", "Summary", "execute", "planned", "stage"]
+
+#: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
+#: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
+#: bound is ``DEFAULT_JOBS * 8 MiB``.
+DEFAULT_JOBS = 8
+#: Seconds between two records of the files staged so far: a ``kill -9`` loses at most the
+#: provenance of the files that arrived in the last of them.
+RECORD_EVERY = 0.5
+#: Attempts at a file whose bytes do not match the digest its source declares.
+DIGEST_ATTEMPTS = 2
+#: Node-cache objects larger than this are verified through the stat-cache; smaller ones hashed.
+_VERIFY_BY_CACHE = 1 << 20
+
+
+def planned(plan: Plan) -> Summary:
+    """The summary a dry run reports: what the real run would do."""
+    moving = [e for e in plan.entries if e.action in ("download", "resume")]
+    return Summary(
+        files=len(plan.entries),
+        transferred=len(moving),
+        resumed=plan.count("resume"),
+        skipped=plan.count("skip"),
+        linked=plan.count("link"),
+        removed=len(plan.removals),
+        failed=len(plan.problems),
+        bytes_transferred=plan.bytes_to_move,
+        dry_run=True,
+        problems=list(plan.problems),
+    )
+
+
+class _Done(NamedTuple):
+    """A file now at its final path, to be recorded with its provenance."""
+
+    entry: PlanEntry
+    stat: os.stat_result
+    digest: Digest
+    chunks: tuple[bytes, ...]
+    transferred: int
+    reused: int
+    linked: bool
+
+    @property
+    def action(self) -> str:
+        """What was done, which may not be what was planned (a ``link`` whose object was
+        gone is a download): as ``-v`` shows it and the summary counts it."""
+        if self.linked:
+            return "link"
+        return "resume" if self.reused else "download"
+
+
+class _Stale(Exception):
+    """A node-cache object failed verification and was deleted."""
+
+
+class _CacheFull(Exception):
+    """The node cache's disk has no room for a file: it goes straight into place instead."""
+
+
+def _full(exc: OSError | TaskFailure) -> bool:
+    """Whether ``exc`` (or the :class:`TaskFailure` made from it) is a full disk or quota."""
+    return getattr(exc, "errno", None) in FULL_DISK
+
+
+def stage(
+    inputs: Sequence[str | Input],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    node_cache: NodeCache | None = None,
+    retry: RetryBudget | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_empty: bool = False,
+    dry_run: bool = False,
+    on_plan: Callable[[Plan], None] | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+) -> Summary:
+    """Stage ``inputs`` (``"SRC=DEST"`` strings or :class:`Input`) into ``workdir``.
+
+    Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out. The
+    stat-cache defaults to :meth:`StatCache.open`; failures of single files are in the
+    summary (:meth:`Summary.exit_error`), not raised.
+    """
+    requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
+    return run_plan(
+        lambda stores, cache: plan(
+            requests,
+            workdir=default_workdir() if workdir is None else workdir,
+            stores=stores,
+            cache=cache,
+            node_cache=node_cache,
+            allow_empty=allow_empty,
+            record=not dry_run,
+            jobs=jobs,
+        ),
+        planned=planned,
+        execute=lambda the_plan, cache: execute(
+            the_plan,
+            jobs=jobs,
+            cache=cache,
+            node_cache=node_cache,
+            on_bytes=on_bytes,
+            on_file=on_file,
+        ),
+        cache=cache,
+        retry=retry,
+        storage_options=storage_options,
+        dry_run=dry_run,
+        on_plan=on_plan,
+    )
+
+
+def execute(
+    plan: Plan,
+    *,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    node_cache: NodeCache | None = None,
+    on_bytes: Callable[[int, bool], None] | None = None,
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+    allocate: Callable[[int, int, int], None] | None = None,
+) -> Summary:
+    """Carry out ``plan``; per-file failures are collected in the summary, not raised.
+    ``allocate`` reserves a file's blocks (default ``os.posix_fallocate``)."""
+    started = time.perf_counter()
+    summary = Summary(files=len(plan.entries), problems=list(plan.problems))
+    summary.failed = len(plan.problems)
+    if plan.create_workdir:
+        try:
+            plan.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, "cannot make the working directory") from exc
+    summary.removed = _remove_stale(plan, cache, summary)
+    transfers = Transfers(jobs or DEFAULT_JOBS, on_bytes, allocate=allocate)
+    run = _Run(plan, transfers, cache, node_cache)
+    work = [e for e in plan.entries if e.action != "skip"]
+    summary.skipped = len(plan.entries) - len(work)
+    done: list[_Done] = []
+    recorded_at = time.monotonic()
+    pool = ThreadPoolExecutor(run.transfers.jobs, thread_name_prefix="taskkit-stage")
+    try:
+        futures = {pool.submit(run.stage, entry): entry for entry in work}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=RECORD_EVERY, return_when=FIRST_COMPLETED)
+            for future in finished:
+                _count(future, futures[future], summary, done, on_file)
+            if cache is not None and done and time.monotonic() - recorded_at >= RECORD_EVERY:
+                # What has arrived is known as staged even if this process is killed before
+                # the end: the stale files of a later run are found by these records.
+                _record(cache, done, [])
+                done.clear()
+                recorded_at = time.monotonic()
+    finally:
+        run.transfers.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        run.transfers.close()
+        if cache is not None:
+            _record(cache, done, [e for e in plan.entries if e.action == "skip"])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _count(
+    future: Future[_Done],
+    entry: PlanEntry,
+    summary: Summary,
+    done: list[_Done],
+    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None,
+) -> None:
+    """Count one finished file in ``summary`` (``done`` gets it when it arrived)."""
+    try:
+        result = future.result()
+    except TaskFailure as exc:
+        summary.failed += 1
+        summary.problems.append(Problem(entry.source.url, exc))
+        if on_file is not None:
+            on_file(entry, exc)
+        return
+    done.append(result)
+    summary.linked += result.linked
+    summary.transferred += not result.linked
+    summary.resumed += result.reused > 0
+    summary.bytes_transferred += result.transferred
+    summary.bytes_reused += result.reused
+    if on_file is not None:
+        on_file(entry._replace(action=result.action), None)
+
+
+def _remove_stale(plan: Plan, cache: StatCache | None, summary: Summary) -> int:
+    """Remove the stale files of ``plan`` that are still as planned; how many went."""
+    removed: list[bytes] = []
+    for entry in plan.removals:
+        try:
+            if FileStat.from_stat(os.lstat(entry.path)) != entry.local:
+                continue  # changed (or gone) since it was planned: not ours to remove now
+            entry.path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            error = from_os_error(exc, "cannot remove the stale file")
+            summary.failed += 1
+            summary.problems.append(Problem(entry.dest, error))
+            continue
+        removed.append(path_key(entry.path))
+    if cache is not None:
+        cache.forget(removed)
+    return len(removed)
+
+
+class _Run:
+    def __init__(
+        self,
+        plan: Plan,
+        transfers: Transfers,
+        cache: StatCache | None,
+        node_cache: NodeCache | None,
+    ) -> None:
+        self.plan = plan
+        self.transfers = transfers
+        self.cache = cache
+        self.node_cache = node_cache
+        self._parents: set[Path] = set()  # directories made and checked by this run
+        #: The node-cache versions this run is about to fetch: their partials go last.
+        self.wanted = frozenset(
+            NodeCache.key(e.identity, e.source.version)
+            for e in plan.entries
+            if node_cache is not None and e.action != "skip"
+        )
+
+    def stage(self, entry: PlanEntry) -> _Done:
+        self._make_parent(entry)
+        node = self.node_cache
+        if node is not None and node.fits(entry.source.size):
+            try:
+                for _ in range(2):
+                    with contextlib.suppress(_Stale):
+                        return self._via_cache(entry, node)
+                # An object that keeps failing its check (a task still writing into it): bypass.
+            except _CacheFull:
+                pass  # the cache's disk is full: DEST may have room
+        return self._direct(entry)
+
+    def _make_parent(self, entry: PlanEntry) -> None:
+        """Create the directories above a file, never following a link out of the workdir:
+        the deepest one there is checked before any is made (a link out gets no new
+        directory behind it), the parent once they are."""
+        parent = entry.path.parent
+        if parent in self._parents:
+            return
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        self._refuse_link_out(entry, existing)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
+        self._refuse_link_out(entry, parent)
+        self._parents.add(parent)
+
+    def _refuse_link_out(self, entry: PlanEntry, directory: Path) -> None:
+        real = Path(os.path.realpath(directory))
+        root = self.plan.workdir
+        if real != root and root not in real.parents:
+            raise LinkOut(
+                f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
+                "directory through a link"
+            )
+
+    def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
+        """Fill a partial file, held locked by the caller, with the entry's bytes, checked
+        against any known digest. On a failure the partial goes when a retry cannot use it
+        (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
+        otherwise. The journal goes once the file is complete."""
+        try:
+            fetched = self.transfers.fetch(entry.store, entry.source, fd, partial)
+            if entry.expected is not None and fetched.digest != entry.expected:
+                raise DataError(
+                    f"cannot stage {entry.source.url!r}: its bytes have digest "
+                    f"{fetched.digest}, but its source declares {entry.expected}"
+                )
+            entry.store.confirm(entry.source)
+        except TaskFailure as exc:
+            if not exc.retryable or entry.source.size <= CHUNK_SIZE:
+                remove_partial(partial)
+            if isinstance(exc, IOFailure) and _full(exc):  # a full cache never gets here
+                raise IOFailure(
+                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {exc}",
+                    path=exc.filename,
+                    errno=exc.errno,
+                ) from exc
+            raise
+        remove_journal(partial)
+        return fetched
+
+    @staticmethod
+    def _attempts(action: Callable[[], _Done]) -> _Done:
+        """``action``, once more after a digest mismatch (a corrupted transfer)."""
+        for attempt in range(1, DIGEST_ATTEMPTS + 1):
+            try:
+                return action()
+            except DataError:
+                if attempt == DIGEST_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _direct(self, entry: PlanEntry) -> _Done:
+        partial = partial_path(entry.path)
+
+        def once() -> _Done:
+            with locked(partial) as fd:
+                fetched = self._fetch(entry, fd, partial)
+                _rename(partial, entry.path, entry)
+                st = os.fstat(fd)
+            return _Done(
+                entry,
+                st,
+                fetched.digest,
+                fetched.chunks,
+                fetched.transferred,
+                fetched.reused,
+                False,
+            )
+
+        return self._attempts(once)
+
+    def _via_cache(self, entry: PlanEntry, node: NodeCache) -> _Done:
+        """Fetch into the node cache unless it holds this version, then link. Everything
+        happens under the version's lock, so no other taskkit process downloads, links or
+        verifies the same object meanwhile (a link moves the object's ctime)."""
+        key = node.key(entry.identity, entry.source.version)
+        partial = node.partial(key)
+
+        def once() -> _Done:
+            fetched: Fetched | None = None
+            with locked(node.lock_path(key)):
+                digest = node.lookup(key)
+                if digest is None:
+                    fetched = self._add(entry, node, key, partial)
+                    digest = fetched.digest
+                    chunks = fetched.chunks
+                else:
+                    chunks = self._verify(node, node.object_path(digest), digest)
+                obj = node.object_path(digest)
+                st = self._link(obj, entry)
+            node.evict(keep=obj, wanted=self.wanted)
+            if fetched is None:
+                return _Done(entry, st, digest, chunks, 0, 0, True)
+            return _Done(entry, st, digest, chunks, fetched.transferred, fetched.reused, False)
+
+        return self._attempts(once)
+
+    def _add(self, entry: PlanEntry, node: NodeCache, key: str, partial: Path) -> Fetched:
+        """Fetch the entry into the node cache (room is made first) and publish it. Raises
+        :class:`_CacheFull`, leaving no partial, when the cache's disk cannot take it."""
+        with node.adding(key, entry.source.size, self.wanted):
+            try:
+                fd = open_partial(partial)
+                try:
+                    fetched = self._fetch(entry, fd, partial)
+                finally:
+                    os.close(fd)
+                node.publish(key, partial, fetched.digest)
+            except (IOFailure, OSError) as exc:
+                if not _full(exc):
+                    if isinstance(exc, TaskFailure):
+                        raise
+                    raise write_error(exc, "cannot add to the node cache") from exc
+                remove_partial(partial)
+                raise _CacheFull from exc
+        return fetched
+
+    def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
+        """The chunks of a cache object whose content still matches its name."""
+        from taskkit.content.hashing import hash_file
+
+        # Small objects are hashed: that is cheaper than a stat-cache read and write.
+        cache = self.cache if obj.stat().st_size > _VERIFY_BY_CACHE else None
+        try:
+            found = hash_file(obj, cache=cache)
+        except TaskFailure as exc:
+            raise _Stale from exc
+        if found.digest != digest:
+            node.discard(digest)
+            raise _Stale
+        return found.chunks
+
+    def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
+        """Put the cache object at the entry's path: a hard link, else a copy; atomically.
+        Only DEST's filesystem is written here, so a full disk is DEST's (the errors of a
+        link or a copy name the object first)."""
+        temp = partial_path(entry.path).with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        NodeCache.used(obj)  # before the stat below: it moves the ctime
+        how = "link"
+        try:
+            try:
+                os.link(obj, temp)
+            except FileNotFoundError as exc:
+                raise _Stale from exc  # evicted meanwhile: fetch it again
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                how = "copy"
+                shutil.copyfile(obj, temp)
+            _rename(temp, entry.path, entry)
+            # A rename onto another name of the same file does nothing (the path already was
+            # a link to this very object): the temporary name would stay behind.
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            st = os.stat(entry.path)
+        except OSError as exc:
+            if _full(exc):
+                # Measured before the partial copy goes, so the free space shown is the
+                # space the copy found.
+                exc.filename, exc.filename2 = str(entry.path), None
+                full = write_error(exc, f"cannot {how} it from the node cache to")
+                error: TaskFailure = IOFailure(
+                    f"cannot stage {entry.source.url!r} to {entry.dest!r}: {full}",
+                    path=entry.path,
+                    errno=exc.errno,
+                )
+            else:
+                error = write_error(exc, f"cannot stage {entry.source.url!r} to")
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise error from exc
+        return st
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _rename(temp: Path, final: Path, entry: PlanEntry) -> None:
+    try:
+        os.replace(temp, final)
+    except IsADirectoryError as exc:
+        raise IOFailure(
+            f"cannot stage {entry.source.url!r}: {entry.dest!r} is a directory", path=final
+        ) from exc
+
+
+def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> None:
+    """Record staged files, and the provenance of files found current, in the stat-cache."""
+    recorded_ns = cache.clock()
+    rows = []
+    for item in done:
+        try:
+            st = os.stat(item.entry.path)
+        except OSError:
+            continue
+        if _identity(st) != _identity(item.stat):
+            continue  # touched since it was written: not ours to vouch for
+        rows.append(
+            CacheEntry.of(
+                path_key(item.entry.path),
+                st,
+                item.digest,
+                item.chunks,
+                recorded_ns,
+                item.entry.identity,
+                item.entry.source.version,
+            )
+        )
+    keys = {path_key(e.path): e for e in skipped if not e.reason.startswith("unchanged since")}
+    for key, known in cache.lookup(sorted(keys)).items():
+        entry = keys[key]
+        if known.digest == entry.expected and (known.source, known.etag) != (
+            entry.identity,
+            entry.source.version,
+        ):
+            # Same trust as before (same identity, same recording time), now with provenance.
+            rows.append(
+                CacheEntry.of(
+                    key,
+                    known.stat,
+                    known.digest,
+                    known.chunks,
+                    known.recorded_ns,
+                    entry.identity,
+                    entry.source.version,
+                )
+            )
+    cache.record(rows)

@@ -1,0 +1,231 @@
+"""What a transfer run did, or for a dry run would do: the one summary ``stage`` and
+``upload`` both report, and ``--json`` prints; the one line that says it (:func:`stage_line`,
+:func:`upload_line`, printed by the commands and said by ``taskkit run``); :class:`Telling`,
+the one way both tell what a transfer does as it goes; and :func:`run_plan`, the one way both
+runs go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from taskkit.exceptions import TaskFailure
+
+if TYPE_CHECKING:
+    from taskkit.cli.progress import Progress
+    from taskkit.content.statcache import StatCache
+    from taskkit.storage.retry import RetryBudget
+    from taskkit.storage.stores import Stores
+    from taskkit.transfer.stage_plan import Plan, PlanEntry
+    from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
+
+__all__ = [
+    "Problem",
+    "Published",
+    "Summary",
+    "Telling",
+    "run_plan",
+    "stage_line",
+    "upload_line",
+    "warn_passed",
+]
+
+_P = TypeVar("_P")
+
+
+class Problem(NamedTuple):
+    """A file, or a request for files, that cannot be transferred."""
+
+    what: str
+    error: TaskFailure
+
+
+class Published(NamedTuple):
+    """A manifest an upload left published: where (shown, never a credential), its version
+    in the store, and its bytes (the journal keeps a copy)."""
+
+    url: str
+    version: str
+    data: bytes
+
+
+@dataclass
+class Summary:
+    """What a staging or upload run did (or, for a dry run, would do). :meth:`as_json` is
+    the summary object ``--json`` prints."""
+
+    files: int = 0
+    transferred: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    linked: int = 0
+    #: Staging only: stale files removed (staged from blobs that no longer exist).
+    removed: int | None = None
+    failed: int = 0
+    bytes_transferred: int = 0
+    bytes_reused: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    #: An upload's manifests, in the order of its DESTs (written, or found saying the same).
+    published: list[Published] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        removed = {} if self.removed is None else {"removed": self.removed}
+        return {
+            "files": self.files,
+            "transferred": self.transferred,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "linked": self.linked,
+            **removed,
+            "failed": self.failed,
+            "bytes_transferred": self.bytes_transferred,
+            "bytes_reused": self.bytes_reused,
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+        }
+
+    def exit_error(self) -> TaskFailure | None:
+        """The failure the run ends with: the first permanent one, else the first one."""
+        errors = [p.error for p in self.problems]
+        return next((e for e in errors if not e.retryable), errors[0] if errors else None)
+
+
+def _rate(summary: Summary) -> str:
+    from taskkit.cli.progress import format_size
+
+    if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
+        return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
+    return ""
+
+
+def stage_line(summary: Summary) -> str:
+    """``staged 204 files in 9.10 s: 200 downloaded (...), 3 linked from the node cache, ...``"""
+    from taskkit.cli.progress import format_size
+
+    verb = "would stage" if summary.dry_run else "staged"
+    return (
+        f"{verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} downloaded ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.linked} linked from the node cache, {summary.skipped} already present, "
+        f"{summary.failed} failed"
+        + (f", {summary.removed} stale removed" if summary.removed else "")
+    )
+
+
+def upload_line(summary: Summary, published: Sequence[str] = ()) -> str:
+    """``uploaded 20 files in 1.20 s: 3 sent (...), 17 already there, 0 failed; published``,
+    naming where when ``published`` lists the DESTs (their credentials hidden)."""
+    from taskkit.cli.progress import format_size
+    from taskkit.redaction import redact
+
+    verb = "would upload" if summary.dry_run else "uploaded"
+    if summary.dry_run:
+        outcome = ""
+    elif summary.problems:
+        outcome = "; not published"
+    else:
+        outcome = "; published" + "".join(
+            f"{' ' if i == 0 else ', '}{redact(dest)}" for i, dest in enumerate(published)
+        )
+    return (
+        f"{verb} {summary.files} files in {summary.seconds:.2f} s: "
+        f"{summary.transferred} sent ({format_size(summary.bytes_transferred)}"
+        f"{_rate(summary)}, {summary.resumed} resumed), "
+        f"{summary.skipped} already there, {summary.failed} failed{outcome}"
+    )
+
+
+def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
+    """Say which files the output patterns met but do not upload (links out, FIFOs)."""
+    for passed in plan.passed:
+        warn(f"not uploading {passed.path!r}: {passed.reason}")
+
+
+class Telling:
+    """The callbacks of one transfer (``on_plan``, ``on_bytes``, ``on_file``, ``on_problem``)
+    turned into lines, in the same words for ``taskkit stage``/``upload`` and ``taskkit run``:
+    plan problems and failed files are errors, files done are notes when ``verbose``, and the
+    progress counts what the plan will move. A subclass says where a line goes (:meth:`tell`)
+    and how progress is shown (:meth:`_start`)."""
+
+    verbose: bool
+    progress: Progress | None
+
+    def tell(self, kind: str, line: str) -> None:
+        """One line of ``kind`` (``note``, ``warning``, ``error``) to wherever this goes."""
+        raise NotImplementedError
+
+    def _start(self, total_bytes: int, files: int) -> None:
+        """Show the progress of ``files`` files, ``total_bytes`` in all, from now on."""
+        raise NotImplementedError
+
+    def staging_planned(self, plan: Plan) -> None:
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action != "skip"]
+        self._start(sum(e.source.size for e in moving), len(moving))
+
+    def upload_planned(self, plan: UploadPlan) -> None:
+        warn_passed(plan, lambda line: self.tell("warning", line))
+        for problem in plan.problems:
+            self.problem(problem)
+        moving = [e for e in plan.entries if e.action == "send"]
+        self._start(sum(e.size for e in moving), len(moving))
+
+    def moved(self, n: int, reused: bool) -> None:
+        if self.progress is not None:
+            self.progress.add_bytes(n, reused)
+
+    # The -v line is made only when it is shown; tell() redacts what it shows.
+    def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
+        self._done(error, lambda: f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
+
+    def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
+        self._done(error, lambda: f"sent  {entry.local} -> {entry.url}")
+
+    def problem(self, problem: Problem) -> None:
+        self.tell("error", str(problem.error))
+
+    def _done(self, error: TaskFailure | None, line: Callable[[], str]) -> None:
+        if self.progress is not None:
+            self.progress.file_done()
+        if error is not None:
+            self.tell("error", str(error))
+        elif self.verbose:
+            self.tell("note", line())
+
+
+def run_plan(
+    make_plan: Callable[[Stores, StatCache | None], _P],
+    *,
+    planned: Callable[[_P], Summary],
+    execute: Callable[[_P, StatCache | None], Summary],
+    cache: StatCache | None,
+    retry: RetryBudget | None,
+    storage_options: Mapping[str, Any] | None,
+    dry_run: bool,
+    on_plan: Callable[[_P], None] | None,
+) -> Summary:
+    """Open the run's stores and stat-cache (the default one, read-only for a dry run),
+    make the plan, show it to ``on_plan``, then report it (``dry_run``) or carry it out."""
+    from taskkit.content.statcache import StatCache
+    from taskkit.storage.stores import Stores
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stores = stack.enter_context(Stores(retry, storage_options))
+        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
+            stack.enter_context(cache)
+        the_plan = make_plan(stores, cache)
+        if on_plan is not None:
+            on_plan(the_plan)
+        summary = planned(the_plan) if dry_run else execute(the_plan, cache)
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,195 @@
+"""taskkit/attempt.py: an attempt ends in order whatever stops it, and says what it leaves out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runner_helpers import SH_TASKKIT, TASKKIT, Task, interrupted_publish, q, sh
+
+from taskkit.runner.command import Stopped, signals_held, stopped_by_signals
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Iterator[Task]:
+    opened = Task(tmp_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_a_signal_while_taskkit_works_raises_stopped_and_the_handlers_come_back() -> None:
+    """SIGTERM inside the block is Stopped (not the default death); outside it, as before."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as caught, stopped_by_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert caught.value.name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signals_held_arrive_where_the_block_ends() -> None:
+    """Within stopped_by_signals, a SIGTERM inside signals_held() does not cut the block:
+    Stopped is raised where it ends, once; the handlers come back."""
+    before = signal.getsignal(signal.SIGTERM)
+    done: list[str] = []
+
+    def held_then_on() -> None:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("rest of the block")
+        done.append("after the block")
+
+    with pytest.raises(Stopped), stopped_by_signals():
+        held_then_on()
+    assert done == ["rest of the block"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_missing_working_directory_is_made(task: Task) -> None:
+    """--workdir that does not exist yet is created, not reported as 'command not found'."""
+    fresh = task.root / "not-yet" / "wd"
+    done = task.run(["sh", "-c", "pwd > here.txt"], workdir=fresh)
+    assert done.returncode == 0, done.stderr
+    assert (fresh / "here.txt").read_text().strip() == str(fresh)
+
+
+def test_a_working_directory_that_is_a_file_is_retryable_203(task: Task) -> None:
+    """A node-local problem is retryable and never recorded as the task's permanent failure."""
+    blocker = task.root / "a-file"
+    blocker.write_text("x")
+    done = task.run(["true"], "--max-retries", "2", workdir=blocker)
+    assert done.returncode == 203, done.stderr
+    assert task.outcome() is None
+    assert task.attempt(1)["verdict"] == "retryable"
+
+
+def test_a_step_runs_where_it_is_called(task: Task) -> None:
+    """'cd sub && taskkit step ...' runs the step and finds its outputs in sub/."""
+    results = task.root / "results"
+    script = (
+        "mkdir -p sub && cd sub && "
+        f"{SH_TASKKIT} step s1 -o 'o.txt=file://{results}/' -- "
+        "sh -c 'pwd > o.txt'"
+    )
+    done = task.run(["sh", "-c", script])
+    assert done.returncode == 0, done.stderr
+    assert (results / "o.txt").read_text().strip() == str(task.workdir / "sub")
+
+
+def test_allow_empty_publishes_an_empty_output(task: Task) -> None:
+    """Without --allow-empty an output that matches nothing is 201; with it, an empty set."""
+    dest = task.root / "results"
+    refused = task.run(["true"], "-o", f"out/**=file://{dest}/")
+    assert refused.returncode == 201, refused.stderr
+    other = Task(task.root, task="task-2")
+    done = other.run(["true"], "-o", f"out/**=file://{dest}/", "--allow-empty")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((dest / "_taskkit_manifest.json").read_text())["files"] == []
+
+
+def test_files_the_outputs_leave_out_are_named(task: Task) -> None:
+    """A link out of the working directory is not uploaded, and the run says so."""
+    dest = task.root / "results"
+    command = sh(f"mkdir -p out && echo x > out/a.txt && ln -sf {q(task.root)}/outside out/link")
+    (task.root / "outside").write_text("secret-ish")
+    done = task.run(command, "-o", f"out/**=file://{dest}/")
+    assert done.returncode == 0, done.stderr
+    assert "not uploading 'out/link'" in done.stderr
+    assert not (dest / "link").exists()
+
+
+def test_sigterm_while_taskkit_waits_to_publish_ends_the_attempt_in_order(task: Task) -> None:
+    """A live attempt of other work holds the publishing claim; SIGTERM while this one waits
+    for it gives exit 143, a recorded end, logs, and no claim of this attempt left behind."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        journal = task.state_dir / task.job / task.task
+        start = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+        from taskkit.runner.journal import host_identity, now
+
+        holder = {
+            "number": 99,
+            "host": host_identity(),
+            "pid": sleeper.pid,
+            "pid_start": start,
+            "fingerprint": "other",
+            "started": now(),
+            "heartbeat": now(),
+            "interval": 30.0,
+        }
+        claim = {"state": "publishing", "fingerprint": "other", "attempt": 99, "at": now()}
+        command = sh(
+            f"mkdir -p {q(journal / 'attempts')} && "
+            f"printf %s {q(json.dumps(holder))} > {q(journal / 'attempts' / '00099.json')} && "
+            f"printf %s {q(json.dumps(claim))} > {q(journal / 'outcome.json')} && "
+            f"touch {q(task.box / 'claimed.started')}"
+        )
+        proc = task.start(command, "--max-retries", "3")
+        task.wait_started("claimed", proc)  # the command is done; taskkit is about to wait
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        record = task.attempt(1)
+        assert (record["exit_code"], record["verdict"]) == (143, "retryable")
+        outcome = json.loads((journal / "outcome.json").read_text())
+        assert (outcome["state"], outcome["attempt"]) == ("publishing", 99)
+        assert "attempt 1: retryable" in task.log(1, "taskkit")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+PUBLISH_GATES = ["phase", "upload", "uploaded", "claim"]
+
+
+def publishing(task: Task) -> tuple[list[str], tuple[str, ...]]:
+    """A command counting its runs and writing out/a.txt, and its options to publish it."""
+    command = sh(f"{task.counted('cmd')}\nmkdir -p out\necho alpha > out/a.txt\n")
+    return command, ("--max-retries", "3", "-o", f"out/**=file://{task.root / 'dest'}/")
+
+
+@pytest.mark.parametrize("gate", PUBLISH_GATES)
+def test_sigterm_anywhere_in_the_publish_gives_the_claim_back(task: Task, gate: str) -> None:
+    """SIGTERM at any moment from the publishing claim to the success record (the phase's
+    log flush, the upload, after it, the claim's own write): the attempt ends 143, no claim
+    is left behind, status shows no outcome; the next attempt publishes."""
+    command, options = publishing(task)
+    stopped = interrupted_publish(task, gate, signal.SIGTERM, command, *options)
+    assert stopped.returncode == 143, stopped.stderr
+    assert task.outcome() is None
+    assert task.attempt(1)["exit_code"] == 143
+    assert task.status()["outcome"] is None
+    again = task.run(command, *options)
+    assert again.returncode == 0, again.stderr
+    assert (task.count("cmd"), task.outcome()["attempt"]) == (2, 2)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("gate", ["phase", "uploaded"])
+def test_a_claim_whose_holder_died_is_shown_stale(task: Task, gate: str) -> None:
+    """kill -9 while publishing leaves the claim: status shows it as stale (interrupted), not
+    as an outcome, in the task view and in the job's table; the next attempt takes it over."""
+    command, options = publishing(task)
+    killed = interrupted_publish(task, gate, signal.SIGKILL, command, *options)
+    assert killed.returncode == -signal.SIGKILL
+    assert task.outcome()["state"] == "publishing"  # type: ignore[index]
+    shown = task.status()["outcome"]
+    assert (shown["stale"], shown["replaced"]) == ("interrupted", None)
+    base = [*TASKKIT, "status", "--state", task.state, "--job-id", task.job]
+    text = task.taskkit([*base, "--task-id", task.task]).stdout.splitlines()
+    assert text[1] == "outcome: none yet", text
+    assert text[2].startswith("  stale publishing claim of attempt 1 at ")
+    assert text[2].endswith(
+        ", publishing: that attempt was interrupted; the next attempt takes it over"
+    )
+    [row] = json.loads(task.taskkit([*base, "--json"]).stdout)["tasks"]
+    assert (row["outcome"], row["exit_code"]) == ("open", None)
+    assert row["reason"] == "stale publishing claim of attempt 1 (interrupted)"
+    again = task.run(command, *options)
+    assert again.returncode == 0, again.stderr
+    assert task.outcome()["state"] == "success"  # type: ignore[index]

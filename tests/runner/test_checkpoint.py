@@ -1,0 +1,271 @@
+"""taskkit.runner.checkpoint: the checkpoint directory mirrored to the journal, per fingerprint."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from taskkit.runner.checkpoint import Checkpoint, restore
+from taskkit.storage.stores import Stores
+from taskkit.transfer.upload_plan import MANIFEST_NAME
+
+FP = "xxh3-128:22222222222222222222222222222222"
+OTHER_FP = "xxh3-128:33333333333333333333333333333333"
+TASK: dict[str, str | int] = {"job_id": "job", "task_id": "task", "attempt": 1}
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads keep their stat cache in the test's own directory."""
+    monkeypatch.setenv("TASKKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """Where the checkpoint is synced to (a file:// prefix), not yet created."""
+    return tmp_path / "state" / "job" / "task" / "checkpoint"
+
+
+def _checkpoint(
+    directory: Path, remote: Path, fingerprint: str = FP, warnings: list[str] | None = None
+) -> Checkpoint:
+    return Checkpoint(
+        str(directory),
+        f"file://{remote}/",
+        fingerprint,
+        task=TASK,
+        interval=3600.0,
+        warn=(warnings if warnings is not None else []).append,
+    )
+
+
+def _fill(directory: Path) -> None:
+    (directory / "sub").mkdir(parents=True, exist_ok=True)
+    (directory / "model.bin").write_bytes(b"weights" * 100)
+    (directory / "sub" / "step.txt").write_text("epoch 3\n")
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _snapshot(root: Path) -> set[tuple[str, int]]:
+    """Every file under ``root`` with its modification time (ns): a write changes it."""
+    found = set()
+    for base, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(base, name)
+            found.add((path, os.stat(path).st_mtime_ns))
+    return found
+
+
+def test_restore_without_a_manifest_is_zero(stores: Stores, tmp_path: Path, remote: Path) -> None:
+    """Nothing synced yet: restore creates the directory empty and returns 0."""
+    local = tmp_path / "ckpt"
+    checkpoint = _checkpoint(local, remote)
+    assert checkpoint.restore(stores) == 0
+    assert local.is_dir()
+    assert list(local.iterdir()) == []
+    assert checkpoint.restored == 0
+
+
+def test_sync_of_an_empty_never_restored_directory_writes_nothing(
+    tmp_path: Path, remote: Path
+) -> None:
+    """No file and nothing restored: no upload and no manifest, not even the prefix."""
+    local = tmp_path / "ckpt"
+    (local / "empty-subdir").mkdir(parents=True)
+    warnings: list[str] = []
+    _checkpoint(local, remote, warnings=warnings).sync()
+    assert not (tmp_path / "state").exists()
+    assert warnings == []
+
+
+def test_sync_uploads_and_publishes_a_manifest_with_the_fingerprint(
+    tmp_path: Path, remote: Path
+) -> None:
+    """Every file is uploaded and a manifest names them and the task, with the fingerprint."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    warnings: list[str] = []
+    _checkpoint(local, remote, warnings=warnings).sync()
+    assert warnings == []
+    assert _contents(remote) == {
+        **_contents(local),
+        MANIFEST_NAME: (remote / MANIFEST_NAME).read_bytes(),
+    }
+    manifest = json.loads((remote / MANIFEST_NAME).read_bytes())
+    assert manifest["task"] == {**TASK, "fingerprint": FP}
+    assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
+
+
+def test_a_second_sync_of_an_unchanged_directory_writes_nothing(
+    tmp_path: Path, remote: Path
+) -> None:
+    """Syncing again with no change rewrites no file and no manifest."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    checkpoint = _checkpoint(local, remote)
+    checkpoint.sync()
+    before = _snapshot(remote)
+    checkpoint.sync()
+    assert _snapshot(remote) == before
+
+
+def test_a_sync_after_a_change_publishes_the_change(tmp_path: Path, remote: Path) -> None:
+    """A new and a changed file are uploaded and the manifest names them."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    checkpoint = _checkpoint(local, remote)
+    checkpoint.sync()
+    (local / "sub" / "step.txt").write_text("epoch 4, longer\n")
+    (local / "new.txt").write_text("new")
+    checkpoint.sync()
+    assert (remote / "sub" / "step.txt").read_text() == "epoch 4, longer\n"
+    names = [f["name"] for f in json.loads((remote / MANIFEST_NAME).read_bytes())["files"]]
+    assert names == ["model.bin", "new.txt", "sub/step.txt"]
+
+
+def test_restore_brings_back_the_same_work(stores: Stores, tmp_path: Path, remote: Path) -> None:
+    """A retry of the same work on another directory gets every synced file back."""
+    first = tmp_path / "first"
+    _fill(first)
+    _checkpoint(first, remote).sync()
+    second = tmp_path / "second"
+    checkpoint = _checkpoint(second, remote)
+    assert checkpoint.restore(stores) == 2
+    assert checkpoint.restored == 2
+    assert _contents(second) == _contents(first)
+
+
+def test_restore_of_other_work_brings_nothing(stores: Stores, tmp_path: Path, remote: Path) -> None:
+    """A checkpoint synced for another fingerprint is not restored."""
+    first = tmp_path / "first"
+    _fill(first)
+    _checkpoint(first, remote, fingerprint=OTHER_FP).sync()
+    second = tmp_path / "second"
+    assert _checkpoint(second, remote).restore(stores) == 0
+    assert list(second.iterdir()) == []
+
+
+def test_restore_brings_only_files_the_manifest_names(
+    stores: Stores, tmp_path: Path, remote: Path
+) -> None:
+    """A blob under the prefix that the manifest does not name stays where it is."""
+    first = tmp_path / "first"
+    _fill(first)
+    _checkpoint(first, remote).sync()
+    (remote / "stray.txt").write_text("left by a crashed sync")
+    second = tmp_path / "second"
+    assert _checkpoint(second, remote).restore(stores) == 2
+    assert sorted(_contents(second)) == ["model.bin", "sub/step.txt"]
+
+
+def test_a_restored_directory_syncs_without_uploading_again(
+    stores: Stores, tmp_path: Path, remote: Path
+) -> None:
+    """Restored files are already in the store: syncing them back writes nothing."""
+    first = tmp_path / "first"
+    _fill(first)
+    _checkpoint(first, remote).sync()
+    second = tmp_path / "second"
+    checkpoint = _checkpoint(second, remote)
+    checkpoint.restore(stores)
+    before = _snapshot(remote)
+    checkpoint.sync()
+    assert _snapshot(remote) == before
+
+
+def test_restore_function_stages_named_files(stores: Stores, tmp_path: Path) -> None:
+    """restore() stages (url, path) pairs into the directory."""
+    source = tmp_path / "src.txt"
+    source.write_text("payload")
+    target = tmp_path / "target"
+    target.mkdir()
+    summary = restore([(f"file://{source}", "deep/copy.txt")], target, stores=stores)
+    assert summary.exit_error() is None
+    assert (target / "deep" / "copy.txt").read_text() == "payload"
+
+
+def test_the_context_manager_syncs_at_exit(tmp_path: Path, remote: Path) -> None:
+    """Leaving the with-block syncs once more, so the last state is published."""
+    local = tmp_path / "ckpt"
+    local.mkdir()
+    with _checkpoint(local, remote) as checkpoint:
+        assert not (remote / MANIFEST_NAME).exists()
+        _fill(local)
+    assert checkpoint._every._thread is not None
+    assert not checkpoint._every._thread.is_alive()
+    manifest = json.loads((remote / MANIFEST_NAME).read_bytes())
+    assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
+
+
+def test_the_context_manager_syncs_at_exit_after_an_error(tmp_path: Path, remote: Path) -> None:
+    """An exception in the block still leaves a synced checkpoint, and is not swallowed."""
+    local = tmp_path / "ckpt"
+    local.mkdir()
+
+    def failing_command() -> None:
+        with _checkpoint(local, remote):
+            _fill(local)
+            raise KeyError("the command failed")
+
+    with pytest.raises(KeyError):
+        failing_command()
+    assert (remote / MANIFEST_NAME).exists()
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root ignores directory permissions, so chmod cannot make the store fail",
+)
+def test_a_sync_to_a_read_only_store_only_warns(tmp_path: Path, remote: Path) -> None:
+    """A sync that cannot write (read-only destination) warns through the callback and returns."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    remote.mkdir(parents=True)
+    remote.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    warnings: list[str] = []
+    try:
+        _checkpoint(local, remote, warnings=warnings).sync()
+    finally:
+        remote.chmod(stat.S_IRWXU)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("cannot sync the checkpoint directory")
+    assert not (remote / MANIFEST_NAME).exists()
+
+
+def test_a_sync_to_an_unwritable_store_only_warns(tmp_path: Path) -> None:
+    """A destination below a regular file cannot be written (also as root): one warning, no
+    exception, and the context manager's exit does not raise either."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    remote = blocker / "checkpoint"
+    local = tmp_path / "ckpt"
+    _fill(local)
+    warnings: list[str] = []
+    _checkpoint(local, remote, warnings=warnings).sync()
+    assert len(warnings) == 1
+    assert warnings[0].startswith("cannot sync the checkpoint directory")
+    assert "\n" not in warnings[0]
+    with _checkpoint(local, remote, warnings=warnings):
+        pass
+    assert len(warnings) == 2
+
+
+def test_checkpoint_url_gets_a_trailing_slash(tmp_path: Path) -> None:
+    """The URL is a prefix; the task recorded is the given one plus the fingerprint."""
+    checkpoint = Checkpoint(
+        str(tmp_path), "memory://x/ckpt", FP, task={"job_id": "j"}, interval=1.0, warn=print
+    )
+    assert checkpoint.url == "memory://x/ckpt/"
+    assert checkpoint.task == {"job_id": "j", "fingerprint": FP}
+    assert repr(checkpoint) == f"Checkpoint({str(tmp_path)!r})"

@@ -1,0 +1,86 @@
+"""taskkit.storage.fsstore for stores that key a file by its whole URL (http, https): the URL is
+shown
+once and without its token, and a file's identity (the stat-cache's provenance, the node
+cache's key) does not change when the token does."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+from http_fakes import BODY, http_server
+
+from taskkit.storage.stores import Stores
+
+TOKEN = "sv=2026-10-06&se={}&sr=b&sp=r&sig={}"
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, list[str]]]:
+    with http_server() as found:
+        yield found
+
+
+def test_an_http_file_is_shown_once_and_without_its_token(
+    stores: Stores, served: tuple[str, list[str]]
+) -> None:
+    """The listing's URL is the URL as given, without 'http://http://' and without the SAS;
+    the request itself carried the token."""
+    base, seen = served
+    url = f"{base}/ok/dir/a.bin?{TOKEN.format('2030-01-01', 'U0lHTkFUVVJF')}"
+    store, key = stores.open(url)
+    file = store.stat(key)
+    assert file.url == f"{base}/ok/dir/a.bin"
+    assert store.url(key) == file.url
+    assert file.size == len(BODY)
+    assert store.read(file, 2, 4) == BODY[2:6]
+    assert all("sig=U0lHTkFUVVJF" in line for line in seen)  # the server got the token
+
+
+def test_an_http_file_has_one_identity_whatever_its_token(
+    stores: Stores, served: tuple[str, list[str]]
+) -> None:
+    """Two tokens for one file: one identity, free of either."""
+    base, _ = served
+    one = f"{base}/ok/a.bin?{TOKEN.format('2030-01-01', 'T05F')}"
+    two = f"{base}/ok/a.bin?{TOKEN.format('2031-01-01', 'VFdP')}"
+    (s1, k1), (s2, k2) = stores.open(one), stores.open(two)
+    assert s1.identity(k1) == s2.identity(k2) == f"{base}/ok/a.bin"
+
+
+def test_query_parameters_that_are_no_credential_stay_in_the_identity(
+    stores: Stores, served: tuple[str, list[str]]
+) -> None:
+    """A snapshot or version selects content: two of them are two sources."""
+    base, _ = served
+    store, key = stores.open(f"{base}/ok/a.bin?snapshot=1&sig=T05F")
+    other, key2 = stores.open(f"{base}/ok/a.bin?snapshot=2&sig=T05F")
+    assert store.identity(key) == f"{base}/ok/a.bin?snapshot=1"
+    assert store.identity(key) != other.identity(key2)
+
+
+def test_local_and_memory_urls_are_shown_as_before(stores: Stores) -> None:
+    """Stores whose keys are paths keep their form: a path, and protocol://key."""
+    store, key = stores.open("memory://bucket/x.txt")
+    assert store.url(key) == "memory://bucket/x.txt"
+    local, path = stores.open("/tmp/some?file")
+    assert local.url(path) == "/tmp/some?file"
+
+
+def test_an_http_files_password_is_shown_masked_and_left_out_of_its_identity(
+    stores: Stores,
+) -> None:
+    """http://user:PASSWORD@...: the request carries the password; the URL shown masks it,
+    the identity drops it (the user stays), so a rotated password names the same source."""
+    sent: list[str] = []
+    with http_server(authorizations=sent) as (base, _):
+        one = base.replace("http://", "http://reader:Rmlyc3Q@") + "/ok/a.bin?sig=T05F"
+        two = base.replace("http://", "http://reader:U2Vjb25k@") + "/ok/a.bin"
+        (s1, k1), (s2, k2) = stores.open(one), stores.open(two)
+        file = s1.stat(k1)
+        assert s1.read(file, 0, 2) == BODY[:2]
+    public = base.replace("http://", "http://reader@") + "/ok/a.bin"
+    assert s1.identity(k1) == s2.identity(k2) == public
+    assert file.url == s1.url(k1) == base.replace("http://", "http://reader:***@") + "/ok/a.bin"
+    assert set(sent) == {"Basic " + base64.b64encode(b"reader:Rmlyc3Q").decode()}
