@@ -14,6 +14,7 @@ from taskkit.content.statcache import StatCache, default_cache_dir
 from taskkit.content.walk import Failed, Skipped
 from taskkit.exceptions import (
     ConfigError,
+    Conflict,
     DataError,
     InputNotFound,
     IOFailure,
@@ -94,6 +95,7 @@ __all__ = [
     "CHUNK_SIZE",
     "CodeSet",
     "ConfigError",
+    "Conflict",
     "DataError",
     "Decision",
     "Digest",
