@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from upload_fakes import FakeBlobStore, FakeStores, Recorded, clear_memory
+from upload_fakes import FakeStores, Recorded, clear_memory
 
 import taskkit.content.hashing
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes, hash_chunk
@@ -29,6 +29,7 @@ from taskkit.exceptions import (
     TransientError,
 )
 from taskkit.storage.base import DIGEST_METADATA, Store, file_metadata
+from taskkit.storage.memory import MemoryStore
 from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest, ManifestFile
 from taskkit.transfer.patterns import parse_output
@@ -78,15 +79,18 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest.parse(path.read_bytes(), str(path))
 
 
-def recording(before: object = None) -> tuple[FakeStores, list[Recorded]]:
-    """Stores whose every store is a :class:`Recorded` (the list fills as they are opened)."""
+def recording(
+    before: object = None, fake: MemoryStore | None = None
+) -> tuple[FakeStores, list[Recorded]]:
+    """Stores whose every store is a :class:`Recorded` (the list fills as they are opened),
+    ``fake`` (a new one by default) at ``fake://``."""
     made: list[Recorded] = []
 
     def wrap(store: Store) -> Store:
         made.append(Recorded(store, before))  # type: ignore[arg-type]
         return made[-1]
 
-    return FakeStores(wrap=wrap), made
+    return FakeStores(fake, wrap=wrap), made
 
 
 @pytest.fixture(autouse=True)
@@ -395,12 +399,13 @@ def test_blocks_the_store_already_holds_are_not_sent_again(workdir: Path) -> Non
     a held block of other content is replaced."""
     data = random.Random(4).randbytes(2 * CHUNK_SIZE + 10)
     make(workdir, {"big.bin": data})
-    fake = FakeBlobStore()
+    fake = MemoryStore("fake")
     first = f"00000-{hash_chunk(data[:CHUNK_SIZE]).hex()}"
     stale = f"00001-{hash_chunk(b'something else').hex()}"
-    fake.blocks["c/big.bin"] = {first: data[:CHUNK_SIZE], stale: b"something else"}
-    stores, made = recording()
-    stores.fake = fake
+    held = fake.writer("c/big.bin")
+    held.write(first, data[:CHUNK_SIZE])
+    held.write(stale, b"something else")
+    stores, made = recording(fake=fake)
     summary = run(["big.bin=fake://c/"], workdir, stores, task={})
     assert summary.problems == []
     assert sorted(b[1][:5] for b in made[0].blocks) == ["00001", "00002"]
@@ -634,8 +639,7 @@ def test_a_failed_unpublish_changes_nothing(workdir: Path) -> None:
         if action == "delete":
             raise TransientError(f"cannot delete {key}: the service is busy")
 
-    wrapped, made = recording(refuse_delete)
-    wrapped.fake = stores.fake
+    wrapped, made = recording(refuse_delete, stores.fake)
     summary = run(["*.txt=fake://c/"], workdir, wrapped, task={})
     assert made[0].calls == [("delete", f"c/{MANIFEST_NAME}")]
     (problem,) = summary.problems
@@ -682,8 +686,7 @@ def test_the_fence_is_passed_right_before_each_manifest_delete_and_write(workdir
     """Each manifest delete and each manifest write comes right after a call of the fence,
     and each changing DEST passed it before any file is sent; files are sent without one."""
     old = published_twice(workdir)
-    stores, made = recording()
-    stores.fake = old.fake
+    stores, made = recording(fake=old.fake)
     summary = run(
         TWO_DESTS, workdir, stores, task={}, fence=lambda: made[0].calls.append(("fence", ""))
     )
@@ -742,8 +745,7 @@ def test_a_fence_that_refuses_an_unpublish_deletes_nothing_and_sends_nothing(
     """The fence refuses before the published manifest is deleted: both manifests stay, no
     file is sent, and the fence's failure is the run's."""
     old = published_twice(workdir)
-    stores, made = recording()
-    stores.fake = old.fake
+    stores, made = recording(fake=old.fake)
     refusal = TransientError("lost the publishing claim to attempt 3")
 
     def fence() -> None:
@@ -772,7 +774,7 @@ def test_sent_files_are_recorded_with_the_blob_they_became(
         entry = cache.get(workdir / name, os.stat(workdir / name))
         assert entry is not None, name
         assert entry.source == f"fake://c/run/{name}"
-        assert entry.etag == stores.fake.blobs[f"c/run/{name}"][2]
+        assert entry.etag == stores.fake.blobs[f"c/run/{name}"].version
         assert entry.digest == hash_file(workdir / name).digest
 
     def refuse(*args: object, **kwargs: object) -> None:

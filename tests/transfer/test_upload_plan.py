@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upload_fakes import FakeBlobStore, FakeStores, clear_memory
+from upload_fakes import FakeStores, clear_memory
 
 import taskkit.content.hashing
 from taskkit.content.digest import hash_bytes
@@ -22,6 +22,7 @@ from taskkit.exceptions import (
     UsageError,
 )
 from taskkit.storage.base import RemoteFile, file_metadata
+from taskkit.storage.memory import MemoryStore
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadPlan, plan
@@ -183,7 +184,7 @@ def test_provenance_in_the_stat_cache_skips_without_hashing(
 ) -> None:
     """A file recorded as uploaded to this very blob version is skipped unread."""
     make(workdir, {"a.txt": b"alpha"})
-    fake = FakeBlobStore()
+    fake = MemoryStore("fake")
     etag = fake.put("c/run/a.txt", b"alpha", file_metadata(hash_bytes(b"alpha"), 5))
     remember(cache, workdir / "a.txt", b"alpha", "fake://c/run/a.txt", etag)
     the_plan = plan(
@@ -199,7 +200,7 @@ def test_a_cached_digest_decides_without_hashing(
     """Without matching provenance, a trusted cached digest is compared with the blob's
     taskkit digest: equal is a skip, different a send; nothing is read."""
     make(workdir, {"same.txt": b"same", "diff.txt": b"mine"})
-    fake = FakeBlobStore()
+    fake = MemoryStore("fake")
     fake.put("c/same.txt", b"same", file_metadata(hash_bytes(b"same"), 4))
     fake.put("c/diff.txt", b"them", file_metadata(hash_bytes(b"them"), 4))
     remember(cache, workdir / "same.txt", b"same", "fake://c/same.txt", "an-older-etag")
@@ -217,7 +218,7 @@ def test_without_a_trusted_entry_the_file_is_hashed(workdir: Path, cache: StatCa
     make(workdir, {"a.txt": b"old!"})
     remember(cache, workdir / "a.txt", b"old!")
     (workdir / "a.txt").write_bytes(b"new!")
-    fake = FakeBlobStore()
+    fake = MemoryStore("fake")
     fake.put("c/a.txt", b"new!", file_metadata(hash_bytes(b"new!"), 4))
     the_plan = plan(
         outputs("a.txt=fake://c/"), workdir=workdir, stores=FakeStores(fake), cache=cache
@@ -231,7 +232,7 @@ def test_without_a_trusted_entry_the_file_is_hashed(workdir: Path, cache: StatCa
 def test_a_digest_for_another_size_is_not_trusted(workdir: Path) -> None:
     """Metadata whose taskkit_size disagrees with the blob is ignored: no digest, send."""
     make(workdir, {"a.txt": b"abc"})
-    fake = FakeBlobStore()
+    fake = MemoryStore("fake")
     fake.put("c/a.txt", b"abc", file_metadata(hash_bytes(b"abc"), 99))
     the_plan = plan(outputs("a.txt=fake://c/"), workdir=workdir, stores=FakeStores(fake))
     assert actions(the_plan) == [("a.txt", "send", "the destination has no taskkit digest")]
@@ -388,7 +389,7 @@ def test_a_dest_that_cannot_be_opened_or_listed_is_a_problem_of_that_dest(
     """A container name Azure would refuse is a UsageError before any request; a DEST whose
     listing finds no container is a ConfigError; other DESTs are still planned."""
 
-    class NoContainer(FakeBlobStore):
+    class NoContainer(MemoryStore):
         def list(self, key: str) -> list[RemoteFile]:
             raise InputNotFound("the container does not exist")
 
@@ -396,7 +397,7 @@ def test_a_dest_that_cannot_be_opened_or_listed_is_a_problem_of_that_dest(
     the_plan = plan(
         outputs("a.txt=az://Bad_Name/x/", "a.txt=fake://gone/", "a.txt=memory://ok/"),
         workdir=workdir,
-        stores=FakeStores(NoContainer()),
+        stores=FakeStores(NoContainer("fake")),
     )
     assert [p.dest for p in the_plan.publications] == ["memory://ok/"]
     problems = {p.what: p.error for p in the_plan.problems}

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from upload_fakes import FakeBlobStore, FakeStores, Recorded
+from upload_fakes import FakeStores, Recorded
 
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes
 from taskkit.storage.base import DIGEST_METADATA, SIZE_METADATA, Store
+from taskkit.storage.memory import MemoryStore
 from taskkit.testing import Azurite
 from taskkit.transfer.manifest import Manifest
 from taskkit.transfer.patterns import parse_output
@@ -98,7 +99,7 @@ def assert_published_whole(
     assert (entry.digest, entry.size) == (hash_bytes(data), len(data))
 
 
-def assert_published_whole_in(fake: FakeBlobStore, new: bytes) -> None:
+def assert_published_whole_in(fake: MemoryStore, new: bytes) -> None:
     """:func:`assert_published_whole` of ``result.bin`` published to ``fake://c/run/``."""
     assert_published_whole(
         fake.data("c/run/result.bin"),
