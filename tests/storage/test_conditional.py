@@ -2,7 +2,8 @@
 
 Local files and ``memory://`` in-process, real processes racing on one local file, and a real
 Azurite server for Azure (marked ``azurite``): of writers racing on one condition exactly one
-wins, and a retried write never loses to its own earlier try.
+wins, and a retried write never loses to its own earlier try. The tests that take ``place`` and
+``stores`` and nothing of fsspec run again on a MemoryStore in ``test_memory.py``.
 """
 
 from __future__ import annotations
