@@ -3,10 +3,12 @@ promised."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import inspect
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,9 +47,11 @@ from taskkit.storage.base import (
     metadata_digest,
 )
 from taskkit.storage.errors import RULES, SourceChanged, translate
+from taskkit.storage.memory import MemoryStore
 from taskkit.storage.retry import RetryBudget
-from taskkit.storage.stores import Stores
-from taskkit.storage.urls import query_holds, source_name
+from taskkit.storage.stores import FALLBACK, REGISTRY, Stores, backend
+from taskkit.storage.urls import AZURE_PROTOCOLS, query_holds, source_name
+from taskkit.testing import Fault, FaultyStore
 
 SECRET = "c2VjcmV0LWtleS1tYXRlcmlhbA"
 
@@ -441,17 +445,82 @@ def test_the_same_store_serves_one_protocol(
     assert (key_a, key_b) == ("/src/a", "/other/b")
 
 
+def test_a_mounted_store_serves_every_url_under_its_prefix(stores: Stores) -> None:
+    """A store mounted at a protocol (bare or with ://) serves its URLs, the key being what
+    follows protocol://; of two mounted prefixes the longer wins; other URLs open as before."""
+    everywhere, inputs, local = MemoryStore("az"), MemoryStore("az"), MemoryStore("file")
+    mounts = {"az": everywhere, "az://box/in/": inputs, "file://": local}
+    with Stores(RetryBudget(attempts=1), mounts=mounts) as mounted:
+        assert mounted.open("az://box/out/x.txt") == (everywhere, "box/out/x.txt")
+        assert mounted.open("az://box/in/x.txt") == (inputs, "box/in/x.txt")
+        assert mounted.open("az://box/in") == (everywhere, "box/in")
+        assert mounted.open("/tmp/x") == (local, "/tmp/x")
+        store, key = mounted.open("memory://src/a")
+        assert (type(store), key) == (type(stores.open("memory://src/a")[0]), "/src/a")
+
+
+def test_a_mounted_store_is_not_closed_by_the_stores(stores: Stores) -> None:
+    """close() releases the stores the Stores opened, never one it was handed."""
+
+    class Closing(MemoryStore):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    given = Closing("fake")
+    with Stores(mounts={"fake://": given}) as mounted:
+        mounted.open("fake://c/x")
+    assert given.closed == 0
+
+
+@pytest.mark.parametrize("mount", ["", None, 7])
+def test_a_mount_that_is_no_prefix_is_misuse(mount: object) -> None:
+    """A mount key must be a protocol or a URL prefix: MisuseError (70) otherwise."""
+    with pytest.raises(MisuseError) as caught:
+        Stores(mounts={mount: MemoryStore()})  # type: ignore[dict-item]
+    assert caught.value.exit_code == 70
+
+
+def test_a_signed_url_is_refused_before_a_mounted_store_sees_it() -> None:
+    """A SAS token in a non-http URL is refused (64) whatever serves the protocol."""
+    with Stores(mounts={"az": MemoryStore("az")}) as mounted, pytest.raises(UsageError):
+        mounted.open(f"az://box/x?sv=2024&sig={SECRET}")
+
+
+def test_the_registry_names_a_backend_for_each_azure_protocol() -> None:
+    """Every Azure protocol is served by the Azure store, every other by fsspec's; a class
+    path that names no Store is misuse."""
+    assert set(REGISTRY) == AZURE_PROTOCOLS
+    assert {backend(path).__name__ for path in REGISTRY.values()} == {"AzureStore"}
+    assert backend(FALLBACK).__name__ == "FsspecStore"
+    with pytest.raises(MisuseError):
+        backend("taskkit.exceptions:Conflict")
+
+
+def test_a_backend_is_imported_only_when_a_url_of_it_is_opened(tmp_path: Path) -> None:
+    """Opening local and memory:// URLs imports neither the Azure store nor the Azure SDK."""
+    code = (
+        "import sys\n"
+        "from taskkit.storage.stores import Stores\n"
+        "with Stores() as stores:\n"
+        f"    stores.open({str(tmp_path)!r}); stores.open('memory://x/y')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('taskkit.storage.azure', "
+        "'azure.storage', 'adlfs'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
 @pytest.mark.parametrize("url", ["az://Bad_Name/x", "abfs://a/x", "az://-ab/x", "az:///x"])
-def test_a_bad_container_name_is_a_usage_error_before_any_request(
-    url: str, stores: Stores, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Azure would refuse the container name: UsageError (64), no filesystem is even made."""
-
-    def no_filesystem(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a filesystem was opened")
-
-    monkeypatch.setattr(fsspec.core, "url_to_fs", no_filesystem)
-    with pytest.raises(UsageError) as info:
+def test_a_bad_container_name_is_a_usage_error_before_any_request(url: str) -> None:
+    """Azure would refuse the container name: UsageError (64) before any store sees the URL,
+    even one mounted at its protocol."""
+    protocol = url.split("://", 1)[0]
+    with (
+        Stores(RetryBudget(attempts=1), mounts={protocol: MemoryStore(protocol)}) as stores,
+        pytest.raises(UsageError) as info,
+    ):
         stores.open(url)
     assert info.value.exit_code == 64
 
@@ -489,7 +558,7 @@ def test_metadata_digest_ignores_what_it_cannot_trust(metadata: dict[str, str] |
     assert metadata_digest(metadata, 5) is None
 
 
-# -- (d) retries through Store.call ------------------------------------------------------------
+# -- (d) retries of a store's requests ---------------------------------------------------------
 
 
 class Recorder:
@@ -516,75 +585,56 @@ def budget(recorder: Recorder, attempts: int = 4) -> RetryBudget:
     )
 
 
+@contextlib.contextmanager
+def faulty_read(recorder: Recorder, *faults: Fault) -> Iterator[tuple[FaultyStore, RemoteFile]]:
+    """A memory:// file of ten bytes, listed, on a store whose reads fail by ``faults``,
+    retried with the recorder's budget."""
+    with Stores(budget(recorder)) as opened:
+        inner, key = opened.open("memory://src/f")
+        inner.put(key, b"0123456789", {})
+        store = FaultyStore(inner, faults, retry=budget(recorder))
+        yield store, store.stat(key)
+
+
 def test_transient_store_errors_are_retried_with_the_budget(
-    memory: fsspec.AbstractFileSystem, monkeypatch: pytest.MonkeyPatch
+    memory: fsspec.AbstractFileSystem,
 ) -> None:
     """Two dropped connections while reading, then the bytes: two recorded waits."""
-    memory.pipe("/src/f", b"0123456789")
     recorder = Recorder()
-    calls: list[int] = []
-    real = memory.cat_file
-
-    def flaky(path: str, start: int | None = None, end: int | None = None) -> bytes:
-        calls.append(1)
-        if len(calls) <= 2:
-            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
-        return bytes(real(path, start=start, end=end))
-
-    with Stores(budget(recorder)) as opened:
-        store, key = opened.open("memory://src/f")
-        file = store.stat(key)
-        monkeypatch.setattr(memory, "cat_file", flaky)
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    faults = Fault.on("read", nth=1, error=reset), Fault.on("read", nth=2, error=reset)
+    with faulty_read(recorder, *faults) as (store, file):
         assert store.read(file, 2, 3) == b"234"
-    assert len(calls) == 3
+    assert store.calls.count(("read", file.key)) == 3
     assert recorder.sleeps == [0.5, 1.0]
 
 
-def test_a_permanent_store_error_is_raised_at_once(
-    memory: fsspec.AbstractFileSystem, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_permanent_store_error_is_raised_at_once(memory: fsspec.AbstractFileSystem) -> None:
     """A refused permission is translated (PermissionDenied, 77) and not retried."""
-    memory.pipe("/src/f", b"0123456789")
     recorder = Recorder()
-    calls: list[int] = []
-
-    def denied(path: str, start: int | None = None, end: int | None = None) -> bytes:
-        calls.append(1)
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    with Stores(budget(recorder)) as opened:
-        store, key = opened.open("memory://src/f")
-        file = store.stat(key)
-        monkeypatch.setattr(memory, "cat_file", denied)
-        with pytest.raises(PermissionDenied) as info:
-            store.read(file, 0, 10)
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    with (
+        faulty_read(recorder, Fault.sometimes("read", 1.0, error=denied)) as (store, file),
+        pytest.raises(PermissionDenied) as info,
+    ):
+        store.read(file, 0, 10)
     assert info.value.exit_code == 77
     assert isinstance(info.value.__cause__, PermissionError)
-    assert calls == [1]
+    assert store.calls.count(("read", file.key)) == 1
     assert recorder.sleeps == []
 
 
-def test_a_source_change_is_not_retried_in_run(
-    memory: fsspec.AbstractFileSystem, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_source_change_is_not_retried_in_run(memory: fsspec.AbstractFileSystem) -> None:
     """A read conditional on the listed version cannot succeed by retrying: SourceChanged is
     raised after one try, though it is retryable (75) for the next attempt of the task."""
-    memory.pipe("/src/f", b"0123456789")
     recorder = Recorder()
-    calls: list[int] = []
-
-    def shrunk(path: str, start: int | None = None, end: int | None = None) -> bytes:
-        calls.append(1)
-        return b"012"
-
-    with Stores(budget(recorder)) as opened:
-        store, key = opened.open("memory://src/f")
-        file = store.stat(key)
-        monkeypatch.setattr(memory, "cat_file", shrunk)
-        with pytest.raises(SourceChanged) as info:
-            store.read(file, 0, 10)
+    with (
+        faulty_read(recorder, Fault.sometimes("read", 1.0, kind="precondition")) as (store, file),
+        pytest.raises(SourceChanged) as info,
+    ):
+        store.read(file, 0, 10)
     assert info.value.retryable
-    assert calls == [1]
+    assert store.calls.count(("read", file.key)) == 1
     assert recorder.sleeps == []
 
 
