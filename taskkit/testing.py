@@ -68,8 +68,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AZURITE_ENV_VAR",
     "INSTALL_HINT",
+    "OPERATIONS",
     "Azurite",
     "Fault",
+    "FaultKind",
     "FaultyStore",
     "Injected",
     "azurite",
