@@ -305,17 +305,22 @@ class Naps:
         return RetryBudget(attempts=attempts, sleep=self.sleep, uniform=lambda _, high: high)
 
 
-@pytest.fixture(params=["blob", "memory", "file"])
+@pytest.fixture(params=["blob", "memory", "file", pytest.param("azure", marks=pytest.mark.azurite)])
 def inner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, str]]:
-    """A store to wrap and a key in it: a MemoryStore, fsspec's memory://, a local folder."""
+    """A store to wrap and a key in it: a MemoryStore, fsspec's memory://, a local folder,
+    a container on Azurite."""
     if request.param == "blob":
         yield MemoryStore("fake"), "c/rec.json"
         return
+    options: dict[str, str] = {}
     if request.param == "memory":
         where = f"memory://faulty-{os.getpid()}-{time.monotonic_ns()}"
-    else:
+    elif request.param == "file":
         where = f"file://{tmp_path}/store"
-    with Stores(RetryBudget(attempts=1)) as stores:
+    else:
+        options = request.getfixturevalue("azurite").storage_options()
+        where = f"az://{request.getfixturevalue('azurite_container')}"
+    with Stores(RetryBudget(attempts=1), options) as stores:
         yield stores.open(f"{where}/rec.json")
 
 

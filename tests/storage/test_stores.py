@@ -512,6 +512,24 @@ def test_a_backend_is_imported_only_when_a_url_of_it_is_opened(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
+def test_the_contract_imports_no_backend() -> None:
+    """storage/base.py, the contract, imports neither fsspec, adlfs nor Azure, nor any store
+    module, at module level: backends depend on it, never it on them."""
+    import ast
+
+    import taskkit.storage.base
+
+    tree = ast.parse(Path(inspect.getfile(taskkit.storage.base)).read_text())
+    imported = {
+        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)}
+    forbidden = ("fsspec", "adlfs", "azure", "taskkit.storage.azure", "taskkit.storage.fsstore",
+                 "taskkit.storage.memory", "taskkit.storage.stores")  # fmt: skip
+    assert imported
+    assert not {name for name in imported if name.startswith(forbidden)}
+
+
 @pytest.mark.parametrize("url", ["az://Bad_Name/x", "abfs://a/x", "az://-ab/x", "az:///x"])
 def test_a_bad_container_name_is_a_usage_error_before_any_request(url: str) -> None:
     """Azure would refuse the container name: UsageError (64) before any store sees the URL,
