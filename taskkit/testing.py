@@ -74,6 +74,7 @@ __all__ = [
     "FaultKind",
     "FaultyStore",
     "Injected",
+    "Operation",
     "azurite",
     "azurite_container",
     "find_azurite",
@@ -457,8 +458,12 @@ _T = TypeVar("_T")
 #: not read Retry-After); a reply lost after the request took effect; a failed precondition
 #: (412: :class:`~taskkit.exceptions.Conflict` for a put or delete, a changed source for a read).
 FaultKind = Literal["transient", "timeout", "throttled", "lost_reply", "precondition"]
-#: The requests a rule can name (``"*"``: any). ``write`` and ``commit`` are a writer's.
-OPERATIONS = ("list", "stat", "read", "load", "put", "delete", "append", "write", "commit")
+#: The requests a rule can name (``"*"``: any). ``write`` and ``commit`` are a writer's;
+#: ``has_files`` is a ``list``, ``confirm`` a ``stat``.
+Operation = Literal[
+    "list", "stat", "read", "load", "put", "delete", "append", "write", "commit", "*"
+]
+OPERATIONS: tuple[str, ...] = get_args(Operation)
 
 
 @dataclass(frozen=True)
@@ -471,7 +476,7 @@ class Fault:
     upstream exception to raise instead of the kind's own (translated as a store would).
     """
 
-    op: str
+    op: Operation
     kind: FaultKind = "transient"
     nth: int | None = None
     probability: float = 0.0
@@ -479,10 +484,8 @@ class Fault:
     error: BaseException | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.op != "*" and self.op not in OPERATIONS:
-            raise MisuseError(
-                f"a fault's op is one of {', '.join(OPERATIONS)} or *, not {self.op!r}"
-            )
+        if self.op not in OPERATIONS:
+            raise MisuseError(f"a fault's op is one of {', '.join(OPERATIONS)}, not {self.op!r}")
         if self.kind not in get_args(FaultKind):
             raise MisuseError(f"a fault's kind is one of {get_args(FaultKind)}, not {self.kind!r}")
         if self.nth is not None and (isinstance(self.nth, bool) or self.nth < 1):
@@ -495,7 +498,7 @@ class Fault:
     @classmethod
     def on(
         cls,
-        op: str,
+        op: Operation,
         *,
         nth: int = 1,
         kind: FaultKind = "transient",
@@ -508,7 +511,7 @@ class Fault:
     @classmethod
     def sometimes(
         cls,
-        op: str,
+        op: Operation,
         probability: float,
         *,
         kind: FaultKind = "transient",
@@ -531,11 +534,17 @@ class Injected(NamedTuple):
     call: int
 
 
-def _upstream(kind: FaultKind, op: str) -> BaseException:
+def _upstream(kind: FaultKind) -> BaseException:
     """The exception the Azure SDK raises for ``kind``."""
-    from azure.core.exceptions import HttpResponseError, ServiceResponseTimeoutError
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ServiceRequestTimeoutError,
+        ServiceResponseTimeoutError,
+    )
 
-    if kind in ("timeout", "lost_reply"):
+    if kind == "timeout":
+        return ServiceRequestTimeoutError("the connection timed out (injected)")
+    if kind == "lost_reply":
         return ServiceResponseTimeoutError("the read timed out (injected)")
     status, code = {"transient": (500, "InternalError"), "throttled": (503, "ServerBusy")}.get(
         kind, (412, "ConditionNotMet")
@@ -567,7 +576,7 @@ class FaultyStore(Store):
         from taskkit.storage.memory import MemoryStore
         from taskkit.storage.retry import RetryBudget
         from taskkit.storage.stores import Stores
-        from taskkit.testing import Fault, FaultyStore
+        from taskkit.testing import Fault, FaultyStore, Injected
 
         memory = MemoryStore("fake")
         faulty = FaultyStore(memory, [Fault.on("put", nth=1, kind="lost_reply")],
@@ -635,7 +644,7 @@ class FaultyStore(Store):
         return result
 
     def _fail(self, fault: Fault, op: str, what: str, raised: list[object]) -> None:
-        upstream = fault.error if fault.error is not None else _upstream(fault.kind, op)
+        upstream = fault.error if fault.error is not None else _upstream(fault.kind)
         failure: BaseException | None = translate(
             upstream, what, conditional=op in ("put", "delete")
         )

@@ -329,7 +329,7 @@ def inner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stor
     [
         ("transient", "load", TransientError, "the service answered HTTP 500 InternalError"),
         ("throttled", "list", TransientError, "the service answered HTTP 503 ServerBusy"),
-        ("timeout", "stat", TransientError, "the read timed out"),
+        ("timeout", "stat", TransientError, "the connection timed out"),
         ("precondition", "put", Conflict, "another writer changed it first (HTTP 412"),
         ("precondition", "read", SourceChanged, "it changed while being read"),
     ],
