@@ -34,8 +34,9 @@ from taskkit.storage.retry import RetryBudget
 from taskkit.transfer.manifest import Manifest, ManifestFile
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.patterns import Output
-from taskkit.transfer.stage import Summary, stage
+from taskkit.transfer.stage import stage
 from taskkit.transfer.stage_plan import Input, Plan, PlanEntry
+from taskkit.transfer.summary import Summary
 from taskkit.transfer.upload import upload
 from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 

@@ -12,7 +12,9 @@ The tree::
     |   +-- IOFailure           74        OSError: reading or writing local files failed
     |   +-- TransientError      75        worth retrying: throttling, timeouts, lost connections
     |   |   +-- Conflict        75        another writer changed the file first (a conditional
-    |   |                                 write or delete lost the race)
+    |   |   |                             write or delete lost the race)
+    |   |   +-- SourceChanged   75        a source changed after it was listed (a read
+    |   |                                 conditional on the listed version failed)
     |   +-- PermissionDenied    77        PermissionError: an input or target may not be touched
     |   |   +-- LocalPermissionDenied 77      ... a local path of this node (203 in ``run``)
     |   +-- ConfigError         78        ValueError: settings, spec or credentials are wrong
@@ -47,6 +49,7 @@ __all__ = [
     "LocalPermissionDenied",
     "MisuseError",
     "PermissionDenied",
+    "SourceChanged",
     "TaskFailure",
     "TaskkitError",
     "TransientError",
@@ -152,6 +155,11 @@ class Conflict(TransientError):
     version (or on its absence) found another version there. Trying the same request again
     cannot help, so the storage layer never retries it; a later attempt of the task reads the
     file afresh and sees what the other writer decided, hence exit 75."""
+
+
+class SourceChanged(TransientError):
+    """The source changed after it was listed. Retrying the same request cannot help (it is
+    conditional on the listed version); a new attempt of the task lists it afresh."""
 
 
 class ConfigError(TaskFailure, ValueError):

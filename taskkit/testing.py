@@ -56,9 +56,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_arg
 
 import pytest
 
-from taskkit.exceptions import Conflict, MisuseError, TaskkitError
+from taskkit.exceptions import Conflict, MisuseError, SourceChanged, TaskkitError
 from taskkit.storage.base import RemoteFile, Store, Writer, is_conditional
-from taskkit.storage.errors import SourceChanged, translate
+from taskkit.storage.errors import translate
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient

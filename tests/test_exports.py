@@ -36,3 +36,61 @@ def test_all_is_sorted_and_resolvable() -> None:
     assert list(taskkit.__all__) == sorted(taskkit.__all__)
     for name in taskkit.__all__:
         assert hasattr(taskkit, name), name
+
+
+def _modules() -> list[str]:
+    """Every module of the taskkit package, by dotted name."""
+    import pkgutil
+
+    return [info.name for info in pkgutil.walk_packages(taskkit.__path__, "taskkit.")]
+
+
+def _own_names(module: object) -> set[str]:
+    """The names a module binds itself: its classes, functions and assignments, not its imports."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))  # type: ignore[arg-type]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+    return names
+
+
+def test_every_name_in_a_module_all_has_its_home_there() -> None:
+    """One home per name: each module's __all__ lists only what that module defines (a class or
+    function whose __module__ is that module, or a constant or type alias it assigns), never a
+    re-export.
+    Packages' __init__ (the public face, taskkit.cli's entry point) gather names on purpose."""
+    import importlib
+    import inspect
+
+    strays = []
+    for name in _modules():
+        if name == "taskkit.__main__":
+            continue
+        module = importlib.import_module(name)
+        if module.__file__ is not None and module.__file__.endswith("__init__.py"):
+            continue
+        own = _own_names(module)
+        for exported in getattr(module, "__all__", ()):
+            value = getattr(module, exported)
+            if (inspect.isclass(value) or inspect.isfunction(value)) and value.__name__ == exported:
+                home_ok = value.__module__ == name
+            else:
+                home_ok = exported in own
+            if not home_ok:
+                strays.append(f"{name}.{exported}")
+    assert strays == []
+
+
+def test_the_module_walk_sees_the_wings() -> None:
+    """The walk behind the one-home test reaches every wing (it cannot pass by seeing nothing)."""
+    found = set(_modules())
+    for wing in ("content", "storage", "transfer", "runner", "batch", "cli"):
+        assert any(name.startswith(f"taskkit.{wing}.") for name in found), wing
+    assert "taskkit.exceptions" in found

@@ -21,9 +21,15 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
-from taskkit.exceptions import Conflict, InputNotFound, MisuseError, TaskkitError, TransientError
+from taskkit.exceptions import (
+    Conflict,
+    InputNotFound,
+    MisuseError,
+    SourceChanged,
+    TaskkitError,
+    TransientError,
+)
 from taskkit.storage.base import Store
-from taskkit.storage.errors import SourceChanged
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores

@@ -47,11 +47,16 @@ import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 
-from taskkit.exceptions import InputNotFound, MisuseError, TaskkitError, from_os_error
+from taskkit.exceptions import (
+    InputNotFound,
+    MisuseError,
+    SourceChanged,
+    TaskkitError,
+    from_os_error,
+)
 from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.storage.base import Store
-from taskkit.storage.errors import SourceChanged
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
 

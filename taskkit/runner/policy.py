@@ -56,7 +56,6 @@ __all__ = [
     "EX_RUN_NOINPUT",
     "EX_RUN_SOFTWARE",
     "EX_RUN_TEMPFAIL",
-    "CodeSet",
     "Decision",
     "Ending",
     "ExitPolicy",

@@ -38,17 +38,16 @@ from pydantic import (
 from taskkit.batch.taskjson import TASK_LIFETIME
 from taskkit.exceptions import ConfigError
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
-from taskkit.runner.envnames import ENV_PREFIX, env_variable
-from taskkit.runner.policy import CodeSet, ExitPolicy
+from taskkit.runner.codes import CodeSet
+from taskkit.runner.envnames import env_variable
+from taskkit.runner.policy import ExitPolicy
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.urls import bad_url
 
 __all__ = [
-    "ENV_PREFIX",
     "LONGEST",
     "RunSpec",
     "check_setting",
-    "env_variable",
     "load_spec_file",
     "parse_duration",
     "parse_size",

@@ -26,9 +26,8 @@ import mimetypes
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from taskkit.exceptions import ConfigError, InputNotFound, TransientError, UsageError
+from taskkit.exceptions import ConfigError, InputNotFound, SourceChanged, TransientError, UsageError
 from taskkit.storage.base import RemoteFile, Store, Writer, is_conditional, metadata_digest
-from taskkit.storage.errors import SourceChanged
 from taskkit.storage.retry import RetryBudget
 
 __all__ = ["APPEND_LIMIT", "AzureStore"]

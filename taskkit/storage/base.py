@@ -49,9 +49,9 @@ from taskkit.exceptions import (
     Conflict,
     DataError,
     MisuseError,
+    SourceChanged,
 )
 from taskkit.storage.errors import (
-    SourceChanged,
     guarded,
 )
 from taskkit.storage.retry import RetryBudget

@@ -32,6 +32,7 @@ from taskkit.exceptions import (
     IOFailure,
     MisuseError,
     PermissionDenied,
+    SourceChanged,
     TaskkitError,
     TransientError,
 )
@@ -41,7 +42,6 @@ __all__ = [
     "CREDENTIAL_SOURCES",
     "RULES",
     "Rule",
-    "SourceChanged",
     "credentials_problem",
     "guarded",
     "reason",
@@ -114,11 +114,6 @@ def credentials_problem(what: str, options: Mapping[str, object] | None = None) 
 
 def _transient(exc: BaseException, what: str) -> TaskkitError:
     return TransientError(f"{what}: {reason(exc)}")
-
-
-class SourceChanged(TransientError):
-    """The source changed after it was listed. Retrying the same request cannot help (it is
-    conditional on the listed version); a new attempt of the task lists it afresh."""
 
 
 def _changed(exc: BaseException, what: str) -> TaskkitError:

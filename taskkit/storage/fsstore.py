@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskkit.exceptions import Conflict, InputNotFound, TransientError
+from taskkit.exceptions import Conflict, InputNotFound, SourceChanged, TransientError
 from taskkit.redaction import public_url, shown_url
 from taskkit.storage.base import (
     RemoteFile,
@@ -35,7 +35,7 @@ from taskkit.storage.base import (
     metadata_digest,
     temporary_key,
 )
-from taskkit.storage.errors import SourceChanged, guarded
+from taskkit.storage.errors import guarded
 from taskkit.storage.retry import RetryBudget
 
 if TYPE_CHECKING:

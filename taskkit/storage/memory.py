@@ -35,9 +35,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from taskkit.exceptions import Conflict, InputNotFound, MisuseError
+from taskkit.exceptions import Conflict, InputNotFound, MisuseError, SourceChanged
 from taskkit.storage.base import RemoteFile, Store, Writer, is_conditional, metadata_digest
-from taskkit.storage.errors import SourceChanged
 from taskkit.storage.retry import RetryBudget
 
 __all__ = ["Blob", "MemoryStore"]

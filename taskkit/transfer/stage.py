@@ -60,7 +60,7 @@ from taskkit.transfer.stage_plan import (
 )
 from taskkit.transfer.summary import Problem, Summary, run_plan
 
-__all__ = ["DEFAULT_JOBS", "Summary", "execute", "planned", "stage"]
+__all__ = ["DEFAULT_JOBS", "execute", "planned", "stage"]
 
 #: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
 #: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory

@@ -62,7 +62,6 @@ __all__ = [
     "Input",
     "Plan",
     "PlanEntry",
-    "Problem",
     "default_workdir",
     "list_input",
     "name_problem",

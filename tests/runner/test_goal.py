@@ -12,7 +12,8 @@ import pytest
 
 from taskkit.runner.fingerprint import Work
 from taskkit.runner.goal import attempt_label, attempt_ordinal, goal, lost_race, wait_for
-from taskkit.runner.journal import Journal, Outcome, _process_start, now
+from taskkit.runner.journal import Journal, Outcome, now
+from taskkit.runner.lifetime import process_start
 from taskkit.storage.stores import Stores
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
@@ -97,7 +98,7 @@ def test_a_claim_of_a_live_attempt_is_publishing_and_of_a_dead_one_open(
         found = journal.outcome()
         assert found is not None
         dead = record.model_copy(
-            update={"number": 2, "pid": child.pid, "pid_start": _process_start(child.pid)}
+            update={"number": 2, "pid": child.pid, "pid_start": process_start(child.pid)}
         )
         journal.store.put(journal._attempt_key(2), dead.to_bytes(), {})
         journal.write_outcome(outcome("publishing", w, attempt=2), replacing=found[1])

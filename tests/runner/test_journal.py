@@ -24,10 +24,10 @@ from taskkit.runner.journal import (
     Outcome,
     StepFile,
     StepRecord,
-    _process_start,
     host_identity,
     now,
 )
+from taskkit.runner.lifetime import process_start
 from taskkit.storage.stores import Stores
 
 FP = "xxh3-128:00000000000000000000000000000000"
@@ -99,7 +99,7 @@ def test_begin_claims_1_2_3(journal: Journal) -> None:
     assert first.fingerprint == FP
     assert first.pid == os.getpid()
     assert first.host == host_identity()
-    assert first.pid_start == _process_start(os.getpid())
+    assert first.pid_start == process_start(os.getpid())
     assert first.started == first.heartbeat
     assert first.ended is None
 
@@ -418,7 +418,7 @@ def test_same_host_live_process_is_running(sleeper: subprocess.Popen[bytes]) -> 
     record = _attempt(
         host=host_identity(),
         pid=sleeper.pid,
-        pid_start=_process_start(sleeper.pid),
+        pid_start=process_start(sleeper.pid),
         heartbeat=_ago(3600),
     )
     assert record.pid_start is not None
@@ -428,7 +428,7 @@ def test_same_host_live_process_is_running(sleeper: subprocess.Popen[bytes]) -> 
 def test_same_host_dead_process_is_interrupted(sleeper: subprocess.Popen[bytes]) -> None:
     """Once its process is gone, an attempt on this host is interrupted at once, even with a
     fresh heartbeat."""
-    record = _attempt(host=host_identity(), pid=sleeper.pid, pid_start=_process_start(sleeper.pid))
+    record = _attempt(host=host_identity(), pid=sleeper.pid, pid_start=process_start(sleeper.pid))
     sleeper.kill()
     sleeper.wait()
     assert record.state() == "interrupted"
@@ -436,7 +436,7 @@ def test_same_host_dead_process_is_interrupted(sleeper: subprocess.Popen[bytes])
 
 def test_same_host_reused_pid_is_interrupted(sleeper: subprocess.Popen[bytes]) -> None:
     """A live pid that started at another time belongs to another process: interrupted."""
-    start = _process_start(sleeper.pid)
+    start = process_start(sleeper.pid)
     assert start is not None
     record = _attempt(host=host_identity(), pid=sleeper.pid, pid_start=str(int(start) + 1))
     assert record.state() == "interrupted"
@@ -476,7 +476,7 @@ def test_the_host_argument_decides_whose_pid_it_is(sleeper: subprocess.Popen[byt
     record = _attempt(
         host=host_identity(),
         pid=sleeper.pid,
-        pid_start=_process_start(sleeper.pid),
+        pid_start=process_start(sleeper.pid),
         heartbeat=_ago(3600),
     )
     assert record.state(host="another-host/boot") == "interrupted"
@@ -485,8 +485,8 @@ def test_the_host_argument_decides_whose_pid_it_is(sleeper: subprocess.Popen[byt
 def test_process_start_of_a_missing_pid_is_none() -> None:
     """A pid no process can have (above the kernel's pid_max) has no start time."""
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    assert _process_start(pid_max + 1) is None
-    assert _process_start(os.getpid()) is not None
+    assert process_start(pid_max + 1) is None
+    assert process_start(os.getpid()) is not None
 
 
 def test_records_are_frozen_and_serialise_as_json(journal: Journal) -> None:

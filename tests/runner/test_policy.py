@@ -20,6 +20,7 @@ from taskkit.exceptions import (
     TransientError,
     UsageError,
 )
+from taskkit.runner.codes import CodeSet
 from taskkit.runner.command import Finished
 from taskkit.runner.policy import (
     DEFAULT_POLICY,
@@ -30,7 +31,6 @@ from taskkit.runner.policy import (
     EX_RUN_NOINPUT,
     EX_RUN_SOFTWARE,
     EX_RUN_TEMPFAIL,
-    CodeSet,
     Decision,
     Ending,
     ExitPolicy,

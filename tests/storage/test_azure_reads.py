@@ -18,8 +18,8 @@ import pytest
 
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes
 from taskkit.content.statcache import StatCache
+from taskkit.exceptions import SourceChanged
 from taskkit.storage.base import file_metadata
-from taskkit.storage.errors import SourceChanged
 from taskkit.testing import Azurite
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.stage import stage

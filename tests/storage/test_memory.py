@@ -27,9 +27,8 @@ from test_conditional import (
 )
 
 from taskkit.content.digest import hash_bytes
-from taskkit.exceptions import Conflict, InputNotFound, MisuseError
+from taskkit.exceptions import Conflict, InputNotFound, MisuseError, SourceChanged
 from taskkit.storage.base import file_metadata
-from taskkit.storage.errors import SourceChanged
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores

@@ -34,6 +34,7 @@ from taskkit.exceptions import (
     IOFailure,
     MisuseError,
     PermissionDenied,
+    SourceChanged,
     TaskkitError,
     TransientError,
     UsageError,
@@ -46,7 +47,7 @@ from taskkit.storage.base import (
     Store,
     metadata_digest,
 )
-from taskkit.storage.errors import RULES, SourceChanged, translate
+from taskkit.storage.errors import RULES, translate
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import FALLBACK, REGISTRY, Stores, backend
