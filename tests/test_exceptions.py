@@ -10,13 +10,23 @@ import pytest
 
 import taskkit.exceptions as exc_module
 from taskkit.exceptions import (
+    EX_RUN_CONFIG,
+    EX_RUN_DATA,
+    EX_RUN_DEADLINE,
+    EX_RUN_IOERR,
+    EX_RUN_NOINPUT,
+    EX_RUN_SOFTWARE,
+    EX_RUN_TEMPFAIL,
     ConfigError,
     Conflict,
     DataError,
     InputNotFound,
     IOFailure,
+    LinkOut,
+    LocalPermissionDenied,
     MisuseError,
     PermissionDenied,
+    SourceChanged,
     TaskFailure,
     TaskkitError,
     TransientError,
@@ -123,3 +133,108 @@ def test_a_message_holds_no_credential_whoever_built_it(cls: type[TaskkitError])
     assert "U0VDUkVU" not in str(error)
     assert "a2V5a2V5" not in str(error)
     assert "https://a/c/?sv=1&sig=***" in str(error)
+
+
+def test_the_run_band_is_200_to_206() -> None:
+    """The EX_RUN codes are 200-206, away from the codes commands use."""
+    codes = [
+        EX_RUN_CONFIG,
+        EX_RUN_NOINPUT,
+        EX_RUN_DATA,
+        EX_RUN_IOERR,
+        EX_RUN_TEMPFAIL,
+        EX_RUN_DEADLINE,
+        EX_RUN_SOFTWARE,
+    ]
+    assert codes == list(range(200, 207))
+
+
+def _tree_classes() -> list[type[TaskkitError]]:
+    """Every exception class the module defines, the private base of path failures too."""
+    return [
+        value
+        for value in vars(exc_module).values()
+        if isinstance(value, type)
+        and issubclass(value, TaskkitError)
+        and value.__module__ == exc_module.__name__
+    ]
+
+
+def test_every_class_carries_both_codes() -> None:
+    """Each class of the tree has an exit code of the sysexits range and a run code of the
+    run band, both plain ints on the class; no exception stands for the deadline (205)."""
+    classes = _tree_classes()
+    assert len(classes) >= 15
+    for cls in classes:
+        assert type(cls.exit_code) is int, cls
+        assert 64 <= cls.exit_code <= 78, cls
+        assert type(cls.run_code) is int, cls
+        assert cls.run_code in range(200, 207), cls
+        assert cls.run_code != EX_RUN_DEADLINE, cls
+
+
+#: Each exception class, and the words of the README's exit-code policy row it falls under.
+RUN_ROWS = {
+    ConfigError: "configuration",
+    UsageError: "usage",
+    PermissionDenied: "a permission storage refused",
+    InputNotFound: "an input does not exist",
+    DataError: "bad data",
+    IOFailure: "local I/O on this node",
+    LocalPermissionDenied: "a local path this node may not write or read",
+    LinkOut: "led out of the working directory by a link",
+    TransientError: "storage unreachable",
+    Conflict: "a lost race",
+    SourceChanged: "storage unreachable",
+    MisuseError: "an internal error",
+    TaskFailure: "an internal error",
+    TaskkitError: "an internal error",
+}
+
+
+def _policy_rows() -> list[tuple[str, str, int]]:
+    """The README's exit-code policy rows that end in one code: (what happened, verdict, code)."""
+    section = README.read_text().split("### The exit-code policy", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| (.+?) \| (\w+) \| (\d+) \|$", section, flags=re.MULTILINE)
+    return [(what, verdict, int(code)) for what, verdict, code in rows]
+
+
+def test_run_codes_match_the_readme_policy_table() -> None:
+    """Every public class's run code and verdict are those of its row in the README's exit-code
+    policy table, and the table's taskkit rows are exactly the codes the classes use."""
+    from taskkit.runner.policy import error_verdict
+
+    assert set(RUN_ROWS) >= {cls for cls in _tree_classes() if not cls.__name__.startswith("_")}
+    rows = _policy_rows()
+    for cls, words in RUN_ROWS.items():
+        matching = [(verdict, code) for what, verdict, code in rows if words in what]
+        assert len(matching) == 1, (cls, words)
+        assert matching[0] == (error_verdict(cls("x")).value, cls.run_code), cls
+    listed = {code for _what, _verdict, code in rows if 200 <= code <= 206}
+    assert listed == {cls.run_code for cls in RUN_ROWS} | {EX_RUN_DEADLINE}
+
+
+def test_readme_exit_table_notes_match_run_codes() -> None:
+    """Where the README's exit-code table says a class exits otherwise in ``taskkit run``
+    (LinkOut, LocalPermissionDenied), that code is the class's run code."""
+    notes = re.findall(r"`(\w+)` for [^:|]*: (\d+) in `taskkit run`", README.read_text())
+    assert {name for name, _code in notes} == {"LinkOut", "LocalPermissionDenied"}
+    for name, code in notes:
+        assert getattr(exc_module, name).run_code == int(code), name
+
+
+def test_the_drawn_tree_shows_both_codes_of_every_class() -> None:
+    """The module docstring's tree names every public class with its exit and run codes."""
+    drawn = {
+        name: (int(exit_code), int(run_code))
+        for name, exit_code, run_code in re.findall(
+            r"\+-- (\w+) +(\d+) (\d+) ", exc_module.__doc__ or ""
+        )
+    }
+    drawn_root = re.search(r"^ +TaskkitError +(\d+) (\d+) ", exc_module.__doc__ or "", re.M)
+    assert drawn_root is not None
+    drawn["TaskkitError"] = (int(drawn_root[1]), int(drawn_root[2]))
+    public = [cls for cls in _tree_classes() if not cls.__name__.startswith("_")]
+    assert set(drawn) == {cls.__name__ for cls in public}
+    for cls in public:
+        assert drawn[cls.__name__] == (cls.exit_code, cls.run_code), cls

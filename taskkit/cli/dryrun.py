@@ -22,7 +22,6 @@ from taskkit.runner.goal import Goal, attempt_label, attempt_ordinal, goal
 from taskkit.runner.journal import Attempt, Journal, host_identity
 from taskkit.runner.leftovers import preview
 from taskkit.runner.lifetime import left_by
-from taskkit.runner.policy import run_exit_code
 from taskkit.runner.run import describe_work, gone_outputs, required
 from taskkit.runner.spec import RunSpec
 from taskkit.runner.transfers import stage_settings
@@ -67,7 +66,7 @@ def show_plan(spec: RunSpec) -> int:
         staged: list[Plan] = []
         if unavailable is not None:
             click.echo(f"inputs      cannot be listed: {unavailable}")
-            code = run_exit_code(unavailable)
+            code = unavailable.run_code
         elif spec.inputs:
             click.echo("inputs")
             with contextlib.ExitStack() as stack:

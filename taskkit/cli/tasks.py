@@ -1,8 +1,8 @@
 """``taskkit run``, ``taskkit step`` and ``taskkit status``: the goal-seeking runner's commands.
 
-Inside ``run`` and ``step`` every failure of taskkit's own exits in the 200-206 band of
-:mod:`taskkit.runner.policy` (a mistyped option too), so it can never be mistaken for the command's
-own exit code.
+Inside ``run`` and ``step`` every failure of taskkit's own exits in the 200-206 band (the
+exception's ``run_code``, :mod:`taskkit.exceptions`; a mistyped option too), so it can never
+be mistaken for the command's own exit code.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import click
 
 from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
 from taskkit.cli.report import say as _say
-from taskkit.exceptions import EX_OK, TaskkitError
-from taskkit.runner.policy import EX_RUN_CONFIG, EX_RUN_SOFTWARE, run_exit_code
+from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitError
 
 __all__ = ["RunCommand", "run_options", "spec_from_options"]
 
@@ -43,7 +42,7 @@ def _banded(action: Callable[[], int]) -> int:
         return action()
     except TaskkitError as exc:
         _say("error", str(exc))
-        return run_exit_code(exc)
+        return exc.run_code
     except (KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as exc:

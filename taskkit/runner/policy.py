@@ -12,7 +12,8 @@ Invariants:
 * ``taskkit run`` exits 0 exactly when the verdict is success.
 * Otherwise it exits with the command's own code (128 + N after signal N), so that a shell
   and an Azure Batch exit condition see what the command meant. Taskkit's own failures and
-  the deadline exit in a band of their own, 200-206 (the ``EX_RUN_*`` codes).
+  the deadline exit in a band of their own, 200-206 (each exception class's ``run_code``,
+  :mod:`taskkit.exceptions`).
 * Taskkit's own failure and the deadline are decided before any rule runs, so no rule can
   make a failed upload or a stopped command a success. A rule sees only endings of commands
   that ran to their end.
@@ -30,17 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from taskkit.exceptions import (
+    EX_RUN_DATA,
+    EX_RUN_DEADLINE,
     ConfigError,
-    DataError,
-    InputNotFound,
-    IOFailure,
-    LinkOut,
-    LocalPermissionDenied,
     MisuseError,
-    PermissionDenied,
     TaskkitError,
-    TransientError,
-    UsageError,
 )
 from taskkit.runner.codes import CodeSet, CodesLike
 
@@ -49,13 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLICY",
-    "EX_RUN_CONFIG",
-    "EX_RUN_DATA",
-    "EX_RUN_DEADLINE",
-    "EX_RUN_IOERR",
-    "EX_RUN_NOINPUT",
-    "EX_RUN_SOFTWARE",
-    "EX_RUN_TEMPFAIL",
     "Decision",
     "Ending",
     "ExitPolicy",
@@ -65,7 +53,6 @@ __all__ = [
     "on_signal",
     "permanent_codes",
     "retryable_codes",
-    "run_exit_code",
     "success_codes",
 ]
 
@@ -78,38 +65,10 @@ class Verdict(enum.Enum):
     PERMANENT = "permanent"
 
 
-EX_RUN_CONFIG = 200
-EX_RUN_NOINPUT = 201
-EX_RUN_DATA = 202
-EX_RUN_IOERR = 203
-EX_RUN_TEMPFAIL = 204
-EX_RUN_DEADLINE = 205
-EX_RUN_SOFTWARE = 206
-
-# Most specific first: LocalPermissionDenied is a PermissionDenied, and user subclasses may
-# derive from any of them.
-_ERROR_CODES: tuple[tuple[tuple[type[TaskkitError], ...], int], ...] = (
-    # A local path this node may not touch is node-local, not a verdict on the work.
-    ((LocalPermissionDenied, LinkOut), EX_RUN_IOERR),
-    ((ConfigError, UsageError, PermissionDenied), EX_RUN_CONFIG),
-    ((InputNotFound,), EX_RUN_NOINPUT),
-    ((DataError,), EX_RUN_DATA),
-    ((IOFailure,), EX_RUN_IOERR),
-    ((TransientError,), EX_RUN_TEMPFAIL),
-)
-
-
-def run_exit_code(error: TaskkitError) -> int:
-    """The code ``taskkit run`` exits with when taskkit itself fails with ``error``."""
-    for classes, code in _ERROR_CODES:
-        if isinstance(error, classes):
-            return code
-    return EX_RUN_SOFTWARE
-
-
 def error_verdict(error: TaskkitError) -> Verdict:
-    """Permanent for what another attempt would meet again (200-202), else retryable."""
-    return Verdict.PERMANENT if run_exit_code(error) <= EX_RUN_DATA else Verdict.RETRYABLE
+    """Permanent for what another attempt would meet again (``run_code`` 200-202), else
+    retryable."""
+    return Verdict.PERMANENT if error.run_code <= EX_RUN_DATA else Verdict.RETRYABLE
 
 
 def _span(low: int, high: int) -> CodeSet:
@@ -273,7 +232,7 @@ class ExitPolicy:
         if ending.error is not None:
             error = ending.error
             said = f"taskkit failed: {type(error).__name__}: {error}".replace("\n", "\\n")
-            return Decision(error_verdict(error), run_exit_code(error), said)
+            return Decision(error_verdict(error), error.run_code, said)
         if ending.timed_out:
             return Decision(Verdict.RETRYABLE, EX_RUN_DEADLINE, "deadline reached")
         code = ending.code

@@ -8,6 +8,13 @@ import dataclasses
 import pytest
 
 from taskkit.exceptions import (
+    EX_RUN_CONFIG,
+    EX_RUN_DATA,
+    EX_RUN_DEADLINE,
+    EX_RUN_IOERR,
+    EX_RUN_NOINPUT,
+    EX_RUN_SOFTWARE,
+    EX_RUN_TEMPFAIL,
     ConfigError,
     Conflict,
     DataError,
@@ -24,13 +31,6 @@ from taskkit.runner.codes import CodeSet
 from taskkit.runner.command import Finished
 from taskkit.runner.policy import (
     DEFAULT_POLICY,
-    EX_RUN_CONFIG,
-    EX_RUN_DATA,
-    EX_RUN_DEADLINE,
-    EX_RUN_IOERR,
-    EX_RUN_NOINPUT,
-    EX_RUN_SOFTWARE,
-    EX_RUN_TEMPFAIL,
     Decision,
     Ending,
     ExitPolicy,
@@ -39,7 +39,6 @@ from taskkit.runner.policy import (
     on_signal,
     permanent_codes,
     retryable_codes,
-    run_exit_code,
     success_codes,
 )
 
@@ -201,27 +200,13 @@ def test_codeset_is_frozen() -> None:
 def test_each_taskkit_error_has_its_band_code_and_verdict(
     error: TaskkitError, code: int, verdict: Verdict
 ) -> None:
-    """Every class of the tree maps to its EX_RUN code and verdict, and decide() uses them."""
-    assert run_exit_code(error) == code
+    """Every class of the tree carries its EX_RUN code and verdict, and decide() uses them."""
+    assert error.run_code == code
     assert error_verdict(error) is verdict
     decision = DEFAULT_POLICY.decide(Ending(code=0, error=error))
     assert decision.verdict is verdict
     assert decision.exit_code == code
     assert decision.reason.startswith(f"taskkit failed: {type(error).__name__}: ")
-
-
-def test_the_band_is_200_to_206() -> None:
-    """The EX_RUN codes are 200-206, away from the codes commands use."""
-    codes = [
-        EX_RUN_CONFIG,
-        EX_RUN_NOINPUT,
-        EX_RUN_DATA,
-        EX_RUN_IOERR,
-        EX_RUN_TEMPFAIL,
-        EX_RUN_DEADLINE,
-        EX_RUN_SOFTWARE,
-    ]
-    assert codes == list(range(200, 207))
 
 
 def test_error_reason_is_one_line() -> None:

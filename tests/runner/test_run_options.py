@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from runner_helpers import Task, invoke, one_error, sh, wait_for
 
-from taskkit.runner.policy import EX_RUN_CONFIG
+from taskkit.exceptions import EX_RUN_CONFIG
 from taskkit.runner.spec import LONGEST, RunSpec
 from taskkit.runner.transfers import Teller
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from runner_helpers import Task, opened_task
 
-from taskkit.exceptions import LinkOut, UsageError
-from taskkit.runner.policy import EX_RUN_IOERR, error_verdict, run_exit_code
+from taskkit.exceptions import EX_RUN_IOERR, LinkOut, UsageError
+from taskkit.runner.policy import error_verdict
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_a_link_out_is_a_usage_error_for_stage_and_local_io_for_run() -> None:
     error = LinkOut("x leads out")
     assert isinstance(error, UsageError)
     assert error.exit_code == 64
-    assert run_exit_code(error) == EX_RUN_IOERR
+    assert error.run_code == EX_RUN_IOERR
     assert error_verdict(error).value == "retryable"
 
 

@@ -24,7 +24,7 @@ from taskkit.exceptions import (
     PermissionDenied,
     from_os_error,
 )
-from taskkit.runner.policy import Verdict, error_verdict, run_exit_code
+from taskkit.runner.policy import Verdict, error_verdict
 
 Lock = Callable[[Path], None]
 
@@ -170,7 +170,7 @@ def test_a_local_permission_error_is_local_io_in_run(code: int) -> None:
     made = from_os_error(PermissionError(code, "denied", "/w/in"), "cannot create")
     assert isinstance(made, LocalPermissionDenied)
     assert made.exit_code == 77
-    assert run_exit_code(made) == 203
+    assert made.run_code == 203
     assert error_verdict(made) is Verdict.RETRYABLE
 
 
@@ -178,6 +178,6 @@ def test_other_permissions_stay_permanent() -> None:
     """A permission storage refused (403 is a ConfigError) or a plain PermissionDenied is
     still 200, permanent; a local I/O error is still 203."""
     for error in (ConfigError("access denied (HTTP 403)"), PermissionDenied("may not write")):
-        assert run_exit_code(error) == 200
+        assert error.run_code == 200
         assert error_verdict(error) is Verdict.PERMANENT
-    assert run_exit_code(IOFailure("disk full")) == 203
+    assert IOFailure("disk full").run_code == 203
