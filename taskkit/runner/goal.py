@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from taskkit.runner.fingerprint import Work, changes
 from taskkit.runner.journal import Attempt, Journal, Outcome, Version
@@ -29,6 +29,7 @@ __all__ = [
     "CLAIM_TRIES",
     "PUBLISH_WAIT",
     "Goal",
+    "GoalState",
     "attempt_label",
     "attempt_ordinal",
     "goal",
@@ -43,12 +44,16 @@ PUBLISH_WAIT = 900.0
 CLAIM_TRIES = 5
 
 
+#: Where a task stands for some work (see :class:`Goal`).
+GoalState = Literal["met", "gone", "permanent", "publishing", "open"]
+
+
 class Goal(NamedTuple):
     """Where a task stands for some work, before an attempt: ``met``, ``gone`` (met once, but
     its published outputs are no longer there as published), ``permanent``, ``publishing``
     (another live attempt is publishing, whatever work) or ``open``."""
 
-    state: str
+    state: GoalState
     outcome: Outcome | None
     version: Version | None
     why: str

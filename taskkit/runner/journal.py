@@ -49,9 +49,12 @@ from taskkit.storage.stores import Stores
 
 __all__ = [
     "Attempt",
+    "AttemptState",
+    "AttemptVerdict",
     "Heartbeat",
     "Journal",
     "Outcome",
+    "OutcomeState",
     "PublishedManifest",
     "StepFile",
     "StepRecord",
@@ -65,6 +68,12 @@ STALE_INTERVALS = 3
 _NUMBER_WIDTH = 5
 
 Version = str
+#: An attempt's verdict as its record holds it: a :class:`~taskkit.runner.policy.Verdict`'s value.
+AttemptVerdict = Literal["success", "retryable", "permanent"]
+#: Whether an attempt ended, may still be running, or died without a word.
+AttemptState = Literal["ended", "running", "interrupted"]
+#: Where the task stands, as ``outcome.json`` says it (see :class:`Outcome`).
+OutcomeState = Literal["publishing", "success", "permanent", "failed"]
 _R = TypeVar("_R", bound="_Record")
 
 
@@ -116,11 +125,11 @@ class Attempt(_Record):
     logs: str | None = None
     ended: str | None = None
     exit_code: int | None = None
-    verdict: str | None = None
+    verdict: AttemptVerdict | None = None
     reason: str | None = None
     last: bool = False
 
-    def state(self, host: str | None = None) -> Literal["ended", "running", "interrupted"]:
+    def state(self, host: str | None = None) -> AttemptState:
         """Whether it ended, may still be running, or died without a word."""
         if self.ended is not None:
             return "ended"
@@ -149,7 +158,7 @@ class Outcome(_Record):
     ``replaced``: in a ``publishing`` claim, the success it replaced (a republish of that
     success's outputs), put back if the claim is released; absent from older records."""
 
-    state: Literal["publishing", "success", "permanent", "failed"]
+    state: OutcomeState
     fingerprint: str
     attempt: int
     at: str

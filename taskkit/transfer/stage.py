@@ -53,6 +53,7 @@ from taskkit.transfer.stage_plan import (
     Input,
     Plan,
     PlanEntry,
+    StageAction,
     default_workdir,
     parse_input,
     partial_path,
@@ -104,7 +105,7 @@ class _Done(NamedTuple):
     linked: bool
 
     @property
-    def action(self) -> str:
+    def action(self) -> StageAction:
         """What was done, which may not be what was planned (a ``link`` whose object was
         gone is a download): as ``-v`` shows it and the summary counts it."""
         if self.linked:

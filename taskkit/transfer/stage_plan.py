@@ -41,7 +41,7 @@ import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import xxhash
 
@@ -62,6 +62,7 @@ __all__ = [
     "Input",
     "Plan",
     "PlanEntry",
+    "StageAction",
     "default_workdir",
     "list_input",
     "name_problem",
@@ -169,12 +170,17 @@ def _container_only(source: str) -> bool:
     return bool(sep) and scheme.lower() in AZURE_PROTOCOLS and not rest.partition("/")[2]
 
 
+#: What staging does for one file: fetch it whole, finish a partial download, hard-link it from
+#: the node cache, leave it (already there), or remove it (staged from a blob now gone).
+StageAction = Literal["download", "resume", "link", "skip", "remove"]
+
+
 class PlanEntry(NamedTuple):
     """What staging will do for one file (``action``: download, resume, link, skip, or remove
     a file staged from a blob that no longer exists), and why. A removal's ``source`` is the
     blob it was staged from, its ``local`` the file as planned (removed only if still so)."""
 
-    action: str
+    action: StageAction
     reason: str
     source: RemoteFile
     dest: str  # as shown: relative to the working directory
@@ -199,7 +205,7 @@ class Plan(NamedTuple):
     removals: tuple[PlanEntry, ...] = ()
     create_workdir: bool = False
 
-    def count(self, action: str) -> int:
+    def count(self, action: StageAction) -> int:
         return sum(1 for e in self.entries if e.action == action)
 
     @property
@@ -579,6 +585,7 @@ def _decide(
         else:
             why = "not present"
         key = NodeCache.key(identity, file.version)
+        action: StageAction
         if refs.get(path) is not None:
             action, reason = "link", f"in the node cache ({why})"
         elif (

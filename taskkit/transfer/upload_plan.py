@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from taskkit.content.digest import Digest
 from taskkit.content.hashing import digests, hash_file
@@ -38,7 +38,7 @@ from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Match, Output, expand, shown
 from taskkit.transfer.summary import Problem
 
-__all__ = ["MANIFEST_NAME", "Publication", "UploadEntry", "UploadPlan", "plan"]
+__all__ = ["MANIFEST_NAME", "Publication", "UploadAction", "UploadEntry", "UploadPlan", "plan"]
 
 #: The blob written last under each DEST: the published set of files.
 MANIFEST_NAME = "_taskkit_manifest.json"
@@ -47,10 +47,14 @@ MANIFEST_NAME = "_taskkit_manifest.json"
 # -- the plan -----------------------------------------------------------------------------------
 
 
+#: What uploading does for one file: send it, or leave it (the destination holds it already).
+UploadAction = Literal["send", "skip"]
+
+
 class UploadEntry(NamedTuple):
     """What uploading will do for one file (``action``: send or skip), and why."""
 
-    action: str
+    action: UploadAction
     reason: str
     path: Path  # absolute
     local: str  # as shown: relative to the working directory
@@ -101,7 +105,7 @@ class UploadPlan(NamedTuple):
     def entries(self) -> tuple[UploadEntry, ...]:
         return tuple(e for p in self.publications for e in p.entries)
 
-    def count(self, action: str) -> int:
+    def count(self, action: UploadAction) -> int:
         return sum(1 for e in self.entries if e.action == action)
 
     @property
@@ -262,7 +266,7 @@ def _decide(
     writable = cache if record else None
     keys = {name: path_key(m.path) for name, m in named.items()}
     known = cache.lookup(sorted(keys.values())) if cache is not None and keys else {}
-    decided: dict[str, tuple[str, str, Digest | None]] = {}
+    decided: dict[str, tuple[UploadAction, str, Digest | None]] = {}
     to_hash: dict[str, Digest] = {}
     for name, match in named.items():
         key = prefix + name

@@ -185,7 +185,9 @@ def test_processes_racing_begin_on_file_get_distinct_numbers(tmp_path: Path) -> 
 def test_update_rewrites_the_record(journal: Journal) -> None:
     """update() changes fields of the attempt's own record and returns its new version."""
     record, version = _begin(journal)
-    ended, new_version = journal.update(record, version, ended=now(), exit_code=3, verdict="x")
+    ended, new_version = journal.update(
+        record, version, ended=now(), exit_code=3, verdict="retryable"
+    )
     assert new_version != version
     assert journal.attempts() == [ended]
     assert ended.exit_code == 3
@@ -506,3 +508,47 @@ def test_now_is_utc_milliseconds() -> None:
     assert len(stamp) == len("2026-01-01T00:00:00.000Z")
     parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert abs((datetime.datetime.now(datetime.timezone.utc) - parsed).total_seconds()) < 60
+
+
+# -- the values records hold --------------------------------------------------------------------
+
+#: An attempt record and an outcome as the version before typed states wrote them.
+_OLD_ATTEMPT = (
+    b'{\n "command_pgid": 0,\n "command_start": null,\n "ended": "2026-01-01T00:01:00.000Z",\n'
+    b' "exit_code": 201,\n "fingerprint": "xxh3-128:00000000000000000000000000000000",\n'
+    b' "heartbeat": "2026-01-01T00:00:30.000Z",\n "host": "h/b",\n "interval": 30.0,\n'
+    b' "last": true,\n "logs": null,\n "node": "n",\n "number": 1,\n "pid": 7,\n'
+    b' "pid_start": "9",\n "reason": "taskkit failed: InputNotFound: x",\n'
+    b' "started": "2026-01-01T00:00:00.000Z",\n "verdict": "permanent"\n}\n'
+)
+
+
+def test_verdicts_recorded_are_the_policys() -> None:
+    """The verdicts a record may hold are exactly the values of the policy's Verdict."""
+    import typing
+
+    from taskkit.runner.journal import AttemptVerdict
+    from taskkit.runner.policy import Verdict
+
+    assert set(typing.get_args(AttemptVerdict)) == {v.value for v in Verdict}
+
+
+def test_records_written_before_typed_states_load_unchanged() -> None:
+    """An attempt record and each outcome state the previous version wrote load, and write
+    back byte for byte: typing the states changed no JSON value."""
+    attempt = Attempt.model_validate_json(_OLD_ATTEMPT)
+    assert (attempt.verdict, attempt.state()) == ("permanent", "ended")
+    assert attempt.to_bytes() == _OLD_ATTEMPT
+    for state in ("publishing", "success", "permanent", "failed"):
+        outcome = _outcome(state)
+        assert Outcome.model_validate_json(outcome.to_bytes()).to_bytes() == outcome.to_bytes()
+        assert json.loads(outcome.to_bytes())["state"] == state
+
+
+@pytest.mark.parametrize(("model", "field"), [(Attempt, "verdict"), (Outcome, "state")])
+def test_a_record_with_an_unknown_state_is_refused(model: type[Attempt], field: str) -> None:
+    """A verdict or outcome state no version writes is not read as if it meant something."""
+    data = json.loads(_OLD_ATTEMPT if model is Attempt else _outcome().to_bytes())
+    data[field] = "maybe"
+    with pytest.raises(ValueError, match=field):
+        model.model_validate(data)
