@@ -70,7 +70,7 @@ def gate(where: str, marker: Path) -> None:
     elif where == "uploaded":
         real_url = taskkit.runner.attempt._manifest_url
 
-        def manifest_url(output: str) -> str:
+        def manifest_url(output: Any) -> str:
             blocked(marker)
             return real_url(output)
 

@@ -40,9 +40,9 @@ def run_args(spec: RunSpec) -> list[str]:
 
     defaults = RunSpec.model_validate({})
     args: list[str] = []
-    for output in spec.outputs:
+    for output in spec.output_texts:
         args += ["-o", output]
-    for given in spec.inputs:
+    for given in spec.input_texts:
         args += ["-i", given]
     for name in RunSpec.model_fields:
         if name in ("command", "inputs", "outputs", "job_id", "task_id"):

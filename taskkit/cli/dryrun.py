@@ -26,7 +26,6 @@ from taskkit.runner.run import describe_work, gone_outputs, required
 from taskkit.runner.spec import RunSpec
 from taskkit.runner.transfers import stage_settings
 from taskkit.storage.stores import Stores
-from taskkit.transfer.patterns import parse_output
 from taskkit.transfer.stage import stage
 from taskkit.transfer.stage_plan import Plan, default_workdir
 from taskkit.transfer.upload_plan import MANIFEST_NAME
@@ -125,8 +124,7 @@ def _show_goal(
 
 def _show_outputs(spec: RunSpec, stores: Stores) -> None:
     """One line per output: where it goes, and whether its DEST is published now."""
-    for output in spec.outputs:
-        parsed = parse_output(output)
+    for parsed in spec.outputs:
         dest = parsed.dest if parsed.dest.endswith("/") else parsed.dest + "/"
         store, key = stores.open(dest + MANIFEST_NAME)
         published = store.load(key) is not None

@@ -76,7 +76,7 @@ from taskkit.runner.published import Gone, destinations, recorded
 from taskkit.runner.spec import RunSpec
 from taskkit.runner.transfers import stage_inputs, upload_outputs
 from taskkit.storage.stores import Stores
-from taskkit.transfer.patterns import parse_output
+from taskkit.transfer.patterns import Output
 from taskkit.transfer.stage_plan import Plan, default_workdir
 from taskkit.transfer.summary import Summary
 from taskkit.transfer.upload_plan import MANIFEST_NAME
@@ -571,8 +571,8 @@ def _still_held(journal: Journal, version: Version) -> None:
     raise TransientError(f"lost the publishing claim to {holder}")
 
 
-def _manifest_url(output: str) -> str:
-    dest = parse_output(output).dest
+def _manifest_url(output: Output) -> str:
+    dest = output.dest
     return shown_url(dest if dest.endswith("/") else dest + "/") + MANIFEST_NAME
 
 

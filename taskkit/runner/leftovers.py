@@ -515,14 +515,14 @@ class Leftovers:
         self,
         workdir: str | os.PathLike[str],
         owner: tuple[str, str, str],
-        outputs: Sequence[str],
+        outputs: Sequence[Output],
         work: str,
         attempt: int,
         note: Callable[[str], None],
     ) -> None:
         self.root = Path(os.path.realpath(workdir))
         self.path = ledger_path(self.root, *owner)
-        self.patterns = tuple(dict.fromkeys(parse_output(o).pattern for o in outputs))
+        self.patterns = tuple(dict.fromkeys(o.pattern for o in outputs))
         self.work, self.attempt, self.note = work, attempt, note
         self._entry: Opened | None = None
 
@@ -679,6 +679,6 @@ def preview(
     root = Path(os.path.realpath(workdir))
     if not root.is_dir():
         return Tidy((), {}, (), ()), []
-    patterns = list(dict.fromkeys(parse_output(o).pattern for o in spec.outputs))
+    patterns = list(dict.fromkeys(o.pattern for o in spec.outputs))
     survey = _survey(root, ledger_path(root, *owner(spec)), patterns, work.fingerprint, staged)
     return survey.tidy, survey.notes

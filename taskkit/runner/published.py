@@ -29,7 +29,7 @@ from taskkit.exceptions import InputNotFound, TaskFailure
 from taskkit.runner.journal import Journal, Outcome, PublishedManifest
 from taskkit.storage.base import Store
 from taskkit.storage.stores import Stores
-from taskkit.transfer.patterns import parse_output
+from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.summary import Published
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
@@ -66,12 +66,12 @@ class Gone(NamedTuple):
         return f"{self.why}; {self.detail}: running the command again"
 
 
-def destinations(stores: Stores, outputs: Sequence[str]) -> list[Destination]:
+def destinations(stores: Stores, outputs: Sequence[Output]) -> list[Destination]:
     """One manifest per DEST of ``outputs``, in their order; two spellings of one place are
     one DEST, as for an upload."""
     found: dict[str, Destination] = {}
     for output in outputs:
-        place = _place(stores, parse_output(output).dest)
+        place = _place(stores, output.dest)
         found.setdefault(place.store.identity(place.key), place)
     return list(found.values())
 
@@ -104,8 +104,9 @@ def recorded(
 
 def gone(stores: Stores, outputs: Sequence[str], outcome: Outcome) -> str | None:
     """Why the outputs ``outcome`` recorded as published are not there as published, or
-    None when every manifest is still at its recorded version (one request per DEST)."""
-    places = destinations(stores, outputs)
+    None when every manifest is still at its recorded version (one request per DEST).
+    ``outputs``: a work's, as its fingerprint names them (``GLOB=DEST``)."""
+    places = destinations(stores, [parse_output(output) for output in outputs])
     if outcome.published and len(outcome.published) != len(places):
         return "published outputs are gone: the record names other destinations"
     for index, place in enumerate(places):
@@ -124,7 +125,7 @@ def gone(stores: Stores, outputs: Sequence[str], outcome: Outcome) -> str | None
 def unmatched(
     stores: Stores,
     journal: Journal,
-    outputs: Sequence[str],
+    outputs: Sequence[Output],
     outcome: Outcome,
     workdir: str | os.PathLike[str],
     *,
@@ -147,10 +148,9 @@ def unmatched(
     index = {d.store.identity(d.key): i for i, d in enumerate(places)}
     files: list[dict[str, Match]] = [{} for _ in places]
     for output in outputs:
-        parsed = parse_output(output)
-        place = _place(stores, parsed.dest)
+        place = _place(stores, output.dest)
         into = files[index[place.store.identity(place.key)]]
-        for found in expand(root, parsed):
+        for found in expand(root, output):
             if isinstance(found, Match):
                 into.setdefault(found.name, found)
     wanted: list[tuple[Match, str, Digest]] = []

@@ -37,8 +37,6 @@ from taskkit.runner.goal import CLAIM_TRIES, goal, wait_for
 from taskkit.runner.journal import Journal, Outcome
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.stores import Stores
-from taskkit.transfer.patterns import parse_output
-from taskkit.transfer.stage_plan import parse_input
 
 if TYPE_CHECKING:
     from taskkit.runner.attempt import Launcher
@@ -50,10 +48,10 @@ __all__ = ["describe_work", "gone_outputs", "required", "run"]
 def describe_work(spec: RunSpec, stores: Stores) -> tuple[Work, TaskFailure | None]:
     """The work, or, when an input cannot be listed, the work as given and why not."""
     try:
-        return describe(spec.command, spec.inputs, spec.outputs, stores), None
+        return describe(spec.command, spec.inputs, spec.output_texts, stores), None
     except TaskFailure as exc:
-        missing = tuple((given, (("", "unavailable"),)) for given in spec.inputs)
-        return Work(spec.command, missing, spec.outputs), exc
+        missing = tuple((given, (("", "unavailable"),)) for given in spec.input_texts)
+        return Work(spec.command, missing, spec.output_texts), exc
 
 
 def required(spec: RunSpec) -> tuple[str, str, str]:
@@ -67,10 +65,6 @@ def required(spec: RunSpec) -> tuple[str, str, str]:
             "no job or task id: give --job-id and --task-id (Azure Batch sets "
             "AZ_BATCH_JOB_ID and AZ_BATCH_TASK_ID on its nodes)"
         )
-    for given in spec.inputs:
-        parse_input(given)  # a malformed SRC=DEST is refused before anything is written
-    for output in spec.outputs:
-        parse_output(output)  # a malformed GLOB=DEST is refused before anything runs
     return spec.state, spec.job_id, spec.task_id
 
 

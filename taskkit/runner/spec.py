@@ -10,8 +10,12 @@ A setting's variable is ``TASKKIT_`` and its name in capitals (``TASKKIT_MAX_RET
 the node cache's ``TASKKIT_NODE_CACHE`` (:mod:`taskkit.runner.envnames`).
 
 Invariants: a :class:`RunSpec` is frozen and every value in it is valid (codes parse, ids are
-Batch ids, durations are positive and no longer than :data:`LONGEST` allows), so nothing after
-this module re-checks them. The transfer settings (``jobs`` to ``verbose``) are those of
+Batch ids, durations are positive and no longer than :data:`LONGEST` allows, inputs and outputs
+are parsed into :class:`~taskkit.transfer.stage_plan.Input` and
+:class:`~taskkit.transfer.patterns.Output` values), so nothing after this module re-checks or
+re-parses them. Inputs and outputs keep the text they were given as too (``SRC=DEST``,
+``GLOB=DEST``): the work's fingerprint and ``task-json`` read them as written, and a
+serialized spec writes them back. The transfer settings (``jobs`` to ``verbose``) are those of
 ``taskkit stage`` and ``taskkit upload``, checked here for those commands too
 (:func:`check_setting`).
 """
@@ -30,9 +34,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FieldSerializationInfo,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
+    model_validator,
 )
 
 from taskkit.batch.taskjson import TASK_LIFETIME
@@ -43,6 +52,8 @@ from taskkit.runner.envnames import env_variable
 from taskkit.runner.policy import ExitPolicy
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.urls import bad_url
+from taskkit.transfer.patterns import Output, parse_output
+from taskkit.transfer.stage_plan import Input, parse_input
 
 __all__ = [
     "LONGEST",
@@ -145,8 +156,8 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     command: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    outputs: tuple[Output, ...] = ()
     state: str | None = None
     job_id: str | None = None
     task_id: str | None = None
@@ -169,15 +180,55 @@ class RunSpec(BaseModel):
     retry_budget: float = RetryBudget.budget
     progress_interval: float = 10.0
     verbose: bool = False
+    #: ``inputs`` and ``outputs`` as given (``SRC=DEST``, ``GLOB=DEST``), one text per value.
+    _given: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("command", "inputs", "outputs", mode="before")
     @classmethod
-    def _strings(cls, value: object) -> object:
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, Sequence) and not all(isinstance(v, str) for v in value):
+    def _strings(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, (str, *_PARSED)):
+            value = (value,)
+        if isinstance(value, Sequence) and not all(
+            isinstance(v, str) or (info.field_name != "command" and isinstance(v, _PARSED))
+            for v in value
+        ):
             raise ValueError("every item must be a string")
-        return value
+        if info.field_name == "command" or not isinstance(value, Sequence):
+            return value
+        # Parsed here, once: a malformed SRC=DEST or GLOB=DEST is refused with the settings,
+        # as the UsageError taskkit stage or upload raise for it (pydantic passes an error
+        # that is not a ValueError through as it is).
+        parse = parse_input if info.field_name == "inputs" else parse_output
+        return tuple(parse(v) if isinstance(v, str) else v for v in value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_given(cls, data: Any, handler: ModelWrapValidatorHandler[RunSpec]) -> RunSpec:
+        spec = handler(data)
+        if isinstance(data, RunSpec) or spec._given:
+            return spec  # already made: its texts came with it
+        given = data if isinstance(data, Mapping) else {}
+        for name in _LISTS:
+            value = given.get(name, ())
+            items = (value,) if isinstance(value, (str, *_PARSED)) else value
+            spec._given[name] = tuple(map(_text, items))
+        return spec
+
+    @field_serializer("inputs", "outputs")
+    def _as_given(
+        self, value: tuple[Input | Output, ...], info: FieldSerializationInfo
+    ) -> list[str]:
+        return list(self._given[info.field_name])
+
+    @property
+    def input_texts(self) -> tuple[str, ...]:
+        """The inputs as given (``SRC=DEST`` or a bare ``SRC``), in order."""
+        return self._given["inputs"]
+
+    @property
+    def output_texts(self) -> tuple[str, ...]:
+        """The outputs as given (``GLOB=DEST``), in order: what the fingerprint names."""
+        return self._given["outputs"]
 
     @field_validator("state")
     @classmethod
@@ -310,6 +361,16 @@ class RunSpec(BaseModel):
             permanent=self.permanent_codes,
             retryable=self.retryable_codes,
         )
+
+
+_PARSED = (Input, Output)
+
+
+def _text(value: object) -> str:
+    """An input or output as it was given; a parsed one as ``SRC=DEST``/``GLOB=DEST``."""
+    if isinstance(value, _PARSED):
+        return f"{value[0]}={value[1]}"
+    return str(value)
 
 
 def _first_error(exc: ValidationError, source: str, key_of: Mapping[str, str]) -> ConfigError:

@@ -30,7 +30,6 @@ from taskkit.cli.progress import Progress
 from taskkit.exceptions import IOFailure
 from taskkit.runner.envnames import env_variable
 from taskkit.transfer.nodecache import node_cache
-from taskkit.transfer.patterns import parse_output
 from taskkit.transfer.summary import Telling, stage_line, upload_line
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ def upload_outputs(
             on_problem=teller.problem,
             fence=fence,
         )
-        published = [parse_output(o).dest for o in spec.outputs]  # each ends in '/'
+        published = [o.dest for o in spec.outputs]  # each ends in '/'
         teller.tell("note", upload_line(summary, published))
     return summary
 

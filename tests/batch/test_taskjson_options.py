@@ -186,3 +186,19 @@ def test_a_wall_clock_limit_that_would_reach_the_task_lifetime_is_left_out() -> 
             deadline=TASK_LIFETIME + 1,
             policy=DEFAULT_POLICY,
         )
+
+
+def test_inputs_and_outputs_reach_the_node_as_typed() -> None:
+    """-i and -o are written into the command line as the user typed them (a bare SRC, a
+    trailing '=', a GLOB=DEST without its '/'), not as the spec parsed them, so the node's
+    spec, and the work's fingerprint, are the same."""
+    given = ["-i", "az://c/in/a.txt", "-i", "az://c/y=2024/=", "-o", "out/=az://r/x"]
+    given += ["-o", "year=2024/*.csv=az://r/y=2024"]
+    code, document, err = task_json_of("--id", "t7", *STATE, *given, "--", "x")
+    assert (code, err) == (0, ""), err
+    assert document is not None
+    outputs, inputs = given[4:], given[:4]  # task-json writes the outputs first
+    assert run_args_of(document) == [*outputs, *inputs, *STATE, "--", "x"]
+    spec = spec_on_the_node(run_args_of(document))
+    assert spec.input_texts == ("az://c/in/a.txt", "az://c/y=2024/=")
+    assert spec.output_texts == ("out/=az://r/x", "year=2024/*.csv=az://r/y=2024")

@@ -381,3 +381,36 @@ def test_changes_says_whether_an_input_file_changed_is_gone_or_is_new() -> None:
     assert changes(new, before.__class__(("true",), (("az://c/p/=in/", ()),), ())) == (
         "input az://c/p/a.txt, az://c/p/b.txt, az://c/p/c.txt are gone"
     )
+
+
+def test_a_specs_work_is_described_from_its_inputs_and_outputs_as_given(
+    stores: Stores, inputs: Path
+) -> None:
+    """The spec holds parsed inputs and outputs, and no fingerprint changed for it: a spec's
+    work is the one described from the texts as given (the path before, when the spec held
+    the texts), for every way of spelling them, also when an input cannot be listed."""
+    from taskkit.runner.run import describe_work
+    from taskkit.runner.spec import resolve
+
+    single, prefix = _urls(inputs)
+    given_inputs = (single, f"{single}=x.txt", f"{prefix}=data/", prefix, f"file://{inputs}/*.txt")
+    given_outputs = (
+        "out/=memory://d/x",
+        "out/**=memory://d/x/",
+        "year=2024/*.csv=memory://d/y=2024",
+        "./res=memory://d/z/",
+    )
+    options = {"command": COMMAND, "inputs": given_inputs, "outputs": given_outputs}
+    spec = resolve(options, environ={})
+    work, problem = describe_work(spec, stores)
+    assert problem is None
+    before = describe(COMMAND, list(given_inputs), given_outputs, stores)
+    assert work == before
+    assert work.fingerprint == before.fingerprint
+    assert work.outputs == given_outputs  # as given: "out/=…x" and "out/**=…x/" stay two
+    missing = (*given_inputs, f"file://{inputs}/nothing.txt")
+    spec = resolve({**options, "inputs": missing}, environ={})
+    work, problem = describe_work(spec, stores)
+    assert isinstance(problem, InputNotFound)
+    unavailable = tuple((given, (("", "unavailable"),)) for given in missing)
+    assert work.fingerprint == Work(COMMAND, unavailable, given_outputs).fingerprint

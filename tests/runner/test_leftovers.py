@@ -292,7 +292,9 @@ def beside(tmp_path: Path, ledger: Ledger | None, work: str = B) -> Leftovers:
     """This attempt (2, work ``work``, ``out/**``) in ``tmp_path/wd``, the ledger there as
     given."""
     (tmp_path / "wd" / "out").mkdir(parents=True, exist_ok=True)
-    leftovers = Leftovers(tmp_path / "wd", ("s", "j", "t"), ["out/**=file:///d/"], work, 2, print)
+    leftovers = Leftovers(
+        tmp_path / "wd", ("s", "j", "t"), [Output("out/**", "file:///d/")], work, 2, print
+    )
     if ledger is not None:
         leftovers.path.write_bytes(ledger.to_bytes())
     return leftovers

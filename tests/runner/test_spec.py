@@ -10,7 +10,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from taskkit.exceptions import ConfigError
+from taskkit.exceptions import ConfigError, UsageError
 from taskkit.runner.spec import RunSpec, load_spec_file, parse_duration, resolve
 
 # -- parse_duration -----------------------------------------------------------------------------
@@ -113,13 +113,29 @@ def test_run_spec_refuses_bad_codes(bad: object) -> None:
         RunSpec.model_validate({"retryable_codes": bad})
 
 
+#: Two valid items of each list setting.
+_ITEMS = {
+    "command": ("a b", "b"),
+    "inputs": ("a b", "az://c/d=e"),
+    "outputs": ("a b=memory://o/", "b/=memory://o/x"),
+}
+
+
+def _as_given(spec: RunSpec, field: str) -> tuple[str, ...]:
+    """A list setting of ``spec`` as it was given: the command, or the inputs' or outputs' texts."""
+    return {"command": spec.command, "inputs": spec.input_texts, "outputs": spec.output_texts}[
+        field
+    ]
+
+
 @pytest.mark.parametrize("field", ["command", "inputs", "outputs"])
 def test_run_spec_takes_a_string_or_a_list_of_strings(field: str) -> None:
     """A single string is a one-item tuple; a list becomes a tuple; a non-string item is refused."""
-    assert getattr(RunSpec.model_validate({field: "a b"}), field) == ("a b",)
-    assert getattr(RunSpec.model_validate({field: ["a", "b"]}), field) == ("a", "b")
+    one, two = _ITEMS[field]
+    assert _as_given(RunSpec.model_validate({field: one}), field) == (one,)
+    assert _as_given(RunSpec.model_validate({field: [one, two]}), field) == (one, two)
     with pytest.raises(pydantic.ValidationError, match="every item must be a string"):
-        RunSpec.model_validate({field: ["a", 1]})
+        RunSpec.model_validate({field: [one, 1]})
 
 
 def test_run_spec_parses_durations() -> None:
@@ -277,7 +293,7 @@ def test_resolve_not_given_options_do_not_override() -> None:
     """None and () on the command line are "not given"; 0 is a value and wins."""
     environ = {"TASKKIT_MAX_RETRIES": "5", "TASKKIT_INPUTS": "a", "TASKKIT_STATE": "memory://s"}
     spec = resolve({"inputs": (), "state": None, "max_retries": 0}, environ=environ)
-    assert spec.inputs == ("a",)
+    assert spec.input_texts == ("a",)
     assert spec.state == "memory://s"
     assert spec.max_retries == 0
 
@@ -312,7 +328,7 @@ def test_resolve_reads_every_setting_from_the_environment() -> None:
     assert (spec.permanent_codes, spec.retryable_codes) == ("10", "11")
     assert (spec.deadline, spec.log_interval, spec.checkpoint_interval) == (3600.0, 5.0, 120.0)
     assert spec.checkpoint_dir == "ckpt"
-    assert spec.outputs == ("out/**=memory://o/",)
+    assert spec.output_texts == ("out/**=memory://o/",)
 
 
 def test_resolve_ignores_a_command_in_the_environment() -> None:
@@ -333,8 +349,15 @@ def test_resolve_ignores_a_command_in_the_environment() -> None:
 def test_resolve_splits_list_variables(text: str, expected: tuple[str, ...]) -> None:
     """TASKKIT_INPUTS/OUTPUTS split on newlines when there are any (so names may hold
     spaces), else on whitespace; blank lines are no item."""
-    assert resolve({}, environ={"TASKKIT_INPUTS": text}).inputs == expected
-    assert resolve({}, environ={"TASKKIT_OUTPUTS": text}).outputs == expected
+    assert resolve({}, environ={"TASKKIT_INPUTS": text}).input_texts == expected
+    # The same lines as outputs, each naming a destination (its blanks kept around it).
+    dest = "=memory://o/"
+    as_outputs = "\n".join(
+        line.rstrip() + dest + line[len(line.rstrip()) :] if line.strip() else line
+        for line in text.split("\n")
+    )
+    outputs = resolve({}, environ={"TASKKIT_OUTPUTS": as_outputs}).output_texts
+    assert outputs == tuple(item + dest for item in expected)
 
 
 def test_resolve_takes_dashed_and_underscored_keys_in_files(tmp_path: Path) -> None:
@@ -497,7 +520,7 @@ def test_a_setting_given_twice_in_a_file_is_refused(tmp_path: Path, name: str, t
 def test_inputs_from_the_environment_are_one_per_line() -> None:
     """A blob name with spaces stays one input; blank lines are no inputs."""
     spec = resolve({}, environ={"TASKKIT_INPUTS": "az://c/sp ace.txt=in/a.txt\n\naz://c/b=b\n"})
-    assert spec.inputs == ("az://c/sp ace.txt=in/a.txt", "az://c/b=b")
+    assert spec.input_texts == ("az://c/sp ace.txt=in/a.txt", "az://c/b=b")
 
 
 def test_intervals_below_a_second_are_refused() -> None:
@@ -540,3 +563,40 @@ def test_a_state_whose_path_has_an_empty_dot_or_dotdot_segment_is_refused(state:
     the service after a request."""
     with pytest.raises(ConfigError, match="segment"):
         resolve({"state": state}, environ={})
+
+
+def test_inputs_and_outputs_are_parsed_once_and_keep_their_text() -> None:
+    """The spec holds Input and Output values, parsed when it is made; the texts they were
+    given as are kept, and serializing the spec writes them back."""
+    from taskkit.transfer.patterns import Output
+    from taskkit.transfer.stage_plan import Input
+
+    given = {"inputs": ["az://c/in/a.txt", "az://c/y=2024/="], "outputs": ["out/=memory://o/x"]}
+    spec = RunSpec.model_validate(given)
+    assert spec.inputs == (Input("az://c/in/a.txt", "a.txt"), Input("az://c/y=2024/", "y=2024/"))
+    assert spec.outputs == (Output("out/**", "memory://o/x/"),)
+    assert spec.model_dump(include={"inputs", "outputs"}) == given
+    assert RunSpec.model_validate(spec.model_dump()) == spec
+    values = RunSpec(inputs=[Input("az://c/a", "b")], outputs=Output("o/**", "memory://o/"))
+    assert (values.input_texts, values.output_texts) == (("az://c/a=b",), ("o/**=memory://o/",))
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("inputs", "=x", "names no source"),
+        ("inputs", "az://c/a=az://c/b", "must be a local path"),
+        ("outputs", "out/**", "has no destination"),
+        ("outputs", "../x=memory://o/", "must not leave the working directory"),
+    ],
+)
+def test_a_malformed_input_or_output_is_refused_with_the_settings(
+    field: str, bad: str, message: str
+) -> None:
+    """A SRC=DEST or GLOB=DEST that does not parse is refused when the spec is made, from the
+    command line or the environment alike, with the UsageError taskkit stage and upload give
+    (run exit 200), before anything is run."""
+    with pytest.raises(UsageError, match=message):
+        resolve({field: (bad,)}, environ={})
+    with pytest.raises(UsageError, match=message):
+        resolve({}, environ={f"TASKKIT_{field.upper()}": bad})
