@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from taskkit.exceptions import (
+    EX_RUN_CONFIG,
     EX_RUN_DATA,
     EX_RUN_DEADLINE,
+    EX_RUN_IOERR,
+    EX_RUN_SOFTWARE,
     ConfigError,
     MisuseError,
     TaskkitError,
@@ -76,7 +79,8 @@ def _span(low: int, high: int) -> CodeSet:
 
 
 _SIGNAL_CODES = _span(129, 192)  # 128 + N for Linux signals 1-64, as a shell reports them
-_TASKKIT_PERMANENT, _TASKKIT_RETRYABLE = _span(200, 202), _span(203, 206)
+_TASKKIT_PERMANENT = _span(EX_RUN_CONFIG, EX_RUN_DATA)
+_TASKKIT_RETRYABLE = _span(EX_RUN_IOERR, EX_RUN_SOFTWARE)
 
 
 class Ending(NamedTuple):

@@ -14,7 +14,7 @@ from typing import Any
 
 from taskkit.exceptions import InputNotFound, UsageError
 from taskkit.redaction import redact
-from taskkit.runner.journal import Attempt, Journal, Outcome
+from taskkit.runner.journal import Attempt, AttemptState, Journal, Outcome
 from taskkit.storage.stores import Stores
 from taskkit.storage.urls import bad_url
 
@@ -87,7 +87,7 @@ def _outcome(outcome: Outcome, attempts: list[Attempt]) -> dict[str, Any]:
     return shown
 
 
-def _stale(claim: Outcome, attempts: list[Attempt]) -> str | None:
+def _stale(claim: Outcome, attempts: list[Attempt]) -> AttemptState | None:
     """How the holder of ``claim`` stopped ("ended", "interrupted"), or None while it runs."""
     holder = next((a for a in attempts if a.number == claim.attempt), None)
     if holder is None:
