@@ -28,6 +28,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from taskkit.exceptions import (
     Conflict,
@@ -42,11 +44,8 @@ from taskkit.exceptions import (
 from taskkit.redaction import shown_url
 from taskkit.runner.checkpoint import Checkpoint, confined
 from taskkit.runner.command import Finished, Stopped, signals_held, stopped_by_signals
-from taskkit.runner.fingerprint import Work
 from taskkit.runner.goal import (
     CLAIM_TRIES,
-    attempt_label,
-    attempt_ordinal,
     goal,
     holder_alive,
     lost_race,
@@ -58,6 +57,7 @@ from taskkit.runner.journal import (
     Journal,
     Outcome,
     PublishedManifest,
+    Settle,
     Version,
     host_identity,
     now,
@@ -71,73 +71,77 @@ from taskkit.runner.lifetime import (
     runner_mark,
 )
 from taskkit.runner.logs import LogSink, Phase, settle_lost
-from taskkit.runner.policy import Decision, Ending, ExitPolicy, Verdict
-from taskkit.runner.published import Gone, destinations, recorded
-from taskkit.runner.spec import RunSpec
+from taskkit.runner.policy import Decision, Ending, Verdict
+from taskkit.runner.published import destinations, recorded
 from taskkit.runner.transfers import stage_inputs, upload_outputs
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Output
-from taskkit.transfer.stage_plan import Plan, default_workdir
+from taskkit.transfer.stage_plan import Plan
 from taskkit.transfer.summary import Summary
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
-__all__ = ["AttemptRun", "Launcher"]
+if TYPE_CHECKING:
+    from taskkit.runner.plan import AttemptPlan
+
+__all__ = ["AttemptContext", "AttemptRun", "Launcher"]
 
 Launcher = Callable[..., Finished]
 
 
+@dataclass(frozen=True)
+class AttemptContext:
+    """What an attempt works with beside its plan: the run's stores, the environment it reads
+    and gives its command, how the command is launched, where its lines are said, and how
+    long a stopped command is given to end."""
+
+    stores: Stores
+    environ: Mapping[str, str]
+    launch: Launcher
+    say: Callable[[str, str], None]
+    grace: float = 10.0
+
+
 class AttemptRun:
-    """One attempt: the state it carries from start to end."""
+    """One attempt, carrying out an :class:`~taskkit.runner.plan.AttemptPlan`: the state it
+    carries from start to end."""
 
     sink: LogSink | None = None  # the attempt's logs, once they are set up
 
-    def __init__(
-        self,
-        spec: RunSpec,
-        stores: Stores,
-        journal: Journal,
-        work: Work,
-        policy: ExitPolicy,
-        env: dict[str, str],
-        launch: Launcher,
-        say: Callable[[str, str], None],
-        grace: float,
-        *,
-        seen: Version | None = None,
-        gone: Gone | None = None,
-    ) -> None:
-        """``seen``: the outcome's version when the runner decided to start this attempt;
-        ``gone``: the published outputs of this work are gone, and what to do about it."""
-        self.seen, self.gone = seen, gone
-        self.spec, self.stores, self.journal, self.work = spec, stores, journal, work
-        self.policy, self.env, self.launch, self.say, self.grace = policy, env, launch, say, grace
-        self.workdir = os.path.abspath(spec.workdir or default_workdir())
+    def __init__(self, *, plan: AttemptPlan, context: AttemptContext) -> None:
+        spec = self.spec = plan.spec
+        self.plan = plan
+        # The outcome's version when the plan was made, and, when the published outputs of
+        # this work are gone, what to do about it.
+        self.seen, self.gone = plan.goal.version, plan.gone
+        self.stores, self.work, self.policy = context.stores, plan.work, plan.policy
+        self.journal = Journal.open(context.stores, spec.state or "", plan.job_id, plan.task_id)
+        self.env = dict(context.environ)
+        self.launch, self.say, self.grace = context.launch, context.say, context.grace
+        self.workdir = plan.workdir
         self.started = time.monotonic()
 
-    def run(self, unavailable: TaskFailure | None) -> int:
-        spec, journal = self.spec, self.journal
-        previous = journal.attempts()
+    def run(self) -> int:
+        plan, journal = self.plan, self.journal
+        previous = list(plan.attempts)
         after = max((a.number for a in previous), default=0)
         record, version = journal.begin(
             fingerprint=self.work.fingerprint,
-            interval=spec.log_interval,
+            interval=self.spec.log_interval,
             after=after,
             node=self.env.get("AZ_BATCH_NODE_ID", ""),
             logs=journal.logs_url,
         )
         number = record.number
         # Batch's count starts again for new work (a re-added task, a changed input).
-        ordinal = attempt_ordinal(previous, self.work.fingerprint)
-        last = spec.max_retries >= 0 and ordinal > spec.max_retries
-        label = attempt_label(ordinal, spec.max_retries)
-        if ordinal != number:
+        last, label = plan.last, plan.label
+        if plan.ordinal != number:
             label += f", attempt {number} in the journal"
         beat = self.beat = Heartbeat(journal, record, version)
         try:
             private = _private_dir(self.env, number)
             try:
                 decision = self._logged(
-                    beat, private.name, previous, number, label, last, unavailable
+                    beat, private.name, previous, number, label, last, plan.unavailable
                 )
             finally:
                 private.cleanup()
@@ -205,7 +209,7 @@ class AttemptRun:
             except TaskFailure as exc:  # its own log cannot be written
                 decision = self.policy.decide(Ending(error=exc))
             except Exception as exc:  # still end the attempt in order
-                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say)))
+                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say, self.env)))
             decision = self._record(decision, number, last)
             self._tell(
                 sink,
@@ -437,32 +441,41 @@ class AttemptRun:
         if mixed is not None:
             error = TransientError(f"{mixed}; not publishing a mixed set")
             return self.policy.decide(Ending(error=error))
-        claim: Outcome | None = None
-        version: Version | None = None
-        try:
-            for _ in range(CLAIM_TRIES):
-                status = goal(journal, self.work, self.stores)
-                if status.state == "met" and status.outcome is not None:
-                    return Decision(
+        held: list[tuple[Outcome, Version]] = []  # the claim written, with its version
+        settled: list[Decision] = []  # the attempt's end, when it must not claim
+
+        def decide() -> tuple[Outcome, Version | None] | Settle:
+            status = goal(journal, self.work, self.stores)
+            if status.state == "met" and status.outcome is not None:
+                settled.append(
+                    Decision(
                         Verdict.SUCCESS,
                         0,
                         f"attempt {status.outcome.attempt} published the same work meanwhile",
                     )
-                lost = lost_race(status, self.work, self.seen)
-                if lost is not None:  # a normal, retryable end: said as it is
-                    return self.policy.decide(Ending(error=Conflict(lost)))._replace(reason=lost)
-                if status.state == "publishing":
-                    wait_for(journal, status)
-                    continue
-                replaced = status.outcome if status.state == "gone" else None
-                claim = self._outcome("publishing", number, decision, replaced=replaced)
-                try:
-                    with signals_held():  # no claim is written without its version kept
-                        version = journal.write_outcome(claim, replacing=status.version)
-                    break
-                except Conflict:
-                    continue
-            else:
+                )
+                return Settle.STOP
+            lost = lost_race(status, self.work, self.seen)
+            if lost is not None:  # a normal, retryable end: said as it is
+                settled.append(
+                    self.policy.decide(Ending(error=Conflict(lost)))._replace(reason=lost)
+                )
+                return Settle.STOP
+            if status.state == "publishing":
+                wait_for(journal, status)
+                return Settle.AGAIN
+            replaced = status.outcome if status.state == "gone" else None
+            return self._outcome("publishing", number, decision, replaced=replaced), status.version
+
+        try:
+            try:
+                journal.settle_outcome(
+                    decide,
+                    tries=CLAIM_TRIES,
+                    kept=lambda claim, version: held.append((claim, version)),
+                    hold=signals_held,  # no claim is written without its version kept
+                )
+            except Conflict:
                 return self.policy.decide(
                     Ending(
                         error=Conflict(
@@ -470,12 +483,15 @@ class AttemptRun:
                         )
                     )
                 )
+            if settled:
+                return settled[0]
+            claim, version = held[0]
             decision = self._claimed(number, decision, version)
             if decision.verdict is not Verdict.SUCCESS:
                 self._give_back(claim, version)
             return decision
         except BaseException:  # a signal, or a bug: the claim must not outlive this attempt
-            if claim is not None and version is not None:
+            for claim, version in held:
                 self._give_back(claim, version)
             raise
 
@@ -512,13 +528,11 @@ class AttemptRun:
             if error is not None:
                 return self.policy.decide(Ending(error=error))
             manifests = tuple(_manifest_url(o) for o in self.spec.outputs)
-        try:
-            journal.write_outcome(
-                self._outcome(
-                    "success", number, decision, manifests=manifests, published=published
-                ),
-                replacing=version,
-            )
+        success = self._outcome(
+            "success", number, decision, manifests=manifests, published=published
+        )
+        try:  # in the claim's place, once: a claim taken over is not this attempt's any more
+            journal.settle_outcome(lambda: (success, version), tries=1)
         except Conflict:
             return self.policy.decide(
                 Ending(
@@ -540,20 +554,20 @@ class AttemptRun:
             return decision
         state = "permanent" if decision.verdict is Verdict.PERMANENT else "failed"
         outcome = self._outcome(state, number, decision)
-        for _ in range(CLAIM_TRIES):
+
+        def decide() -> tuple[Outcome, Version | None] | Settle:
             status = goal(self.journal, self.work, self.stores)
             theirs = status.outcome is not None and status.outcome.attempt != number
             if theirs and status.state in ("met", "publishing"):
-                return decision  # another attempt finished this work, or is publishing
+                return Settle.STOP  # another attempt finished this work, or is publishing
             if status.state == "gone" and self.gone is not None and self.gone.republish:
-                return decision  # a failed republish: the success stays, to republish again
+                return Settle.STOP  # a failed republish: the success stays, to republish again
             if lost_race(status, self.work, self.seen) is not None:
-                return decision  # other work was published since: not this attempt's to undo
-            try:
-                self.journal.write_outcome(outcome, replacing=status.version)
-                return decision
-            except Conflict:
-                continue
+                return Settle.STOP  # other work was published since: not this attempt's to undo
+            return outcome, status.version
+
+        with contextlib.suppress(Conflict):  # others kept changing it: theirs stands
+            self.journal.settle_outcome(decide, tries=CLAIM_TRIES)
         return decision
 
 
@@ -607,12 +621,14 @@ def _unwritable(sink: LogSink) -> IOFailure | None:
     )
 
 
-def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError:
+def _unexpected(
+    exc: Exception, say: Callable[[str, str], None], environ: Mapping[str, str]
+) -> TaskkitError:
     """What an exception nobody translated inside the attempt stands for: an ``OSError`` is
     about a local path (a disk full, a name the filesystem refuses), translated as everywhere
     else; anything else is a bug of taskkit's (206). ``TASKKIT_DEBUG`` shows its traceback,
     and changes nothing else: the attempt still ends in order with the run band's code."""
-    if os.environ.get("TASKKIT_DEBUG"):
+    if environ.get("TASKKIT_DEBUG"):
         for line in "".join(traceback.format_exception(exc)).splitlines():
             say("debug", line)
     if isinstance(exc, OSError):

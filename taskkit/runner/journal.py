@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import enum
 import functools
 import json
 import os
 import socket
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -56,6 +58,7 @@ __all__ = [
     "Outcome",
     "OutcomeState",
     "PublishedManifest",
+    "Settle",
     "StepFile",
     "StepRecord",
     "Version",
@@ -189,6 +192,13 @@ class StepRecord(_Record):
     files: tuple[StepFile, ...] = ()
 
 
+class Settle(enum.Enum):
+    """What a decision of :meth:`Journal.settle_outcome` may answer instead of a write."""
+
+    STOP = "stop"  # nothing to write: the outcome stays as it is
+    AGAIN = "again"  # nothing to write yet: read and decide again
+
+
 class Journal:
     """The records of one task in one store. Reads are plain; writes that decide who
     publishes are conditional and raise :class:`~taskkit.exceptions.Conflict` when another
@@ -319,6 +329,39 @@ class Journal:
         if replacing is None:
             return self.store.put(key, outcome.to_bytes(), {}, if_absent=True)
         return self.store.put(key, outcome.to_bytes(), {}, if_match=replacing)
+
+    def settle_outcome(
+        self,
+        decide: Callable[[], tuple[Outcome, Version | None] | Settle],
+        *,
+        tries: int,
+        kept: Callable[[Outcome, Version], None] | None = None,
+        hold: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        """The compare-and-swap loop on ``outcome.json``: ``decide`` reads what it needs and
+        answers the outcome to write in place of the version it read (``None``: there was
+        none), or :attr:`Settle.STOP` (nothing to write) or :attr:`Settle.AGAIN` (nothing to
+        write yet; one try spent). A write another attempt beat (:class:`Conflict`) is
+        decided again, ``tries`` times in all; then the last :class:`Conflict` is raised.
+        ``kept`` sees what was written and its version inside ``hold`` (a block no signal
+        cuts in half: a claim is never written without its version kept)."""
+        conflict = Conflict("other attempts keep changing the outcome")
+        for _ in range(tries):
+            wanted = decide()
+            if wanted is Settle.STOP:
+                return
+            if wanted is Settle.AGAIN:
+                continue
+            outcome, replacing = wanted
+            try:
+                with hold():
+                    version = self.write_outcome(outcome, replacing=replacing)
+                    if kept is not None:
+                        kept(outcome, version)
+                return
+            except Conflict as exc:
+                conflict = exc
+        raise conflict
 
     def release(self, version: Version, restore: Outcome | None = None) -> None:
         """Give up a ``publishing`` claim that could not be completed, if it is still the

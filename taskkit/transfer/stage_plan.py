@@ -39,7 +39,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -213,9 +213,11 @@ class Plan(NamedTuple):
         return sum(e.source.size for e in self.entries if e.action in ("download", "resume"))
 
 
-def default_workdir() -> str:
-    """``$AZ_BATCH_TASK_WORKING_DIR`` on a Batch node, else the current directory."""
-    return os.environ.get("AZ_BATCH_TASK_WORKING_DIR") or os.getcwd()
+def default_workdir(environ: Mapping[str, str] | None = None) -> str:
+    """``$AZ_BATCH_TASK_WORKING_DIR`` on a Batch node (in ``environ``, default: this
+    process's), else the current directory."""
+    env = os.environ if environ is None else environ
+    return env.get("AZ_BATCH_TASK_WORKING_DIR") or os.getcwd()
 
 
 def partial_path(path: Path) -> Path:
