@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,7 @@ def stage_command(
         summary = stage(
             inputs,
             workdir=workdir,
-            **stage_settings(settings),
+            **stage_settings(settings, os.environ),  # the CLI's own environment
             allow_empty=allow_empty,
             dry_run=dry_run,
             on_plan=report.staging_planned,

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -72,20 +72,22 @@ CREATE TABLE files (path BLOB PRIMARY KEY, entry BLOB NOT NULL) WITHOUT ROWID
 """
 
 
-def default_cache_dir() -> Path:
-    """``$TASKKIT_CACHE_DIR``, else ``$AZ_BATCH_NODE_SHARED_DIR/taskkit``, else the user cache."""
-    explicit = os.environ.get("TASKKIT_CACHE_DIR")
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TASKKIT_CACHE_DIR``, else ``$AZ_BATCH_NODE_SHARED_DIR/taskkit``, else the user cache
+    (the variables of ``environ``, default: this process's)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("TASKKIT_CACHE_DIR")
     if explicit:
         return Path(explicit)
-    shared = os.environ.get("AZ_BATCH_NODE_SHARED_DIR")
+    shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
     if shared:
         return Path(shared) / "taskkit"
     if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "taskkit" / "Cache"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "taskkit"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskkit"
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskkit"
 
 
 def path_key(path: str | os.PathLike[str]) -> bytes:
@@ -307,16 +309,20 @@ class StatCache:
         directory: str | os.PathLike[str] | None = None,
         *,
         clock: Callable[[], int] = time.time_ns,
+        environ: Mapping[str, str] | None = None,
     ) -> StatCache:
-        """The cache in ``directory`` (default :func:`default_cache_dir`)."""
-        root = default_cache_dir() if directory is None else Path(directory)
+        """The cache in ``directory`` (default :func:`default_cache_dir` of ``environ``)."""
+        root = default_cache_dir(environ) if directory is None else Path(directory)
         return cls(root / FILE_NAME, clock=clock)
 
     @classmethod
-    def for_run(cls, *, dry_run: bool) -> StatCache | None:
-        """The default cache for a transfer run. A dry run's is read-only, and None when there
-        is none yet: a dry run writes nothing, not even the cache's lock or log files."""
-        opened = cls.open()
+    def for_run(
+        cls, *, dry_run: bool, environ: Mapping[str, str] | None = None
+    ) -> StatCache | None:
+        """The default cache for a transfer run (found in ``environ``). A dry run's is
+        read-only, and None when there is none yet: a dry run writes nothing, not even the
+        cache's lock or log files."""
+        opened = cls.open(environ=environ)
         if not dry_run:
             return opened
         return cls(opened.path, read_only=True) if opened.path.exists() else None

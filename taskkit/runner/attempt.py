@@ -309,6 +309,7 @@ class AttemptRun:
                 task=self._task(number),
                 interval=spec.checkpoint_interval,
                 warn=lambda m: self.say("warning", m),
+                environ=self.env,
             )
             _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
             restored = checkpoint.restore(self.stores)
@@ -361,6 +362,7 @@ class AttemptRun:
             self.spec,
             self.workdir,
             task=self._task(number),
+            environ=self.env,
             note=self._note,
             say=self.say,
             fence=lambda: _still_held(self.journal, version),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from taskkit.content.walk import inside
@@ -73,12 +73,15 @@ def restore(
     directory: str | os.PathLike[str],
     *,
     stores: Stores | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Summary:
     """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
-    the same content stay as they are."""
+    the same content stay as they are (the stat-cache found in ``environ``)."""
     inputs = [Input(url, path) for url, path in files]
     options = None if stores is None else stores.storage_options
-    return stage(inputs, workdir=directory, allow_empty=True, storage_options=options)
+    return stage(
+        inputs, workdir=directory, allow_empty=True, storage_options=options, environ=environ
+    )
 
 
 class Checkpoint:
@@ -93,8 +96,10 @@ class Checkpoint:
         task: dict[str, str | int],
         interval: float,
         warn: Callable[[str], None],
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.environ = environ  # where the stat-cache is found
         self.url = url if url.endswith("/") else url + "/"
         self.fingerprint = fingerprint
         self.task = {**task, "fingerprint": fingerprint}
@@ -118,7 +123,7 @@ class Checkpoint:
         if manifest.task.get("fingerprint") != self.fingerprint:
             return 0
         files = [(self.url + f.name, f.name) for f in manifest.files]
-        error = restore(files, self.directory, stores=stores).exit_error()
+        error = restore(files, self.directory, stores=stores, environ=self.environ).exit_error()
         if error is not None:
             raise error
         self.restored = len(files)
@@ -135,6 +140,7 @@ class Checkpoint:
                     workdir=self.directory,
                     allow_empty=True,
                     task=self.task,
+                    environ=self.environ,
                 )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")

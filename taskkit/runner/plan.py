@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from taskkit.exceptions import ConfigError, IOFailure, TaskFailure, TaskkitError, UsageError
 from taskkit.runner.fingerprint import Work, describe
 from taskkit.runner.goal import CLAIM_TRIES, Goal, attempt_label, attempt_ordinal, goal
-from taskkit.runner.journal import Attempt, Journal, Outcome, host_identity
+from taskkit.runner.journal import Attempt, Journal, host_identity
 from taskkit.runner.policy import ExitPolicy
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.stores import Stores
@@ -149,7 +149,7 @@ def plan_attempt(
     workdir = os.path.abspath(spec.workdir or default_workdir(environ))
     gone = None
     if status.state == "gone" and status.outcome is not None:
-        gone = gone_outputs(spec, stores, journal, status.outcome, status.why, workdir, dry_run)
+        gone = gone_outputs(spec, stores, journal, status, workdir, environ, dry_run=dry_run)
     plan = AttemptPlan(
         spec=spec,
         job_id=job_id,
@@ -197,16 +197,22 @@ def gone_outputs(
     spec: RunSpec,
     stores: Stores,
     journal: Journal,
-    outcome: Outcome,
-    why: str,
+    status: Goal,
     workdir: str,
+    environ: Mapping[str, str],
+    *,
     dry_run: bool,
 ) -> Gone:
-    """Published outputs gone: whether the working directory still holds them as published."""
+    """Published outputs gone (``status``): whether the working directory still holds them
+    as published."""
     from taskkit.runner.published import Gone, unmatched
 
-    detail = unmatched(stores, journal, spec.outputs, outcome, workdir, dry_run=dry_run)
-    return Gone(why, outcome.attempt, detail is None, detail or "")
+    outcome = status.outcome
+    assert outcome is not None  # a goal gone names the success that was published
+    detail = unmatched(
+        stores, journal, spec.outputs, outcome, workdir, dry_run=dry_run, environ=environ
+    )
+    return Gone(status.why, outcome.attempt, detail is None, detail or "")
 
 
 def _output(output: Output) -> Output:

@@ -20,7 +20,7 @@ were kept is checked for presence only, and is never republished (no copy was ke
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -130,10 +130,12 @@ def unmatched(
     workdir: str | os.PathLike[str],
     *,
     dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why the working directory does not hold the files ``outcome``'s manifests name
     (checked against the journal's copies), or None when it does, every one with its
-    recorded size and digest. Reads only; a dry run does not even create the stat-cache."""
+    recorded size and digest (through the stat-cache found in ``environ``). Reads only; a dry
+    run does not even create the stat-cache."""
     from taskkit.content.hashing import digests
     from taskkit.content.statcache import StatCache
     from taskkit.transfer.manifest import Manifest
@@ -173,7 +175,7 @@ def unmatched(
             if match.stat.st_size != file.size:
                 return f"{file.name!r} in the working directory is not the file published"
             wanted.append((match, file.name, file.digest))
-    cache = StatCache.for_run(dry_run=dry_run)
+    cache = StatCache.for_run(dry_run=dry_run, environ=environ)
     try:
         hashed = digests([m.path for m, _, _ in wanted], cache=cache)
     finally:

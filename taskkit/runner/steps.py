@@ -86,8 +86,11 @@ def run_step(
     allow_empty: bool = False,
     context: StepContext | None = None,
     say: Callable[[str, str], None] = _say,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Run step ``name`` unless it is recorded done for this work; its exit code."""
+    """Run step ``name`` unless it is recorded done for this work; its exit code.
+    ``environ``: the environment the step reads (the task it belongs to, the stat-cache) and
+    its command gets (default: this process's, read once here)."""
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"step name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a "
@@ -97,7 +100,8 @@ def run_step(
         raise UsageError(f"step {name!r}: no command (taskkit step NAME -- COMMAND)")
     for output in outputs:
         parse_output(output)
-    ctx = context or StepContext.from_environment()
+    env = dict(os.environ if environ is None else environ)
+    ctx = context or StepContext.from_environment(env)
 
     plans: list[UploadPlan] = []
 
@@ -110,7 +114,7 @@ def run_step(
         journal = Journal.open(stores, ctx.state, ctx.job_id, ctx.task_id)
         record = journal.step(name)
         if record is not None and record.fingerprint == fingerprint:
-            summary = restore([(f.url, f.path) for f in record.files], ctx.workdir)
+            summary = restore([(f.url, f.path) for f in record.files], ctx.workdir, environ=env)
             error = summary.exit_error()
             if error is not None:
                 raise error
@@ -118,7 +122,7 @@ def run_step(
             again = f"; {fetched} of its files restored" if fetched else ""
             say("note", f"step {name}: done in attempt {record.attempt}, skipped{again}")
             return 0
-        finished = run_logged(list(command), cwd=ctx.workdir)
+        finished = run_logged(list(command), cwd=ctx.workdir, env=env)
         if finished.exit_code != 0:
             say("note", f"step {name}: {finished.describe()}; not recorded")
             return finished.exit_code
@@ -129,6 +133,7 @@ def run_step(
                 task={"job": ctx.job_id, "task": ctx.task_id, "attempt": ctx.attempt},
                 allow_empty=allow_empty,
                 on_plan=planned,
+                environ=env,
             )
             error = summary.exit_error()
             if error is not None:

@@ -53,9 +53,9 @@ def upload_settings(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def stage_settings(spec: RunSpec, environ: Mapping[str, str]) -> dict[str, Any]:
     """:func:`upload_settings` and the node cache ``taskkit stage`` would use, found in
-    ``environ`` (default: this process's) when ``spec`` does not name one."""
+    ``environ`` when ``spec`` does not name one."""
     cache = node_cache(
         spec.cache_dir,
         enabled=not spec.no_node_cache,
@@ -63,8 +63,7 @@ def stage_settings(spec: RunSpec, environ: Mapping[str, str] | None = None) -> d
         environ=environ,
     )
     if cache is not None:
-        env = os.environ if environ is None else environ
-        from_env = env.get(env_variable("cache_dir"))  # the setting's variable (or the default)
+        from_env = environ.get(env_variable("cache_dir"))  # the setting's variable (or the default)
         if from_env and os.path.abspath(from_env) == os.path.abspath(cache.root):
             named = env_variable("cache_dir")
         else:
@@ -126,6 +125,7 @@ def stage_inputs(
             on_plan=planned,
             on_bytes=teller.moved,
             on_file=teller.staged,
+            environ=environ,
         )
         teller.tell("note", stage_line(summary))
     return summary
@@ -136,6 +136,7 @@ def upload_outputs(
     workdir: str,
     *,
     task: Mapping[str, str | int],
+    environ: Mapping[str, str],
     note: Note,
     say: Say,
     fence: Callable[[], None] | None = None,
@@ -157,6 +158,7 @@ def upload_outputs(
             on_file=teller.uploaded,
             on_problem=teller.problem,
             fence=fence,
+            environ=environ,
         )
         published = [o.dest for o in spec.outputs]  # each ends in '/'
         teller.tell("note", upload_line(summary, published))

@@ -140,18 +140,20 @@ def stage(
     on_plan: Callable[[Plan], None] | None = None,
     on_bytes: Callable[[int, bool], None] | None = None,
     on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Summary:
     """Stage ``inputs`` (``"SRC=DEST"`` strings or :class:`Input`) into ``workdir``.
 
     Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out. The
-    stat-cache defaults to :meth:`StatCache.open`; failures of single files are in the
-    summary (:meth:`Summary.exit_error`), not raised.
+    stat-cache defaults to :meth:`StatCache.open` and the working directory to
+    :func:`default_workdir`, both found in ``environ`` (default: this process's); failures
+    of single files are in the summary (:meth:`Summary.exit_error`), not raised.
     """
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
     return run_plan(
         lambda stores, cache: plan(
             requests,
-            workdir=default_workdir() if workdir is None else workdir,
+            workdir=default_workdir(environ) if workdir is None else workdir,
             stores=stores,
             cache=cache,
             node_cache=node_cache,
@@ -173,6 +175,7 @@ def stage(
         storage_options=storage_options,
         dry_run=dry_run,
         on_plan=on_plan,
+        environ=environ,
     )
 
 

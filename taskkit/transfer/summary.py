@@ -212,17 +212,21 @@ def run_plan(
     storage_options: Mapping[str, Any] | None,
     dry_run: bool,
     on_plan: Callable[[_P], None] | None,
+    environ: Mapping[str, str] | None = None,
 ) -> Summary:
-    """Open the run's stores and stat-cache (the default one, read-only for a dry run),
-    make the plan, show it to ``on_plan``, then report it (``dry_run``) or carry it out."""
+    """Open the run's stores and stat-cache (the default one of ``environ``, read-only for a
+    dry run), make the plan, show it to ``on_plan``, then report it (``dry_run``) or carry it
+    out."""
     from taskkit.content.statcache import StatCache
     from taskkit.storage.stores import Stores
 
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stores = stack.enter_context(Stores(retry, storage_options))
-        if cache is None and (cache := StatCache.for_run(dry_run=dry_run)) is not None:
-            stack.enter_context(cache)
+        if cache is None:
+            cache = StatCache.for_run(dry_run=dry_run, environ=environ)
+            if cache is not None:
+                stack.enter_context(cache)
         the_plan = make_plan(stores, cache)
         if on_plan is not None:
             on_plan(the_plan)

@@ -52,7 +52,7 @@ from taskkit.exceptions import (
 from taskkit.storage.base import file_metadata
 from taskkit.storage.retry import RetryBudget
 from taskkit.transfer.download import Budget, gather
-from taskkit.transfer.manifest import Manifest, ManifestFile
+from taskkit.transfer.manifest import Manifest, ManifestFile, task_identity
 from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
 from taskkit.transfer.summary import Problem, Published, Summary, run_plan
@@ -122,9 +122,12 @@ def upload(
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
     on_problem: Callable[[Problem], None] | None = None,
     fence: Callable[[], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Summary:
     """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
-    publish each DEST with a manifest naming ``task`` (default: from the environment).
+    publish each DEST with a manifest naming ``task`` (default: from the environment
+    ``environ``, default: this process's, where the working directory and the stat-cache are
+    found too).
 
     Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out.
     Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
@@ -136,7 +139,7 @@ def upload(
     return run_plan(
         lambda stores, cache: plan(
             requests,
-            workdir=default_workdir() if workdir is None else workdir,
+            workdir=default_workdir(environ) if workdir is None else workdir,
             stores=stores,
             cache=cache,
             allow_empty=allow_empty,
@@ -148,7 +151,7 @@ def upload(
             the_plan,
             jobs=jobs,
             cache=cache,
-            task=task,
+            task=task_identity(environ) if task is None else task,
             on_bytes=on_bytes,
             on_file=on_file,
             on_problem=on_problem,
@@ -159,6 +162,7 @@ def upload(
         storage_options=storage_options,
         dry_run=dry_run,
         on_plan=on_plan,
+        environ=environ,
     )
 
 
