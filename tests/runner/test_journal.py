@@ -3,6 +3,7 @@ attempts."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -22,6 +23,7 @@ from taskkit.runner.journal import (
     Attempt,
     Journal,
     Outcome,
+    Settle,
     StepFile,
     StepRecord,
     host_identity,
@@ -280,6 +282,76 @@ def test_write_outcome_replacing_when_there_is_none_conflicts(journal: Journal) 
     journal.release(version)
     with pytest.raises(Conflict):
         journal.write_outcome(_outcome("success"), replacing=version)
+
+
+def test_settle_outcome_decides_again_after_a_conflict(journal: Journal) -> None:
+    """A write another attempt beat is decided again from a fresh read, and what was written
+    is kept with its version; the other attempt's outcome is replaced only as read."""
+    reads: list[str | None] = []
+
+    def decide() -> tuple[Outcome, str | None]:
+        found = journal.outcome()
+        version = None if found is None else found[1]
+        reads.append(version)
+        if len(reads) == 1:  # another attempt writes between this read and this write
+            journal.write_outcome(_outcome("failed", attempt=9), replacing=None)
+        return _outcome("success"), version
+
+    kept: list[tuple[Outcome, str]] = []
+    journal.settle_outcome(decide, tries=3, kept=lambda o, v: kept.append((o, v)))
+    assert len(reads) == 2
+    assert reads[0] is None
+    assert reads[1] is not None
+    assert journal.outcome() == kept[0]
+    assert kept[0][0].state == "success"
+
+
+def test_settle_outcome_stops_and_waits_without_writing(journal: Journal) -> None:
+    """STOP writes nothing and ends the loop; AGAIN spends a try without writing."""
+    answers = iter([Settle.AGAIN, Settle.AGAIN, Settle.STOP])
+    journal.settle_outcome(lambda: next(answers), tries=5)
+    assert next(answers, None) is None
+    assert journal.outcome() is None
+
+
+def test_settle_outcome_gives_up_after_its_tries(journal: Journal) -> None:
+    """Conflicts on every try: Conflict after exactly ``tries`` decisions, and the outcome
+    another attempt wrote stands; tries spent waiting count too."""
+    theirs = journal.write_outcome(_outcome("failed", attempt=9), replacing=None)
+    decisions: list[int] = []
+
+    def stale() -> tuple[Outcome, str | None]:
+        decisions.append(1)
+        return _outcome("success"), None  # as if nothing were there: always beaten
+
+    with pytest.raises(Conflict):
+        journal.settle_outcome(stale, tries=3)
+    assert len(decisions) == 3
+    found = journal.outcome()
+    assert found is not None
+    assert found[1] == theirs
+    with pytest.raises(Conflict):
+        journal.settle_outcome(lambda: Settle.AGAIN, tries=2)
+
+
+def test_settle_outcome_keeps_the_version_inside_the_hold(journal: Journal) -> None:
+    """``kept`` runs inside ``hold``, so a signal held there cannot fall between the write
+    and the version being kept."""
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        events.append("held")
+        yield
+        events.append("released")
+
+    journal.settle_outcome(
+        lambda: (_outcome(), None),
+        tries=1,
+        kept=lambda o, v: events.append("kept"),
+        hold=hold,
+    )
+    assert events == ["held", "kept", "released"]
 
 
 def test_release_removes_the_claim(journal: Journal) -> None:
