@@ -1,4 +1,5 @@
-"""One attempt of a task, from its claimed number to its recorded end.
+"""One attempt of a task, from its claimed number to its recorded end: the execution of an
+:class:`~taskkit.runner.plan.AttemptPlan`, with the collaborators of an :class:`AttemptContext`.
 
 Stage the inputs, restore the checkpoint directory, run the command with its logs teed and
 streamed and a heartbeat written, decide with the exit-code policy, publish the outputs under

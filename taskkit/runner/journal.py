@@ -21,7 +21,8 @@ Invariants:
   attempt killed with ``kill -9`` keeps its record without an end, and counts as interrupted
   once it is no longer alive (its node says its process is gone, or its heartbeat is stale).
 * ``outcome.json`` only changes by conditional writes (if absent, or if still the version
-  read), so of two attempts running at once exactly one publishes and records the outcome.
+  read), so of two attempts running at once exactly one publishes and records the outcome;
+  :meth:`Journal.settle_outcome` is the one read-decide-write loop around them.
 * A success is never forgotten by a republish that does not finish: its claim carries the
   success, a released claim puts it back, and a dead holder's claim reads as that success.
 """

@@ -1,8 +1,10 @@
 """The goal-seeking runner behind ``taskkit run``: one attempt of a task, safe to repeat.
 
-The flow of every call::
+Every call is plan -> execute -> record: :func:`~taskkit.runner.plan.plan_attempt` reads and
+decides (the very plan ``taskkit run --dry-run`` prints), :class:`~taskkit.runner.attempt.
+AttemptRun` carries it out and records it. The flow::
 
-    read the journal -> goal met for this work (its manifests still published)? exit 0
+    plan: read the journal -> goal met for this work (its manifests still published)? exit 0
                      -> permanent failure recorded for this work? exit with its code
                      -> met once, published outputs gone? republish them from the working
                         directory if it holds them (no command), else run again
@@ -21,7 +23,8 @@ Invariants: the command runs only after its attempt is recorded, so a ``kill -9`
 leaves an attempt without an end, counted as interrupted. Only the holder of the
 ``publishing`` claim uploads outputs, and success is recorded by replacing that claim, so two
 attempts running at once publish once; an attempt whose work lost to other work published
-meanwhile exits retryable (204). Nothing is written in a dry run.
+meanwhile exits retryable (204). Nothing is written in a dry run. The environment is read
+once, here (or given): everything below reads the mapping handed down.
 """
 
 from __future__ import annotations

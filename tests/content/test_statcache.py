@@ -243,6 +243,20 @@ def test_default_cache_dir_follows_the_documented_order(
     assert default_cache_dir() == tmp_path / "explicit"
 
 
+def test_default_cache_dir_reads_the_mapping_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Given a mapping, the cache is found in it alone, whatever this process's environment
+    says; StatCache.open and for_run pass it on."""
+    monkeypatch.setenv("TASKKIT_CACHE_DIR", str(tmp_path / "process"))
+    given = {"AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared")}
+    assert default_cache_dir(given) == tmp_path / "shared" / "taskkit"
+    assert default_cache_dir({"TASKKIT_CACHE_DIR": str(tmp_path / "given")}) == tmp_path / "given"
+    assert StatCache.open(environ=given).path.parent == tmp_path / "shared" / "taskkit"
+    assert StatCache.for_run(dry_run=True, environ=given) is None  # none there yet
+    assert not (tmp_path / "process").exists()
+
+
 def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
     """Six processes hashing overlapping trees at once all succeed, agree, and fill one cache."""
     data = tmp_path / "data"
