@@ -210,7 +210,7 @@ class AttemptRun:
             except TaskFailure as exc:  # its own log cannot be written
                 decision = self.policy.decide(Ending(error=exc))
             except Exception as exc:  # still end the attempt in order
-                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say, self.env)))
+                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say)))
             decision = self._record(decision, number, last)
             self._tell(
                 sink,
@@ -624,14 +624,13 @@ def _unwritable(sink: LogSink) -> IOFailure | None:
     )
 
 
-def _unexpected(
-    exc: Exception, say: Callable[[str, str], None], environ: Mapping[str, str]
-) -> TaskkitError:
+def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError:
     """What an exception nobody translated inside the attempt stands for: an ``OSError`` is
     about a local path (a disk full, a name the filesystem refuses), translated as everywhere
     else; anything else is a bug of taskkit's (206). ``TASKKIT_DEBUG`` shows its traceback,
     and changes nothing else: the attempt still ends in order with the run band's code."""
-    if environ.get("TASKKIT_DEBUG"):
+    # A switch of this taskkit process (as for the CLI), not of the task's environment.
+    if os.environ.get("TASKKIT_DEBUG"):
         for line in "".join(traceback.format_exception(exc)).splitlines():
             say("debug", line)
     if isinstance(exc, OSError):
