@@ -13,10 +13,11 @@ A real attempt decides these itself, after it has ended what an interrupted atte
 running (which may still be writing into the working directory), so they are never planned
 ahead for it.
 
-Invariants: planning writes nothing, local or remote (a dry run does not even create the
-stat-cache); the plan is a frozen value holding no open handle (the staging plan's entries name
-the store they read, which the caller's :class:`~taskkit.storage.stores.Stores` closes); the
-environment is read only from the mapping given.
+Invariants: planning writes nothing to the store or the working directory (a dry run does
+not even create the stat-cache; a run's planning may note there the digests it computed); the
+plan is a frozen value holding no open handle (the staging plan's entries name the store they
+were read from, closed by the time the plan is returned); the environment is read only from
+the mapping given.
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ def _preview(plan: AttemptPlan, stores: Stores, environ: Mapping[str, str]) -> P
                 **stage_settings(spec, environ),  # the node cache a run would link from
                 dry_run=True,
                 on_plan=staging.append,
+                environ=environ,
             )
         found = replace(found, staging=tuple(staging))
         notes: tuple[str, ...] = ()

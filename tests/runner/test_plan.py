@@ -196,9 +196,9 @@ def test_the_run_carries_out_the_plan_the_dry_run_shows(
 def test_a_run_reads_the_environment_it_is_given(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The state, ids, node, working directory and stat-cache come from the mapping given to
-    ``run`` and the spec, never from this process's environment (which names others), and the
-    command gets that mapping's variables."""
+    """The state, ids, node, working directory, stat-cache and node cache come from the
+    mapping given to ``run`` and the spec, never from this process's environment (which names
+    others), and the command gets that mapping's variables."""
     task = world.task
     elsewhere = tmp_path / "elsewhere"
     for name, value in {
@@ -207,6 +207,7 @@ def test_a_run_reads_the_environment_it_is_given(
         "AZ_BATCH_TASK_ID": "other-task",
         "AZ_BATCH_NODE_ID": "other-node",
         "AZ_BATCH_TASK_WORKING_DIR": str(elsewhere / "work"),
+        "AZ_BATCH_NODE_SHARED_DIR": str(elsewhere / "shared"),
         "TASKKIT_CACHE_DIR": str(elsewhere / "cache"),
         "MARK": "from this process",
     }.items():
@@ -218,10 +219,15 @@ def test_a_run_reads_the_environment_it_is_given(
         "AZ_BATCH_TASK_ID": task.task,
         "AZ_BATCH_NODE_ID": "node-7",
         "AZ_BATCH_TASK_WORKING_DIR": str(task.workdir),
+        "AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared"),
         "MARK": "from the mapping",
     }
     command = sh('echo "$MARK $AZ_BATCH_NODE_ID $TASKKIT_ATTEMPT" > seen.txt')
-    options = {"command": tuple(command), "outputs": (f"seen.txt=file://{world.dest}/",)}
+    options = {
+        "command": tuple(command),
+        "inputs": (f"file://{world.inputs}/=in/",),
+        "outputs": (f"seen.txt=file://{world.dest}/",),
+    }
     spec = resolve(options, environ=given)
     assert (spec.state, spec.job_id, spec.task_id) == (task.state, task.job, task.task)
     with Stores(RetryBudget(attempts=1)) as stores:
@@ -230,6 +236,8 @@ def test_a_run_reads_the_environment_it_is_given(
     assert run(spec, environ=given, say=lambda kind, line: None) == 0
     assert (task.workdir / "seen.txt").read_text() == "from the mapping node-7 1\n"
     assert task.attempt(1)["node"] == "node-7"
+    assert (task.workdir / "in" / "a.txt").read_text() == "alpha\n"
     assert (task.root / "cache").is_dir()  # the stat-cache of the mapping (task.env)
+    assert (tmp_path / "shared" / "taskkit" / "cache").is_dir()  # its node cache
     assert not elsewhere.exists()
     assert os.environ["MARK"] == "from this process"
