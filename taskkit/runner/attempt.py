@@ -133,7 +133,6 @@ class AttemptRun:
             logs=journal.logs_url,
         )
         number = record.number
-        # Batch's count starts again for new work (a re-added task, a changed input).
         last, label = plan.last, plan.label
         if plan.ordinal != number:
             label += f", attempt {number} in the journal"

@@ -92,7 +92,9 @@ class AttemptPlan:
     gone: Gone | None
     #: The attempts recorded before this one, as read when it was planned.
     attempts: tuple[Attempt, ...]
-    ordinal: int  # which attempt of its work, for Batch (1 for the first)
+    #: Which attempt of its work, for Batch (1 for the first): Batch's count starts again
+    #: for new work (a re-added task, a changed input).
+    ordinal: int
     workdir: str  # absolute
     outputs: tuple[Output, ...]
     policy: ExitPolicy
