@@ -389,7 +389,7 @@ def test_a_specs_work_is_described_from_its_inputs_and_outputs_as_given(
     """The spec holds parsed inputs and outputs, and no fingerprint changed for it: a spec's
     work is the one described from the texts as given (the path before, when the spec held
     the texts), for every way of spelling them, also when an input cannot be listed."""
-    from taskkit.runner.run import describe_work
+    from taskkit.runner.plan import describe_work
     from taskkit.runner.spec import resolve
 
     single, prefix = _urls(inputs)
