@@ -310,6 +310,7 @@ class AttemptRun:
                 interval=spec.checkpoint_interval,
                 warn=lambda m: self.say("warning", m),
                 environ=self.env,
+                stores=self.stores,
             )
             _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
             restored = checkpoint.restore(self.stores)
@@ -355,6 +356,7 @@ class AttemptRun:
             note=self._note,
             say=self.say,
             on_plan=on_plan,
+            stores=self.stores,
         )
 
     def _uploaded(self, number: int, version: Version) -> Summary:
@@ -366,6 +368,7 @@ class AttemptRun:
             note=self._note,
             say=self.say,
             fence=lambda: _still_held(self.journal, version),
+            stores=self.stores,
         )
 
     def _elapsed(self) -> float:

@@ -76,16 +76,18 @@ def restore(
     environ: Mapping[str, str] | None = None,
 ) -> Summary:
     """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
-    the same content stay as they are (the stat-cache found in ``environ``)."""
+    the same content stay as they are (the stat-cache found in ``environ``). Through
+    ``stores`` when given (left open), else through stores of its own."""
     inputs = [Input(url, path) for url, path in files]
-    options = None if stores is None else stores.storage_options
-    return stage(
-        inputs, workdir=directory, allow_empty=True, storage_options=options, environ=environ
-    )
+    return stage(inputs, workdir=directory, allow_empty=True, stores=stores, environ=environ)
 
 
 class Checkpoint:
-    """A local directory mirrored to ``url`` (a prefix) for the work with ``fingerprint``."""
+    """A local directory mirrored to ``url`` (a prefix) for the work with ``fingerprint``.
+
+    Every restore and sync goes through ``stores`` when given (the run's: left open); without
+    them the checkpoint opens its own at the first one and closes them when its ``with``
+    block ends (or at :meth:`close`)."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class Checkpoint:
         interval: float,
         warn: Callable[[str], None],
         environ: Mapping[str, str] | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self.directory = directory
         self.environ = environ  # where the stat-cache is found
@@ -108,12 +111,17 @@ class Checkpoint:
         self.restored = 0
         self._lock = threading.Lock()
         self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
+        self._given = stores
+        self._own: Stores | None = None
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
 
-    def restore(self, stores: Stores) -> int:
-        """Bring back the last complete sync of this work; the number of files it holds."""
+    def restore(self, stores: Stores | None = None) -> int:
+        """Bring back the last complete sync of this work; the number of files it holds
+        (through ``stores`` when given, else the checkpoint's own)."""
+        if stores is None:
+            stores = self._stores()
         os.makedirs(self.directory, exist_ok=True)
         store, key = stores.open(self.url + MANIFEST_NAME)
         found = store.load(key)
@@ -141,6 +149,7 @@ class Checkpoint:
                     allow_empty=True,
                     task=self.task,
                     environ=self.environ,
+                    stores=self._stores(),
                 )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")
@@ -155,7 +164,25 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self._every.stop()
-        self.sync()
+        try:
+            self.sync()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the stores the checkpoint opened itself (never given ones); idempotent."""
+        own, self._own = self._own, None
+        if own is not None:
+            own.close()
+
+    def _stores(self) -> Stores:
+        """The stores every request goes through: the given ones, else one set of its own
+        for all its syncs (opened under the lock by a sync, or by a restore before any)."""
+        if self._given is not None:
+            return self._given
+        if self._own is None:
+            self._own = Stores()
+        return self._own
 
     def _periodic(self) -> None:
         with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread

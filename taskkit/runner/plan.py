@@ -252,6 +252,7 @@ def _preview(plan: AttemptPlan, stores: Stores, environ: Mapping[str, str]) -> P
                 spec.inputs,
                 workdir=spec.workdir or default_workdir(environ),
                 **stage_settings(spec, environ),  # the node cache a run would link from
+                stores=stores,
                 dry_run=True,
                 on_plan=staging.append,
                 environ=environ,

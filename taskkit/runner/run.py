@@ -29,6 +29,7 @@ once, here (or given): everything below reads the mapping handed down.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -53,12 +54,16 @@ def run(
     launch: Launcher | None = None,
     say: Callable[[str, str], None] = _say,
     grace: float = 10.0,
+    stores: Stores | None = None,
 ) -> int:
     """Carry out one attempt of the task ``spec`` describes (or none, if its goal is met or
     its failure permanent); the exit code for Batch. ``environ`` is the environment the
     attempt reads and its command gets (default: this process's, read once here);
     ``launch`` runs the command (default :func:`~taskkit.runner.command.run_logged`). A goal
-    met costs no import of the attempt's machinery (staging, upload, logs)."""
+    met costs no import of the attempt's machinery (staging, upload, logs). Every request of
+    the attempt (journal, transfers, checkpoint, logs) goes through one set of stores:
+    ``stores`` when given (left open; the spec's retry settings then apply to nothing), else
+    one opened with the spec's retry settings and closed at the end."""
     env = dict(os.environ if environ is None else environ)
     where = f"job {spec.job_id}, task {spec.task_id}"
 
@@ -66,8 +71,10 @@ def run(
         say("note", f"{where}: {status.why}; waiting for it")
         wait_for(journal, status)
 
-    # The journal's requests keep the retry settings the transfers keep.
-    with Stores(spec.retry()) as stores:
+    with contextlib.ExitStack() as stack:
+        if stores is None:
+            # The journal's requests keep the retry settings the transfers keep.
+            stores = stack.enter_context(Stores(spec.retry()))
         plan = plan_attempt(spec, stores, environ=env, wait=waiting)
         status = plan.goal
         if status.state == "met":

@@ -13,6 +13,7 @@ staged back where the working directory lost them or holds other content.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -87,10 +88,13 @@ def run_step(
     context: StepContext | None = None,
     say: Callable[[str, str], None] = _say,
     environ: Mapping[str, str] | None = None,
+    stores: Stores | None = None,
 ) -> int:
     """Run step ``name`` unless it is recorded done for this work; its exit code.
     ``environ``: the environment the step reads (the task it belongs to, the stat-cache) and
-    its command gets (default: this process's, read once here)."""
+    its command gets (default: this process's, read once here). Every request goes through
+    ``stores`` when given (left open), else through stores of its own, closed when it
+    returns."""
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"step name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a "
@@ -110,11 +114,15 @@ def run_step(
         warn_passed(plan, lambda message: say("warning", message))
 
     fingerprint = step_fingerprint(ctx, name, command, outputs)
-    with Stores() as stores:
+    with contextlib.ExitStack() as stack:
+        if stores is None:
+            stores = stack.enter_context(Stores())
         journal = Journal.open(stores, ctx.state, ctx.job_id, ctx.task_id)
         record = journal.step(name)
         if record is not None and record.fingerprint == fingerprint:
-            summary = restore([(f.url, f.path) for f in record.files], ctx.workdir, environ=env)
+            summary = restore(
+                [(f.url, f.path) for f in record.files], ctx.workdir, environ=env, stores=stores
+            )
             error = summary.exit_error()
             if error is not None:
                 raise error
@@ -134,6 +142,7 @@ def run_step(
                 allow_empty=allow_empty,
                 on_plan=planned,
                 environ=env,
+                stores=stores,
             )
             error = summary.exit_error()
             if error is not None:
@@ -154,7 +163,7 @@ def run_step(
 
 def _published(plans: Sequence[UploadPlan], stores: Stores) -> list[StepFile]:
     """What each DEST's manifest says was published, with the local path of each file (read
-    through ``stores``: the upload's own stores are closed by now)."""
+    through ``stores``, the step's)."""
     files = []
     for plan in plans:
         for publication in plan.publications:

@@ -34,6 +34,7 @@ from taskkit.transfer.summary import Telling, stage_line, upload_line
 
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
+    from taskkit.storage.stores import Stores
     from taskkit.transfer.stage_plan import Plan
     from taskkit.transfer.summary import Summary
 
@@ -106,9 +107,11 @@ def stage_inputs(
     note: Note,
     say: Say,
     on_plan: Callable[[Plan], None] | None = None,
+    stores: Stores | None = None,
 ) -> Summary:
     """Stage ``spec``'s inputs into ``workdir`` as ``taskkit stage`` would, saying what it did;
-    ``on_plan`` sees the staging plan too (the attempt keeps it: what was staged is no output)."""
+    ``on_plan`` sees the staging plan too (the attempt keeps it: what was staged is no output).
+    Through ``stores`` when given (the attempt's), else stores of its own."""
     from taskkit.transfer.stage import stage
 
     with Teller("staging", spec, note, say) as teller:
@@ -122,6 +125,7 @@ def stage_inputs(
             spec.inputs,
             workdir=workdir,
             **stage_settings(spec, environ),
+            stores=stores,
             on_plan=planned,
             on_bytes=teller.moved,
             on_file=teller.staged,
@@ -140,10 +144,12 @@ def upload_outputs(
     note: Note,
     say: Say,
     fence: Callable[[], None] | None = None,
+    stores: Stores | None = None,
 ) -> Summary:
     """Upload and publish ``spec``'s outputs from ``workdir`` as ``taskkit upload`` would,
     saying what it did and where it published (``fence``: see
-    :func:`taskkit.transfer.upload.upload`)."""
+    :func:`taskkit.transfer.upload.upload`). Through ``stores`` when given (the attempt's),
+    else stores of its own."""
     from taskkit.transfer.upload import upload
 
     with Teller("uploading", spec, note, say) as teller:
@@ -151,6 +157,7 @@ def upload_outputs(
             spec.outputs,
             workdir=workdir,
             **upload_settings(spec),
+            stores=stores,
             task=task,
             allow_empty=spec.allow_empty,
             on_plan=teller.upload_planned,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,9 @@ class Stores:
             {_prefix(mount): store for mount, store in (mounts or {}).items()}
         )
         self._open: dict[str, Store] = {}
+        # The threads of a run (transfers, checkpoint syncs, log uploads) open through one
+        # Stores: one store, and so one SDK client, per filesystem, whoever asks first.
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Stores:
         return self
@@ -107,7 +111,8 @@ class Stores:
     def close(self) -> None:
         """Release the connections of every store opened here (not of mounted ones); an
         outage still under way is summed up."""
-        stores, self._open = list(self._open.values()), {}
+        with self._lock:
+            stores, self._open = list(self._open.values()), {}
         try:
             for store in stores:
                 store.close()
@@ -132,13 +137,14 @@ class Stores:
         what = f"cannot open {shown_url(url)}"
         fs, key = guarded(lambda: self._filesystem(url, protocol, what), what)
         name = f"{protocol}:{id(fs)}"  # fsspec hands out one instance per protocol and options
-        store = self._open.get(name)
-        if store is None:
-            names = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-            shown = "file" if "file" in names else protocol
-            cls = backend(REGISTRY.get(protocol, FALLBACK))
-            store = cls(fs, shown, self.retry)  # type: ignore[call-arg]
-            self._open[name] = store
+        with self._lock:
+            store = self._open.get(name)
+            if store is None:
+                names = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+                shown = "file" if "file" in names else protocol
+                cls = backend(REGISTRY.get(protocol, FALLBACK))
+                store = cls(fs, shown, self.retry)  # type: ignore[call-arg]
+                self._open[name] = store
         return store, key
 
     def _mounted(self, url: str) -> tuple[Store, str] | None:

@@ -38,6 +38,7 @@ from taskkit.content.digest import CHUNK_SIZE, Digest
 from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.exceptions import DataError, IOFailure, LinkOut, TaskFailure, from_os_error
 from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
 from taskkit.transfer.download import (
     FULL_DISK,
     Fetched,
@@ -135,6 +136,7 @@ def stage(
     node_cache: NodeCache | None = None,
     retry: RetryBudget | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    stores: Stores | None = None,
     allow_empty: bool = False,
     dry_run: bool = False,
     on_plan: Callable[[Plan], None] | None = None,
@@ -148,6 +150,9 @@ def stage(
     stat-cache defaults to :meth:`StatCache.open` and the working directory to
     :func:`default_workdir`, both found in ``environ`` (default: this process's); failures
     of single files are in the summary (:meth:`Summary.exit_error`), not raised.
+    Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
+    then change nothing; without them the call opens its own, with those settings, and
+    closes them.
     """
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
     return run_plan(
@@ -176,6 +181,7 @@ def stage(
         dry_run=dry_run,
         on_plan=on_plan,
         environ=environ,
+        stores=stores,
     )
 
 

@@ -213,16 +213,19 @@ def run_plan(
     dry_run: bool,
     on_plan: Callable[[_P], None] | None,
     environ: Mapping[str, str] | None = None,
+    stores: Stores | None = None,
 ) -> Summary:
-    """Open the run's stores and stat-cache (the default one of ``environ``, read-only for a
-    dry run), make the plan, show it to ``on_plan``, then report it (``dry_run``) or carry it
-    out."""
+    """Open the run's stores (unless the caller's ``stores`` are given: then they are used,
+    and ``retry`` and ``storage_options`` apply to nothing) and stat-cache (the default one
+    of ``environ``, read-only for a dry run), make the plan, show it to ``on_plan``, then
+    report it (``dry_run``) or carry it out. Only stores opened here are closed here."""
     from taskkit.content.statcache import StatCache
     from taskkit.storage.stores import Stores
 
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        stores = stack.enter_context(Stores(retry, storage_options))
+        if stores is None:
+            stores = stack.enter_context(Stores(retry, storage_options))
         if cache is None:
             cache = StatCache.for_run(dry_run=dry_run, environ=environ)
             if cache is not None:

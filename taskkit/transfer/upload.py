@@ -51,6 +51,7 @@ from taskkit.exceptions import (
 )
 from taskkit.storage.base import file_metadata
 from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
 from taskkit.transfer.download import Budget, gather
 from taskkit.transfer.manifest import Manifest, ManifestFile, task_identity
 from taskkit.transfer.patterns import Output, parse_output
@@ -114,6 +115,7 @@ def upload(
     cache: StatCache | None = None,
     retry: RetryBudget | None = None,
     storage_options: Mapping[str, object] | None = None,
+    stores: Stores | None = None,
     allow_empty: bool = False,
     dry_run: bool = False,
     task: Mapping[str, str | int] | None = None,
@@ -133,7 +135,9 @@ def upload(
     Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
     ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
     ``fence`` is called before each manifest write or delete and may raise
-    :class:`TaskFailure` to stop the publishing (see the module's docstring).
+    :class:`TaskFailure` to stop the publishing (see the module's docstring). Given
+    ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options`` then
+    change nothing; without them the call opens its own, with those settings, and closes them.
     """
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
     return run_plan(
@@ -163,6 +167,7 @@ def upload(
         dry_run=dry_run,
         on_plan=on_plan,
         environ=environ,
+        stores=stores,
     )
 
 
