@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from taskkit.content.walk import inside
@@ -85,9 +85,9 @@ def restore(
 class Checkpoint:
     """A local directory mirrored to ``url`` (a prefix) for the work with ``fingerprint``.
 
-    Every restore and sync goes through ``stores`` when given (the run's: left open); without
-    them the checkpoint opens its own at the first one and closes them when its ``with``
-    block ends (or at :meth:`close`)."""
+    Every restore and sync goes through ``stores`` when given (the run's: left open). Without
+    them, the syncs of its ``with`` block share stores of its own, closed when the block ends;
+    a restore or sync called outside it opens and closes its own."""
 
     def __init__(
         self,
@@ -112,26 +112,27 @@ class Checkpoint:
         self._lock = threading.Lock()
         self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
         self._given = stores
-        self._own: Stores | None = None
+        self._own: Stores | None = None  # while the with-block lasts, without given stores
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
 
     def restore(self, stores: Stores | None = None) -> int:
         """Bring back the last complete sync of this work; the number of files it holds
-        (through ``stores`` when given, else the checkpoint's own)."""
-        if stores is None:
-            stores = self._stores()
-        os.makedirs(self.directory, exist_ok=True)
-        store, key = stores.open(self.url + MANIFEST_NAME)
-        found = store.load(key)
-        if found is None:
-            return 0
-        manifest = Manifest.parse(found[0], store.url(key))
-        if manifest.task.get("fingerprint") != self.fingerprint:
-            return 0
-        files = [(self.url + f.name, f.name) for f in manifest.files]
-        error = restore(files, self.directory, stores=stores, environ=self.environ).exit_error()
+        (through ``stores`` when given, else the checkpoint's)."""
+        with self._through(stores) as through:
+            os.makedirs(self.directory, exist_ok=True)
+            store, key = through.open(self.url + MANIFEST_NAME)
+            found = store.load(key)
+            if found is None:
+                return 0
+            manifest = Manifest.parse(found[0], store.url(key))
+            if manifest.task.get("fingerprint") != self.fingerprint:
+                return 0
+            files = [(self.url + f.name, f.name) for f in manifest.files]
+            error = restore(
+                files, self.directory, stores=through, environ=self.environ
+            ).exit_error()
         if error is not None:
             raise error
         self.restored = len(files)
@@ -143,14 +144,15 @@ class Checkpoint:
             if not self.restored and not _has_files(self.directory):
                 return  # nothing was ever there: no manifest to write either
             try:
-                summary = upload(
-                    [Output("**", self.url)],
-                    workdir=self.directory,
-                    allow_empty=True,
-                    task=self.task,
-                    environ=self.environ,
-                    stores=self._stores(),
-                )
+                with self._through() as stores:
+                    summary = upload(
+                        [Output("**", self.url)],
+                        workdir=self.directory,
+                        allow_empty=True,
+                        task=self.task,
+                        environ=self.environ,
+                        stores=stores,
+                    )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")
                 return
@@ -159,6 +161,8 @@ class Checkpoint:
                 self.warn(f"cannot sync the checkpoint directory: {error}")
 
     def __enter__(self) -> Checkpoint:
+        if self._given is None:
+            self._own = Stores()
         self._every.start()
         return self
 
@@ -167,22 +171,20 @@ class Checkpoint:
         try:
             self.sync()
         finally:
-            self.close()
+            own, self._own = self._own, None
+            if own is not None:
+                own.close()
 
-    def close(self) -> None:
-        """Close the stores the checkpoint opened itself (never given ones); idempotent."""
-        own, self._own = self._own, None
-        if own is not None:
-            own.close()
-
-    def _stores(self) -> Stores:
-        """The stores every request goes through: the given ones, else one set of its own
-        for all its syncs (opened under the lock by a sync, or by a restore before any)."""
-        if self._given is not None:
-            return self._given
-        if self._own is None:
-            self._own = Stores()
-        return self._own
+    @contextlib.contextmanager
+    def _through(self, stores: Stores | None = None) -> Iterator[Stores]:
+        """``stores``, else the given ones, else the with-block's, else a set of its own for
+        this one call (outside the block nothing would close a set kept for later)."""
+        found = next((s for s in (stores, self._given, self._own) if s is not None), None)
+        if found is not None:
+            yield found
+            return
+        with Stores() as own:
+            yield own
 
     def _periodic(self) -> None:
         with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread

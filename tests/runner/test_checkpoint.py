@@ -8,9 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from store_counts import counting_stores
 
 from taskkit.runner.checkpoint import Checkpoint, restore
 from taskkit.storage.stores import Stores
+from taskkit.transfer.manifest import Manifest
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
 FP = "xxh3-128:22222222222222222222222222222222"
@@ -31,7 +33,11 @@ def remote(tmp_path: Path) -> Path:
 
 
 def _checkpoint(
-    directory: Path, remote: Path, fingerprint: str = FP, warnings: list[str] | None = None
+    directory: Path,
+    remote: Path,
+    fingerprint: str = FP,
+    warnings: list[str] | None = None,
+    stores: Stores | None = None,
 ) -> Checkpoint:
     return Checkpoint(
         str(directory),
@@ -40,6 +46,7 @@ def _checkpoint(
         task=TASK,
         interval=3600.0,
         warn=(warnings if warnings is not None else []).append,
+        stores=stores,
     )
 
 
@@ -269,3 +276,48 @@ def test_checkpoint_url_gets_a_trailing_slash(tmp_path: Path) -> None:
     assert checkpoint.url == "memory://x/ckpt/"
     assert checkpoint.task == {"job_id": "j", "fingerprint": FP}
     assert repr(checkpoint) == f"Checkpoint({str(tmp_path)!r})"
+
+
+def test_given_stores_are_used_and_left_open(
+    stores: Stores, tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restore(stores=...) and a Checkpoint given stores (its restore, its syncs in and out
+    of its with-block) open no Stores of their own, go through the given one, leave it open."""
+    first = tmp_path / "first"
+    _fill(first)
+    counts = counting_stores(monkeypatch)
+    given = _checkpoint(first, remote, stores=stores)
+    given.sync()
+    with given:
+        (first / "more.txt").write_text("epoch 4\n")
+    second = tmp_path / "second"
+    assert _checkpoint(second, remote, stores=stores).restore() == 3
+    assert _contents(second) == _contents(first)
+    summary = restore([(f"file://{first}/more.txt", "copy.txt")], tmp_path / "t", stores=stores)
+    assert summary.exit_error() is None
+    assert counts.opened == []
+    assert counts.users() == {id(stores)}
+    assert counts.closes[id(stores)] == 0
+
+
+def test_a_checkpoint_opens_one_stores_for_the_syncs_of_its_block(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without given stores, every sync of the with-block (and the last one at its end) goes
+    through one Stores, closed once when the block ends; restore() opens and closes its own."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    counts = counting_stores(monkeypatch)
+    with _checkpoint(local, remote) as checkpoint:
+        checkpoint.sync()
+        (local / "more.txt").write_text("epoch 4\n")
+        checkpoint.sync()
+        (local / "last.txt").write_text("epoch 5\n")
+    manifest = Manifest.parse((remote / MANIFEST_NAME).read_bytes(), "manifest")
+    assert "last.txt" in {f.name for f in manifest.files}  # the last sync went through it too
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()
+    counts.reset()
+    assert _checkpoint(tmp_path / "other", remote).restore() == 4
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()

@@ -24,8 +24,11 @@ from runner_helpers import (
     q,
     snapshot,
 )
+from store_counts import counting_stores
 
 from taskkit.content.digest import hash_bytes
+from taskkit.runner.steps import StepContext, run_step
+from taskkit.storage.stores import Stores
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
 EX_CONFIG = 200
@@ -208,3 +211,37 @@ def test_a_step_without_a_command_is_200(tmp_path: Path) -> None:
     code, _, err = invoke(["step", "fine"], env={**env, "TASKKIT_JOB_ID": "j"})
     assert code == EX_CONFIG
     one_error(err, "no command")
+
+
+def test_given_stores_are_used_and_left_open(
+    tmp_path: Path, stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_step(stores=...) reads and records the journal, publishes and restores through the
+    given Stores and leaves it open; without it, the step opens one and closes it once."""
+    monkeypatch.setenv("TASKKIT_CACHE_DIR", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    results = tmp_path / "results"
+    context = StepContext(f"file://{tmp_path}/state", "job", "task", "fp", 1, str(work))
+    given: dict[str, Any] = {
+        "outputs": [f"o.txt=file://{results}/"],
+        "context": context,
+        "say": lambda kind, line: None,
+    }
+    command = ["sh", "-c", "echo x > o.txt"]
+    counts = counting_stores(monkeypatch)
+    assert run_step("s1", command, **given, stores=stores) == 0
+    assert (results / "o.txt").read_text() == "x\n"
+    (work / "o.txt").unlink()
+    assert run_step("s1", command, **given, stores=stores) == 0  # done: restored, not run
+    assert (work / "o.txt").read_text() == "x\n"
+    assert counts.opened == []
+    assert counts.users() == {id(stores)}
+    assert counts.closes[id(stores)] == 0
+    counts.reset()
+    (work / "o.txt").unlink()
+    assert run_step("s1", command, **given) == 0
+    assert (work / "o.txt").read_text() == "x\n"
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()
+    assert counts.users() == {id(counts.opened[0])}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from store_counts import counting_stores
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, hash_bytes
 from taskkit.content.statcache import RACY_WINDOW_NS, StatCache
@@ -457,3 +458,26 @@ def test_a_partial_in_the_node_cache_the_plan_resumes_outlives_the_room_made_for
         assert (work / "in" / name).read_bytes() == data
     objects = [p for p in (tmp_path / "node" / "objects").rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in objects) <= 2100
+
+
+def test_given_stores_are_used_and_left_open(
+    source: tuple[Path, dict[str, bytes]],
+    stores: Stores,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """stage(stores=...) opens no Stores of its own, lists and reads through the given one and
+    leaves it open; without it, stage opens one and closes it once."""
+    src, contents = source
+    counts = counting_stores(monkeypatch)
+    summary = stage([f"{src}/=in/"], workdir=workdir, stores=stores)
+    assert summary.transferred == len(contents)
+    assert counts.opened == []
+    assert counts.users() == {id(stores)}
+    assert counts.closes[id(stores)] == 0
+    counts.reset()
+    again = stage([f"{src}/=again/"], workdir=workdir)
+    assert again.transferred == len(contents)
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()
+    assert counts.users() == {id(counts.opened[0])}

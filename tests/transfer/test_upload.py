@@ -15,6 +15,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from store_counts import counting_stores
 from upload_fakes import FakeStores, Recorded, clear_memory
 
 import taskkit.content.hashing
@@ -842,3 +843,27 @@ def test_no_match_without_allow_empty_publishes_nothing(workdir: Path, dest: Pat
     assert isinstance(error, InputNotFound)
     assert error.exit_code == 66
     assert not dest.exists()
+
+
+def test_given_stores_are_used_and_left_open(
+    workdir: Path,
+    dest: Path,
+    outputs: dict[str, bytes],
+    stores: Stores,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """upload(stores=...) opens no Stores of its own, writes and publishes through the given
+    one and leaves it open; without it, upload opens one and closes it once."""
+    counts = counting_stores(monkeypatch)
+    summary = upload([f"out/**=file://{dest}/a/"], workdir=workdir, stores=stores)
+    assert summary.transferred == len(outputs)
+    assert (dest / "a" / MANIFEST_NAME).exists()
+    assert counts.opened == []
+    assert counts.users() == {id(stores)}
+    assert counts.closes[id(stores)] == 0
+    counts.reset()
+    again = upload([f"out/**=file://{dest}/b/"], workdir=workdir)
+    assert again.transferred == len(outputs)
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()
+    assert counts.users() == {id(counts.opened[0])}
