@@ -184,7 +184,9 @@ class LogSink:
     """The log files of one attempt: written in ``directory``, appended to ``dest`` (a URL
     prefix; ``None`` keeps them local) as they grow. ``warn`` gets one line per problem.
     ``keep_local=False``: :meth:`close` removes the local files (and ``directory``, when that
-    leaves it empty) once the store holds all of them."""
+    leaves it empty) once the store holds all of them. Uploads go through ``stores`` when given
+    (the run's, left open), else through stores of its own with a short retry budget, opened
+    at the first upload and closed by :meth:`close`."""
 
     def __init__(
         self,
