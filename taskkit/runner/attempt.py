@@ -306,11 +306,11 @@ class AttemptRun:
                 else os.path.join(private, "checkpoint"),
                 self.journal.checkpoint_url,
                 self.work.fingerprint,
+                stores=self.stores,
                 task=self._task(number),
                 interval=spec.checkpoint_interval,
                 warn=lambda m: self.say("warning", m),
                 environ=self.env,
-                stores=self.stores,
             )
             _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
             restored = checkpoint.restore(self.stores)
@@ -352,23 +352,23 @@ class AttemptRun:
         return stage_inputs(
             self.spec,
             self.workdir,
+            stores=self.stores,
             environ=self.env,
             note=self._note,
             say=self.say,
             on_plan=on_plan,
-            stores=self.stores,
         )
 
     def _uploaded(self, number: int, version: Version) -> Summary:
         return upload_outputs(
             self.spec,
             self.workdir,
+            stores=self.stores,
             task=self._task(number),
             environ=self.env,
             note=self._note,
             say=self.say,
             fence=lambda: _still_held(self.journal, version),
-            stores=self.stores,
         )
 
     def _elapsed(self) -> float:

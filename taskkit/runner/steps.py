@@ -85,10 +85,10 @@ def run_step(
     *,
     outputs: Sequence[str] = (),
     allow_empty: bool = False,
+    stores: Stores | None = None,
     context: StepContext | None = None,
     say: Callable[[str, str], None] = _say,
     environ: Mapping[str, str] | None = None,
-    stores: Stores | None = None,
 ) -> int:
     """Run step ``name`` unless it is recorded done for this work; its exit code.
     ``environ``: the environment the step reads (the task it belongs to, the stat-cache) and
@@ -138,11 +138,11 @@ def run_step(
             summary = upload(
                 outputs,
                 workdir=ctx.workdir,
+                stores=stores,
                 task={"job": ctx.job_id, "task": ctx.task_id, "attempt": ctx.attempt},
                 allow_empty=allow_empty,
                 on_plan=planned,
                 environ=env,
-                stores=stores,
             )
             error = summary.exit_error()
             if error is not None:

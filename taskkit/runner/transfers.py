@@ -124,8 +124,8 @@ def stage_inputs(
         summary = stage(
             spec.inputs,
             workdir=workdir,
-            **stage_settings(spec, environ),
             stores=stores,
+            **stage_settings(spec, environ),
             on_plan=planned,
             on_bytes=teller.moved,
             on_file=teller.staged,
@@ -156,8 +156,8 @@ def upload_outputs(
         summary = upload(
             spec.outputs,
             workdir=workdir,
-            **upload_settings(spec),
             stores=stores,
+            **upload_settings(spec),
             task=task,
             allow_empty=spec.allow_empty,
             on_plan=teller.upload_planned,

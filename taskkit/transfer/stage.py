@@ -178,10 +178,10 @@ def stage(
         cache=cache,
         retry=retry,
         storage_options=storage_options,
+        stores=stores,
         dry_run=dry_run,
         on_plan=on_plan,
         environ=environ,
-        stores=stores,
     )
 
 

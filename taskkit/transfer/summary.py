@@ -210,10 +210,10 @@ def run_plan(
     cache: StatCache | None,
     retry: RetryBudget | None,
     storage_options: Mapping[str, Any] | None,
+    stores: Stores | None = None,
     dry_run: bool,
     on_plan: Callable[[_P], None] | None,
     environ: Mapping[str, str] | None = None,
-    stores: Stores | None = None,
 ) -> Summary:
     """Open the run's stores (unless the caller's ``stores`` are given: then they are used,
     and ``retry`` and ``storage_options`` apply to nothing) and stat-cache (the default one

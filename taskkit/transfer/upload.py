@@ -164,10 +164,10 @@ def upload(
         cache=cache,
         retry=retry,
         storage_options=storage_options,
+        stores=stores,
         dry_run=dry_run,
         on_plan=on_plan,
         environ=environ,
-        stores=stores,
     )
 
 
