@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from store_counts import counting_stores
 
 from taskkit.exceptions import MisuseError, UsageError
 from taskkit.runner import command
@@ -709,3 +710,25 @@ def test_a_key_at_the_cut_of_a_long_line_is_hidden(tmp_path: Path, before: int) 
     assert stored.endswith(b"***\n")
     assert stored.count(b"x") == before
     assert len(stored) == before + len(" ***\n")
+
+
+def test_given_stores_are_used_and_left_open(
+    tmp_path: Path, stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LogSink given stores uploads through them and leaves them open; without, it opens
+    one at its first upload, keeps it for every flush, and closes it once when it closes."""
+    counts = counting_stores(monkeypatch)
+    with LogSink(tmp_path / "a", f"file://{tmp_path}/stored/a/", stores=stores) as sink:
+        sink.note("one")
+        assert sink.flush()
+    assert (tmp_path / "stored" / "a" / "taskkit.txt").read_text().endswith("one\n")
+    assert counts.opened == []
+    assert counts.users() == {id(stores)}
+    assert counts.closes[id(stores)] == 0
+    with LogSink(tmp_path / "b", f"file://{tmp_path}/stored/b/") as sink:
+        for line in ("one", "two"):
+            sink.note(line)
+            assert sink.flush()
+    assert (tmp_path / "stored" / "b" / "taskkit.txt").read_text().endswith("two\n")
+    assert len(counts.opened) == 1
+    assert counts.closed_once_each()
