@@ -150,9 +150,9 @@ def stage(
     stat-cache defaults to :meth:`StatCache.open` and the working directory to
     :func:`default_workdir`, both found in ``environ`` (default: this process's); failures
     of single files are in the summary (:meth:`Summary.exit_error`), not raised.
+
     Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
-    then change nothing; without them the call opens its own, with those settings, and
-    closes them.
+    then change nothing; without them the call opens its own, with those, and closes them.
     """
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
     return run_plan(

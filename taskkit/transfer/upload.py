@@ -135,9 +135,10 @@ def upload(
     Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
     ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
     ``fence`` is called before each manifest write or delete and may raise
-    :class:`TaskFailure` to stop the publishing (see the module's docstring). Given
-    ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options`` then
-    change nothing; without them the call opens its own, with those settings, and closes them.
+    :class:`TaskFailure` to stop the publishing (see the module's docstring).
+
+    Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
+    then change nothing; without them the call opens its own, with those, and closes them.
     """
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
     return run_plan(
