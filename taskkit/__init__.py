@@ -3,8 +3,13 @@
 The public API is what ``__all__`` lists; everything else is private and may change. The
 runner's names (the journal, the spec, the exit-code policy) are imported on first use, so
 ``import taskkit`` and the transfer commands do not pay for pydantic.
+
+What the library has to say goes to an observer (:mod:`taskkit.observer`), by default records
+of the ``"taskkit"`` logger, which gets a ``NullHandler`` here: a program that configures no
+logging hears nothing from taskkit.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from taskkit.content.chunkio import hash_chunks
@@ -27,6 +32,7 @@ from taskkit.exceptions import (
     TransientError,
     UsageError,
 )
+from taskkit.observer import LoggingObserver, NullObserver, Observer, Observers, Progress
 from taskkit.runner.command import Finished, run_logged
 from taskkit.runner.logs import LogSink, Phase
 from taskkit.storage.base import RemoteFile
@@ -58,6 +64,8 @@ if TYPE_CHECKING:
     from taskkit.runner.steps import run_step
 
 from taskkit._version import __version__
+
+logging.getLogger("taskkit").addHandler(logging.NullHandler())
 
 #: Public names imported on first use, and the module each comes from.
 _LAZY = {
@@ -113,15 +121,20 @@ __all__ = [
     "LinkOut",
     "LocalPermissionDenied",
     "LogSink",
+    "LoggingObserver",
     "Manifest",
     "ManifestFile",
     "MisuseError",
     "NodeCache",
+    "NullObserver",
+    "Observer",
+    "Observers",
     "Output",
     "PermissionDenied",
     "Phase",
     "Plan",
     "PlanEntry",
+    "Progress",
     "RemoteFile",
     "RetryBudget",
     "RunSpec",

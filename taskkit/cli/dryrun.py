@@ -61,8 +61,10 @@ def render(plan: AttemptPlan, preview: Preview) -> int:
             return _stopped(preview)
         with contextlib.ExitStack() as stack:
             report = Report(stack, doing="staging", dry_run=True, verbose=False, interval=10)
-            for staged in preview.staging:
-                report.staging_planned(staged)
+            for staged in preview.staging:  # told as the staging itself tells it
+                for problem in staged.problems:
+                    report.problem(problem.error)
+                report.plan(staged)
     if preview.leftover_notes is None or preview.removals is None:
         return _stopped(preview)
     for line in preview.leftover_notes:

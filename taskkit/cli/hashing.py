@@ -165,7 +165,7 @@ def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:
 
 
 def _size(n: float) -> str:
-    from taskkit.cli.progress import format_size
+    from taskkit.transfer.summary import format_size
 
     return format_size(n)
 

@@ -14,19 +14,11 @@ from collections.abc import Callable
 from typing import IO
 
 from taskkit.periodic import Periodic
+from taskkit.transfer.summary import format_size
 
-__all__ = ["Progress", "format_size"]
+__all__ = ["Progress"]
 
 _BAR = 24
-
-
-def format_size(n: float) -> str:
-    """``n`` bytes in binary units: ``512 B``, ``1.5 MiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 class Progress:

@@ -1,31 +1,34 @@
-"""What ``taskkit stage`` and ``taskkit upload`` show as they go: the plan (a dry run), problems,
-progress, files done, and the closing line.
+"""The console's observers: what ``taskkit stage``/``upload`` (:class:`Report`) and ``taskkit
+run``/``step`` (:class:`RunReport`) show of what the library tells them (see
+:mod:`taskkit.observer`): the plan (a dry run), problems, progress, files done, and the closing
+line.
 
-Problems and progress go to stderr, one line each; the plan, ``-v`` lines and the summary go to
-stdout, so ``--json`` output stays one parseable object at the end. Every line leaves through
-:func:`say` or :func:`echo`, which :func:`~taskkit.redaction.redact` it: whatever a message
-quotes, no credential reaches the console.
+For stage and upload, problems and progress go to stderr, one line each; the plan, ``-v``
+lines and the summary go to stdout, so ``--json`` output stays one parseable object at the
+end. For run and step every line goes to stderr. Every line leaves through :func:`say` or
+:func:`echo`, which :func:`~taskkit.redaction.redact` it: whatever a message quotes, no
+credential reaches the console.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from taskkit.cli.progress import Progress, format_size
+from taskkit import observer
+from taskkit.cli.progress import Progress
 from taskkit.redaction import redact
 from taskkit.transfer import summary as summary_lines
-from taskkit.transfer.summary import Telling
 
 if TYPE_CHECKING:
-    from taskkit.transfer.stage_plan import Plan
+    from taskkit.observer import Shown
     from taskkit.transfer.summary import Summary
-    from taskkit.transfer.upload_plan import UploadPlan
 
-__all__ = ["Report", "echo", "say", "stage_line", "upload_line"]
+__all__ = ["Report", "RunReport", "echo", "say", "stage_line", "upload_line"]
 
 
 def say(kind: str, message: str) -> None:
@@ -39,9 +42,11 @@ def echo(line: str) -> None:
     click.echo(redact(line))
 
 
-class Report(Telling):
-    """The running report of one transfer command; its methods are the library's callbacks.
-    A dry run shows the plan after its problems, and no progress."""
+class Report:
+    """The observer of one transfer command (``taskkit stage``, ``taskkit upload``): notes and
+    ``-v`` lines on stdout, warnings and problems on stderr, progress as a bar on a terminal
+    (plain lines every ``interval`` elsewhere). A dry run shows the plan after its problems,
+    and no progress. The bar stops at the transfer's end, or with ``stack`` at the latest."""
 
     def __init__(
         self,
@@ -57,51 +62,121 @@ class Report(Telling):
         self.dry_run = dry_run
         self.verbose = verbose
         self.interval = interval
-        self.progress: Progress | None = None
+        self.progress_bar: Progress | None = None
+        self._shown = (0, 0)  # bytes and files the bar was told of
 
-    def tell(self, kind: str, line: str) -> None:
-        """Notes on stdout, warnings and errors on stderr."""
-        if kind == "note":
-            echo(line)
-        else:
-            say(kind, line)
+    def note(self, text: str) -> None:
+        echo(text)
 
-    def _start(self, total_bytes: int, files: int) -> None:
+    def warning(self, text: str) -> None:
+        say("warning", text)
+
+    def problem(self, problem: Exception | str) -> None:
+        say("error", str(problem))
+
+    def debug(self, text: str) -> None:
+        say("debug", text)
+
+    def plan(self, plan: Shown) -> None:
         if self.dry_run:
-            return
-        tty = sys.stderr.isatty()
-        self.progress = self.stack.enter_context(
-            Progress(
-                total_bytes, files, sys.stderr, tty=tty, interval=self.interval, doing=self.doing
-            )
-        )
+            for line in plan.lines():
+                echo(line)
 
-    def staging_planned(self, plan: Plan) -> None:
-        super().staging_planned(plan)
-        if self.dry_run:
-            if plan.create_workdir:
-                click.echo(f"would create the working directory {plan.workdir}")
-            for entry in plan.removals:
-                click.echo(f"{entry.action:<8} {entry.dest}  ({entry.reason})")
-            for entry in plan.entries:
-                echo(
-                    f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
-                    f"({format_size(entry.source.size)}; {entry.reason})"
+    def progress(self, progress: observer.Progress) -> None:
+        if self.progress_bar is None and not progress.ended:
+            self.progress_bar = self.stack.enter_context(
+                Progress(
+                    progress.total_bytes,
+                    progress.total_files,
+                    sys.stderr,
+                    tty=sys.stderr.isatty(),
+                    interval=self.interval,
+                    doing=self.doing,
                 )
+            )
+            self._shown = (0, 0)
+        if self.progress_bar is not None:
+            _advance(self.progress_bar, self._shown, progress)
+            self._shown = (progress.bytes, progress.files)
+            if progress.ended:
+                self.progress_bar.__exit__()
+                self.progress_bar = None
+        if progress.file is not None and self.verbose:
+            echo(progress.file)
 
-    def upload_planned(self, plan: UploadPlan) -> None:
-        super().upload_planned(plan)
-        if self.dry_run:
-            for publication in plan.publications:
-                for entry in publication.entries:
-                    echo(
-                        f"{entry.action:<5} {entry.local} -> {entry.url}  "
-                        f"({format_size(entry.size)}; {entry.reason})"
-                    )
-                if plan.problems:
-                    echo(f"{'keep':<5} {publication.manifest_url}  (not published: problems)")
-                else:
-                    echo(f"{'publish':<5} {publication.manifest_url}  (written last)")
+
+class RunReport:
+    """The observer of ``taskkit run`` and ``taskkit step``: every line on stderr as
+    ``taskkit: KIND: ...`` (stdout is the command's own), and while a transfer moves files a
+    plain progress line every ``interval`` (``taskkit: staging: ...``; a Batch task's stderr
+    is a file, never a terminal)."""
+
+    def __init__(self, *, verbose: bool, interval: float) -> None:
+        self.verbose = verbose
+        self.interval = interval
+        self.progress_lines: Progress | None = None
+        self._shown = (0, 0)
+
+    def note(self, text: str) -> None:
+        say("note", text)
+
+    def warning(self, text: str) -> None:
+        say("warning", text)
+
+    def problem(self, problem: Exception | str) -> None:
+        say("error", str(problem))
+
+    def debug(self, text: str) -> None:
+        say("debug", text)
+
+    def plan(self, plan: Shown) -> None:
+        pass  # the attempt's plan is what --dry-run prints (taskkit.cli.dryrun)
+
+    def progress(self, progress: observer.Progress) -> None:
+        if self.progress_lines is None and progress.total_files and not progress.ended:
+            stream = _SaidLines(progress.doing)
+            self.progress_lines = Progress(
+                progress.total_bytes,
+                progress.total_files,
+                stream,
+                tty=False,
+                interval=self.interval,
+                doing=progress.doing,
+            ).__enter__()
+            self._shown = (0, 0)
+        if self.progress_lines is not None:
+            _advance(self.progress_lines, self._shown, progress)
+            self._shown = (progress.bytes, progress.files)
+            if progress.ended:
+                self.progress_lines.__exit__()
+                self.progress_lines = None
+        if progress.file is not None and self.verbose:
+            say("note", progress.file)
+
+
+def _advance(shown: Progress, was: tuple[int, int], now: observer.Progress) -> None:
+    """Bring ``shown`` from the counts it was told (``was``) to those of ``now``: a
+    transfer's reports come one at a time and in order, so the differences add up."""
+    if now.bytes > was[0]:
+        shown.add_bytes(now.bytes - was[0])
+    for _ in range(now.files - was[1]):
+        shown.file_done()
+
+
+class _SaidLines(io.StringIO):
+    """A stream for :class:`~taskkit.cli.progress.Progress` whose lines are said, so each
+    gets the one prefix :func:`say` gives."""
+
+    def __init__(self, doing: str) -> None:
+        super().__init__()
+        self.doing = doing
+
+    def write(self, text: str) -> int:
+        # Progress writes "taskkit: staging: ..." lines; say() puts back that very prefix.
+        for line in text.splitlines():
+            if line.strip():
+                say(self.doing, line.removeprefix(f"taskkit: {self.doing}: "))
+        return len(text)
 
 
 def stage_line(summary: Summary) -> str:

@@ -191,9 +191,10 @@ def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
             from taskkit.cli.dryrun import show_plan
 
             return show_plan(spec)
+        from taskkit.cli.report import RunReport
         from taskkit.runner.run import run
 
-        return run(spec)
+        return run(spec, observer=RunReport(verbose=spec.verbose, interval=spec.progress_interval))
 
     return _banded(attempt)
 
@@ -225,9 +226,13 @@ def step_command(
       taskkit step fetch -- ./download_refs.sh
       taskkit step align -o 'bam/*.bam=az://results/run-7/bam/' -- ./align.sh
     """
+    from taskkit.cli.report import RunReport
     from taskkit.runner.steps import run_step
 
-    return _banded(lambda: run_step(name, command, outputs=outputs, allow_empty=allow_empty))
+    told = RunReport(verbose=False, interval=10.0)
+    return _banded(
+        lambda: run_step(name, command, outputs=outputs, allow_empty=allow_empty, observer=told)
+    )
 
 
 @cli.command("status", context_settings=CONTEXT)

@@ -111,9 +111,7 @@ def stage_command(
             **stage_settings(settings, os.environ),  # the CLI's own environment
             allow_empty=allow_empty,
             dry_run=dry_run,
-            on_plan=report.staging_planned,
-            on_bytes=report.moved,
-            on_file=report.staged,
+            observer=report,
         )
     return _finish(summary, stage_line(summary), as_json=as_json)
 
@@ -182,10 +180,7 @@ def upload_command(
             **upload_settings(settings),
             allow_empty=allow_empty,
             dry_run=dry_run,
-            on_plan=report.upload_planned,
-            on_bytes=report.moved,
-            on_file=report.uploaded,
-            on_problem=report.problem,
+            observer=report,
         )
     return _finish(summary, upload_line(summary), as_json=as_json)
 

@@ -42,6 +42,7 @@ from taskkit.exceptions import (
     TransientError,
     from_os_error,
 )
+from taskkit.observer import Observer
 from taskkit.redaction import shown_url
 from taskkit.runner.checkpoint import Checkpoint, confined
 from taskkit.runner.command import Finished, Stopped, signals_held, stopped_by_signals
@@ -92,13 +93,13 @@ Launcher = Callable[..., Finished]
 @dataclass(frozen=True)
 class AttemptContext:
     """What an attempt works with beside its plan: the run's stores, the environment it reads
-    and gives its command, how the command is launched, where its lines are said, and how
+    and gives its command, how the command is launched, who hears what it says, and how
     long a stopped command is given to end."""
 
     stores: Stores
     environ: Mapping[str, str]
     launch: Launcher
-    say: Callable[[str, str], None]
+    observer: Observer
     grace: float = 10.0
 
 
@@ -117,7 +118,8 @@ class AttemptRun:
         self.stores, self.work, self.policy = context.stores, plan.work, plan.policy
         self.journal = Journal.open(context.stores, spec.state or "", plan.job_id, plan.task_id)
         self.env = dict(context.environ)
-        self.launch, self.say, self.grace = context.launch, context.say, context.grace
+        self.launch, self.observer = context.launch, context.observer
+        self.grace = context.grace
         self.workdir = plan.workdir
         self.started = time.monotonic()
 
@@ -147,7 +149,7 @@ class AttemptRun:
                 private.cleanup()
         except (TaskFailure, OSError) as exc:  # the logs could not be set up, or the journal
             failure = exc if isinstance(exc, TaskFailure) else from_os_error(exc, "cannot proceed")
-            self.say("error", str(failure))
+            self.observer.problem(failure)
             decision = self.policy.decide(Ending(error=failure))
         try:
             beat.finish(
@@ -158,7 +160,7 @@ class AttemptRun:
                 last=last,
             )
         except TaskFailure as exc:  # the end stays unwritten: the attempt reads as interrupted
-            self.say("warning", f"cannot record the end of attempt {number}: {exc}")
+            self.observer.warning(f"cannot record the end of attempt {number}: {exc}")
         return decision.exit_code
 
     def _logged(
@@ -180,7 +182,7 @@ class AttemptRun:
                 self.journal.logs_url(number),
                 stores=self.stores,
                 interval=spec.log_interval,
-                warn=lambda m: self.say("warning", m),
+                observer=self.observer,
                 keep_local=False,
             ) as sink,
             sink.keeping(logging.getLogger("taskkit")),
@@ -209,7 +211,7 @@ class AttemptRun:
             except TaskFailure as exc:  # its own log cannot be written
                 decision = self.policy.decide(Ending(error=exc))
             except Exception as exc:  # still end the attempt in order
-                decision = self.policy.decide(Ending(error=_unexpected(exc, self.say)))
+                decision = self.policy.decide(Ending(error=_unexpected(exc, self.observer)))
             decision = self._record(decision, number, last)
             self._tell(
                 sink,
@@ -220,7 +222,7 @@ class AttemptRun:
             if last and decision.verdict is not Verdict.SUCCESS:
                 from taskkit.runner.diagnostics import write_diagnostics
 
-                write_diagnostics(sink, self.workdir, self.env, decision)
+                write_diagnostics(sink, self.workdir, self.env, decision, self.observer)
         return decision
 
     def _settle_lost_logs(self, sink: LogSink, previous: list[Attempt], number: int) -> None:
@@ -267,7 +269,7 @@ class AttemptRun:
             sink.note(line)
         else:
             sink.phase(phase, line)
-        self.say("note", line)
+        self.observer.note(line)
 
     def _note(self, line: str) -> None:
         if self.sink is not None:
@@ -309,7 +311,7 @@ class AttemptRun:
                 stores=self.stores,
                 task=self._task(number),
                 interval=spec.checkpoint_interval,
-                warn=lambda m: self.say("warning", m),
+                warn=self.observer.warning,
                 environ=self.env,
             )
             _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
@@ -355,7 +357,7 @@ class AttemptRun:
             stores=self.stores,
             environ=self.env,
             note=self._note,
-            say=self.say,
+            observer=self.observer,
             on_plan=on_plan,
         )
 
@@ -367,7 +369,7 @@ class AttemptRun:
             task=self._task(number),
             environ=self.env,
             note=self._note,
-            say=self.say,
+            observer=self.observer,
             fence=lambda: _still_held(self.journal, version),
         )
 
@@ -626,7 +628,7 @@ def _unwritable(sink: LogSink) -> IOFailure | None:
     )
 
 
-def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError:
+def _unexpected(exc: Exception, observer: Observer) -> TaskkitError:
     """What an exception nobody translated inside the attempt stands for: an ``OSError`` is
     about a local path (a disk full, a name the filesystem refuses), translated as everywhere
     else; anything else is a bug of taskkit's (206). ``TASKKIT_DEBUG`` shows its traceback,
@@ -634,7 +636,7 @@ def _unexpected(exc: Exception, say: Callable[[str, str], None]) -> TaskkitError
     # A switch of this taskkit process (as for the CLI), not of the task's environment.
     if os.environ.get("TASKKIT_DEBUG"):
         for line in "".join(traceback.format_exception(exc)).splitlines():
-            say("debug", line)
+            observer.debug(line)
     if isinstance(exc, OSError):
         return from_os_error(exc, "cannot proceed")
     return MisuseError(f"internal error: {type(exc).__name__}: {exc}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from taskkit.content.walk import inside
 from taskkit.exceptions import LinkOut, TaskFailure, UsageError
+from taskkit.observer import NullObserver
 from taskkit.periodic import Periodic
 from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest
@@ -77,9 +78,17 @@ def restore(
 ) -> Summary:
     """Stage each ``(url, path)`` to ``path`` under ``directory``; files already there with
     the same content stay as they are (the stat-cache found in ``environ``). Through
-    ``stores`` when given (left open), else through stores of its own."""
+    ``stores`` when given (left open), else through stores of its own. Silent: the caller
+    says what the summary means."""
     inputs = [Input(url, path) for url, path in files]
-    return stage(inputs, workdir=directory, allow_empty=True, stores=stores, environ=environ)
+    return stage(
+        inputs,
+        workdir=directory,
+        allow_empty=True,
+        stores=stores,
+        environ=environ,
+        observer=NullObserver(),
+    )
 
 
 class Checkpoint:
@@ -152,6 +161,7 @@ class Checkpoint:
                         task=self.task,
                         environ=self.environ,
                         stores=stores,
+                        observer=NullObserver(),  # its failure is the one warning below
                     )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")

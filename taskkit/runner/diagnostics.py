@@ -12,10 +12,10 @@ import contextlib
 import os
 import platform
 import shutil
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from taskkit.observer import Observer, observer_or_default
 from taskkit.redaction import SECRET_ENV_VARS, redact
 from taskkit.runner.logs import LogSink
 from taskkit.runner.policy import Decision
@@ -91,11 +91,16 @@ def _listing(workdir: str) -> Iterator[str]:
 
 
 def write_diagnostics(
-    sink: LogSink, workdir: str, env: Mapping[str, str], decision: Decision
+    sink: LogSink,
+    workdir: str,
+    env: Mapping[str, str],
+    decision: Decision,
+    observer: Observer | None = None,
 ) -> None:
-    """Add the diagnostic lines to the attempt's ``taskkit.txt`` (uploaded with the logs)."""
+    """Add the diagnostic lines to the attempt's ``taskkit.txt`` (uploaded with the logs); a
+    failure meanwhile is a warning to ``observer`` (default: the ``"taskkit"`` logger)."""
     try:
         for line in diagnostics(workdir, env, decision):
             sink.note(redact(line))
     except Exception as exc:  # diagnostics must never be the reason a task fails differently
-        print(f"taskkit: warning: diagnostics incomplete: {exc}", file=sys.stderr)
+        observer_or_default(observer).warning(f"diagnostics incomplete: {exc}")

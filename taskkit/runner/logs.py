@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +53,7 @@ from taskkit.exceptions import (
     TaskkitError,
     from_os_error,
 )
+from taskkit.observer import OBSERVED, Observer, observer_or_default
 from taskkit.periodic import Periodic
 from taskkit.redaction import redact
 from taskkit.storage.base import Store
@@ -84,13 +84,6 @@ class Phase(str, Enum):
     UPLOADING = "uploading"
     PUBLISHED = "published"
     ENDED = "ended"
-
-
-def _console_warning(message: str) -> None:
-    text = redact(message).replace("\n", "\\n").replace("\r", "\\r")
-    with contextlib.suppress(OSError, ValueError):  # a closed stderr must not fail the task
-        sys.stderr.write(f"taskkit: warning: {text}\n")
-        sys.stderr.flush()
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -174,6 +167,8 @@ class _Notes(logging.Handler):
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, OBSERVED, False):
+            return  # a line told to an observer: whoever told it noted it already
         # A bad record must not fail the attempt it is about, nor print a traceback.
         with contextlib.suppress(Exception):
             kind = "error" if record.levelno >= logging.ERROR else "warning"
@@ -182,7 +177,8 @@ class _Notes(logging.Handler):
 
 class LogSink:
     """The log files of one attempt: written in ``directory``, appended to ``dest`` (a URL
-    prefix; ``None`` keeps them local) as they grow. ``warn`` gets one line per problem.
+    prefix; ``None`` keeps them local) as they grow. ``observer`` (default: the ``"taskkit"``
+    logger) hears one warning per problem.
     ``keep_local=False``: :meth:`close` removes the local files (and ``directory``, when that
     leaves it empty) once the store holds all of them. Uploads go through ``stores`` when given
     (the run's, left open), else through stores of its own with a short retry budget, opened
@@ -195,7 +191,7 @@ class LogSink:
         *,
         stores: Stores | None = None,
         interval: float = 30.0,
-        warn: Callable[[str], None] | None = None,
+        observer: Observer | None = None,
         keep_local: bool = True,
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
@@ -203,7 +199,7 @@ class LogSink:
         self.directory = os.fspath(directory)
         self.dest = dest if dest is None or dest.endswith("/") else dest + "/"
         self.interval = float(interval)
-        self._warn_user = warn or _console_warning
+        self.observer = observer_or_default(observer)
         self.keep_local = keep_local
         #: The last phase :meth:`phase` noted; None before the first.
         self.reached: Phase | None = None
@@ -257,7 +253,8 @@ class LogSink:
         """Note in ``taskkit.txt`` every warning ``logger`` emits meanwhile (a storage outage
         and its end, a stat-cache set aside, a node-cache object found altered), so the
         stored log tells what the console told; whoever else listens to ``logger`` still
-        hears it."""
+        hears it. The lines of a :class:`~taskkit.observer.LoggingObserver` are not noted
+        again: whoever told them noted them."""
         handler = _Notes(self)
         logger.addHandler(handler)
         try:
@@ -283,8 +280,8 @@ class LogSink:
         self._tell(message)
 
     def _tell(self, message: str) -> None:
-        with contextlib.suppress(Exception):  # a broken callback is no reason to lose the task
-            self._warn_user(message)
+        with contextlib.suppress(Exception):  # a broken observer is no reason to lose the task
+            self.observer.warning(message)
 
     def flush(self) -> bool:
         """Upload what the local files gained since the last upload; whether all of it went.

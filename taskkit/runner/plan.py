@@ -29,6 +29,7 @@ from errno import ENOTDIR
 from typing import TYPE_CHECKING
 
 from taskkit.exceptions import ConfigError, IOFailure, TaskFailure, TaskkitError, UsageError
+from taskkit.observer import NullObserver, Shown
 from taskkit.runner.fingerprint import Work, describe
 from taskkit.runner.goal import CLAIM_TRIES, Goal, attempt_label, attempt_ordinal, goal
 from taskkit.runner.journal import Attempt, Journal, host_identity
@@ -36,12 +37,11 @@ from taskkit.runner.policy import ExitPolicy
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Output
-from taskkit.transfer.stage_plan import default_workdir
+from taskkit.transfer.stage_plan import Plan, default_workdir
 
 if TYPE_CHECKING:
     from taskkit.runner.leftovers import Removal
     from taskkit.runner.published import Gone
-    from taskkit.transfer.stage_plan import Plan
 
 __all__ = [
     "AttemptPlan",
@@ -254,7 +254,7 @@ def _preview(plan: AttemptPlan, stores: Stores, environ: Mapping[str, str]) -> P
                 **stage_settings(spec, environ),  # the node cache a run would link from
                 stores=stores,
                 dry_run=True,
-                on_plan=staging.append,
+                observer=_Kept(staging),
                 environ=environ,
             )
         found = replace(found, staging=tuple(staging))
@@ -276,3 +276,15 @@ def _published(stores: Stores, output: Output) -> bool:
 
     store, key = stores.open(output.dest + MANIFEST_NAME)
     return store.load(key) is not None
+
+
+class _Kept(NullObserver):
+    """The observer of the dry run's staging plan: keeps the plan, says nothing (the dry run
+    shows the plan itself, with its problems)."""
+
+    def __init__(self, kept: list[Plan]) -> None:
+        self.kept = kept
+
+    def plan(self, plan: Shown) -> None:
+        if isinstance(plan, Plan):
+            self.kept.append(plan)

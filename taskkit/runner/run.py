@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from taskkit.cli.report import say as _say
+from taskkit.observer import Observer, observer_or_default
 from taskkit.runner.goal import Goal, wait_for
 from taskkit.runner.journal import Journal
 from taskkit.runner.plan import plan_attempt
@@ -52,7 +52,7 @@ def run(
     *,
     environ: Mapping[str, str] | None = None,
     launch: Launcher | None = None,
-    say: Callable[[str, str], None] = _say,
+    observer: Observer | None = None,
     grace: float = 10.0,
     stores: Stores | None = None,
 ) -> int:
@@ -63,12 +63,14 @@ def run(
     met costs no import of the attempt's machinery (staging, upload, logs). Every request of
     the attempt (journal, transfers, checkpoint, logs) goes through one set of stores:
     ``stores`` when given (left open; the spec's retry settings then apply to nothing), else
-    one opened with the spec's retry settings and closed at the end."""
+    one opened with the spec's retry settings and closed at the end. ``observer`` (default:
+    the ``"taskkit"`` logger) hears what it does."""
+    told = observer_or_default(observer)
     env = dict(os.environ if environ is None else environ)
     where = f"job {spec.job_id}, task {spec.task_id}"
 
     def waiting(journal: Journal, status: Goal) -> None:
-        say("note", f"{where}: {status.why}; waiting for it")
+        told.note(f"{where}: {status.why}; waiting for it")
         wait_for(journal, status)
 
     with contextlib.ExitStack() as stack:
@@ -78,23 +80,22 @@ def run(
         plan = plan_attempt(spec, stores, environ=env, wait=waiting)
         status = plan.goal
         if status.state == "met":
-            say("note", f"{where}: {status.why}; the command is not run again")
+            told.note(f"{where}: {status.why}; the command is not run again")
             return 0
         if status.state == "permanent" and status.outcome is not None:
-            say(
-                "error",
+            told.problem(
                 f"{where}: permanent failure in attempt {status.outcome.attempt}: "
                 f"{status.why}; not run again",
             )
             return status.outcome.exit_code
         if plan.gone is not None:
-            say("note", f"{where}: {plan.gone.line}")
+            told.note(f"{where}: {plan.gone.line}")
         elif status.outcome is not None and status.why.startswith("starting afresh"):
-            say("note", f"{where}: {status.why}")
+            told.note(f"{where}: {status.why}")
         from taskkit.runner.attempt import AttemptContext, AttemptRun
         from taskkit.runner.command import run_logged
 
         context = AttemptContext(
-            stores=stores, environ=env, launch=launch or run_logged, say=say, grace=grace
+            stores=stores, environ=env, launch=launch or run_logged, observer=told, grace=grace
         )
         return AttemptRun(plan=plan, context=context).run()

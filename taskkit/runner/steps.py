@@ -16,20 +16,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import xxhash
 
-from taskkit.cli.report import say as _say
 from taskkit.exceptions import ConfigError, UsageError
+from taskkit.observer import NullObserver, Observer, Shown, observer_or_default
 from taskkit.runner.checkpoint import restore
 from taskkit.runner.command import run_logged
 from taskkit.runner.journal import Journal, StepFile, StepRecord, now
 from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest
 from taskkit.transfer.patterns import parse_output
-from taskkit.transfer.summary import warn_passed
 from taskkit.transfer.upload import upload
 from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadPlan
 
@@ -87,14 +86,14 @@ def run_step(
     allow_empty: bool = False,
     stores: Stores | None = None,
     context: StepContext | None = None,
-    say: Callable[[str, str], None] = _say,
     environ: Mapping[str, str] | None = None,
+    observer: Observer | None = None,
 ) -> int:
     """Run step ``name`` unless it is recorded done for this work; its exit code.
     ``environ``: the environment the step reads (the task it belongs to, the stat-cache) and
     its command gets (default: this process's, read once here). Every request goes through
     ``stores`` when given (left open), else through stores of its own, closed when it
-    returns."""
+    returns. ``observer`` (default: the ``"taskkit"`` logger) hears what it does."""
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"step name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a "
@@ -106,12 +105,8 @@ def run_step(
         parse_output(output)
     env = dict(os.environ if environ is None else environ)
     ctx = context or StepContext.from_environment(env)
-
-    plans: list[UploadPlan] = []
-
-    def planned(plan: UploadPlan) -> None:
-        plans.append(plan)
-        warn_passed(plan, lambda message: say("warning", message))
+    told = observer_or_default(observer)
+    kept = _Kept(told)
 
     fingerprint = step_fingerprint(ctx, name, command, outputs)
     with contextlib.ExitStack() as stack:
@@ -128,11 +123,11 @@ def run_step(
                 raise error
             fetched = summary.transferred + summary.linked
             again = f"; {fetched} of its files restored" if fetched else ""
-            say("note", f"step {name}: done in attempt {record.attempt}, skipped{again}")
+            told.note(f"step {name}: done in attempt {record.attempt}, skipped{again}")
             return 0
         finished = run_logged(list(command), cwd=ctx.workdir, env=env)
         if finished.exit_code != 0:
-            say("note", f"step {name}: {finished.describe()}; not recorded")
+            told.note(f"step {name}: {finished.describe()}; not recorded")
             return finished.exit_code
         if outputs:
             summary = upload(
@@ -141,13 +136,13 @@ def run_step(
                 stores=stores,
                 task={"job": ctx.job_id, "task": ctx.task_id, "attempt": ctx.attempt},
                 allow_empty=allow_empty,
-                on_plan=planned,
+                observer=kept,
                 environ=env,
             )
             error = summary.exit_error()
             if error is not None:
                 raise error
-        published = _published(plans, stores)
+        published = _published(kept.plans, stores)
         journal.record_step(
             StepRecord(
                 name=name,
@@ -157,8 +152,25 @@ def run_step(
                 files=tuple(published),
             )
         )
-        say("note", f"step {name}: done ({len(published)} files published)")
+        told.note(f"step {name}: done ({len(published)} files published)")
         return 0
+
+
+class _Kept(NullObserver):
+    """The observer of a step's upload: keeps its plans and passes on its warnings (the
+    files its patterns pass over); its first failure is what the step raises, so the
+    upload's problems are not said twice."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.plans: list[UploadPlan] = []
+
+    def warning(self, text: str) -> None:
+        self.observer.warning(text)
+
+    def plan(self, plan: Shown) -> None:
+        if isinstance(plan, UploadPlan):
+            self.plans.append(plan)
 
 
 def _published(plans: Sequence[UploadPlan], stores: Stores) -> list[StepFile]:

@@ -12,38 +12,36 @@ Invariants: the node cache is the one :func:`taskkit.transfer.nodecache.node_cac
 very one
 ``taskkit stage`` uses, so the tasks of a node download a shared input once whichever command
 staged it. Every transfer of an attempt ends with one summary line (the wording of ``taskkit
-stage``/``upload``), written to the console and to the attempt's stored ``taskkit.txt``;
-problems, ``-v`` file lines and warnings go to both, progress lines (every
-``--progress-interval``) to the console only. URLs are shown with their credentials hidden.
+stage``/``upload``), told to the run's observer and written to the attempt's stored
+``taskkit.txt``; problems, ``-v`` file lines and warnings go to both, progress (shown every
+``--progress-interval`` by the command line) to the observer only. URLs are shown with their
+credentials hidden.
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from taskkit.cli.progress import Progress
 from taskkit.exceptions import IOFailure
+from taskkit.observer import Observer, Progress, Shown
 from taskkit.runner.envnames import env_variable
 from taskkit.transfer.nodecache import node_cache
-from taskkit.transfer.summary import Telling, stage_line, upload_line
+from taskkit.transfer.stage_plan import Plan
+from taskkit.transfer.summary import stage_line, upload_line
 
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
     from taskkit.storage.stores import Stores
-    from taskkit.transfer.stage_plan import Plan
     from taskkit.transfer.summary import Summary
 
 __all__ = ["Teller", "stage_inputs", "stage_settings", "upload_outputs", "upload_settings"]
 
 #: A line for the attempt's stored ``taskkit.txt``.
 Note = Callable[[str], None]
-#: A line for the console: ``say(kind, line)``.
-Say = Callable[[str, str], None]
 
 
 def upload_settings(spec: RunSpec) -> dict[str, Any]:
@@ -105,7 +103,7 @@ def stage_inputs(
     *,
     environ: Mapping[str, str],
     note: Note,
-    say: Say,
+    observer: Observer,
     on_plan: Callable[[Plan], None] | None = None,
     stores: Stores | None = None,
 ) -> Summary:
@@ -114,24 +112,16 @@ def stage_inputs(
     Through ``stores`` when given (the attempt's), else stores of its own."""
     from taskkit.transfer.stage import stage
 
-    with Teller("staging", spec, note, say) as teller:
-
-        def planned(plan: Plan) -> None:
-            teller.staging_planned(plan)
-            if on_plan is not None:
-                on_plan(plan)
-
-        summary = stage(
-            spec.inputs,
-            workdir=workdir,
-            stores=stores,
-            **stage_settings(spec, environ),
-            on_plan=planned,
-            on_bytes=teller.moved,
-            on_file=teller.staged,
-            environ=environ,
-        )
-        teller.tell("note", stage_line(summary))
+    teller = Teller(spec, note, observer, on_plan)
+    summary = stage(
+        spec.inputs,
+        workdir=workdir,
+        stores=stores,
+        **stage_settings(spec, environ),
+        observer=teller,
+        environ=environ,
+    )
+    teller.note(stage_line(summary))
     return summary
 
 
@@ -142,7 +132,7 @@ def upload_outputs(
     task: Mapping[str, str | int],
     environ: Mapping[str, str],
     note: Note,
-    say: Say,
+    observer: Observer,
     fence: Callable[[], None] | None = None,
     stores: Stores | None = None,
 ) -> Summary:
@@ -152,70 +142,68 @@ def upload_outputs(
     else stores of its own."""
     from taskkit.transfer.upload import upload
 
-    with Teller("uploading", spec, note, say) as teller:
-        summary = upload(
-            spec.outputs,
-            workdir=workdir,
-            stores=stores,
-            **upload_settings(spec),
-            task=task,
-            allow_empty=spec.allow_empty,
-            on_plan=teller.upload_planned,
-            on_bytes=teller.moved,
-            on_file=teller.uploaded,
-            on_problem=teller.problem,
-            fence=fence,
-            environ=environ,
-        )
-        published = [o.dest for o in spec.outputs]  # each ends in '/'
-        teller.tell("note", upload_line(summary, published))
+    teller = Teller(spec, note, observer)
+    summary = upload(
+        spec.outputs,
+        workdir=workdir,
+        stores=stores,
+        **upload_settings(spec),
+        task=task,
+        allow_empty=spec.allow_empty,
+        observer=teller,
+        fence=fence,
+        environ=environ,
+    )
+    published = [o.dest for o in spec.outputs]  # each ends in '/'
+    teller.note(upload_line(summary, published))
     return summary
 
 
-class _ConsoleLines(io.StringIO):
-    """A stream for :class:`~taskkit.cli.progress.Progress` whose lines are said, not printed:
-    the library never writes to the console itself."""
+class Teller:
+    """The observer of one transfer of an attempt: every line it hears goes to the attempt's
+    ``taskkit.txt`` (``note``; a file's ``-v`` line when ``spec`` is verbose) and on to the
+    run's ``observer``, which alone hears progress; ``on_plan`` sees the plan."""
 
-    def __init__(self, doing: str, say: Say) -> None:
-        super().__init__()
-        self.doing, self.say = doing, say
+    def __init__(
+        self,
+        spec: RunSpec,
+        note: Note,
+        observer: Observer,
+        on_plan: Callable[[Plan], None] | None = None,
+    ) -> None:
+        self.verbose, self._note, self.observer, self.on_plan = (
+            spec.verbose,
+            note,
+            observer,
+            on_plan,
+        )
+        self._lock = threading.Lock()  # files are done on worker threads: lines stay in pairs
 
-    def write(self, text: str) -> int:
-        # Progress writes "taskkit: staging: ..." lines; say() puts back that very prefix.
-        for line in text.splitlines():
-            if line.strip():
-                self.say(self.doing, line.removeprefix(f"taskkit: {self.doing}: "))
-        return len(text)
-
-
-class Teller(Telling):
-    """The callbacks of one transfer of an attempt: what it planned, moved and did, told to
-    the attempt's ``taskkit.txt`` (``note``) and console (``say``). A context manager: the
-    progress lines stop with it."""
-
-    def __init__(self, doing: str, spec: RunSpec, note: Note, say: Say) -> None:
-        self.doing, self.note, self.say = doing, note, say
-        self.verbose, self.interval = spec.verbose, spec.progress_interval
-        self.progress: Progress | None = None
-        self._lock = threading.Lock()  # files are done on worker threads
-
-    def __enter__(self) -> Teller:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.__exit__()
-            self.progress = None
-
-    def tell(self, kind: str, line: str) -> None:
-        """One line to both the stored log and the console."""
+    def note(self, text: str) -> None:
         with self._lock:
-            self.note(line if kind == "note" else f"{kind}: {line}")
-            self.say(kind, line)
+            self._note(text)
+            self.observer.note(text)
 
-    def _start(self, total_bytes: int, files: int) -> None:
-        if files:
-            stream = _ConsoleLines(self.doing, self.say)
-            self.progress = Progress(
-                total_bytes, files, stream, tty=False, interval=self.interval, doing=self.doing
-            ).__enter__()
+    def warning(self, text: str) -> None:
+        with self._lock:
+            self._note(f"warning: {text}")
+            self.observer.warning(text)
+
+    def problem(self, problem: Exception | str) -> None:
+        with self._lock:
+            self._note(f"error: {problem}")
+            self.observer.problem(problem)
+
+    def debug(self, text: str) -> None:
+        self.observer.debug(text)
+
+    def progress(self, progress: Progress) -> None:
+        with self._lock:
+            if progress.file is not None and self.verbose:
+                self._note(progress.file)
+            self.observer.progress(progress)
+
+    def plan(self, plan: Shown) -> None:
+        self.observer.plan(plan)
+        if self.on_plan is not None and isinstance(plan, Plan):
+            self.on_plan(plan)

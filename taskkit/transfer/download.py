@@ -285,7 +285,7 @@ def write_error(exc: OSError, what: str) -> TaskFailure:
 def filesystem(path: str | os.PathLike[str]) -> str:
     """The filesystem holding ``path`` as ``df`` shows it: its mount point, type, device
     and free space, e.g. ``'/mnt/batch' (ext4 on /dev/sdb1, 12.0 MiB free of 16.0 GiB)``."""
-    from taskkit.cli.progress import format_size
+    from taskkit.transfer.summary import format_size
 
     existing = os.path.realpath(path)
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:

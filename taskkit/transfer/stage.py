@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 from taskkit.content.digest import CHUNK_SIZE, Digest
 from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
 from taskkit.exceptions import DataError, IOFailure, LinkOut, TaskFailure, from_os_error
+from taskkit.observer import Observer
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
 from taskkit.transfer.download import (
@@ -61,6 +62,7 @@ from taskkit.transfer.stage_plan import (
     plan,
 )
 from taskkit.transfer.summary import Problem, Summary, run_plan
+from taskkit.transfer.telling import Telling
 
 __all__ = ["DEFAULT_JOBS", "execute", "planned", "stage"]
 
@@ -139,14 +141,13 @@ def stage(
     stores: Stores | None = None,
     allow_empty: bool = False,
     dry_run: bool = False,
-    on_plan: Callable[[Plan], None] | None = None,
-    on_bytes: Callable[[int, bool], None] | None = None,
-    on_file: Callable[[PlanEntry, TaskFailure | None], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    observer: Observer | None = None,
 ) -> Summary:
     """Stage ``inputs`` (``"SRC=DEST"`` strings or :class:`Input`) into ``workdir``.
 
-    Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out. The
+    Plans first (``observer`` sees the plan), then, unless ``dry_run``, carries it out,
+    telling ``observer`` (default: the ``"taskkit"`` logger) its progress and problems. The
     stat-cache defaults to :meth:`StatCache.open` and the working directory to
     :func:`default_workdir`, both found in ``environ`` (default: this process's); failures
     of single files are in the summary (:meth:`Summary.exit_error`), not raised.
@@ -155,6 +156,7 @@ def stage(
     then change nothing; without them the call opens its own, with those, and closes them.
     """
     requests = [parse_input(i) if isinstance(i, str) else i for i in inputs]
+    telling = Telling(observer, "staging", dry_run=dry_run)
     return run_plan(
         lambda stores, cache: plan(
             requests,
@@ -167,20 +169,22 @@ def stage(
             jobs=jobs,
         ),
         planned=planned,
-        execute=lambda the_plan, cache: execute(
-            the_plan,
-            jobs=jobs,
-            cache=cache,
-            node_cache=node_cache,
-            on_bytes=on_bytes,
-            on_file=on_file,
+        execute=telling.executing(
+            lambda the_plan, cache: execute(
+                the_plan,
+                jobs=jobs,
+                cache=cache,
+                node_cache=node_cache,
+                on_bytes=telling.moved,
+                on_file=telling.staged,
+            )
         ),
         cache=cache,
         retry=retry,
         storage_options=storage_options,
         stores=stores,
         dry_run=dry_run,
-        on_plan=on_plan,
+        on_plan=telling.staging_planned,
         environ=environ,
     )
 

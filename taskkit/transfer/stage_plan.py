@@ -39,7 +39,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -56,7 +56,7 @@ from taskkit.storage.stores import Stores
 from taskkit.storage.urls import AZURE_PROTOCOLS, bad_url, query_holds, query_pads, source_name
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.patterns import OWN_PREFIX, glob_regex, has_wildcard, own_segment
-from taskkit.transfer.summary import Problem
+from taskkit.transfer.summary import Problem, format_size
 
 __all__ = [
     "Input",
@@ -211,6 +211,19 @@ class Plan(NamedTuple):
     @property
     def bytes_to_move(self) -> int:
         return sum(e.source.size for e in self.entries if e.action in ("download", "resume"))
+
+    def lines(self) -> Iterator[str]:
+        """The plan as ``--dry-run`` prints it, one line per thing it would do (URLs as
+        given: whoever shows them redacts)."""
+        if self.create_workdir:
+            yield f"would create the working directory {self.workdir}"
+        for entry in self.removals:
+            yield f"{entry.action:<8} {entry.dest}  ({entry.reason})"
+        for entry in self.entries:
+            yield (
+                f"{entry.action:<8} {entry.source.url} -> {entry.dest}  "
+                f"({format_size(entry.source.size)}; {entry.reason})"
+            )
 
 
 def default_workdir(environ: Mapping[str, str] | None = None) -> str:

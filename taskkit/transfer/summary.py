@@ -1,8 +1,8 @@
 """What a transfer run did, or for a dry run would do: the one summary ``stage`` and
 ``upload`` both report, and ``--json`` prints; the one line that says it (:func:`stage_line`,
-:func:`upload_line`, printed by the commands and said by ``taskkit run``); :class:`Telling`,
-the one way both tell what a transfer does as it goes; and :func:`run_plan`, the one way both
-runs go.
+:func:`upload_line`, printed by the commands and said by ``taskkit run``);
+and :func:`run_plan`, the one way both runs go. (How a transfer tells what it does as it goes:
+:mod:`taskkit.transfer.telling`.) :func:`format_size` is the one way sizes are shown.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from taskkit.exceptions import TaskFailure
 
 if TYPE_CHECKING:
-    from taskkit.cli.progress import Progress
     from taskkit.content.statcache import StatCache
     from taskkit.storage.retry import RetryBudget
     from taskkit.storage.stores import Stores
-    from taskkit.transfer.stage_plan import Plan, PlanEntry
-    from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
+    from taskkit.transfer.upload_plan import UploadPlan
 
 __all__ = [
     "Problem",
     "Published",
     "Summary",
-    "Telling",
+    "format_size",
     "run_plan",
     "stage_line",
     "upload_line",
@@ -96,9 +94,16 @@ class Summary:
         return next((e for e in errors if not e.retryable), errors[0] if errors else None)
 
 
-def _rate(summary: Summary) -> str:
-    from taskkit.cli.progress import format_size
+def format_size(n: float) -> str:
+    """``n`` bytes in binary units: ``512 B``, ``1.5 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
+
+def _rate(summary: Summary) -> str:
     if not summary.dry_run and summary.seconds > 0 and summary.bytes_transferred:
         return f", {format_size(summary.bytes_transferred / summary.seconds)}/s"
     return ""
@@ -106,8 +111,6 @@ def _rate(summary: Summary) -> str:
 
 def stage_line(summary: Summary) -> str:
     """``staged 204 files in 9.10 s: 200 downloaded (...), 3 linked from the node cache, ...``"""
-    from taskkit.cli.progress import format_size
-
     verb = "would stage" if summary.dry_run else "staged"
     return (
         f"{verb} {summary.files} files in {summary.seconds:.2f} s: "
@@ -122,7 +125,6 @@ def stage_line(summary: Summary) -> str:
 def upload_line(summary: Summary, published: Sequence[str] = ()) -> str:
     """``uploaded 20 files in 1.20 s: 3 sent (...), 17 already there, 0 failed; published``,
     naming where when ``published`` lists the DESTs (their credentials hidden)."""
-    from taskkit.cli.progress import format_size
     from taskkit.redaction import redact
 
     verb = "would upload" if summary.dry_run else "uploaded"
@@ -146,60 +148,6 @@ def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
     """Say which files the output patterns met but do not upload (links out, FIFOs)."""
     for passed in plan.passed:
         warn(f"not uploading {passed.path!r}: {passed.reason}")
-
-
-class Telling:
-    """The callbacks of one transfer (``on_plan``, ``on_bytes``, ``on_file``, ``on_problem``)
-    turned into lines, in the same words for ``taskkit stage``/``upload`` and ``taskkit run``:
-    plan problems and failed files are errors, files done are notes when ``verbose``, and the
-    progress counts what the plan will move. A subclass says where a line goes (:meth:`tell`)
-    and how progress is shown (:meth:`_start`)."""
-
-    verbose: bool
-    progress: Progress | None
-
-    def tell(self, kind: str, line: str) -> None:
-        """One line of ``kind`` (``note``, ``warning``, ``error``) to wherever this goes."""
-        raise NotImplementedError
-
-    def _start(self, total_bytes: int, files: int) -> None:
-        """Show the progress of ``files`` files, ``total_bytes`` in all, from now on."""
-        raise NotImplementedError
-
-    def staging_planned(self, plan: Plan) -> None:
-        for problem in plan.problems:
-            self.problem(problem)
-        moving = [e for e in plan.entries if e.action != "skip"]
-        self._start(sum(e.source.size for e in moving), len(moving))
-
-    def upload_planned(self, plan: UploadPlan) -> None:
-        warn_passed(plan, lambda line: self.tell("warning", line))
-        for problem in plan.problems:
-            self.problem(problem)
-        moving = [e for e in plan.entries if e.action == "send"]
-        self._start(sum(e.size for e in moving), len(moving))
-
-    def moved(self, n: int, reused: bool) -> None:
-        if self.progress is not None:
-            self.progress.add_bytes(n, reused)
-
-    # The -v line is made only when it is shown; tell() redacts what it shows.
-    def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
-        self._done(error, lambda: f"{entry.action:<8} {entry.source.url} -> {entry.dest}")
-
-    def uploaded(self, entry: UploadEntry, error: TaskFailure | None) -> None:
-        self._done(error, lambda: f"sent  {entry.local} -> {entry.url}")
-
-    def problem(self, problem: Problem) -> None:
-        self.tell("error", str(problem.error))
-
-    def _done(self, error: TaskFailure | None, line: Callable[[], str]) -> None:
-        if self.progress is not None:
-            self.progress.file_done()
-        if error is not None:
-            self.tell("error", str(error))
-        elif self.verbose:
-            self.tell("note", line())
 
 
 def run_plan(

@@ -49,6 +49,7 @@ from taskkit.exceptions import (
     TransientError,
     from_os_error,
 )
+from taskkit.observer import Observer
 from taskkit.storage.base import file_metadata
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
@@ -57,6 +58,7 @@ from taskkit.transfer.manifest import Manifest, ManifestFile, task_identity
 from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
 from taskkit.transfer.summary import Problem, Published, Summary, run_plan
+from taskkit.transfer.telling import Telling
 from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, plan
 
 __all__ = [
@@ -119,10 +121,7 @@ def upload(
     allow_empty: bool = False,
     dry_run: bool = False,
     task: Mapping[str, str | int] | None = None,
-    on_plan: Callable[[UploadPlan], None] | None = None,
-    on_bytes: Callable[[int, bool], None] | None = None,
-    on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
-    on_problem: Callable[[Problem], None] | None = None,
+    observer: Observer | None = None,
     fence: Callable[[], None] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Summary:
@@ -131,16 +130,18 @@ def upload(
     ``environ``, default: this process's, where the working directory and the stat-cache are
     found too).
 
-    Plans first (``on_plan`` sees the plan), then, unless ``dry_run``, carries it out.
-    Failures of single files are in the summary (:meth:`Summary.exit_error`), not raised;
-    ``on_file`` sees each file done, ``on_problem`` a manifest that could not be changed.
-    ``fence`` is called before each manifest write or delete and may raise
-    :class:`TaskFailure` to stop the publishing (see the module's docstring).
+    Plans first (``observer`` sees the plan), then, unless ``dry_run``, carries it out,
+    telling ``observer`` (default: the ``"taskkit"`` logger) its progress, each file done and
+    a manifest that could not be changed. Failures of single files are in the summary
+    (:meth:`Summary.exit_error`), not raised. ``fence`` is called before each manifest write
+    or delete and may raise :class:`TaskFailure` to stop the publishing (see the module's
+    docstring).
 
     Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
     then change nothing; without them the call opens its own, with those, and closes them.
     """
     requests = [parse_output(o) if isinstance(o, str) else o for o in outputs]
+    telling = Telling(observer, "uploading", dry_run=dry_run)
     return run_plan(
         lambda stores, cache: plan(
             requests,
@@ -152,22 +153,24 @@ def upload(
             jobs=jobs,
         ),
         planned=planned,
-        execute=lambda the_plan, cache: execute(
-            the_plan,
-            jobs=jobs,
-            cache=cache,
-            task=task_identity(environ) if task is None else task,
-            on_bytes=on_bytes,
-            on_file=on_file,
-            on_problem=on_problem,
-            fence=fence,
+        execute=telling.executing(
+            lambda the_plan, cache: execute(
+                the_plan,
+                jobs=jobs,
+                cache=cache,
+                task=task_identity(environ) if task is None else task,
+                on_bytes=telling.moved,
+                on_file=telling.uploaded,
+                on_problem=telling.problem,
+                fence=fence,
+            )
         ),
         cache=cache,
         retry=retry,
         storage_options=storage_options,
         stores=stores,
         dry_run=dry_run,
-        on_plan=on_plan,
+        on_plan=telling.upload_planned,
         environ=environ,
     )
 

@@ -18,7 +18,7 @@ DESTs too; two spellings of one place are one DEST.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -36,7 +36,7 @@ from taskkit.exceptions import (
 from taskkit.storage.base import RemoteFile, Store
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Match, Output, expand, shown
-from taskkit.transfer.summary import Problem
+from taskkit.transfer.summary import Problem, format_size
 
 __all__ = ["MANIFEST_NAME", "Publication", "UploadAction", "UploadEntry", "UploadPlan", "plan"]
 
@@ -111,6 +111,20 @@ class UploadPlan(NamedTuple):
     @property
     def bytes_to_move(self) -> int:
         return sum(e.size for e in self.entries if e.action == "send")
+
+    def lines(self) -> Iterator[str]:
+        """The plan as ``--dry-run`` prints it: each file, then its DEST's manifest (URLs as
+        given: whoever shows them redacts)."""
+        for publication in self.publications:
+            for entry in publication.entries:
+                yield (
+                    f"{entry.action:<5} {entry.local} -> {entry.url}  "
+                    f"({format_size(entry.size)}; {entry.reason})"
+                )
+            if self.problems:
+                yield f"{'keep':<5} {publication.manifest_url}  (not published: problems)"
+            else:
+                yield f"{'publish':<5} {publication.manifest_url}  (written last)"
 
 
 def plan(
