@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from taskkit.cli.report import RunReport
 from taskkit.runner.command import run_logged
 from taskkit.runner.logs import LogSink
 
@@ -34,7 +35,9 @@ def main() -> int:
     args = parser.parse_args(sys.argv[1:split])
     command = sys.argv[split + 1 :]
     dest = None if args.dest == "-" else args.dest
-    with LogSink(args.folder, dest, interval=args.interval) as sink:
+    # The command line's observer: its warnings are lines on stderr, as `taskkit run` says them.
+    console = RunReport(verbose=False, interval=10.0)
+    with LogSink(args.folder, dest, interval=args.interval, observer=console) as sink:
         finished = run_logged(command, sink=sink, deadline=args.deadline, grace=args.grace)
         if args.result:
             with open(args.result, "w", encoding="utf-8") as out:

@@ -64,6 +64,7 @@ class Report:
         self.interval = interval
         self.progress_bar: Progress | None = None
         self._shown = (0, 0)  # bytes and files the bar was told of
+        stack.callback(self._stop)
 
     def note(self, text: str) -> None:
         echo(text)
@@ -84,25 +85,27 @@ class Report:
 
     def progress(self, progress: observer.Progress) -> None:
         if self.progress_bar is None and not progress.ended:
-            self.progress_bar = self.stack.enter_context(
-                Progress(
-                    progress.total_bytes,
-                    progress.total_files,
-                    sys.stderr,
-                    tty=sys.stderr.isatty(),
-                    interval=self.interval,
-                    doing=self.doing,
-                )
-            )
+            self.progress_bar = Progress(
+                progress.total_bytes,
+                progress.total_files,
+                sys.stderr,
+                tty=sys.stderr.isatty(),
+                interval=self.interval,
+                doing=self.doing,
+            ).__enter__()
             self._shown = (0, 0)
         if self.progress_bar is not None:
             _advance(self.progress_bar, self._shown, progress)
             self._shown = (progress.bytes, progress.files)
             if progress.ended:
-                self.progress_bar.__exit__()
-                self.progress_bar = None
+                self._stop()
         if progress.file is not None and self.verbose:
             echo(progress.file)
+
+    def _stop(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.__exit__()
+            self.progress_bar = None
 
 
 class RunReport:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from taskkit.cli.progress import Progress, format_size
+from taskkit.cli.progress import Progress
 
 DEADLINE = 30.0
 
@@ -44,27 +44,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0 B"),
-        (1, "1 B"),
-        (1023, "1023 B"),
-        (1024, "1.0 KiB"),
-        (1536, "1.5 KiB"),
-        (1024 * 1024 - 1, "1024.0 KiB"),
-        (int(1.5 * 1024 * 1024), "1.5 MiB"),
-        (3 * 1024**3, "3.0 GiB"),
-        (2 * 1024**4, "2.0 TiB"),
-        (5 * 1024**5, "5120.0 TiB"),
-        (512.7, "512 B"),
-    ],
-)
-def test_format_size_uses_binary_units(n: float, text: str) -> None:
-    """Whole bytes below 1 KiB, one decimal above, TiB at most."""
-    assert format_size(n) == text
 
 
 def test_a_log_gets_plain_periodic_lines() -> None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from observing import Warnings, taskkit_records
 
 import taskkit
 from taskkit.runner.diagnostics import LISTED_FILES, diagnostics, write_diagnostics
@@ -158,9 +159,15 @@ def test_write_diagnostics_redacts_each_line(workdir: Path) -> None:
     assert all(SECRET not in note for note in sink.notes)
 
 
-def test_write_diagnostics_never_raises(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A failure while writing diagnostics is a warning on stderr, not an exception."""
+def test_write_diagnostics_never_raises(workdir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A failure while writing diagnostics is a warning to the observer, not an exception;
+    without one, a record of the taskkit logger and nothing on the console."""
     sink = _Sink(fail_after=1)
-    write_diagnostics(sink, str(workdir), ENV, DECISION)  # type: ignore[arg-type]
+    warnings = Warnings()
+    write_diagnostics(sink, str(workdir), ENV, DECISION, warnings)  # type: ignore[arg-type]
     assert len(sink.notes) == 1
-    assert "diagnostics incomplete: sink is broken" in capsys.readouterr().err
+    assert warnings == ["diagnostics incomplete: sink is broken"]
+    with taskkit_records() as records:
+        write_diagnostics(_Sink(fail_after=1), str(workdir), ENV, DECISION)  # type: ignore[arg-type]
+    assert [r.getMessage() for r in records] == ["diagnostics incomplete: sink is broken"]
+    assert capfd.readouterr() == ("", "")

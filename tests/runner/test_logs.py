@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from observing import Warnings, taskkit_records
 from store_counts import counting_stores
 
 from taskkit.exceptions import MisuseError, UsageError
@@ -158,11 +160,11 @@ def sink(tmp_path: Path) -> Iterator[LogSink]:
     """A sink uploading to ``tmp_path/store`` (no trailing slash), which must never warn.
     A watchdog kills the commands it logs after 30 s, so a broken run_logged fails the test
     instead of hanging it."""
-    warnings: list[str] = []
+    warnings = Warnings()
     watchdog = threading.Timer(30, kill_noted, [tmp_path / "logs" / "taskkit.txt"])
     watchdog.start()
     try:
-        with LogSink(tmp_path / "logs", f"file://{tmp_path}/store", warn=warnings.append) as opened:
+        with LogSink(tmp_path / "logs", f"file://{tmp_path}/store", observer=warnings) as opened:
             yield opened
     finally:
         watchdog.cancel()
@@ -548,10 +550,10 @@ def test_unknown_log_file_is_misuse(sink: LogSink) -> None:
 def test_failing_upload_warns_once_per_streak(tmp_path: Path) -> None:
     """Failures warn once until an upload succeeds; after that a new failure warns again; the
     store ends up with every byte once the way is clear."""
-    warnings: list[str] = []
+    warnings = Warnings()
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the store needs a folder")
-    with LogSink(tmp_path / "logs", f"file://{blocker}/logs/", warn=warnings.append) as sink:
+    with LogSink(tmp_path / "logs", f"file://{blocker}/logs/", observer=warnings) as sink:
         sink.file("stdout").write(b"one\n")
         assert [sink.flush(), sink.flush(), sink.flush()] == [False, False, False]
         assert len(warnings) == 1
@@ -592,27 +594,29 @@ def test_store_that_cannot_be_opened_only_warns(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A destination whose store cannot even be opened warns; the command and local logs work."""
-    warnings: list[str] = []
-    with LogSink(tmp_path / "logs", "az://Bad_Container/x/", warn=warnings.append) as sink:
+    warnings = Warnings()
+    with LogSink(tmp_path / "logs", "az://Bad_Container/x/", observer=warnings) as sink:
         assert run_logged(["echo", "hi"], sink=sink).exit_code == 0
     assert len(warnings) == 1
     assert "not a valid container name" in warnings[0]
     assert (tmp_path / "logs" / "stdout.txt").read_bytes() == b"hi\n"
 
 
-def test_default_warning_is_one_redacted_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_default_warning_is_one_redacted_record_and_nothing_on_the_console(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Without a warn callback: `taskkit: warning: ...` on stderr, one line, no credential."""
+    """Without an observer: one WARNING record of the taskkit logger, no credential in it,
+    and nothing on stdout or stderr (the library never prints)."""
     secret = secrets.token_hex(16)
     blocker = tmp_path / f"two\nlines?sig={secret}"
     blocker.write_text("a file where the store needs a folder")
-    with LogSink(tmp_path / "logs", f"{blocker}/logs/") as sink:
+    with taskkit_records() as records, LogSink(tmp_path / "logs", f"{blocker}/logs/") as sink:
         assert not sink.flush()
-    err = capsys.readouterr().err
-    assert err.startswith("taskkit: warning: cannot upload logs to ")
-    assert err.count("\n") == 1
-    assert secret not in err
+    warned = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert warned[0].getMessage().startswith("cannot upload logs to ")
+    assert secret not in warned[0].getMessage()
+    assert capfd.readouterr() == ("", "")
 
 
 # -- redaction -----------------------------------------------------------------------------------
@@ -676,8 +680,8 @@ def test_azure_flushes_append_to_one_blob(
     created, and a line written between flushes arrives."""
     dest = f"az://{azurite_container}/job/task/attempt-1/"
     with Stores(storage_options=azurite.storage_options()) as stores:
-        warnings: list[str] = []
-        with LogSink(tmp_path / "logs", dest, stores=stores, warn=warnings.append) as sink:
+        warnings = Warnings()
+        with LogSink(tmp_path / "logs", dest, stores=stores, observer=warnings) as sink:
             since = azurite.log_offset()
             sink.file("stdout").write(b"one\n")
             assert sink.flush()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from http_fakes import Gate, http_server
+from observing import Warnings
 from runner_helpers import Task, kill_9_once, opened_task, q, sh
 
 from taskkit.runner.logs import NAMES, LogSink, Phase
@@ -65,11 +66,11 @@ def test_a_phase_is_in_the_store_when_phase_returns(tmp_path: Path) -> None:
 def test_a_phase_does_not_wait_for_a_store_that_is_failing(tmp_path: Path) -> None:
     """Once an upload failed, a phase is only noted (phase() returns False without trying
     the store); the next successful upload carries it."""
-    warnings: list[str] = []
+    warnings = Warnings()
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the store needs a folder")
     with LogSink(
-        tmp_path / "logs", f"file://{blocker}/logs/", interval=86400, warn=warnings.append
+        tmp_path / "logs", f"file://{blocker}/logs/", interval=86400, observer=warnings
     ) as sink:
         assert not sink.phase(Phase.STARTED, "first")
         assert len(warnings) == 1
@@ -144,11 +145,11 @@ def test_the_local_copy_is_removed_once_stored(tmp_path: Path) -> None:
 def test_the_local_copy_is_kept_and_named_when_the_store_lacks_it(tmp_path: Path) -> None:
     """The last upload fails: the local files stay whole, and a warning (on the console and
     in the kept taskkit.txt) names the folder they are in."""
-    warnings: list[str] = []
+    warnings = Warnings()
     blocker = tmp_path / "blocked"
     blocker.write_text("")
     local = tmp_path / "logs"
-    with LogSink(local, f"file://{blocker}/logs/", keep_local=False, warn=warnings.append) as sink:
+    with LogSink(local, f"file://{blocker}/logs/", keep_local=False, observer=warnings) as sink:
         sink.file("stdout").write(b"kept\n")
     assert sink.stored is False
     assert warnings[-1] == f"the store does not hold all the logs; they are kept in {local}"

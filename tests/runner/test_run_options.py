@@ -22,9 +22,12 @@ from typing import Any
 import pytest
 from runner_helpers import Task, invoke, one_error, sh, wait_for
 
+import taskkit.cli.report
+from taskkit.cli.report import RunReport
 from taskkit.exceptions import EX_RUN_CONFIG
 from taskkit.runner.spec import LONGEST, RunSpec
 from taskkit.runner.transfers import Teller
+from taskkit.transfer.telling import Telling
 
 Calls = dict[str, dict[str, Any]]
 DAY = 86400.0
@@ -94,9 +97,16 @@ def world(tmp_path: Path) -> World:
 
 
 def _teller(call: dict[str, Any]) -> Teller:
-    teller = call["on_bytes"].__self__
+    teller = call["observer"]
     assert isinstance(teller, Teller)
     return teller
+
+
+def _console(call: dict[str, Any]) -> RunReport:
+    """The command line's observer, which the attempt's transfers tell on to."""
+    console = _teller(call).observer
+    assert isinstance(console, RunReport)
+    return console
 
 
 def _cache_root(call: dict[str, Any]) -> Path | None:
@@ -112,8 +122,8 @@ SEEN: dict[str, Callable[[dict[str, Any]], object]] = {
     "cache_max_bytes": lambda c: c["node_cache"].max_bytes,
     "retries": lambda c: c["retry"].attempts,
     "retry_budget": lambda c: c["retry"].budget,
-    "progress_interval": lambda c: _teller(c).interval,
-    "verbose": lambda c: _teller(c).verbose,
+    "progress_interval": lambda c: _console(c).interval,
+    "verbose": lambda c: _teller(c).verbose and _console(c).verbose,
 }
 IN_UPLOAD = ("jobs", "retries", "retry_budget", "progress_interval", "verbose")
 
@@ -421,24 +431,27 @@ def said() -> _Said:
 
 
 def test_progress_lines_come_every_progress_interval_and_stop_with_the_transfer(
-    said: _Said,
+    said: _Said, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With files to move, one progress line per --progress-interval on the console (never
     into taskkit.txt), none after the transfer ends; nothing to move, no progress at all."""
+    monkeypatch.setattr(taskkit.cli.report, "say", said)
     noted: list[str] = []
     spec = RunSpec(progress_interval=0.1)
+    console = RunReport(verbose=spec.verbose, interval=spec.progress_interval)
     entry = SimpleNamespace(action="download", source=SimpleNamespace(size=100, url="u"))
-    plan = SimpleNamespace(problems=(), entries=(entry,))
-    with Teller("staging", spec, noted.append, said) as teller:
-        teller.staging_planned(plan)  # type: ignore[arg-type]
-        teller.moved(40, False)
+    plan = SimpleNamespace(problems=(), entries=(entry,), lines=lambda: ())
+    with Telling(Teller(spec, noted.append, console), "staging", dry_run=False) as telling:
+        telling.staging_planned(plan)  # type: ignore[arg-type]
+        telling.moved(40, False)
         wait_for(lambda: len(said.progress()) >= 2, "two progress lines")
     count = len(said.progress())
     assert said.progress()[0].startswith("40 B of 100 B, 0/1 files")
     assert noted == []
-    with Teller("staging", spec, noted.append, said) as teller:
-        teller.staging_planned(SimpleNamespace(problems=(), entries=()))  # type: ignore[arg-type]
-        assert teller.progress is None
+    with Telling(Teller(spec, noted.append, console), "staging", dry_run=False) as telling:
+        nothing = SimpleNamespace(problems=(), entries=(), lines=lambda: ())
+        telling.staging_planned(nothing)  # type: ignore[arg-type]
+        assert console.progress_lines is None
     assert len(said.progress()) == count  # the first stopped with its transfer
 
 

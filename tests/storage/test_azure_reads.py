@@ -3,22 +3,23 @@
 final path, on a real Azurite; the next attempt stages the new version whole.
 
 The overwrite happens at a set moment, not by timing: after the first 8 MiB range of a
-multi-range download has landed (``on_bytes``, one range at a time with ``jobs=1``), or
-between plan and execute for a file of one range (``on_plan``). The new version has the same
-size, so nothing but the etag tells the versions apart.
+multi-range download has landed (the observer's ``progress``, one range at a time with
+``jobs=1``), or between plan and execute for a file of one range (its ``plan``). The new
+version has the same size, so nothing but the etag tells the versions apart.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from observing import OnPlan
 
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes
 from taskkit.content.statcache import StatCache
 from taskkit.exceptions import SourceChanged
+from taskkit.observer import NullObserver, Observer, Progress
 from taskkit.storage.base import file_metadata
 from taskkit.testing import Azurite
 from taskkit.transfer.nodecache import NodeCache
@@ -60,7 +61,7 @@ def staged(
     workdir: Path,
     tmp_path: Path,
     node_cache: bool,
-    **hooks: Callable[..., None],
+    observer: Observer | None = None,
 ) -> Summary:
     node = NodeCache(tmp_path / "node") if node_cache else None
     with StatCache.open(tmp_path / "cache") as cache:
@@ -71,7 +72,7 @@ def staged(
             node_cache=node,
             storage_options=azurite.storage_options(),
             jobs=1,
-            **hooks,  # type: ignore[arg-type]
+            observer=observer,
         )
 
 
@@ -104,14 +105,16 @@ def test_a_blob_overwritten_mid_download_is_75_and_nothing_at_the_final_path(
     source.write(old)
     landed: list[int] = []
 
-    def overwrite_after_first_range(count: int, reused: bool) -> None:
-        if count and not reused:
-            landed.append(count)
-            if len(landed) == 1:
-                source.write(new)
+    class OverwriteAfterFirstRange(NullObserver):
+        def progress(self, progress: Progress) -> None:
+            count = progress.bytes - sum(landed)
+            if count:
+                landed.append(count)
+                if len(landed) == 1:
+                    source.write(new)
 
     summary = staged(
-        azurite, source, workdir, tmp_path, node_cache, on_bytes=overwrite_after_first_range
+        azurite, source, workdir, tmp_path, node_cache, observer=OverwriteAfterFirstRange()
     )
     assert landed[0] == CHUNK_SIZE  # the overwrite came after one whole range, mid-download
     assert_refused_as_changed(summary, source, workdir)
@@ -134,6 +137,11 @@ def test_a_blob_overwritten_between_plan_and_read_is_75(
     source = Source(azurite, azurite_container, "in/data.bin", declared=False)
     source.write(old)
     summary = staged(
-        azurite, source, workdir, tmp_path, node_cache, on_plan=lambda plan: source.write(new)
+        azurite,
+        source,
+        workdir,
+        tmp_path,
+        node_cache,
+        observer=OnPlan(lambda plan: source.write(new)),
     )
     assert_refused_as_changed(summary, source, workdir)

@@ -3,7 +3,7 @@ refused at execute time: staging writes nothing through it, upload sends nothing
 through it (taskkit.transfer.stage ``_make_parent``, taskkit.transfer.upload ``_leads_out``).
 
 The plan already refuses (staging) or passes over (upload) links that are there when it is
-made; these tests make the link appear after the plan, through the ``on_plan`` callback, as a
+made; these tests make the link appear after the plan, through the observer's ``plan``, as a
 process still running in the working directory could.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from observing import OnPlan
 
 from taskkit.content.digest import CHUNK_SIZE
 from taskkit.content.statcache import StatCache
@@ -112,7 +113,7 @@ def test_staging_through_a_link_out_that_appeared_after_the_plan_is_refused(
             cache=cache,
             node_cache=node,
             jobs=2,
-            on_plan=swap,
+            observer=OnPlan(swap),
         )
     assert planned, "the plan was made before the swap"
     assert (summary.transferred, summary.linked, summary.failed) == (0, 0, len(SIZES))
@@ -143,7 +144,7 @@ def test_a_link_out_at_the_files_own_path_is_replaced_never_written_through(
     (workdir / "in").mkdir()
     with StatCache.open(tmp_path / "cache") as cache:
         summary = stage(
-            [f"{src}/=in/"], workdir=workdir, cache=cache, node_cache=node, on_plan=plant
+            [f"{src}/=in/"], workdir=workdir, cache=cache, node_cache=node, observer=OnPlan(plant)
         )
     assert summary.problems == []
     for name, data in files.items():
@@ -194,7 +195,7 @@ def test_upload_through_a_link_out_that_appeared_after_the_plan_is_refused(
             workdir=workdir,
             cache=cache,
             task={},
-            on_plan=lambda plan: UPLOAD_SWAPS[swapped](workdir, outside),
+            observer=OnPlan(lambda plan: UPLOAD_SWAPS[swapped](workdir, outside)),
         )
     assert len(summary.problems) == len(SIZES)
     for problem in summary.problems:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from observing import Recorder
 from runner_helpers import Task, invoke, opened_task, q, sh
 
 from taskkit.runner.run import run
@@ -298,7 +299,7 @@ def test_an_untranslated_exception_still_ends_the_attempt(
         monkeypatch.delenv(name)
     if debug:
         monkeypatch.setenv("TASKKIT_DEBUG", "1")
-    told: list[tuple[str, str]] = []
+    heard = Recorder()
 
     def launch(*args: Any, **kwargs: Any) -> Any:
         raise raised
@@ -312,10 +313,10 @@ def test_an_untranslated_exception_still_ends_the_attempt(
             "workdir": str(task.workdir),
         }
     )
-    result = run(spec, environ={}, launch=launch, say=lambda k, m: told.append((k, m)))
+    result = run(spec, environ={}, launch=launch, observer=heard)
     assert result == code
     assert_ended(task, code, "retryable", shown)
-    traceback = [m for k, m in told if k == "debug"]
+    traceback = [str(m) for m in heard.of("debug")]
     if debug:
         assert traceback[0].startswith("Traceback"), traceback
         assert type(raised).__name__ in traceback[-1]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from observing import OnPlan
 from store_counts import counting_stores
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, hash_bytes
@@ -319,7 +320,11 @@ def test_stage_plans_then_executes_and_a_dry_run_changes_nothing(
     plans: list[Plan] = []
     with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
         dry = stage(
-            [f"{src}/=in/"], workdir=workdir, cache=cache, dry_run=True, on_plan=plans.append
+            [f"{src}/=in/"],
+            workdir=workdir,
+            cache=cache,
+            dry_run=True,
+            observer=OnPlan(plans.append),
         )
         assert dry.dry_run
         assert (dry.files, dry.transferred, dry.bytes_transferred) == (2, 2, 30)

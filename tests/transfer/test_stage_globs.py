@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from observing import OnPlan
 from runner_helpers import Task, opened_task, sh
 
 from taskkit.content.statcache import RACY_WINDOW_NS, StatCache
@@ -187,7 +188,10 @@ def test_stale_removal_stays_within_the_globs_matches(
     (src / "c.txt").unlink()
     plans: list[Plan] = []
     summary = stage(
-        [Input(f"file://{src}/*.fq", "reads/")], workdir=workdir, cache=later, on_plan=plans.append
+        [Input(f"file://{src}/*.fq", "reads/")],
+        workdir=workdir,
+        cache=later,
+        observer=OnPlan(plans.append),
     )
     assert [e.dest for e in plans[0].removals] == ["reads/a.fq"]
     assert summary.removed == 1

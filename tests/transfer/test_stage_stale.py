@@ -14,6 +14,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from observing import OnPlan
 from runner_helpers import Task, opened_task, sh
 
 from taskkit.content.statcache import RACY_WINDOW_NS, StatCache, path_key
@@ -68,7 +69,7 @@ def run(
     inputs: Sequence[str], workdir: Path, cache: StatCache, **options: object
 ) -> tuple[Summary, Plan]:
     plans: list[Plan] = []
-    summary = stage(inputs, workdir=workdir, cache=cache, on_plan=plans.append, **options)  # type: ignore[arg-type]
+    summary = stage(inputs, workdir=workdir, cache=cache, observer=OnPlan(plans.append), **options)  # type: ignore[arg-type]
     return summary, plans[0]
 
 

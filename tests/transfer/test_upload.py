@@ -15,6 +15,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from observing import Recorder
 from store_counts import counting_stores
 from upload_fakes import FakeStores, Recorded, clear_memory
 
@@ -182,18 +183,15 @@ def test_upload_to_a_local_dest_lands_exact_bytes_and_a_manifest(
     workdir: Path, dest: Path, outputs: dict[str, bytes]
 ) -> None:
     """0 B to 8 MiB + 1 arrive byte for byte; the manifest lists each name with hash_file's
-    digest, its size and the task; summary and callbacks count every file and byte."""
-    seen_bytes: list[int] = []
-    seen_files: list[tuple[str, TaskFailure | None]] = []
-    plans: list[UploadPlan] = []
+    digest, its size and the task; summary and observer count every file and byte."""
+    heard = Recorder()
     summary = upload(
         ["out/**=file://" + str(dest / "run")],
         workdir=workdir,
         task={"job_id": "j", "attempt": 2},
-        on_plan=plans.append,
-        on_bytes=lambda n, reused: seen_bytes.append(n),
-        on_file=lambda entry, error: seen_files.append((entry.name, error)),
+        observer=heard,
     )
+    plans = heard.of("plan")
     assert summary.problems == []
     for name, data in outputs.items():
         assert (dest / "run" / name).read_bytes() == data, name
@@ -209,9 +207,13 @@ def test_upload_to_a_local_dest_lands_exact_bytes_and_a_manifest(
     assert (summary.files, summary.transferred, summary.skipped, summary.failed) == (5, 5, 0, 0)
     assert (summary.bytes_transferred, summary.bytes_reused, summary.resumed) == (total, 0, 0)
     assert summary.exit_error() is None
-    assert sum(seen_bytes) == total
-    assert sorted(seen_files) == sorted((n, None) for n in SIZES)
-    assert [len(p.entries) for p in plans] == [5]
+    last = heard.progresses()[-1]
+    assert (last.bytes, last.total_bytes, last.files, last.total_files) == (total, total, 5, 5)
+    assert last.ended
+    assert heard.of("problem") == []
+    run = dest / "run"
+    assert sorted(heard.files()) == sorted(f"sent  out/{n} -> {run}/{n}" for n in SIZES)
+    assert [len(p.entries) for p in plans if isinstance(p, UploadPlan)] == [5]
     assert [p.name for p in (dest / "run").rglob(".taskkit-*")] == []
 
 

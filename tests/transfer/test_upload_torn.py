@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from observing import OnPlan
 from upload_fakes import FakeStores, Recorded
 
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes
@@ -193,7 +194,7 @@ def test_on_azurite_a_torn_read_never_reaches_the_blob(
         workdir=workdir,
         storage_options=azurite.storage_options(),
         task={},
-        on_plan=arm,
+        observer=OnPlan(arm),
     )
     assert summary.problems == []
     assert len(armed[0]) > -(-size // CHUNK_SIZE)
