@@ -66,3 +66,19 @@ def test_a_warning_during_an_attempt_is_in_its_stored_log(task: Task, tmp_path: 
     stored = task.log(1, "taskkit")
     (line,) = [x for x in stored.splitlines() if "set aside" in x]
     assert "taskkit: warning: stat-cache" in line
+
+
+def test_a_logging_observers_line_is_noted_once(tmp_path: Path) -> None:
+    """With the default observer, a sink's own warning (a store it cannot write) is in
+    taskkit.txt once, not again through the logger the sink keeps: the observer's records
+    are marked, and whoever told the observer noted the line."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the store needs a folder")
+    logger = logging.getLogger("taskkit")
+    with LogSink(tmp_path / "logs", f"file://{blocker}/logs/", interval=86400) as sink:
+        with sink.keeping(logger):
+            assert not sink.flush()
+            logger.warning("a warning logged deep inside")
+        text = (tmp_path / "logs" / "taskkit.txt").read_text()
+    assert text.count("warning: cannot upload logs to") == 1
+    assert text.count("warning: a warning logged deep inside") == 1
