@@ -1,8 +1,8 @@
 """What a transfer run did, or for a dry run would do: the one summary ``stage`` and
 ``upload`` both report, and ``--json`` prints; the one line that says it (:func:`stage_line`,
-:func:`upload_line`, printed by the commands and said by ``taskkit run``);
-and :func:`run_plan`, the one way both runs go. (How a transfer tells what it does as it goes:
-:mod:`taskkit.transfer.telling`.) :func:`format_size` is the one way sizes are shown.
+:func:`upload_line`, printed by the commands and said by ``taskkit run``); :func:`format_size`,
+the one way sizes are shown; and :func:`run_plan`, the one way both runs go. How a transfer
+tells what it does as it goes is :mod:`taskkit.transfer.telling`'s.
 """
 
 from __future__ import annotations
