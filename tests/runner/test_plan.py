@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from runner_helpers import Task, opened_task, sh, snapshot
 
+from taskkit.observer import NullObserver
 from taskkit.runner import run as run_module
 from taskkit.runner.plan import AttemptPlan, Output, plan_attempt
 from taskkit.runner.run import run
@@ -188,7 +189,7 @@ def test_the_run_carries_out_the_plan_the_dry_run_shows(
         return found
 
     monkeypatch.setattr(run_module, "plan_attempt", planned)
-    assert run(spec, environ=world.task.env, say=lambda kind, line: None) == 0
+    assert run(spec, environ=world.task.env, observer=NullObserver()) == 0
     assert executed == [dataclasses.replace(dry, preview=None)]
     assert executed[0].preview is None  # a real attempt plans its staging itself
 
@@ -233,7 +234,7 @@ def test_a_run_reads_the_environment_it_is_given(
     with Stores(RetryBudget(attempts=1)) as stores:
         plan = plan_attempt(spec, stores, environ=given, dry_run=True)
     assert plan.workdir == str(task.workdir)
-    assert run(spec, environ=given, say=lambda kind, line: None) == 0
+    assert run(spec, environ=given, observer=NullObserver()) == 0
     assert (task.workdir / "seen.txt").read_text() == "from the mapping node-7 1\n"
     assert task.attempt(1)["node"] == "node-7"
     assert (task.workdir / "in" / "a.txt").read_text() == "alpha\n"

@@ -27,6 +27,7 @@ from runner_helpers import (
 from store_counts import counting_stores
 
 from taskkit.content.digest import hash_bytes
+from taskkit.observer import NullObserver
 from taskkit.runner.steps import StepContext, run_step
 from taskkit.storage.stores import Stores
 from taskkit.transfer.upload_plan import MANIFEST_NAME
@@ -226,7 +227,7 @@ def test_given_stores_are_used_and_left_open(
     given: dict[str, Any] = {
         "outputs": [f"o.txt=file://{results}/"],
         "context": context,
-        "say": lambda kind, line: None,
+        "observer": NullObserver(),
     }
     command = ["sh", "-c", "echo x > o.txt"]
     counts = counting_stores(monkeypatch)

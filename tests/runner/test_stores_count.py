@@ -18,6 +18,7 @@ from runner_helpers import SH_TASKKIT, Task, invoke, opened_task, q, sh
 from store_counts import counting_stores
 
 import taskkit.runner.checkpoint
+from taskkit.observer import NullObserver
 from taskkit.runner.run import run
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.retry import RetryBudget
@@ -150,7 +151,7 @@ def test_run_uses_the_stores_it_is_given_and_leaves_them_open(
     )
     with Stores(RetryBudget(attempts=1)) as mine:
         counts = counting_stores(monkeypatch)
-        assert run(spec, environ={}, say=lambda kind, line: None, stores=mine) == 0
+        assert run(spec, environ={}, observer=NullObserver(), stores=mine) == 0
         assert counts.opened == []
         assert counts.users() == {id(mine)}
         assert counts.closes[id(mine)] == 0
