@@ -4,6 +4,9 @@ On a terminal the bar is redrawn in place a few times a second. Elsewhere (Batch
 a CI log) one plain line is written every ``interval`` seconds, so a log shows how far a task
 got without drowning in carriage returns. Counts are updated from worker threads; drawing
 happens on one reporter thread.
+
+The bar is drawn here, not by rich or tqdm: importing either, even only on a terminal, adds
+25-45 ms of CPU to a start-up of about 130 ms (measured for issue 12), for a one-line bar.
 """
 
 from __future__ import annotations
