@@ -37,14 +37,8 @@ BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer")
 FLOOR = {"bottom": 0, **{wing: n + 1 for n, wing in enumerate(WINGS)}}
 FLOOR.update(testing=FLOOR["storage"], face=FLOOR["batch"], __main__=FLOOR["cli"])
 
-CHANNEL = "the 'channel' part (one observer) removes the library's use of the CLI's rendering"
 #: (importer, imported) edges that break the order today, and the part of the work removing each.
 KNOWN = {
-    ("taskkit.runner.run", "taskkit.cli.report"): CHANNEL + " (say)",
-    ("taskkit.runner.steps", "taskkit.cli.report"): CHANNEL + " (say)",
-    ("taskkit.runner.transfers", "taskkit.cli.progress"): CHANNEL + " (Teller's Progress)",
-    ("taskkit.transfer.download", "taskkit.cli.progress"): CHANNEL + " (format_size)",
-    ("taskkit.transfer.summary", "taskkit.cli.progress"): CHANNEL + " (format_size, Progress)",
     ("taskkit.transfer.nodecache", "taskkit.runner.envnames"): (
         "not assigned: env_variable (runner/envnames.py) needs a home below transfer"
     ),
@@ -231,8 +225,6 @@ def top_names(loaded: frozenset[str] | set[str], prefix: str) -> list[str]:
 def wing_cases() -> list[object]:
     """(wing, what it must not load): click and every higher wing, for each wing below cli."""
     reasons = {
-        ("runner", "click"): CHANNEL + ": run/steps import cli.report, transfers cli.progress",
-        ("runner", "taskkit.cli"): CHANNEL + ": run/steps import cli.report",
         ("runner", "taskkit.batch"): KNOWN[("taskkit.runner.spec", "taskkit.batch.taskjson")],
         ("transfer", "taskkit.runner"): KNOWN[
             ("taskkit.transfer.nodecache", "taskkit.runner.envnames")
