@@ -10,10 +10,6 @@ function-level lazy ones and those under ``TYPE_CHECKING`` too (a type a lower w
 higher one is a dependency all the same). At run time: a fresh interpreter imports a whole
 wing and the test reads its ``sys.modules``; the package face is stubbed out there, since it
 imports every wing by design, so what loads is the wing's own doing.
-
-An edge that breaks the order today and that a part of the work under way removes is listed
-in :data:`KNOWN` with who removes it; its test is a strict xfail, so it fails (and the entry
-must go) the moment the edge is gone, and any other breach fails at once.
 """
 
 from __future__ import annotations
@@ -32,20 +28,12 @@ import taskkit
 
 PACKAGE = Path(taskkit.__file__).parent
 WINGS = ("content", "storage", "transfer", "runner", "batch", "cli")
-BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer")
+BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer", "envnames")
 #: The floor of each place a module can live; a module may import its own floor and lower ones.
 FLOOR = {"bottom": 0, **{wing: n + 1 for n, wing in enumerate(WINGS)}}
 FLOOR.update(testing=FLOOR["storage"], face=FLOOR["batch"], __main__=FLOOR["cli"])
 
 #: (importer, imported) edges that break the order today, and the part of the work removing each.
-KNOWN = {
-    ("taskkit.transfer.nodecache", "taskkit.runner.envnames"): (
-        "not assigned: env_variable (runner/envnames.py) needs a home below transfer"
-    ),
-    ("taskkit.runner.spec", "taskkit.batch.taskjson"): (
-        "not assigned: TASK_LIFETIME (batch/taskjson.py) needs a home at or below runner"
-    ),
-}
 
 
 def module_name(path: Path) -> str:
@@ -130,28 +118,16 @@ def breaches(name: str) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(graph()))
 def test_module_imports_only_its_floor_and_below(name: str) -> None:
-    """No module imports a higher wing, the face or (outside the CLI) click, but the KNOWN."""
-    unknown = {imported for imported in breaches(name) if (name, imported) not in KNOWN}
-    assert not unknown, f"{name} ({floor_of(name)}) imports {sorted(unknown)}"
-
-
-@pytest.mark.parametrize(
-    ("importer", "imported"),
-    [
-        pytest.param(*edge, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for edge, reason in sorted(KNOWN.items())
-    ],
-)
-def test_known_breach_is_gone(importer: str, imported: str) -> None:
-    """A known breach of the order: fails while it stands (xfail), passes once it is removed."""
-    assert imported not in graph().get(importer, set())
+    """No module imports a higher wing, the face or (outside the CLI) click."""
+    found = breaches(name)
+    assert not found, f"{name} ({floor_of(name)}) imports {sorted(found)}"
 
 
 def test_every_wing_and_bottom_module_exists() -> None:
     """The wings and the bottom modules named here are the ones under taskkit/ (no stale name)."""
     assert {name.split(".")[1] for name in graph() if "." in name} >= set(WINGS)
     present = {name.split(".")[1] for name in graph() if name.count(".") == 1}
-    assert set(BOTTOM) - {"observer"} <= present
+    assert set(BOTTOM) <= present
 
 
 def test_scanner_sees_every_kind_of_import(tmp_path: Path) -> None:
@@ -224,19 +200,11 @@ def top_names(loaded: frozenset[str] | set[str], prefix: str) -> list[str]:
 
 def wing_cases() -> list[object]:
     """(wing, what it must not load): click and every higher wing, for each wing below cli."""
-    reasons = {
-        ("runner", "taskkit.batch"): KNOWN[("taskkit.runner.spec", "taskkit.batch.taskjson")],
-        ("transfer", "taskkit.runner"): KNOWN[
-            ("taskkit.transfer.nodecache", "taskkit.runner.envnames")
-        ],
-    }
-    cases: list[object] = []
-    for n, wing in enumerate(WINGS[:-1]):
-        for forbidden in ["click", *(f"taskkit.{higher}" for higher in WINGS[n + 1 :])]:
-            reason = reasons.get((wing, forbidden))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            cases.append(pytest.param(wing, forbidden, marks=marks, id=f"{wing}-{forbidden}"))
-    return cases
+    return [
+        pytest.param(wing, forbidden, id=f"{wing}-{forbidden}")
+        for n, wing in enumerate(WINGS[:-1])
+        for forbidden in ["click", *(f"taskkit.{higher}" for higher in WINGS[n + 1 :])]
+    ]
 
 
 @pytest.mark.parametrize(("wing", "forbidden"), wing_cases())

@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING
 
 from taskkit.exceptions import ConfigError, MisuseError
 from taskkit.redaction import SECRET_ENV_VARS, redact
+from taskkit.runner.spec import TASK_LIFETIME
 
 if TYPE_CHECKING:
     from taskkit.runner.policy import ExitPolicy
@@ -75,7 +76,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FLUSH_MARGIN_FRACTION",
     "FLUSH_MARGIN_MIN",
-    "TASK_LIFETIME",
     "command_line",
     "task_json",
     "wall_clock_margin",
@@ -87,9 +87,6 @@ __all__ = [
 #: logs and outputs are larger.
 FLUSH_MARGIN_MIN = 300.0
 FLUSH_MARGIN_FRACTION = 0.10
-
-#: Batch ends every task at the latest 180 days after it was added to its job, in seconds.
-TASK_LIFETIME = 180 * 86400.0
 
 #: Batch task ids: 1-64 ASCII letters, digits, hyphens and underscores.
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

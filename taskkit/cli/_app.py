@@ -118,7 +118,7 @@ def transfer_options(
     its TASKKIT_* variable when ``from_env`` (stage, upload); ``run`` leaves that to its
     RunSpec, where the variable ranks between the command line and the spec file. A value
     not given is None: the RunSpec's default applies."""
-    from taskkit.runner.envnames import env_variable
+    from taskkit.envnames import env_variable
 
     def checked(ctx: click.Context, param: click.Parameter, value: object) -> object:
         from taskkit.runner.spec import check_setting

@@ -7,7 +7,7 @@ where the bad value came from, then merged with the later winning::
 
 Job and task ids fall back to Azure Batch's ``AZ_BATCH_JOB_ID``/``AZ_BATCH_TASK_ID`` last of all.
 A setting's variable is ``TASKKIT_`` and its name in capitals (``TASKKIT_MAX_RETRIES``), except
-the node cache's ``TASKKIT_NODE_CACHE`` (:mod:`taskkit.runner.envnames`).
+the node cache's ``TASKKIT_NODE_CACHE`` (:mod:`taskkit.envnames`).
 
 Invariants: a :class:`RunSpec` is frozen and every value in it is valid (codes parse, ids are
 Batch ids, durations are positive and no longer than :data:`LONGEST` allows, inputs and outputs
@@ -44,11 +44,10 @@ from pydantic import (
     model_validator,
 )
 
-from taskkit.batch.taskjson import TASK_LIFETIME
+from taskkit.envnames import env_variable
 from taskkit.exceptions import ConfigError
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.runner.codes import CodeSet
-from taskkit.runner.envnames import env_variable
 from taskkit.runner.policy import ExitPolicy
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.urls import bad_url
@@ -57,6 +56,7 @@ from taskkit.transfer.stage_plan import Input, parse_input
 
 __all__ = [
     "LONGEST",
+    "TASK_LIFETIME",
     "RunSpec",
     "check_setting",
     "load_spec_file",
@@ -70,6 +70,8 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 #: Settings whose environment variable holds several values, one per line.
 _LISTS = ("inputs", "outputs")
+#: Batch ends every task at the latest 180 days after it was added to its job, in seconds.
+TASK_LIFETIME = 180 * 86400.0
 #: Logs, heartbeats and checkpoint syncs are writes to the store: not more often than this.
 MIN_INTERVAL = 0.1
 #: The longest each duration may be. No duration is of use beyond a task's lifetime: the deadline

@@ -26,9 +26,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskkit.envnames import env_variable
 from taskkit.exceptions import IOFailure
 from taskkit.observer import Observer, Progress, Shown
-from taskkit.runner.envnames import env_variable
 from taskkit.transfer.nodecache import node_cache
 from taskkit.transfer.stage_plan import Plan
 from taskkit.transfer.summary import stage_line, upload_line

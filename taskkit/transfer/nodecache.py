@@ -54,8 +54,8 @@ from typing import NamedTuple
 import xxhash
 
 from taskkit.content.digest import Digest
+from taskkit.envnames import env_variable
 from taskkit.exceptions import DataError
-from taskkit.runner.envnames import env_variable
 from taskkit.transfer.download import JOURNAL_SUFFIX
 
 __all__ = ["KEEP_FREE", "NodeCache", "default_root", "node_cache"]

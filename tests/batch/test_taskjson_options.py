@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from runner_helpers import invoke, one_error
 
-from taskkit.batch.taskjson import TASK_LIFETIME, task_json
+from taskkit.batch.taskjson import task_json
 from taskkit.cli.tasks import run_command, spec_from_options
 from taskkit.exceptions import ConfigError
 from taskkit.runner.policy import DEFAULT_POLICY
+from taskkit.runner.spec import TASK_LIFETIME
 
 STATE = ["--state", "az://state/runs"]
 
