@@ -27,6 +27,7 @@ from taskkit.exceptions import (
     LocalPermissionDenied,
     MisuseError,
     PermissionDenied,
+    SourceChanged,
     TaskFailure,
     TaskkitError,
     TransientError,
@@ -37,6 +38,7 @@ from taskkit.runner.command import Finished, run_logged
 from taskkit.runner.logs import LogSink, Phase
 from taskkit.storage.base import RemoteFile
 from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest, ManifestFile
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.patterns import Output
@@ -139,7 +141,9 @@ __all__ = [
     "RetryBudget",
     "RunSpec",
     "Skipped",
+    "SourceChanged",
     "StatCache",
+    "Stores",
     "StreamHasher",
     "Summary",
     "TaskFailure",
