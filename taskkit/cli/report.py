@@ -42,7 +42,51 @@ def echo(line: str) -> None:
     click.echo(redact(line))
 
 
-class Report:
+class _Console:
+    """What both console observers share: warnings, errors and debug lines on stderr as
+    ``taskkit: KIND: ...``, and a transfer's progress drawn by :class:`Progress` from the
+    reports it hears (the ``-v`` line of each file done included)."""
+
+    def __init__(self, *, verbose: bool, interval: float) -> None:
+        self.verbose = verbose
+        self.interval = interval
+        self.shown: Progress | None = None  # the transfer's progress, while it moves files
+        self._told = (0, 0)  # bytes and files ``shown`` was told of
+
+    def warning(self, text: str) -> None:
+        say("warning", text)
+
+    def problem(self, problem: Exception | str) -> None:
+        say("error", str(problem))
+
+    def debug(self, text: str) -> None:
+        say("debug", text)
+
+    def progress(self, progress: observer.Progress) -> None:
+        if self.shown is None and not progress.ended:
+            self.shown = self._start(progress)
+            self._told = (0, 0)
+        if self.shown is not None:
+            _advance(self.shown, self._told, progress)
+            self._told = (progress.bytes, progress.files)
+            if progress.ended:
+                self._stop()
+        if progress.file is not None and self.verbose:
+            self._file_line(progress.file)
+
+    def _start(self, progress: observer.Progress) -> Progress | None:
+        raise NotImplementedError
+
+    def _file_line(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        if self.shown is not None:
+            self.shown.__exit__()
+            self.shown = None
+
+
+class Report(_Console):
     """The observer of one transfer command (``taskkit stage``, ``taskkit upload``): notes and
     ``-v`` lines on stdout, warnings and problems on stderr, progress as a bar on a terminal
     (plain lines every ``interval`` elsewhere). A dry run shows the plan after its problems,
@@ -57,104 +101,59 @@ class Report:
         verbose: bool,
         interval: float,
     ) -> None:
-        self.stack = stack
+        super().__init__(verbose=verbose, interval=interval)
         self.doing = doing
         self.dry_run = dry_run
-        self.verbose = verbose
-        self.interval = interval
-        self.progress_bar: Progress | None = None
-        self._shown = (0, 0)  # bytes and files the bar was told of
         stack.callback(self._stop)
 
     def note(self, text: str) -> None:
         echo(text)
-
-    def warning(self, text: str) -> None:
-        say("warning", text)
-
-    def problem(self, problem: Exception | str) -> None:
-        say("error", str(problem))
-
-    def debug(self, text: str) -> None:
-        say("debug", text)
 
     def plan(self, plan: Shown) -> None:
         if self.dry_run:
             for line in plan.lines():
                 echo(line)
 
-    def progress(self, progress: observer.Progress) -> None:
-        if self.progress_bar is None and not progress.ended:
-            self.progress_bar = Progress(
-                progress.total_bytes,
-                progress.total_files,
-                sys.stderr,
-                tty=sys.stderr.isatty(),
-                interval=self.interval,
-                doing=self.doing,
-            ).__enter__()
-            self._shown = (0, 0)
-        if self.progress_bar is not None:
-            _advance(self.progress_bar, self._shown, progress)
-            self._shown = (progress.bytes, progress.files)
-            if progress.ended:
-                self._stop()
-        if progress.file is not None and self.verbose:
-            echo(progress.file)
+    def _start(self, progress: observer.Progress) -> Progress:
+        return Progress(
+            progress.total_bytes,
+            progress.total_files,
+            sys.stderr,
+            tty=sys.stderr.isatty(),
+            interval=self.interval,
+            doing=self.doing,
+        ).__enter__()
 
-    def _stop(self) -> None:
-        if self.progress_bar is not None:
-            self.progress_bar.__exit__()
-            self.progress_bar = None
+    def _file_line(self, text: str) -> None:
+        echo(text)
 
 
-class RunReport:
+class RunReport(_Console):
     """The observer of ``taskkit run`` and ``taskkit step``: every line on stderr as
     ``taskkit: KIND: ...`` (stdout is the command's own), and while a transfer moves files a
     plain progress line every ``interval`` (``taskkit: staging: ...``; a Batch task's stderr
     is a file, never a terminal)."""
 
-    def __init__(self, *, verbose: bool, interval: float) -> None:
-        self.verbose = verbose
-        self.interval = interval
-        self.progress_lines: Progress | None = None
-        self._shown = (0, 0)
-
     def note(self, text: str) -> None:
         say("note", text)
-
-    def warning(self, text: str) -> None:
-        say("warning", text)
-
-    def problem(self, problem: Exception | str) -> None:
-        say("error", str(problem))
-
-    def debug(self, text: str) -> None:
-        say("debug", text)
 
     def plan(self, plan: Shown) -> None:
         pass  # the attempt's plan is what --dry-run prints (taskkit.cli.dryrun)
 
-    def progress(self, progress: observer.Progress) -> None:
-        if self.progress_lines is None and progress.total_files and not progress.ended:
-            stream = _SaidLines(progress.doing)
-            self.progress_lines = Progress(
-                progress.total_bytes,
-                progress.total_files,
-                stream,
-                tty=False,
-                interval=self.interval,
-                doing=progress.doing,
-            ).__enter__()
-            self._shown = (0, 0)
-        if self.progress_lines is not None:
-            _advance(self.progress_lines, self._shown, progress)
-            self._shown = (progress.bytes, progress.files)
-            if progress.ended:
-                self.progress_lines.__exit__()
-                self.progress_lines = None
-        if progress.file is not None and self.verbose:
-            say("note", progress.file)
+    def _start(self, progress: observer.Progress) -> Progress | None:
+        if not progress.total_files:
+            return None
+        return Progress(
+            progress.total_bytes,
+            progress.total_files,
+            _SaidLines(progress.doing),
+            tty=False,
+            interval=self.interval,
+            doing=progress.doing,
+        ).__enter__()
+
+    def _file_line(self, text: str) -> None:
+        say("note", text)
 
 
 def _advance(shown: Progress, was: tuple[int, int], now: observer.Progress) -> None:

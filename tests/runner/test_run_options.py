@@ -451,7 +451,7 @@ def test_progress_lines_come_every_progress_interval_and_stop_with_the_transfer(
     with Telling(Teller(spec, noted.append, console), "staging", dry_run=False) as telling:
         nothing = SimpleNamespace(problems=(), entries=(), lines=lambda: ())
         telling.staging_planned(nothing)  # type: ignore[arg-type]
-        assert console.progress_lines is None
+        assert console.shown is None
     assert len(said.progress()) == count  # the first stopped with its transfer
 
 
