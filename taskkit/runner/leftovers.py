@@ -1,361 +1,65 @@
 """Outputs left by earlier work: found, removed before the command runs, and recorded.
 
-What an attempt publishes is a function of its work. An attempt of new work (another command,
-other inputs or input contents, other output patterns: another fingerprint) may start in a
-working directory that earlier work of the task used; what those earlier attempts wrote there
-and the output patterns match would be found by the command and published under the new
-work's manifest. So it is removed before the command runs. A retry of the same work keeps it:
-make-like commands resume from what their earlier attempts left.
+One attempt's side of the ledger (:mod:`taskkit.runner.leftovers_ledger`): :class:`Leftovers`
+reads it and walks the working directory, removes what :func:`~taskkit.runner.leftovers_plan.plan`
+says earlier work of the task left there, enters the attempt as open before its command runs,
+and records what the command wrote once it ended. :func:`commands_gone` leaves the tombstones
+of killed attempts whose commands are verifiably over; :func:`preview` is the dry run, the
+same survey with nothing removed or written.
 
-Who wrote a file is known from a ledger kept per task (state, job and task) in the working
-directory, ``.taskkit-outputs-<hash>.json`` (a ``.taskkit-`` name, which output patterns
-never match), replaced atomically and under a lock:
-
-* before the command runs, the attempt is entered as *open*, with the files its output
-  patterns match then and their identity (inode, size, mtime_ns; no byte is read);
-* after the command ended, what the patterns match that was not there, or is there with
-  another identity, is recorded as the attempt's *products* with its work's fingerprint, and
-  the entry is closed. An attempt that never got there (``kill -9``) stays open, and the next
-  attempt closes it in the same way with what the patterns match at that time, but bounded
-  by when its command was over: a file whose change time (ctime, which no one can set back)
-  is after that moment was written by someone else, and is not its product.
-
-That moment is the change time of the attempt's *tombstone*, ``.taskkit-outputs-<hash>-
-<attempt>.ended`` beside the ledger, made by whoever saw the command gone: its watchdog, once
-taskkit was killed (:mod:`taskkit.runner.lifetime`), else the next attempt on this host once it has
-ended what was left (:func:`commands_gone`). Both times come from the filesystem's clock, as
-the files' own do. Without a tombstone (not Linux, or an attempt that ended without closing
-its entry) every new file is charged to the attempt, and a note names them.
-
-Invariants: a file is removed only when the ledger records it as a product of this task's
-attempts of other work and it still has the identity recorded then; so a file the user put
-there (and no command rewrote), a file changed or replaced since, another task's file, and this
-attempt's staged inputs are never removed; nor is a file that appeared after a killed
-attempt's command was seen gone. A missing or damaged ledger removes nothing. The
-files an attempt still running in the directory is writing are left alone; but while an
-attempt of other work runs there, or after one ran beside this one leaving its files,
-:meth:`Leftovers.mixed` says so, and the attempt does not publish them as its work's.
-Products are looked for where the patterns of the attempt that made them looked: a pattern
-widened by later work does not reach what earlier attempts wrote outside the patterns they had.
-
-Identity leaves the device number out: it can change across a remount while the file stays
-the same, and a file taken for changed would be taken for a product.
+Invariants: the ledger is read, and the directory walked and changed, only under the ledger's
+lock; a file is removed only if it is still, at that moment, the one planned (same identity,
+its directory inside the working directory once links are resolved: a link is removed, not its
+target). A missing or damaged ledger removes nothing. While an attempt of other work runs in
+the directory, or after one ran beside this one leaving its files, :meth:`Leftovers.mixed` says
+so, and the attempt does not publish them as its work's. :meth:`Leftovers.end` never raises: an
+entry left open is closed by the next attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import xxhash
+from typing import TYPE_CHECKING, NamedTuple
 
 from taskkit.content.walk import inside
 from taskkit.exceptions import TaskFailure, from_os_error
-from taskkit.redaction import redact
 from taskkit.runner.journal import host_identity
+from taskkit.runner.leftovers_ledger import (
+    Identity,
+    Ledger,
+    Opened,
+    alive,
+    ended_at,
+    ledger_lock,
+    ledger_path,
+    owner,
+    read_ledger,
+    tombstone_path,
+    write_ledger,
+)
+from taskkit.runner.leftovers_plan import (
+    Removal,
+    Tidy,
+    made,
+    merge,
+    n_files,
+    named,
+    plan,
+    staged_paths,
+)
 from taskkit.runner.lifetime import process_start, touch
-from taskkit.transfer.download import locked
-from taskkit.transfer.patterns import Match, Output, expand, parse_output
+from taskkit.transfer.patterns import Match, Output, expand
 
 if TYPE_CHECKING:
     from taskkit.runner.fingerprint import Work
     from taskkit.runner.spec import RunSpec
     from taskkit.transfer.stage_plan import Plan
 
-__all__ = [
-    "LEDGER_PREFIX",
-    "Ledger",
-    "Leftovers",
-    "Opened",
-    "Product",
-    "Removal",
-    "Tidy",
-    "alive",
-    "commands_gone",
-    "ledger_path",
-    "made",
-    "owner",
-    "plan",
-    "preview",
-    "staged_paths",
-    "tombstone_path",
-]
-
-#: The start of the ledger's name (and its lock's) in the working directory.
-LEDGER_PREFIX = ".taskkit-outputs-"
-_VERSION = 1
-#: Paths named in one removal note; the rest are counted.
-_SHOWN = 5
-#: The end of a tombstone's name: when a killed attempt's command was seen gone.
-_TOMBSTONE_SUFFIX = ".ended"
-
-Identity = tuple[int, int, int]  # inode, size, mtime_ns
-
-
-class Product(NamedTuple):
-    """A file an attempt of this task wrote: the fingerprint of its work, and its identity
-    as that attempt left it."""
-
-    work: str
-    identity: Identity
-
-
-class Opened(NamedTuple):
-    """An attempt whose command may have run and whose products are not recorded yet: what
-    its patterns matched before the command, and the process that ran it."""
-
-    attempt: int
-    work: str
-    patterns: tuple[str, ...]
-    host: str
-    pid: int
-    pid_start: str | None
-    before: Mapping[str, Identity]
-
-
-class Ledger(NamedTuple):
-    """What a task's attempts wrote in one working directory (paths relative to it)."""
-
-    products: Mapping[str, Product]
-    opened: tuple[Opened, ...]
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "version": _VERSION,
-                "products": {p: [d.work, *d.identity] for p, d in sorted(self.products.items())},
-                "opened": [
-                    {
-                        "attempt": o.attempt,
-                        "work": o.work,
-                        "patterns": list(o.patterns),
-                        "host": o.host,
-                        "pid": o.pid,
-                        "pid_start": o.pid_start,
-                        "before": {p: list(i) for p, i in sorted(o.before.items())},
-                    }
-                    for o in self.opened
-                ],
-            },
-            ensure_ascii=False,
-        ).encode("utf-8", "surrogateescape")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Ledger:
-        """Read a ledger; ``ValueError`` when it is not one this version wrote."""
-        try:
-            found = json.loads(data.decode("utf-8", "surrogateescape"))
-            if found["version"] != _VERSION:
-                raise ValueError(f"version {found['version']!r}")
-            products = {
-                _relative(p): Product(str(w), _identity(i))
-                for p, (w, *i) in found["products"].items()
-            }
-            opened = tuple(
-                Opened(
-                    int(o["attempt"]),
-                    str(o["work"]),
-                    tuple(_pattern(p) for p in o["patterns"]),
-                    str(o["host"]),
-                    int(o["pid"]),
-                    None if o["pid_start"] is None else str(o["pid_start"]),
-                    {_relative(p): _identity(i) for p, i in o["before"].items()},
-                )
-                for o in found["opened"]
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"not a ledger ({type(exc).__name__}: {exc})") from exc
-        return cls(products, opened)
-
-
-def _relative(path: object) -> str:
-    """A path the ledger may name: relative, normalized, inside the working directory (a
-    ledger is a file in the command's reach, and must never lead a removal elsewhere)."""
-    if not isinstance(path, str) or not path or path.startswith("/") or "\0" in path:
-        raise ValueError(f"bad path {path!r}")
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        raise ValueError(f"bad path {path!r}")
-    return path
-
-
-def _pattern(pattern: object) -> str:
-    """An output pattern as :func:`parse_output` leaves it."""
-    try:
-        if isinstance(pattern, str) and parse_output(f"{pattern}=file:///").pattern == pattern:
-            return pattern
-    except TaskFailure:
-        pass
-    raise ValueError(f"bad pattern {pattern!r}")
-
-
-def _identity(values: Sequence[Any]) -> Identity:
-    ino, size, mtime_ns = (int(v) for v in values)
-    return ino, size, mtime_ns
-
-
-class Removal(NamedTuple):
-    """A file to remove before the command runs, and the earlier work that wrote it."""
-
-    path: str
-    work: str
-
-
-class Tidy(NamedTuple):
-    """The plan: the files to remove, the products the ledger keeps, the attempts still
-    running here, what to tell the user, and the attempts whose entries it closed."""
-
-    removals: tuple[Removal, ...]
-    products: dict[str, Product]
-    running: tuple[Opened, ...]
-    notes: tuple[str, ...]
-    settled: tuple[Opened, ...] = ()
-
-    def removal_notes(self) -> list[str]:
-        """One line per earlier work: how many of its outputs go, naming the first few."""
-        lines = []
-        for work in sorted({r.work for r in self.removals}):
-            paths = sorted(r.path for r in self.removals if r.work == work)
-            noun = "output" if len(paths) == 1 else "outputs"
-            lines.append(f"removed {len(paths)} {noun} of earlier work ({work}): {_named(paths)}")
-        return lines
-
-
-def _named(paths: Sequence[str]) -> str:
-    """The first few of ``paths``, and how many more."""
-    more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
-    return ", ".join(paths[:_SHOWN]) + more
-
-
-def plan(
-    ledger: Ledger | None,
-    files: Mapping[str, Identity],
-    matched: Mapping[str, Collection[str]],
-    work: str,
-    protected: Collection[str],
-    alive: Callable[[Opened], bool],
-    *,
-    changed: Mapping[str, int] | None = None,
-    ended: Callable[[Opened], int | None] | None = None,
-) -> Tidy:
-    """What to remove before an attempt of ``work`` runs its command. Pure.
-
-    ``files``: the identity now of every path a walked pattern matches or the ledger names
-    as a product (a path that is gone is absent); ``matched``: each walked pattern's paths;
-    ``protected``: this attempt's staged inputs; ``alive``: whether an open attempt's
-    process may still be running (its entry then stays open and its files are left alone);
-    ``changed``: the change time (ns) of each path of ``files``; ``ended``: a moment (same
-    clock) when an open attempt's command was over, None when it is not known (then all it
-    may have written is charged to it, and a note says which files).
-    """
-    if ledger is None:
-        return Tidy((), {}, (), ())
-    products = dict(ledger.products)
-    running, settled, notes = [], [], []
-    for entry in ledger.opened:
-        if alive(entry):
-            running.append(entry)
-            continue
-        settled.append(entry)
-        until = None if ended is None else ended(entry)
-        charged = _merge(products, made(entry, files, matched, changed, until))
-        if until is None and charged:
-            notes.append(
-                f"attempt {entry.attempt} ({entry.work}) was interrupted and when its command "
-                "ended is not known, so what its output patterns match that is new or changed "
-                f"since it started is taken for its outputs ({_files(len(charged))}): "
-                f"{_named(sorted(charged))}"
-            )
-    kept = {
-        path: product
-        for path, product in products.items()
-        # Gone, changed or replaced since (by someone else), or an input now: not ours.
-        if files.get(path) == product.identity and path not in protected
-    }
-    busy = {path for entry in running for path in made(entry, files, matched)}
-    busy_works = {entry.work for entry in running}
-    removals = tuple(
-        Removal(path, product.work)
-        for path, product in sorted(kept.items())
-        if product.work != work and product.work not in busy_works and path not in busy
-    )
-    notes.extend(
-        f"attempt {entry.attempt} of other work ({entry.work}) may still be running in this "
-        "working directory: what it writes is left alone"
-        for entry in running
-        if entry.work != work
-    )
-    for removal in removals:
-        del kept[removal.path]
-    return Tidy(removals, kept, tuple(running), tuple(notes), tuple(settled))
-
-
-def _merge(products: dict[str, Product], found: Mapping[str, Product]) -> list[str]:
-    """Add what an attempt made to ``products``; the paths it took. A file already recorded,
-    and unchanged since, keeps its work: an attempt running beside another sees the other's
-    files appear too, and the record made when the other's command ended is the precise one."""
-    taken = []
-    for path, product in found.items():
-        known = products.get(path)
-        if known is None or known.identity != product.identity:
-            products[path] = product
-            taken.append(path)
-    return taken
-
-
-def made(
-    entry: Opened,
-    files: Mapping[str, Identity],
-    matched: Mapping[str, Collection[str]],
-    changed: Mapping[str, int] | None = None,
-    until: int | None = None,
-) -> dict[str, Product]:
-    """What ``entry``'s attempt wrote as far as its patterns see now: files that were not
-    there before its command, or are there with another identity; with ``until`` (when its
-    command was over), only those whose change time in ``changed`` is not after it (a file
-    whose change time is unknown is taken, as without ``until``)."""
-    return {
-        path: Product(entry.work, files[path])
-        for pattern in entry.patterns
-        for path in matched.get(pattern, ())
-        if path in files
-        and entry.before.get(path) != files[path]
-        and (until is None or changed is None or changed.get(path, until) <= until)
-    }
-
-
-# -- the working directory --------------------------------------------------------------------
-
-
-def ledger_path(workdir: str | os.PathLike[str], state: str, job: str, task: str) -> Path:
-    """The ledger of one task in ``workdir``: one per task, so tasks sharing a directory
-    keep theirs apart. The state URL is keyed without its credential (a rotated token is the
-    same task)."""
-    key = "\0".join((redact(state), job, task)).encode("utf-8", "surrogateescape")
-    return Path(workdir) / f"{LEDGER_PREFIX}{xxhash.xxh3_64_hexdigest(key)}.json"
-
-
-def tombstone_path(ledger: Path, attempt: int) -> Path:
-    """The tombstone of attempt ``attempt`` beside the ledger at ``ledger``: made once that
-    attempt's command was seen gone after it was killed. A ``.taskkit-`` name, which output
-    patterns never match."""
-    stem = ledger.name.removesuffix(".json")
-    return ledger.with_name(f"{stem}-{attempt:05d}{_TOMBSTONE_SUFFIX}")
-
-
-def _ended_at(tombstone: Path) -> int | None:
-    """When the command of a killed attempt was over, as its tombstone tells: the file's
-    change time (ns, the filesystem's clock; it was made or touched at that moment, and no one
-    can set it back), None when there is none."""
-    try:
-        st = os.lstat(tombstone)
-    except OSError:
-        return None
-    return st.st_ctime_ns if stat.S_ISREG(st.st_mode) else None
+__all__ = ["Leftovers", "commands_gone", "preview"]
 
 
 class _Walked(NamedTuple):
@@ -404,41 +108,6 @@ def _of(st: os.stat_result) -> Identity:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _read(path: Path) -> Ledger | None:
-    """The ledger at ``path``, None when there is none; ``ValueError`` when damaged."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from exc
-    return Ledger.from_bytes(data)
-
-
-def _write(path: Path, ledger: Ledger) -> None:
-    """Replace the ledger at once: a reader (or a ``kill -9``) never meets half of one."""
-    temp = path.with_name(path.name + ".new")
-    try:
-        temp.write_bytes(ledger.to_bytes())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise from_os_error(exc, "cannot write the ledger of outputs") from exc
-
-
-def _locked(path: Path) -> contextlib.AbstractContextManager[int]:
-    """This task's ledger for this process alone (released when it dies, even by kill -9)."""
-    return locked(path.with_name(path.name.removesuffix(".json") + ".lock"))
-
-
-def alive(entry: Opened) -> bool:
-    """Whether the process of ``entry`` may still be running: on this host and boot, only
-    when a process with its pid and start time exists; on another host it cannot be told,
-    so it is taken for running (its files are kept)."""
-    if entry.host != host_identity():
-        return True
-    return entry.pid_start is not None and process_start(entry.pid) == entry.pid_start
-
-
 def _remove(root: Path, removals: Sequence[Removal], files: Mapping[str, Identity]) -> None:
     """Remove each file, if it is still the one planned (a link is removed, not its target)."""
     for removal in removals:
@@ -451,10 +120,6 @@ def _remove(root: Path, removals: Sequence[Removal], files: Mapping[str, Identit
             continue
         except OSError as exc:
             raise from_os_error(exc, "cannot remove an output of earlier work") from exc
-
-
-def _files(count: int) -> str:
-    return f"{count} file" if count == 1 else f"{count} files"
 
 
 class _Survey(NamedTuple):
@@ -472,7 +137,7 @@ def _survey(
     """Read the ledger at ``path``, walk the patterns (this attempt's and those of the open
     entries), and plan."""
     try:
-        ledger, error = _read(path), None
+        ledger, error = read_ledger(path), None
     except ValueError as exc:
         ledger, error = None, exc
     opened = ledger.opened if ledger is not None else ()
@@ -488,7 +153,7 @@ def _survey(
         protected,
         alive,
         changed=walked.changed,
-        ended=lambda entry: _ended_at(tombstone_path(path, entry.attempt)),
+        ended=lambda entry: ended_at(tombstone_path(path, entry.attempt)),
     )
     notes = list(tidy.notes)
     unknown = len(set(files) - protected)
@@ -501,7 +166,7 @@ def _survey(
     elif ledger is None and unknown:
         notes.insert(
             0,
-            f"no ledger of earlier outputs in this working directory: {_files(unknown)} "
+            f"no ledger of earlier outputs in this working directory: {n_files(unknown)} "
             "the output patterns match now are kept",
         )
     return _Survey(tidy, files, matched, notes)
@@ -542,7 +207,7 @@ class Leftovers:
         self = cls(workdir, owner(spec), spec.outputs, work.fingerprint, attempt, note)
         if not self.patterns and not self.path.exists():
             return self  # nothing is published, and no earlier attempt left a ledger
-        with _locked(self.path):
+        with ledger_lock(self.path):
             survey = _survey(self.root, self.path, self.patterns, self.work, staged)
             tidy = survey.tidy
             _remove(self.root, tidy.removals, survey.files)
@@ -565,7 +230,7 @@ class Leftovers:
                     if path not in gone
                 },
             )
-            _write(self.path, Ledger(tidy.products, (*tidy.running, self._entry)))
+            write_ledger(self.path, Ledger(tidy.products, (*tidy.running, self._entry)))
             for entry in tidy.settled:
                 _unlink(tombstone_path(self.path, entry.attempt))
         return self
@@ -583,16 +248,16 @@ class Leftovers:
         if entry is None:
             return
         try:
-            with _locked(self.path):
+            with ledger_lock(self.path):
                 try:
-                    ledger = _read(self.path) or Ledger({}, ())
+                    ledger = read_ledger(self.path) or Ledger({}, ())
                 except ValueError:
                     ledger = Ledger({}, ())
                 walked = _walk(self.root, entry.patterns, ())
                 products = dict(ledger.products)
-                _merge(products, made(entry, walked.files, walked.matched))
+                merge(products, made(entry, walked.files, walked.matched))
                 opened = tuple(o for o in ledger.opened if _process(o) != _process(entry))
-                _write(self.path, Ledger(products, opened))
+                write_ledger(self.path, Ledger(products, opened))
         except Exception as exc:  # the next attempt closes the entry from what it finds
             self.note(f"cannot record the outputs of attempt {self.attempt}: {exc}")
         self._entry = None
@@ -607,7 +272,7 @@ class Leftovers:
         a later attempt removes what the other work left once it is over. A damaged ledger
         says nothing."""
         try:
-            ledger = _read(self.path)
+            ledger = read_ledger(self.path)
         except ValueError:
             return None
         if ledger is None:
@@ -626,7 +291,7 @@ class Leftovers:
         if not left:
             return None
         noun = "an output" if len(left) == 1 else "outputs"
-        return f"{_named(left)}: {noun} of other work ({theirs[left[0]].work}) made beside this one"
+        return f"{named(left)}: {noun} of other work ({theirs[left[0]].work}) made beside this one"
 
 
 def _process(entry: Opened) -> tuple[int, str, int, str | None]:
@@ -649,26 +314,11 @@ def commands_gone(spec: RunSpec, workdir: str | os.PathLike[str], attempts: Iter
     if not numbers or not path.exists():
         return
     host = host_identity()
-    with contextlib.suppress(TaskFailure, ValueError), _locked(path):
-        ledger = _read(path)
+    with contextlib.suppress(TaskFailure, ValueError), ledger_lock(path):
+        ledger = read_ledger(path)
         for entry in () if ledger is None else ledger.opened:
             if entry.attempt in numbers and entry.host == host:
                 touch(os.fspath(tombstone_path(path, entry.attempt)), keep=True)
-
-
-def staged_paths(plans: Iterable[Plan]) -> frozenset[str]:
-    """The paths (relative to the working directory) the staging plans put inputs at."""
-    paths = set()
-    for staging in plans:
-        for entry in staging.entries:
-            if entry.action != "remove":
-                paths.add(os.path.relpath(entry.path, staging.workdir))
-    return frozenset(paths)
-
-
-def owner(spec: RunSpec) -> tuple[str, str, str]:
-    """Whose ledger: the task's state, job and task ids."""
-    return spec.state or "", spec.job_id or "", spec.task_id or ""
 
 
 def preview(

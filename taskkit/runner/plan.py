@@ -40,7 +40,7 @@ from taskkit.transfer.patterns import Output
 from taskkit.transfer.stage_plan import Plan, default_workdir
 
 if TYPE_CHECKING:
-    from taskkit.runner.leftovers import Removal
+    from taskkit.runner.leftovers_plan import Removal
     from taskkit.runner.published import Gone
 
 __all__ = [
