@@ -23,7 +23,8 @@ from observing import Warnings
 from runner_helpers import Task, kill_9_once, opened_task, q, sh
 
 from taskkit.runner.logs import NAMES, LogSink, Phase
-from taskkit.storage.fsstore import FsspecStore
+from taskkit.storage.stores import Stores
+from taskkit.testing import Fault, FaultyStore
 
 FILES = tuple(f"{name}.txt" for name in NAMES)
 #: A stored phase line: "<stamp> taskkit: <phase>[: <more>]".
@@ -94,29 +95,37 @@ def test_a_phase_after_close_is_refused_quietly(tmp_path: Path) -> None:
     assert (tmp_path / "store" / "taskkit.txt").read_bytes() == before
 
 
-def test_an_append_cut_short_after_it_landed_is_not_sent_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_append_cut_short_after_it_landed_is_not_sent_twice(tmp_path: Path) -> None:
     """A signal between an append reaching the store and its bookkeeping (a phase uploads on
     the main thread): the next upload goes on from the stored size, so the store ends up
     holding exactly the local file, no byte twice and none lost."""
     store = tmp_path / "store"
-    real = FsspecStore.append
-    cut = []
-
-    def landed_then_signal(self: FsspecStore, key: str, offset: int, data: bytes) -> None:
-        real(self, key, offset, data)
-        if offset and not cut:
-            cut.append(offset)
-            raise KeyboardInterrupt  # as Stopped would, after the request landed
-
-    with LogSink(tmp_path / "logs", f"file://{store}/", interval=86400) as sink:
-        sink.phase(Phase.STARTED)
-        monkeypatch.setattr(FsspecStore, "append", landed_then_signal)
-        with pytest.raises(KeyboardInterrupt):
-            sink.phase(Phase.STAGING)
-        assert cut
-        assert sink.phase(Phase.STAGED)
+    dest = f"file://{store}/"
+    with Stores() as plain:
+        inner, _ = plain.open(dest)
+        # The second append of taskkit.txt (the first after the STARTED line: a non-zero
+        # offset) lands, then its caller hears a signal, as Stopped would come.
+        cut = Fault.on(
+            "append",
+            nth=2,
+            kind="lost_reply",
+            key=f"{store}/taskkit.txt",
+            error=KeyboardInterrupt(),
+        )
+        faulty = FaultyStore(inner, [cut])
+        with (
+            Stores(mounts={dest: faulty}) as stores,
+            LogSink(tmp_path / "logs", dest, stores=stores, interval=86400) as sink,
+        ):
+            sink.phase(Phase.STARTED)
+            assert (store / "taskkit.txt").stat().st_size > 0
+            assert faulty.injected == []
+            with pytest.raises(KeyboardInterrupt):
+                sink.phase(Phase.STAGING)
+            assert [(i.op, i.kind) for i in faulty.injected] == [("append", "lost_reply")]
+            # The interrupted append did land: the next upload must not send it again.
+            assert phases((store / "taskkit.txt").read_text()) == ["started", "staging"]
+            assert sink.phase(Phase.STAGED)
     local = (tmp_path / "logs" / "taskkit.txt").read_bytes()
     assert (store / "taskkit.txt").read_bytes() == local
     assert phases(local.decode()) == ["started", "staging", "staged"]
