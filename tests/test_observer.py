@@ -282,3 +282,36 @@ def test_the_library_imports_no_click() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout == "False\n", done.stderr
+
+
+@pytest.mark.parametrize("call", ["stage", "upload"])
+def test_an_outage_is_told_to_the_transfers_observer_not_the_logger(
+    tmp_path: Path, call: str
+) -> None:
+    """A storage outage met by ``stage`` or ``upload`` is a warning of the call's observer (its
+    start, and its end when the requests give up), and no record of the "taskkit" logger."""
+    unreachable = "http://127.0.0.1:9/nothing/here"  # the discard port: refused at once
+    (tmp_path / "out.txt").write_text("x")
+    heard = Recorder()
+    retry = taskkit.RetryBudget(attempts=2, first_delay=0.0, max_delay=0.0, budget=5.0)
+    with taskkit_records() as records:
+        if call == "stage":
+            taskkit.stage(
+                [f"{unreachable}=f.txt"], workdir=tmp_path / "w", retry=retry, observer=heard
+            )
+        else:
+            nowhere = (  # an account at a port nothing listens on
+                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+            )
+            taskkit.upload(
+                ["out.txt=az://results/run/"],
+                workdir=tmp_path,
+                retry=retry,
+                storage_options={"connection_string": nowhere},
+                observer=heard,
+            )
+    warnings = [str(value) for kind, value in heard.calls if kind == "warning"]
+    assert any(w.startswith("storage unreachable: ") for w in warnings), heard.calls
+    assert any("giving up" in w or "still unreachable" in w for w in warnings), heard.calls
+    assert not [r for r in records if "unreachable" in r.getMessage()]

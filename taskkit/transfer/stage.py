@@ -186,6 +186,7 @@ def stage(
         dry_run=dry_run,
         on_plan=telling.staging_planned,
         environ=environ,
+        warn=telling.observer.warning,
     )
 
 

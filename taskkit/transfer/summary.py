@@ -162,18 +162,26 @@ def run_plan(
     dry_run: bool,
     on_plan: Callable[[_P], None] | None,
     environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Summary:
     """Open the run's stores (unless the caller's ``stores`` are given: then they are used,
     and ``retry`` and ``storage_options`` apply to nothing) and stat-cache (the default one
     of ``environ``, read-only for a dry run), make the plan, show it to ``on_plan``, then
-    report it (``dry_run``) or carry it out. Only stores opened here are closed here."""
+    report it (``dry_run``) or carry it out. Only stores opened here are closed here; their
+    outage lines go to ``warn`` (default: the ``"taskkit"`` logger)."""
     from taskkit.content.statcache import StatCache
+    from taskkit.storage.retry import Outages
     from taskkit.storage.stores import Stores
 
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if stores is None:
-            stores = stack.enter_context(Stores(retry, storage_options))
+            outages = None
+            if warn is not None and (retry is None or retry.outages is None):
+                # The stores' outage lines go where the call's other warnings go.
+                outages = Outages(warn=warn)
+                stack.callback(outages.close)  # after the stores: a streak still open is summed
+            stores = stack.enter_context(Stores(retry, storage_options, outages=outages))
         if cache is None:
             cache = StatCache.for_run(dry_run=dry_run, environ=environ)
             if cache is not None:

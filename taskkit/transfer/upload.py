@@ -172,6 +172,7 @@ def upload(
         dry_run=dry_run,
         on_plan=telling.upload_planned,
         environ=environ,
+        warn=telling.observer.warning,
     )
 
 
