@@ -130,6 +130,8 @@ def bad_dest_segment(dest: str) -> str | None:
         return None
     path = rest[1:] if rest.startswith("/") else rest  # file:///abs/path
     path = path[:-1] if path.endswith("/") else path  # the one '/' a prefix ends with
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "a control character"
     for segment in path.split("/") if path else ():  # '' is the root: file:///
         if segment == "":
             return "an empty segment ('//')"

@@ -72,6 +72,7 @@ __all__ = [
     "split_glob",
 ]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_MAX = 255
 _PATH_MAX = 4096
 
@@ -127,6 +128,8 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
+    if _CONTROL.search(dest):  # a name no one could type again, and no output could publish
+        raise UsageError(f"destination {dest!r}: it holds a control character")
     problem = _path_problem(Path(dest)) if dest else None
     if problem:  # known before any path is: refused with the rest of the command line
         raise UsageError(f"destination {dest!r}: {problem}")
@@ -275,7 +278,7 @@ def name_problem(name: str) -> str | None:
         return "it starts with '/'"
     if "\\" in name:
         return "it holds a backslash"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         return "it holds a control character"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "it has an empty, '.' or '..' segment"

@@ -71,6 +71,18 @@ def test_an_input_without_a_source_or_with_a_url_as_dest_is_a_usage_error(text: 
     assert info.value.exit_code == 64
 
 
+@pytest.mark.parametrize("dest", ["a\nb", "a\x01b", "dir/\tname", "x\x7f", "d/\r/"])
+@pytest.mark.parametrize("source", ["az://c/f1.txt", "az://c/p/", "az://c/p/*.txt"])
+def test_a_typed_dest_with_a_control_character_is_a_usage_error(source: str, dest: str) -> None:
+    """A DEST typed with a control character (a stray newline or tab in a shell variable) is
+    refused before anything is read, as a blob name holding one is: no name is made that no
+    output pattern could publish."""
+    with pytest.raises(UsageError, match="control character") as info:
+        parse_input(f"{source}={dest}")
+    assert info.value.exit_code == 64
+    assert "\n" not in str(info.value)  # shown escaped, on one line
+
+
 # -- check_name --------------------------------------------------------------------------------
 
 

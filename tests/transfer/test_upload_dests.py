@@ -33,6 +33,15 @@ BAD_DESTS = [
 ]
 
 
+@pytest.mark.parametrize("dest", ["az://results/a\nb/", "file:///tmp/x\ty/", "az://r/\x01/"])
+def test_a_dest_with_a_control_character_is_a_usage_error(dest: str) -> None:
+    """parse_output refuses the DEST (64) before anything runs, on one line."""
+    with pytest.raises(UsageError, match="control character") as info:
+        parse_output(f"out/**={dest}")
+    assert info.value.exit_code == 64
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("dest", BAD_DESTS)
 def test_a_dest_with_an_empty_dot_or_dotdot_segment_is_a_usage_error(dest: str) -> None:
     """parse_output refuses the DEST (64), naming it and the segment."""
