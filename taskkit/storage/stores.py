@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,9 @@ class Stores:
     prefix first; the key of such a URL is what follows its ``protocol://``, as a store of
     that protocol would have it. A mounted store keeps its own retry budget and is not
     closed by :meth:`close`: whoever made it closes it. Stores opened here (through
-    :data:`REGISTRY`) share ``retry`` and one :class:`Outages` tracker and are closed here.
+    :data:`REGISTRY`) share ``retry`` and one :class:`Outages` tracker and are closed here;
+    a tracker made here (neither ``outages`` nor ``retry`` has one) tells its lines to ``warn``
+    (default: the ``"taskkit"`` logger).
     """
 
     def __init__(
@@ -86,12 +88,13 @@ class Stores:
         *,
         outages: Outages | None = None,
         mounts: Mapping[str, Store] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         retry = retry or RetryBudget()
         # Every request of the run, whatever its store or thread, reports to one tracker, so
         # an outage is told of once (the stores take the retry budget, and it with it).
         self._own_outages = outages is None and retry.outages is None
-        self.outages = outages or retry.outages or Outages()
+        self.outages = outages or retry.outages or Outages(warn)
         self.retry = dataclasses.replace(retry, outages=self.outages)
         self.storage_options = dict(storage_options or {})
         self.mounts: Mapping[str, Store] = MappingProxyType(

@@ -170,18 +170,12 @@ def run_plan(
     report it (``dry_run``) or carry it out. Only stores opened here are closed here; their
     outage lines go to ``warn`` (default: the ``"taskkit"`` logger)."""
     from taskkit.content.statcache import StatCache
-    from taskkit.storage.retry import Outages
     from taskkit.storage.stores import Stores
 
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if stores is None:
-            outages = None
-            if warn is not None and (retry is None or retry.outages is None):
-                # The stores' outage lines go where the call's other warnings go.
-                outages = Outages(warn=warn)
-                stack.callback(outages.close)  # after the stores: a streak still open is summed
-            stores = stack.enter_context(Stores(retry, storage_options, outages=outages))
+        if stores is None:  # its outage lines go where the call's other warnings go
+            stores = stack.enter_context(Stores(retry, storage_options, warn=warn))
         if cache is None:
             cache = StatCache.for_run(dry_run=dry_run, environ=environ)
             if cache is not None:
