@@ -33,8 +33,6 @@ BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer", "envnam
 FLOOR = {"bottom": 0, **{wing: n + 1 for n, wing in enumerate(WINGS)}}
 FLOOR.update(testing=FLOOR["storage"], face=FLOOR["batch"], __main__=FLOOR["cli"])
 
-#: (importer, imported) edges that break the order today, and the part of the work removing each.
-
 
 def module_name(path: Path) -> str:
     """The dotted name of the module at ``path`` under the package."""

@@ -41,11 +41,7 @@ __all__ = ["FALLBACK", "REGISTRY", "Stores", "backend"]
 #: Protocol -> ``"module:Class"`` of the :class:`Store` that serves it, given the fsspec
 #: filesystem of the URL, the protocol it shows and the run's retry budget.
 REGISTRY: Mapping[str, str] = MappingProxyType(
-    {
-        "abfs": "taskkit.storage.azure:AzureStore",
-        "abfss": "taskkit.storage.azure:AzureStore",
-        "az": "taskkit.storage.azure:AzureStore",
-    }
+    dict.fromkeys(sorted(AZURE_PROTOCOLS), "taskkit.storage.azure:AzureStore")
 )
 #: The store of every protocol :data:`REGISTRY` does not name.
 FALLBACK = "taskkit.storage.fsstore:FsspecStore"
