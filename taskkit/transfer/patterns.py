@@ -26,6 +26,7 @@ from taskkit.redaction import SIGNED_QUERY, redact, signed
 from taskkit.storage.urls import url_problem
 
 __all__ = [
+    "CONTROL",
     "OWN_PREFIX",
     "Match",
     "Output",
@@ -37,6 +38,9 @@ __all__ = [
     "parse_output",
     "shown",
 ]
+
+#: A control character: no name holding one can be typed again, shown on one line, or published.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _MAGIC = re.compile(r"[*?[]")
 _URL_START = re.compile(r"=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
@@ -130,7 +134,7 @@ def bad_dest_segment(dest: str) -> str | None:
         return None
     path = rest[1:] if rest.startswith("/") else rest  # file:///abs/path
     path = path[:-1] if path.endswith("/") else path  # the one '/' a prefix ends with
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if CONTROL.search(path):
         return "a control character"
     for segment in path.split("/") if path else ():  # '' is the root: file:///
         if segment == "":

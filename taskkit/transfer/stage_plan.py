@@ -55,7 +55,7 @@ from taskkit.storage.base import RemoteFile, Store
 from taskkit.storage.stores import Stores
 from taskkit.storage.urls import AZURE_PROTOCOLS, bad_url, query_holds, query_pads, source_name
 from taskkit.transfer.nodecache import NodeCache
-from taskkit.transfer.patterns import OWN_PREFIX, glob_regex, has_wildcard, own_segment
+from taskkit.transfer.patterns import CONTROL, OWN_PREFIX, glob_regex, has_wildcard, own_segment
 from taskkit.transfer.summary import Problem, format_size
 
 __all__ = [
@@ -72,7 +72,6 @@ __all__ = [
     "split_glob",
 ]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_MAX = 255
 _PATH_MAX = 4096
 
@@ -128,7 +127,7 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r} names no source (expected SRC=DEST)")
     if "://" in dest:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
-    if _CONTROL.search(dest):  # a name no one could type again, and no output could publish
+    if CONTROL.search(dest):  # a name no one could type again, and no output could publish
         raise UsageError(f"destination {dest!r}: it holds a control character")
     problem = _path_problem(Path(dest)) if dest else None
     if problem:  # known before any path is: refused with the rest of the command line
@@ -278,7 +277,7 @@ def name_problem(name: str) -> str | None:
         return "it starts with '/'"
     if "\\" in name:
         return "it holds a backslash"
-    if _CONTROL.search(name):
+    if CONTROL.search(name):
         return "it holds a control character"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "it has an empty, '.' or '..' segment"
