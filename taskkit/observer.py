@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from taskkit.redaction import redact
 
@@ -62,7 +62,6 @@ class Progress:
     ended: bool = False
 
 
-@runtime_checkable
 class Shown(Protocol):
     """A plan that can say itself, one line per thing it would do (what ``--dry-run``
     prints)."""

@@ -14,6 +14,7 @@ import click
 from taskkit.cli._app import CONTEXT, cli, jobs_option
 from taskkit.cli.report import say as _say
 from taskkit.exceptions import EX_OK, IOFailure
+from taskkit.transfer.summary import format_size
 
 if TYPE_CHECKING:
     from taskkit.content.hashing import HashResult
@@ -126,7 +127,7 @@ def hash_command(
     if summary:
         seconds = time.perf_counter() - started
         click.echo(
-            f"taskkit: hashed {counts['files']} files, {_size(counts['bytes'])} in "
+            f"taskkit: hashed {counts['files']} files, {format_size(counts['bytes'])} in "
             f"{seconds:.2f} s ({counts['cached']} from the stat-cache, "
             f"{counts['skipped']} skipped, {counts['failed']} failed)",
             err=True,
@@ -162,12 +163,6 @@ def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:
     if stream is None or stream.closed:
         raise IOFailure(f"standard {name} is closed")
     return stream.buffer  # type: ignore[attr-defined,no-any-return]
-
-
-def _size(n: float) -> str:
-    from taskkit.transfer.summary import format_size
-
-    return format_size(n)
 
 
 def _json_line(out: IO[bytes], obj: dict[str, object]) -> None:

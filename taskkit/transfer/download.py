@@ -35,6 +35,7 @@ from taskkit.content import chunkio
 from taskkit.content.digest import CHUNK_SIZE, Digest, chunk_count, combine_chunks, hash_chunk
 from taskkit.exceptions import IOFailure, TaskFailure, TransientError, from_os_error
 from taskkit.storage.base import RemoteFile, Store
+from taskkit.transfer.summary import format_size
 
 __all__ = [
     "FULL_DISK",
@@ -285,8 +286,6 @@ def write_error(exc: OSError, what: str) -> TaskFailure:
 def filesystem(path: str | os.PathLike[str]) -> str:
     """The filesystem holding ``path`` as ``df`` shows it: its mount point, type, device
     and free space, e.g. ``'/mnt/batch' (ext4 on /dev/sdb1, 12.0 MiB free of 16.0 GiB)``."""
-    from taskkit.transfer.summary import format_size
-
     existing = os.path.realpath(path)
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
