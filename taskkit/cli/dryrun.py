@@ -18,6 +18,7 @@ from taskkit.redaction import redact, shown_url
 from taskkit.runner.plan import AttemptPlan, Preview, plan_attempt
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.stores import Stores
+from taskkit.transfer.telling import Telling
 
 __all__ = ["show_plan"]
 
@@ -61,10 +62,9 @@ def render(plan: AttemptPlan, preview: Preview) -> int:
             return _stopped(preview)
         with contextlib.ExitStack() as stack:
             report = Report(stack, doing="staging", dry_run=True, verbose=False, interval=10)
-            for staged in preview.staging:  # told as the staging itself tells it
-                for problem in staged.problems:
-                    report.problem(problem.error)
-                report.plan(staged)
+            telling = Telling(report, "staging", dry_run=True)  # as the staging tells it
+            for staged in preview.staging:
+                telling.staging_planned(staged)
     if preview.leftover_notes is None or preview.removals is None:
         return _stopped(preview)
     for line in preview.leftover_notes:

@@ -539,7 +539,7 @@ class AttemptRun:
             "success", number, decision, manifests=manifests, published=published
         )
         try:  # in the claim's place, once: a claim taken over is not this attempt's any more
-            journal.settle_outcome(lambda: (success, version), tries=1)
+            journal.write_outcome(success, replacing=version)
         except Conflict:
             return self.policy.decide(
                 Ending(
