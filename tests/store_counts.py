@@ -36,7 +36,7 @@ class StoreCounts:
 
     def users(self) -> set[int]:
         """The ids of the Stores that opened a URL."""
-        return {key for key, count in self.used.items() if count}
+        return set(self.used)
 
 
 def counting_stores(monkeypatch: pytest.MonkeyPatch) -> StoreCounts:

@@ -104,12 +104,12 @@ def stage_inputs(
     environ: Mapping[str, str],
     note: Note,
     observer: Observer,
+    stores: Stores,
     on_plan: Callable[[Plan], None] | None = None,
-    stores: Stores | None = None,
 ) -> Summary:
     """Stage ``spec``'s inputs into ``workdir`` as ``taskkit stage`` would, saying what it did;
     ``on_plan`` sees the staging plan too (the attempt keeps it: what was staged is no output).
-    Through ``stores`` when given (the attempt's), else stores of its own."""
+    Every request goes through ``stores``, the attempt's."""
     from taskkit.transfer.stage import stage
 
     teller = Teller(spec, note, observer, on_plan)
@@ -133,13 +133,13 @@ def upload_outputs(
     environ: Mapping[str, str],
     note: Note,
     observer: Observer,
+    stores: Stores,
     fence: Callable[[], None] | None = None,
-    stores: Stores | None = None,
 ) -> Summary:
     """Upload and publish ``spec``'s outputs from ``workdir`` as ``taskkit upload`` would,
     saying what it did and where it published (``fence``: see
-    :func:`taskkit.transfer.upload.upload`). Through ``stores`` when given (the attempt's),
-    else stores of its own."""
+    :func:`taskkit.transfer.upload.upload`), every request through ``stores``, the
+    attempt's."""
     from taskkit.transfer.upload import upload
 
     teller = Teller(spec, note, observer)
