@@ -49,6 +49,10 @@ from taskkit.transfer.upload import upload
 from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 
 if TYPE_CHECKING:
+    from taskkit.function.context import attempt, checkpoint_dir, is_last_attempt
+    from taskkit.function.failures import Permanent, PermanentFailure, Retryable
+    from taskkit.function.plan import CallPlan, Explanation
+    from taskkit.function.task import Task, explain, task
     from taskkit.runner.codes import CodeSet
     from taskkit.runner.journal import Journal
     from taskkit.runner.policy import (
@@ -71,6 +75,17 @@ logging.getLogger("taskkit").addHandler(logging.NullHandler())
 
 #: Public names imported on first use, and the module each comes from.
 _LAZY = {
+    "CallPlan": "taskkit.function.plan",
+    "Explanation": "taskkit.function.plan",
+    "Permanent": "taskkit.function.failures",
+    "PermanentFailure": "taskkit.function.failures",
+    "Retryable": "taskkit.function.failures",
+    "Task": "taskkit.function.task",
+    "attempt": "taskkit.function.context",
+    "checkpoint_dir": "taskkit.function.context",
+    "explain": "taskkit.function.task",
+    "is_last_attempt": "taskkit.function.context",
+    "task": "taskkit.function.task",
     "CodeSet": "taskkit.runner.codes",
     "Decision": "taskkit.runner.policy",
     "Ending": "taskkit.runner.policy",
@@ -104,6 +119,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CHUNK_SIZE",
+    "CallPlan",
     "CodeSet",
     "ConfigError",
     "Conflict",
@@ -112,6 +128,7 @@ __all__ = [
     "Digest",
     "Ending",
     "ExitPolicy",
+    "Explanation",
     "Failed",
     "FileDigest",
     "Finished",
@@ -132,6 +149,8 @@ __all__ = [
     "Observer",
     "Observers",
     "Output",
+    "Permanent",
+    "PermanentFailure",
     "PermissionDenied",
     "Phase",
     "Plan",
@@ -139,6 +158,7 @@ __all__ = [
     "Progress",
     "RemoteFile",
     "RetryBudget",
+    "Retryable",
     "RunSpec",
     "Skipped",
     "SourceChanged",
@@ -146,6 +166,7 @@ __all__ = [
     "Stores",
     "StreamHasher",
     "Summary",
+    "Task",
     "TaskFailure",
     "TaskkitError",
     "TransientError",
@@ -154,12 +175,16 @@ __all__ = [
     "UsageError",
     "Verdict",
     "__version__",
+    "attempt",
+    "checkpoint_dir",
     "combine_chunks",
     "default_cache_dir",
+    "explain",
     "hash_bytes",
     "hash_chunks",
     "hash_file",
     "hash_paths",
+    "is_last_attempt",
     "on_signal",
     "permanent_codes",
     "retryable_codes",
@@ -168,5 +193,6 @@ __all__ = [
     "run_step",
     "stage",
     "success_codes",
+    "task",
     "upload",
 ]

@@ -27,7 +27,7 @@ import pytest
 import taskkit
 
 PACKAGE = Path(taskkit.__file__).parent
-WINGS = ("content", "storage", "transfer", "runner", "batch", "cli")
+WINGS = ("content", "storage", "transfer", "runner", "function", "batch", "cli")
 BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer", "envnames")
 #: The floor of each place a module can live; a module may import its own floor and lower ones.
 FLOOR = {"bottom": 0, **{wing: n + 1 for n, wing in enumerate(WINGS)}}

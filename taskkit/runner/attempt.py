@@ -394,6 +394,7 @@ class AttemptRun:
             "TASKKIT_JOB_ID": spec.job_id or "",
             "TASKKIT_TASK_ID": spec.task_id or "",
             "TASKKIT_ATTEMPT": str(number),
+            "TASKKIT_LAST_ATTEMPT": "1" if self.plan.last else "0",
             "TASKKIT_FINGERPRINT": self.work.fingerprint,
             "TASKKIT_WORKDIR": self.workdir,
             "TASKKIT_CHECKPOINT_DIR": os.path.abspath(checkpoint),

@@ -1,0 +1,134 @@
+"""The key of one call of a task function, and why two keys differ.
+
+A call's key is the xxh3 digest of a canonical description: the key schema version, the task's
+qualified name, its code (:mod:`taskkit.function.code`), its arguments bound and hashed
+(:mod:`taskkit.function.arguments`), the contents of its ``inputs=`` as a listing tells them
+(:func:`~taskkit.runner.fingerprint.describe`: a taskkit digest, else version and size) and its
+output patterns. Calls with one key are one piece of work: its result is kept once.
+
+The description is also what the journal stores of the most recent call of a function, so
+:func:`changes` can say in plain words what differs: ``code of clean_rows() changed``,
+``argument threshold: 0.3 -> 0.5``, ``input ref: new version of az://...``. Display values
+(``shown``) are stored beside the digests and never enter the key.
+
+Invariants: the description holds no credential (input URLs are public URLs, argument
+displays are redacted); a change of the schema changes every key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+
+from taskkit.function.arguments import Hashed, argument_changes
+from taskkit.function.code import CodeKey, CodePart, describe_part
+
+__all__ = ["KEY_SCHEMA", "CallKey", "changes"]
+
+#: Bumped when the description or any of its hashes changes meaning: every key changes.
+KEY_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CallKey:
+    """What one call is, as its key sees it."""
+
+    name: str
+    code: CodeKey
+    arguments: Mapping[str, Hashed]
+    #: input name -> (public URL, {file name: content as a listing tells it})
+    inputs: Mapping[str, tuple[str, Mapping[str, str]]]
+    outputs: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """The description the journal stores (display values included)."""
+        return {
+            "schema": KEY_SCHEMA,
+            "name": self.name,
+            "code": [
+                {"kind": p.kind, "name": p.name, "digest": p.digest, "shown": p.shown}
+                for p in self.code.parts
+            ],
+            "arguments": {n: [h.digest, h.shown] for n, h in self.arguments.items()},
+            "inputs": {
+                n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
+            },
+            "outputs": list(self.outputs),
+        }
+
+    @property
+    def digest(self) -> str:
+        """The key: display values left out, so only what the call is counts."""
+        data = self.as_json()
+        data["code"] = [[p["kind"], p["name"], p["digest"]] for p in data["code"]]
+        data["arguments"] = {n: d for n, (d, _) in data["arguments"].items()}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return "xxh3-128:" + xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
+
+    @property
+    def hex(self) -> str:
+        """The key's hex digits: the name of its folder in the state."""
+        return self.digest.partition(":")[2]
+
+
+def _parts(data: Mapping[str, Any]) -> dict[tuple[str, str], CodePart]:
+    found: dict[tuple[str, str], CodePart] = {}
+    for item in data.get("code") or ():
+        part = CodePart(item["kind"], item["name"], item["digest"], item.get("shown", ""))
+        found[(part.kind, part.name)] = part
+    return found
+
+
+def _code_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    old, new = _parts(before), _parts(after)
+    lines = []
+    for where in sorted(set(old) | set(new)):
+        was, now = old.get(where), new.get(where)
+        if was is not None and now is not None and was.digest == now.digest:
+            continue
+        part = now or was
+        assert part is not None
+        named = describe_part(part)
+        if part.kind == "version":
+            pinned = [p.shown if p else "(none)" for p in (was, now)]
+            lines.append(f"code version: {pinned[0]} -> {pinned[1]}")
+        elif was is None:
+            lines.append(f"code of {named} is new to the key")
+        elif now is None:
+            lines.append(f"code of {named} is no longer part of the key")
+        elif part.kind == "constant":
+            lines.append(f"{named}: {was.shown} -> {now.shown}")
+        else:
+            lines.append(f"code of {named} changed")
+    return lines
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """Every part in which the call ``after`` differs from the recorded call ``before`` (both
+    as :meth:`CallKey.as_json`), one line each; empty when they are the same call."""
+    if before.get("schema") != after.get("schema"):
+        return ["the key's schema changed (a taskkit upgrade): every call runs again once"]
+    lines = _code_changes(before, after)
+    old_args = {n: (d, s) for n, (d, s) in dict(before.get("arguments") or {}).items()}
+    new_args = {n: (d, s) for n, (d, s) in dict(after.get("arguments") or {}).items()}
+    lines += argument_changes(old_args, new_args)
+    old_in, new_in = dict(before.get("inputs") or {}), dict(after.get("inputs") or {})
+    for name in sorted(set(old_in) | set(new_in)):
+        was, now = old_in.get(name), new_in.get(name)
+        if was == now:
+            continue
+        if was is None:
+            lines.append(f"input {name} added")
+        elif now is None:
+            lines.append(f"input {name} removed")
+        elif was.get("url") != now.get("url"):
+            lines.append(f"input {name}: {was.get('url')} -> {now.get('url')}")
+        else:
+            lines.append(f"input {name}: new version of {now.get('url')}")
+    if list(before.get("outputs") or ()) != list(after.get("outputs") or ()):
+        lines.append("the outputs changed")
+    return lines

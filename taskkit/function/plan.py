@@ -1,0 +1,242 @@
+"""What a call of a task would do, before it does anything: its key, where it stands, and why.
+
+:func:`call_key` binds and hashes a call (the code, the arguments, the listed contents of its
+inputs, its outputs); :func:`call_status` reads where that key stands in the journal (met,
+permanent, being run by another live call, or open); :func:`plan_call` puts both together with
+what differs from the most recent recorded call of the function. ``fn.plan(...)``,
+``fn.explain(...)`` and ``taskkit call --dry-run`` show that plan; a call carries it out
+(:mod:`taskkit.function.run`).
+
+Layout of a function's records in the state::
+
+    <state>/calls/<module.function>/latest.json          the key of its most recent call
+    <state>/calls/<module.function>/<key>/outcome.json    the journal of one key (as a task's),
+                                       attempts/ published/ checkpoint/ result-NNNNN.json
+
+Invariants: planning writes nothing (no record, no stat-cache entry, no directory); a goal is
+met only while the outputs its success published are still there as published.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Literal
+
+import xxhash
+
+from taskkit.exceptions import DataError
+from taskkit.function.arguments import Hashed, bind, hash_argument
+from taskkit.function.key import CallKey, changes
+from taskkit.redaction import public_url, shown_url
+from taskkit.runner.goal import Goal, holder_alive
+from taskkit.runner.journal import Journal
+from taskkit.storage.stores import Stores
+
+if TYPE_CHECKING:
+    from taskkit.function.task import Task
+
+__all__ = [
+    "CallPlan",
+    "Explanation",
+    "call_key",
+    "call_status",
+    "explanation",
+    "latest",
+    "open_journal",
+    "plan_call",
+    "safe_name",
+]
+
+#: What :meth:`Task.explain` answers, first word.
+Said = Literal["never run", "goal met", "would run", "failed permanently", "running"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """The folder of a function's records: its qualified name in characters any store takes
+    (``pkg.mod:outer.<locals>.f`` -> ``pkg.mod.outer._locals_.f``), bounded in length."""
+    safe = _UNSAFE.sub("_", name.replace(":", ".")).strip("._-") or "task"
+    if len(safe) > 120:
+        safe = safe[:100] + "-" + xxhash.xxh3_64_hexdigest(name.encode())
+    return safe
+
+
+def open_journal(stores: Stores, state: str, name: str, key: CallKey) -> Journal:
+    """The journal of the key ``key`` of the function ``name``."""
+    return Journal.open(stores, state, f"calls/{safe_name(name)}", key.hex)
+
+
+def latest(stores: Stores, state: str, name: str) -> dict[str, Any] | None:
+    """The key, as stored, of the most recent call of ``name`` that ran, if any."""
+    store, key = stores.open(f"{state.rstrip('/')}/calls/{safe_name(name)}/latest.json")
+    found = store.load(key)
+    if found is None:
+        return None
+    try:
+        data = json.loads(found[0])
+        return dict(data["key"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"the record {store.url(key)} is damaged") from None
+
+
+def call_key(
+    task: Task[Any, Any],
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    *,
+    stores: Stores,
+    environ: Mapping[str, str],
+    dry_run: bool,
+) -> CallKey:
+    """The key of ``task(*args, **kwargs)``: its arguments bound (defaults applied, ``ignore``
+    dropped) and hashed, its inputs listed (one listing each; a missing one raises
+    :class:`~taskkit.exceptions.InputNotFound`)."""
+    options = task.options
+    bound = bind(task.call_signature, args, kwargs, ignore=options.ignore)
+    cache = None
+    if any(isinstance(v, PurePath) for v in bound.values()):
+        from taskkit.content.statcache import StatCache
+
+        cache = StatCache.for_run(dry_run=dry_run, environ=environ)
+    try:
+        hashed: dict[str, Hashed] = {
+            name: hash_argument(name, value, cache=cache, keyer=options.key.get(name))
+            for name, value in bound.items()
+        }
+    finally:
+        if cache is not None:
+            cache.close()
+    inputs: dict[str, tuple[str, Mapping[str, str]]] = {}
+    if options.inputs:
+        from taskkit.runner.fingerprint import describe
+        from taskkit.transfer.stage_plan import Input
+
+        for name, url in sorted(options.inputs.items()):
+            work = describe([], [Input(url, name)], [], stores)
+            inputs[name] = (public_url(url), dict(work.inputs[0][1]))
+    return CallKey(task.name, task.code(), hashed, inputs, task.output_texts)
+
+
+def call_status(journal: Journal, key: CallKey, stores: Stores) -> Goal:
+    """Where ``key`` stands: ``met`` (its outputs still published), ``permanent``,
+    ``publishing`` (a live call runs it) or ``open``."""
+    found = journal.outcome()
+    if found is None:
+        return Goal("open", None, None, "never run with this key")
+    outcome, version = found
+    if outcome.state == "publishing":
+        if holder_alive(journal, outcome.attempt):
+            return Goal("publishing", outcome, version, f"attempt {outcome.attempt} runs it now")
+        return Goal("open", outcome, version, f"attempt {outcome.attempt} was interrupted")
+    if outcome.state == "success":
+        if key.outputs:
+            from taskkit.runner.published import gone
+
+            missing = gone(stores, key.outputs, outcome)
+            if missing is not None:
+                return Goal("open", outcome, version, missing)
+        return Goal("met", outcome, version, f"goal met by attempt {outcome.attempt}")
+    if outcome.state == "permanent":
+        return Goal("permanent", outcome, version, outcome.reason)
+    return Goal("open", outcome, version, f"the last call failed: {outcome.reason}")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a call would or would not run: ``never run``, ``goal met``, ``would run``,
+    ``failed permanently`` or ``running`` (another live call runs it now), and, when it would
+    run after earlier calls, every part that differs from the most recent one."""
+
+    said: Said
+    reasons: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.said + (": " + "; ".join(self.reasons) if self.reasons else "")
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """A call of a task, as its journal says now: nothing was written to find it."""
+
+    task: str
+    key: str
+    journal: str  # the journal's URL, as shown
+    status: Goal
+    explanation: Explanation
+    inputs: tuple[str, ...]  # NAME=URL, as shown
+    outputs: tuple[str, ...]
+    result: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def runs(self) -> bool:
+        """Whether the function would run."""
+        return self.status.state == "open"
+
+    def lines(self) -> list[str]:
+        """The plan as ``taskkit call --dry-run`` prints it."""
+        lines = [
+            f"call {self.task}",
+            f"  key      {self.key}",
+            f"  journal  {self.journal}",
+            f"  verdict  {self.explanation}",
+        ]
+        lines += [f"  input    {i}" for i in self.inputs]
+        lines += [f"  output   {o}" for o in self.outputs]
+        lines.append(f"  result   {self.result}")
+        lines += [f"  note     {n}" for n in self.notes]
+        return lines
+
+
+def explanation(status: Goal, key: CallKey, before: Mapping[str, Any] | None) -> Explanation:
+    """What ``status`` means for a call, with what differs from ``before`` (the most recent
+    recorded call of the function, as stored)."""
+    if status.state == "met":
+        assert status.outcome is not None
+        return Explanation("goal met", (f"attempt {status.outcome.attempt} returned it",))
+    if status.state == "permanent":
+        return Explanation("failed permanently", (status.why,))
+    if status.state == "publishing":
+        return Explanation("running", (status.why,))
+    if before is None:
+        if status.outcome is None:
+            return Explanation("never run")
+        return Explanation("would run", (status.why,))
+    differs = changes(before, key.as_json())
+    if status.outcome is not None:
+        differs = [status.why, *differs]  # this very key ran before and did not finish
+    elif not differs:
+        differs = ["no result is kept for this key"]
+    return Explanation("would run", tuple(differs))
+
+
+def plan_call(
+    task: Task[Any, Any],
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    *,
+    stores: Stores,
+    state: str,
+    environ: Mapping[str, str],
+) -> CallPlan:
+    """The plan of ``task(*args, **kwargs)`` with no side effect at all."""
+    key = call_key(task, args, kwargs, stores=stores, environ=environ, dry_run=True)
+    journal = open_journal(stores, state, task.name, key)
+    status = call_status(journal, key, stores)
+    before = latest(stores, state, task.name) if status.state == "open" else None
+    options = task.options
+    return CallPlan(
+        task=task.name,
+        key=key.digest,
+        journal=shown_url(journal.url("")),
+        status=status,
+        explanation=explanation(status, key, before),
+        inputs=tuple(f"{n}={shown_url(u)}" for n, u in sorted(options.inputs.items())),
+        outputs=task.output_texts,
+        result=options.result,
+        notes=task.code().notes,
+    )

@@ -1,0 +1,555 @@
+"""One call of a task function, run once per key whatever the processes, nodes and retries.
+
+The flow, as ``taskkit run``'s (plan -> execute -> record)::
+
+    key the call -> read its journal -> goal met (outputs still published)? the stored result
+                 -> permanent failure recorded? raise PermanentFailure with its text
+                 -> another live call runs it? wait for it, then read again
+                 -> else record an attempt, take the claim (``outcome.json``: publishing)
+    say why it runs when earlier calls exist -> stage the inputs -> call the function
+    -> failed? classify: permanent -> record it; retryable -> the next in-process try (a new
+       attempt, the claim moved to it), or, the tries spent, record "failed" and raise
+    -> succeeded: encode the result (refused if it would not come back the same), publish the
+       outputs under the claim, keep the result, record success in the claim's place
+
+Invariants (those of :mod:`taskkit.runner.run`): the function runs only after its attempt and
+the claim are recorded, so two processes calling one key at once run it once (the other waits
+and returns the stored result) and a ``kill -9`` leaves a claim whose holder is dead, taken
+over by the next call; success is recorded by replacing the very claim (If-Match); a result is
+written before the success that names it, under a name no later attempt rewrites. A call inside
+another task's call shares its stores, state and observer: on a retry of the outer task its
+finished inner calls return their stored results without running.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from taskkit.exceptions import Conflict, DataError, MisuseError, TaskFailure, TransientError
+from taskkit.function.context import CallContext, current, entered
+from taskkit.function.failures import PermanentFailure, classify, failure_text
+from taskkit.function.key import CallKey, changes
+from taskkit.function.plan import (
+    CallPlan,
+    call_key,
+    call_status,
+    latest,
+    open_journal,
+    plan_call,
+    safe_name,
+)
+from taskkit.function.results import decode_result, encode_result
+from taskkit.observer import NullObserver, Observer, observer_or_default
+from taskkit.redaction import shown_url
+from taskkit.runner.goal import CLAIM_TRIES, Goal, wait_for
+from taskkit.runner.journal import Heartbeat, Journal, Outcome, Version, now
+from taskkit.runner.policy import Verdict
+from taskkit.storage.stores import Stores
+
+if TYPE_CHECKING:
+    from taskkit.function.task import Task
+    from taskkit.runner.checkpoint import Checkpoint
+
+__all__ = ["DeadlineReached", "call", "default_state", "forget", "planned"]
+
+#: How often a running call's attempt record is rewritten (other nodes read it as alive).
+HEARTBEAT = 30.0
+#: Results up to this size live in the outcome record; larger ones in a blob of their own.
+INLINE_RESULT = 64 * 1024
+_said_state: set[str] = set()
+_said_lock = threading.Lock()
+
+
+class DeadlineReached(TransientError):
+    """A task function ran past its ``deadline`` (retryable, as ``taskkit run``'s 205)."""
+
+    run_code = 205
+
+
+def local_root(environ: Mapping[str, str]) -> str:
+    """The local folder of taskkit's own files when no node says otherwise."""
+    return os.path.abspath(environ.get("TASKKIT_LOCAL") or ".taskkit")
+
+
+def default_state(environ: Mapping[str, str]) -> str:
+    """``TASKKIT_STATE``, else the state folder of local mode (``.taskkit/state``)."""
+    return environ.get("TASKKIT_STATE") or "file://" + os.path.join(local_root(environ), "state")
+
+
+def _scratch(environ: Mapping[str, str]) -> Path:
+    """Where calls keep their staged inputs and checkpoint directories on this machine."""
+    task_dir = environ.get("AZ_BATCH_TASK_DIR")
+    if task_dir:
+        return Path(task_dir) / "taskkit" / "calls"
+    return Path(local_root(environ)) / "calls"
+
+
+def _state(
+    task: Task[Any, Any], environ: Mapping[str, str], parent: CallContext | None, told: Observer
+) -> str:
+    if task.options.state:
+        return task.options.state
+    if environ.get("TASKKIT_STATE") or parent is None:
+        state = default_state(environ)
+        if not environ.get("TASKKIT_STATE"):
+            with _said_lock:
+                first = state not in _said_state
+                _said_state.add(state)
+            if first:
+                told.note(
+                    f"results of task functions are kept in {shown_url(state)} (set "
+                    "TASKKIT_STATE or state= to choose)"
+                )
+        return state
+    return parent.state
+
+
+@contextlib.contextmanager
+def _resources(
+    stores: Stores | None, observer: Observer | None, environ: Mapping[str, str] | None
+) -> Iterator[tuple[Stores, Observer, dict[str, str], CallContext | None]]:
+    """The stores, observer and environment of a call: given, else the calling task's, else
+    its own (stores opened here are closed when the call ends)."""
+    parent = current()
+    env = dict(environ if environ is not None else parent.environ if parent else os.environ)
+    told = observer_or_default(observer or (parent.observer if parent else None))
+    with contextlib.ExitStack() as stack:
+        if stores is None:
+            stores = parent.stores if parent else stack.enter_context(Stores())
+        yield stores, told, env, parent
+
+
+def planned(
+    task: Task[Any, Any],
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    *,
+    stores: Stores | None,
+    environ: Mapping[str, str] | None,
+) -> CallPlan:
+    with _resources(stores, NullObserver(), environ) as (opened, _, env, parent):
+        state = _state(task, env, parent, NullObserver())
+        return plan_call(task, args, kwargs, stores=opened, state=state, environ=env)
+
+
+def forget(task: Task[Any, Any], args: Sequence[object], kwargs: Mapping[str, object]) -> bool:
+    with _resources(None, None, None) as (stores, told, env, parent):
+        state = _state(task, env, parent, told)
+        key = call_key(task, args, kwargs, stores=stores, environ=env, dry_run=True)
+        journal = open_journal(stores, state, task.name, key)
+        return _forget(journal, told, _short(task.name))
+
+
+def _forget(journal: Journal, told: Observer, name: str) -> bool:
+    found = journal.outcome()
+    if found is None or found[0].state == "publishing":
+        return False  # nothing kept, or a live call's claim (not ours to clear)
+    with contextlib.suppress(Conflict):  # changed meanwhile: what is there now stays
+        journal.store.delete(journal.root + "outcome.json", if_match=found[1])
+        told.note(f"{name}: forgot the {found[0].state} of attempt {found[0].attempt}")
+        return True
+    return False
+
+
+def call(
+    task: Task[Any, Any],
+    args: Sequence[object],
+    kwargs: dict[str, object],
+    *,
+    stores: Stores | None = None,
+    observer: Observer | None = None,
+    environ: Mapping[str, str] | None = None,
+    rerun: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> object:
+    """``task(*args, **kwargs)`` as the module docstring says; the (stored) result."""
+    with _resources(stores, observer, environ) as (opened, told, env, parent):
+        state = _state(task, env, parent, told)
+        key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
+        journal = open_journal(opened, state, task.name, key)
+        run = _Call(task, key, journal, opened, state, told, env, args, kwargs, sleep)
+        return run.settle(rerun)
+
+
+class _Lost(Exception):
+    """Another call took the claim first: read the journal again."""
+
+
+class _Call:
+    """One call of one key, from the first read of its journal to its result."""
+
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        key: CallKey,
+        journal: Journal,
+        stores: Stores,
+        state: str,
+        observer: Observer,
+        environ: dict[str, str],
+        args: Sequence[object],
+        kwargs: dict[str, object],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.task, self.key, self.journal = task, key, journal
+        self.stores, self.state, self.observer, self.env = stores, state, observer, environ
+        self.args, self.kwargs, self.sleep = args, kwargs, sleep
+        self.name = _short(task.name)
+
+    def settle(self, rerun: bool) -> object:
+        journal = self.journal
+        for _ in range(CLAIM_TRIES):
+            status = call_status(journal, self.key, self.stores)
+            if rerun and status.outcome is not None and status.state != "publishing":
+                _forget(journal, self.observer, self.name)
+                rerun = False
+                continue
+            if status.state == "met":
+                assert status.outcome is not None
+                self.observer.debug(f"{self.name}: {status.why}; not run again")
+                return self._stored(status.outcome)
+            if status.state == "permanent":
+                assert status.outcome is not None
+                raise self._permanent(status.outcome)
+            if status.state == "publishing":
+                self.observer.note(f"{self.name}: {status.why}; waiting for it")
+                wait_for(journal, status)
+                continue
+            try:
+                return self._run(status)
+            except _Lost:
+                continue
+        raise Conflict(f"{self.name}: other calls keep changing the record of this key")
+
+    # -- a hit -------------------------------------------------------------------------------
+
+    def _stored(self, outcome: Outcome) -> object:
+        kept = outcome.work.get("result") or {}
+        how = kept.get("format", "json")
+        if "inline" in kept:
+            text = kept["inline"]
+            data = base64.b64decode(text) if how == "pickle" else text.encode()
+        else:
+            found = self.journal.store.load(self.journal.root + kept["blob"])
+            if found is None or _digest(found[0]) != kept.get("digest"):
+                raise DataError(
+                    f"{self.name}: the stored result {self.journal.url(kept['blob'])} is "
+                    "missing or damaged; forget() the call to run it again"
+                )
+            data = found[0]
+        return decode_result(data, how)
+
+    def _permanent(self, outcome: Outcome) -> PermanentFailure:
+        error = outcome.work.get("error") or {}
+        return PermanentFailure(
+            self.task.name,
+            error.get("type", "Exception"),
+            error.get("message", outcome.reason),
+            error.get("traceback", ""),
+            outcome.attempt,
+        )
+
+    # -- a run -------------------------------------------------------------------------------
+
+    def _say_why(self, status: Goal) -> None:
+        """One line, when earlier results of the function exist: why this call runs."""
+        try:
+            before = latest(self.stores, self.state, self.task.name)
+        except TaskFailure:
+            before = None
+        if before is None and status.outcome is None:
+            return
+        reasons = [] if status.outcome is None else [status.why]
+        if before is not None:
+            reasons += changes(before, self.key.as_json())
+        if reasons:
+            self.observer.note(f"{self.name}: running: {'; '.join(reasons)}")
+
+    def _run(self, status: Goal) -> object:
+        journal, options = self.journal, self.task.options
+        self._say_why(status)
+        after = max((a.number for a in journal.attempts()), default=0)
+        held: Version | None = status.version
+        tries = options.retries + 1
+        for number_of_try in range(1, tries + 1):
+            last = number_of_try == tries
+            record, version = journal.begin(
+                fingerprint=self.key.digest,
+                interval=HEARTBEAT,
+                after=after,
+                node=self.env.get("AZ_BATCH_NODE_ID", ""),
+            )
+            after = record.number
+            beat = Heartbeat(journal, record, version)
+            claim = self._outcome("publishing", record.number)
+            try:
+                held = journal.write_outcome(claim, replacing=held)
+            except Conflict:
+                with contextlib.suppress(TaskFailure):
+                    beat.finish(ended=now(), reason="another call took the claim first")
+                raise _Lost() from None
+            if number_of_try == 1:
+                self._keep_latest()
+            try:
+                with beat:
+                    value = self._attempt(record.number, last, held)
+            except _Failed as failed:
+                self._end(beat, failed.verdict, failed.reason)
+                exc = failed.error
+                if failed.verdict is Verdict.PERMANENT:
+                    self._settle(held, "permanent", record.number, failed.reason, exc)
+                    raise exc from None
+                if last:
+                    self._settle(held, "failed", record.number, failed.reason, exc)
+                    raise exc from None
+                pause = _backoff(number_of_try)
+                self.observer.warning(
+                    f"{self.name}: attempt {record.number} failed ({failed.reason}); "
+                    f"trying again in {pause:.1f} s"
+                )
+                self.sleep(pause)
+                continue
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit, a signal
+                self._end(beat, Verdict.RETRYABLE, f"interrupted: {type(exc).__name__}")
+                with contextlib.suppress(TaskFailure):
+                    journal.store.delete(journal.root + "outcome.json", if_match=held)
+                raise
+            self._end(beat, Verdict.SUCCESS, "returned")
+            return value
+        raise MisuseError("unreachable: every try returns or raises")  # pragma: no cover
+
+    def _attempt(self, number: int, last: bool, held: Version) -> object:
+        """The function called once under the claim at ``held``; its result as stored."""
+        kwargs = dict(self.kwargs)
+        kwargs.update(self._staged(number))
+        context = CallContext(
+            task=self.task.name,
+            attempt=number,
+            last=last,
+            stores=self.stores,
+            state=self.state,
+            observer=self.observer,
+            environ=self.env,
+            make_checkpoint=lambda: self._checkpoint(number),
+        )
+        try:
+            with entered(context), _deadline(self.task.options.deadline, self.observer):
+                value = self.task.fn(*self.args, **kwargs)
+        except Exception as exc:
+            self._close_checkpoint(context.checkpoint)
+            classified = classify(
+                exc,
+                retry_on=self.task.options.retry_on,
+                permanent_on=self.task.options.permanent_on,
+            )
+            raise _Failed(exc, classified.verdict, f"{type(exc).__name__}: {exc}") from None
+        self._close_checkpoint(context.checkpoint)
+        try:
+            data = encode_result(value, self.task.options.result, name=self.name)
+        except TaskFailure as exc:
+            raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
+        except MisuseError as exc:
+            raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
+        try:
+            published = self._publish(number, held)
+            kept = self._keep_result(number, data)
+            success = self._outcome("success", number, result=kept, published=published)
+            try:
+                self.journal.write_outcome(success, replacing=held)
+            except Conflict:
+                raise TransientError(
+                    f"{self.name}: another call took over the claim; the next call settles it"
+                ) from None
+        except TaskFailure as exc:
+            classified = classify(exc)
+            raise _Failed(exc, classified.verdict, str(exc)) from None
+        return decode_result(data, self.task.options.result)
+
+    def _staged(self, number: int) -> dict[str, Path]:
+        inputs = self.task.options.inputs
+        if not inputs:
+            return {}
+        from taskkit.transfer.stage import stage
+        from taskkit.transfer.stage_plan import Input
+
+        where = self._local("inputs")
+        summary = stage(
+            [Input(url, name) for name, url in sorted(inputs.items())],
+            workdir=where,
+            stores=self.stores,
+            observer=self.observer,
+            environ=self.env,
+        )
+        error = summary.exit_error()
+        if error is not None:
+            raise _Failed(error, classify(error).verdict, str(error))
+        return {name: where / name for name in inputs}
+
+    def _local(self, part: str) -> Path:
+        return _scratch(self.env) / safe_name(self.task.name) / self.key.hex[:16] / part
+
+    def _checkpoint(self, number: int) -> Checkpoint:
+        from taskkit.runner.checkpoint import Checkpoint
+
+        checkpoint = Checkpoint(
+            str(self._local("checkpoint")),
+            self.journal.checkpoint_url,
+            self.key.digest,
+            task={"task": self.task.name, "attempt": number},
+            interval=HEARTBEAT,
+            warn=self.observer.warning,
+            environ=self.env,
+            stores=self.stores,
+        )
+        checkpoint.restore()
+        checkpoint.__enter__()
+        return checkpoint
+
+    @staticmethod
+    def _close_checkpoint(checkpoint: Checkpoint | None) -> None:
+        if checkpoint is not None:
+            checkpoint.__exit__(None, None, None)
+
+    def _publish(self, number: int, held: Version) -> tuple[Any, ...]:
+        if not self.task.output_texts:
+            return ()
+        from taskkit.runner.published import destinations, recorded
+        from taskkit.transfer.patterns import parse_output
+        from taskkit.transfer.upload import upload
+
+        outputs = [parse_output(text) for text in self.task.output_texts]
+        summary = upload(
+            outputs,
+            workdir=os.getcwd(),
+            stores=self.stores,
+            task={"task": self.task.name, "key": self.key.digest, "attempt": number},
+            observer=self.observer,
+            environ=self.env,
+            fence=lambda: _still_held(self.journal, held),
+        )
+        error = summary.exit_error()
+        if error is not None:
+            raise error
+        places = destinations(self.stores, outputs)
+        return recorded(self.journal, number, places, summary.published)
+
+    def _keep_result(self, number: int, data: bytes) -> dict[str, Any]:
+        how = self.task.options.result
+        if len(data) <= INLINE_RESULT:
+            text = base64.b64encode(data).decode() if how == "pickle" else data.decode()
+            return {"format": how, "inline": text}
+        name = f"result-{number:05d}.{'pickle' if how == 'pickle' else 'json'}"
+        self.journal.store.put(self.journal.root + name, data, {})
+        return {"format": how, "blob": name, "size": len(data), "digest": _digest(data)}
+
+    def _keep_latest(self) -> None:
+        """The key of this call, as the most recent of its function (for explanations)."""
+        record = json.dumps({"key": self.key.as_json(), "at": now()}, sort_keys=True)
+        store, key = self.stores.open(
+            f"{self.state.rstrip('/')}/calls/{safe_name(self.task.name)}/latest.json"
+        )
+        with contextlib.suppress(TaskFailure):  # explanations only: never worth a failure
+            store.put(key, record.encode() + b"\n", {})
+
+    def _outcome(self, state: str, number: int, **more: Any) -> Outcome:
+        work: dict[str, Any] = {"key": self.key.as_json()}
+        published = more.pop("published", ())
+        work.update(more)
+        return Outcome.model_validate(
+            {
+                "state": state,
+                "fingerprint": self.key.digest,
+                "attempt": number,
+                "at": now(),
+                "published": published,
+                "work": work,
+            }
+        )
+
+    def _settle(
+        self, held: Version, state: str, number: int, reason: str, exc: BaseException
+    ) -> None:
+        """Record a permanent failure, or the tries spent, in the claim's place."""
+        type_name, message, text = failure_text(exc)
+        outcome = self._outcome(
+            state,
+            number,
+            error={"type": type_name, "message": message, "traceback": text},
+        ).model_copy(update={"reason": reason, "exit_code": 1 if state == "permanent" else 75})
+        try:
+            self.journal.write_outcome(outcome, replacing=held)
+        except TaskFailure as failure:  # the claim is left to a dead holder: taken over later
+            self.observer.warning(f"{self.name}: cannot record the failure: {failure}")
+
+    def _end(self, beat: Heartbeat, verdict: Verdict, reason: str) -> None:
+        try:
+            beat.finish(ended=now(), verdict=verdict.value, reason=reason[:500])
+        except TaskFailure as exc:
+            self.observer.warning(f"{self.name}: cannot record the end of the attempt: {exc}")
+
+
+class _Failed(Exception):
+    """A try that failed: the error, its verdict and one line saying why."""
+
+    def __init__(self, error: BaseException, verdict: Verdict, reason: str) -> None:
+        super().__init__(reason)
+        self.error, self.verdict, self.reason = error, verdict, reason
+
+
+def _short(name: str) -> str:
+    """How lines name a task: ``clean_rows()``."""
+    return name.rpartition(":")[2] + "()"
+
+
+def _digest(data: bytes) -> str:
+    return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
+
+
+def _backoff(number: int) -> float:
+    """The pause before in-process try ``number + 1``: 1 s doubling, at most 60 s."""
+    return float(min(60.0, 2.0 ** (number - 1)))
+
+
+def _still_held(journal: Journal, version: Version) -> None:
+    found = journal.outcome()
+    if found is not None and found[1] == version:
+        return
+    raise TransientError("lost the claim to another call")
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None, observer: Observer) -> Iterator[None]:
+    """Raise :class:`DeadlineReached` in the function when it runs past ``seconds``: by
+    SIGALRM, so only in the main thread and when nothing else uses SIGALRM (else one note)."""
+    if seconds is None:
+        yield
+        return
+    usable = threading.current_thread() is threading.main_thread() and signal.getsignal(
+        signal.SIGALRM
+    ) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    if not usable:
+        observer.note("deadline not enforced: it needs the main thread and SIGALRM to itself")
+        yield
+        return
+
+    def reached(signum: int, frame: object) -> None:
+        raise DeadlineReached(f"the deadline of {seconds:g} s was reached")
+
+    previous = signal.signal(signal.SIGALRM, reached)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -1,0 +1,304 @@
+"""``@taskkit.task``: a Python function made a goal-seeking task, and the :class:`Task` it builds.
+
+The decorator is a thin builder over :class:`Task`, which works without it
+(``Task(fn, retries=2)``), as tenacity's ``retry`` builds ``Retrying`` and click's ``command``
+builds ``Command``. A task is called like its function; behind the call, one key
+(:mod:`taskkit.function.key`) is run once: a call whose goal is met returns the stored result
+at once, a permanent failure recorded for it is raised again as
+:class:`~taskkit.function.failures.PermanentFailure`, and anything else runs the function
+(:mod:`taskkit.function.run`).
+
+Options mean what ``taskkit run``'s do: ``state`` (the store of records: default
+``TASKKIT_STATE``, else the local folder ``.taskkit/state``, or ``TASKKIT_LOCAL``'s),
+``inputs`` (name -> URL, staged and passed as a ``pathlib.Path`` keyword argument of that
+name), ``outputs`` (GLOB -> URL, published after success as ``taskkit run -o``), ``retries``
+(in-process retries of retryable failures), ``retry_on`` / ``permanent_on``, ``deadline``,
+``version``, ``depends``, ``ignore``, ``key`` (per argument: a function whose value is keyed
+instead) and ``result`` (``"json"`` or ``"pickle"``).
+
+Invariants: everything a decoration can refuse is refused at decoration (a generator, an
+``async def`` function, an option naming no parameter, a malformed output); the wrapped
+signature survives for type checkers (``ParamSpec``) and for ``inspect``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from taskkit.exceptions import MisuseError, TaskkitError
+from taskkit.function.failures import classify
+from taskkit.function.results import ResultFormat
+from taskkit.observer import Observer
+from taskkit.runner.policy import Verdict
+from taskkit.storage.stores import Stores
+
+if TYPE_CHECKING:
+    from taskkit.function.code import CodeKey
+    from taskkit.function.plan import CallPlan, Explanation
+
+__all__ = ["Task", "TaskOptions", "explain", "is_task", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Exceptions = Sequence[type[BaseException]]
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task runs; see the module docstring."""
+
+    state: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = ()
+    permanent_on: tuple[type[BaseException], ...] = ()
+    deadline: float | None = None
+    version: str | None = None
+    depends: tuple[object, ...] = ()
+    ignore: frozenset[str] = frozenset()
+    key: Mapping[str, Callable[[Any], object]] = field(default_factory=dict)
+    result: ResultFormat = "json"
+
+
+def is_task(obj: object) -> bool:
+    """Whether ``obj`` is a taskkit task (what ``@taskkit.task`` returns)."""
+    return bool(getattr(obj, "__taskkit_task__", False))
+
+
+def _qualified(fn: Callable[..., object]) -> str:
+    """``module:qualname``, with a script run as ``__main__`` named by its module, so that
+    ``python pipeline.py`` and ``taskkit call pipeline:f`` are one function."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        path = getattr(main, "__file__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif path:
+            module = os.path.splitext(os.path.basename(path))[0]
+    return f"{module}:{fn.__qualname__}"
+
+
+def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
+    found = value if isinstance(value, (tuple, list)) else (value,)
+    for item in found:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise MisuseError(f"{option}: {item!r} is not an exception class")
+    return tuple(found)
+
+
+class Task(Generic[P, R]):
+    """A function run as a goal-seeking task; call it as the function."""
+
+    __taskkit_task__ = True
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        state: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | Exceptions = (),
+        permanent_on: type[BaseException] | Exceptions = (),
+        deadline: float | str | None = None,
+        version: str | None = None,
+        depends: Sequence[object] = (),
+        ignore: Collection[str] = (),
+        key: Mapping[str, Callable[[Any], object]] | None = None,
+        result: ResultFormat = "json",
+    ) -> None:
+        from taskkit.function.arguments import check_names
+
+        if not callable(fn):
+            raise MisuseError(f"@taskkit.task decorates a function, not {fn!r}")
+        fn = getattr(fn, "__wrapped_task__", fn)
+        where = getattr(fn, "__qualname__", repr(fn))
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise MisuseError(
+                f"@taskkit.task: {where} is a generator; a task returns its result (return a list)"
+            )
+        if inspect.iscoroutinefunction(fn):
+            raise MisuseError(
+                f"@taskkit.task: {where} is an async def function, which tasks do not support; "
+                "decorate a plain function that calls asyncio.run(...)"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise MisuseError(f"retries: a whole number of at least 0, not {retries!r}")
+        if result not in ("json", "pickle"):
+            raise MisuseError(f"result: 'json' or 'pickle', not {result!r}")
+        if version is not None and not isinstance(version, str):
+            raise MisuseError(f"version: a string, not {version!r}")
+        self.fn: Callable[P, R] = fn
+        self.signature = inspect.signature(fn)
+        inputs, outputs = dict(inputs or {}), dict(outputs or {})
+        check_names(self.signature, inputs, "inputs")
+        check_names(self.signature, ignore, "ignore")
+        check_names(self.signature, key or {}, "key")
+        self.options = TaskOptions(
+            state=state,
+            inputs=inputs,
+            outputs=outputs,
+            retries=retries,
+            retry_on=_classes(retry_on, "retry_on"),
+            permanent_on=_classes(permanent_on, "permanent_on"),
+            deadline=None if deadline is None else _seconds(deadline),
+            version=version,
+            depends=tuple(depends),
+            ignore=frozenset(ignore),
+            key=dict(key or {}),
+            result=result,
+        )
+        # What a caller passes: the inputs are taskkit's to pass.
+        self.call_signature = self.signature.replace(
+            parameters=[p for n, p in self.signature.parameters.items() if n not in inputs]
+        )
+        self.output_texts = tuple(f"{glob}={dest}" for glob, dest in outputs.items())
+        if self.output_texts:
+            from taskkit.transfer.patterns import parse_output
+
+            for text in self.output_texts:
+                parse_output(text)  # a malformed GLOB or DEST is refused now, not at a call
+        self.name = _qualified(fn)
+        self._code: CodeKey | None = None
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<taskkit task {self.name}>"
+
+    def code(self) -> CodeKey:
+        """The code part of this task's keys (computed once per process: the code of a
+        running program does not change)."""
+        if self._code is None:
+            from taskkit.function.code import code_key
+
+            self._code = code_key(
+                self.fn, depends=self.options.depends, version=self.options.version
+            )
+        return self._code
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.invoke(args, kwargs)
+
+    def invoke(
+        self,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+        *,
+        stores: Stores | None = None,
+        observer: Observer | None = None,
+        environ: Mapping[str, str] | None = None,
+        rerun: bool = False,
+    ) -> R:
+        """One call: the stored result when its goal is met, else the function run (its
+        exception raised on a failure, after the in-process retries); ``rerun`` forgets a
+        recorded result or permanent failure first. Requests go through ``stores`` (default:
+        the calling task's, else a set of its own); ``observer`` (default: the calling
+        task's, else the ``"taskkit"`` logger) hears what it does; ``environ``: the
+        environment it reads (default: this process's)."""
+        from taskkit.function.run import call
+
+        return call(  # type: ignore[return-value]
+            self,
+            args,
+            dict(kwargs or {}),
+            stores=stores,
+            observer=observer,
+            environ=environ,
+            rerun=rerun,
+        )
+
+    def plan_call(
+        self,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+        *,
+        stores: Stores | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> CallPlan:
+        """What a call would do, found with no side effect at all."""
+        from taskkit.function.run import planned
+
+        return planned(self, args, dict(kwargs or {}), stores=stores, environ=environ)
+
+    def plan(self, *args: P.args, **kwargs: P.kwargs) -> CallPlan:
+        """What ``self(*args, **kwargs)`` would do (:class:`~taskkit.function.plan.CallPlan`),
+        with no side effect at all."""
+        return self.plan_call(args, kwargs)
+
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """Whether ``self(*args, **kwargs)`` would run and why: ``never run``, ``goal met``,
+        or ``would run`` with every part that differs from the most recent recorded call."""
+        return self.plan_call(args, kwargs).explanation
+
+    def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Clear the recorded result or permanent failure of this call's key, so the next
+        call runs; whether there was one."""
+        from taskkit.function.run import forget
+
+        return forget(self, args, dict(kwargs))
+
+    def verdict(self, exc: BaseException) -> Verdict:
+        """Permanent or retryable, for this task (its ``retry_on``/``permanent_on``)."""
+        options = self.options
+        return classify(exc, retry_on=options.retry_on, permanent_on=options.permanent_on).verdict
+
+
+def _seconds(value: float | str) -> float:
+    from taskkit.runner.spec import parse_duration
+
+    try:
+        return parse_duration(value)
+    except (TaskkitError, ValueError) as exc:
+        raise MisuseError(f"deadline: {exc}") from None
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    state: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | Exceptions = (),
+    permanent_on: type[BaseException] | Exceptions = (),
+    deadline: float | str | None = None,
+    version: str | None = None,
+    depends: Sequence[object] = (),
+    ignore: Collection[str] = (),
+    key: Mapping[str, Callable[[Any], object]] | None = None,
+    result: ResultFormat = "json",
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Make ``fn`` a goal-seeking task: ``@task`` or ``@task(retries=2, ...)`` (the options of
+    :class:`Task`)."""
+    if fn is not None:
+        return Task(fn, **options)
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        return Task(fn, **options)
+
+    return decorate
+
+
+def explain(fn: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+    """``fn.explain(*args, **kwargs)``: whether that call would run, and why."""
+    if not is_task(fn):
+        raise MisuseError(f"explain() takes a taskkit task, not {fn!r}")
+    return fn.explain(*args, **kwargs)
