@@ -331,8 +331,7 @@ class _Call:
 
     def _attempt(self, number: int, last: bool, held: Version) -> object:
         """The function called once under the claim at ``held``; its result as stored."""
-        kwargs = dict(self.kwargs)
-        kwargs.update(self._staged(number))
+        args, kwargs = self.task.arranged(self.args, self.kwargs, self._staged(number))
         context = CallContext(
             task=self.task.name,
             attempt=number,
@@ -345,7 +344,7 @@ class _Call:
         )
         try:
             with entered(context), _deadline(self.task.options.deadline, self.observer):
-                value = self.task.fn(*self.args, **kwargs)
+                value = self.task.fn(*args, **kwargs)
         except Exception as exc:
             self._close_checkpoint(context.checkpoint)
             classified = classify(
@@ -509,7 +508,7 @@ class _Failed(Exception):
 
 def _short(name: str) -> str:
     """How lines name a task: ``clean_rows()``."""
-    return name.rpartition(":")[2] + "()"
+    return name.rpartition(":")[2].split("<locals>.")[-1] + "()"
 
 
 def _digest(data: bytes) -> str:

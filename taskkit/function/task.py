@@ -88,6 +88,22 @@ def _qualified(fn: Callable[..., object]) -> str:
     return f"{module}:{fn.__qualname__}"
 
 
+def _check_inputs(signature: inspect.Signature, inputs: Mapping[str, str], where: str) -> None:
+    """Inputs are passed by keyword: a positional-only one, or one before ``*args``, cannot be."""
+    spread = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
+    for name in inputs:
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.POSITIONAL_ONLY or (
+            spread and kind is not inspect.Parameter.KEYWORD_ONLY
+        ):
+            raise MisuseError(
+                f"inputs: {where} takes {name!r} by position; an input is passed by keyword "
+                "(make it keyword-only)"
+            )
+        if not isinstance(inputs[name], str):
+            raise MisuseError(f"inputs: {name!r} needs a URL, not {inputs[name]!r}")
+
+
 def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
     found = value if isinstance(value, (tuple, list)) else (value,)
     for item in found:
@@ -143,6 +159,7 @@ class Task(Generic[P, R]):
         self.signature = inspect.signature(fn)
         inputs, outputs = dict(inputs or {}), dict(outputs or {})
         check_names(self.signature, inputs, "inputs")
+        _check_inputs(self.signature, inputs, where)
         check_names(self.signature, ignore, "ignore")
         check_names(self.signature, key or {}, "key")
         self.options = TaskOptions(
@@ -175,6 +192,33 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<taskkit task {self.name}>"
+
+    def arranged(
+        self, args: Sequence[object], kwargs: Mapping[str, object], inputs: Mapping[str, object]
+    ) -> tuple[list[object], dict[str, object]]:
+        """The arguments of the function: the caller's, bound to the call signature, with the
+        staged ``inputs`` by keyword (so a positional argument never lands on an input)."""
+        bound = self.call_signature.bind(*args, **kwargs)
+        spread = any(
+            p.kind is p.VAR_POSITIONAL and bound.arguments.get(n)
+            for n, p in self.call_signature.parameters.items()
+        )
+        positional: list[object] = []
+        named: dict[str, object] = {}
+        for name, value in bound.arguments.items():
+            kind = self.call_signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                positional.extend(value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is inspect.Parameter.POSITIONAL_ONLY or (
+                spread and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            ):
+                positional.append(value)
+            else:
+                named[name] = value
+        named.update(inputs)
+        return positional, named
 
     def code(self) -> CodeKey:
         """The code part of this task's keys (computed once per process: the code of a

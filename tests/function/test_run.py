@@ -1,0 +1,407 @@
+"""One call of a task, in this process: run once per key, results kept, failures classified,
+retries, nesting, outputs, checkpoints, deadline. (Processes and signals: test_run_processes.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import taskkit
+from taskkit.exceptions import TransientError
+from taskkit.function.failures import PermanentFailure
+from taskkit.function.run import INLINE_RESULT, DeadlineReached, call
+from taskkit.function.task import Task, task
+
+RUNS: list[tuple[str, Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _clear_runs() -> None:
+    RUNS.clear()
+
+
+@task
+def add(x: int, y: int = 2) -> int:
+    RUNS.append(("add", (x, y)))
+    return x + y
+
+
+def test_a_second_call_with_the_same_key_returns_the_stored_result() -> None:
+    """The function runs once; the hit returns the same value."""
+    assert add(1) == 3
+    assert add(1) == 3
+    assert RUNS == [("add", (1, 2))]
+
+
+def test_binding_makes_positional_keyword_and_default_one_key() -> None:
+    """f(2), f(x=2) and f(2, y=<default>) are one call."""
+    add(2)
+    add(x=2)
+    add(2, y=2)
+    add(2, 2)
+    assert RUNS == [("add", (2, 2))]
+    add(2, 3)
+    assert RUNS[-1] == ("add", (2, 3))
+
+
+def test_a_bad_call_raises_as_the_function_would_and_records_nothing(own_state: Path) -> None:
+    """A TypeError from binding is Python's own; no state is written."""
+    with pytest.raises(TypeError, match="argument"):
+        add(1, 2, 3)  # type: ignore[call-arg]
+    assert not (own_state / "state").exists()
+
+
+def test_a_permanent_failure_is_recorded_and_raised_again_with_its_text() -> None:
+    """The first call raises the function's error; later ones PermanentFailure at once."""
+    calls = []
+
+    @task
+    def bad(n: int) -> int:
+        calls.append(n)
+        raise ValueError(f"row {n} has no id")
+
+    with pytest.raises(ValueError, match="row 7 has no id"):
+        bad(7)
+    with pytest.raises(PermanentFailure) as info:
+        bad(7)
+    assert calls == [7]
+    assert info.value.type_name == "ValueError"
+    assert info.value.message == "row 7 has no id"
+    assert "raise ValueError" in info.value.traceback_text
+
+
+def test_forget_and_rerun_clear_a_record_on_purpose() -> None:
+    """forget() makes the next call run; invoke(rerun=True) runs even when met."""
+    add(5)
+    assert add.forget(5) is True
+    assert add.forget(5) is False
+    add(5)
+    add.invoke((5,), rerun=True)
+    assert RUNS == [("add", (5, 2))] * 3
+
+
+def test_retryable_failures_are_retried_in_process_each_an_attempt() -> None:
+    """An OSError is retried with the backoff; each try is an attempt of the journal."""
+    seen: list[int] = []
+    pauses: list[float] = []
+
+    @task(retries=2)
+    def flaky(n: int) -> int:
+        seen.append(taskkit.attempt())
+        if len(seen) < 3:
+            raise OSError("share not mounted yet")
+        assert taskkit.is_last_attempt()
+        return n
+
+    assert call(flaky, (4,), {}, sleep=pauses.append) == 4
+    assert seen == [1, 2, 3]
+    assert pauses == [1.0, 2.0]
+
+
+def test_retries_spent_raise_the_last_error_and_a_later_call_runs_again() -> None:
+    """A retryable failure is not permanent: the next call tries again."""
+    tries: list[int] = []
+
+    @task(retries=1)
+    def down(n: int) -> int:
+        tries.append(n)
+        raise ConnectionError("reset")
+
+    with pytest.raises(ConnectionError):
+        call(down, (1,), {}, sleep=lambda _: None)
+    assert len(tries) == 2
+    explained = down.explain(1)
+    assert explained.said == "would run" and "the last call failed" in str(explained)
+    with pytest.raises(ConnectionError):
+        call(down, (1,), {}, sleep=lambda _: None)
+    assert len(tries) == 4
+
+
+def test_retry_on_and_permanent_on_decide_for_the_task() -> None:
+    """A ValueError in retry_on is retried; an OSError in permanent_on is not."""
+    tries: list[str] = []
+
+    @task(retries=1, retry_on=ValueError, permanent_on=[OSError])
+    def picky(kind: str) -> None:
+        tries.append(kind)
+        raise ValueError() if kind == "v" else OSError()
+
+    with pytest.raises(ValueError):
+        call(picky, ("v",), {}, sleep=lambda _: None)
+    with pytest.raises(OSError):
+        call(picky, ("o",), {}, sleep=lambda _: None)
+    assert tries == ["v", "v", "o"]
+    with pytest.raises(PermanentFailure):
+        picky("o")
+
+
+def test_inner_tasks_are_steps_a_retry_of_the_outer_does_not_run_them_again() -> None:
+    """Finished inner calls return their stored results on the outer's retry."""
+    inner_runs: list[int] = []
+
+    @task
+    def shard(i: int) -> int:
+        inner_runs.append(i)
+        return i * i
+
+    @task(retries=1)
+    def whole(n: int) -> int:
+        total = sum(shard(i) for i in range(n))
+        if taskkit.attempt() == 1:
+            raise OSError("node lost its disk")
+        return total
+
+    assert call(whole, (3,), {}, sleep=lambda _: None) == 5
+    assert inner_runs == [0, 1, 2]
+
+
+def test_a_result_that_would_not_come_back_the_same_is_refused_at_the_first_call() -> None:
+    """A tuple under JSON is a clear error, recorded permanent (the code would do it again)."""
+
+    @task
+    def pair() -> tuple[int, int]:
+        return (1, 2)
+
+    with pytest.raises(taskkit.MisuseError, match="pair"):
+        pair()
+    with pytest.raises(PermanentFailure):
+        pair()
+
+
+def test_a_pickled_result_comes_back_as_it_went() -> None:
+    """result='pickle' keeps what JSON cannot; first run and hit are equal."""
+
+    @task(result="pickle")
+    def pair() -> tuple[int, frozenset[str]]:
+        return (1, frozenset({"a"}))
+
+    assert pair() == pair() == (1, frozenset({"a"}))
+
+
+def test_a_large_result_lives_in_a_blob_of_its_own(own_state: Path) -> None:
+    """Over the inline limit the result is its own file, read back on a hit."""
+
+    @task
+    def big() -> str:
+        return "x" * (INLINE_RESULT + 10)
+
+    first = big()
+    assert big() == first
+    blobs = list((own_state / "state").rglob("result-*.json"))
+    assert len(blobs) == 1 and json.loads(blobs[0].read_text()) == first
+
+
+def test_a_damaged_stored_result_is_a_clear_error(own_state: Path) -> None:
+    """A result blob changed behind taskkit's back is not returned."""
+
+    @task
+    def big() -> str:
+        return "y" * (INLINE_RESULT + 10)
+
+    big()
+    blob = next((own_state / "state").rglob("result-*.json"))
+    blob.write_text('"tampered"')
+    with pytest.raises(taskkit.DataError, match="damaged"):
+        big()
+
+
+def test_outputs_are_published_after_success_and_a_lost_output_runs_again(
+    own_state: Path,
+) -> None:
+    """As ``taskkit run -o``: a manifest per DEST; the goal holds only while it stands."""
+    made: list[int] = []
+    dest = f"file://{own_state}/results/"
+
+    @task(outputs={"out/*.txt": dest})
+    def write(n: int) -> int:
+        made.append(n)
+        Path("out").mkdir(exist_ok=True)
+        Path("out/a.txt").write_text(str(n))
+        return n
+
+    write(1)
+    manifest = own_state / "results" / "_taskkit_manifest.json"
+    assert json.loads(manifest.read_text())["files"][0]["name"] == "a.txt"
+    write(1)
+    assert made == [1]
+    manifest.unlink()
+    assert write.explain(1).said == "would run"
+    write(1)
+    assert made == [1, 1] and manifest.exists()
+
+
+def test_inputs_are_staged_and_passed_as_paths_and_keyed_by_content(own_state: Path) -> None:
+    """A new version of an input blob is a new key, and the explanation says which input."""
+    source = own_state / "ref"
+    source.mkdir()
+    (source / "genome.fa").write_text("ACGT")
+    seen: list[str] = []
+
+    @task(inputs={"ref": f"file://{source}/"})
+    def count(ref: Path, base: str) -> int:
+        text = (ref / "genome.fa").read_text()
+        seen.append(text)
+        return text.count(base)
+
+    assert count("A") == 1
+    assert count("A") == 1
+    (source / "genome.fa").write_text("AACGT")
+    os.utime(source / "genome.fa", ns=(time.time_ns() + 10**9,) * 2)
+    explained = str(count.explain("A"))
+    assert "input ref: new version of" in explained, explained
+    assert count("A") == 2
+    assert seen == ["ACGT", "AACGT"]
+
+
+def test_a_missing_input_is_a_clear_error_before_anything_runs(own_state: Path) -> None:
+    """InputNotFound names the input; the function never runs."""
+    ran: list[int] = []
+
+    @task(inputs={"ref": f"file://{own_state}/nowhere/"})
+    def use(ref: Path) -> None:
+        ran.append(1)
+
+    with pytest.raises(taskkit.InputNotFound):
+        use()
+    assert not ran
+
+
+def test_the_checkpoint_dir_is_restored_for_a_later_call_on_another_node(
+    own_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a failed attempt left in checkpoint_dir() is there for the next one, also with
+    another local folder (another node) and the same state."""
+    seen: list[list[str]] = []
+
+    @task
+    def resumable() -> int:
+        folder = taskkit.checkpoint_dir()
+        seen.append(sorted(p.name for p in folder.iterdir()))
+        if not seen[-1]:
+            (folder / "epoch-1.ckpt").write_text("weights")
+            raise OSError("preempted")
+        return len(seen)
+
+    with pytest.raises(OSError):
+        resumable()
+    monkeypatch.setenv("TASKKIT_LOCAL", str(own_state / "other-node"))
+    assert resumable() == 2
+    assert seen == [[], ["epoch-1.ckpt"]]
+
+
+def test_the_deadline_stops_a_function_as_retryable() -> None:
+    """A function past its deadline is stopped (main thread) and may be retried."""
+
+    @task(deadline=0.2)
+    def slow() -> None:
+        time.sleep(30)
+
+    started = time.monotonic()
+    with pytest.raises(DeadlineReached):
+        slow()
+    assert time.monotonic() - started < 10
+    assert slow.explain().said == "would run"
+
+
+def test_explain_says_never_run_goal_met_and_each_changed_argument() -> None:
+    """The three answers, and the argument that differs from the most recent call."""
+
+    @task
+    def scale(rows: int, threshold: float = 0.3) -> float:
+        return rows * threshold
+
+    assert scale.explain(10).said == "never run"
+    scale(10)
+    assert scale.explain(10).said == "goal met"
+    assert taskkit.explain(scale, 10).said == "goal met"
+    explained = scale.explain(10, threshold=0.5)
+    assert explained.said == "would run"
+    assert "argument threshold: 0.3 -> 0.5" in explained.reasons
+
+
+def test_a_call_that_runs_although_results_exist_says_why_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reason is logged to the "taskkit" logger, once."""
+
+    @task
+    def scale(rows: int) -> int:
+        return rows
+
+    scale(1)
+    with caplog.at_level("INFO", logger="taskkit"):
+        scale(2)
+    lines = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
+    assert lines == ["scale(): running: argument rows: 1 -> 2"]
+
+
+def test_plan_has_no_side_effect_at_all(own_state: Path) -> None:
+    """fn.plan() writes nothing: no state, no local folder, no stat-cache."""
+    before = sorted(p.name for p in own_state.iterdir())
+    plan = add.plan(3)
+    assert plan.runs and plan.explanation.said == "never run"
+    assert any("key" in line for line in plan.lines())
+    assert sorted(p.name for p in own_state.iterdir()) == before
+
+
+def test_the_state_defaults_to_the_local_folder_named_in_one_line(
+    own_state: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without TASKKIT_STATE, records go under TASKKIT_LOCAL/state, said once."""
+    monkeypatch.delenv("TASKKIT_STATE")
+    monkeypatch.setenv("TASKKIT_LOCAL", str(own_state / "lab"))
+    with caplog.at_level("INFO", logger="taskkit"):
+        add(40)
+        add(41)
+    said = [r.getMessage() for r in caplog.records if "kept in" in r.getMessage()]
+    assert len(said) == 1 and str(own_state / "lab" / "state") in said[0]
+    assert (own_state / "lab" / "state" / "calls").is_dir()
+
+
+def test_a_storage_failure_at_the_success_record_is_retryable() -> None:
+    """taskkit's own transient error from inside the function is retryable, not permanent."""
+    tries: list[int] = []
+
+    @task
+    def throttled() -> None:
+        tries.append(1)
+        raise TransientError("throttled")
+
+    with pytest.raises(TransientError):
+        throttled()
+    with pytest.raises(TransientError):
+        throttled()
+    assert len(tries) == 2
+
+
+def test_a_keyboard_interrupt_releases_the_claim() -> None:
+    """Ctrl-C inside the function leaves no claim: the next call runs at once."""
+    tries: list[int] = []
+
+    @task
+    def stopped() -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise KeyboardInterrupt
+        return 1
+
+    with pytest.raises(KeyboardInterrupt):
+        stopped()
+    assert stopped() == 1
+
+
+def test_a_task_object_is_usable_without_decoration() -> None:
+    """Task(fn) runs once per key too."""
+
+    def plain(x: int) -> int:
+        RUNS.append(("plain", x))
+        return x
+
+    wrapped: Task[[int], int] = Task(plain)
+    assert wrapped(1) == wrapped(1) == 1
+    assert RUNS == [("plain", 1)]

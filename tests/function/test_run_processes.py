@@ -1,0 +1,170 @@
+"""Task functions across real processes: counted outside the process, killed with SIGKILL,
+raced by two processes on one key, and silent on the user's stdout and stderr."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.runner_helpers import wait_for
+
+PROGRAM = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import taskkit
+
+    BOX = Path(os.environ["BOX"])
+
+    def mark(name):
+        with open(BOX / "runs.txt", "a") as f:
+            f.write(name + "\\n")
+
+    @taskkit.task
+    def shard(i: int) -> int:
+        mark(f"shard {i}")
+        return i * 10
+
+    @taskkit.task
+    def pipeline(n: int) -> int:
+        mark("pipeline")
+        total = sum(shard(i) for i in range(n))
+        if os.environ.get("HOLD"):
+            (BOX / "holding").write_text(str(os.getpid()))
+            while not (BOX / "go").exists():
+                time.sleep(0.01)
+        return total
+
+    if __name__ == "__main__":
+        print("result", pipeline(int(sys.argv[1])))
+    """
+)
+
+
+@pytest.fixture
+def program(own_state: Path) -> tuple[Path, dict[str, str]]:
+    box = own_state / "box"
+    box.mkdir()
+    path = own_state / "pipe.py"
+    path.write_text(PROGRAM)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TASKKIT_", "AZ_BATCH_"))
+    }
+    root = str(Path(__file__).resolve().parents[2])
+    env.update(
+        BOX=str(box),
+        PYTHONPATH=os.pathsep.join([root, str(own_state)]),
+        TASKKIT_STATE=f"file://{own_state}/state",
+        TASKKIT_LOCAL=str(own_state / "local"),
+        TASKKIT_CACHE_DIR=str(own_state / "cache"),
+    )
+    return path, env
+
+
+def runs(env: dict[str, str]) -> list[str]:
+    found = Path(env["BOX"]) / "runs.txt"
+    return found.read_text().splitlines() if found.exists() else []
+
+
+def run(path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(path), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_second_process_does_not_run_the_call_again(
+    program: tuple[Path, dict[str, str]],
+) -> None:
+    """Counted outside the process: the second run returns the stored result, runs nothing."""
+    path, env = program
+    first, second = run(path, env, "3"), run(path, env, "3")
+    assert first.stdout == second.stdout == "result 30\n", first.stderr + second.stderr
+    assert runs(env) == ["pipeline", "shard 0", "shard 1", "shard 2"]
+
+
+def test_nothing_reaches_stdout_or_stderr_from_the_library(
+    program: tuple[Path, dict[str, str]],
+) -> None:
+    """A program that configures no logging hears nothing: first run, hit, and a changed
+    argument that runs again with a reason (logged, not printed)."""
+    path, env = program
+    for args in (("2",), ("2",), ("3",)):
+        done = run(path, env, *args)
+        assert done.returncode == 0
+        assert done.stderr == ""
+        assert done.stdout.startswith("result ") and done.stdout.count("\n") == 1
+
+
+def test_a_call_killed_mid_run_resumes_with_finished_inner_calls_skipped(
+    program: tuple[Path, dict[str, str]],
+) -> None:
+    """SIGKILL while the outer call holds its claim: the next process takes the dead
+    holder's claim over at once and runs the outer call again, the inner ones not."""
+    path, env = program
+    box = Path(env["BOX"])
+    proc = subprocess.Popen(
+        [sys.executable, str(path), "3"],
+        env={**env, "HOLD": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: (box / "holding").exists() or proc.poll() is not None, "the hold")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert runs(env) == ["pipeline", "shard 0", "shard 1", "shard 2"]
+    again = run(path, env, "3")
+    assert again.stdout == "result 30\n", again.stderr
+    assert runs(env) == ["pipeline", "shard 0", "shard 1", "shard 2", "pipeline"]
+
+
+def test_two_processes_on_one_key_run_it_once(program: tuple[Path, dict[str, str]]) -> None:
+    """The second waits for the first's claim and returns the stored result."""
+    path, env = program
+    box = Path(env["BOX"])
+    hold = {**env, "HOLD": "1"}
+    first = subprocess.Popen(
+        [sys.executable, str(path), "2"], env=hold, stdout=subprocess.PIPE, text=True
+    )
+    second = None
+    try:
+        wait_for(lambda: (box / "holding").exists() or first.poll() is not None, "the claim")
+        second = subprocess.Popen(
+            [sys.executable, "-c", _WAITER, str(path)],
+            env=hold,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        log = box / "waiter.log"
+        wait_for(lambda: "waiting for it" in (log.read_text() if log.exists() else ""), "wait")
+        (box / "go").write_text("")
+        out_first, _ = first.communicate(timeout=60)
+        out_second, _ = second.communicate(timeout=60)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert out_first == "result 10\n"
+    assert out_second == "result 10\n"
+    assert runs(env).count("pipeline") == 1
+
+
+# The second process: the same program, logging to a file so the test sees it wait.
+_WAITER = textwrap.dedent(
+    """
+    import logging, os, runpy, sys
+    logging.basicConfig(filename=os.path.join(os.environ["BOX"], "waiter.log"), level=logging.INFO)
+    sys.argv = [sys.argv[1], "2"]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)

@@ -1,0 +1,113 @@
+"""``@taskkit.task`` and :class:`Task`: what decoration keeps, and what it refuses at once."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import taskkit
+from taskkit.exceptions import MisuseError, UsageError
+from taskkit.function.task import Task, is_task, task
+
+
+def double(x: int, *, scale: int = 2) -> int:
+    """Doubles."""
+    return x * scale
+
+
+def test_both_forms_build_a_task_that_keeps_the_signature() -> None:
+    """``@task`` and ``@task(...)`` wrap alike; name, doc and signature survive."""
+    bare, configured = task(double), task(retries=1)(double)
+    for wrapped in (bare, configured):
+        assert isinstance(wrapped, Task) and is_task(wrapped)
+        assert inspect.signature(wrapped) == inspect.signature(double)
+        assert wrapped.__name__ == "double" and wrapped.__doc__ == "Doubles."
+        assert wrapped.__wrapped__ is double  # type: ignore[attr-defined]
+    assert configured.options.retries == 1
+    assert bare.name == f"{__name__}:double"
+    assert not is_task(double)
+
+
+def test_a_task_works_without_the_decorator() -> None:
+    """``Task(fn, ...)`` is what the decorator builds."""
+    built = Task(double, version="2", ignore=["scale"])
+    assert built.options.version == "2" and built.options.ignore == frozenset({"scale"})
+    assert built(3) == 6
+
+
+def test_a_task_of_a_task_wraps_the_function_once() -> None:
+    """Decorating a task again does not key the wrapper."""
+    assert task(task(double)).fn is double
+
+
+def test_generators_and_async_functions_are_refused_at_decoration() -> None:
+    """A generator has no result to keep; async def is refused with what to do instead."""
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    async def coro() -> int:
+        return 1
+
+    with pytest.raises(MisuseError, match="generator"):
+        task(gen)
+    with pytest.raises(MisuseError, match=r"async def.*asyncio\.run"):
+        task(coro)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"ignore": ["nope"]}, "ignore"),
+        ({"inputs": {"ref": "file:///x/"}}, "inputs"),
+        ({"key": {"nope": str}}, "key"),
+        ({"retries": -1}, "retries"),
+        ({"retries": True}, "retries"),
+        ({"result": "yaml"}, "result"),
+        ({"retry_on": "OSError"}, "retry_on"),
+        ({"permanent_on": [ValueError, 3]}, "permanent_on"),
+        ({"deadline": "soon"}, "deadline"),
+        ({"version": 2}, "version"),
+    ],
+)
+def test_options_that_cannot_be_are_refused_at_decoration(
+    options: dict[str, object], fragment: str
+) -> None:
+    """Each bad option is one clear error naming it, before any call."""
+    with pytest.raises(MisuseError, match=fragment):
+        task(**options)(double)  # type: ignore[call-overload]
+
+
+def test_a_malformed_output_is_refused_at_decoration() -> None:
+    """An output without a DEST is the same error as ``taskkit run -o`` gives."""
+    with pytest.raises(UsageError):
+        task(outputs={"*.csv": ""})(double)
+
+
+def test_inputs_are_no_parameters_of_the_call(tmp_path: Path) -> None:
+    """An input parameter is taskkit's to pass: the call signature leaves it out."""
+
+    def uses(ref: Path, n: int) -> int:
+        return n
+
+    wrapped = task(inputs={"ref": f"file://{tmp_path}/ref/"})(uses)
+    assert list(wrapped.call_signature.parameters) == ["n"]
+
+
+def test_the_package_face_names_the_function_api() -> None:
+    """The names the README uses are on the package."""
+    for name in (
+        "task",
+        "Task",
+        "explain",
+        "Permanent",
+        "Retryable",
+        "PermanentFailure",
+        "checkpoint_dir",
+        "attempt",
+        "is_last_attempt",
+    ):
+        assert name in taskkit.__all__ and getattr(taskkit, name) is not None
