@@ -116,7 +116,8 @@ def test_retries_spent_raise_the_last_error_and_a_later_call_runs_again() -> Non
         call(down, (1,), {}, sleep=lambda _: None)
     assert len(tries) == 2
     explained = down.explain(1)
-    assert explained.said == "would run" and "the last call failed" in str(explained)
+    assert explained.said == "would run"
+    assert "the last call failed" in str(explained)
     with pytest.raises(ConnectionError):
         call(down, (1,), {}, sleep=lambda _: None)
     assert len(tries) == 4
@@ -129,11 +130,11 @@ def test_retry_on_and_permanent_on_decide_for_the_task() -> None:
     @task(retries=1, retry_on=ValueError, permanent_on=[OSError])
     def picky(kind: str) -> None:
         tries.append(kind)
-        raise ValueError() if kind == "v" else OSError()
+        raise ValueError("v") if kind == "v" else OSError("o")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="v"):
         call(picky, ("v",), {}, sleep=lambda _: None)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="o"):
         call(picky, ("o",), {}, sleep=lambda _: None)
     assert tries == ["v", "v", "o"]
     with pytest.raises(PermanentFailure):
@@ -193,7 +194,8 @@ def test_a_large_result_lives_in_a_blob_of_its_own(own_state: Path) -> None:
     first = big()
     assert big() == first
     blobs = list((own_state / "state").rglob("result-*.json"))
-    assert len(blobs) == 1 and json.loads(blobs[0].read_text()) == first
+    assert len(blobs) == 1
+    assert json.loads(blobs[0].read_text()) == first
 
 
 def test_a_damaged_stored_result_is_a_clear_error(own_state: Path) -> None:
@@ -232,7 +234,8 @@ def test_outputs_are_published_after_success_and_a_lost_output_runs_again(
     manifest.unlink()
     assert write.explain(1).said == "would run"
     write(1)
-    assert made == [1, 1] and manifest.exists()
+    assert made == [1, 1]
+    assert manifest.exists()
 
 
 def test_inputs_are_staged_and_passed_as_paths_and_keyed_by_content(own_state: Path) -> None:
@@ -287,7 +290,7 @@ def test_the_checkpoint_dir_is_restored_for_a_later_call_on_another_node(
             raise OSError("preempted")
         return len(seen)
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="preempted"):
         resumable()
     monkeypatch.setenv("TASKKIT_LOCAL", str(own_state / "other-node"))
     assert resumable() == 2
@@ -344,7 +347,8 @@ def test_plan_has_no_side_effect_at_all(own_state: Path) -> None:
     """fn.plan() writes nothing: no state, no local folder, no stat-cache."""
     before = sorted(p.name for p in own_state.iterdir())
     plan = add.plan(3)
-    assert plan.runs and plan.explanation.said == "never run"
+    assert plan.runs
+    assert plan.explanation.said == "never run"
     assert any("key" in line for line in plan.lines())
     assert sorted(p.name for p in own_state.iterdir()) == before
 
@@ -359,7 +363,8 @@ def test_the_state_defaults_to_the_local_folder_named_in_one_line(
         add(40)
         add(41)
     said = [r.getMessage() for r in caplog.records if "kept in" in r.getMessage()]
-    assert len(said) == 1 and str(own_state / "lab" / "state") in said[0]
+    assert len(said) == 1
+    assert str(own_state / "lab" / "state") in said[0]
     assert (own_state / "lab" / "state" / "calls").is_dir()
 
 

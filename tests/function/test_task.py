@@ -22,9 +22,11 @@ def test_both_forms_build_a_task_that_keeps_the_signature() -> None:
     """``@task`` and ``@task(...)`` wrap alike; name, doc and signature survive."""
     bare, configured = task(double), task(retries=1)(double)
     for wrapped in (bare, configured):
-        assert isinstance(wrapped, Task) and is_task(wrapped)
+        assert isinstance(wrapped, Task)
+        assert is_task(wrapped)
         assert inspect.signature(wrapped) == inspect.signature(double)
-        assert wrapped.__name__ == "double" and wrapped.__doc__ == "Doubles."
+        assert wrapped.__name__ == "double"
+        assert wrapped.__doc__ == "Doubles."
         assert wrapped.__wrapped__ is double  # type: ignore[attr-defined]
     assert configured.options.retries == 1
     assert bare.name == f"{__name__}:double"
@@ -34,7 +36,8 @@ def test_both_forms_build_a_task_that_keeps_the_signature() -> None:
 def test_a_task_works_without_the_decorator() -> None:
     """``Task(fn, ...)`` is what the decorator builds."""
     built = Task(double, version="2", ignore=["scale"])
-    assert built.options.version == "2" and built.options.ignore == frozenset({"scale"})
+    assert built.options.version == "2"
+    assert built.options.ignore == frozenset({"scale"})
     assert built(3) == 6
 
 
@@ -110,4 +113,5 @@ def test_the_package_face_names_the_function_api() -> None:
         "attempt",
         "is_last_attempt",
     ):
-        assert name in taskkit.__all__ and getattr(taskkit, name) is not None
+        assert name in taskkit.__all__
+        assert getattr(taskkit, name) is not None
