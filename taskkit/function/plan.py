@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import xxhash
 
@@ -34,6 +34,7 @@ from taskkit.function.key import CallKey, changes
 from taskkit.redaction import public_url, shown_url
 from taskkit.runner.goal import Goal, holder_alive
 from taskkit.runner.journal import Journal
+from taskkit.storage.base import Store
 from taskkit.storage.stores import Stores
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallPlan",
+    "Calls",
     "Explanation",
     "call_key",
     "call_status",
@@ -65,14 +67,30 @@ def safe_name(name: str) -> str:
     return safe
 
 
-def open_journal(stores: Stores, state: str, name: str, key: CallKey) -> Journal:
+class Calls(NamedTuple):
+    """Where the records of task functions live: the state's store and its key there."""
+
+    store: Store
+    root: str  # ends in "/"
+
+    @classmethod
+    def open(cls, stores: Stores, state: str) -> Calls:
+        store, key = stores.open(state.rstrip("/") + "/")
+        return cls(store, key.rstrip("/") + "/calls/")
+
+    def folder(self, name: str) -> str:
+        """The key of the records of the function ``name`` (ends in "/")."""
+        return f"{self.root}{safe_name(name)}/"
+
+
+def open_journal(calls: Calls, name: str, key: CallKey) -> Journal:
     """The journal of the key ``key`` of the function ``name``."""
-    return Journal.open(stores, state, f"calls/{safe_name(name)}", key.hex)
+    return Journal(calls.store, f"{calls.folder(name)}{key.hex}/")
 
 
-def latest(stores: Stores, state: str, name: str) -> dict[str, Any] | None:
+def latest(calls: Calls, name: str) -> dict[str, Any] | None:
     """The key, as stored, of the most recent call of ``name`` that ran, if any."""
-    store, key = stores.open(f"{state.rstrip('/')}/calls/{safe_name(name)}/latest.json")
+    store, key = calls.store, calls.folder(name) + "latest.json"
     found = store.load(key)
     if found is None:
         return None
@@ -225,9 +243,10 @@ def plan_call(
 ) -> CallPlan:
     """The plan of ``task(*args, **kwargs)`` with no side effect at all."""
     key = call_key(task, args, kwargs, stores=stores, environ=environ, dry_run=True)
-    journal = open_journal(stores, state, task.name, key)
+    calls = Calls.open(stores, state)
+    journal = open_journal(calls, task.name, key)
     status = call_status(journal, key, stores)
-    before = latest(stores, state, task.name) if status.state == "open" else None
+    before = latest(calls, task.name) if status.state == "open" else None
     options = task.options
     return CallPlan(
         task=task.name,

@@ -23,6 +23,7 @@ finished inner calls return their stored results without running.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -42,6 +43,7 @@ from taskkit.function.failures import PermanentFailure, classify, failure_text
 from taskkit.function.key import CallKey, changes
 from taskkit.function.plan import (
     CallPlan,
+    Calls,
     call_key,
     call_status,
     latest,
@@ -69,6 +71,46 @@ HEARTBEAT = 30.0
 INLINE_RESULT = 64 * 1024
 _said_state: set[str] = set()
 _said_lock = threading.Lock()
+
+
+class _Pool:
+    """The stores calls share when none are given, one set per process (a forked child makes
+    its own), as an HTTP client shares its connections; closed when the process exits. And
+    where each state's records are, in those stores: opening a URL costs more than a hit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._stores: Stores | None = None
+        self._calls: dict[str, Calls] = {}
+
+    def stores(self) -> Stores:
+        with self._lock:
+            if self._stores is None or self._pid != os.getpid():
+                if self._stores is None:
+                    atexit.register(self.close)
+                self._stores, self._pid, self._calls = Stores(), os.getpid(), {}
+            return self._stores
+
+    def calls(self, stores: Stores, state: str) -> Calls:
+        if stores is not self._stores:
+            return Calls.open(stores, state)
+        with self._lock:
+            found = self._calls.get(state)
+        if found is None:
+            found = Calls.open(stores, state)
+            with self._lock:
+                self._calls[state] = found
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            stores, self._stores = self._stores, None
+        if stores is not None and self._pid == os.getpid():
+            stores.close()
+
+
+_POOL = _Pool()
 
 
 class DeadlineReached(TransientError):
@@ -118,16 +160,16 @@ def _state(
 @contextlib.contextmanager
 def _resources(
     stores: Stores | None, observer: Observer | None, environ: Mapping[str, str] | None
-) -> Iterator[tuple[Stores, Observer, dict[str, str], CallContext | None]]:
+) -> Iterator[tuple[Stores, Observer, Mapping[str, str], CallContext | None]]:
     """The stores, observer and environment of a call: given, else the calling task's, else
-    its own (stores opened here are closed when the call ends)."""
+    the process's (:data:`_POOL`)."""
     parent = current()
-    env = dict(environ if environ is not None else parent.environ if parent else os.environ)
+    # Read, never copied: a copy of os.environ per call would cost more than a hit.
+    env = environ if environ is not None else parent.environ if parent else os.environ
     told = observer_or_default(observer or (parent.observer if parent else None))
-    with contextlib.ExitStack() as stack:
-        if stores is None:
-            stores = parent.stores if parent else stack.enter_context(Stores())
-        yield stores, told, env, parent
+    if stores is None:
+        stores = parent.stores if parent else _POOL.stores()
+    yield stores, told, env, parent
 
 
 def planned(
@@ -147,7 +189,7 @@ def forget(task: Task[Any, Any], args: Sequence[object], kwargs: Mapping[str, ob
     with _resources(None, None, None) as (stores, told, env, parent):
         state = _state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=stores, environ=env, dry_run=True)
-        journal = open_journal(stores, state, task.name, key)
+        journal = open_journal(_POOL.calls(stores, state), task.name, key)
         return _forget(journal, told, _short(task.name))
 
 
@@ -177,8 +219,9 @@ def call(
     with _resources(stores, observer, environ) as (opened, told, env, parent):
         state = _state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
-        journal = open_journal(opened, state, task.name, key)
-        run = _Call(task, key, journal, opened, state, told, env, args, kwargs, sleep)
+        calls = _POOL.calls(opened, state)
+        journal = open_journal(calls, task.name, key)
+        run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
         return run.settle(rerun)
 
 
@@ -195,15 +238,17 @@ class _Call:
         key: CallKey,
         journal: Journal,
         stores: Stores,
+        calls: Calls,
         state: str,
         observer: Observer,
-        environ: dict[str, str],
+        environ: Mapping[str, str],
         args: Sequence[object],
         kwargs: dict[str, object],
         sleep: Callable[[float], None],
     ) -> None:
         self.task, self.key, self.journal = task, key, journal
-        self.stores, self.state, self.observer, self.env = stores, state, observer, environ
+        self.stores, self.calls, self.state = stores, calls, state
+        self.observer, self.env = observer, environ
         self.args, self.kwargs, self.sleep = args, kwargs, sleep
         self.name = _short(task.name)
 
@@ -265,7 +310,7 @@ class _Call:
     def _say_why(self, status: Goal) -> None:
         """One line, when earlier results of the function exist: why this call runs."""
         try:
-            before = latest(self.stores, self.state, self.task.name)
+            before = latest(self.calls, self.task.name)
         except TaskFailure:
             before = None
         if before is None and status.outcome is None:
@@ -455,9 +500,7 @@ class _Call:
     def _keep_latest(self) -> None:
         """The key of this call, as the most recent of its function (for explanations)."""
         record = json.dumps({"key": self.key.as_json(), "at": now()}, sort_keys=True)
-        store, key = self.stores.open(
-            f"{self.state.rstrip('/')}/calls/{safe_name(self.task.name)}/latest.json"
-        )
+        store, key = self.calls.store, self.calls.folder(self.task.name) + "latest.json"
         with contextlib.suppress(TaskFailure):  # explanations only: never worth a failure
             store.put(key, record.encode() + b"\n", {})
 
