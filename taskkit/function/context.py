@@ -45,6 +45,9 @@ class CallContext:
     environ: Mapping[str, str]
     #: Makes the call's checkpoint (restored) when the function first asks for it.
     make_checkpoint: Callable[[], Checkpoint]
+    #: The keys of this call and the calls it runs inside (a call of one of them would wait
+    #: for itself).
+    chain: frozenset[str] = frozenset()
     checkpoint: Checkpoint | None = field(default=None)
 
     def checkpoint_dir(self) -> Path:

@@ -219,6 +219,11 @@ def call(
     with _resources(stores, observer, environ) as (opened, told, env, parent):
         state = _state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
+        if parent is not None and key.digest in parent.chain:
+            raise MisuseError(
+                f"{_short(task.name)} calls itself with the same arguments: it would wait for "
+                "itself forever"
+            )
         calls = _POOL.calls(opened, state)
         journal = open_journal(calls, task.name, key)
         run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
@@ -251,6 +256,8 @@ class _Call:
         self.observer, self.env = observer, environ
         self.args, self.kwargs, self.sleep = args, kwargs, sleep
         self.name = _short(task.name)
+        parent = current()
+        self.chain = parent.chain if parent is not None else frozenset()
 
     def settle(self, rerun: bool) -> object:
         journal = self.journal
@@ -386,6 +393,7 @@ class _Call:
             observer=self.observer,
             environ=self.env,
             make_checkpoint=lambda: self._checkpoint(number),
+            chain=self.chain | {self.key.digest},
         )
         try:
             with entered(context), _deadline(self.task.options.deadline, self.observer):

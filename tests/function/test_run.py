@@ -410,3 +410,19 @@ def test_a_task_object_is_usable_without_decoration() -> None:
     wrapped: Task[[int], int] = Task(plain)
     assert wrapped(1) == wrapped(1) == 1
     assert RUNS == [("plain", 1)]
+
+
+def test_a_call_of_itself_with_the_same_arguments_is_refused_not_waited_for() -> None:
+    """Recursion onto the same key would wait for its own claim: a clear error instead."""
+
+    @task
+    def loop(n: int) -> int:
+        return loop(n) if n else 0
+
+    @task
+    def fib(n: int) -> int:
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    with pytest.raises(taskkit.MisuseError, match="calls itself"):
+        loop(1)
+    assert fib(10) == 55
