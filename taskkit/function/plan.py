@@ -38,7 +38,7 @@ from taskkit.storage.base import Store
 from taskkit.storage.stores import Stores
 
 if TYPE_CHECKING:
-    from taskkit.function.task import Task
+    from taskkit.function.spec import TaskSpec
 
 __all__ = [
     "CallPlan",
@@ -102,7 +102,7 @@ def latest(calls: Calls, name: str) -> dict[str, Any] | None:
 
 
 def call_key(
-    task: Task[Any, Any],
+    task: TaskSpec,
     args: Sequence[object],
     kwargs: Mapping[str, object],
     *,
@@ -233,7 +233,7 @@ def explanation(status: Goal, key: CallKey, before: Mapping[str, Any] | None) ->
 
 
 def plan_call(
-    task: Task[Any, Any],
+    task: TaskSpec,
     args: Sequence[object],
     kwargs: Mapping[str, object],
     *,

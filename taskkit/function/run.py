@@ -23,15 +23,12 @@ finished inner calls return their stored results without running.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import json
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +36,10 @@ import xxhash
 
 from taskkit.exceptions import Conflict, DataError, MisuseError, TaskFailure, TransientError
 from taskkit.function.context import CallContext, current, entered
+from taskkit.function.deadline import deadline
 from taskkit.function.failures import PermanentFailure, classify, failure_text
 from taskkit.function.key import CallKey, changes
+from taskkit.function.places import POOL, resolve_state, resources, scratch
 from taskkit.function.plan import (
     CallPlan,
     Calls,
@@ -52,144 +51,42 @@ from taskkit.function.plan import (
     safe_name,
 )
 from taskkit.function.results import decode_result, encode_result
-from taskkit.observer import NullObserver, Observer, observer_or_default
-from taskkit.redaction import shown_url
+from taskkit.observer import NullObserver, Observer
 from taskkit.runner.goal import CLAIM_TRIES, Goal, wait_for
 from taskkit.runner.journal import Heartbeat, Journal, Outcome, Version, now
 from taskkit.runner.policy import Verdict
 from taskkit.storage.stores import Stores
 
 if TYPE_CHECKING:
-    from taskkit.function.task import Task
+    from taskkit.function.spec import TaskSpec
     from taskkit.runner.checkpoint import Checkpoint
 
-__all__ = ["DeadlineReached", "call", "default_state", "forget", "planned"]
+__all__ = ["call", "forget", "planned"]
 
 #: How often a running call's attempt record is rewritten (other nodes read it as alive).
 HEARTBEAT = 30.0
 #: Results up to this size live in the outcome record; larger ones in a blob of their own.
 INLINE_RESULT = 64 * 1024
-_said_state: set[str] = set()
-_said_lock = threading.Lock()
-
-
-class _Pool:
-    """The stores calls share when none are given, one set per process (a forked child makes
-    its own), as an HTTP client shares its connections; closed when the process exits. And
-    where each state's records are, in those stores: opening a URL costs more than a hit."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = 0
-        self._stores: Stores | None = None
-        self._calls: dict[str, Calls] = {}
-
-    def stores(self) -> Stores:
-        with self._lock:
-            if self._stores is None or self._pid != os.getpid():
-                if self._stores is None:
-                    atexit.register(self.close)
-                self._stores, self._pid, self._calls = Stores(), os.getpid(), {}
-            return self._stores
-
-    def calls(self, stores: Stores, state: str) -> Calls:
-        if stores is not self._stores:
-            return Calls.open(stores, state)
-        with self._lock:
-            found = self._calls.get(state)
-        if found is None:
-            found = Calls.open(stores, state)
-            with self._lock:
-                self._calls[state] = found
-        return found
-
-    def close(self) -> None:
-        with self._lock:
-            stores, self._stores = self._stores, None
-        if stores is not None and self._pid == os.getpid():
-            stores.close()
-
-
-_POOL = _Pool()
-
-
-class DeadlineReached(TransientError):
-    """A task function ran past its ``deadline`` (retryable, as ``taskkit run``'s 205)."""
-
-    run_code = 205
-
-
-def local_root(environ: Mapping[str, str]) -> str:
-    """The local folder of taskkit's own files when no node says otherwise."""
-    return os.path.abspath(environ.get("TASKKIT_LOCAL") or ".taskkit")
-
-
-def default_state(environ: Mapping[str, str]) -> str:
-    """``TASKKIT_STATE``, else the state folder of local mode (``.taskkit/state``)."""
-    return environ.get("TASKKIT_STATE") or "file://" + os.path.join(local_root(environ), "state")
-
-
-def _scratch(environ: Mapping[str, str]) -> Path:
-    """Where calls keep their staged inputs and checkpoint directories on this machine."""
-    task_dir = environ.get("AZ_BATCH_TASK_DIR")
-    if task_dir:
-        return Path(task_dir) / "taskkit" / "calls"
-    return Path(local_root(environ)) / "calls"
-
-
-def _state(
-    task: Task[Any, Any], environ: Mapping[str, str], parent: CallContext | None, told: Observer
-) -> str:
-    if task.options.state:
-        return task.options.state
-    if environ.get("TASKKIT_STATE") or parent is None:
-        state = default_state(environ)
-        if not environ.get("TASKKIT_STATE"):
-            with _said_lock:
-                first = state not in _said_state
-                _said_state.add(state)
-            if first:
-                told.note(
-                    f"results of task functions are kept in {shown_url(state)} (set "
-                    "TASKKIT_STATE or state= to choose)"
-                )
-        return state
-    return parent.state
-
-
-@contextlib.contextmanager
-def _resources(
-    stores: Stores | None, observer: Observer | None, environ: Mapping[str, str] | None
-) -> Iterator[tuple[Stores, Observer, Mapping[str, str], CallContext | None]]:
-    """The stores, observer and environment of a call: given, else the calling task's, else
-    the process's (:data:`_POOL`)."""
-    parent = current()
-    # Read, never copied: a copy of os.environ per call would cost more than a hit.
-    env = environ if environ is not None else parent.environ if parent else os.environ
-    told = observer_or_default(observer or (parent.observer if parent else None))
-    if stores is None:
-        stores = parent.stores if parent else _POOL.stores()
-    yield stores, told, env, parent
 
 
 def planned(
-    task: Task[Any, Any],
+    task: TaskSpec,
     args: Sequence[object],
     kwargs: Mapping[str, object],
     *,
     stores: Stores | None,
     environ: Mapping[str, str] | None,
 ) -> CallPlan:
-    with _resources(stores, NullObserver(), environ) as (opened, _, env, parent):
-        state = _state(task, env, parent, NullObserver())
+    with resources(stores, NullObserver(), environ) as (opened, _, env, parent):
+        state = resolve_state(task, env, parent, NullObserver())
         return plan_call(task, args, kwargs, stores=opened, state=state, environ=env)
 
 
-def forget(task: Task[Any, Any], args: Sequence[object], kwargs: Mapping[str, object]) -> bool:
-    with _resources(None, None, None) as (stores, told, env, parent):
-        state = _state(task, env, parent, told)
+def forget(task: TaskSpec, args: Sequence[object], kwargs: Mapping[str, object]) -> bool:
+    with resources(None, None, None) as (stores, told, env, parent):
+        state = resolve_state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=stores, environ=env, dry_run=True)
-        journal = open_journal(_POOL.calls(stores, state), task.name, key)
+        journal = open_journal(POOL.calls(stores, state), task.name, key)
         return _forget(journal, told, _short(task.name))
 
 
@@ -205,7 +102,7 @@ def _forget(journal: Journal, told: Observer, name: str) -> bool:
 
 
 def call(
-    task: Task[Any, Any],
+    task: TaskSpec,
     args: Sequence[object],
     kwargs: dict[str, object],
     *,
@@ -216,15 +113,15 @@ def call(
     sleep: Callable[[float], None] = time.sleep,
 ) -> object:
     """``task(*args, **kwargs)`` as the module docstring says; the (stored) result."""
-    with _resources(stores, observer, environ) as (opened, told, env, parent):
-        state = _state(task, env, parent, told)
+    with resources(stores, observer, environ) as (opened, told, env, parent):
+        state = resolve_state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
         if parent is not None and key.digest in parent.chain:
             raise MisuseError(
                 f"{_short(task.name)} calls itself with the same arguments: it would wait for "
                 "itself forever"
             )
-        calls = _POOL.calls(opened, state)
+        calls = POOL.calls(opened, state)
         journal = open_journal(calls, task.name, key)
         run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
         return run.settle(rerun)
@@ -239,7 +136,7 @@ class _Call:
 
     def __init__(
         self,
-        task: Task[Any, Any],
+        task: TaskSpec,
         key: CallKey,
         journal: Journal,
         stores: Stores,
@@ -396,7 +293,7 @@ class _Call:
             chain=self.chain | {self.key.digest},
         )
         try:
-            with entered(context), _deadline(self.task.options.deadline, self.observer):
+            with entered(context), deadline(self.task.options.deadline, self.observer):
                 value = self.task.fn(*args, **kwargs)
         except Exception as exc:
             self._close_checkpoint(context.checkpoint)
@@ -449,7 +346,7 @@ class _Call:
         return {name: where / name for name in inputs}
 
     def _local(self, part: str) -> Path:
-        return _scratch(self.env) / safe_name(self.task.name) / self.key.hex[:16] / part
+        return scratch(self.env) / safe_name(self.task.name) / self.key.hex[:16] / part
 
     def _checkpoint(self, number: int) -> Checkpoint:
         from taskkit.runner.checkpoint import Checkpoint
@@ -576,30 +473,3 @@ def _still_held(journal: Journal, version: Version) -> None:
     if found is not None and found[1] == version:
         return
     raise TransientError("lost the claim to another call")
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None, observer: Observer) -> Iterator[None]:
-    """Raise :class:`DeadlineReached` in the function when it runs past ``seconds``: by
-    SIGALRM, so only in the main thread and when nothing else uses SIGALRM (else one note)."""
-    if seconds is None:
-        yield
-        return
-    usable = threading.current_thread() is threading.main_thread() and signal.getsignal(
-        signal.SIGALRM
-    ) in (signal.SIG_DFL, signal.SIG_IGN, None)
-    if not usable:
-        observer.note("deadline not enforced: it needs the main thread and SIGALRM to itself")
-        yield
-        return
-
-    def reached(signum: int, frame: object) -> None:
-        raise DeadlineReached(f"the deadline of {seconds:g} s was reached")
-
-    previous = signal.signal(signal.SIGALRM, reached)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

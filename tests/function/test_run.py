@@ -14,7 +14,8 @@ import pytest
 import taskkit
 from taskkit.exceptions import TransientError
 from taskkit.function.failures import PermanentFailure
-from taskkit.function.run import INLINE_RESULT, DeadlineReached, call
+from taskkit.function.deadline import DeadlineReached
+from taskkit.function.run import INLINE_RESULT, call
 from taskkit.function.task import Task, task
 
 RUNS: list[tuple[str, Any]] = []
@@ -98,7 +99,7 @@ def test_retryable_failures_are_retried_in_process_each_an_attempt() -> None:
         assert taskkit.is_last_attempt()
         return n
 
-    assert call(flaky, (4,), {}, sleep=pauses.append) == 4
+    assert call(flaky.spec, (4,), {}, sleep=pauses.append) == 4
     assert seen == [1, 2, 3]
     assert pauses == [1.0, 2.0]
 
@@ -113,13 +114,13 @@ def test_retries_spent_raise_the_last_error_and_a_later_call_runs_again() -> Non
         raise ConnectionError("reset")
 
     with pytest.raises(ConnectionError):
-        call(down, (1,), {}, sleep=lambda _: None)
+        call(down.spec, (1,), {}, sleep=lambda _: None)
     assert len(tries) == 2
     explained = down.explain(1)
     assert explained.said == "would run"
     assert "the last call failed" in str(explained)
     with pytest.raises(ConnectionError):
-        call(down, (1,), {}, sleep=lambda _: None)
+        call(down.spec, (1,), {}, sleep=lambda _: None)
     assert len(tries) == 4
 
 
@@ -133,9 +134,9 @@ def test_retry_on_and_permanent_on_decide_for_the_task() -> None:
         raise ValueError("v") if kind == "v" else OSError("o")
 
     with pytest.raises(ValueError, match="v"):
-        call(picky, ("v",), {}, sleep=lambda _: None)
+        call(picky.spec, ("v",), {}, sleep=lambda _: None)
     with pytest.raises(OSError, match="o"):
-        call(picky, ("o",), {}, sleep=lambda _: None)
+        call(picky.spec, ("o",), {}, sleep=lambda _: None)
     assert tries == ["v", "v", "o"]
     with pytest.raises(PermanentFailure):
         picky("o")
@@ -157,7 +158,7 @@ def test_inner_tasks_are_steps_a_retry_of_the_outer_does_not_run_them_again() ->
             raise OSError("node lost its disk")
         return total
 
-    assert call(whole, (3,), {}, sleep=lambda _: None) == 5
+    assert call(whole.spec, (3,), {}, sleep=lambda _: None) == 5
     assert inner_runs == [0, 1, 2]
 
 

@@ -97,7 +97,7 @@ def test_inputs_are_no_parameters_of_the_call(tmp_path: Path) -> None:
         return n
 
     wrapped = task(inputs={"ref": f"file://{tmp_path}/ref/"})(uses)
-    assert list(wrapped.call_signature.parameters) == ["n"]
+    assert list(wrapped.spec.call_signature.parameters) == ["n"]
 
 
 def test_the_package_face_names_the_function_api() -> None:

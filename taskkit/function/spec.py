@@ -1,0 +1,225 @@
+"""What a task is, apart from how it is called: its function, name and options, checked once.
+
+:class:`TaskSpec` is what the call machinery (:mod:`taskkit.function.plan`,
+:mod:`taskkit.function.run`) works from; :class:`~taskkit.function.task.Task` is the face a user
+calls, holding one. Options mean what ``taskkit run``'s do: ``state`` (the store of records),
+``inputs`` (name -> URL, staged and passed as a ``pathlib.Path`` keyword argument of that
+name), ``outputs`` (GLOB -> URL, published after success as ``taskkit run -o``), ``retries``
+(in-process retries of retryable failures), ``retry_on`` / ``permanent_on``, ``deadline``,
+``version``, ``depends``, ``ignore``, ``key`` (per argument: a function whose value is keyed
+instead) and ``result`` (``"json"`` or ``"pickle"``).
+
+Invariants: everything a decoration can refuse is refused here, at decoration (a generator, an
+``async def`` function, an option naming no parameter, an input a caller could pass by position,
+a malformed output), never at a call; a task's name is ``module:qualname``, with a script run as
+``__main__`` named by its module.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from taskkit.exceptions import MisuseError, TaskkitError
+from taskkit.function.failures import classify
+from taskkit.function.results import ResultFormat
+from taskkit.runner.policy import Verdict
+
+if TYPE_CHECKING:
+    from taskkit.function.code import CodeKey
+
+__all__ = ["Exceptions", "TaskOptions", "TaskSpec"]
+
+Exceptions = Sequence[type[BaseException]]
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task runs; see the module docstring."""
+
+    state: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = ()
+    permanent_on: tuple[type[BaseException], ...] = ()
+    deadline: float | None = None
+    version: str | None = None
+    depends: tuple[object, ...] = ()
+    ignore: frozenset[str] = frozenset()
+    key: Mapping[str, Callable[[Any], object]] = field(default_factory=dict)
+    result: ResultFormat = "json"
+
+
+def _qualified(fn: Callable[..., object]) -> str:
+    """``module:qualname``, with a script run as ``__main__`` named by its module, so that
+    ``python pipeline.py`` and ``taskkit call pipeline:f`` are one function."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        path = getattr(main, "__file__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif path:
+            module = os.path.splitext(os.path.basename(path))[0]
+    return f"{module}:{fn.__qualname__}"
+
+
+def _check_inputs(signature: inspect.Signature, inputs: Mapping[str, str], where: str) -> None:
+    """Inputs are passed by keyword: a positional-only one, or one before ``*args``, cannot be."""
+    spread = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
+    for name in inputs:
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.POSITIONAL_ONLY or (
+            spread and kind is not inspect.Parameter.KEYWORD_ONLY
+        ):
+            raise MisuseError(
+                f"inputs: {where} takes {name!r} by position; an input is passed by keyword "
+                "(make it keyword-only)"
+            )
+        if not isinstance(inputs[name], str):
+            raise MisuseError(f"inputs: {name!r} needs a URL, not {inputs[name]!r}")
+
+
+def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
+    found = value if isinstance(value, (tuple, list)) else (value,)
+    for item in found:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise MisuseError(f"{option}: {item!r} is not an exception class")
+    return tuple(found)
+
+
+class TaskSpec:
+    """A task's function, name and options, checked (see the module docstring)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        state: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | Exceptions = (),
+        permanent_on: type[BaseException] | Exceptions = (),
+        deadline: float | str | None = None,
+        version: str | None = None,
+        depends: Sequence[object] = (),
+        ignore: Collection[str] = (),
+        key: Mapping[str, Callable[[Any], object]] | None = None,
+        result: ResultFormat = "json",
+    ) -> None:
+        from taskkit.function.arguments import check_names
+
+        if not callable(fn):
+            raise MisuseError(f"@taskkit.task decorates a function, not {fn!r}")
+        fn = getattr(fn, "__wrapped_task__", fn)
+        where = getattr(fn, "__qualname__", repr(fn))
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise MisuseError(
+                f"@taskkit.task: {where} is a generator; a task returns its result (return a list)"
+            )
+        if inspect.iscoroutinefunction(fn):
+            raise MisuseError(
+                f"@taskkit.task: {where} is an async def function, which tasks do not support; "
+                "decorate a plain function that calls asyncio.run(...)"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise MisuseError(f"retries: a whole number of at least 0, not {retries!r}")
+        if result not in ("json", "pickle"):
+            raise MisuseError(f"result: 'json' or 'pickle', not {result!r}")
+        if version is not None and not isinstance(version, str):
+            raise MisuseError(f"version: a string, not {version!r}")
+        self.fn: Callable[..., Any] = fn
+        self.signature = inspect.signature(fn)
+        inputs, outputs = dict(inputs or {}), dict(outputs or {})
+        check_names(self.signature, inputs, "inputs")
+        _check_inputs(self.signature, inputs, where)
+        check_names(self.signature, ignore, "ignore")
+        check_names(self.signature, key or {}, "key")
+        self.options = TaskOptions(
+            state=state,
+            inputs=inputs,
+            outputs=outputs,
+            retries=retries,
+            retry_on=_classes(retry_on, "retry_on"),
+            permanent_on=_classes(permanent_on, "permanent_on"),
+            deadline=None if deadline is None else _seconds(deadline),
+            version=version,
+            depends=tuple(depends),
+            ignore=frozenset(ignore),
+            key=dict(key or {}),
+            result=result,
+        )
+        # What a caller passes: the inputs are taskkit's to pass.
+        self.call_signature = self.signature.replace(
+            parameters=[p for n, p in self.signature.parameters.items() if n not in inputs]
+        )
+        self.output_texts = tuple(f"{glob}={dest}" for glob, dest in outputs.items())
+        if self.output_texts:
+            from taskkit.transfer.patterns import parse_output
+
+            for text in self.output_texts:
+                parse_output(text)  # a malformed GLOB or DEST is refused now, not at a call
+        self.name = _qualified(fn)
+        self._code: CodeKey | None = None
+
+    def __repr__(self) -> str:
+        return f"TaskSpec({self.name!r})"
+
+    def arranged(
+        self, args: Sequence[object], kwargs: Mapping[str, object], inputs: Mapping[str, object]
+    ) -> tuple[list[object], dict[str, object]]:
+        """The arguments of the function: the caller's, bound to the call signature, with the
+        staged ``inputs`` by keyword (so a positional argument never lands on an input)."""
+        bound = self.call_signature.bind(*args, **kwargs)
+        spread = any(
+            p.kind is p.VAR_POSITIONAL and bound.arguments.get(n)
+            for n, p in self.call_signature.parameters.items()
+        )
+        positional: list[object] = []
+        named: dict[str, object] = {}
+        for name, value in bound.arguments.items():
+            kind = self.call_signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                positional.extend(value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is inspect.Parameter.POSITIONAL_ONLY or (
+                spread and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            ):
+                positional.append(value)
+            else:
+                named[name] = value
+        named.update(inputs)
+        return positional, named
+
+    def code(self) -> CodeKey:
+        """The code part of this task's keys (computed once per process: the code of a
+        running program does not change)."""
+        if self._code is None:
+            from taskkit.function.code import code_key
+
+            self._code = code_key(
+                self.fn, depends=self.options.depends, version=self.options.version
+            )
+        return self._code
+
+    def verdict(self, exc: BaseException) -> Verdict:
+        """Permanent or retryable, for this task (its ``retry_on``/``permanent_on``)."""
+        options = self.options
+        return classify(exc, retry_on=options.retry_on, permanent_on=options.permanent_on).verdict
+
+
+def _seconds(value: float | str) -> float:
+    from taskkit.runner.spec import parse_duration
+
+    try:
+        return parse_duration(value)
+    except (TaskkitError, ValueError) as exc:
+        raise MisuseError(f"deadline: {exc}") from None
