@@ -13,8 +13,8 @@ import pytest
 
 import taskkit
 from taskkit.exceptions import TransientError
-from taskkit.function.failures import PermanentFailure
 from taskkit.function.deadline import DeadlineReached
+from taskkit.function.failures import PermanentFailure
 from taskkit.function.run import INLINE_RESULT, call
 from taskkit.function.task import Task, task
 
