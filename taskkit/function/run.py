@@ -116,6 +116,10 @@ def call(
     with resources(stores, observer, environ) as (opened, told, env, parent):
         state = resolve_state(task, env, parent, told)
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
+        if key.code.notes and not task.noted:
+            task.noted = True  # once per task and process: the code does not change meanwhile
+            for note in key.code.notes:
+                told.note(f"{_short(task.name)}: {note}")
         if parent is not None and key.digest in parent.chain:
             raise MisuseError(
                 f"{_short(task.name)} calls itself with the same arguments: it would wait for "

@@ -168,6 +168,7 @@ class TaskSpec:
                 parse_output(text)  # a malformed GLOB or DEST is refused now, not at a call
         self.name = _qualified(fn)
         self._code: CodeKey | None = None
+        self.noted = False  # whether the notes of its code key were said
 
     def __repr__(self) -> str:
         return f"TaskSpec({self.name!r})"
