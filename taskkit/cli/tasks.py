@@ -8,6 +8,7 @@ be mistaken for the command's own exit code.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import click
 from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
 from taskkit.cli.report import say as _say
 from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitError
+from taskkit.runner.local import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE, LocalNode
 
 __all__ = ["RunCommand", "run_options", "spec_from_options"]
 
@@ -159,8 +161,17 @@ def spec_from_options(options: dict[str, Any], command: tuple[str, ...]) -> Any:
 @cli.command("run", cls=RunCommand, context_settings=_COMMAND_CONTEXT)
 @run_options
 @click.option("--dry-run", is_flag=True, help="Print the plan: goal, inputs, outputs, exit codes.")
+@click.option(
+    "--local",
+    is_flag=False,
+    flag_value=DEFAULT_LOCAL_DIR,
+    default=None,
+    metavar="[DIR]",
+    help=f"Run on a Batch-like node in DIR [default: {DEFAULT_LOCAL_DIR}; env: "
+    f"{LOCAL_VARIABLE}]: its AZ_BATCH_* variables, task directory and file:// state.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
-def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
+def run_command(command: tuple[str, ...], dry_run: bool, local: str | None, **options: Any) -> int:
     """Run COMMAND as one idempotent attempt of a Batch task.
 
     \b
@@ -183,9 +194,13 @@ def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
           --max-retries 3 --deadline 2h -- python train.py
       taskkit run --spec task.toml -- ./step.sh
       taskkit run --dry-run --spec task.toml -- ./step.sh
+      taskkit run --local -o 'out/**=file://.taskkit/results/' -- python train.py
     """
 
     def attempt() -> int:
+        node = LocalNode.find(local, os.environ)
+        if node is not None:
+            return _run_local(node, command, dry_run, options)
         spec = spec_from_options(options, command)
         if dry_run:
             from taskkit.cli.dryrun import show_plan
@@ -197,6 +212,28 @@ def run_command(command: tuple[str, ...], dry_run: bool, **options: Any) -> int:
         return run(spec, observer=RunReport(verbose=spec.verbose, interval=spec.progress_interval))
 
     return _banded(attempt)
+
+
+def _run_local(
+    node: LocalNode, command: tuple[str, ...], dry_run: bool, options: dict[str, Any]
+) -> int:
+    """``taskkit run --local``: the same run, on the task's place on the local ``node``."""
+    from taskkit.runner.local import LocalRun
+
+    spec_file = options.pop("spec_file", None)
+    local = LocalRun.resolve(node, options, command, spec_file=spec_file, environ=os.environ)
+    if dry_run:
+        from taskkit.cli.dryrun import show_plan
+
+        made = "" if local.task.task_dir.is_dir() else " (would be created)"
+        click.echo(f"local       task directory {local.task.task_dir}{made}")
+        return show_plan(local.spec, environ=local.environ)
+    from taskkit.cli.report import RunReport
+    from taskkit.runner.run import run
+
+    local.task.make()
+    told = RunReport(verbose=local.spec.verbose, interval=local.spec.progress_interval)
+    return run(local.spec, environ=local.environ, launch=local.task.launcher(), observer=told)
 
 
 @cli.command("step", cls=RunCommand, context_settings=CONTEXT)
