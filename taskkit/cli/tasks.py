@@ -225,6 +225,7 @@ def _run_local(
     if dry_run:
         from taskkit.cli.dryrun import show_plan
 
+        local.task.check()  # as a run would find it, making nothing
         made = "" if local.task.task_dir.is_dir() else " (would be created)"
         click.echo(f"local       task directory {local.task.task_dir}{made}")
         return show_plan(local.spec, environ=local.environ)

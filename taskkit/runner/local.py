@@ -37,6 +37,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import getpass
 import hashlib
 import json
@@ -104,11 +105,31 @@ def _make_dir(path: Path) -> None:
 def _local_failure(exc: OSError, what: str) -> TaskFailure:
     where = exc.filename if exc.filename is not None else None
     reason = (exc.strerror or str(exc)).lower()
-    shown = f"{what} {where!r}: {reason}" if where is not None else f"{what}: {reason}"
+    shown = f"{what} {str(where)!r}: {reason}" if where is not None else f"{what}: {reason}"
     if isinstance(exc, PermissionError):
         return LocalPermissionDenied(shown, path=where, errno=exc.errno)
     # Never "input not found" (201, permanent): what is missing is this machine's folder.
     return IOFailure(shown, path=where, errno=exc.errno)
+
+
+def _unmakeable(path: Path, *, directory: bool) -> OSError | None:
+    """Why ``path`` (a directory, else a file to append to) could not be made or written, as
+    the error making it would raise; None when nothing stands in the way."""
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if probe == path:
+        if directory != path.is_dir():
+            code = errno.ENOTDIR if directory else errno.EISDIR
+            return OSError(code, os.strerror(code), str(path))
+        wanted = os.W_OK | os.X_OK if directory else os.W_OK
+    elif not probe.is_dir():
+        return OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe))
+    else:
+        wanted = os.W_OK | os.X_OK
+    if not os.access(probe, wanted):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(probe))
+    return None
 
 
 @dataclass(frozen=True)
@@ -202,12 +223,24 @@ class LocalTask:
     stdout: Path
     stderr: Path
 
+    def check(self) -> None:
+        """Raise what :meth:`make` would meet, making nothing: a file where a directory must
+        be, or a folder this process may not write (what a dry run says)."""
+        for path in (*self._directories(), self.stdout, self.stderr):
+            problem = _unmakeable(path, directory=path not in (self.stdout, self.stderr))
+            if problem is not None:
+                raise _local_failure(problem, f"local mode: the node in {str(self.node.root)!r}:")
+
+    def _directories(self) -> tuple[Path, ...]:
+        node = self.node
+        return (node.shared_dir, node.startup_dir / "wd", node.state_dir, self.workdir)
+
     def make(self) -> None:
         """Make the node's and the task's directories and its (empty) output files, as Batch
         has them before a task starts; what is there already is left as it is. A folder that
         cannot be written is found here, before an attempt begins."""
-        node = self.node
-        for directory in (node.shared_dir, node.startup_dir / "wd", node.state_dir, self.workdir):
+        self.check()  # the same words as a dry run's for the same folder
+        for directory in self._directories():
             _make_dir(directory)
         for path in (self.stdout, self.stderr):
             try:
