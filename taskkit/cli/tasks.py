@@ -194,7 +194,7 @@ def run_command(command: tuple[str, ...], dry_run: bool, local: str | None, **op
           --max-retries 3 --deadline 2h -- python train.py
       taskkit run --spec task.toml -- ./step.sh
       taskkit run --dry-run --spec task.toml -- ./step.sh
-      taskkit run --local -o 'out/**=file://.taskkit/results/' -- python train.py
+      taskkit run --local -i az://data/in/=in/ -o 'out/**=file:///tmp/results/' -- python train.py
     """
 
     def attempt() -> int:

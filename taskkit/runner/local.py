@@ -401,7 +401,9 @@ class LocalRun:
         """The run ``options`` (as ``taskkit run`` resolves them) and ``command`` ask for on
         ``node``. The job and task ids are those given (options, spec file, ``TASKKIT_*``),
         never the calling environment's ``AZ_BATCH_*`` ones: else :data:`DEFAULT_JOB_ID` and
-        :func:`task_id_of` the command."""
+        :func:`task_id_of` the command. Settings a run cannot start with (no command) are
+        refused here, before the node is made."""
+        from taskkit.runner.plan import required
         from taskkit.runner.spec import resolve
 
         given = {**options, "command": tuple(command)}
@@ -411,4 +413,6 @@ class LocalRun:
         env = task.environ(environ)
         # Resolved again in the task's environment: its ids, state and working directory are
         # now the defaults, and options, the spec file and TASKKIT_* still win over them.
-        return cls(task=task, spec=resolve(given, spec_file=spec_file, environ=env), environ=env)
+        spec = resolve(given, spec_file=spec_file, environ=env)
+        required(spec)
+        return cls(task=task, spec=spec, environ=env)

@@ -231,3 +231,12 @@ def test_workdir_and_state_options_still_win(tmp_path: Path) -> None:
     assert proc.stdout == f"{work}\nfile://{state}\n"
     assert (state / "local" / task_id_of(command) / "outcome.json").is_file()
     assert (task_dir(tmp_path / ".taskkit", command) / "stdout.txt").read_text() == proc.stdout
+
+
+def test_no_command_is_refused_before_the_node_is_made(tmp_path: Path) -> None:
+    """Bare 'taskkit run --local' (no command) is the run's usage error (200), one line, and
+    leaves no .taskkit behind."""
+    proc = taskkit(tmp_path, "run", "--local")
+    assert proc.returncode == 200, proc.stderr
+    one_error(proc.stderr, "no command to run")
+    assert not (tmp_path / ".taskkit").exists()
