@@ -103,7 +103,9 @@ def _make_dir(path: Path) -> None:
 
 
 def _local_failure(exc: OSError, what: str) -> TaskFailure:
-    where = exc.filename if exc.filename is not None else None
+    """``exc`` as local I/O (203 in ``taskkit run``), retryable: another run may find the
+    folder fixed."""
+    where = exc.filename
     reason = (exc.strerror or str(exc)).lower()
     shown = f"{what} {str(where)!r}: {reason}" if where is not None else f"{what}: {reason}"
     if isinstance(exc, PermissionError):
