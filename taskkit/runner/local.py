@@ -413,8 +413,15 @@ class LocalRun:
         first = resolve(given, spec_file=spec_file, environ=outside)
         task = node.plan(first.job_id or DEFAULT_JOB_ID, first.task_id or task_id_of(first.command))
         env = task.environ(environ)
-        # Resolved again in the task's environment: its ids, state and working directory are
-        # now the defaults, and options, the spec file and TASKKIT_* still win over them.
+        if not environ.get("TASKKIT_STATE"):
+            # The node's state is a default: in the environment it would win over a spec
+            # file's, so it is given with the options, and only when nothing named one.
+            del env["TASKKIT_STATE"]
+        if first.state is None:
+            given["state"] = node.state_url
+        # Resolved again in the task's environment: its ids and working directory are now
+        # the defaults, and options, the spec file and TASKKIT_* still win over them.
         spec = resolve(given, spec_file=spec_file, environ=env)
         required(spec)
+        env["TASKKIT_STATE"] = spec.state or ""  # what the attempt gives its command
         return cls(task=task, spec=spec, environ=env)

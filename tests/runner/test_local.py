@@ -215,6 +215,24 @@ def test_resolve_defaults_state_and_workdir_to_the_nodes_and_keeps_given_ones(
     assert _resolved(tmp_path, {"state": "memory://o"}, {}).spec.state == "memory://o"
 
 
+def test_a_spec_files_state_wins_over_the_nodes(tmp_path: Path) -> None:
+    """The node's state is a default below the spec file's, as every default is; the
+    environment the attempt reads names the state the run uses."""
+    spec_file = tmp_path / "task.toml"
+    spec_file.write_text('state = "memory://from-spec"\nmax-retries = 2\n')
+    node = LocalNode(tmp_path / "n")
+    run = LocalRun.resolve(node, {}, ["true"], spec_file=spec_file, environ={})
+    assert run.spec.state == "memory://from-spec"
+    assert run.spec.max_retries == 2
+    assert run.environ["TASKKIT_STATE"] == "memory://from-spec"
+    env = {"TASKKIT_STATE": "memory://from-env"}
+    run = LocalRun.resolve(node, {}, ["true"], spec_file=spec_file, environ=env)
+    assert run.spec.state == "memory://from-env"
+    run = LocalRun.resolve(node, {}, ["true"], environ={})
+    assert run.spec.state == node.state_url
+    assert run.environ["TASKKIT_STATE"] == node.state_url
+
+
 class _Recorded:
     """A launcher that writes through the sink it is given, as run_logged does."""
 
