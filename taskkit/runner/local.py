@@ -12,6 +12,7 @@ lays out on a node, and gives the command the variables Batch gives a task::
           wd/                               AZ_BATCH_TASK_WORKING_DIR
           stdout.txt, stderr.txt            the command's output, as Batch keeps it
       state/                                the default TASKKIT_STATE (a file:// store)
+      .gitignore                            "*", when taskkit made DIR itself
 
 so a laptop run and a Batch run of the same line differ only in their URLs. A task's id defaults
 to :func:`task_id_of` its command line (two different commands are two tasks), its job's to
@@ -37,6 +38,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import getpass
 import hashlib
@@ -242,8 +244,17 @@ class LocalTask:
         has them before a task starts; what is there already is left as it is. A folder that
         cannot be written is found here, before an attempt begins."""
         self.check()  # the same words as a dry run's for the same folder
+        fresh = not os.path.lexists(self.node.root)
         for directory in self._directories():
             _make_dir(directory)
+        if fresh:
+            # A node made here is no one's source: git passes it by (as .pytest_cache). A
+            # folder that was there already may hold the user's own files: left as it is.
+            with (
+                contextlib.suppress(OSError),
+                open(self.node.root / ".gitignore", "x") as ignore,
+            ):
+                ignore.write("# a taskkit local node (taskkit run --local)\n*\n")
         for path in (self.stdout, self.stderr):
             try:
                 with open(path, "ab"):

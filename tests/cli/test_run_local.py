@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from runner_helpers import TASKKIT, TIMEOUT, clean_environment, no_traceback, one_error, q
+from runner_helpers import (
+    TASKKIT,
+    TIMEOUT,
+    clean_environment,
+    kill_9_once,
+    no_traceback,
+    one_error,
+    q,
+)
 from runner_helpers import snapshot as _snapshot
 
 from taskkit.runner.local import task_id_of
@@ -240,3 +248,31 @@ def test_no_command_is_refused_before_the_node_is_made(tmp_path: Path) -> None:
     assert proc.returncode == 200, proc.stderr
     one_error(proc.stderr, "no command to run")
     assert not (tmp_path / ".taskkit").exists()
+
+
+def test_a_local_run_killed_mid_command_resumes_in_the_same_task(tmp_path: Path) -> None:
+    """kill -9 of taskkit while its command runs: the next run of the same line is attempt 2
+    of the same task, says the first was interrupted, and stdout.txt keeps both attempts."""
+    box = tmp_path / "box"
+    box.mkdir()
+    command = [
+        "sh",
+        "-ec",
+        'echo "attempt $TASKKIT_ATTEMPT"\n'
+        'if [ "$TASKKIT_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi\n'
+        "echo finished",
+    ]
+    node = tmp_path / "node"
+    args = [*TASKKIT, "run", "--local", str(node), "--max-retries", "2", "--", *command]
+    stdout = task_dir(node, command) / "stdout.txt"
+
+    def first_attempt_wrote() -> bool:
+        return stdout.exists() and "attempt 1" in stdout.read_text()
+
+    env = clean_environment(box)
+    kill_9_once(args, env, [(first_attempt_wrote, "the first attempt's output in stdout.txt")])
+    again = taskkit(tmp_path, *args[len(TASKKIT) :])
+    assert again.returncode == 0, again.stderr
+    assert "interrupted before: [1]" in again.stderr
+    assert again.stdout == "attempt 2\nfinished\n"
+    assert stdout.read_text() == "attempt 1\nattempt 2\nfinished\n"

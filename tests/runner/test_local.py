@@ -81,6 +81,20 @@ def test_task_makes_the_node_and_is_idempotent(tmp_path: Path) -> None:
     assert task.stdout.read_bytes() == b"kept\n"
 
 
+def test_a_node_made_afresh_is_ignored_by_git_and_a_users_folder_is_not_touched(
+    tmp_path: Path,
+) -> None:
+    """A node folder taskkit creates gets a .gitignore of everything; an existing folder
+    given as the node (it may hold the user's files) gets none."""
+    fresh = LocalNode(tmp_path / "fresh")
+    fresh.task("j", "t")
+    assert (fresh.root / ".gitignore").read_text().splitlines()[-1] == "*"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    LocalNode(mine).task("j", "t")
+    assert not (mine / ".gitignore").exists()
+
+
 @pytest.mark.parametrize("bad", HOSTILE_IDS)
 @pytest.mark.parametrize("which", ["job", "task"])
 def test_a_hostile_id_is_refused_before_any_path_is_made(
