@@ -18,6 +18,7 @@ from runner_helpers import (
     TASKKIT,
     TIMEOUT,
     clean_environment,
+    invoke,
     kill_9_once,
     no_traceback,
     one_error,
@@ -276,3 +277,19 @@ def test_a_local_run_killed_mid_command_resumes_in_the_same_task(tmp_path: Path)
     assert "interrupted before: [1]" in again.stderr
     assert again.stdout == "attempt 2\nfinished\n"
     assert stdout.read_text() == "attempt 1\nattempt 2\nfinished\n"
+
+
+def test_in_process_the_local_option_refuses_and_plans_alike(tmp_path: Path) -> None:
+    """Through click in this process (CliRunner): a hostile id is 200 in one line, and
+    --local DIR --dry-run plans in the task's directory; neither makes anything."""
+    node = tmp_path / "n"
+    code, _, err = invoke(["run", "--local", str(node), "--task-id", "../x", "--", "true"])
+    assert code == 200
+    one_error(err, "not a Batch id")
+    code, out, err = invoke(["run", f"--local={node}", "--dry-run", "--", "true"])
+    assert code == 0, err
+    assert f"task directory {task_dir(node, ['true'])} (would be created)" in out
+    code, out, err = invoke(["run", "--dry-run", "--", "true"], env={"TASKKIT_LOCAL": str(node)})
+    assert code == 0, err
+    assert f"journal {node}/state/local/{task_id_of(['true'])}/" in out
+    assert not node.exists()
