@@ -26,12 +26,13 @@ from taskkit.function.context import CallContext, current
 from taskkit.function.plan import Calls
 from taskkit.observer import Observer, observer_or_default
 from taskkit.redaction import shown_url
+from taskkit.runner.local import DEFAULT_LOCAL_DIR, LocalNode
 from taskkit.storage.stores import Stores
 
 if TYPE_CHECKING:
     from taskkit.function.spec import TaskSpec
 
-__all__ = ["POOL", "Pool", "default_state", "local_root", "resolve_state", "resources", "scratch"]
+__all__ = ["POOL", "Pool", "default_state", "local_node", "resolve_state", "resources", "scratch"]
 
 _said_state: set[str] = set()
 _said_lock = threading.Lock()
@@ -77,14 +78,14 @@ class Pool:
 POOL = Pool()
 
 
-def local_root(environ: Mapping[str, str]) -> str:
-    """The local folder of taskkit's own files when no node says otherwise."""
-    return os.path.abspath(environ.get("TASKKIT_LOCAL") or ".taskkit")
+def local_node(environ: Mapping[str, str]) -> LocalNode:
+    """The local-mode node of this machine: ``$TASKKIT_LOCAL``, else ``.taskkit``."""
+    return LocalNode.find(None, environ) or LocalNode.at(DEFAULT_LOCAL_DIR)
 
 
 def default_state(environ: Mapping[str, str]) -> str:
-    """``TASKKIT_STATE``, else the state folder of local mode (``.taskkit/state``)."""
-    return environ.get("TASKKIT_STATE") or "file://" + os.path.join(local_root(environ), "state")
+    """``TASKKIT_STATE``, else the state of the local-mode node (``.taskkit/state``)."""
+    return environ.get("TASKKIT_STATE") or local_node(environ).state_url
 
 
 def scratch(environ: Mapping[str, str]) -> Path:
@@ -92,7 +93,7 @@ def scratch(environ: Mapping[str, str]) -> Path:
     task_dir = environ.get("AZ_BATCH_TASK_DIR")
     if task_dir:
         return Path(task_dir) / "taskkit" / "calls"
-    return Path(local_root(environ)) / "calls"
+    return local_node(environ).root / "calls"
 
 
 def resolve_state(
