@@ -8,9 +8,9 @@
 * :func:`argument_changes` says, line by line, how two calls' arguments differ.
 
 Invariant: what is shown of an argument is at most :data:`SHOWN_LIMIT` characters and never holds
-a credential (text is :func:`~taskkit.redaction.redact`-ed before it is cut, so a cut can never
-leave part of a secret that redaction would no longer recognise); ``bytes`` are shown by size
-only.
+a credential: the shown text is :func:`~taskkit.redaction.redact`-ed before it is cut (each
+string in it is whole, so a cut can never leave part of a secret that redaction would no longer
+recognise); ``bytes`` are shown by size only, text longer than 4096 characters by its length.
 """
 
 from __future__ import annotations
@@ -130,7 +130,14 @@ def hash_argument(
 def show(value: object, paths: Mapping[int, PathContent] | None = None) -> str:
     """``value`` in at most :data:`SHOWN_LIMIT` characters, credentials hidden; ``paths`` is
     what :class:`~taskkit.function.canonical.Encoder` found for the ``Path`` values in it."""
-    text = _render(value, SHOWN_LIMIT, paths or {}, set())
+    try:
+        text = _render(value, SHOWN_LIMIT, paths or {}, set())
+    except RecursionError:  # nested deeper than showing can follow: its type says enough
+        text = f"<{type(value).__name__}>"
+    if not (value is None or isinstance(value, (bool, int, float, complex))):
+        # Once, on the whole text, before the cut (each part is whole in it): a secret cut
+        # short would no longer be recognised.
+        text = redact(text)
     return text if len(text) <= SHOWN_LIMIT else text[: SHOWN_LIMIT - 1] + "…"
 
 
@@ -145,7 +152,7 @@ def _render(value: object, room: int, paths: Mapping[int, PathContent], seen: se
     if isinstance(value, str):
         if len(value) > _TEXT_SHOWN:
             return f"<str, {len(value)} characters>"
-        return repr(redact(value))
+        return repr(value)  # redacted by show(), with the rest
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{type(value).__name__}, {format_size(memoryview(value).nbytes)}>"
     if isinstance(value, pathlib.PurePath):

@@ -143,8 +143,12 @@ class Encoder:
         digest: bytes = self._hasher.digest()
         return digest
 
-    def _raw(self, data: bytes | bytearray | memoryview) -> None:
-        if len(data) < _DIRECT:
+    def _blob(self, tag: bytes, data: bytes | bytearray | memoryview) -> None:
+        """``tag``, the size in bytes, the bytes: a large buffer goes to the hasher as it is."""
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        self._buf += tag
+        self._buf += _U64.pack(size)
+        if size < _DIRECT:
             self._buf += data
             return
         if self._hasher is None:
@@ -152,11 +156,6 @@ class Encoder:
         self._hasher.update(self._buf)
         self._buf.clear()
         self._hasher.update(data)
-
-    def _blob(self, tag: bytes, data: bytes | bytearray | memoryview) -> None:
-        self._buf += tag
-        self._buf += _U64.pack(len(data))
-        self._raw(data)
 
     def _text(self, tag: bytes, text: str) -> None:
         self._blob(tag, text.encode("utf-8", "surrogatepass"))
@@ -438,10 +437,11 @@ class Encoder:
     def _tree(self, value: pathlib.Path, name: str, abspath: str) -> None:
         entries: list[tuple[bytes, bytes]] = []
         files = size = 0
+        prefix = len(os.path.join(name, ""))  # the walk names each file prefix + relative name
         for result in hash_paths([name], cache=self.cache):
             if isinstance(result, Failed):
                 raise result.error
-            relative = os.path.relpath(result.path, name).replace(os.sep, "/")
+            relative = result.path[prefix:].replace(os.sep, "/")
             encoded = relative.encode("utf-8", "surrogatepass")
             if isinstance(result, FileDigest):
                 files += 1

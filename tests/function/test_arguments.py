@@ -336,3 +336,25 @@ def test_changes_between_two_real_calls() -> None:
 
     assert argument_changes(keyed(0.3), keyed(0.5)) == ["argument threshold: 0.3 -> 0.5"]
     assert argument_changes(keyed(0.3), keyed(0.3)) == []
+
+
+def test_deep_nesting_is_keyed_and_shown_or_refused_never_a_crash() -> None:
+    """At every depth around the recursion limit, keying (showing included) either succeeds
+    with a bounded shown form or refuses clearly: never a RecursionError."""
+    import sys
+
+    outcomes = set()
+    value: list[object] = []
+    made = 0
+    for depth in range(100, sys.getrecursionlimit() + 50, 37):
+        while made < depth:
+            value = [value]
+            made += 1
+        try:
+            hashed = hash_argument("x", value)
+        except UnhashableArgument:
+            outcomes.add("refused")
+        else:
+            outcomes.add("keyed")
+            assert len(hashed.shown) <= SHOWN_LIMIT
+    assert outcomes == {"keyed", "refused"}
