@@ -407,7 +407,8 @@ class Encoder:
         """A subclass of a built-in that adds no state: its class, then the built-in value."""
         cls = type(value)
         base = next((b for b in cls.__mro__ if b in _EXACT), None)
-        if base is None or getattr(value, "__dict__", None):
+        added = () if base is None else cls.__mro__[: cls.__mro__.index(base)]
+        if base is None or getattr(value, "__dict__", None) or _slotted(added):
             raise Unkeyable(f"cannot key a value of type {_type_name(cls)}", _type_name(cls))
         self._text(b"x", class_name(cls))
         _EXACT[base](self, value)
@@ -480,6 +481,11 @@ class _Open:
 
     def __exit__(self, *exc: object) -> None:
         self.open.discard(id(self.container))
+
+
+def _slotted(classes: tuple[type, ...]) -> bool:
+    """Whether any of ``classes`` declares slots: state the built-in value does not show."""
+    return any(vars(cls).get("__slots__") not in (None, ()) for cls in classes)
 
 
 def _path_error(exc: OSError) -> TaskFailure:

@@ -347,6 +347,18 @@ def test_deep_nesting_is_a_refusal_not_a_crash() -> None:
         key(value)
 
 
+class Slotted(list):  # type: ignore[type-arg]
+    """A list subclass whose instances carry a slot the list's items do not show."""
+
+    __slots__ = ("label",)
+
+
+def test_a_subclass_with_slots_is_refused() -> None:
+    """Slots are state the key cannot see: refused, like an instance with attributes."""
+    with pytest.raises(Unkeyable, match=r"type test_canonical\.Slotted$|type .*Slotted$"):
+        key(Slotted([1]))
+
+
 def test_subclass_without_state_is_keyed_by_its_class() -> None:
     """A stateless subclass of a built-in keys by class and value: stable, apart from the base."""
     assert key(Name("a")) == key(Name("a"))
@@ -429,6 +441,11 @@ def test_a_directory_keys_by_its_tree(tmp_path: Path) -> None:
     (root / "e.txt").write_bytes(b"")
     assert key(root) != edited
     copy_root = tree(tmp_path / "copy", {"x": b"1"})
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InputNotFound, match="broken symbolic link"):
+        key(dangling)
     link_root = tmp_path / "links"
     link_root.mkdir()
     (link_root / "x").symlink_to(copy_root / "x")
