@@ -355,7 +355,7 @@ class Slotted(list):  # type: ignore[type-arg]
 
 def test_a_subclass_with_slots_is_refused() -> None:
     """Slots are state the key cannot see: refused, like an instance with attributes."""
-    with pytest.raises(Unkeyable, match=r"type test_canonical\.Slotted$|type .*Slotted$"):
+    with pytest.raises(Unkeyable, match=r"type .*Slotted$"):
         key(Slotted([1]))
 
 
