@@ -366,6 +366,9 @@ class Encoder:
                 self._value(value.model_dump(mode="python"))
             return True
         pandas = sys.modules.get("pandas")
+        if pandas is not None and (value is pandas.NA or value is pandas.NaT):
+            self._text(b"W", repr(value))  # the missing-value markers inside pandas data
+            return True
         if pandas is not None and isinstance(
             value, (pandas.Series, pandas.DataFrame, pandas.Index)
         ):
@@ -389,19 +392,23 @@ class Encoder:
             self._blob(tag, memoryview(contiguous.reshape(-1).view("u1")))
 
     def _pandas(self, value: Any, pandas: Any) -> None:
-        """A pandas object by its class, labels and values, column by column."""
+        """A pandas object by its class, labels and values (a frame's column by column)."""
         self._text(b"W", class_name(type(value)))
         if isinstance(value, pandas.DataFrame):
             self._pandas(value.columns, pandas)
             self._pandas(value.index, pandas)
             for column in range(value.shape[1]):
-                self._pandas(value.iloc[:, column], pandas)
+                self._pandas_values(value.iloc[:, column])
             return
         if isinstance(value, pandas.Series):
             self._value(value.name)
             self._pandas(value.index, pandas)
-        self._text(b"W", str(value.dtype))
-        self._array(value.to_numpy(), b"A")
+        self._pandas_values(value)
+
+    def _pandas_values(self, values: Any) -> None:
+        """One column's dtype (``category``, ``Int64``: more than numpy's) and values."""
+        self._text(b"W", str(values.dtype))
+        self._array(values.to_numpy(), b"A")
 
     def _subclass(self, value: object) -> None:
         """A subclass of a built-in that adds no state: its class, then the built-in value."""

@@ -554,6 +554,25 @@ def test_numpy_arrays_key_by_dtype_shape_and_bytes() -> None:
         key(np.array([object()], dtype=object))
 
 
+def test_pandas_objects_key_by_labels_dtypes_and_values() -> None:
+    """Only with pandas installed: equal frames key alike; a value, a label, an index or a
+    dtype changes the key; a Series is not a one-column frame."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    assert key(frame) == key(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    assert key(frame) != key(pd.DataFrame({"a": [1, 3], "b": ["x", "y"]}))
+    assert key(frame) != key(pd.DataFrame({"a": [1, 2], "c": ["x", "y"]}))
+    assert key(frame) != key(frame.set_axis([5, 6]))
+    assert key(frame) != key(frame.astype({"a": "float64"}))
+    assert key(frame["a"]) != key(frame[["a"]])
+    assert key(frame["a"]) == key(pd.Series([1, 2], name="a"))
+    assert key(pd.Index(["x"])) != key(pd.Index(["y"]))
+    with_na = pd.Series(["a", None], dtype="string")
+    assert key(with_na) == key(pd.Series(["a", None], dtype="string"))
+    assert key(with_na) != key(pd.Series(["a", "b"], dtype="string"))
+    assert key(pd.NaT) != key(pd.NA)
+
+
 def test_numpy_and_pandas_are_never_imported() -> None:
     """Keying values does not import numpy or pandas (only their objects, if loaded, are
     keyed)."""
