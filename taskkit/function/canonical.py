@@ -20,7 +20,8 @@ What each kind of value contributes (two values of different types never share a
   order (its equality does too).
 * ``Enum`` members, named tuples, dataclasses and pydantic models by their class's module and
   qualified name and their values (pydantic's through ``model_dump(mode="python")``), field
-  names included.
+  names included. A class is named by the module it was defined in: one defined in a script
+  run as ``__main__`` keys apart from the same class imported from that file.
 * ``datetime`` (ISO text, ``fold`` and the zone: a ``zoneinfo`` key, else the zone's class and
   name), ``date``, ``time``, ``timedelta``, ``Decimal`` (its text: ``1.0`` and ``1.00`` differ),
   ``UUID``.
@@ -29,11 +30,13 @@ What each kind of value contributes (two values of different types never share a
   digests (links followed, as :func:`taskkit.content.walk.walk` does; empty directories are not
   part of a tree, as in git; anything that is not a regular file is there by name and kind). The
   path's own name is not part of the key. A ``PurePath`` that is no concrete path is a name.
-* numpy arrays and scalars (dtype, shape, bytes) and pandas ``Series``, ``DataFrame`` and
-  ``Index`` objects, only when numpy or pandas is already imported: this module never imports
-  them.
-* A subclass of a built-in type whose instances carry no attributes of their own, by its class
-  name and the built-in value. Anything else raises :class:`Unkeyable`.
+* numpy arrays and scalars (dtype, shape, bytes; an array of objects by its items) and pandas
+  ``Series``, ``DataFrame`` and ``Index`` objects (labels, each column's dtype and values,
+  ``NA`` and ``NaT`` as themselves), only when numpy or pandas is already imported: this module
+  never imports them.
+* A subclass of a built-in type whose instances carry no state of their own (no instance
+  attributes, no slots), by its class name and the built-in value. Anything else raises
+  :class:`Unkeyable`.
 
 A container met again inside itself raises :class:`Unkeyable` (a cycle); a value shared by two
 places is encoded at each.
