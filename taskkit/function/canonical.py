@@ -428,7 +428,7 @@ class Encoder:
     def _path(self, value: pathlib.Path) -> None:
         """A path by its content: a file's digest, a directory's tree."""
         name = os.fspath(value)
-        abspath = absolute(name)
+        abspath = os.path.normpath(absolute(name))  # "." and ".." after the resolved head
         try:
             mode = os.stat(name).st_mode
         except OSError as exc:

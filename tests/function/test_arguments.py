@@ -358,3 +358,16 @@ def test_deep_nesting_is_keyed_and_shown_or_refused_never_a_crash() -> None:
             outcomes.add("keyed")
             assert len(hashed.shown) <= SHOWN_LIMIT
     assert outcomes == {"keyed", "refused"}
+
+
+def test_a_path_given_as_dot_is_named_by_its_absolute_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path('.') and Path('sub/..') name the directory itself, without a trailing '.'."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "f").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    real = os.path.realpath(tmp_path)
+    assert hash_argument("d", Path(".")).paths == (real,)
+    assert hash_argument("d", Path("sub/..")).paths == (real,)
+    assert hash_argument("d", Path(".")).digest == hash_argument("d", Path("sub/..")).digest
