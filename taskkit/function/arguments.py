@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 
 from taskkit.content.statcache import StatCache
 from taskkit.exceptions import InputNotFound, IOFailure, MisuseError, PermissionDenied
-from taskkit.function.canonical import Encoder, PathContent, Unkeyable
+from taskkit.function.canonical import Encoder, Unkeyable
+from taskkit.function.pathcontent import PathContent
 from taskkit.redaction import redact
 from taskkit.transfer.summary import format_size
 

@@ -25,11 +25,9 @@ What each kind of value contributes (two values of different types never share a
 * ``datetime`` (ISO text, ``fold`` and the zone: a ``zoneinfo`` key, else the zone's class and
   name), ``date``, ``time``, ``timedelta``, ``Decimal`` (its text: ``1.0`` and ``1.00`` differ),
   ``UUID``.
-* A concrete ``pathlib.Path`` by the **content** it names, through the stat-cache: a file by its
-  taskkit digest, a directory by its tree, the sorted relative names of its files with their
-  digests (links followed, as :func:`taskkit.content.walk.walk` does; empty directories are not
-  part of a tree, as in git; anything that is not a regular file is there by name and kind). The
-  path's own name is not part of the key. A ``PurePath`` that is no concrete path is a name.
+* A concrete ``pathlib.Path`` by the **content** it names, through the stat-cache, never by its
+  name (see :mod:`taskkit.function.pathcontent`). A ``PurePath`` that is no concrete path is a
+  name.
 * numpy arrays and scalars (dtype, shape, bytes; an array of objects by its items) and pandas
   ``Series``, ``DataFrame`` and ``Index`` objects (labels, each column's dtype and values,
   ``NA`` and ``NaT`` as themselves), only when numpy or pandas is already imported: this module
@@ -52,22 +50,19 @@ import enum
 import math
 import os
 import pathlib
-import stat
 import struct
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import xxhash
 
 from taskkit.content.digest import Digest
-from taskkit.content.hashing import FileDigest, hash_file, hash_paths
 from taskkit.content.statcache import StatCache
-from taskkit.content.walk import Failed, absolute, describe_mode
-from taskkit.exceptions import InputNotFound, TaskFailure, from_os_error
+from taskkit.function.pathcontent import NoContent, PathContent, path_content
 
-__all__ = ["SCHEMA", "Encoder", "PathContent", "Unkeyable", "class_name", "digest_of"]
+__all__ = ["SCHEMA", "Encoder", "Unkeyable", "class_name", "digest_of"]
 
 #: Starts every encoding: the version of the encoding. A new one changes every key.
 SCHEMA = b"taskkit-value-v1\x00"
@@ -94,14 +89,6 @@ class Unkeyable(Exception):
     def inside(self, step: str) -> Unkeyable:
         self.where = step + self.where
         return self
-
-
-class PathContent(NamedTuple):
-    """What a ``pathlib.Path`` value named: its absolute name and how much it held."""
-
-    abspath: str
-    files: int | None  # None for a file, the number of files in a directory's tree
-    size: int
 
 
 def class_name(cls: type) -> str:
@@ -147,11 +134,14 @@ class Encoder:
         return digest
 
     def _blob(self, tag: bytes, data: bytes | bytearray | memoryview) -> None:
-        """``tag``, the size in bytes, the bytes: a large buffer goes to the hasher as it is."""
-        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        """``tag``, the size in bytes, the bytes."""
         self._buf += tag
-        self._buf += _U64.pack(size)
-        if size < _DIRECT:
+        self._buf += _U64.pack(data.nbytes if isinstance(data, memoryview) else len(data))
+        self._piece(data)
+
+    def _piece(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes of the stream: a large buffer goes to the hasher as it is, with no copy."""
+        if (data.nbytes if isinstance(data, memoryview) else len(data)) < _DIRECT:
             self._buf += data
             return
         if self._hasher is None:
@@ -342,7 +332,12 @@ class Encoder:
             except Unkeyable as exc:
                 raise exc.inside(".value") from exc.__cause__
         elif isinstance(value, pathlib.Path):
-            self._path(value)
+            try:
+                piece, content = path_content(os.fspath(value), cache=self.cache)
+            except NoContent as exc:
+                raise Unkeyable(str(exc), "Path") from None
+            self._piece(piece)
+            self.paths[id(value)] = content
         elif isinstance(value, pathlib.PurePath):
             self._text(b"p", f"{class_name(cls)}:{value}")
         elif isinstance(value, tuple) and hasattr(cls, "_fields"):
@@ -423,50 +418,6 @@ class Encoder:
         self._text(b"x", class_name(cls))
         _EXACT[base](self, value)
 
-    # -- paths ------------------------------------------------------------------------------
-
-    def _path(self, value: pathlib.Path) -> None:
-        """A path by its content: a file's digest, a directory's tree."""
-        name = os.fspath(value)
-        abspath = os.path.normpath(absolute(name))  # "." and ".." after the resolved head
-        try:
-            mode = os.stat(name).st_mode
-        except OSError as exc:
-            exc.filename = name
-            raise _path_error(exc) from exc
-        except ValueError:  # a NUL byte in the name
-            raise Unkeyable("a path with a NUL byte names nothing", "Path") from None
-        if stat.S_ISREG(mode):
-            found = hash_file(name, cache=self.cache)
-            self._buf += b"Pf" + found.digest.value
-            self.paths[id(value)] = PathContent(abspath, None, found.size)
-        elif stat.S_ISDIR(mode):
-            self._tree(value, name, abspath)
-        else:
-            raise Unkeyable(f"{name} is {describe_mode(mode)}, not a file or directory", "Path")
-
-    def _tree(self, value: pathlib.Path, name: str, abspath: str) -> None:
-        entries: list[tuple[bytes, bytes]] = []
-        files = size = 0
-        prefix = len(os.path.join(name, ""))  # the walk names each file prefix + relative name
-        for result in hash_paths([name], cache=self.cache):
-            if isinstance(result, Failed):
-                raise result.error
-            relative = result.path[prefix:].replace(os.sep, "/")
-            encoded = relative.encode("utf-8", "surrogatepass")
-            if isinstance(result, FileDigest):
-                files += 1
-                size += result.size
-                entries.append((encoded, b"f" + result.digest.value))
-            else:  # a FIFO, a socket, a link back up the tree: there, but no content
-                entries.append((encoded, b"o" + result.reason.encode()))
-        entries.sort()
-        self._count(b"Pd", len(entries))
-        for encoded, content in entries:
-            self._blob(b"s", encoded)
-            self._blob(b"c", content)
-        self.paths[id(value)] = PathContent(abspath, files, size)
-
     # -- the cycle guard --------------------------------------------------------------------
 
     def _guard(self, container: object) -> _Open:
@@ -496,13 +447,6 @@ class _Open:
 def _slotted(classes: tuple[type, ...]) -> bool:
     """Whether any of ``classes`` declares slots: state the built-in value does not show."""
     return any(vars(cls).get("__slots__") not in (None, ()) for cls in classes)
-
-
-def _path_error(exc: OSError) -> TaskFailure:
-    error = from_os_error(exc, "cannot read")
-    if isinstance(exc, FileNotFoundError):
-        return InputNotFound(f"{exc.filename} does not exist", path=exc.filename, errno=exc.errno)
-    return error
 
 
 def _type_name(cls: type) -> str:

@@ -29,13 +29,10 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskkit.content import chunkio
 from taskkit.content.digest import Digest
 from taskkit.content.statcache import StatCache
-from taskkit.content.walk import absolute
-from taskkit.exceptions import InputNotFound
 from taskkit.function.canonical import _DIRECT as DIRECT
-from taskkit.function.canonical import SCHEMA, Encoder, Unkeyable, digest_of
+from taskkit.function.canonical import SCHEMA, Unkeyable, digest_of
 
 
 def key(value: object, cache: StatCache | None = None) -> str:
@@ -398,118 +395,6 @@ def test_a_large_buffer_is_hashed_without_a_copy() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024
-
-
-# -- Path values: their content -------------------------------------------------------------
-
-
-def tree(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
-
-
-def test_a_file_keys_by_its_content_not_its_name(tmp_path: Path) -> None:
-    """Two names with the same bytes key alike; changing a byte changes the key."""
-    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    a.write_bytes(b"x,y\n1,2\n")
-    b.write_bytes(b"x,y\n1,2\n")
-    before = key(a)
-    assert before == key(b)
-    a.write_bytes(b"x,y\n1,3\n")
-    assert key(a) != before
-
-
-def test_a_directory_keys_by_its_tree(tmp_path: Path) -> None:
-    """Renaming, moving, adding or editing a file inside changes the key; an empty directory
-    added does not (trees are files, as in git); a link keys as its target's content."""
-    root = tree(tmp_path / "ref", {"a.txt": b"1", "sub/b.txt": b"2", "sub/c.txt": b"3"})
-    before = key(root)
-    assert key(root) == before
-    (root / "sub" / "c.txt").rename(root / "sub" / "d.txt")
-    renamed = key(root)
-    assert renamed != before
-    (root / "sub" / "d.txt").rename(root / "d.txt")
-    moved = key(root)
-    assert moved not in (before, renamed)
-    (root / "empty").mkdir()
-    assert key(root) == moved
-    (root / "a.txt").write_bytes(b"changed")
-    edited = key(root)
-    assert edited != moved
-    (root / "e.txt").write_bytes(b"")
-    assert key(root) != edited
-    copy_root = tree(tmp_path / "copy", {"x": b"1"})
-    dangling = tmp_path / "dangling"
-    dangling.mkdir()
-    (dangling / "gone").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(InputNotFound, match="broken symbolic link"):
-        key(dangling)
-    link_root = tmp_path / "links"
-    link_root.mkdir()
-    (link_root / "x").symlink_to(copy_root / "x")
-    assert key(link_root) == key(copy_root)
-
-
-def test_an_empty_file_and_an_empty_directory_differ(tmp_path: Path) -> None:
-    """Kinds are part of the key."""
-    (tmp_path / "f").write_bytes(b"")
-    (tmp_path / "d").mkdir()
-    assert key(tmp_path / "f") != key(tmp_path / "d")
-    assert key(tmp_path / "f") != key(b"")
-
-
-def test_a_touch_without_change_keeps_the_key_and_unchanged_files_are_not_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Through the stat-cache: a second key of an unchanged tree reads no file; a touched file
-    is read again and keys the same."""
-    root = tree(tmp_path / "ref", {"a": b"1" * 1000, "sub/b": b"2" * 1000})
-    reads: list[int] = []
-    real = chunkio.hash_range
-
-    def counting(fd: int, offset: int, size: int) -> bytes:
-        reads.append(size)
-        return real(fd, offset, size)
-
-    monkeypatch.setattr(chunkio, "hash_range", counting)
-    with StatCache.open(tmp_path / "cache", clock=lambda: 2**62) as cache:
-        first = key(root, cache)
-        assert len(reads) == 2
-        assert key(root, cache) == first
-        assert len(reads) == 2  # both answered by the cache
-        os.utime(root / "a", ns=(10**18, 10**18))
-        assert key(root, cache) == first
-        assert len(reads) == 3  # only the touched file was read
-
-
-def test_paths_named_are_recorded(tmp_path: Path) -> None:
-    """The encoder records each Path met, anywhere in the value: absolute name, files, size."""
-    root = tree(tmp_path / "ref", {"a": b"12", "b/c": b"345"})
-    encoder = Encoder()
-    one = root / "a"
-    encoder.encode({"inputs": [root, one]})
-    found = sorted(encoder.paths.values())
-    assert [(p.abspath, p.files, p.size) for p in found] == [
-        (absolute(str(root)), 2, 5),
-        (absolute(str(one)), None, 2),
-    ]
-
-
-def test_a_missing_path_is_input_not_found(tmp_path: Path) -> None:
-    """A Path that names nothing is InputNotFound (a FileNotFoundError) naming it."""
-    with pytest.raises(InputNotFound, match=r"nothing\.csv does not exist") as caught:
-        key([tmp_path / "nothing.csv"])
-    assert isinstance(caught.value, FileNotFoundError)
-
-
-def test_a_fifo_path_is_refused(tmp_path: Path) -> None:
-    """A Path to something that is neither a file nor a directory has no content to key."""
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    with pytest.raises(Unkeyable, match="a FIFO, not a file or directory"):
-        key(fifo)
 
 
 def test_a_pure_path_is_a_name_and_touches_no_file(tmp_path: Path) -> None:
