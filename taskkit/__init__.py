@@ -50,8 +50,10 @@ from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 
 if TYPE_CHECKING:
     from taskkit.function.context import attempt, checkpoint_dir, is_last_attempt
+    from taskkit.function.deadline import DeadlineReached
     from taskkit.function.failures import Permanent, PermanentFailure, Retryable
     from taskkit.function.plan import CallPlan, Explanation
+    from taskkit.function.spec import STAGED
     from taskkit.function.task import Task, explain, task
     from taskkit.runner.codes import CodeSet
     from taskkit.runner.journal import Journal
@@ -76,7 +78,9 @@ logging.getLogger("taskkit").addHandler(logging.NullHandler())
 #: Public names imported on first use, and the module each comes from.
 _LAZY = {
     "CallPlan": "taskkit.function.plan",
+    "DeadlineReached": "taskkit.function.deadline",
     "Explanation": "taskkit.function.plan",
+    "STAGED": "taskkit.function.spec",
     "Permanent": "taskkit.function.failures",
     "PermanentFailure": "taskkit.function.failures",
     "Retryable": "taskkit.function.failures",
@@ -124,6 +128,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DataError",
+    "DeadlineReached",
     "Decision",
     "Digest",
     "Ending",
@@ -160,6 +165,7 @@ __all__ = [
     "RetryBudget",
     "Retryable",
     "RunSpec",
+    "STAGED",
     "Skipped",
     "SourceChanged",
     "StatCache",

@@ -1,7 +1,7 @@
 """Where the things of a call are: the state of its records, the stores it talks through, its
 local folder; and the pool of stores the calls of one process share.
 
-A call's state is its task's ``state=``, else ``TASKKIT_STATE``, else the calling task's,
+A call's state is its task's ``state=``, else the calling task's, else ``TASKKIT_STATE``,
 else the state folder of local mode (``TASKKIT_LOCAL``, default ``.taskkit``, then ``state/``),
 named in one log line the first time it is used. Its stores and observer are the ones given,
 else the calling task's, else the process's pool and the ``"taskkit"`` logger. Its staged inputs
@@ -99,21 +99,23 @@ def scratch(environ: Mapping[str, str]) -> Path:
 def resolve_state(
     task: TaskSpec, environ: Mapping[str, str], parent: CallContext | None, told: Observer
 ) -> str:
+    """The task's ``state=``, else the calling task's state (a nested call keeps its records
+    beside its caller's), else ``TASKKIT_STATE``, else the local node's (said once)."""
     if task.options.state:
         return task.options.state
-    if environ.get("TASKKIT_STATE") or parent is None:
-        state = default_state(environ)
-        if not environ.get("TASKKIT_STATE"):
-            with _said_lock:
-                first = state not in _said_state
-                _said_state.add(state)
-            if first:
-                told.note(
-                    f"results of task functions are kept in {shown_url(state)} (set "
-                    "TASKKIT_STATE or state= to choose)"
-                )
-        return state
-    return parent.state
+    if parent is not None:
+        return parent.state
+    state = default_state(environ)
+    if not environ.get("TASKKIT_STATE"):
+        with _said_lock:
+            first = state not in _said_state
+            _said_state.add(state)
+        if first:
+            told.note(
+                f"results of task functions are kept in {shown_url(state)} (set "
+                "TASKKIT_STATE or state= to choose)"
+            )
+    return state
 
 
 @contextlib.contextmanager

@@ -114,7 +114,10 @@ def call_key(
     dropped) and hashed, its inputs listed (one listing each; a missing one raises
     :class:`~taskkit.exceptions.InputNotFound`)."""
     options = task.options
-    bound = bind(task.call_signature, args, kwargs, ignore=options.ignore)
+    try:
+        bound = bind(task.call_signature, args, kwargs, ignore=options.ignore)
+    except TypeError as exc:  # as calling the function would say it, naming the function
+        raise TypeError(f"{task.name.rpartition(':')[2]}(): {exc}") from None
     cache = None
     if any(isinstance(v, PurePath) for v in bound.values()):
         from taskkit.content.statcache import StatCache

@@ -51,7 +51,7 @@ from taskkit.function.plan import (
     safe_name,
 )
 from taskkit.function.results import decode_result, encode_result
-from taskkit.observer import NullObserver, Observer
+from taskkit.observer import NullObserver, Observer, Progress
 from taskkit.runner.goal import CLAIM_TRIES, Goal, wait_for
 from taskkit.runner.journal import Heartbeat, Journal, Outcome, Version, now
 from taskkit.runner.policy import Verdict
@@ -226,8 +226,15 @@ class _Call:
         reasons = [] if status.outcome is None else [status.why]
         if before is not None:
             reasons += changes(before, self.key.as_json())
-        if reasons:
-            self.observer.note(f"{self.name}: running: {'; '.join(reasons)}")
+        if not reasons:
+            return
+        line = f"{self.name}: running: {'; '.join(reasons)}"
+        if status.outcome is None and all(r.startswith("argument ") for r in reasons):
+            # Only other arguments than the last call's: a new call (a fan-out's next
+            # shard), not a result thrown away. Said in full only when debugging.
+            self.observer.debug(line)
+        else:
+            self.observer.note(line)
 
     def _run(self, status: Goal) -> object:
         journal, options = self.journal, self.task.options
@@ -309,7 +316,7 @@ class _Call:
             raise _Failed(exc, classified.verdict, f"{type(exc).__name__}: {exc}") from None
         self._close_checkpoint(context.checkpoint)
         try:
-            data = encode_result(value, self.task.options.result, name=self.name)
+            data = encode_result(value, self.task.options.result, name=self.name[:-2])
         except TaskFailure as exc:
             raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
         except MisuseError as exc:
@@ -336,17 +343,30 @@ class _Call:
         from taskkit.transfer.stage import stage
         from taskkit.transfer.stage_plan import Input
 
-        where = self._local("inputs")
+        # Named by what the inputs hold: calls with other arguments on the same inputs share
+        # one copy, and a new version of an input is a new folder.
+        held = json.dumps(self.key.as_json()["inputs"], sort_keys=True).encode()
+        where = (
+            scratch(self.env)
+            / safe_name(self.task.name)
+            / "inputs"
+            / xxhash.xxh3_64_hexdigest(held)
+        )
         summary = stage(
             [Input(url, name) for name, url in sorted(inputs.items())],
             workdir=where,
             stores=self.stores,
-            observer=self.observer,
+            observer=_Staging(self.observer),
             environ=self.env,
         )
         error = summary.exit_error()
         if error is not None:
             raise _Failed(error, classify(error).verdict, str(error))
+        if summary.transferred:
+            self.observer.note(
+                f"{self.name}: staged {summary.transferred} of {summary.files} input files "
+                f"into {where}"
+            )
         return {name: where / name for name in inputs}
 
     def _local(self, part: str) -> Path:
@@ -448,6 +468,23 @@ class _Call:
             beat.finish(ended=now(), verdict=verdict.value, reason=reason[:500])
         except TaskFailure as exc:
             self.observer.warning(f"{self.name}: cannot record the end of the attempt: {exc}")
+
+
+class _Staging(NullObserver):
+    """A call's staging, heard by the call's observer: its warnings, problems and progress,
+    not its plan (the call says in one line what it staged)."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def warning(self, text: str) -> None:
+        self.observer.warning(text)
+
+    def problem(self, problem: Exception | str) -> None:
+        self.observer.problem(problem)
+
+    def progress(self, progress: Progress) -> None:
+        self.observer.progress(progress)
 
 
 class _Failed(Exception):

@@ -32,9 +32,21 @@ from taskkit.runner.policy import Verdict
 if TYPE_CHECKING:
     from taskkit.function.code import CodeKey
 
-__all__ = ["Exceptions", "TaskOptions", "TaskSpec"]
+__all__ = ["STAGED", "Exceptions", "TaskOptions", "TaskSpec"]
 
 Exceptions = Sequence[type[BaseException]]
+
+
+class _Staged:
+    """The default of a parameter taskkit fills with a staged input."""
+
+    def __repr__(self) -> str:
+        return "taskkit.STAGED"
+
+
+#: The default to give a parameter named in ``inputs=`` (``ref: Path = taskkit.STAGED``), so a
+#: type checker knows callers do not pass it: taskkit does, with the staged path.
+STAGED: Any = _Staged()
 
 
 @dataclass(frozen=True)

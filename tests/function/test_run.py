@@ -247,7 +247,7 @@ def test_inputs_are_staged_and_passed_as_paths_and_keyed_by_content(own_state: P
     seen: list[str] = []
 
     @task(inputs={"ref": f"file://{source}/"})
-    def count(ref: Path, base: str) -> int:
+    def count(base: str, ref: Path = taskkit.STAGED) -> int:
         text = (ref / "genome.fa").read_text()
         seen.append(text)
         return text.count(base)
@@ -331,17 +331,29 @@ def test_explain_says_never_run_goal_met_and_each_changed_argument() -> None:
 def test_a_call_that_runs_although_results_exist_says_why_in_one_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The reason is logged to the "taskkit" logger, once."""
+    """A result thrown away (here: the last call with these arguments failed) is said at
+    INFO; a call that only has other arguments than the last (a fan-out) at DEBUG."""
+    tries: list[int] = []
 
     @task
     def scale(rows: int) -> int:
+        tries.append(rows)
+        if len(tries) == 1:
+            raise OSError("disk full")
         return rows
 
-    scale(1)
+    with pytest.raises(OSError, match="disk full"):
+        scale(1)
     with caplog.at_level("INFO", logger="taskkit"):
+        scale(1)
         scale(2)
     lines = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
-    assert lines == ["scale(): running: argument rows: 1 -> 2"]
+    assert lines == ["scale(): running: the last call failed: OSError: disk full"]
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="taskkit"):
+        scale(3)
+    lines = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
+    assert lines == ["scale(): running: argument rows: 2 -> 3"]
 
 
 def test_plan_has_no_side_effect_at_all(own_state: Path) -> None:
