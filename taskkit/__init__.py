@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from taskkit.function.deadline import DeadlineReached
     from taskkit.function.failures import Permanent, PermanentFailure, Retryable
     from taskkit.function.plan import CallPlan, Explanation
-    from taskkit.function.spec import STAGED
+    from taskkit.function.spec import staged
     from taskkit.function.task import Task, explain, task
     from taskkit.runner.codes import CodeSet
     from taskkit.runner.journal import Journal
@@ -80,7 +80,6 @@ _LAZY = {
     "CallPlan": "taskkit.function.plan",
     "DeadlineReached": "taskkit.function.deadline",
     "Explanation": "taskkit.function.plan",
-    "STAGED": "taskkit.function.spec",
     "Permanent": "taskkit.function.failures",
     "PermanentFailure": "taskkit.function.failures",
     "Retryable": "taskkit.function.failures",
@@ -89,6 +88,7 @@ _LAZY = {
     "checkpoint_dir": "taskkit.function.context",
     "explain": "taskkit.function.task",
     "is_last_attempt": "taskkit.function.context",
+    "staged": "taskkit.function.spec",
     "task": "taskkit.function.task",
     "CodeSet": "taskkit.runner.codes",
     "Decision": "taskkit.runner.policy",
@@ -165,7 +165,6 @@ __all__ = [
     "RetryBudget",
     "Retryable",
     "RunSpec",
-    "STAGED",
     "Skipped",
     "SourceChanged",
     "StatCache",
@@ -198,6 +197,7 @@ __all__ = [
     "run_logged",
     "run_step",
     "stage",
+    "staged",
     "success_codes",
     "task",
     "upload",

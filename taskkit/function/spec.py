@@ -32,7 +32,7 @@ from taskkit.runner.policy import Verdict
 if TYPE_CHECKING:
     from taskkit.function.code import CodeKey
 
-__all__ = ["STAGED", "Exceptions", "TaskOptions", "TaskSpec"]
+__all__ = ["STAGED", "Exceptions", "TaskOptions", "TaskSpec", "staged"]
 
 Exceptions = Sequence[type[BaseException]]
 
@@ -44,9 +44,13 @@ class _Staged:
         return "taskkit.STAGED"
 
 
-#: The default to give a parameter named in ``inputs=`` (``ref: Path = taskkit.STAGED``), so a
-#: type checker knows callers do not pass it: taskkit does, with the staged path.
-STAGED: Any = _Staged()
+STAGED = _Staged()
+
+
+def staged() -> Any:
+    """The default to give a parameter named in ``inputs=`` (``ref: Path = taskkit.staged()``),
+    so a type checker knows callers do not pass it: taskkit does, with the staged path."""
+    return STAGED
 
 
 @dataclass(frozen=True)
