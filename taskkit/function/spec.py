@@ -32,7 +32,7 @@ from taskkit.runner.policy import Verdict
 if TYPE_CHECKING:
     from taskkit.function.code import CodeKey
 
-__all__ = ["STAGED", "Exceptions", "TaskOptions", "TaskSpec", "staged"]
+__all__ = ["Exceptions", "TaskOptions", "TaskSpec", "staged"]
 
 Exceptions = Sequence[type[BaseException]]
 
@@ -44,13 +44,9 @@ class _Staged:
         return "taskkit.STAGED"
 
 
-STAGED = _Staged()
-
-
-def staged() -> Any:
-    """The default to give a parameter named in ``inputs=`` (``ref: Path = taskkit.staged()``),
-    so a type checker knows callers do not pass it: taskkit does, with the staged path."""
-    return STAGED
+#: The default to give a parameter named in ``inputs=`` (``ref: Path = taskkit.staged``), so
+#: a type checker knows callers do not pass it: taskkit does, with the staged path.
+staged: Any = _Staged()
 
 
 @dataclass(frozen=True)

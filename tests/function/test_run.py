@@ -247,7 +247,7 @@ def test_inputs_are_staged_and_passed_as_paths_and_keyed_by_content(own_state: P
     seen: list[str] = []
 
     @task(inputs={"ref": f"file://{source}/"})
-    def count(base: str, ref: Path = taskkit.staged()) -> int:
+    def count(base: str, ref: Path = taskkit.staged) -> int:
         text = (ref / "genome.fa").read_text()
         seen.append(text)
         return text.count(base)
