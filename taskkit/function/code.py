@@ -46,11 +46,10 @@ from __future__ import annotations
 import ast
 import dis
 import functools
-import linecache
+import importlib.util
 import os
 import sys
 import sysconfig
-import tokenize
 import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,14 +60,24 @@ from typing import Any, Literal
 import xxhash
 
 from taskkit.exceptions import MisuseError
+from taskkit.function.source import (
+    SCHEMA,
+    Source,
+    ast_digest,
+    bytecode_digest,
+    dump_code,
+    dump_value,
+    encoded,
+    hex_digest,
+    source_of,
+    value_digest,
+)
 from taskkit.redaction import redact
 
 __all__ = ["CodeKey", "CodeKind", "CodePart", "code_key", "describe_part"]
 
 CodeKind = Literal["function", "class", "constant", "module", "version", "bytecode"]
 
-#: Bumped whenever what goes into a part's digest or the key's digest changes.
-_SCHEMA = b"taskkit-code-v1"
 #: A constant's shown value is at most this long.
 _SHOWN_LENGTH = 60
 _SIMPLE_TYPES = (int, float, str, bytes, bool, type(None))
@@ -76,10 +85,6 @@ _LOAD_GLOBAL = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS
 _LOAD_ATTR = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 _STORE_GLOBAL = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
-_WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-#: AST fields that are not code: decorators (see the module docstring), type comments, and the
-#: ``u`` prefix of a string.
-_SKIPPED_FIELDS = frozenset({"decorator_list", "type_comment", "kind"})
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,10 @@ class CodeKey:
     @property
     def digest(self) -> str:
         """The xxh3-128 of the parts (their kinds, names and digests; not how they are shown)."""
-        hasher = xxhash.xxh3_128(_SCHEMA)
+        hasher = xxhash.xxh3_128(SCHEMA)
         for part in self.parts:
             for text in (part.kind, part.name, part.digest):
-                hasher.update(_encoded(text))
+                hasher.update(encoded(text))
         return f"xxh3-128:{hasher.hexdigest()}"
 
     def as_json(self) -> dict[str, Any]:
@@ -160,7 +165,7 @@ def code_key(
         if not isinstance(version, str):
             raise MisuseError(f"version= takes a string, not {type(version).__name__}")
         shown = redact(version)
-        return CodeKey((CodePart("version", "version", _value_digest(version), shown),))
+        return CodeKey((CodePart("version", "version", value_digest(version), shown),))
     walk = _Walk()
     if not any(_is_code(item) for item in _unwrapped(fn)):
         raise MisuseError(f"a task is a Python function, not {type(fn).__name__}")
@@ -190,6 +195,8 @@ class _Walk:
         #: the ids in ``seen`` stay unique.
         self.queue: list[tuple[object, bool]] = []
         self.visited: list[object] = []
+        #: (id of a module's globals, name): the globals looked up by their assignments
+        self.seen_globals: set[tuple[int, str]] = set()
 
     def reach(self, value: object, *, forced: bool = False) -> None:
         for found in _unwrapped(value):
@@ -272,31 +279,71 @@ class _Walk:
                 self.reach(value)
 
     def _follow(self, refs: _Refs, namespace: Mapping[str, object]) -> None:
-        """Reach the globals ``refs`` names in ``namespace``: code is queued, simple values
-        become constant parts."""
-        module = _module_name(namespace)
+        """Reach the globals ``refs`` names in ``namespace``, and through the user's modules
+        the attributes its chains name."""
         for name in refs.names:
             if name in namespace and name not in refs.stored:
-                self._value(module, name, namespace[name])
+                self._value(namespace, name, namespace[name])
         for chain in refs.chains:
             value = namespace.get(chain[0])
             for attr in chain[1:]:
                 if not (isinstance(value, types.ModuleType) and _is_users_module(value)):
                     break
-                owner, value = vars(value), vars(value).get(attr, _MISSING)
+                owner = vars(value)
+                value = owner.get(attr, _MISSING)  # not getattr: a module's __getattr__ may import
                 if value is _MISSING:
                     break
-                self._value(_module_name(owner), attr, value)
+                self._value(owner, attr, value)
 
-    def _value(self, module: str, name: str, value: object) -> None:
+    def _value(self, namespace: Mapping[str, object], name: str, value: object) -> None:
+        """A global ``name`` of ``namespace``: code is queued, a simple value is a constant
+        part, anything else is known by the statements that assign it."""
+        if name.startswith("__") and name.endswith("__"):
+            return
         if _is_simple(value):
-            if not (name.startswith("__") and name.endswith("__")):
-                shown = _shown(repr(value))
-                self.parts.add(
-                    CodePart("constant", f"{module}:{name}", _value_digest(value), shown)
-                )
-        else:
+            module = _module_name(namespace)
+            part = CodePart(
+                "constant", f"{module}:{name}", value_digest(value), _shown(repr(value))
+            )
+            self.parts.add(part)
+        elif any(True for _ in _unwrapped(value)):
             self.reach(value)
+        else:
+            self._assigned(namespace, name)
+
+    def _assigned(self, namespace: Mapping[str, object], name: str, depth: int = 0) -> None:
+        """A global that is neither code nor a simple value (a dict, an enum member, a
+        configuration object) is a constant part by the module-level statements that assign
+        it in the user's module (which a change at run time, such as a cache filling up, does
+        not change); what they name is followed. A name imported from another of the user's
+        modules is looked up there."""
+        if (id(namespace), name) in self.seen_globals or depth > 8:
+            return
+        self.seen_globals.add((id(namespace), name))
+        filename, module = namespace.get("__file__"), namespace.get("__name__")
+        if not isinstance(filename, str) or not _is_users(filename, str(module)):
+            return
+        source = source_of(filename, dict(namespace))
+        if source is None:
+            return
+        found = source.assignment(name)
+        if found is not None:
+            digest, shown, _values = found
+            part_name = f"{_module_name(namespace)}:{name}"
+            self.parts.add(CodePart("constant", part_name, digest, _shown(shown)))
+            self._follow(_refs_of_assignment(source, name), namespace)
+        elif name in source.imported:
+            origin, level, original = source.imported[name]
+            package = namespace.get("__package__")
+            try:
+                target = importlib.util.resolve_name(
+                    "." * level + origin, package if isinstance(package, str) else None
+                )
+            except (ImportError, ValueError):
+                return
+            imported = sys.modules.get(target)  # looked up, never imported
+            if imported is not None:
+                self._assigned(vars(imported), original, depth + 1)
 
 
 _MISSING = object()
@@ -472,10 +519,10 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
     if cached is not None and cached[0] is code:  # __code__ can be re-assigned
         return cached[1]
     what = f"{_qualname(fn).replace('.<locals>', '')}()"
-    source = None if code.co_name == "<lambda>" else _source_of(code.co_filename, fn.__globals__)
+    source = None if code.co_name == "<lambda>" else source_of(code.co_filename, fn.__globals__)
     node = source.functions.get((code.co_firstlineno, code.co_name)) if source else None
     if node is not None:
-        facts = _Facts("function", _ast_digest(node))
+        facts = _Facts("function", ast_digest(node))
     else:
         if code.co_name == "<lambda>":
             why = f"{what} is a lambda (its source line may hold others)"
@@ -484,7 +531,7 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
         else:
             why = f"{what} is not where its source file says (the file changed since import)"
         note = f"{why}; its bytecode and constants are hashed, which change with Python's version"
-        facts = _Facts("bytecode", _bytecode_digest(code, fn.__doc__), note)
+        facts = _Facts("bytecode", bytecode_digest(code, fn.__doc__), note)
     _FUNCTION_FACTS[fn] = (code, facts)
     return facts
 
@@ -527,42 +574,42 @@ def _facts_of_class(cls: type) -> _Facts:
         return cached
     module = sys.modules.get(cls.__module__)
     filename = _file_of_class(cls)
-    source = _source_of(filename, vars(module) if module else None) if filename else None
+    source = source_of(filename, vars(module) if module else None) if filename else None
     node = _find_class(source, cls) if source else None
     if node is not None:
-        facts = _Facts("class", _ast_digest(node), refs=_scope_refs(node))
+        facts = _Facts("class", ast_digest(node), refs=_refs_of_nodes(node.body))
     else:
         # Its methods' bytecode and its simple attributes stand for the body nobody can read.
-        out = [_SCHEMA, b"class"]
+        out = [SCHEMA, b"class"]
         for name, value in sorted(vars(cls).items()):
             functions = [
                 found for found in _unwrapped(value) if isinstance(found, types.FunctionType)
             ]
             if functions:
-                out.append(_encoded(name))
+                out.append(encoded(name))
                 for function in functions:
-                    _dump_code(function.__code__, out, function.__doc__)
+                    dump_code(function.__code__, out, function.__doc__)
             elif _is_simple(value) and name not in ("__module__", "__doc__", "__qualname__"):
-                out.append(_encoded(name))
-                _dump_value(value, out)
+                out.append(encoded(name))
+                dump_value(value, out)
         note = (
             f"class {cls.__qualname__} has no source (defined in a REPL or exec); its methods'"
             " bytecode and its constants are hashed, which change with Python's version"
         )
-        facts = _Facts("bytecode", _hex(b"".join(out)), note)
+        facts = _Facts("bytecode", hex_digest(b"".join(out)), note)
     _CLASS_FACTS[cls] = facts
     return facts
 
 
 def _facts_of_module(module: types.ModuleType) -> str:
     filename = getattr(module, "__file__", None)
-    source = _source_of(filename, vars(module)) if filename else None
+    source = source_of(filename, vars(module)) if filename else None
     if source is None:
         raise MisuseError(f"depends=: module {module.__name__} has no Python source to hash")
     return source.digest
 
 
-def _find_class(source: _Source, cls: type) -> ast.ClassDef | None:
+def _find_class(source: Source, cls: type) -> ast.ClassDef | None:
     """The ``class`` statement that made ``cls``: the one its methods' lines fall in."""
     candidates = source.classes.get(cls.__qualname__, [])
     lines = [fn.__code__.co_firstlineno for fn in _own_functions(cls)]
@@ -580,9 +627,10 @@ def _find_class(source: _Source, cls: type) -> ast.ClassDef | None:
     return None
 
 
-def _scope_refs(node: ast.ClassDef) -> _Refs:
-    """What a class body names outside its methods' bodies (which their code objects tell):
-    its attributes' values, its methods' defaults, nested classes' bodies."""
+def _refs_of_nodes(nodes: Sequence[ast.AST]) -> _Refs:
+    """What statements or expressions run at module or class level name, outside the bodies
+    of the functions they define (which their code objects tell): a class's attributes'
+    values, its methods' defaults, a nested class's body, an assignment's value."""
     names: dict[str, None] = {}
     chains: dict[tuple[str, ...], None] = {}
 
@@ -598,14 +646,23 @@ def _scope_refs(node: ast.ClassDef) -> _Refs:
         elif isinstance(current, _DEFS):
             visit(current.args)
             return
-        elif isinstance(current, ast.Lambda):
-            return
         for child in ast.iter_child_nodes(current):
             visit(child)
 
-    for statement in node.body:
-        visit(statement)
+    for node in nodes:
+        visit(node)
     return _Refs(tuple(names), tuple(chains))
+
+
+_ASSIGNMENT_REFS: weakref.WeakKeyDictionary[Source, dict[str, _Refs]] = weakref.WeakKeyDictionary()
+
+
+def _refs_of_assignment(source: Source, name: str) -> _Refs:
+    known = _ASSIGNMENT_REFS.setdefault(source, {})
+    if name not in known:
+        found = source.assignment(name)
+        known[name] = _refs_of_nodes(found[2]) if found else _Refs()
+    return known[name]
 
 
 def _chain_of(node: ast.Attribute) -> tuple[str, ...] | None:
@@ -617,186 +674,3 @@ def _chain_of(node: ast.Attribute) -> tuple[str, ...] | None:
     if not isinstance(current, ast.Name):
         return None
     return (current.id, *reversed(attrs))
-
-
-# -- sources, parsed once -------------------------------------------------------------------
-
-
-class _Source:
-    """A parsed source file and where its functions and classes are."""
-
-    def __init__(self, tree: ast.Module) -> None:
-        self.tree = tree
-        #: (first line, decorators included; name) -> the ``def`` statement
-        self.functions: dict[tuple[int, str], ast.FunctionDef | ast.AsyncFunctionDef] = {}
-        #: qualname -> the ``class`` statements of that qualname
-        self.classes: dict[str, list[ast.ClassDef]] = {}
-        self._index(tree, "")
-
-    def _index(self, node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, _DEFS):
-                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
-                self.functions[(first, child.name)] = child
-                self._index(child, f"{prefix}{child.name}.<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                self.classes.setdefault(prefix + child.name, []).append(child)
-                self._index(child, f"{prefix}{child.name}.")
-            else:
-                self._index(child, prefix)
-
-    @functools.cached_property
-    def digest(self) -> str:
-        return _ast_digest(self.tree)
-
-
-#: path -> (what it was parsed from: (mtime_ns, size) of a file, else its text; the parse)
-_SOURCES: dict[str, tuple[object, _Source | None]] = {}
-
-
-def _source_of(filename: str, namespace: dict[str, Any] | None) -> _Source | None:
-    """The parsed source of ``filename``; a file is parsed again only once it changed. Code
-    without a file may still have lines in ``linecache`` (a notebook cell, a zip import)."""
-    try:
-        status = os.stat(filename)
-    except (OSError, ValueError):
-        status = None
-    text: str | None = None
-    if status is not None:
-        stamp: object = (status.st_mtime_ns, status.st_size)
-    else:
-        text = "".join(linecache.getlines(filename, namespace))
-        if not text:
-            return None
-        stamp = text
-    cached = _SOURCES.get(filename)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    try:
-        if text is None:
-            with tokenize.open(filename) as file:
-                text = file.read()
-        parsed: _Source | None = _Source(ast.parse(text, filename))
-    except (OSError, SyntaxError, ValueError, RecursionError):
-        parsed = None
-    _SOURCES[filename] = (stamp, parsed)
-    return parsed
-
-
-# -- canonical bytes and digests ------------------------------------------------------------
-
-
-def _hex(data: bytes) -> str:
-    return f"xxh3-128:{xxhash.xxh3_128_hexdigest(data)}"
-
-
-def _value_digest(value: object) -> str:
-    out = [_SCHEMA, b"value"]
-    _dump_value(value, out)
-    return _hex(b"".join(out))
-
-
-def _encoded(text: str) -> bytes:
-    data = text.encode("utf-8", "surrogatepass")
-    return b"s%d:" % len(data) + data
-
-
-def _dump_value(value: object, out: list[bytes]) -> None:
-    """Append the canonical bytes of a constant: typed, length-prefixed, order-free for a
-    frozenset, so that different values (``1``, ``1.0``, ``True``) never meet."""
-    if value is None:
-        out.append(b"N")
-    elif value is True or value is False:
-        out.append(b"T" if value else b"F")
-    elif type(value) is int:
-        out.append(b"i%d;" % value)
-    elif type(value) is float:
-        out.append(b"f" + value.hex().encode() + b";")
-    elif type(value) is complex:
-        out.append(b"c" + value.real.hex().encode() + b"," + value.imag.hex().encode() + b";")
-    elif type(value) is str:
-        out.append(_encoded(value))
-    elif type(value) is bytes:
-        out.append(b"b%d:" % len(value) + value)
-    elif type(value) is tuple:
-        out.append(b"(%d:" % len(value))
-        for item in value:
-            _dump_value(item, out)
-    elif type(value) is frozenset:
-        items = []
-        for item in value:
-            encoded: list[bytes] = []
-            _dump_value(item, encoded)
-            items.append(b"".join(encoded))
-        out.append(b"{%d:" % len(items) + b"".join(sorted(items)))
-    elif value is Ellipsis:
-        out.append(b"E")
-    elif isinstance(value, types.CodeType):
-        _dump_code(value, out)
-    else:  # no AST or code constant is anything else; keep the digest total all the same
-        out.append(_encoded(f"{type(value).__qualname__}:{value!r}"))
-
-
-def _ast_digest(node: ast.AST) -> str:
-    out = [_SCHEMA, b"ast"]
-    _dump_node(node, out)
-    return _hex(b"".join(out))
-
-
-def _dump_node(node: ast.AST, out: list[bytes]) -> None:
-    """Append a node's canonical bytes: its type and fields, without positions, decorators
-    or docstrings. An empty field is left out, so that a field a newer Python adds (and leaves
-    empty) does not change the digest of code that does not use it."""
-    out.append(_encoded(type(node).__name__) + b"(")
-    for name in node._fields:
-        value = getattr(node, name, None)
-        if name in _SKIPPED_FIELDS or value is None or (isinstance(value, list) and not value):
-            continue
-        if name == "body" and isinstance(node, _WITH_DOCSTRING) and _has_docstring(value):
-            value = value[1:]
-        out.append(_encoded(name) + b"=")
-        if isinstance(value, ast.AST):
-            _dump_node(value, out)
-        elif isinstance(value, list):
-            out.append(b"[%d:" % len(value))
-            for item in value:
-                if isinstance(item, ast.AST):
-                    _dump_node(item, out)
-                else:
-                    _dump_value(item, out)
-        else:
-            _dump_value(value, out)
-    out.append(b")")
-
-
-def _has_docstring(body: list[ast.stmt]) -> bool:
-    first = body[0]
-    return (
-        isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Constant)
-        and isinstance(first.value.value, str)
-    )
-
-
-def _bytecode_digest(code: types.CodeType, doc: str | None = None) -> str:
-    out = [_SCHEMA, b"bytecode"]
-    _dump_code(code, out, doc)
-    return _hex(b"".join(out))
-
-
-def _dump_code(code: types.CodeType, out: list[bytes], doc: str | None = None) -> None:
-    """Append a code object's canonical bytes: its bytecode, constants (nested code objects
-    the same way, the function's docstring left out) and names; no line numbers."""
-    consts = code.co_consts
-    if doc is not None and consts and consts[0] == doc:
-        consts = consts[1:]
-    counts = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)
-    out.append(b"code(%d,%d,%d,%d;" % counts)
-    for data in (code.co_code, getattr(code, "co_exceptiontable", b"")):
-        out.append(b"b%d:" % len(data) + data)
-    for names in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
-        _dump_value(names, out)
-    out.append(b"(%d:" % len(consts))
-    for const in consts:
-        _dump_value(const, out)
-    out.append(b")")

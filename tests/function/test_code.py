@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xxhash
-from hypothesis import given
-from hypothesis import strategies as st
 
 from taskkit.exceptions import MisuseError
 from taskkit.function import code as code_module
@@ -653,59 +650,6 @@ def test_the_key_digest_covers_every_part() -> None:
     assert CodeKey((part,), ("a note",)).digest == base  # notes say why, they are no code
 
 
-SIMPLE = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3).map(tuple)
-        | st.frozensets(inner.filter(lambda v: not isinstance(v, float)), max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
-def typed(value: object) -> object:
-    """``value`` with the type of every piece spelled out (``1``, ``1.0``, ``True`` differ;
-    ``0.0`` and ``-0.0`` too)."""
-    if isinstance(value, tuple):
-        return ("tuple", tuple(typed(item) for item in value))
-    if isinstance(value, frozenset):
-        return ("frozenset", frozenset(typed(item) for item in value))
-    if isinstance(value, float):
-        return ("float", value.hex())
-    return (type(value).__name__, value)
-
-
-@given(SIMPLE, SIMPLE)
-def test_constants_are_equal_exactly_when_value_and_types_are(a: object, b: object) -> None:
-    """Two constants have one digest exactly when they are the same value of the same types
-    all through (a property over generated values)."""
-    assert (code_module._value_digest(a) == code_module._value_digest(b)) == (typed(a) == typed(b))
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        (1, 1.0, True, "1", b"1", (1,), frozenset({1})),
-        (0, 0.0, -0.0, False, None, "", b"", (), frozenset()),
-        (("a", "b"), ("ab",), ("a", ("b",)), frozenset({"a", "b"})),
-    ],
-)
-def test_constants_of_different_types_differ(values: tuple[object, ...]) -> None:
-    """``1``, ``1.0``, ``True`` and their likes are different constants."""
-    assert len({code_module._value_digest(value) for value in values}) == len(values)
-
-
-def test_a_constant_digest_is_fixed() -> None:
-    """A constant's digest is a fixed function of its canonical bytes (no process state)."""
-    expected = xxhash.xxh3_128_hexdigest(b"taskkit-code-v1value(2:i1;s1:a")
-    assert code_module._value_digest((1, "a")) == f"xxh3-128:{expected}"
-
-
 def test_a_warm_key_is_quick(package: Package) -> None:
     """With five helpers, a second key of the same function takes well under a millisecond
     (what is learned of each function is kept; the fastest of several runs is compared, as
@@ -799,4 +743,88 @@ def test_callable_objects_in_globals_do_not_break_the_walk(package: Package) -> 
             return odd() + yes()
         """
     )
-    assert set(by_name(package.key())) == {"main:run"}
+    kinds = {name: part.kind for name, part in by_name(package.key()).items()}
+    assert kinds == {
+        "main:run": "function",
+        "main:odd": "constant",  # by the statement that makes it
+        "main:yes": "constant",
+        "main:Odd": "class",  # named by that statement
+        "main:Yes": "class",
+    }
+
+
+CONFIG = """
+import enum
+
+from .settings import Settings
+
+
+class Mode(enum.Enum):
+    FAST = 1
+    SLOW = 2
+
+
+ALPHA = 0.3
+TABLE = {"a": 1, "b": [1, 2]}
+MODE = Mode.FAST
+SETTINGS = Settings(alpha=ALPHA)
+_cache = {}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "part", "shown"),
+    [
+        ('"a": 1', '"a": 2', "config:TABLE", "{'a': 2, 'b': [1, 2]}"),
+        ("MODE = Mode.FAST", "MODE = Mode.SLOW", "config:MODE", "Mode.SLOW"),
+        ("FAST = 1", "FAST = 3", "config:Mode", ""),
+        ("ALPHA = 0.3", "ALPHA = 0.4", "config:ALPHA", "0.4"),
+        ("Settings(alpha=ALPHA)", "Settings(alpha=ALPHA, beta=1)", "config:SETTINGS", None),
+    ],
+)
+def test_other_globals_are_known_by_their_assignment(
+    package: Package, old: str, new: str, part: str, shown: str | None
+) -> None:
+    """A global that is neither code nor a simple value (a dict, an enum member, an object)
+    is a constant part by the module-level statement that makes it, shown as its source;
+    what that statement names (a class, a constant) is followed, also through an import
+    from another of the user's modules."""
+    package.write(
+        main="""
+        from . import config
+        from .config import TABLE
+
+        def run():
+            return TABLE, config.MODE, config.SETTINGS, config._cache
+        """,
+        config=CONFIG,
+        settings="class Settings:\n    def __init__(self, **kw):\n        self.kw = kw\n",
+    )
+    before = package.key()
+    names = set(by_name(before))
+    assert {"config:TABLE", "config:MODE", "config:Mode", "config:SETTINGS"} <= names
+    assert {"config:ALPHA", "settings:Settings", "config:_cache"} <= names
+    package.write(config=CONFIG.replace(old, new))
+    after = package.key()
+    assert changed(before, after) == {part}
+    if shown is not None:
+        assert by_name(after)[part].shown == shown
+
+
+def test_a_global_filled_at_run_time_keeps_the_key(package: Package) -> None:
+    """A cache dict that the function fills keeps the key: it is its statement that counts,
+    not its value at the time."""
+    package.write(
+        main="""
+        _cache = {}
+
+        def run(x):
+            _cache[x] = x
+            return _cache
+        """
+    )
+    main = package.load("main")
+    before = code_key(main.run)
+    main.run(1)
+    assert code_key(main.run) == before
+    assert by_name(before)["main:_cache"].shown == "{}"
