@@ -15,8 +15,12 @@
   methods name is followed too, and so are its bases;
 * the value of every simple module global it reads (``int``, ``float``, ``str``, ``bytes``,
   ``bool``, ``None`` and tuples and frozensets of those), hashed canonically with its type, so
-  ``1``, ``1.0`` and ``True`` differ. A global the code itself assigns (``global n``) is state,
-  not a constant, and is left out; so are dunder names (``__file__`` differs between checkouts).
+  ``1``, ``1.0`` and ``True`` differ. Any other global it reads that is not code (a dict, an
+  enum member, a configuration object) is known by the module-level statements of the user's
+  module that assign it, by their AST, and what they name is followed: editing ``TABLE = {...}``
+  changes the key, a cache the function fills at run time does not. A global the code itself
+  assigns (``global n``) is state, not a constant, and is left out; so are dunder names
+  (``__file__`` differs between checkouts). All of these are ``constant`` parts.
 
 A user's own module is one whose file is neither under a ``site-packages`` or
 ``dist-packages`` directory nor in the standard library, and which is not taskkit; code
@@ -191,9 +195,10 @@ class _Walk:
         self.parts: set[CodePart] = set()
         self.notes: dict[str, None] = {}
         self.seen: set[int] = set()
-        #: (object, hashed even if not the user's): kept alive until the walk ends, so that
-        #: the ids in ``seen`` stay unique.
+        #: (object, hashed even if not the user's)
         self.queue: list[tuple[object, bool]] = []
+        #: every object queued, kept alive until the walk ends so that the ids in ``seen``
+        #: stay unique
         self.visited: list[object] = []
         #: (id of a module's globals, name): the globals looked up by their assignments
         self.seen_globals: set[tuple[int, str]] = set()
@@ -321,9 +326,11 @@ class _Walk:
             return
         self.seen_globals.add((id(namespace), name))
         filename, module = namespace.get("__file__"), namespace.get("__name__")
-        if not isinstance(filename, str) or not _is_users(filename, str(module)):
+        if not isinstance(filename, str):
             return
-        source = source_of(filename, dict(namespace))
+        if not _is_users(filename, module if isinstance(module, str) else None):
+            return
+        source = source_of(filename, namespace if isinstance(namespace, dict) else None)
         if source is None:
             return
         found = source.assignment(name)
@@ -521,15 +528,18 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
     what = f"{_qualname(fn).replace('.<locals>', '')}()"
     source = None if code.co_name == "<lambda>" else source_of(code.co_filename, fn.__globals__)
     node = source.functions.get((code.co_firstlineno, code.co_name)) if source else None
-    if node is not None:
-        facts = _Facts("function", ast_digest(node))
+    digest = _digest_or_none(node) if node is not None else None
+    if digest is not None:
+        facts = _Facts("function", digest)
     else:
         if code.co_name == "<lambda>":
             why = f"{what} is a lambda (its source line may hold others)"
         elif source is None:
             why = f"{what} has no source (defined in a REPL or exec)"
-        else:
+        elif node is None:
             why = f"{what} is not where its source file says (the file changed since import)"
+        else:
+            why = f"{what} is nested too deeply to hash its source"
         note = f"{why}; its bytecode and constants are hashed, which change with Python's version"
         facts = _Facts("bytecode", bytecode_digest(code, fn.__doc__), note)
     _FUNCTION_FACTS[fn] = (code, facts)
@@ -576,8 +586,9 @@ def _facts_of_class(cls: type) -> _Facts:
     filename = _file_of_class(cls)
     source = source_of(filename, vars(module) if module else None) if filename else None
     node = _find_class(source, cls) if source else None
-    if node is not None:
-        facts = _Facts("class", ast_digest(node), refs=_refs_of_nodes(node.body))
+    digest = _digest_or_none(node) if node is not None else None
+    if node is not None and digest is not None:
+        facts = _Facts("class", digest, refs=_refs_of_nodes(node.body))
     else:
         # Its methods' bytecode and its simple attributes stand for the body nobody can read.
         out = [SCHEMA, b"class"]
@@ -599,6 +610,14 @@ def _facts_of_class(cls: type) -> _Facts:
         facts = _Facts("bytecode", hex_digest(b"".join(out)), note)
     _CLASS_FACTS[cls] = facts
     return facts
+
+
+def _digest_or_none(node: ast.AST) -> str | None:
+    """The AST digest of ``node``; None for code nested deeper than the recursion limit."""
+    try:
+        return ast_digest(node)
+    except RecursionError:
+        return None
 
 
 def _facts_of_module(module: types.ModuleType) -> str:
@@ -633,24 +652,21 @@ def _refs_of_nodes(nodes: Sequence[ast.AST]) -> _Refs:
     values, its methods' defaults, a nested class's body, an assignment's value."""
     names: dict[str, None] = {}
     chains: dict[tuple[str, ...], None] = {}
-
-    def visit(current: ast.AST) -> None:
+    pending = list(reversed(nodes))  # a loop, not recursion, as in source.py
+    while pending:
+        current = pending.pop()
         if isinstance(current, ast.Attribute):
             chain = _chain_of(current)
             if chain is not None:
                 chains[chain] = None
                 names[chain[0]] = None
-                return
+                continue
         if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Load):
             names[current.id] = None
         elif isinstance(current, _DEFS):
-            visit(current.args)
-            return
-        for child in ast.iter_child_nodes(current):
-            visit(child)
-
-    for node in nodes:
-        visit(node)
+            pending.append(current.args)
+            continue
+        pending.extend(reversed(list(ast.iter_child_nodes(current))))
     return _Refs(tuple(names), tuple(chains))
 
 

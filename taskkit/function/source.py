@@ -78,17 +78,23 @@ class Source:
         #: what :meth:`assignment` learned, by name
         self._assigned: dict[str, tuple[str, str, list[ast.expr]] | None] = {}
 
-    def _index(self, node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, _DEFS):
-                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
-                self.functions[(first, child.name)] = child
-                self._index(child, f"{prefix}{child.name}.<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                self.classes.setdefault(prefix + child.name, []).append(child)
-                self._index(child, f"{prefix}{child.name}.")
-            else:
-                self._index(child, prefix)
+    def _index(self, tree: ast.AST, prefix: str) -> None:
+        # A loop, not recursion: a long expression nests deeper than Python's recursion limit.
+        pending = [(tree, prefix)]
+        while pending:
+            node, prefix = pending.pop()
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, _DEFS):
+                    first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                    self.functions[(first, child.name)] = child
+                    pending.append((child, f"{prefix}{child.name}.<locals>."))
+                elif isinstance(child, ast.ClassDef):
+                    self.classes.setdefault(prefix + child.name, []).append(child)
+                    pending.append((child, f"{prefix}{child.name}."))
+                else:
+                    pending.append((child, prefix))
+        for statements in self.classes.values():
+            statements.sort(key=lambda statement: statement.lineno)
 
     def _index_globals(self, body: list[ast.stmt]) -> None:
         for statement in body:
@@ -185,8 +191,7 @@ def value_digest(value: object) -> str:
 
 
 def ast_digest(node: ast.AST) -> str:
-    """The digest of an AST node (see the module docstring). Raises ``RecursionError`` for
-    code nested deeper than the interpreter's recursion limit allows."""
+    """The digest of an AST node (see the module docstring)."""
     out = [SCHEMA, b"ast"]
     _dump_node(node, out)
     return hex_digest(b"".join(out))
@@ -258,27 +263,42 @@ def dump_code(code: types.CodeType, out: list[bytes], doc: str | None = None) ->
     out.append(b")")
 
 
-def _dump_node(node: ast.AST, out: list[bytes]) -> None:
-    out.append(encoded(type(node).__name__) + b"(")
-    for name in node._fields:
-        value = getattr(node, name, None)
-        if name in _SKIPPED_FIELDS or value is None or (isinstance(value, list) and not value):
-            continue
-        if name == "body" and isinstance(node, _WITH_DOCSTRING) and _has_docstring(value):
-            value = value[1:]
-        out.append(encoded(name) + b"=")
-        if isinstance(value, ast.AST):
-            _dump_node(value, out)
-        elif isinstance(value, list):
-            out.append(b"[%d:" % len(value))
-            for item in value:
-                if isinstance(item, ast.AST):
-                    _dump_node(item, out)
+class _Raw:
+    """Bytes to append as they are (a constant's bytes are another thing: they get encoded)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _dump_node(root: ast.AST, out: list[bytes]) -> None:
+    # A loop over a stack, not recursion: a long expression nests deeper than Python's
+    # recursion limit.
+    pending: list[object] = [root]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Raw):
+            out.append(item.data)
+        elif isinstance(item, ast.AST):
+            out.append(encoded(type(item).__name__) + b"(")
+            fields: list[object] = []
+            for name in item._fields:
+                value = getattr(item, name, None)
+                if name in _SKIPPED_FIELDS or value is None or value == []:
+                    continue
+                if name == "body" and isinstance(item, _WITH_DOCSTRING) and _has_docstring(value):
+                    value = value[1:]
+                fields.append(_Raw(encoded(name) + b"="))
+                if isinstance(value, list):
+                    fields.append(_Raw(b"[%d:" % len(value)))
+                    fields.extend(value)
                 else:
-                    dump_value(item, out)
+                    fields.append(value)
+            fields.append(_Raw(b")"))
+            pending.extend(reversed(fields))
         else:
-            dump_value(value, out)
-    out.append(b")")
+            dump_value(item, out)
 
 
 def _has_docstring(body: list[ast.stmt]) -> bool:
