@@ -833,7 +833,7 @@ def test_a_global_filled_at_run_time_keeps_the_key(package: Package) -> None:
 def test_deeply_nested_code_is_hashed_from_its_source(package: Package) -> None:
     """An expression nested deeper than Python's recursion limit (a long sum) is still
     hashed from its source, in a function and in a class body."""
-    total = " + ".join(["x"] * 3000)
+    total = " + ".join(["x"] * 1200)
     package.write(
         main=f"x = 1\nclass Big:\n    TOTAL = {total}\ndef run():\n    return {total}, Big\n"
     )
