@@ -78,7 +78,7 @@ from taskkit.function.source import (
 )
 from taskkit.redaction import redact
 
-__all__ = ["CodeKey", "CodeKind", "CodePart", "code_key", "describe_part"]
+__all__ = ["CodeKey", "CodeKind", "CodePart", "code_key", "describe_changes", "describe_part"]
 
 CodeKind = Literal["function", "class", "constant", "module", "version", "bytecode"]
 
@@ -155,6 +155,33 @@ def describe_part(part: CodePart) -> str:
     if part.kind == "version":
         return f"version {part.shown!r}"
     return f"{tail} (by its bytecode)"
+
+
+def describe_changes(before: CodeKey, after: CodeKey) -> tuple[str, ...]:
+    """What differs between two code keys of one function, one line a part, as a user reads
+    it: ``code of clean_rows() changed``, ``constant LIMIT: 3 -> 4``, ``class Shard is new``,
+    ``helper() is no longer used``; nothing when the keys are equal."""
+    old = {part.name: part for part in before.parts}
+    new = {part.name: part for part in after.parts}
+    lines = []
+    for name, part in new.items():
+        was = old.get(name)
+        if was is None:
+            lines.append(f"{describe_part(part)} is new")
+        elif (was.kind, was.digest) == (part.kind, part.digest):
+            pass
+        elif part.kind == "version":
+            lines.append(f"version {was.shown!r} -> {part.shown!r}")
+        elif was.kind == part.kind == "constant" and was.shown != part.shown:
+            lines.append(f"{describe_part(part)}: {was.shown} -> {part.shown}")
+        elif part.kind == "constant":
+            lines.append(f"{describe_part(part)} changed")
+        else:
+            lines.append(f"code of {describe_part(part)} changed")
+    lines.extend(
+        f"{describe_part(part)} is no longer used" for name, part in old.items() if name not in new
+    )
+    return tuple(lines)
 
 
 def code_key(

@@ -25,7 +25,7 @@ import pytest
 
 from taskkit.exceptions import MisuseError
 from taskkit.function import code as code_module
-from taskkit.function.code import CodeKey, CodePart, code_key, describe_part
+from taskkit.function.code import CodeKey, CodePart, code_key, describe_changes, describe_part
 
 
 class Package:
@@ -844,3 +844,28 @@ def test_deeply_nested_code_is_hashed_from_its_source(package: Package) -> None:
         "main:x": "constant",
     }
     assert key.notes == ()
+
+
+def test_changes_are_described_as_a_user_reads_them(package: Package) -> None:
+    """``describe_changes`` names each differing part: an edited function or class, a
+    constant with both values, a helper newly used or no longer used, a version."""
+    package.write(main=MAIN, helpers=HELPERS)
+    before = package.key()
+    assert describe_changes(before, before) == ()
+    package.write(
+        main=MAIN.replace("THRESHOLD = 0.5", "THRESHOLD = 0.7").replace(
+            "helpers.clean_rows(rows)", "helpers.unused() and rows"
+        ),
+        helpers=HELPERS.replace("self.row = row", "self.row = row.upper()"),
+    )
+    after = package.key()
+    assert set(describe_changes(before, after)) == {
+        "code of class Shard changed",
+        "clean_rows() is no longer used",
+        "code of run() changed",
+        "constant LIMIT is no longer used",
+        "constant THRESHOLD: 0.5 -> 0.7",
+        "unused() is new",
+    }
+    v1, v2 = package.key(version="1"), package.key(version="2")
+    assert describe_changes(v1, v2) == ("version '1' -> '2'",)
