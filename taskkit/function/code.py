@@ -560,7 +560,8 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
         facts = _Facts("function", digest)
     else:
         if code.co_name == "<lambda>":
-            why = f"{what} is a lambda (its source line may hold others)"
+            where = f"{_module_name(fn.__globals__)} line {code.co_firstlineno}"
+            why = f"the lambda of {where} is not read from its source (its line may hold others)"
         elif source is None:
             why = f"{what} has no source (defined in a REPL or exec)"
         elif node is None:

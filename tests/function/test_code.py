@@ -559,7 +559,7 @@ def test_a_lambda_is_hashed_by_its_bytecode() -> None:
     """A lambda (its source line may hold others) is hashed by its bytecode, with a note."""
     key = code_key(lambda x: x + 1)
     assert [part.kind for part in key.parts] == ["bytecode"]
-    assert "is a lambda" in key.notes[0]
+    assert key.notes[0].startswith(f"the lambda of {__name__} line ")
     assert code_key(lambda x: x + 1).digest == key.digest
     assert code_key(lambda x: x + 2).digest != key.digest
 
@@ -869,3 +869,25 @@ def test_changes_are_described_as_a_user_reads_them(package: Package) -> None:
     }
     v1, v2 = package.key(version="1"), package.key(version="2")
     assert describe_changes(v1, v2) == ("version '1' -> '2'",)
+
+
+@pytest.mark.parametrize(
+    ("filename", "module", "users"),
+    [
+        ("/srv/app/pipeline/steps.py", "pipeline.steps", True),
+        ("/home/me/.local/lib/python3.11/site-packages/lib/x.py", "lib.x", False),
+        ("/usr/lib/python3/dist-packages/lib/x.py", "lib.x", False),
+        (json.__file__, "json", False),
+        (code_module.__file__, "taskkit.function.code", False),
+        ("/srv/app/taskkit/x.py", "taskkit.x", False),
+        ("/srv/app/code.py", "code", True),  # the user's module named like a standard one
+        ("<string>", None, True),
+        ("<stdin>", "__main__", True),
+        ("<frozen importlib._bootstrap>", "importlib._bootstrap", False),
+        (None, "sys", False),
+    ],
+)
+def test_whose_code_it_is(filename: str | None, module: str | None, users: bool) -> None:
+    """The user's own code is neither installed (site- or dist-packages), nor standard, nor
+    taskkit; code without a file is the user's unless its module is a standard one."""
+    assert code_module._is_users(filename, module) is users
