@@ -259,8 +259,8 @@ class _Walk:
     def _function(self, fn: types.FunctionType, forced: bool) -> None:
         if not (forced or _is_users(fn.__code__.co_filename, fn.__module__)):
             return
-        name = f"{_module_name(fn.__globals__)}:{_qualname(fn)}"
-        self._add("function", name, _facts_of_function(fn))
+        facts = _facts_of_function(fn)
+        self._add("function", f"{_module_name(fn.__globals__)}:{facts.name}", facts)
         self._follow_function(fn)
 
     def _follow_function(self, fn: types.FunctionType) -> None:
@@ -433,7 +433,8 @@ def _is_simple(value: object) -> bool:
 
 def _qualname(fn: types.FunctionType) -> str:
     """Where ``fn`` was defined: its code's name, which ``functools.wraps`` does not copy
-    onto a wrapper as it does ``__qualname__`` (before Python 3.11, the latter)."""
+    onto a wrapper as it does ``__qualname__`` (before Python 3.11, with no source to tell,
+    the latter)."""
     return getattr(fn.__code__, "co_qualname", fn.__qualname__)
 
 
@@ -537,6 +538,8 @@ class _Facts:
     digest: str
     note: str = ""
     refs: _Refs = field(default_factory=_Refs)
+    #: a function's qualified name, where it was defined
+    name: str = ""
 
 
 _FUNCTION_FACTS: weakref.WeakKeyDictionary[types.FunctionType, tuple[types.CodeType, _Facts]]
@@ -552,12 +555,15 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
     cached = _FUNCTION_FACTS.get(fn)
     if cached is not None and cached[0] is code:  # __code__ can be re-assigned
         return cached[1]
-    what = f"{_qualname(fn).replace('.<locals>', '')}()"
     source = None if code.co_name == "<lambda>" else source_of(code.co_filename, fn.__globals__)
     node = source.functions.get((code.co_firstlineno, code.co_name)) if source else None
+    qualname = _qualname(fn)
+    if source is not None and node is not None:
+        qualname = source.qualnames[(code.co_firstlineno, code.co_name)]
+    what = f"{qualname.replace('.<locals>', '')}()"
     digest = _digest_or_none(node) if node is not None else None
     if digest is not None:
-        facts = _Facts("function", digest)
+        facts = _Facts("function", digest, name=qualname)
     else:
         if code.co_name == "<lambda>":
             where = f"{_module_name(fn.__globals__)} line {code.co_firstlineno}"
@@ -569,7 +575,7 @@ def _facts_of_function(fn: types.FunctionType) -> _Facts:
         else:
             why = f"{what} is nested too deeply to hash its source"
         note = f"{why}; its bytecode and constants are hashed, which change with Python's version"
-        facts = _Facts("bytecode", bytecode_digest(code, fn.__doc__), note)
+        facts = _Facts("bytecode", bytecode_digest(code, fn.__doc__), note, name=qualname)
     _FUNCTION_FACTS[fn] = (code, facts)
     return facts
 
