@@ -232,10 +232,13 @@ class _Walk:
 
     def reach(self, value: object, *, forced: bool = False) -> None:
         for found in _unwrapped(value):
-            if id(found) not in self.seen:
-                self.seen.add(id(found))
-                self.visited.append(found)
-                self.queue.append((found, forced))
+            self._queue(found, forced)
+
+    def _queue(self, found: object, forced: bool = False) -> None:
+        if id(found) not in self.seen:
+            self.seen.add(id(found))
+            self.visited.append(found)
+            self.queue.append((found, forced))
 
     def run(self) -> CodeKey:
         while self.queue:
@@ -279,30 +282,34 @@ class _Walk:
             return
         module = sys.modules.get(cls.__module__)
         namespace = vars(module) if module is not None else {}
-        self._add(
-            "class",
-            f"{_module_name(namespace, cls.__module__)}:{cls.__qualname__}",
-            _facts_of_class(cls),
-        )
+        facts = _facts_of_class(cls)
+        if facts.kind == "bytecode" and self._assigned(namespace, cls.__qualname__):
+            return  # a class a call made (namedtuple, Enum("Color", ...)): known by that call
+        name = f"{_module_name(namespace, cls.__module__)}:{cls.__qualname__}"
+        self._add("class", name, facts)
         for base in cls.__bases__:
             self.reach(base)
         self._follow_class(cls, namespace)
 
     def _follow_class(self, cls: type, namespace: Mapping[str, object]) -> None:
         """Reach what the class body names and what its methods' code names; the methods and
-        classes defined in the body are in the class's digest already."""
+        classes defined in the body are in the class's digest already, and so are those a
+        library made for it (a dataclass's ``__init__``: code without source in its dict)."""
         self._follow(_facts_of_class(cls).refs, namespace)
         inside = cls.__qualname__ + "."
         for value in list(vars(cls).values()):
             for found in _unwrapped(value):
-                own = getattr(found, "__qualname__", "").startswith(inside)
+                if isinstance(found, types.FunctionType):
+                    own = _qualname(found).startswith(inside) or _is_made(found)
+                else:
+                    own = getattr(found, "__qualname__", "").startswith(inside)
                 if isinstance(found, types.FunctionType) and own:
                     self._follow_function(found)
                 elif isinstance(found, type) and own and id(found) not in self.seen:
                     self.seen.add(id(found))
                     self._follow_class(found, namespace)
                 elif _is_code(found):
-                    self.reach(found)
+                    self._queue(found)  # unwrapped already: what it wraps is looked at here
 
     def _module(self, module: types.ModuleType) -> None:
         self.parts.add(CodePart("module", _module_name(vars(module)), _facts_of_module(module)))
@@ -343,30 +350,31 @@ class _Walk:
         else:
             self._assigned(namespace, name)
 
-    def _assigned(self, namespace: Mapping[str, object], name: str, depth: int = 0) -> None:
+    def _assigned(self, namespace: Mapping[str, object], name: str, depth: int = 0) -> bool:
         """A global that is neither code nor a simple value (a dict, an enum member, a
         configuration object) is a constant part by the module-level statements that assign
         it in the user's module (which a change at run time, such as a cache filling up, does
         not change); what they name is followed. A name imported from another of the user's
-        modules is looked up there."""
+        modules is looked up there. Whether a part was found."""
         if (id(namespace), name) in self.seen_globals or depth > 8:
-            return
+            return True  # found already, or being looked up
         self.seen_globals.add((id(namespace), name))
         filename, module = namespace.get("__file__"), namespace.get("__name__")
         if not isinstance(filename, str):
-            return
+            return False
         if not _is_users(filename, module if isinstance(module, str) else None):
-            return
+            return False
         source = source_of(filename, namespace if isinstance(namespace, dict) else None)
         if source is None:
-            return
+            return False
         found = source.assignment(name)
         if found is not None:
             digest, shown, _values = found
             part_name = f"{_module_name(namespace)}:{name}"
             self.parts.add(CodePart("constant", part_name, digest, _shown(shown)))
             self._follow(_refs_of_assignment(source, name), namespace)
-        elif name in source.imported:
+            return True
+        if name in source.imported:
             origin, level, original = source.imported[name]
             package = namespace.get("__package__")
             try:
@@ -374,10 +382,11 @@ class _Walk:
                     "." * level + origin, package if isinstance(package, str) else None
                 )
             except (ImportError, ValueError):
-                return
+                return False
             imported = sys.modules.get(target)  # looked up, never imported
             if imported is not None:
-                self._assigned(vars(imported), original, depth + 1)
+                return self._assigned(vars(imported), original, depth + 1)
+        return False
 
 
 _MISSING = object()
@@ -482,6 +491,12 @@ def _is_users(filename: str | None, module: str | None) -> bool:
     return top not in sys.stdlib_module_names and top not in sys.builtin_module_names
 
 
+def _is_made(fn: types.FunctionType) -> bool:
+    """Whether ``fn`` has no source because a library made it (found in a class's dict)."""
+    filename = fn.__code__.co_filename
+    return filename.startswith("<") and source_of(filename, fn.__globals__) is None
+
+
 def _is_users_module(module: types.ModuleType) -> bool:
     return _is_users(getattr(module, "__file__", None), module.__name__)
 
@@ -504,7 +519,8 @@ def _file_of_class(cls: type) -> str | None:
     if isinstance(filename, str):
         return filename
     for method in _own_functions(cls):
-        return method.__code__.co_filename
+        if source_of(method.__code__.co_filename, method.__globals__) is not None:
+            return method.__code__.co_filename
     return None
 
 
@@ -619,10 +635,10 @@ def _facts_of_class(cls: type) -> _Facts:
     module = sys.modules.get(cls.__module__)
     filename = _file_of_class(cls)
     source = source_of(filename, vars(module) if module else None) if filename else None
-    node = _find_class(source, cls) if source else None
+    node = _find_class(source, filename, cls) if source and filename else None
     digest = _digest_or_none(node) if node is not None else None
     if node is not None and digest is not None:
-        facts = _Facts("class", digest, refs=_refs_of_nodes(node.body))
+        facts = _Facts("class", digest, refs=_refs_of_nodes([*node.decorator_list, *node.body]))
     else:
         # Its methods' bytecode and its simple attributes stand for the body nobody can read.
         out = [SCHEMA, b"class"]
@@ -662,10 +678,15 @@ def _facts_of_module(module: types.ModuleType) -> str:
     return source.digest
 
 
-def _find_class(source: Source, cls: type) -> ast.ClassDef | None:
-    """The ``class`` statement that made ``cls``: the one its methods' lines fall in."""
+def _find_class(source: Source, filename: str, cls: type) -> ast.ClassDef | None:
+    """The ``class`` statement that made ``cls``: the one its methods' lines fall in (those
+    written in that file: a dataclass's ``__init__`` is not)."""
     candidates = source.classes.get(cls.__qualname__, [])
-    lines = [fn.__code__.co_firstlineno for fn in _own_functions(cls)]
+    lines = [
+        fn.__code__.co_firstlineno
+        for fn in _own_functions(cls)
+        if fn.__code__.co_filename == filename
+    ]
     first = getattr(cls, "__firstlineno__", None)  # Python 3.13
     for node in candidates:
         start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
@@ -698,7 +719,8 @@ def _refs_of_nodes(nodes: Sequence[ast.AST]) -> _Refs:
         if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Load):
             names[current.id] = None
         elif isinstance(current, _DEFS):
-            pending.append(current.args)
+            # what runs where the function is defined: its decorators and defaults
+            pending.extend([*current.decorator_list, current.args])
             continue
         pending.extend(reversed(list(ast.iter_child_nodes(current))))
     return _Refs(tuple(names), tuple(chains))

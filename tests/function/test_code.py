@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import linecache
 import os
 import subprocess
 import sys
@@ -891,3 +892,116 @@ def test_whose_code_it_is(filename: str | None, module: str | None, users: bool)
     """The user's own code is neither installed (site- or dist-packages), nor standard, nor
     taskkit; code without a file is the user's unless its module is a standard one."""
     assert code_module._is_users(filename, module) is users
+
+
+def test_async_functions_dataclasses_and_pydantic_models(package: Package) -> None:
+    """An ``async def`` task, a dataclass and a pydantic model are read from their source
+    like any function and class (no note), and what their methods use is followed."""
+    package.write(
+        main="""
+        import dataclasses
+
+        import pydantic
+
+        from . import helpers
+
+        @dataclasses.dataclass(frozen=True)
+        class Row:
+            name: str = "x"
+            def clean(self):
+                return helpers.tidy(self.name)
+
+        class Settings(pydantic.BaseModel):
+            alpha: float = 0.3
+            def scaled(self):
+                return helpers.scale(self.alpha)
+
+        async def run():
+            return Row().clean(), Settings().scaled()
+        """,
+        helpers="def tidy(x):\n    return x\ndef scale(x):\n    return x\n",
+    )
+    key = package.key()
+    assert {name: part.kind for name, part in by_name(key).items()} == {
+        "main:run": "function",
+        "main:Row": "class",
+        "main:Settings": "class",
+        "helpers:tidy": "function",
+        "helpers:scale": "function",
+    }
+    assert key.notes == ()
+
+
+def test_code_of_a_notebook_cell_is_read_from_linecache() -> None:
+    """A function and a class (a dataclass, whose made methods have no source) whose lines
+    only ``linecache`` holds (a notebook's cell) are read from there, not hashed by their
+    bytecode."""
+    filename = f"<ipython-input-{uuid.uuid4().hex}>"
+    text = (
+        "import dataclasses\n"
+        "@dataclasses.dataclass\n"
+        "class Cell:\n    x: int = 1\n    def get(self):\n        return self.x\n\n"
+        "def run():\n    return Cell().get()\n"
+    )
+    lines = text.splitlines(keepends=True)
+    linecache.cache[filename] = (len(text), None, lines, filename)
+    try:
+        namespace: dict[str, Any] = {"__name__": f"notebook_{uuid.uuid4().hex}"}
+        exec(compile(text, filename, "exec", dont_inherit=True), namespace)
+        key = code_key(namespace["run"])
+    finally:
+        del linecache.cache[filename]
+    assert [part.kind for part in key.parts] == ["class", "function"]
+    assert key.notes == ()
+
+
+def test_classes_made_by_a_call_and_decorators_in_a_class(package: Package) -> None:
+    """A class made by a call (``namedtuple``, ``Enum("Color", ...)``) is known by that
+    statement, without a note; a user's decorator on a method or on the class is reached."""
+    source = """
+        import collections
+        import enum
+
+        from . import deco
+
+        Point = collections.namedtuple("Point", "x y")
+        Color = enum.Enum("Color", "RED GREEN")
+
+        @deco.register
+        class Shape:
+            @deco.traced
+            def area(self):
+                return 1
+
+        def run():
+            return Point(1, 2), Color.RED, Shape().area()
+    """
+    package.write(
+        main=source,
+        deco="""
+        import functools
+
+        def register(cls):
+            return cls
+
+        def traced(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return fn(*args)
+            return wrapper
+        """,
+    )
+    key = package.key()
+    assert {name: part.kind for name, part in by_name(key).items()} == {
+        "main:run": "function",
+        "main:Point": "constant",
+        "main:Color": "constant",
+        "main:Shape": "class",
+        "deco:register": "function",
+        "deco:traced": "function",
+        "deco:traced.<locals>.wrapper": "function",
+        "main:Shape.area": "function",  # what the wrapper's closure holds
+    }
+    assert key.notes == ()
+    package.write(main=source.replace('"x y"', '"x y z"'))
+    assert changed(key, package.key()) == {"main:Point"}
