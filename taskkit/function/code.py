@@ -345,10 +345,14 @@ class _Walk:
                 "constant", f"{module}:{name}", value_digest(value), _shown(repr(value))
             )
             self.parts.add(part)
-        elif any(True for _ in _unwrapped(value)):
-            self.reach(value)
+        elif isinstance(value, types.ModuleType):
+            pass  # only what the code takes from a module counts (the chains)
         else:
-            self._assigned(namespace, name)
+            found = list(_unwrapped(value))
+            for each in found:
+                self._queue(each)
+            if not found:
+                self._assigned(namespace, name)
 
     def _assigned(self, namespace: Mapping[str, object], name: str, depth: int = 0) -> bool:
         """A global that is neither code nor a simple value (a dict, an enum member, a
