@@ -11,8 +11,11 @@
   through the names its code objects load (nested code objects too: inner functions, lambdas,
   comprehensions), resolved in its globals, through attribute chains of the user's modules
   (``helpers.clean_rows(...)``) and through its closure's cells; followed recursively through
-  their own globals, cycle-safe. A class is its body's AST (methods included); what its
-  methods name is followed too, and so are its bases;
+  their own globals, cycle-safe. A class is its body's AST (methods included); what its body,
+  its methods and their decorators name is followed too, and so are its bases. Code a library
+  made for a class (a dataclass's ``__init__``) is the class's; a class made by a call
+  (``namedtuple``, ``Enum("Color", ...)``) is known by that statement, as below. A taskkit task
+  stands for the function it wraps;
 * the value of every simple module global it reads (``int``, ``float``, ``str``, ``bytes``,
   ``bool``, ``None`` and tuples and frozensets of those), hashed canonically with its type, so
   ``1``, ``1.0`` and ``True`` differ. Any other global it reads that is not code (a dict, an
@@ -32,12 +35,17 @@ adds functions, classes or whole modules (a module by its whole source's AST), f
 the function's own helpers. ``version="..."`` pins the code part by hand: the key's code part is
 then that string alone and edits do not change it.
 
-A function or class without source (defined in a REPL or by ``exec``) and every lambda are
-hashed by their bytecode, constants and names instead (``kind="bytecode"``), with one note
-each. Bytecode changes between Python versions, so such a key does not survive an upgrade of
-Python. The source is read from the file on disk: a module edited after it was imported is
-hashed as it is now (a function whose definition moved is noticed and falls back to its
-bytecode, with a note).
+A function or class without source (defined in a REPL or by ``exec``; a notebook's cells are
+found through ``linecache``) and every lambda are hashed by their bytecode, constants and names
+instead (``kind="bytecode"``), with one note each. Bytecode changes between Python versions, so
+such a key does not survive an upgrade of Python; a key read from source does (see
+:mod:`taskkit.function.source`). The source is read from the file on disk: a module edited
+after it was imported is hashed as it is now (a function whose definition moved is noticed and
+falls back to its bytecode, with a note).
+
+Parts are named ``pkg.mod:qualname`` where the code was defined (``python -m pkg.mod`` names
+``pkg.mod``, not ``__main__``); :func:`describe_part` and :func:`describe_changes` say them the
+way a user reads them.
 
 Speed: a source file is parsed once per process (cached by path, ``mtime_ns`` and size), and
 what is learned of each function and class (its digest, the names it loads) once per object:
