@@ -1005,3 +1005,31 @@ def test_classes_made_by_a_call_and_decorators_in_a_class(package: Package) -> N
     assert key.notes == ()
     package.write(main=source.replace('"x y"', '"x y z"'))
     assert changed(key, package.key()) == {"main:Point"}
+
+
+def test_a_module_run_with_python_m_has_the_key_it_has_when_imported(package: Package) -> None:
+    """``python -m pkg.main`` names its parts ``pkg.main:...`` as an import does (not
+    ``__main__``), so the key is the same either way."""
+    package.write(
+        helpers=HELPERS,
+        main=MAIN
+        + textwrap.dedent(
+            """
+            if __name__ == "__main__":
+                from taskkit.function.code import code_key
+                print(code_key(run).digest)
+            """
+        ),
+    )
+    imported = package.key()
+    worktree = Path(code_module.__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worktree), str(package.root)])}
+    done = subprocess.run(
+        [sys.executable, "-B", "-m", f"{package.name}.main"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == imported.digest
