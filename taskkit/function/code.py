@@ -56,34 +56,36 @@ every call, so a constant re-bound at run time and a re-loaded module are seen.
 from __future__ import annotations
 
 import ast
-import dis
 import functools
 import importlib.util
-import os
 import sys
-import sysconfig
 import types
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import xxhash
 
 from taskkit.exceptions import MisuseError
-from taskkit.function.source import (
-    SCHEMA,
-    Source,
-    ast_digest,
-    bytecode_digest,
-    dump_code,
-    dump_value,
-    encoded,
-    hex_digest,
-    source_of,
-    value_digest,
+from taskkit.function.facts import (
+    Facts,
+    Refs,
+    facts_of_class,
+    facts_of_function,
+    is_code,
+    is_made,
+    is_simple,
+    is_users,
+    is_users_class,
+    is_users_module,
+    module_digest,
+    module_name,
+    qualname,
+    refs_of_assignment,
+    refs_of_function,
+    unwrapped,
 )
+from taskkit.function.source import SCHEMA, encoded, source_of, value_digest
 from taskkit.redaction import redact
 
 __all__ = ["CodeKey", "CodeKind", "CodePart", "code_key", "describe_changes", "describe_part"]
@@ -206,12 +208,12 @@ def code_key(
         shown = redact(version)
         return CodeKey((CodePart("version", "version", value_digest(version), shown),))
     walk = _Walk()
-    if not any(_is_code(item) for item in _unwrapped(fn)):
+    if not any(is_code(item) for item in unwrapped(fn)):
         raise MisuseError(f"a task is a Python function, not {type(fn).__name__}")
     walk.reach(fn, forced=True)
     for item in depends:
         if not any(
-            _is_code(found) or isinstance(found, types.ModuleType) for found in _unwrapped(item)
+            is_code(found) or isinstance(found, types.ModuleType) for found in unwrapped(item)
         ):
             raise MisuseError(
                 f"depends= takes functions, classes or modules, not {type(item).__name__}"
@@ -239,7 +241,7 @@ class _Walk:
         self.seen_globals: set[tuple[int, str]] = set()
 
     def reach(self, value: object, *, forced: bool = False) -> None:
-        for found in _unwrapped(value):
+        for found in unwrapped(value):
             self._queue(found, forced)
 
     def _queue(self, found: object, forced: bool = False) -> None:
@@ -260,7 +262,7 @@ class _Walk:
         parts = sorted(self.parts, key=lambda part: (part.kind, part.name, part.digest))
         return CodeKey(tuple(parts), tuple(self.notes))
 
-    def _add(self, kind: CodeKind, name: str, facts: _Facts) -> None:
+    def _add(self, kind: CodeKind, name: str, facts: Facts) -> None:
         self.parts.add(
             CodePart(facts.kind if facts.kind == "bytecode" else kind, name, facts.digest)
         )
@@ -268,32 +270,32 @@ class _Walk:
             self.notes[facts.note] = None
 
     def _function(self, fn: types.FunctionType, forced: bool) -> None:
-        if not (forced or _is_users(fn.__code__.co_filename, fn.__module__)):
+        if not (forced or is_users(fn.__code__.co_filename, fn.__module__)):
             return
-        facts = _facts_of_function(fn)
-        self._add("function", f"{_module_name(fn.__globals__)}:{facts.name}", facts)
+        facts = facts_of_function(fn)
+        self._add("function", f"{module_name(fn.__globals__)}:{facts.name}", facts)
         self._follow_function(fn)
 
     def _follow_function(self, fn: types.FunctionType) -> None:
         """Reach what ``fn``'s code names: its globals, attribute chains and closure cells."""
-        self._follow(_refs_of_function(fn), fn.__globals__)
+        self._follow(refs_of_function(fn), fn.__globals__)
         for cell in fn.__closure__ or ():
             try:
                 contents = cell.cell_contents
             except ValueError:  # a cell not filled yet
                 continue
-            if any(_is_code(found) for found in _unwrapped(contents)):
+            if any(is_code(found) for found in unwrapped(contents)):
                 self.reach(contents)
 
     def _class(self, cls: type, forced: bool) -> None:
-        if not (forced or _is_users_class(cls)):
+        if not (forced or is_users_class(cls)):
             return
         module = sys.modules.get(cls.__module__)
         namespace = vars(module) if module is not None else {}
-        facts = _facts_of_class(cls)
+        facts = facts_of_class(cls)
         if facts.kind == "bytecode" and self._assigned(namespace, cls.__qualname__):
             return  # a class a call made (namedtuple, Enum("Color", ...)): known by that call
-        name = f"{_module_name(namespace, cls.__module__)}:{cls.__qualname__}"
+        name = f"{module_name(namespace, cls.__module__)}:{cls.__qualname__}"
         self._add("class", name, facts)
         for base in cls.__bases__:
             self.reach(base)
@@ -303,12 +305,12 @@ class _Walk:
         """Reach what the class body names and what its methods' code names; the methods and
         classes defined in the body are in the class's digest already, and so are those a
         library made for it (a dataclass's ``__init__``: code without source in its dict)."""
-        self._follow(_facts_of_class(cls).refs, namespace)
+        self._follow(facts_of_class(cls).refs, namespace)
         inside = cls.__qualname__ + "."
         for value in list(vars(cls).values()):
-            for found in _unwrapped(value):
+            for found in unwrapped(value):
                 if isinstance(found, types.FunctionType):
-                    own = _qualname(found).startswith(inside) or _is_made(found)
+                    own = qualname(found).startswith(inside) or is_made(found)
                 else:
                     own = getattr(found, "__qualname__", "").startswith(inside)
                 if isinstance(found, types.FunctionType) and own:
@@ -316,16 +318,16 @@ class _Walk:
                 elif isinstance(found, type) and own and id(found) not in self.seen:
                     self.seen.add(id(found))
                     self._follow_class(found, namespace)
-                elif _is_code(found):
+                elif is_code(found):
                     self._queue(found)  # unwrapped already: what it wraps is looked at here
 
     def _module(self, module: types.ModuleType) -> None:
-        self.parts.add(CodePart("module", _module_name(vars(module)), _facts_of_module(module)))
+        self.parts.add(CodePart("module", module_name(vars(module)), module_digest(module)))
         for value in list(vars(module).values()):
-            if _is_code(value) and getattr(value, "__module__", None) == module.__name__:
+            if is_code(value) and getattr(value, "__module__", None) == module.__name__:
                 self.reach(value)
 
-    def _follow(self, refs: _Refs, namespace: Mapping[str, object]) -> None:
+    def _follow(self, refs: Refs, namespace: Mapping[str, object]) -> None:
         """Reach the globals ``refs`` names in ``namespace``, and through the user's modules
         the attributes its chains name."""
         for name in refs.names:
@@ -334,7 +336,7 @@ class _Walk:
         for chain in refs.chains:
             value = namespace.get(chain[0])
             for attr in chain[1:]:
-                if not (isinstance(value, types.ModuleType) and _is_users_module(value)):
+                if not (isinstance(value, types.ModuleType) and is_users_module(value)):
                     break
                 owner = vars(value)
                 value = owner.get(attr, _MISSING)  # not getattr: a module's __getattr__ may import
@@ -347,8 +349,8 @@ class _Walk:
         part, anything else is known by the statements that assign it."""
         if name.startswith("__") and name.endswith("__"):
             return
-        if _is_simple(value):
-            module = _module_name(namespace)
+        if is_simple(value):
+            module = module_name(namespace)
             part = CodePart(
                 "constant", f"{module}:{name}", value_digest(value), _shown(repr(value))
             )
@@ -356,7 +358,7 @@ class _Walk:
         elif isinstance(value, types.ModuleType):
             pass  # only what the code takes from a module counts (the chains)
         else:
-            found = list(_unwrapped(value))
+            found = list(unwrapped(value))
             for each in found:
                 self._queue(each)
             if not found:
@@ -374,7 +376,7 @@ class _Walk:
         filename, module = namespace.get("__file__"), namespace.get("__name__")
         if not isinstance(filename, str):
             return False
-        if not _is_users(filename, module if isinstance(module, str) else None):
+        if not is_users(filename, module if isinstance(module, str) else None):
             return False
         source = source_of(filename, namespace if isinstance(namespace, dict) else None)
         if source is None:
@@ -382,9 +384,9 @@ class _Walk:
         found = source.assignment(name)
         if found is not None:
             digest, shown, _values = found
-            part_name = f"{_module_name(namespace)}:{name}"
+            part_name = f"{module_name(namespace)}:{name}"
             self.parts.add(CodePart("constant", part_name, digest, _shown(shown)))
-            self._follow(_refs_of_assignment(source, name), namespace)
+            self._follow(refs_of_assignment(source, name), namespace)
             return True
         if name in source.imported:
             origin, level, original = source.imported[name]
@@ -404,357 +406,9 @@ class _Walk:
 _MISSING = object()
 
 
-def _unwrapped(value: object, depth: int = 0) -> Iterator[object]:
-    """The functions, classes and modules ``value`` stands for: a taskkit task stands for the
-    function it wraps, a ``functools.wraps`` wrapper for itself and what it wraps, a method
-    for its function, a ``functools.partial`` for its function."""
-    if depth > 50 or _is_simple(value):
-        return
-    if isinstance(value, (type, types.ModuleType)):
-        yield value
-        return
-    try:
-        task = getattr(value, "__taskkit_task__", False) is True
-    except Exception:  # an object's __getattr__ may raise anything: then it is no task
-        task = False
-    if task:  # the task object is taskkit's; the code is what it wraps
-        yield from _unwrapped(getattr(value, "__wrapped__", None), depth + 1)
-        return
-    if isinstance(value, types.FunctionType):
-        yield value
-    if isinstance(value, (types.MethodType, staticmethod, classmethod)):
-        yield from _unwrapped(value.__func__, depth + 1)
-    elif isinstance(value, property):
-        for accessor in (value.fget, value.fset, value.fdel):
-            yield from _unwrapped(accessor, depth + 1)
-    elif isinstance(value, functools.partial):
-        yield from _unwrapped(value.func, depth + 1)
-    elif callable(value):
-        try:
-            wrapped = getattr(value, "__wrapped__", None)
-        except Exception:  # as above: then it is no wrapper
-            return
-        if wrapped is not None and wrapped is not value:
-            yield from _unwrapped(wrapped, depth + 1)
-
-
-def _is_code(value: object) -> bool:
-    return isinstance(value, (types.FunctionType, type))
-
-
-def _is_simple(value: object) -> bool:
-    """Whether ``value`` is a constant whose value is part of the key."""
-    kind = type(value)
-    if kind in _SIMPLE_TYPES:
-        return True
-    if kind is tuple or kind is frozenset:
-        return all(_is_simple(item) for item in value)  # type: ignore[attr-defined]
-    return False
-
-
-def _qualname(fn: types.FunctionType) -> str:
-    """Where ``fn`` was defined: its code's name, which ``functools.wraps`` does not copy
-    onto a wrapper as it does ``__qualname__`` (before Python 3.11, with no source to tell,
-    the latter)."""
-    return getattr(fn.__code__, "co_qualname", fn.__qualname__)
-
-
 @functools.lru_cache(maxsize=1024)
 def _shown(text: str) -> str:
     """A constant's repr as a part shows it: credential-free, then shortened (in that order,
     so that a shortened credential cannot slip through)."""
     text = redact(text)
     return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 3] + "..."
-
-
-def _module_name(namespace: Mapping[str, object], default: str | None = None) -> str:
-    """The module's name a part is named by: a script run as ``python -m pkg.mod`` is
-    ``pkg.mod``, as it is when imported."""
-    name = namespace.get("__name__", default)
-    if name == "__main__":
-        spec = namespace.get("__spec__")
-        name = getattr(spec, "name", None) or name
-    return name if isinstance(name, str) else "<exec>"
-
-
-# -- whose code it is -----------------------------------------------------------------------
-
-
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    """Directories whose files are never the user's: the standard library and taskkit."""
-    paths = sysconfig.get_paths()
-    roots = {paths["stdlib"], paths["platstdlib"], str(Path(__file__).parents[1])}
-    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_users(filename: str | None, module: str | None) -> bool:
-    """Whether code from ``filename`` (module ``module``) is the user's own."""
-    top = (module or "").partition(".")[0]
-    if top == "taskkit":
-        return False
-    if filename and not filename.startswith("<"):
-        path = os.path.realpath(filename)
-        parts = Path(path).parts
-        if "site-packages" in parts or "dist-packages" in parts:
-            return False
-        return not path.startswith(_library_roots())
-    return top not in sys.stdlib_module_names and top not in sys.builtin_module_names
-
-
-def _is_made(fn: types.FunctionType) -> bool:
-    """Whether ``fn`` has no source because a library made it (found in a class's dict)."""
-    filename = fn.__code__.co_filename
-    return filename.startswith("<") and source_of(filename, fn.__globals__) is None
-
-
-def _is_users_module(module: types.ModuleType) -> bool:
-    return _is_users(getattr(module, "__file__", None), module.__name__)
-
-
-def _is_users_class(cls: type) -> bool:
-    known = _CLASS_IS_USERS.get(cls)
-    if known is None:
-        builtin = cls.__module__ in sys.builtin_module_names
-        known = _CLASS_IS_USERS[cls] = not builtin and _is_users(
-            _file_of_class(cls), cls.__module__
-        )
-    return known
-
-
-def _file_of_class(cls: type) -> str | None:
-    """The file a class was defined in: its module's, else one of its methods' (a class
-    defined in a notebook's ``__main__``, which has no file)."""
-    module = sys.modules.get(cls.__module__)
-    filename = getattr(module, "__file__", None)
-    if isinstance(filename, str):
-        return filename
-    for method in _own_functions(cls):
-        if source_of(method.__code__.co_filename, method.__globals__) is not None:
-            return method.__code__.co_filename
-    return None
-
-
-def _own_functions(cls: type) -> Iterator[types.FunctionType]:
-    inside = cls.__qualname__ + "."
-    for value in vars(cls).values():
-        for found in _unwrapped(value):
-            if isinstance(found, types.FunctionType) and found.__qualname__.startswith(inside):
-                yield found
-
-
-# -- what is learned once per object --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Refs:
-    """The globals a piece of code loads, the attribute chains it loads from them
-    (``("helpers", "clean_rows")``) and the globals it assigns."""
-
-    names: tuple[str, ...] = ()
-    chains: tuple[tuple[str, ...], ...] = ()
-    stored: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """What is learned once of a function or class: its digest and, for a class, what its
-    body names outside its methods."""
-
-    kind: CodeKind
-    digest: str
-    note: str = ""
-    refs: _Refs = field(default_factory=_Refs)
-    #: a function's qualified name, where it was defined
-    name: str = ""
-
-
-_FUNCTION_FACTS: weakref.WeakKeyDictionary[types.FunctionType, tuple[types.CodeType, _Facts]]
-_FUNCTION_FACTS = weakref.WeakKeyDictionary()
-_FUNCTION_REFS: weakref.WeakKeyDictionary[types.FunctionType, tuple[types.CodeType, _Refs]]
-_FUNCTION_REFS = weakref.WeakKeyDictionary()
-_CLASS_FACTS: weakref.WeakKeyDictionary[type, _Facts] = weakref.WeakKeyDictionary()
-_CLASS_IS_USERS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-
-
-def _facts_of_function(fn: types.FunctionType) -> _Facts:
-    code = fn.__code__
-    cached = _FUNCTION_FACTS.get(fn)
-    if cached is not None and cached[0] is code:  # __code__ can be re-assigned
-        return cached[1]
-    source = None if code.co_name == "<lambda>" else source_of(code.co_filename, fn.__globals__)
-    node = source.functions.get((code.co_firstlineno, code.co_name)) if source else None
-    qualname = _qualname(fn)
-    if source is not None and node is not None:
-        qualname = source.qualnames[(code.co_firstlineno, code.co_name)]
-    what = f"{qualname.replace('.<locals>', '')}()"
-    digest = _digest_or_none(node) if node is not None else None
-    if digest is not None:
-        facts = _Facts("function", digest, name=qualname)
-    else:
-        if code.co_name == "<lambda>":
-            where = f"{_module_name(fn.__globals__)} line {code.co_firstlineno}"
-            why = f"the lambda of {where} is not read from its source (its line may hold others)"
-        elif source is None:
-            why = f"{what} has no source (defined in a REPL or exec)"
-        elif node is None:
-            why = f"{what} is not where its source file says (the file changed since import)"
-        else:
-            why = f"{what} is nested too deeply to hash its source"
-        note = f"{why}; its bytecode and constants are hashed, which change with Python's version"
-        facts = _Facts("bytecode", bytecode_digest(code, fn.__doc__), note, name=qualname)
-    _FUNCTION_FACTS[fn] = (code, facts)
-    return facts
-
-
-def _refs_of_function(fn: types.FunctionType) -> _Refs:
-    code = fn.__code__
-    cached = _FUNCTION_REFS.get(fn)
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    names: dict[str, None] = {}
-    chains: dict[tuple[str, ...], None] = {}
-    stored: set[str] = set()
-    pending = [code]
-    while pending:
-        current = pending.pop()
-        chain: list[str] = []
-        for instruction in dis.get_instructions(current):
-            if instruction.opname in _LOAD_ATTR and chain:
-                chain.append(instruction.argval)
-                continue
-            if len(chain) > 1:
-                chains[tuple(chain)] = None
-            chain = []
-            if instruction.opname in _LOAD_GLOBAL:
-                names[instruction.argval] = None
-                chain = [instruction.argval]
-            elif instruction.opname in _STORE_GLOBAL:
-                stored.add(instruction.argval)
-        if len(chain) > 1:
-            chains[tuple(chain)] = None
-        pending.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
-    refs = _Refs(tuple(names), tuple(chains), frozenset(stored))
-    _FUNCTION_REFS[fn] = (code, refs)
-    return refs
-
-
-def _facts_of_class(cls: type) -> _Facts:
-    cached = _CLASS_FACTS.get(cls)
-    if cached is not None:
-        return cached
-    module = sys.modules.get(cls.__module__)
-    filename = _file_of_class(cls)
-    source = source_of(filename, vars(module) if module else None) if filename else None
-    node = _find_class(source, filename, cls) if source and filename else None
-    digest = _digest_or_none(node) if node is not None else None
-    if node is not None and digest is not None:
-        facts = _Facts("class", digest, refs=_refs_of_nodes([*node.decorator_list, *node.body]))
-    else:
-        # Its methods' bytecode and its simple attributes stand for the body nobody can read.
-        out = [SCHEMA, b"class"]
-        for name, value in sorted(vars(cls).items()):
-            functions = [
-                found for found in _unwrapped(value) if isinstance(found, types.FunctionType)
-            ]
-            if functions:
-                out.append(encoded(name))
-                for function in functions:
-                    dump_code(function.__code__, out, function.__doc__)
-            elif _is_simple(value) and name not in ("__module__", "__doc__", "__qualname__"):
-                out.append(encoded(name))
-                dump_value(value, out)
-        note = (
-            f"class {cls.__qualname__} has no source (defined in a REPL or exec); its methods'"
-            " bytecode and its constants are hashed, which change with Python's version"
-        )
-        facts = _Facts("bytecode", hex_digest(b"".join(out)), note)
-    _CLASS_FACTS[cls] = facts
-    return facts
-
-
-def _digest_or_none(node: ast.AST) -> str | None:
-    """The AST digest of ``node``; None for code nested deeper than the recursion limit."""
-    try:
-        return ast_digest(node)
-    except RecursionError:
-        return None
-
-
-def _facts_of_module(module: types.ModuleType) -> str:
-    filename = getattr(module, "__file__", None)
-    source = source_of(filename, vars(module)) if filename else None
-    if source is None:
-        raise MisuseError(f"depends=: module {module.__name__} has no Python source to hash")
-    return source.digest
-
-
-def _find_class(source: Source, filename: str, cls: type) -> ast.ClassDef | None:
-    """The ``class`` statement that made ``cls``: the one its methods' lines fall in (those
-    written in that file: a dataclass's ``__init__`` is not)."""
-    candidates = source.classes.get(cls.__qualname__, [])
-    lines = [
-        fn.__code__.co_firstlineno
-        for fn in _own_functions(cls)
-        if fn.__code__.co_filename == filename
-    ]
-    first = getattr(cls, "__firstlineno__", None)  # Python 3.13
-    for node in candidates:
-        start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-        end = node.end_lineno or node.lineno
-        if first is not None:
-            if first in (start, node.lineno):
-                return node
-        elif lines and all(start <= line <= end for line in lines):
-            return node
-    if first is None and not lines and candidates:
-        return candidates[-1]  # nothing tells them apart: the last one ran last
-    return None
-
-
-def _refs_of_nodes(nodes: Sequence[ast.AST]) -> _Refs:
-    """What statements or expressions run at module or class level name, outside the bodies
-    of the functions they define (which their code objects tell): a class's attributes'
-    values, its methods' defaults, a nested class's body, an assignment's value."""
-    names: dict[str, None] = {}
-    chains: dict[tuple[str, ...], None] = {}
-    pending = list(reversed(nodes))  # a loop, not recursion, as in source.py
-    while pending:
-        current = pending.pop()
-        if isinstance(current, ast.Attribute):
-            chain = _chain_of(current)
-            if chain is not None:
-                chains[chain] = None
-                names[chain[0]] = None
-                continue
-        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Load):
-            names[current.id] = None
-        elif isinstance(current, _DEFS):
-            # what runs where the function is defined: its decorators and defaults
-            pending.extend([*current.decorator_list, current.args])
-            continue
-        pending.extend(reversed(list(ast.iter_child_nodes(current))))
-    return _Refs(tuple(names), tuple(chains))
-
-
-_ASSIGNMENT_REFS: weakref.WeakKeyDictionary[Source, dict[str, _Refs]] = weakref.WeakKeyDictionary()
-
-
-def _refs_of_assignment(source: Source, name: str) -> _Refs:
-    known = _ASSIGNMENT_REFS.setdefault(source, {})
-    if name not in known:
-        found = source.assignment(name)
-        known[name] = _refs_of_nodes(found[2]) if found else _Refs()
-    return known[name]
-
-
-def _chain_of(node: ast.Attribute) -> tuple[str, ...] | None:
-    attrs = []
-    current: ast.expr = node
-    while isinstance(current, ast.Attribute):
-        attrs.append(current.attr)
-        current = current.value
-    if not isinstance(current, ast.Name):
-        return None
-    return (current.id, *reversed(attrs))

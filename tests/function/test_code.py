@@ -8,6 +8,7 @@ is two loads of the same program, before and after the edit.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import linecache
@@ -692,13 +693,13 @@ def test_a_file_is_parsed_once(package: Package, monkeypatch: pytest.MonkeyPatch
     )
     main = package.load("main")
     parses: list[str] = []
-    real_parse = code_module.ast.parse
+    real_parse = ast.parse
 
     def counting_parse(source: str, filename: str = "<unknown>") -> Any:
         parses.append(filename)
         return real_parse(source, filename)
 
-    monkeypatch.setattr(code_module.ast, "parse", counting_parse)
+    monkeypatch.setattr(ast, "parse", counting_parse)
     code_key(main.run)
     code_key(main.three)
     assert len(parses) == 1
@@ -870,28 +871,6 @@ def test_changes_are_described_as_a_user_reads_them(package: Package) -> None:
     }
     v1, v2 = package.key(version="1"), package.key(version="2")
     assert describe_changes(v1, v2) == ("version '1' -> '2'",)
-
-
-@pytest.mark.parametrize(
-    ("filename", "module", "users"),
-    [
-        ("/srv/app/pipeline/steps.py", "pipeline.steps", True),
-        ("/home/me/.local/lib/python3.11/site-packages/lib/x.py", "lib.x", False),
-        ("/usr/lib/python3/dist-packages/lib/x.py", "lib.x", False),
-        (json.__file__, "json", False),
-        (code_module.__file__, "taskkit.function.code", False),
-        ("/srv/app/taskkit/x.py", "taskkit.x", False),
-        ("/srv/app/code.py", "code", True),  # the user's module named like a standard one
-        ("<string>", None, True),
-        ("<stdin>", "__main__", True),
-        ("<frozen importlib._bootstrap>", "importlib._bootstrap", False),
-        (None, "sys", False),
-    ],
-)
-def test_whose_code_it_is(filename: str | None, module: str | None, users: bool) -> None:
-    """The user's own code is neither installed (site- or dist-packages), nor standard, nor
-    taskkit; code without a file is the user's unless its module is a standard one."""
-    assert code_module._is_users(filename, module) is users
 
 
 def test_async_functions_dataclasses_and_pydantic_models(package: Package) -> None:
