@@ -55,7 +55,6 @@ every call, so a constant re-bound at run time and a re-loaded module are seen.
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib.util
 import sys
@@ -94,11 +93,6 @@ CodeKind = Literal["function", "class", "constant", "module", "version", "byteco
 
 #: A constant's shown value is at most this long.
 _SHOWN_LENGTH = 60
-_SIMPLE_TYPES = (int, float, str, bytes, bool, type(None))
-_LOAD_GLOBAL = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
-_LOAD_ATTR = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
-_STORE_GLOBAL = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ def unwrapped(value: object, depth: int = 0) -> Iterator[object]:
 
 
 def is_code(value: object) -> bool:
+    """Whether ``value`` is a Python function or a class."""
     return isinstance(value, (types.FunctionType, type))
 
 
@@ -169,10 +170,12 @@ def is_made(fn: types.FunctionType) -> bool:
 
 
 def is_users_module(module: types.ModuleType) -> bool:
+    """Whether ``module`` is one of the user's own."""
     return is_users(getattr(module, "__file__", None), module.__name__)
 
 
 def is_users_class(cls: type) -> bool:
+    """Whether ``cls`` was defined in the user's own code (learned once per class)."""
     known = _CLASS_IS_USERS.get(cls)
     if known is None:
         builtin = cls.__module__ in sys.builtin_module_names
@@ -194,6 +197,8 @@ def _file_of_class(cls: type) -> str | None:
 
 
 def own_functions(cls: type) -> Iterator[types.FunctionType]:
+    """The functions defined in the body of ``cls`` (methods, static and class methods,
+    properties' accessors), as its dict holds them."""
     inside = cls.__qualname__ + "."
     for value in vars(cls).values():
         for found in unwrapped(value):
