@@ -1012,3 +1012,13 @@ def test_a_module_run_with_python_m_has_the_key_it_has_when_imported(package: Pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == imported.digest
+
+
+def test_a_version_is_shown_without_credentials() -> None:
+    """A version string is shown as given, with any credential in it hidden (it is stored
+    with the journal); its digest is still that of the string as given."""
+    key = code_key(_helper, version="AccountName=a;AccountKey=c2VjcmV0;")
+    (part,) = key.parts
+    assert "c2VjcmV0" not in part.shown
+    assert part.shown == "AccountName=a;AccountKey=***;"
+    assert part.digest != code_key(_helper, version=part.shown).parts[0].digest
