@@ -17,6 +17,7 @@ displays are redacted); a change of the schema changes every key.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,12 +26,12 @@ from typing import Any
 import xxhash
 
 from taskkit.function.arguments import Hashed, argument_changes
-from taskkit.function.code import CodeKey, CodePart, describe_part
+from taskkit.function.code import CodeKey, describe_changes
 
 __all__ = ["KEY_SCHEMA", "CallKey", "changes"]
 
 #: Bumped when the description or any of its hashes changes meaning: every key changes.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,7 @@ class CallKey:
         return {
             "schema": KEY_SCHEMA,
             "name": self.name,
-            "code": [
-                {"kind": p.kind, "name": p.name, "digest": p.digest, "shown": p.shown}
-                for p in self.code.parts
-            ],
+            "code": self.code.as_json(),
             "arguments": {n: [h.digest, h.shown] for n, h in self.arguments.items()},
             "inputs": {
                 n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
@@ -60,11 +58,11 @@ class CallKey:
             "outputs": list(self.outputs),
         }
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """The key: display values left out, so only what the call is counts."""
         data = self.as_json()
-        data["code"] = [[p["kind"], p["name"], p["digest"]] for p in data["code"]]
+        data["code"] = self.code.digest
         data["arguments"] = {n: d for n, (d, _) in data["arguments"].items()}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "xxh3-128:" + xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
@@ -75,36 +73,11 @@ class CallKey:
         return self.digest.partition(":")[2]
 
 
-def _parts(data: Mapping[str, Any]) -> dict[tuple[str, str], CodePart]:
-    found: dict[tuple[str, str], CodePart] = {}
-    for item in data.get("code") or ():
-        part = CodePart(item["kind"], item["name"], item["digest"], item.get("shown", ""))
-        found[(part.kind, part.name)] = part
-    return found
-
-
-def _code_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    old, new = _parts(before), _parts(after)
-    lines = []
-    for where in sorted(set(old) | set(new)):
-        was, now = old.get(where), new.get(where)
-        if was is not None and now is not None and was.digest == now.digest:
-            continue
-        part = now or was
-        assert part is not None
-        named = describe_part(part)
-        if part.kind == "version":
-            pinned = [p.shown if p else "(none)" for p in (was, now)]
-            lines.append(f"code version: {pinned[0]} -> {pinned[1]}")
-        elif was is None:
-            lines.append(f"code of {named} is new to the key")
-        elif now is None:
-            lines.append(f"code of {named} is no longer part of the key")
-        elif part.kind == "constant":
-            lines.append(f"{named}: {was.shown} -> {now.shown}")
-        else:
-            lines.append(f"code of {named} changed")
-    return lines
+def _code_changes(before: Any, after: Any) -> tuple[str, ...]:
+    try:
+        return describe_changes(CodeKey.from_json(before), CodeKey.from_json(after))
+    except (KeyError, TypeError, ValueError):  # a record of another form: say so, no more
+        return ("the code changed",)
 
 
 def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -112,7 +85,7 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     as :meth:`CallKey.as_json`), one line each; empty when they are the same call."""
     if before.get("schema") != after.get("schema"):
         return ["the key's schema changed (a taskkit upgrade): every call runs again once"]
-    lines = _code_changes(before, after)
+    lines = list(_code_changes(before.get("code"), after.get("code")))
     old_args = {n: (d, s) for n, (d, s) in dict(before.get("arguments") or {}).items()}
     new_args = {n: (d, s) for n, (d, s) in dict(after.get("arguments") or {}).items()}
     lines += argument_changes(old_args, new_args)

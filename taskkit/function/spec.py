@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from taskkit.exceptions import MisuseError, TaskkitError
@@ -218,9 +218,21 @@ class TaskSpec:
         if self._code is None:
             from taskkit.function.code import code_key
 
-            self._code = code_key(
-                self.fn, depends=self.options.depends, version=self.options.version
-            )
+            found = code_key(self.fn, depends=self.options.depends, version=self.options.version)
+            module = self.name.partition(":")[0]
+            if self.fn.__module__ == "__main__" and module != "__main__":
+                # A script run as a program is the module it is imported as elsewhere
+                # (`python pipeline.py` and `taskkit call pipeline:f`): one key for both.
+                found = replace(
+                    found,
+                    parts=tuple(
+                        replace(part, name=module + part.name[len("__main__") :])
+                        if part.name.startswith("__main__:")
+                        else part
+                        for part in found.parts
+                    ),
+                )
+            self._code = found
         return self._code
 
     def verdict(self, exc: BaseException) -> Verdict:

@@ -439,3 +439,17 @@ def test_a_call_of_itself_with_the_same_arguments_is_refused_not_waited_for() ->
     with pytest.raises(taskkit.MisuseError, match="calls itself"):
         loop(1)
     assert fib(10) == 55
+
+
+def test_the_notes_of_a_code_key_are_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A function without source says how its code is keyed, in one line, once."""
+    space: dict[str, Any] = {}
+    exec("def made(x):\n    return x\n", space)
+    made = Task(space["made"])
+    with caplog.at_level("INFO", logger="taskkit"):
+        made(1)
+        made(2)
+    notes = [r.getMessage() for r in caplog.records if "made()" in r.getMessage()]
+    noted = [n for n in notes if "running" not in n]
+    assert made.code().notes
+    assert len(noted) == len(made.code().notes)

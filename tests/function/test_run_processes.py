@@ -172,3 +172,77 @@ _WAITER = textwrap.dedent(
     runpy.run_path(sys.argv[0], run_name="__main__")
     """
 )
+
+
+def test_a_script_run_as_a_program_and_imported_is_one_function(
+    program: tuple[Path, dict[str, str]],
+) -> None:
+    """`python pipe.py` and `import pipe` key their calls alike: the second hits."""
+    path, env = program
+    assert run(path, env, "2").stdout == "result 10\n"
+    imported = subprocess.run(
+        [sys.executable, "-c", "import pipe; print('result', pipe.pipeline(2))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imported.stdout == "result 10\n", imported.stderr
+    assert runs(env) == ["pipeline", "shard 0", "shard 1"]
+
+
+def test_an_edit_of_a_helper_in_another_module_is_explained_and_runs_again(
+    own_state: Path, program: tuple[Path, dict[str, str]]
+) -> None:
+    """A helper of the user's package edited between two processes: explain names it, a
+    comment or docstring edit does not count, and the call runs again once."""
+    _, env = program
+    package = own_state / "lab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    helpers = package / "helpers.py"
+    helpers.write_text("LIMIT = 3\n\ndef clean(x):\n    return x * 2\n")
+    (package / "flow.py").write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            import taskkit
+            from lab.helpers import clean, LIMIT
+
+            @taskkit.task
+            def flow(n: int) -> int:
+                with open(os.path.join(os.environ["BOX"], "runs.txt"), "a") as f:
+                    f.write("flow\\n")
+                return clean(n) + LIMIT
+
+            if __name__ == "__main__":
+                if sys.argv[1] == "explain":
+                    print(flow.explain(2))
+                else:
+                    print(flow(2))
+            """
+        )
+    )
+
+    def flow(what: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "lab.flow", what],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert flow("run") == "7"
+    helpers.write_text('LIMIT = 3\n\ndef clean(x):\n    """Doubles."""\n    return x * 2  # why\n')
+    assert flow("explain").startswith("goal met")
+    helpers.write_text("LIMIT = 3\n\ndef clean(x):\n    return x * 3\n")
+    assert flow("explain") == "would run: code of clean() changed"
+    assert flow("run") == "9"
+    helpers.write_text("LIMIT = 4\n\ndef clean(x):\n    return x * 3\n")
+    assert flow("explain") == "would run: constant LIMIT: 3 -> 4"
+    assert runs(env) == ["flow", "flow"]
