@@ -52,6 +52,7 @@ from taskkit.function.plan import (
 )
 from taskkit.function.results import decode_result, encode_result
 from taskkit.observer import NullObserver, Observer, Progress
+from taskkit.redaction import shown_url
 from taskkit.runner.goal import CLAIM_TRIES, Goal, wait_for
 from taskkit.runner.journal import Heartbeat, Journal, Outcome, Version, now
 from taskkit.runner.policy import Verdict
@@ -356,7 +357,7 @@ class _Call:
             [Input(url, name) for name, url in sorted(inputs.items())],
             workdir=where,
             stores=self.stores,
-            observer=_Staging(self.observer),
+            observer=_Quiet(self.observer),
             environ=self.env,
         )
         error = summary.exit_error()
@@ -407,13 +408,18 @@ class _Call:
             workdir=os.getcwd(),
             stores=self.stores,
             task={"task": self.task.name, "key": self.key.digest, "attempt": number},
-            observer=self.observer,
+            observer=_Quiet(self.observer),
             environ=self.env,
             fence=lambda: _still_held(self.journal, held),
         )
         error = summary.exit_error()
         if error is not None:
             raise error
+        dests = ", ".join(sorted({shown_url(o.dest) for o in outputs}))
+        self.observer.note(
+            f"{self.name}: published {summary.files} output files to {dests} "
+            f"({summary.transferred} sent)"
+        )
         places = destinations(self.stores, outputs)
         return recorded(self.journal, number, places, summary.published)
 
@@ -470,9 +476,9 @@ class _Call:
             self.observer.warning(f"{self.name}: cannot record the end of the attempt: {exc}")
 
 
-class _Staging(NullObserver):
-    """A call's staging, heard by the call's observer: its warnings, problems and progress,
-    not its plan (the call says in one line what it staged)."""
+class _Quiet(NullObserver):
+    """A call's staging or upload, heard by the call's observer: its warnings, problems and
+    progress, not its plan (the call says in one line what it moved)."""
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
