@@ -10,6 +10,7 @@ import csv
 import io
 import logging
 from pathlib import Path
+from typing import TypedDict
 
 import taskkit
 
@@ -19,6 +20,15 @@ log = logging.getLogger(__name__)
 MISSING = -99.9
 #: Each real run of a shard appends a line here (the example counts runs with it).
 RUN_LOG = "runs.log"
+
+
+class ShardSummary(TypedDict):
+    """What a shard's task returns (a plain dict: JSON keeps it exactly)."""
+
+    part: str
+    kept: int
+    dropped: int
+    stations: dict[str, list[float]]  # station -> [count, sum of readings]
 
 
 def clean_rows(text: str) -> tuple[list[tuple[str, float]], int]:
@@ -41,7 +51,7 @@ def clean_rows(text: str) -> tuple[list[tuple[str, float]], int]:
 
 
 @taskkit.task
-def summarize_shard(part: str, text: str) -> dict[str, object]:
+def summarize_shard(part: str, text: str) -> ShardSummary:
     """Per station of one shard: how many readings and their sum."""
     with open(RUN_LOG, "a", encoding="utf-8") as ledger:
         ledger.write(f"summarize_shard {part}\n")
