@@ -24,11 +24,7 @@ class Example:
 
     def __init__(self, where: Path) -> None:
         self.dir = where / "pipeline"
-        shutil.copytree(
-            EXAMPLE,
-            self.dir,
-            ignore=shutil.ignore_patterns(*MADE),
-        )
+        shutil.copytree(EXAMPLE, self.dir, ignore=shutil.ignore_patterns(*MADE))
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith(("TASKKIT_", "AZ_BATCH_"))
         }
