@@ -133,7 +133,6 @@ def test_comments_and_docstrings_in_the_package_run_nothing_again(example: Examp
     assert example.runs() == SHARDS
 
 
-@pytest.mark.xfail(reason="needs the code helper's key", strict=True)
 @pytest.mark.parametrize(
     ("module", "old", "new", "reason"),
     [

@@ -23,7 +23,7 @@ DATA = os.environ.get("PIPELINE_DATA") or (Path(__file__).resolve().parents[1] /
     outputs={"results/*.csv": f"{DATA}/results/"},
     retries=2,
 )
-def pipeline(top: int = 3, *, ref: Path) -> dict[str, object]:
+def pipeline(top: int = 3, *, ref: Path = taskkit.staged) -> dict[str, object]:
     """Clean every shard of ``ref``, write the per-station means and the per-shard counts to
     ``results/``, and return the counts with the ``top`` warmest stations."""
     shards = [summarize_shard(part.name, part.read_text()) for part in shard_names(ref)]
