@@ -257,6 +257,18 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def short_path(path: str, repo: Path) -> str:
+    """A source file's path as a profile shows it: from ``repo``, from site-packages, or from
+    the standard library (``<frozen ...>`` and unknown places as they are)."""
+    if path.startswith("<frozen"):
+        return path
+    for marker in ("/site-packages/", "/lib/python3", str(repo) + "/"):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3" else tail
+    return path
+
+
 def print_ratio_header(title: str, width: int = 66) -> None:
     print(f"{title:<{width + 2}} {'medians':>8} {'minima':>8}")
 
@@ -275,3 +287,15 @@ def print_ratio(
         ok = value >= float(bound) if op == ">=" else value <= float(bound)
         verdict = f"target {op} {bound}x: {'met' if ok else 'MISSED'}"
     print(f"  {name:<{width}} {value:7.2f}x {best:7.2f}x  {verdict}".rstrip())
+
+
+def print_difference(
+    name: str, num: Measured, den: Measured, unit: str = "ms", scale: float = 1e3, width: int = 66
+) -> None:
+    """``num - den`` of the medians and of the minima, in ``unit`` (seconds times ``scale``),
+    in the columns of :func:`print_ratio`."""
+    value, best = (num.median - den.median) * scale, (num.best - den.best) * scale
+    places = (
+        2 if max(abs(value), abs(best)) < 100 else 1 if max(abs(value), abs(best)) < 1000 else 0
+    )
+    print(f"  {name:<{width}} {value:6.{places}f}{unit:<2} {best:6.{places}f}{unit:<2}")

@@ -74,6 +74,7 @@ from benchlib import (
     print_ratio,
     print_ratio_header,
     print_table,
+    short_path,
     spawn,
 )
 
@@ -456,13 +457,7 @@ class Bench:
         """A function's file, short; None for the profiler's own frames."""
         if path == "~" or path.endswith("profiler.py"):
             return None
-        if path.startswith("<frozen"):
-            return path
-        for marker in ("/site-packages/", "/lib/python3", str(REPO) + "/"):
-            if marker in path:
-                tail = path.split(marker, 1)[1]
-                return tail.split("/", 1)[1] if marker == "/lib/python3" else tail
-        return path
+        return short_path(path, REPO)
 
 
 def print_header(args: argparse.Namespace, azurite: str) -> None:
