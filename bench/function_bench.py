@@ -499,7 +499,8 @@ def print_header(args: argparse.Namespace) -> None:
     function = Path(taskkit.__file__).parent / "function"
     standins = [p for p in PARTS if "STAND-IN" in (function / f"{p}.py").read_text()[:200]]
     if standins:
-        print(f"  note          stand-ins: taskkit/function/{{{', '.join(standins)}}}.py; "
+        named = ", ".join(f"taskkit/function/{p}.py" for p in standins)
+        print(f"  note          stand-ins: {named}; "
               "the figures that count come with the real ones")  # fmt: skip
     print(f"Settings: {'QUICK' if args.quick else 'full'}; rounds {args.runs}; calls a round: "
           f"A {args.calls}, B {args.big_calls}, C {args.first_calls}")  # fmt: skip
