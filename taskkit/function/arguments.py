@@ -101,8 +101,11 @@ def hash_argument(
     *,
     cache: StatCache | None = None,
     keyer: Callable[[Any], object] | None = None,
+    shown: bool = True,
 ) -> Hashed:
     """Key the argument ``name``: ``keyer(value)`` when the task gave one, else ``value``.
+    Without ``shown`` its display is left empty (a hit never shows it: :func:`show` it when
+    needed).
 
     A ``Path`` is read through ``cache``; one that does not exist is an
     :class:`~taskkit.exceptions.InputNotFound` naming the argument.
@@ -123,9 +126,8 @@ def hash_argument(
         raise type(exc)(
             f"argument {name!r}: {exc.message}", path=exc.filename, errno=exc.errno
         ) from exc
-    shown = show(value, encoder.paths)
     paths = tuple(dict.fromkeys(content.abspath for content in encoder.paths.values()))
-    return Hashed(str(encoder.digest()), shown, paths)
+    return Hashed(str(encoder.digest()), show(value, encoder.paths) if shown else "", paths)
 
 
 def show(value: object, paths: Mapping[int, PathContent] | None = None) -> str:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
 
-from taskkit.function.arguments import Hashed, argument_changes
+from taskkit.function.arguments import Hashed, argument_changes, show
 from taskkit.function.code import CodeKey, describe_changes
 
 __all__ = ["KEY_SCHEMA", "CallKey", "changes"]
@@ -44,6 +44,8 @@ class CallKey:
     #: input name -> (public URL, {file name: content as a listing tells it})
     inputs: Mapping[str, tuple[str, Mapping[str, str]]]
     outputs: tuple[str, ...]
+    #: The arguments' values, to show those hashed without their display (a hit's).
+    values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         """The description the journal stores (display values included)."""
@@ -51,7 +53,10 @@ class CallKey:
             "schema": KEY_SCHEMA,
             "name": self.name,
             "code": self.code.as_json(),
-            "arguments": {n: [h.digest, h.shown] for n, h in self.arguments.items()},
+            "arguments": {
+                n: [h.digest, h.shown or show(self.values.get(n))]
+                for n, h in self.arguments.items()
+            },
             "inputs": {
                 n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
             },

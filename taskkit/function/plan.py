@@ -109,6 +109,7 @@ def call_key(
     stores: Stores,
     environ: Mapping[str, str],
     dry_run: bool,
+    shown: bool = True,
 ) -> CallKey:
     """The key of ``task(*args, **kwargs)``: its arguments bound (defaults applied, ``ignore``
     dropped) and hashed, its inputs listed (one listing each; a missing one raises
@@ -125,7 +126,7 @@ def call_key(
         cache = StatCache.for_run(dry_run=dry_run, environ=environ)
     try:
         hashed: dict[str, Hashed] = {
-            name: hash_argument(name, value, cache=cache, keyer=options.key.get(name))
+            name: hash_argument(name, value, cache=cache, keyer=options.key.get(name), shown=shown)
             for name, value in bound.items()
         }
     finally:
@@ -139,7 +140,7 @@ def call_key(
         for name, url in sorted(options.inputs.items()):
             work = describe([], [Input(url, name)], [], stores)
             inputs[name] = (public_url(url), dict(work.inputs[0][1]))
-    return CallKey(task.name, task.code(), hashed, inputs, task.output_texts)
+    return CallKey(task.name, task.code(), hashed, inputs, task.output_texts, values=bound)
 
 
 def call_status(journal: Journal, key: CallKey, stores: Stores) -> Goal:

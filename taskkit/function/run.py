@@ -116,7 +116,8 @@ def call(
     """``task(*args, **kwargs)`` as the module docstring says; the (stored) result."""
     with resources(stores, observer, environ) as (opened, told, env, parent):
         state = resolve_state(task, env, parent, told)
-        key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False)
+        # Shown only if it runs: a hit never says its arguments.
+        key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False, shown=False)
         if key.code.notes and not task.noted:
             task.noted = True  # once per task and process: the code does not change meanwhile
             for note in key.code.notes:
