@@ -1,4 +1,5 @@
-"""The Azure Batch task JSON (REST shape, camelCase) that runs one ``taskkit run`` command line.
+"""The Azure Batch task JSON (REST shape, camelCase) that runs one ``taskkit run`` command line
+(or one ``taskkit call`` line: ``verb="call"``; everything below holds for it alike).
 
 ``taskkit batch task-json`` prints what :func:`task_json` builds. It is a plan: pure, printable,
 nothing is sent to Batch. Three invariants hold for every JSON it returns:
@@ -102,21 +103,22 @@ def wall_clock_margin(deadline: float) -> float:
     return max(FLUSH_MARGIN_MIN, FLUSH_MARGIN_FRACTION * deadline)
 
 
-def command_line(run_args: Sequence[str], *, program: str = "taskkit") -> str:
-    """A Batch command line that runs ``program run *run_args`` with exactly that argv.
+def command_line(run_args: Sequence[str], *, program: str = "taskkit", verb: str = "run") -> str:
+    """A Batch command line that runs ``program run *run_args`` with exactly that argv
+    (``program call *run_args`` with ``verb="call"``).
 
     ``command_line(["--", "echo", "a b"])`` is
     ``/bin/sh -c 'exec taskkit run -- echo '"'"'a b'"'"''``.
     """
     if isinstance(run_args, str):
         raise MisuseError("run_args must be a sequence of arguments, not one string")
-    words = [program, "run", *run_args]
+    words = [program, verb, *run_args]
     for position, word in enumerate(words):
         if not isinstance(word, str):
             raise MisuseError(f"command line words must be strings, not {type(word).__name__}")
         if "\0" in word:
             where = "the program" if position == 0 else f"argument {position - 2}"
-            raise ConfigError(f"{where} of `taskkit run` holds a NUL character; no argv can")
+            raise ConfigError(f"{where} of `taskkit {verb}` holds a NUL character; no argv can")
     inner = "exec " + shlex.join(words)
     return f"{_SHELL} -c {shlex.quote(inner)}"
 
@@ -130,8 +132,10 @@ def task_json(
     policy: ExitPolicy,
     environment: Mapping[str, str] = {},
     program: str = "taskkit",
+    verb: str = "run",
 ) -> dict[str, object]:
-    """The Batch task (REST JSON, camelCase) that runs ``taskkit run *run_args``.
+    """The Batch task (REST JSON, camelCase) that runs ``taskkit run *run_args`` (``taskkit
+    call *run_args`` with ``verb="call"``).
 
     ``max_retries`` is Batch's ``maxTaskRetryCount`` (-1 = unlimited); ``deadline`` is the
     runner's own per-attempt limit in seconds, from which ``maxWallClockTime`` is derived;
@@ -140,8 +144,8 @@ def task_json(
     and when an argument or environment value carries a credential.
     """
     _check_task_id(task_id)
-    line = command_line(run_args, program=program)  # first: it checks the arguments' types
-    _check_no_credentials(run_args, environment)
+    line = command_line(run_args, program=program, verb=verb)  # first: it checks the types
+    _check_no_credentials(run_args, environment, verb)
     task: dict[str, object] = {"id": task_id, "commandLine": line}
     if environment:
         task["environmentSettings"] = [
@@ -161,7 +165,9 @@ def _check_task_id(task_id: str) -> None:
         )
 
 
-def _check_no_credentials(run_args: Sequence[str], environment: Mapping[str, str]) -> None:
+def _check_no_credentials(
+    run_args: Sequence[str], environment: Mapping[str, str], verb: str
+) -> None:
     advice = "give it to the pool/node instead (managed identity, start task)"
     for position, arg in enumerate(run_args):
         if redact(arg) != arg:
@@ -169,7 +175,7 @@ def _check_no_credentials(run_args: Sequence[str], environment: Mapping[str, str
             option = f" (the value of {previous})" if previous.startswith("-") else ""
             raise ConfigError(
                 f"the JSON would carry a credential in argument {position}{option} "
-                f"of `taskkit run`; {advice}"
+                f"of `taskkit {verb}`; {advice}"
             )
     for name, value in environment.items():
         if not name:

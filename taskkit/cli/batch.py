@@ -1,9 +1,11 @@
-"""``taskkit batch``: what Azure Batch needs to run tasks through ``taskkit run``."""
+"""``taskkit batch``: what Azure Batch needs to run tasks through ``taskkit run`` (or task
+functions through ``taskkit call``)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ from taskkit.exceptions import EX_OK, ConfigError, UsageError
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
 
-__all__ = ["batch_group", "run_args"]
+__all__ = ["batch_group", "call_args", "run_args"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -73,11 +75,27 @@ def _duration(seconds: float) -> str:
     metavar="NAME=VALUE",
     help="An environment setting of the task. Repeatable; never a credential.",
 )
+@click.option(
+    "--call",
+    "call_target",
+    metavar="MODULE:FUNCTION",
+    help="Call this task function through 'taskkit call' instead of a COMMAND; the "
+    "arguments are its NAME=VALUE words.",
+)
+@click.option(
+    "--path",
+    "call_paths",
+    multiple=True,
+    metavar="DIR",
+    help="With --call: import from DIR on the node too. Repeatable.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 def task_json_command(
     command: tuple[str, ...],
     task_id_json: str | None,
     environment: tuple[str, ...],
+    call_target: str | None,
+    call_paths: tuple[str, ...],
     **options: Any,
 ) -> int:
     """Print the Batch task JSON that runs COMMAND through 'taskkit run' with these options.
@@ -86,10 +104,16 @@ def task_json_command(
     --max-retries; maxWallClockTime leaves room after --deadline for the final flush; the
     policy's permanent exit codes block dependent tasks. Nothing is sent to Batch.
 
+    With --call MODULE:FUNCTION the task runs 'taskkit call MODULE:FUNCTION NAME=VALUE...'
+    instead (options before the NAME=VALUE words); the function's options come from its
+    @taskkit.task, so only --id, --state, --max-retries, --env, --path and -v apply.
+
     \b
     Examples:
       taskkit batch task-json --id sample-7 --state az://state/runs --max-retries 3 \\
           --permanent-codes 2 -o 'out/**=az://results/s7/' -- python run.py --sample 7
+      taskkit batch task-json --id shard-3 --state az://state/calls --max-retries 2 \\
+          --call pipeline:shard n=3 tags=a tags=b
     """
     from taskkit.batch.taskjson import task_json
     from taskkit.runner.spec import check_setting
@@ -100,11 +124,30 @@ def task_json_command(
         except ValueError as exc:
             raise ConfigError(f"command line: --id: {exc}") from None
     task_id = task_id_json or options.get("task_id")
+    if call_target is not None:
+        return _call_task_json(call_target, command, call_paths, task_id, environment, options)
+    if call_paths:
+        raise UsageError("--path goes with --call (a COMMAND finds its own modules)")
     spec = spec_from_options({**options, "task_id": task_id}, command)
     if not spec.command:
         raise UsageError("no command (taskkit batch task-json [OPTIONS] -- COMMAND [ARGS]...)")
     if not spec.task_id:
         raise UsageError("no task id: give --id")
+    env = _environment(environment, spec)
+    document = task_json(
+        run_args(spec),
+        task_id=spec.task_id,
+        max_retries=spec.max_retries,
+        deadline=spec.deadline,
+        policy=spec.policy(),
+        environment=env,
+    )
+    click.echo(json.dumps(document, indent=2))
+    return EX_OK
+
+
+def _environment(environment: tuple[str, ...], spec: RunSpec) -> dict[str, str]:
+    """The ``--env`` settings, checked; a warning when no state reaches the node."""
     env: dict[str, str] = {}
     for setting in environment:
         name, sep, value = setting.partition("=")
@@ -120,13 +163,72 @@ def task_json_command(
             "warning",
             "no state (neither --state nor TASKKIT_STATE in --env): the task cannot run as is",
         )
+    return env
+
+
+#: The options of task-json that carry to a ``taskkit call`` task; the others are settings of
+#: ``taskkit run``, which a task function takes from its ``@taskkit.task(...)``.
+_CALL_OPTIONS = frozenset({"task_id", "job_id", "state", "max_retries", "verbose"})
+_OPTION_NAMES = {"inputs": "-i", "outputs": "-o", "spec_file": "--spec"}
+
+
+def call_args(
+    target: str, words: Sequence[str], *, state: str | None, paths: Sequence[str], verbose: bool
+) -> list[str]:
+    """The ``taskkit call`` arguments of a Batch task: ``target``, its options, then the
+    ``NAME=VALUE`` ``words``. Raises :class:`UsageError` for a target that is not
+    MODULE:FUNCTION or a word that is not NAME=VALUE (the module itself is not imported here:
+    it is on the node)."""
+    from taskkit.cli.call import parse_target
+    from taskkit.cli.values import split_word
+
+    if parse_target(target) is None:
+        raise UsageError(f"--call: expected MODULE:FUNCTION, not {target!r}")
+    for word in words:
+        split_word(word)
+    args = [target]
+    args += ["--state", state] if state else []
+    for path in paths:
+        args += ["--path", path]
+    args += ["-v"] if verbose else []
+    return [*args, *words]
+
+
+def _call_task_json(
+    target: str,
+    words: tuple[str, ...],
+    paths: tuple[str, ...],
+    task_id: str | None,
+    environment: tuple[str, ...],
+    options: dict[str, Any],
+) -> int:
+    """``task-json --call``: the Batch task whose command line is ``taskkit call ...``; its
+    exit conditions list the call's permanent failure (1) with taskkit's own (200-202)."""
+    from taskkit.batch.taskjson import task_json
+    from taskkit.runner.policy import ExitPolicy
+
+    for name, value in options.items():
+        if name not in _CALL_OPTIONS and value not in (None, (), False):
+            option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+            raise UsageError(
+                f"--call: {option} is a setting of 'taskkit run'; a task function takes it "
+                "from @taskkit.task(...)"
+            )
+    spec = spec_from_options({**options, "task_id": task_id}, ())
+    if not spec.task_id:
+        raise UsageError("no task id: give --id")
+    args = call_args(target, words, state=spec.state, paths=paths, verbose=bool(spec.verbose))
+    env = _environment(environment, spec)
+    from taskkit.function.failures import EX_CALL_PERMANENT
+
     document = task_json(
-        run_args(spec),
+        args,
         task_id=spec.task_id,
         max_retries=spec.max_retries,
-        deadline=spec.deadline,
-        policy=spec.policy(),
+        deadline=None,  # the function's own deadline is its decorator's, unknown here
+        policy=ExitPolicy.from_codes(permanent=EX_CALL_PERMANENT),
         environment=env,
+        verb="call",
     )
     click.echo(json.dumps(document, indent=2))
     return EX_OK

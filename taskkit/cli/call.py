@@ -41,7 +41,7 @@ from taskkit.exceptions import EX_OK, ConfigError, TaskkitError, UsageError
 if TYPE_CHECKING:
     from taskkit.function.task import Task
 
-__all__ = ["call_command", "import_target", "local_task_id"]
+__all__ = ["call_command", "import_target", "local_task_id", "parse_target"]
 
 #: The folder a bare ``--local`` names; :data:`taskkit.runner.local.DEFAULT_LOCAL_DIR`, kept
 #: here as text so that ``taskkit --help`` need not import the runner.
@@ -131,7 +131,7 @@ def _swallowed(word: str) -> bool:
     NAME=VALUE) rather than a folder: it reads as one and names no existing folder."""
     if Path(word).is_dir():
         return False
-    if _parse_target(word) is not None:
+    if parse_target(word) is not None:
         return True
     try:
         split_word(word)
@@ -287,7 +287,7 @@ def _quiet_stdout() -> Iterator[None]:
 # -- finding the function ----------------------------------------------------------------------
 
 
-def _parse_target(target: str) -> tuple[str, str] | None:
+def parse_target(target: str) -> tuple[str, str] | None:
     """``("pkg.mod", "Class.method")`` of ``"pkg.mod:Class.method"``; None if not that shape."""
     module, sep, attribute = target.partition(":")
     names = [*module.split("."), *attribute.split(".")]
@@ -302,9 +302,7 @@ def import_target(target: str, paths: Sequence[str] = ()) -> Task[..., Any]:
     target, an unknown module or function and a function that is not a task, and
     :class:`ConfigError` for an error raised while importing the module (its first line and
     where it was raised)."""
-    from taskkit.function.task import is_task
-
-    parsed = _parse_target(target)
+    parsed = parse_target(target)
     if parsed is None:
         raise UsageError(
             f"expected MODULE:FUNCTION (e.g. pipeline.clean:clean_rows), not {target!r}"
@@ -319,6 +317,8 @@ def import_target(target: str, paths: Sequence[str] = ()) -> Task[..., Any]:
         except AttributeError:
             raise UsageError(f"{walked} has no {part!r} (looking for {target})") from None
         walked = f"{walked}{'.' if walked != module_name else ':'}{part}"
+    from taskkit.function.task import is_task  # here: a bad target needs no function wing
+
     if not is_task(found):
         what = "a function" if callable(found) else f"a {type(found).__name__}"
         raise UsageError(f"{target} is {what}, not a taskkit task: decorate it with @taskkit.task")
