@@ -117,7 +117,11 @@ def _union(members: tuple[object, ...]) -> Kind:
     kinds = [kind_of(member) for member in members if member is not type(None)]
     if len(kinds) == 1 and kinds[0].gather is not None:  # list[X] | None: items, or none
         inner = kinds[0]
-        return Kind(f"{inner.expected} or none", inner.read, inner.gather)
+
+        def item_or_none(word: str) -> object:
+            return None if word in _NONE else inner.read(word)
+
+        return Kind(f"{inner.expected} or none", item_or_none, inner.gather)
     if any(kind.gather is not None or kind.unreadable for kind in kinds):
         return _unreadable(" | ".join(_shown(member) for member in members))
     expected = " or ".join([kind.expected for kind in kinds] + (["none"] if optional else []))
@@ -242,8 +246,22 @@ def _model(cls: type, word: str) -> object:
     try:
         return cls.model_validate_json(word)  # type: ignore[attr-defined]
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        first = str(exc).splitlines()
-        raise _Refused(first[0] if first else word) from None
+        raise _Refused(_complaint(exc) or word) from None
+
+
+def _complaint(exc: ValueError) -> str:
+    """``width: Field required`` of a pydantic validation error (its first problem, and how
+    many more), as one line."""
+    errors = getattr(exc, "errors", None)
+    found = errors() if callable(errors) else []
+    if not found:
+        lines = str(exc).splitlines()
+        return lines[0] if lines else ""
+    first = found[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    said = f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return said.replace("\n", " ") + more
 
 
 def split_word(word: str) -> tuple[str, str]:
