@@ -40,6 +40,7 @@ from taskkit.exceptions import EX_OK, ConfigError, TaskkitError, UsageError
 
 if TYPE_CHECKING:
     from taskkit.function.task import Task
+    from taskkit.runner.local import LocalNode
 
 __all__ = ["call_command", "import_target", "local_task_id", "parse_target"]
 
@@ -47,6 +48,9 @@ __all__ = ["call_command", "import_target", "local_task_id", "parse_target"]
 #: here as text so that ``taskkit --help`` need not import the runner.
 _DEFAULT_LOCAL_DIR = ".taskkit"
 _STATE_VARIABLE = "TASKKIT_STATE"
+#: :data:`taskkit.runner.local.LOCAL_VARIABLE`, read here only to skip importing local mode
+#: when neither it nor ``--local`` asks for it.
+_LOCAL_VARIABLE = "TASKKIT_LOCAL"
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -178,10 +182,9 @@ def _show_plan(
     environ: dict[str, str],
     local: str | None,
 ) -> int:
-    from taskkit.runner.local import LocalNode
     from taskkit.storage.stores import Stores
 
-    node = LocalNode.find(local, environ)
+    node = _local_node(local, environ)
     if node is not None:  # the state it would default to; no folder is made
         environ.setdefault(_STATE_VARIABLE, node.state_url)
     with Stores() as stores:
@@ -196,9 +199,7 @@ def _on_local_node(
 ) -> dict[str, str]:
     """``environ`` as the local node's task sees it, the process moved into its working
     directory as Batch starts a task there; ``environ`` itself without local mode."""
-    from taskkit.runner.local import LocalNode
-
-    node = LocalNode.find(local, environ)
+    node = _local_node(local, environ)
     if node is None:
         return environ
     where = node.task("local", local_task_id(task.name))
@@ -206,6 +207,15 @@ def _on_local_node(
     os.environ.update(environ)  # the function reads os.environ as it would on a node
     os.chdir(where.workdir)
     return environ
+
+
+def _local_node(local: str | None, environ: Mapping[str, str]) -> LocalNode | None:
+    """The local node ``--local`` or ``TASKKIT_LOCAL`` names, if any."""
+    if local is None and not environ.get(_LOCAL_VARIABLE):
+        return None
+    from taskkit.runner.local import LocalNode
+
+    return LocalNode.find(local, environ)
 
 
 def _invoke(
