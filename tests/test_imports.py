@@ -1,7 +1,7 @@
 """The house's import order: a lower wing never imports a higher one, and the library no click.
 
 The floors, lowest first: the bottom modules (exceptions, redaction, periodic, _version,
-observer), then content < storage < transfer < runner < function < batch < cli; ``testing`` stands on
+observer), then content < storage < transfer < runner < batch < cli; ``testing`` stands on
 storage's floor and may use it; the package face (``taskkit/__init__.py``) may use every wing
 but the command line, and no module imports the face. Only ``taskkit.cli`` imports click.
 

@@ -51,6 +51,8 @@ _STATE_VARIABLE = "TASKKIT_STATE"
 #: :data:`taskkit.runner.local.LOCAL_VARIABLE`, read here only to skip importing local mode
 #: when neither it nor ``--local`` asks for it.
 _LOCAL_VARIABLE = "TASKKIT_LOCAL"
+#: The job of every call on a local node (``taskkit run --local``'s default job too).
+_LOCAL_JOB = "local"
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -163,7 +165,11 @@ def _call(
         environ[_STATE_VARIABLE] = state
     with _quiet_stdout() if as_json else contextlib.nullcontext():
         task = import_target(target, paths)
-        args, kwargs = parse_values(task.fn, words, signature=task.signature)
+        args, kwargs = parse_values(
+            task.fn, words, signature=task.call_signature, supplied=task.options.inputs
+        )
+        if state and task.options.state and state != task.options.state:
+            say("warning", f"{task.name} keeps its calls in its own state=; --state is not used")
         if dry_run:
             return _show_plan(task, args, kwargs, environ, local)
         environ = _on_local_node(task, environ, local)
@@ -185,8 +191,10 @@ def _show_plan(
     from taskkit.storage.stores import Stores
 
     node = _local_node(local, environ)
-    if node is not None:  # the state it would default to; no folder is made
-        environ.setdefault(_STATE_VARIABLE, node.state_url)
+    if node is not None:  # the task's place computed, and checked, but not made
+        where = node.plan(_LOCAL_JOB, local_task_id(task.name))
+        where.check()
+        environ = where.environ(environ)
     with Stores() as stores:
         plan = task.plan_call(args, kwargs, stores=stores, environ=environ)
     for line in plan.lines():
@@ -202,9 +210,10 @@ def _on_local_node(
     node = _local_node(local, environ)
     if node is None:
         return environ
-    where = node.task("local", local_task_id(task.name))
+    where = node.task(_LOCAL_JOB, local_task_id(task.name))
     environ = where.environ(environ)
-    os.environ.update(environ)  # the function reads os.environ as it would on a node
+    os.environ.clear()  # the function reads os.environ as it would on a node: no stale
+    os.environ.update(environ)  # AZ_BATCH_* of the caller's
     os.chdir(where.workdir)
     return environ
 
@@ -247,7 +256,7 @@ def _invoke(
     except PermanentFailure as exc:
         if verbose and exc.traceback_text:
             click.echo(exc.traceback_text.rstrip("\n"), err=True)
-        say("error", f"{task.name} failed before, permanently: {exc.type_name}: {exc.message}")
+        say("error", str(exc))  # names the task, the original error, and how to run it again
         return EX_CALL_PERMANENT, None
     except (TaskkitError, KeyboardInterrupt):
         raise

@@ -197,6 +197,8 @@ def test_without_json_the_functions_own_output_stays_on_stdout(project: Project)
 def test_values_reach_the_function_as_their_annotated_types(project: Project) -> None:
     """Each NAME=VALUE arrives as its parameter's type (int, float, bool, Enum, Literal,
     Path, Optional)."""
+    (project.root / "data").mkdir()
+    (project.root / "data" / "in.csv").write_text("a,b\n")
     done = project.call(
         "work:kinds",
         "n=3",
@@ -270,6 +272,17 @@ def test_each_bad_input_is_one_line_exit_200_and_nothing_on_stdout(
     assert done.returncode == 200, (done.stdout, done.stderr)
     errors = [line for line in done.stderr.splitlines() if line.startswith("taskkit:")]
     one_error("\n".join(errors), *fragments)
+    assert done.stdout == ""
+    assert project.runs() == []
+
+
+def test_a_path_value_that_does_not_exist_is_a_missing_input(project: Project) -> None:
+    """A Path argument is an input, keyed by its content: one that is not there exits 201
+    (input missing, permanent), naming the parameter, and runs nothing."""
+    done = project.call("work:kinds", *KINDS[:5], "where=no/such.csv", "--json")
+    assert done.returncode == 201, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("taskkit:")]
+    one_error("\n".join(errors), "where", "no/such.csv")
     assert done.stdout == ""
     assert project.runs() == []
 
