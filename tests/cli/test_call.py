@@ -82,6 +82,12 @@ def flaky(n: int) -> None:
     raise ConnectionError("the service went away")
 
 
+@taskkit.task(state=os.environ["CALL_PINNED_STATE"])
+def pinned(n: int) -> int:
+    _count("pinned")
+    return n
+
+
 def plain(n: int) -> int:
     return n
 
@@ -118,6 +124,7 @@ class Project:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = clean_environment(self.tmp)
         env["CALL_RUNS"] = str(self.tmp / "runs.txt")
+        env["CALL_PINNED_STATE"] = (self.tmp / "pinned").as_uri()
         env.update(extra or {})
         return env
 
@@ -356,6 +363,21 @@ def test_state_comes_from_the_environment_when_not_given(project: Project) -> No
     assert project.call("work:add", "a=1", state=False, env=env).returncode == 0
     assert project.runs() == ["add"]
     assert (project.tmp / "state").is_dir()
+
+
+def test_a_tasks_own_state_wins_over_state_and_says_so(project: Project) -> None:
+    """A task decorated with state= keeps its calls there whatever --state says, and the
+    command warns in one line that --state is not used."""
+    first = project.call("work:pinned", "n=1")
+    assert first.returncode == 0, first.stderr
+    warnings = [line for line in first.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "taskkit: warning: work:pinned keeps its calls in its own state=; --state is not used"
+    ]
+    assert project.call("work:pinned", "n=1", state=False).returncode == 0
+    assert project.runs() == ["pinned"]
+    assert (project.tmp / "pinned").is_dir()
+    assert not (project.tmp / "state").exists()
 
 
 def test_a_bare_local_before_the_function_is_not_taken_for_its_dir(project: Project) -> None:
