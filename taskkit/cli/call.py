@@ -260,6 +260,15 @@ def _invoke(
         return EX_CALL_PERMANENT, None
     except (TaskkitError, KeyboardInterrupt):
         raise
+    except SystemExit as exc:
+        # The core records it as an interruption (retryable): so is the exit code, never
+        # the function's own number, which could mean anything to Batch.
+        say(
+            "error",
+            f"{task.name} called sys.exit({exc.code!r}) and was stopped: a task function "
+            "returns or raises; retryable",
+        )
+        return EX_CALL_RETRYABLE, None
     except Exception as exc:
         if verbose:
             click.echo("".join(traceback.format_exception(exc)).rstrip("\n"), err=True)

@@ -88,6 +88,12 @@ def pinned(n: int) -> int:
     return n
 
 
+@taskkit.task
+def quits(n: int) -> None:
+    _count("quits")
+    sys.exit(n)
+
+
 def plain(n: int) -> int:
     return n
 
@@ -313,6 +319,19 @@ def test_a_retryable_failure_exits_75(project: Project) -> None:
     one_error(first.stderr, "work:flaky", "ConnectionError: the service went away")
     assert project.call("work:flaky", "n=1").returncode == 75
     assert project.runs() == ["flaky", "flaky"]
+
+
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_a_function_calling_sys_exit_is_retryable_75_not_its_code(
+    project: Project, code: str
+) -> None:
+    """sys.exit(N) inside the function stops the call (the core records an interruption):
+    the command exits 75, one line saying so, never N; the next call runs it again."""
+    for _ in range(2):
+        done = project.call("work:quits", f"n={code}")
+        assert done.returncode == 75, done.stderr
+        one_error(done.stderr, f"work:quits called sys.exit({code})")
+    assert project.runs() == ["quits", "quits"]
 
 
 def test_verbose_shows_the_functions_traceback(project: Project) -> None:
