@@ -24,10 +24,11 @@ import json
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from taskkit.function.task import Task
     from taskkit.runner.local import LocalNode
 
-__all__ = ["call_command", "import_target", "local_task_id", "parse_target"]
+__all__ = ["call_command", "local_task_id", "parse_target"]
 
 #: The folder a bare ``--local`` names; :data:`taskkit.runner.local.DEFAULT_LOCAL_DIR`, kept
 #: here as text so that ``taskkit --help`` need not import the runner.
@@ -160,25 +161,36 @@ def _call(
 ) -> int:
     if as_json and dry_run:
         raise UsageError("--json and --dry-run: give one (the plan is lines of text)")
+    if parse_target(target) is None:
+        raise UsageError(
+            f"expected MODULE:FUNCTION (e.g. pipeline.clean:clean_rows), not {target!r}"
+        )
     environ = dict(os.environ)
     if state:  # the command line ranks above the environment
         environ[_STATE_VARIABLE] = state
-    with _quiet_stdout() if as_json else contextlib.nullcontext():
-        task = import_target(target, paths)
-        args, kwargs = parse_values(
-            task.fn, words, signature=task.call_signature, supplied=task.options.inputs
-        )
-        if state and task.options.state and state != task.options.state:
-            say("warning", f"{task.name} keeps its calls in its own state=; --state is not used")
-        if dry_run:
-            return _show_plan(task, args, kwargs, environ, local)
-        environ = _on_local_node(task, environ, local)
-        found, result = _invoke(task, args, kwargs, environ, rerun=rerun, verbose=verbose)
-    if found != EX_OK:
-        return found
-    if as_json:
-        echo(_as_json(result))
-    return EX_OK
+    _importable(paths)  # first: a local node moves the process into its task's folder
+    with contextlib.ExitStack() as node:
+        environ = _on_local_node(target, environ, local, dry_run=dry_run, stack=node)
+        try:
+            with _quiet_stdout() if as_json else contextlib.nullcontext():
+                task = _import_target(target, paths)
+                args, kwargs = parse_values(
+                    task.fn, words, signature=task.call_signature, supplied=task.options.inputs
+                )
+                if state and task.options.state and state != task.options.state:
+                    say(
+                        "warning",
+                        f"{task.name} keeps its calls in its own state=; --state is unused",
+                    )
+                if dry_run:
+                    return _show_plan(task, args, kwargs, environ)
+                found, result = _invoke(task, args, kwargs, environ, rerun=rerun, verbose=verbose)
+            if found == EX_OK and as_json:
+                echo(_as_json(result))
+        except TaskkitError as exc:  # said here, so that a local node's stderr.txt keeps it
+            say("error", str(exc))
+            return exc.run_code
+    return found
 
 
 def _show_plan(
@@ -186,15 +198,9 @@ def _show_plan(
     args: tuple[object, ...],
     kwargs: dict[str, object],
     environ: dict[str, str],
-    local: str | None,
 ) -> int:
     from taskkit.storage.stores import Stores
 
-    node = _local_node(local, environ)
-    if node is not None:  # the task's place computed, and checked, but not made
-        where = node.plan(_LOCAL_JOB, local_task_id(task.name))
-        where.check()
-        environ = where.environ(environ)
     with Stores() as stores:
         plan = task.plan_call(args, kwargs, stores=stores, environ=environ)
     for line in plan.lines():
@@ -203,18 +209,32 @@ def _show_plan(
 
 
 def _on_local_node(
-    task: Task[..., Any], environ: dict[str, str], local: str | None
+    target: str,
+    environ: dict[str, str],
+    local: str | None,
+    *,
+    dry_run: bool,
+    stack: contextlib.ExitStack,
 ) -> dict[str, str]:
-    """``environ`` as the local node's task sees it, the process moved into its working
-    directory as Batch starts a task there; ``environ`` itself without local mode."""
+    """``environ`` as the local node's task sees it (``environ`` itself without local mode).
+    A dry run only plans the task's place (and checks it can be made). A call makes it and,
+    as Batch starts a task, moves the process into the task's working directory and keeps
+    what it writes in the task's ``stdout.txt`` and ``stderr.txt`` too (until ``stack``
+    closes)."""
     node = _local_node(local, environ)
     if node is None:
         return environ
-    where = node.task(_LOCAL_JOB, local_task_id(task.name))
+    if dry_run:
+        where = node.plan(_LOCAL_JOB, local_task_id(target))
+        where.check()
+        return where.environ(environ)
+    where = node.task(_LOCAL_JOB, local_task_id(target))
     environ = where.environ(environ)
     os.environ.clear()  # the function reads os.environ as it would on a node: no stale
     os.environ.update(environ)  # AZ_BATCH_* of the caller's
     os.chdir(where.workdir)
+    stack.enter_context(_copied(sys.stdout, where.stdout))
+    stack.enter_context(_copied(sys.stderr, where.stderr))
     return environ
 
 
@@ -290,6 +310,47 @@ def _as_json(result: object) -> str:
 
 
 @contextlib.contextmanager
+def _copied(stream: TextIO, path: Path) -> Iterator[None]:
+    """What reaches ``stream``'s file descriptor (the process's writes and its children's)
+    also appended to ``path``, as Batch keeps a task's output. A stream without a file
+    descriptor (in-process tests) is left alone; a copy that cannot be written is dropped,
+    never an error of the call's."""
+    stream.flush()
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    console = os.dup(fd)
+    read, write = os.pipe()
+    copy = open(path, "ab", buffering=0)  # noqa: SIM115 - closed below, after the pump
+
+    def pump() -> None:
+        while chunk := os.read(read, 1 << 16):
+            for sink in (console, copy.fileno()):
+                with contextlib.suppress(OSError):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(sink, view) :]
+        os.close(read)
+
+    pumping = threading.Thread(target=pump, name=f"taskkit-copy-{fd}", daemon=True)
+    pumping.start()
+    os.dup2(write, fd)
+    os.close(write)
+    try:
+        yield
+    finally:
+        stream.flush()
+        os.dup2(console, fd)  # the pipe's last write end here closes: the pump drains it
+        # A child the function left running may hold the pipe open: it is not waited for.
+        pumping.join(timeout=5.0)
+        if not pumping.is_alive():
+            os.close(console)
+            copy.close()
+
+
+@contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
     """Whatever the user's code writes to stdout goes to stderr instead, its child processes'
     output too (the file descriptor is moved), so stdout is left to the result."""
@@ -324,19 +385,14 @@ def parse_target(target: str) -> tuple[str, str] | None:
     return module, attribute
 
 
-def import_target(target: str, paths: Sequence[str] = ()) -> Task[..., Any]:
-    """The task that ``target`` (``MODULE:FUNCTION``) names, importing MODULE with the current
-    directory and ``paths`` first on ``sys.path``. Raises :class:`UsageError` for a malformed
-    target, an unknown module or function and a function that is not a task, and
-    :class:`ConfigError` for an error raised while importing the module (its first line and
-    where it was raised)."""
+def _import_target(target: str, paths: Sequence[str]) -> Task[..., Any]:
+    """The task that ``target`` (``MODULE:FUNCTION``, checked) names, importing MODULE (the
+    caller has put ``paths`` on ``sys.path``). Raises :class:`UsageError` for an unknown
+    module or function and a function that is not a task, and :class:`ConfigError` for an
+    error raised while importing the module (its first line and where it was raised)."""
     parsed = parse_target(target)
-    if parsed is None:
-        raise UsageError(
-            f"expected MODULE:FUNCTION (e.g. pipeline.clean:clean_rows), not {target!r}"
-        )
+    assert parsed is not None  # checked by the caller
     module_name, attribute = parsed
-    _importable(paths)
     found: object = _import(module_name, paths)
     walked = module_name
     for part in attribute.split("."):

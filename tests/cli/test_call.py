@@ -94,6 +94,13 @@ def quits(n: int) -> None:
     sys.exit(n)
 
 
+@taskkit.task
+def place() -> list[object]:
+    _count("place")
+    env = os.environ
+    return [os.getcwd(), env.get("AZ_BATCH_TASK_WORKING_DIR"), env.get("AZ_BATCH_TASK_ID")]
+
+
 def plain(n: int) -> int:
     return n
 
@@ -391,7 +398,7 @@ def test_a_tasks_own_state_wins_over_state_and_says_so(project: Project) -> None
     assert first.returncode == 0, first.stderr
     warnings = [line for line in first.stderr.splitlines() if "warning" in line]
     assert warnings == [
-        "taskkit: warning: work:pinned keeps its calls in its own state=; --state is not used"
+        "taskkit: warning: work:pinned keeps its calls in its own state=; --state is unused"
     ]
     assert project.call("work:pinned", "n=1", state=False).returncode == 0
     assert project.runs() == ["pinned"]
@@ -409,6 +416,39 @@ def test_a_bare_local_before_the_function_is_not_taken_for_its_dir(project: Proj
     assert project.runs() == ["add"]
     assert (project.root / ".taskkit").is_dir()
     assert not (project.root / "work:add").exists()
+
+
+def test_a_local_call_runs_in_its_task_and_keeps_its_output_as_batch_does(
+    project: Project,
+) -> None:
+    """On a local node the function runs in its task's working directory with the task's
+    AZ_BATCH_* variables, and its task's stdout.txt and stderr.txt keep what the console
+    saw: under --json the result in stdout.txt, the prints (a child's too) and taskkit's lines
+    in stderr.txt."""
+    pytest.importorskip("taskkit.runner.local")
+    done = project.call("work:place", "--local", "--json", state=False)
+    assert done.returncode == 0, done.stderr
+    cwd, workdir, task_id = json.loads(done.stdout)
+    task_dir = project.root / ".taskkit" / "node" / "workitems" / "local" / "job-1" / "work-place"
+    assert (Path(cwd), Path(workdir), task_id) == (task_dir / "wd", task_dir / "wd", "work-place")
+    assert (task_dir / "stdout.txt").read_text() == done.stdout
+    assert (task_dir / "stderr.txt").read_text() == done.stderr
+    added = project.call("work:add", "a=1", "--local", "--json", state=False)
+    assert added.returncode == 0, added.stderr
+    kept = project.root / ".taskkit" / "node" / "workitems" / "local" / "job-1" / "work-add"
+    assert json.loads((kept / "stdout.txt").read_text()) == {"sum": 2.0, "tags": None}
+    for said in ("importing work", "adding", "child output"):
+        assert said in (kept / "stderr.txt").read_text()
+
+
+def test_a_local_calls_error_line_is_kept_in_stderr_txt(project: Project) -> None:
+    """A refusal after the node is made (here a bad value) is said into the task's
+    stderr.txt as well as on the console."""
+    pytest.importorskip("taskkit.runner.local")
+    done = project.call("work:add", "a=x", "--local", state=False)
+    assert done.returncode == 200
+    kept = project.root / ".taskkit" / "node" / "workitems" / "local" / "job-1" / "work-add"
+    assert "parameter a: 'x' is not an integer" in (kept / "stderr.txt").read_text()
 
 
 def test_local_dry_run_creates_nothing(project: Project) -> None:
