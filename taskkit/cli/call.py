@@ -175,7 +175,7 @@ def _call(
             with _quiet_stdout() if as_json else contextlib.nullcontext():
                 task = _import_target(target, paths)
                 args, kwargs = parse_values(
-                    task.fn, words, signature=task.call_signature, supplied=task.options.inputs
+                    task.fn, words, signature=task.signature, supplied=task.options.inputs
                 )
                 if state and task.options.state and state != task.options.state:
                     say(

@@ -326,7 +326,7 @@ def parse_values(
         )
         plural = "s" if len(missing) > 1 else ""
         raise UsageError(f"missing required parameter{plural} {shown}: give NAME=VALUE")
-    return _arrange(params, values)
+    return _arrange(params, values, supplied)
 
 
 def _value(name: str, kind: Kind, texts: list[str]) -> object:
@@ -350,14 +350,17 @@ def _value(name: str, kind: Kind, texts: list[str]) -> object:
 
 
 def _arrange(
-    params: Mapping[str, inspect.Parameter], values: dict[str, object]
+    params: Mapping[str, inspect.Parameter], values: dict[str, object], supplied: Collection[str]
 ) -> tuple[tuple[object, ...], dict[str, object]]:
     """Positional-only parameters (and all before ``*args`` when it is given) by position,
-    defaults filling the gaps; the rest by keyword."""
+    defaults filling the gaps; the rest by keyword. A supplied parameter takes no place: the
+    arguments are those of a signature without it."""
     extra = values.pop(next((n for n, p in params.items() if p.kind is p.VAR_POSITIONAL), ""), None)
     args: list[object] = []
     kwargs: dict[str, object] = {}
     for name, param in params.items():
+        if name in supplied:
+            continue
         by_position = param.kind is param.POSITIONAL_ONLY or (
             extra is not None and param.kind is param.POSITIONAL_OR_KEYWORD
         )

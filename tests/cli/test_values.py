@@ -272,6 +272,11 @@ def test_supplied_parameters_are_not_asked_for_nor_taken() -> None:
     def f(n: int, reference: Path) -> None: ...
 
     assert parse_values(f, ["n=1"], supplied={"reference"}) == ((), {"n": 1})
+
+    def g(a: int, reference: Path = Path("x"), *rest: int) -> None: ...
+
+    # Positions are those of the signature without the input: no default lands on it.
+    assert parse_values(g, ["a=1", "rest=2"], supplied={"reference"}) == ((1, 2), {})
     with pytest.raises(UsageError, match="parameter reference is an input"):
         parse_values(f, ["n=1", "reference=x"], supplied={"reference"})
 
