@@ -94,6 +94,12 @@ def quits(n: int) -> None:
     sys.exit(n)
 
 
+@taskkit.task(inputs={"reference": os.environ["CALL_REFERENCE"]})
+def staged(n: int, reference: Path) -> list[object]:
+    _count("staged")
+    return [n, sorted(p.name for p in reference.iterdir())]
+
+
 @taskkit.task
 def place() -> list[object]:
     _count("place")
@@ -138,6 +144,7 @@ class Project:
         env = clean_environment(self.tmp)
         env["CALL_RUNS"] = str(self.tmp / "runs.txt")
         env["CALL_PINNED_STATE"] = (self.tmp / "pinned").as_uri()
+        env["CALL_REFERENCE"] = (self.tmp / "reference").as_uri() + "/"
         env.update(extra or {})
         return env
 
@@ -176,6 +183,8 @@ def project(tmp_path: Path) -> Project:
     for name, text in BROKEN.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference" / "genome.fa").write_text(">chr1\nACGT\n")
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "taskkit_launcher.py").write_text(LAUNCHER)
     return Project(root, tmp_path)
@@ -305,6 +314,19 @@ def test_a_path_value_that_does_not_exist_is_a_missing_input(project: Project) -
     one_error("\n".join(errors), "where", "no/such.csv")
     assert done.stdout == ""
     assert project.runs() == []
+
+
+def test_a_staged_input_is_the_tasks_to_pass_not_the_command_lines(project: Project) -> None:
+    """A parameter the task stages (inputs=) is not asked for: the call runs with it staged;
+    giving it as NAME=VALUE is refused in one line (200), running nothing."""
+    done = project.call("work:staged", "n=2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [2, ["genome.fa"]]
+    refused = project.call("work:staged", "n=2", "reference=elsewhere", "--json")
+    assert refused.returncode == 200
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("taskkit:")]
+    one_error("\n".join(errors), "parameter reference is an input the task stages itself")
+    assert project.runs() == ["staged"]
 
 
 def test_a_permanent_failure_exits_1_now_and_later_without_running(project: Project) -> None:
