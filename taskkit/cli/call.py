@@ -11,6 +11,11 @@ permanently, now or in a call recorded before; 75 it failed with a retryable err
 in-process retries spent); taskkit's own failures the run band, 200-206 (a bad module,
 function or value is 200). Every refusal is one line on stderr, never a traceback.
 
+On a local node (``--local [DIR]``, ``TASKKIT_LOCAL``) the node's task is made before the
+module is imported, and the process then runs as a Batch task does: in the task's working
+directory, with its ``AZ_BATCH_*`` variables, its output also kept in the task's
+``stdout.txt`` and ``stderr.txt``.
+
 Invariants: with ``--json`` stdout holds the result as JSON and nothing else: whatever the
 user's module or function writes to stdout (a ``print``, a child process) goes to stderr
 instead. ``--dry-run`` prints the plan and changes nothing, not even the local node's folders.
@@ -55,6 +60,8 @@ _LOCAL_VARIABLE = "TASKKIT_LOCAL"
 #: The job of every call on a local node (``taskkit run --local``'s default job too).
 _LOCAL_JOB = "local"
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
+#: Seconds between progress lines of a transfer a call makes: ``taskkit run``'s default.
+_PROGRESS_INTERVAL = 10.0
 
 
 @cli.command("call", cls=RunCommand, context_settings=CONTEXT)
@@ -267,7 +274,7 @@ def _invoke(
     from taskkit.runner.policy import Verdict
     from taskkit.storage.stores import Stores
 
-    told = RunReport(verbose=verbose, interval=10.0)
+    told = RunReport(verbose=verbose, interval=_PROGRESS_INTERVAL)
     try:
         with Stores() as stores:
             result = task.invoke(
@@ -321,9 +328,13 @@ def _copied(stream: TextIO, path: Path) -> Iterator[None]:
     except (AttributeError, OSError, ValueError):
         yield
         return
+    try:
+        copy = open(path, "ab", buffering=0)  # noqa: SIM115 - closed below, after the pump
+    except OSError:
+        yield
+        return
     console = os.dup(fd)
     read, write = os.pipe()
-    copy = open(path, "ab", buffering=0)  # noqa: SIM115 - closed below, after the pump
 
     def pump() -> None:
         while chunk := os.read(read, 1 << 16):
