@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,9 @@ class _Console:
         say("error", str(problem))
 
     def debug(self, text: str) -> None:
-        say("debug", text)
+        # Asked for: -v, or TASKKIT_DEBUG (a switch of this process, as for tracebacks).
+        if self.verbose or os.environ.get("TASKKIT_DEBUG"):
+            say("debug", text)
 
     def progress(self, progress: observer.Progress) -> None:
         if self.shown is None and not progress.ended:

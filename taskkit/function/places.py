@@ -106,7 +106,8 @@ def resolve_state(
     if parent is not None:
         return parent.state
     state = default_state(environ)
-    if not environ.get("TASKKIT_STATE"):
+    if not environ.get("TASKKIT_STATE") and not local_node(environ).state_dir.exists():
+        # Named when it is made, once a process: where results went should be no surprise.
         with _said_lock:
             first = state not in _said_state
             _said_state.add(state)

@@ -172,7 +172,7 @@ class _Call:
                 continue
             if status.state == "met":
                 assert status.outcome is not None
-                self.observer.debug(f"{self.name}: {status.why}; not run again")
+                self.observer.note(f"{self.name}: {status.why}; not run again")
                 return self._stored(status.outcome)
             if status.state == "permanent":
                 assert status.outcome is not None

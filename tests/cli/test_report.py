@@ -22,15 +22,18 @@ def test_say_and_echo_redact_what_they_print(capsys: pytest.CaptureFixture[str])
 
 
 def test_the_run_report_says_every_kind_on_stderr_as_one_line(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """taskkit run's observer: notes, warnings, problems and debug lines on stderr, each one
-    line with its kind, redacted; a file's -v line only when verbose; stdout stays the
-    command's."""
+    line with its kind, redacted; a debug line only when asked for (TASKKIT_DEBUG, or -v); a
+    file's -v line only when verbose; stdout stays the command's."""
+    monkeypatch.delenv("TASKKIT_DEBUG", raising=False)
     told = RunReport(verbose=False, interval=10)
     told.note("staged 1 files")
     told.warning("two\nlines https://a/c/x?sig=U0VDUkVU")
     told.problem(ValueError("cannot read x"))
+    told.debug("not asked for")
+    monkeypatch.setenv("TASKKIT_DEBUG", "1")
     told.debug("Traceback (most recent call last):")
     told.progress(Progress("staging", 1, 1, 1, 1, file="download a -> b"))
     RunReport(verbose=True, interval=10).progress(Progress("staging", 1, 1, 1, 1, file="sent b"))
