@@ -184,14 +184,11 @@ def _call(
                 args, kwargs = parse_values(
                     task.fn, words, signature=task.signature, supplied=task.options.inputs
                 )
-                if state and task.options.state and state != task.options.state:
-                    say(
-                        "warning",
-                        f"{task.name} keeps its calls in its own state=; --state is unused",
-                    )
                 if dry_run:
-                    return _show_plan(task, args, kwargs, environ)
-                found, result = _invoke(task, args, kwargs, environ, rerun=rerun, verbose=verbose)
+                    return _show_plan(task, args, kwargs, environ, state)
+                found, result = _invoke(
+                    task, args, kwargs, environ, rerun=rerun, verbose=verbose, state=state
+                )
             if found == EX_OK and as_json:
                 echo(_as_json(result))
         except TaskkitError as exc:  # said here, so that a local node's stderr.txt keeps it
@@ -205,11 +202,12 @@ def _show_plan(
     args: tuple[object, ...],
     kwargs: dict[str, object],
     environ: dict[str, str],
+    state: str | None,
 ) -> int:
     from taskkit.storage.stores import Stores
 
     with Stores() as stores:
-        plan = task.plan_call(args, kwargs, stores=stores, environ=environ)
+        plan = task.plan_call(args, kwargs, stores=stores, environ=environ, state=state)
     for line in plan.lines():
         echo(line)
     return EX_OK
@@ -262,6 +260,7 @@ def _invoke(
     *,
     rerun: bool,
     verbose: bool,
+    state: str | None,
 ) -> tuple[int, object]:
     """``(0, result)``, or the exit code of the function's failure (said in one line) and
     None; taskkit's own failures are raised."""
@@ -278,7 +277,13 @@ def _invoke(
     try:
         with Stores() as stores:
             result = task.invoke(
-                args, kwargs, stores=stores, observer=told, environ=environ, rerun=rerun
+                args,
+                kwargs,
+                stores=stores,
+                observer=told,
+                environ=environ,
+                rerun=rerun,
+                state=state,
             )
     except PermanentFailure as exc:
         if verbose and exc.traceback_text:

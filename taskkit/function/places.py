@@ -97,10 +97,17 @@ def scratch(environ: Mapping[str, str]) -> Path:
 
 
 def resolve_state(
-    task: TaskSpec, environ: Mapping[str, str], parent: CallContext | None, told: Observer
+    task: TaskSpec,
+    environ: Mapping[str, str],
+    parent: CallContext | None,
+    told: Observer,
+    given: str | None = None,
 ) -> str:
-    """The task's ``state=``, else the calling task's state (a nested call keeps its records
-    beside its caller's), else ``TASKKIT_STATE``, else the local node's (said once)."""
+    """``given`` (a caller's choice: ``taskkit call --state``), else the task's ``state=``,
+    else the calling task's state (a nested call keeps its records beside its caller's), else
+    ``TASKKIT_STATE``, else the local node's (said once)."""
+    if given:
+        return given
     if task.options.state:
         return task.options.state
     if parent is not None:

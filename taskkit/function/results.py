@@ -22,7 +22,7 @@ import math
 import pickle
 from typing import Literal
 
-from taskkit.exceptions import DataError, MisuseError
+from taskkit.exceptions import EX_DATAERR, EX_RUN_DATA, DataError, MisuseError
 
 __all__ = ["PICKLE_PROTOCOL", "ResultError", "ResultFormat", "decode_result", "encode_result"]
 
@@ -34,7 +34,11 @@ _FORMATS = ("json", "pickle")
 
 
 class ResultError(MisuseError):
-    """A task's result cannot be stored in its format without changing."""
+    """A task's result cannot be stored in its format without changing: permanent, as bad
+    data is (the same code would return it again)."""
+
+    exit_code = EX_DATAERR
+    run_code = EX_RUN_DATA
 
 
 def encode_result(value: object, how: ResultFormat, *, name: str) -> bytes:

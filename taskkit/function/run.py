@@ -77,9 +77,10 @@ def planned(
     *,
     stores: Stores | None,
     environ: Mapping[str, str] | None,
+    state: str | None = None,
 ) -> CallPlan:
     with resources(stores, NullObserver(), environ) as (opened, _, env, parent):
-        state = resolve_state(task, env, parent, NullObserver())
+        state = resolve_state(task, env, parent, NullObserver(), state)
         return plan_call(task, args, kwargs, stores=opened, state=state, environ=env)
 
 
@@ -111,11 +112,13 @@ def call(
     observer: Observer | None = None,
     environ: Mapping[str, str] | None = None,
     rerun: bool = False,
+    state: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> object:
-    """``task(*args, **kwargs)`` as the module docstring says; the (stored) result."""
+    """``task(*args, **kwargs)`` as the module docstring says; the (stored) result.
+    ``state``: the state to use whatever the task says (``taskkit call --state``)."""
     with resources(stores, observer, environ) as (opened, told, env, parent):
-        state = resolve_state(task, env, parent, told)
+        state = resolve_state(task, env, parent, told, state)
         # Shown only if it runs: a hit never says its arguments.
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False, shown=False)
         if key.code.notes and not task.noted:

@@ -89,6 +89,7 @@ class Task(Generic[P, R]):
         observer: Observer | None = None,
         environ: Mapping[str, str] | None = None,
         rerun: bool = False,
+        state: str | None = None,
     ) -> R:
         """One call: the stored result when its goal is met, else the function run (its
         exception raised on a failure, after the in-process retries); ``rerun`` forgets a
@@ -106,6 +107,7 @@ class Task(Generic[P, R]):
             observer=observer,
             environ=environ,
             rerun=rerun,
+            state=state,
         )
 
     def plan_call(
@@ -115,11 +117,14 @@ class Task(Generic[P, R]):
         *,
         stores: Stores | None = None,
         environ: Mapping[str, str] | None = None,
+        state: str | None = None,
     ) -> CallPlan:
         """What a call would do, found with no side effect at all."""
         from taskkit.function.run import planned
 
-        return planned(self.spec, args, dict(kwargs or {}), stores=stores, environ=environ)
+        return planned(
+            self.spec, args, dict(kwargs or {}), stores=stores, environ=environ, state=state
+        )
 
     def plan(self, *args: P.args, **kwargs: P.kwargs) -> CallPlan:
         """What ``self(*args, **kwargs)`` would do (:class:`~taskkit.function.plan.CallPlan`),

@@ -413,19 +413,18 @@ def test_state_comes_from_the_environment_when_not_given(project: Project) -> No
     assert (project.tmp / "state").is_dir()
 
 
-def test_a_tasks_own_state_wins_over_state_and_says_so(project: Project) -> None:
-    """A task decorated with state= keeps its calls there whatever --state says, and the
-    command warns in one line that --state is not used."""
+def test_state_wins_over_a_tasks_own_state_as_options_win_over_a_spec(project: Project) -> None:
+    """--state ranks above the task's state= (as taskkit run's options above a spec file);
+    without --state the task's own state= keeps its calls."""
     first = project.call("work:pinned", "n=1")
     assert first.returncode == 0, first.stderr
-    warnings = [line for line in first.stderr.splitlines() if "warning" in line]
-    assert warnings == [
-        "taskkit: warning: work:pinned keeps its calls in its own state=; --state is unused"
-    ]
+    assert "warning" not in first.stderr
+    assert (project.tmp / "state").is_dir()
+    assert not (project.tmp / "pinned").exists()
     assert project.call("work:pinned", "n=1", state=False).returncode == 0
-    assert project.runs() == ["pinned"]
     assert (project.tmp / "pinned").is_dir()
-    assert not (project.tmp / "state").exists()
+    assert project.call("work:pinned", "n=1", state=False).returncode == 0
+    assert project.runs() == ["pinned", "pinned"]
 
 
 def test_a_bare_local_before_the_function_is_not_taken_for_its_dir(project: Project) -> None:
