@@ -4,7 +4,6 @@ raced by two processes on one key, and silent on the user's stdout and stderr.""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runner_helpers import wait_for
+from tests.runner_helpers import kill_9_once, wait_for
 
 PROGRAM = textwrap.dedent(
     """
@@ -112,20 +111,11 @@ def test_a_call_killed_mid_run_resumes_with_finished_inner_calls_skipped(
     holder's claim over at once and runs the outer call again, the inner ones not."""
     path, env = program
     box = Path(env["BOX"])
-    proc = subprocess.Popen(
+    kill_9_once(
         [sys.executable, str(path), "3"],
-        env={**env, "HOLD": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        {**env, "HOLD": "1"},
+        [((box / "holding").exists, "the outer call holding its claim")],
     )
-    try:
-        wait_for(lambda: (box / "holding").exists() or proc.poll() is not None, "the hold")
-        assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert runs(env) == ["pipeline", "shard 0", "shard 1", "shard 2"]
     again = run(path, env, "3")
     assert again.stdout == "result 30\n", again.stderr
