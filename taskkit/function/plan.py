@@ -5,7 +5,7 @@ inputs, its outputs); :func:`call_status` reads where that key stands in the jou
 permanent, being run by another live call, or open); :func:`plan_call` puts both together with
 what differs from the most recent recorded call of the function. ``fn.plan(...)``,
 ``fn.explain(...)`` and ``taskkit call --dry-run`` show that plan; a call carries it out
-(:mod:`taskkit.function.run`).
+(:mod:`taskkit.function.execute`).
 
 Layout of a function's records in the state::
 

@@ -1,7 +1,7 @@
 """What a task is, apart from how it is called: its function, name and options, checked once.
 
 :class:`TaskSpec` is what the call machinery (:mod:`taskkit.function.plan`,
-:mod:`taskkit.function.run`) works from; :class:`~taskkit.function.task.Task` is the face a user
+:mod:`taskkit.function.execute`) works from; :class:`~taskkit.function.task.Task` is the face a user
 calls, holding one. Options mean what ``taskkit run``'s do: ``state`` (the store of records),
 ``inputs`` (name -> URL, staged and passed as a ``pathlib.Path`` keyword argument of that
 name), ``outputs`` (GLOB -> URL, published after success as ``taskkit run -o``), ``retries``

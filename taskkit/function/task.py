@@ -6,7 +6,7 @@ builds ``Command``. A task is called like its function; behind the call, one key
 (:mod:`taskkit.function.key`) is run once: a call whose goal is met returns the stored result
 at once, a permanent failure recorded for it is raised again as
 :class:`~taskkit.function.failures.PermanentFailure`, and anything else runs the function
-(:mod:`taskkit.function.run`). What a task is (its checked options) is a
+(:mod:`taskkit.function.execute`). What a task is (its checked options) is a
 :class:`~taskkit.function.spec.TaskSpec`; this is its face.
 
 Invariants: the wrapped signature survives for type checkers (``ParamSpec``) and for
@@ -97,7 +97,7 @@ class Task(Generic[P, R]):
         the calling task's, else a set of its own); ``observer`` (default: the calling
         task's, else the ``"taskkit"`` logger) hears what it does; ``environ``: the
         environment it reads (default: this process's)."""
-        from taskkit.function.run import call
+        from taskkit.function.execute import call
 
         return call(  # type: ignore[return-value]
             self.spec,
@@ -120,7 +120,7 @@ class Task(Generic[P, R]):
         state: str | None = None,
     ) -> CallPlan:
         """What a call would do, found with no side effect at all."""
-        from taskkit.function.run import planned
+        from taskkit.function.execute import planned
 
         return planned(
             self.spec, args, dict(kwargs or {}), stores=stores, environ=environ, state=state
@@ -139,7 +139,7 @@ class Task(Generic[P, R]):
     def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Clear the recorded result or permanent failure of this call's key, so the next
         call runs; whether there was one."""
-        from taskkit.function.run import forget
+        from taskkit.function.execute import forget
 
         return forget(self.spec, args, dict(kwargs))
 

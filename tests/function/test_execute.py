@@ -1,5 +1,5 @@
 """One call of a task, in this process: run once per key, results kept, failures classified,
-retries, nesting, outputs, checkpoints, deadline. (Processes and signals: test_run_processes.)"""
+retries, nesting, outputs, checkpoints, deadline. (Processes and signals: test_execute_processes.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import taskkit
 from taskkit.exceptions import TransientError
 from taskkit.function.deadline import DeadlineReached
+from taskkit.function.execute import INLINE_RESULT, call
 from taskkit.function.failures import PermanentFailure
-from taskkit.function.run import INLINE_RESULT, call
 from taskkit.function.task import Task, task
 
 RUNS: list[tuple[str, Any]] = []
