@@ -1,5 +1,5 @@
 """One call of a task, in this process: run once per key, results kept, failures classified,
-retries, nesting, outputs, checkpoints, deadline. (Processes and signals: test_execute_processes.)"""
+retries, nesting, outputs, checkpoints, deadline. (Processes, signals: test_execute_processes.)"""
 
 from __future__ import annotations
 
