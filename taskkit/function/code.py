@@ -50,7 +50,9 @@ way a user reads them.
 Speed: a source file is parsed once per process (cached by path, ``mtime_ns`` and size), and
 what is learned of each function and class (its digest, the names it loads) once per object:
 their code does not change while the process runs. Globals and closures are read again on
-every call, so a constant re-bound at run time and a re-loaded module are seen.
+every call of :func:`code_key`; a task asks for its code key once per process
+(:meth:`~taskkit.function.spec.TaskSpec.code`), so a constant re-bound while a program runs
+changes the keys of that program's later runs, not of its later calls.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def planned(
     state: str | None = None,
 ) -> CallPlan:
     with resources(stores, NullObserver(), environ) as (opened, _, env, parent):
-        state = resolve_state(task, env, parent, NullObserver(), state)
+        state = resolve_state(task, env, parent, NullObserver(), state, say=False)
         return plan_call(task, args, kwargs, stores=opened, state=state, environ=env)
 
 

@@ -102,10 +102,12 @@ def resolve_state(
     parent: CallContext | None,
     told: Observer,
     given: str | None = None,
+    *,
+    say: bool = True,
 ) -> str:
     """``given`` (a caller's choice: ``taskkit call --state``), else the task's ``state=``,
     else the calling task's state (a nested call keeps its records beside its caller's), else
-    ``TASKKIT_STATE``, else the local node's (said once)."""
+    ``TASKKIT_STATE``, else the local node's (said once, unless not ``say``: a plan's)."""
     if given:
         return given
     if task.options.state:
@@ -113,7 +115,7 @@ def resolve_state(
     if parent is not None:
         return parent.state
     state = default_state(environ)
-    if not environ.get("TASKKIT_STATE") and not local_node(environ).state_dir.exists():
+    if say and not environ.get("TASKKIT_STATE") and not local_node(environ).state_dir.exists():
         # Named when it is made, once a process: where results went should be no surprise.
         with _said_lock:
             first = state not in _said_state

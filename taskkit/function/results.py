@@ -108,7 +108,7 @@ def _json_problem(value: object, where: str, open_ids: set[int]) -> _Problem | N
         return (f"the float {value!r}", where, "has no JSON form", "return None or a string")
     if cls is list or cls is dict:
         if id(value) in open_ids:
-            return (f"a {cls.__name__}", where, "contains itself", "return a tree")
+            return (_a(cls.__name__), where, "contains itself", "return a tree")
         open_ids.add(id(value))
         try:
             return _json_items(value, where, open_ids)  # type: ignore[arg-type]
@@ -117,16 +117,16 @@ def _json_problem(value: object, where: str, open_ids: set[int]) -> _Problem | N
     if cls is tuple:
         return ("a tuple", where, "does not survive JSON (it comes back a list)", "return a list")
     if cls in (set, frozenset):
-        return (f"a {cls.__name__}", where, "has no JSON form", "return a sorted list")
+        return (_a(cls.__name__), where, "has no JSON form", "return a sorted list")
     base = next((b for b in (bool, int, float, str, list, dict) if isinstance(value, b)), None)
     if base is not None:
         return (
-            f"a {cls.__qualname__}",
+            _a(cls.__qualname__),
             where,
             f"does not survive JSON (it comes back a plain {base.__name__})",
             f"return a plain {base.__name__}",
         )
-    return (f"a {cls.__qualname__}", where, "has no JSON form", "return plain data")
+    return (_a(cls.__qualname__), where, "has no JSON form", "return plain data")
 
 
 def _json_items(
@@ -150,3 +150,8 @@ def _json_items(
         if problem is not None:
             return problem
     return None
+
+
+def _a(name: str) -> str:
+    """``a list``, ``an ellipsis``: a type named as a sentence names it."""
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name

@@ -70,7 +70,7 @@ class TaskOptions:
 def _qualified(fn: Callable[..., object]) -> str:
     """``module:qualname``, with a script run as ``__main__`` named by its module, so that
     ``python pipeline.py`` and ``taskkit call pipeline:f`` are one function."""
-    module = fn.__module__
+    module = fn.__module__ or "__exec__"  # exec() without a __name__ names no module
     if module == "__main__":
         main = sys.modules.get("__main__")
         spec = getattr(main, "__spec__", None)

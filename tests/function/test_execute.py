@@ -453,3 +453,25 @@ def test_the_notes_of_a_code_key_are_said_once(caplog: pytest.LogCaptureFixture)
     noted = [n for n in notes if "running" not in n]
     assert made.code().notes
     assert len(noted) == len(made.code().notes)
+
+
+def test_a_plan_first_does_not_swallow_the_state_note(
+    own_state: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """explain() before the first call says nothing; the first call still names the state."""
+    monkeypatch.delenv("TASKKIT_STATE")
+    monkeypatch.setenv("TASKKIT_LOCAL", str(own_state / "fresh"))
+    with caplog.at_level("INFO", logger="taskkit"):
+        add.explain(90)
+        assert not [r for r in caplog.records if "kept in" in r.getMessage()]
+        add(90)
+    assert [r for r in caplog.records if "kept in" in r.getMessage()]
+
+
+def test_a_function_made_by_exec_without_a_module_has_a_name() -> None:
+    """exec() with bare globals names no module: the task is still named and runs once."""
+    space: dict[str, Any] = {}
+    exec("def made(x):\n    return x + 1\n", space)
+    made = Task(space["made"])
+    assert made.name == "__exec__:made"
+    assert made(1) == made(1) == 2
