@@ -113,11 +113,11 @@ def test_a_tuple_is_refused_with_what_to_do() -> None:
         ([math.inf], r"the float inf at \[0\] has no JSON form"),
         (Level.LOW, r"a Level does not survive JSON \(it comes back a plain int\)"),
         (Name("x"), r"a Name does not survive JSON \(it comes back a plain str\)"),
-        (collections.OrderedDict(a=1), r"a OrderedDict does not survive JSON"),
+        (collections.OrderedDict(a=1), r"an OrderedDict does not survive JSON"),
         (b"raw", r"a bytes has no JSON form"),
         (decimal.Decimal("1.5"), r"a Decimal has no JSON form"),
         (Row(1, ()), r"a Row has no JSON form"),
-        (object(), r"a object has no JSON form"),
+        (object(), r"an object has no JSON form"),
     ],
 )
 def test_values_json_would_change_are_refused_naming_where(value: object, message: str) -> None:
