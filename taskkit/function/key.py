@@ -66,9 +66,16 @@ class CallKey:
     @functools.cached_property
     def digest(self) -> str:
         """The key: display values left out, so only what the call is counts."""
-        data = self.as_json()
-        data["code"] = self.code.digest
-        data["arguments"] = {n: d for n, (d, _) in data["arguments"].items()}
+        data = {
+            "schema": KEY_SCHEMA,
+            "name": self.name,
+            "code": self.code.digest,
+            "arguments": {n: h.digest for n, h in self.arguments.items()},
+            "inputs": {
+                n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
+            },
+            "outputs": list(self.outputs),
+        }
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "xxh3-128:" + xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
 
