@@ -9,9 +9,13 @@ the variables without importing pydantic.
 
 from __future__ import annotations
 
-__all__ = ["ENV_PREFIX", "env_variable"]
+__all__ = ["DEFAULT_LOCAL_DIR", "ENV_PREFIX", "LOCAL_VARIABLE", "env_variable"]
 
 ENV_PREFIX = "TASKKIT_"
+#: Local mode's folder (``taskkit run --local``, task functions' default state), and the
+#: folder a bare ``--local`` names.
+LOCAL_VARIABLE = "TASKKIT_LOCAL"
+DEFAULT_LOCAL_DIR = ".taskkit"
 #: Settings whose variable is not ENV_PREFIX + their name.
 _VARIABLES = {"cache_dir": "TASKKIT_NODE_CACHE"}
 

@@ -42,6 +42,7 @@ from taskkit.cli.report import echo, say
 from taskkit.cli.tasks import RunCommand, _banded
 from taskkit.cli.values import parse_values, split_word
 from taskkit.content.digest import hash_bytes
+from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.exceptions import EX_OK, ConfigError, TaskkitError, UsageError
 
 if TYPE_CHECKING:
@@ -50,13 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["call_command", "local_task_id", "parse_target"]
 
-#: The folder a bare ``--local`` names; :data:`taskkit.runner.local.DEFAULT_LOCAL_DIR`, kept
-#: here as text so that ``taskkit --help`` need not import the runner.
-_DEFAULT_LOCAL_DIR = ".taskkit"
 _STATE_VARIABLE = "TASKKIT_STATE"
-#: :data:`taskkit.runner.local.LOCAL_VARIABLE`, read here only to skip importing local mode
-#: when neither it nor ``--local`` asks for it.
-_LOCAL_VARIABLE = "TASKKIT_LOCAL"
 #: The job of every call on a local node (``taskkit run --local``'s default job too).
 _LOCAL_JOB = "local"
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
@@ -85,7 +80,7 @@ _PROGRESS_INTERVAL = 10.0
 @click.option(
     "--local",
     is_flag=False,
-    flag_value=_DEFAULT_LOCAL_DIR,
+    flag_value=DEFAULT_LOCAL_DIR,
     default=None,
     metavar="[DIR]",
     help="Run on a Batch-like node under DIR [default DIR: .taskkit; env: TASKKIT_LOCAL].",
@@ -122,9 +117,9 @@ def call_command(
       taskkit call pipeline:shard n=3 --dry-run
       taskkit call pipeline:shard n=3 --local
     """
-    if local is not None and local != _DEFAULT_LOCAL_DIR and _swallowed(local):
+    if local is not None and local != DEFAULT_LOCAL_DIR and _swallowed(local):
         # `--local mod:f x=1`: click gave --local the word that follows it; it was no DIR.
-        target, words, local = local, (target, *words), _DEFAULT_LOCAL_DIR
+        target, words, local = local, (target, *words), DEFAULT_LOCAL_DIR
     return _banded(
         lambda: _call(
             target,
@@ -245,7 +240,7 @@ def _on_local_node(
 
 def _local_node(local: str | None, environ: Mapping[str, str]) -> LocalNode | None:
     """The local node ``--local`` or ``TASKKIT_LOCAL`` names, if any."""
-    if local is None and not environ.get(_LOCAL_VARIABLE):
+    if local is None and not environ.get(LOCAL_VARIABLE):
         return None
     from taskkit.runner.local import LocalNode
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
 from taskkit.cli.report import say as _say
+from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitError
-from taskkit.runner.local import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE, LocalNode
+
+if TYPE_CHECKING:
+    from taskkit.runner.local import LocalNode
 
 __all__ = ["RunCommand", "run_options", "spec_from_options"]
 
@@ -198,9 +201,12 @@ def run_command(command: tuple[str, ...], dry_run: bool, local: str | None, **op
     """
 
     def attempt() -> int:
-        node = LocalNode.find(local, os.environ)
-        if node is not None:
-            return _run_local(node, command, dry_run, options)
+        if local or os.environ.get(LOCAL_VARIABLE):  # local mode is imported when asked for
+            from taskkit.runner.local import LocalNode
+
+            node = LocalNode.find(local, os.environ)
+            if node is not None:
+                return _run_local(node, command, dry_run, options)
         spec = spec_from_options(options, command)
         if dry_run:
             from taskkit.cli.dryrun import show_plan

@@ -22,11 +22,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from taskkit.envnames import DEFAULT_LOCAL_DIR
 from taskkit.function.context import CallContext, current
 from taskkit.function.plan import Calls
 from taskkit.observer import Observer, observer_or_default
 from taskkit.redaction import shown_url
-from taskkit.runner.local import DEFAULT_LOCAL_DIR, LocalNode
+from taskkit.runner.local import LocalNode
 from taskkit.storage.stores import Stores
 
 if TYPE_CHECKING:

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from taskkit.envnames import LOCAL_VARIABLE
 from taskkit.exceptions import ConfigError, IOFailure, LocalPermissionDenied, TaskFailure
 
 if TYPE_CHECKING:
@@ -60,16 +61,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_JOB_ID",
-    "DEFAULT_LOCAL_DIR",
-    "LOCAL_VARIABLE",
     "LocalNode",
     "LocalRun",
     "LocalTask",
     "task_id_of",
 ]
 
-LOCAL_VARIABLE = "TASKKIT_LOCAL"
-DEFAULT_LOCAL_DIR = ".taskkit"
 #: The job of a local task whose job id is given nowhere.
 DEFAULT_JOB_ID = "local"
 #: What Batch names the job's own level of its task directories (one job schedule run).

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
+from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.exceptions import ConfigError, IOFailure, TaskkitError
 from taskkit.runner.command import Finished, run_logged
 from taskkit.runner.local import (
     DEFAULT_JOB_ID,
-    DEFAULT_LOCAL_DIR,
-    LOCAL_VARIABLE,
     LocalNode,
     LocalRun,
     LocalTask,
