@@ -23,22 +23,20 @@ finished inner calls return their stored results without running.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import xxhash
-
-from taskkit.exceptions import Conflict, DataError, MisuseError, TaskFailure, TransientError
+from taskkit.exceptions import Conflict, MisuseError, TaskFailure, TransientError
 from taskkit.function.context import CallContext, current, entered
 from taskkit.function.deadline import deadline
 from taskkit.function.failures import PermanentFailure, classify, failure_text
+from taskkit.function.kept import keep_result, stored_result
 from taskkit.function.key import CallKey, changes
+from taskkit.function.moves import publish_outputs, stage_inputs
 from taskkit.function.places import POOL, resolve_state, resources, scratch
 from taskkit.function.plan import (
     CallPlan,
@@ -51,8 +49,7 @@ from taskkit.function.plan import (
     safe_name,
 )
 from taskkit.function.results import decode_result, encode_result
-from taskkit.observer import NullObserver, Observer, Progress
-from taskkit.redaction import shown_url
+from taskkit.observer import NullObserver, Observer
 from taskkit.runner.goal import CLAIM_TRIES, Goal, wait_for
 from taskkit.runner.journal import Heartbeat, Journal, Outcome, Version, now
 from taskkit.runner.policy import Verdict
@@ -66,8 +63,6 @@ __all__ = ["call", "forget", "planned"]
 
 #: How often a running call's attempt record is rewritten (other nodes read it as alive).
 HEARTBEAT = 30.0
-#: Results up to this size live in the outcome record; larger ones in a blob of their own.
-INLINE_RESULT = 64 * 1024
 
 
 def planned(
@@ -193,20 +188,7 @@ class _Call:
     # -- a hit -------------------------------------------------------------------------------
 
     def _stored(self, outcome: Outcome) -> object:
-        kept = outcome.work.get("result") or {}
-        how = kept.get("format", "json")
-        if "inline" in kept:
-            text = kept["inline"]
-            data = base64.b64decode(text) if how == "pickle" else text.encode()
-        else:
-            found = self.journal.store.load(self.journal.root + kept["blob"])
-            if found is None or _digest(found[0]) != kept.get("digest"):
-                raise DataError(
-                    f"{self.name}: the stored result {self.journal.url(kept['blob'])} is "
-                    "missing or damaged; forget() the call to run it again"
-                )
-            data = found[0]
-        return decode_result(data, how)
+        return stored_result(self.journal, outcome.work.get("result") or {}, self.name)
 
     def _permanent(self, outcome: Outcome) -> PermanentFailure:
         error = outcome.work.get("error") or {}
@@ -327,8 +309,18 @@ class _Call:
         except MisuseError as exc:
             raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
         try:
-            published = self._publish(number, held)
-            kept = self._keep_result(number, data)
+            published = publish_outputs(
+                self.task.output_texts,
+                name=self.name,
+                task={"task": self.task.name, "key": self.key.digest, "attempt": number},
+                journal=self.journal,
+                number=number,
+                held=held,
+                stores=self.stores,
+                observer=self.observer,
+                environ=self.env,
+            )
+            kept = keep_result(self.journal, number, data, self.task.options.result)
             success = self._outcome("success", number, result=kept, published=published)
             try:
                 self.journal.write_outcome(success, replacing=held)
@@ -345,34 +337,19 @@ class _Call:
         inputs = self.task.options.inputs
         if not inputs:
             return {}
-        from taskkit.transfer.stage import stage
-        from taskkit.transfer.stage_plan import Input
-
-        # Named by what the inputs hold: calls with other arguments on the same inputs share
-        # one copy, and a new version of an input is a new folder.
-        held = json.dumps(self.key.as_json()["inputs"], sort_keys=True).encode()
-        where = (
-            scratch(self.env)
-            / safe_name(self.task.name)
-            / "inputs"
-            / xxhash.xxh3_64_hexdigest(held)
-        )
-        summary = stage(
-            [Input(url, name) for name, url in sorted(inputs.items())],
-            workdir=where,
+        paths, summary = stage_inputs(
+            inputs,
+            self.key.as_json()["inputs"],
+            scratch(self.env) / safe_name(self.task.name) / "inputs",
+            name=self.name,
             stores=self.stores,
-            observer=_Quiet(self.observer),
+            observer=self.observer,
             environ=self.env,
         )
         error = summary.exit_error()
         if error is not None:
             raise _Failed(error, classify(error).verdict, str(error))
-        if summary.transferred:
-            self.observer.note(
-                f"{self.name}: staged {summary.transferred} of {summary.files} input files "
-                f"into {where}"
-            )
-        return {name: where / name for name in inputs}
+        return paths
 
     def _local(self, part: str) -> Path:
         return scratch(self.env) / safe_name(self.task.name) / self.key.hex[:16] / part
@@ -398,43 +375,6 @@ class _Call:
     def _close_checkpoint(checkpoint: Checkpoint | None) -> None:
         if checkpoint is not None:
             checkpoint.__exit__(None, None, None)
-
-    def _publish(self, number: int, held: Version) -> tuple[Any, ...]:
-        if not self.task.output_texts:
-            return ()
-        from taskkit.runner.published import destinations, recorded
-        from taskkit.transfer.patterns import parse_output
-        from taskkit.transfer.upload import upload
-
-        outputs = [parse_output(text) for text in self.task.output_texts]
-        summary = upload(
-            outputs,
-            workdir=os.getcwd(),
-            stores=self.stores,
-            task={"task": self.task.name, "key": self.key.digest, "attempt": number},
-            observer=_Quiet(self.observer),
-            environ=self.env,
-            fence=lambda: _still_held(self.journal, held),
-        )
-        error = summary.exit_error()
-        if error is not None:
-            raise error
-        dests = ", ".join(sorted({shown_url(o.dest) for o in outputs}))
-        self.observer.note(
-            f"{self.name}: published {summary.files} output files to {dests} "
-            f"({summary.transferred} sent)"
-        )
-        places = destinations(self.stores, outputs)
-        return recorded(self.journal, number, places, summary.published)
-
-    def _keep_result(self, number: int, data: bytes) -> dict[str, Any]:
-        how = self.task.options.result
-        if len(data) <= INLINE_RESULT:
-            text = base64.b64encode(data).decode() if how == "pickle" else data.decode()
-            return {"format": how, "inline": text}
-        name = f"result-{number:05d}.{'pickle' if how == 'pickle' else 'json'}"
-        self.journal.store.put(self.journal.root + name, data, {})
-        return {"format": how, "blob": name, "size": len(data), "digest": _digest(data)}
 
     def _keep_latest(self) -> None:
         """The key of this call, as the most recent of its function (for explanations)."""
@@ -480,23 +420,6 @@ class _Call:
             self.observer.warning(f"{self.name}: cannot record the end of the attempt: {exc}")
 
 
-class _Quiet(NullObserver):
-    """A call's staging or upload, heard by the call's observer: its warnings, problems and
-    progress, not its plan (the call says in one line what it moved)."""
-
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
-
-    def warning(self, text: str) -> None:
-        self.observer.warning(text)
-
-    def problem(self, problem: Exception | str) -> None:
-        self.observer.problem(problem)
-
-    def progress(self, progress: Progress) -> None:
-        self.observer.progress(progress)
-
-
 class _Failed(Exception):
     """A try that failed: the error, its verdict and one line saying why."""
 
@@ -510,17 +433,6 @@ def _short(name: str) -> str:
     return name.rpartition(":")[2].split("<locals>.")[-1] + "()"
 
 
-def _digest(data: bytes) -> str:
-    return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
-
-
 def _backoff(number: int) -> float:
     """The pause before in-process try ``number + 1``: 1 s doubling, at most 60 s."""
     return float(min(60.0, 2.0 ** (number - 1)))
-
-
-def _still_held(journal: Journal, version: Version) -> None:
-    found = journal.outcome()
-    if found is not None and found[1] == version:
-        return
-    raise TransientError("lost the claim to another call")

@@ -14,8 +14,9 @@ import pytest
 import taskkit
 from taskkit.exceptions import TransientError
 from taskkit.function.deadline import DeadlineReached
-from taskkit.function.execute import INLINE_RESULT, call
+from taskkit.function.execute import call
 from taskkit.function.failures import PermanentFailure
+from taskkit.function.kept import INLINE_RESULT
 from taskkit.function.task import Task, task
 
 RUNS: list[tuple[str, Any]] = []
