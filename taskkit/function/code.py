@@ -275,13 +275,36 @@ class _Walk:
     def _follow_function(self, fn: types.FunctionType) -> None:
         """Reach what ``fn``'s code names: its globals, attribute chains and closure cells."""
         self._follow(refs_of_function(fn), fn.__globals__)
-        for cell in fn.__closure__ or ():
+        names = fn.__code__.co_freevars
+        for name, cell in zip(names, fn.__closure__ or (), strict=False):
             try:
                 contents = cell.cell_contents
             except ValueError:  # a cell not filled yet
                 continue
             if any(is_code(found) for found in unwrapped(contents)):
                 self.reach(contents)
+            else:  # a value the function captured is one of its constants
+                where = f"{module_name(fn.__globals__)}:{qualname(fn)}.{name}"
+                self._captured(where, contents)
+
+    def _captured(self, where: str, value: object) -> None:
+        """A value code captured (a closure's cell, a partial's bound arguments): a constant
+        part by its canonical digest; one that cannot be keyed is a note, never ignored
+        silently."""
+        from taskkit.function.canonical import Unkeyable, digest_of
+
+        if is_simple(value):
+            self.parts.add(CodePart("constant", where, value_digest(value), _shown(repr(value))))
+            return
+        try:
+            digest = str(digest_of(value))
+        except Unkeyable as exc:
+            self.notes[
+                f"{where.rpartition(':')[2]} holds a value the key cannot take ({exc.what}): "
+                "a change of it does not run the call again; pass it as an argument"
+            ] = None
+            return
+        self.parts.add(CodePart("constant", where, digest, _shown(repr(value))))
 
     def _class(self, cls: type, forced: bool) -> None:
         if not (forced or is_users_class(cls)):
@@ -357,6 +380,9 @@ class _Walk:
             found = list(unwrapped(value))
             for each in found:
                 self._queue(each)
+            if isinstance(value, functools.partial):  # its bound arguments are constants too
+                where = f"{module_name(namespace)}:{name}"
+                self._captured(where, (value.args, dict(value.keywords)))
             if not found:
                 self._assigned(namespace, name)
 

@@ -60,10 +60,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def safe_name(name: str) -> str:
     """The folder of a function's records: its qualified name in characters any store takes
-    (``pkg.mod:outer.<locals>.f`` -> ``pkg.mod.outer._locals_.f``), bounded in length."""
-    safe = _UNSAFE.sub("_", name.replace(":", ".")).strip("._-") or "task"
-    if len(safe) > 120:
-        safe = safe[:100] + "-" + xxhash.xxh3_64_hexdigest(name.encode())
+    (``pkg.mod:clean`` -> ``pkg.mod.clean``; ``pkg.mod:outer.<locals>.f`` ->
+    ``pkg.mod.outer._locals_.f-<digest of the name>``), bounded in length."""
+    wanted = name.replace(":", ".")
+    safe = _UNSAFE.sub("_", wanted).strip("._-") or "task"
+    if safe != wanted or len(safe) > 120:
+        # Lossy (a letter outside ASCII, <locals>, <lambda>, a very long name): the name's
+        # digest keeps two such functions apart.
+        safe = safe[:100] + "-" + xxhash.xxh3_64_hexdigest(name.encode())[:12]
     return safe
 
 

@@ -98,6 +98,18 @@ def _check_inputs(signature: inspect.Signature, inputs: Mapping[str, str], where
             raise MisuseError(f"inputs: {name!r} needs a URL, not {inputs[name]!r}")
 
 
+def _check_method(fn: Callable[..., Any], signature: inspect.Signature, where: str) -> None:
+    """A function defined in a class body taking ``self`` or ``cls`` would be called unbound
+    (a task is no descriptor), and its instance cannot be keyed: refused, with the way out."""
+    owner, _, _ = getattr(fn, "__qualname__", "").rpartition(".")
+    first = next(iter(signature.parameters), None)
+    if owner and not owner.endswith("<locals>") and first in ("self", "cls"):
+        raise MisuseError(
+            f"@taskkit.task: {where} is a method ({first!r} cannot be part of a key); make it "
+            "a module-level function, or a @staticmethod that takes what it needs as arguments"
+        )
+
+
 def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
     found = value if isinstance(value, (tuple, list)) else (value,)
     for item in found:
@@ -151,6 +163,13 @@ class TaskSpec:
         self.signature = inspect.signature(fn)
         inputs, outputs = dict(inputs or {}), dict(outputs or {})
         check_names(self.signature, inputs, "inputs")
+        _check_method(fn, self.signature, where)
+        for name, param in self.signature.parameters.items():
+            if param.default is staged and name not in inputs:
+                raise MisuseError(
+                    f"{where}: {name!r} defaults to taskkit.staged, but no inputs= entry "
+                    f"names it (inputs={{{name!r}: URL}})"
+                )
         _check_inputs(self.signature, inputs, where)
         check_names(self.signature, ignore, "ignore")
         check_names(self.signature, key or {}, "key")

@@ -1022,3 +1022,23 @@ def test_a_version_is_shown_without_credentials() -> None:
     assert "c2VjcmV0" not in part.shown
     assert part.shown == "AccountName=a;AccountKey=***;"
     assert part.digest != code_key(_helper, version=part.shown).parts[0].digest
+
+
+def test_the_bound_arguments_of_a_partial_global_are_part_of_the_key(package: Package) -> None:
+    """`part = functools.partial(helper, 5)` read by the function: editing 5 changes the key,
+    and so does the helper's code."""
+    source = """
+        import functools
+        from . import helpers
+        part = functools.partial(helpers.clean, {n})
+        def run():
+            return part()
+        """
+    package.write(main=source.format(n=5), helpers="def clean(x):\n    return x + 1\n")
+    first = package.key()
+    package.write(main=source.format(n=6))
+    second = package.key()
+    assert first.digest != second.digest
+    assert any("constant part" in line for line in describe_changes(first, second))
+    package.write(helpers="def clean(x):\n    return x + 2\n")
+    assert package.key().digest != second.digest

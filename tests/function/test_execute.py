@@ -476,3 +476,47 @@ def test_a_function_made_by_exec_without_a_module_has_a_name() -> None:
     made = Task(space["made"])
     assert made.name == "__exec__:made"
     assert made(1) == made(1) == 2
+
+
+def _factory(k: int) -> Task[[int], int]:
+    @task
+    def scaled(x: int) -> int:
+        return x * k
+
+    return scaled
+
+
+def test_a_value_captured_in_a_closure_is_part_of_the_key() -> None:
+    """Two tasks a factory made with other captured values are other keys, explained."""
+    assert _factory(3)(2) == 6
+    four = _factory(4)
+    assert four.explain(2).reasons == ("constant _factory.scaled.k: 3 -> 4",)
+    assert four(2) == 8
+
+
+def test_a_captured_value_that_cannot_be_keyed_is_a_note() -> None:
+    """A lock in a closure is not silently ignored: the code key says so."""
+    import threading
+
+    lock = threading.Lock()
+
+    @task
+    def locked(x: int) -> int:
+        with lock:
+            return x
+
+    assert any("locked.lock" in note for note in locked.code().notes)
+
+
+def test_functions_whose_names_differ_outside_ascii_keep_their_own_records(
+    own_state: Path,
+) -> None:
+    """caf and café are two folders: one's explanation never compares with the other's."""
+    space: dict[str, Any] = {"__name__": "cafes"}
+    exec("def caf(x):\n    return x\ndef café(x):\n    return -x\n", space)
+    caf, cafe = Task(space["caf"]), Task(space["café"])
+    caf(1)
+    assert cafe.explain(1).said == "never run"
+    cafe(1)
+    folders = {p.name for p in (own_state / "state" / "calls").iterdir()}
+    assert len(folders) == 2

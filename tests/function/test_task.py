@@ -115,3 +115,31 @@ def test_the_package_face_names_the_function_api() -> None:
     ):
         assert name in taskkit.__all__
         assert getattr(taskkit, name) is not None
+
+
+def test_a_method_is_refused_at_decoration_a_staticmethod_is_not() -> None:
+    """`self` cannot be keyed and a task is no descriptor: one line saying what to do."""
+    with pytest.raises(MisuseError, match="is a method"):
+
+        class Jobs:
+            @task
+            def meth(self, n: int) -> int:
+                return n
+
+    class Fine:
+        @staticmethod
+        @task
+        def stat(n: int) -> int:
+            return n
+
+    assert Fine.stat(2) == 2
+
+
+def test_a_staged_default_without_an_input_is_refused_at_decoration() -> None:
+    """`ref: Path = taskkit.staged` needs an inputs= entry naming ref."""
+
+    def f(x: int, *, ref: Path = taskkit.staged) -> int:
+        return x
+
+    with pytest.raises(MisuseError, match="no inputs= entry names it"):
+        task(f)
