@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,15 @@ from taskkit.storage.stores import Stores
 if TYPE_CHECKING:
     from taskkit.runner.checkpoint import Checkpoint
 
-__all__ = ["CallContext", "attempt", "checkpoint_dir", "current", "entered", "is_last_attempt"]
+__all__ = [
+    "CallContext",
+    "attempt",
+    "checkpoint_dir",
+    "current",
+    "direct",
+    "entered",
+    "is_last_attempt",
+]
 
 _WHERE = "inside a call of a @taskkit.task function or a command of 'taskkit run'"
 
@@ -48,6 +57,8 @@ class CallContext:
     #: The keys of this call and the calls it runs inside (a call of one of them would wait
     #: for itself).
     chain: frozenset[str] = frozenset()
+    #: The state a caller chose for the whole call (``taskkit call --state``), passed down.
+    given_state: str | None = None
     checkpoint: Checkpoint | None = field(default=None)
 
     def checkpoint_dir(self) -> Path:
@@ -61,19 +72,42 @@ _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
 )
 
 
-def current() -> CallContext | None:
-    """The call running in this thread or task, if any."""
+#: The outermost calls running in this process, whatever their thread.
+_roots: list[CallContext] = []
+_roots_lock = threading.Lock()
+
+
+def direct() -> CallContext | None:
+    """The call this very code runs inside (this thread's, or the task's it was copied to)."""
     return _current.get()
+
+
+def current() -> CallContext | None:
+    """The call running in this thread or task, if any; else, in a thread that a call started
+    (a ``ThreadPoolExecutor`` fanning out inner calls knows nothing of contexts), the one
+    outermost call running in the process, when there is exactly one."""
+    found = _current.get()
+    if found is not None:
+        return found
+    with _roots_lock:
+        return _roots[0] if len(_roots) == 1 else None
 
 
 @contextlib.contextmanager
 def entered(context: CallContext) -> Iterator[CallContext]:
     """``context`` is the current call inside the block."""
+    root = _current.get() is None
     token = _current.set(context)
+    if root:
+        with _roots_lock:
+            _roots.append(context)
     try:
         yield context
     finally:
         _current.reset(token)
+        if root:
+            with _roots_lock:
+                _roots.remove(context)
 
 
 def checkpoint_dir() -> Path:

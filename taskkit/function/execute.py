@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskkit.exceptions import Conflict, MisuseError, TaskFailure, TransientError
-from taskkit.function.context import CallContext, current, entered
+from taskkit.exceptions import Conflict, DataError, MisuseError, TaskFailure, TransientError
+from taskkit.function.context import CallContext, direct, entered
 from taskkit.function.deadline import deadline
 from taskkit.function.failures import PermanentFailure, classify, failure_text
 from taskkit.function.kept import keep_result, stored_result
@@ -113,14 +114,16 @@ def call(
     """``task(*args, **kwargs)`` as the module docstring says; the (stored) result.
     ``state``: the state to use whatever the task says (``taskkit call --state``)."""
     with resources(stores, observer, environ) as (opened, told, env, parent):
-        state = resolve_state(task, env, parent, told, state)
+        given = state or (parent.given_state if parent is not None else None)
+        state = resolve_state(task, env, parent, told, given)
         # Shown only if it runs: a hit never says its arguments.
         key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False, shown=False)
         if key.code.notes and not task.noted:
             task.noted = True  # once per task and process: the code does not change meanwhile
             for note in key.code.notes:
                 told.note(f"{_short(task.name)}: {note}")
-        if parent is not None and key.digest in parent.chain:
+        inside = direct()
+        if inside is not None and key.digest in inside.chain:
             raise MisuseError(
                 f"{_short(task.name)} calls itself with the same arguments: it would wait for "
                 "itself forever"
@@ -128,6 +131,7 @@ def call(
         calls = POOL.calls(opened, state)
         journal = open_journal(calls, task.name, key)
         run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
+        run.given_state = given
         return run.settle(rerun)
 
 
@@ -157,8 +161,11 @@ class _Call:
         self.observer, self.env = observer, environ
         self.args, self.kwargs, self.sleep = args, kwargs, sleep
         self.name = _short(task.name)
-        parent = current()
-        self.chain = parent.chain if parent is not None else frozenset()
+        self.given_state: str | None = None
+        # The keys this very code runs inside (not a worker thread's adopted caller's: a
+        # thread that waits for its caller's key is no recursion).
+        inside = direct()
+        self.chain = inside.chain if inside is not None else frozenset()
 
     def settle(self, rerun: bool) -> object:
         journal = self.journal
@@ -170,8 +177,14 @@ class _Call:
                 continue
             if status.state == "met":
                 assert status.outcome is not None
-                self.observer.note(f"{self.name}: {status.why}; not run again")
-                return self._stored(status.outcome)
+                try:
+                    found = self._stored(status.outcome)
+                except DataError as exc:  # lost or tampered with: the work is done again
+                    self.observer.warning(f"{exc}; running it again")
+                    status = Goal("open", status.outcome, status.version, str(exc))
+                else:
+                    self.observer.note(f"{self.name}: {status.why}; not run again")
+                    return found
             if status.state == "permanent":
                 assert status.outcome is not None
                 raise self._permanent(status.outcome)
@@ -188,7 +201,8 @@ class _Call:
     # -- a hit -------------------------------------------------------------------------------
 
     def _stored(self, outcome: Outcome) -> object:
-        return stored_result(self.journal, outcome.work.get("result") or {}, self.name)
+        kept = outcome.work.get("result") or {}
+        return stored_result(self.journal, kept, self.name, self.task.options.result)
 
     def _permanent(self, outcome: Outcome) -> PermanentFailure:
         error = outcome.work.get("error") or {}
@@ -273,6 +287,7 @@ class _Call:
                     journal.store.delete(journal.root + "outcome.json", if_match=held)
                 raise
             self._end(beat, Verdict.SUCCESS, "returned")
+            shutil.rmtree(self._local("inputs"), ignore_errors=True)  # kept only for a retry
             return value
         raise MisuseError("unreachable: every try returns or raises")  # pragma: no cover
 
@@ -289,6 +304,7 @@ class _Call:
             environ=self.env,
             make_checkpoint=lambda: self._checkpoint(number),
             chain=self.chain | {self.key.digest},
+            given_state=self.given_state,
         )
         try:
             with entered(context), deadline(self.task.options.deadline, self.observer):
@@ -339,8 +355,7 @@ class _Call:
             return {}
         paths, summary = stage_inputs(
             inputs,
-            self.key.as_json()["inputs"],
-            scratch(self.env) / safe_name(self.task.name) / "inputs",
+            self._local("inputs"),
             name=self.name,
             stores=self.stores,
             observer=self.observer,

@@ -20,7 +20,7 @@ from taskkit.exceptions import DataError
 from taskkit.function.results import ResultFormat, decode_result
 from taskkit.runner.journal import Journal
 
-__all__ = ["INLINE_RESULT", "keep_result", "stored_result"]
+__all__ = ["INLINE_RESULT", "keep_result", "result_problem", "stored_result"]
 
 #: Results up to this size live in the outcome record; larger ones in a blob of their own.
 INLINE_RESULT = 64 * 1024
@@ -40,9 +40,12 @@ def keep_result(journal: Journal, number: int, data: bytes, how: ResultFormat) -
     return {"format": how, "blob": name, "size": len(data), "digest": _digest(data)}
 
 
-def stored_result(journal: Journal, kept: dict[str, Any], name: str) -> object:
-    """The result a success record says it ``kept``, decoded (``name`` says whose)."""
-    how = kept.get("format", "json")
+def stored_result(journal: Journal, kept: dict[str, Any], name: str, how: ResultFormat) -> object:
+    """The result a success record says it ``kept``, decoded (``name`` says whose) in the
+    task's own format ``how`` only: a record in another format is not read (a JSON task never
+    unpickles what a writer of the state put there), :class:`DataError`."""
+    if kept.get("format", "json") != how:
+        raise DataError(f"{name}: the stored result is not in the task's format ({how})")
     if "inline" in kept:
         text = kept["inline"]
         data = base64.b64decode(text) if how == "pickle" else text.encode()
@@ -50,8 +53,17 @@ def stored_result(journal: Journal, kept: dict[str, Any], name: str) -> object:
         found = journal.store.load(journal.root + kept["blob"])
         if found is None or _digest(found[0]) != kept.get("digest"):
             raise DataError(
-                f"{name}: the stored result {journal.url(kept['blob'])} is missing or damaged; "
-                "forget() the call to run it again"
+                f"{name}: the stored result {journal.url(kept['blob'])} is missing or damaged"
             )
         data = found[0]
     return decode_result(data, how)
+
+
+def result_problem(journal: Journal, kept: dict[str, Any], how: ResultFormat) -> str | None:
+    """Why the result a success record names cannot be returned, or None (reads its blob:
+    for a plan, which says what a call would do)."""
+    try:
+        stored_result(journal, kept, "", how)
+    except DataError as exc:
+        return str(exc).lstrip(": ")
+    return None

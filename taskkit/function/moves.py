@@ -2,22 +2,18 @@
 
 Both go through the transfer wing as ``taskkit stage`` and ``taskkit upload`` do, heard by the
 call's observer without their plans: a call says in one line what it staged and what it
-published. Inputs are staged into a folder named by what they hold (the listed contents its key
-keeps), so calls with other arguments on the same inputs share one copy, and a new version of
-an input is a new folder. Outputs are published from the current directory under the call's
+published. Inputs are staged into the call's own folder (one per key, removed when the call
+succeeds; a node cache, when there is one, saves the downloads of calls on the same inputs).
+Outputs are published from the current directory under the call's
 claim: the upload's fence reads the claim before each manifest is written, so a call that lost
 its claim never publishes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import xxhash
 
 from taskkit.exceptions import TransientError
 from taskkit.observer import NullObserver, Observer, Progress
@@ -48,7 +44,6 @@ class _Quiet(NullObserver):
 
 def stage_inputs(
     inputs: Mapping[str, str],
-    described: Mapping[str, Any],
     folder: Path,
     *,
     name: str,
@@ -56,13 +51,12 @@ def stage_inputs(
     observer: Observer,
     environ: Mapping[str, str],
 ) -> tuple[dict[str, Path], Summary]:
-    """Stage ``inputs`` (name -> URL; ``described``: their contents, as the key keeps them)
-    below ``folder``; the path of each, and the summary (the caller checks its errors)."""
+    """Stage ``inputs`` (name -> URL) below ``folder`` (the call's own: nothing another call
+    left there is seen); the path of each, and the summary (the caller checks its errors)."""
     from taskkit.transfer.stage import stage
     from taskkit.transfer.stage_plan import Input
 
-    held = json.dumps(described, sort_keys=True).encode()
-    where = folder / xxhash.xxh3_64_hexdigest(held)
+    where = folder
     summary = stage(
         [Input(url, input_name) for input_name, url in sorted(inputs.items())],
         workdir=where,

@@ -254,6 +254,14 @@ def plan_call(
     calls = Calls.open(stores, state)
     journal = open_journal(calls, task.name, key)
     status = call_status(journal, key, stores)
+    if status.state == "met" and status.outcome is not None:
+        from taskkit.function.kept import result_problem
+
+        problem = result_problem(
+            journal, status.outcome.work.get("result") or {}, task.options.result
+        )
+        if problem is not None:  # as the call would find it: it runs again
+            status = Goal("open", status.outcome, status.version, problem)
     before = latest(calls, task.name) if status.state == "open" else None
     options = task.options
     return CallPlan(

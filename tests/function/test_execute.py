@@ -200,18 +200,49 @@ def test_a_large_result_lives_in_a_blob_of_its_own(own_state: Path) -> None:
     assert json.loads(blobs[0].read_text()) == first
 
 
-def test_a_damaged_stored_result_is_a_clear_error(own_state: Path) -> None:
-    """A result blob changed behind taskkit's back is not returned."""
+def test_a_damaged_stored_result_runs_the_call_again(
+    own_state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result blob changed behind taskkit's back is never returned: explain says the call
+    would run, and the call runs again with one warning."""
+    runs: list[int] = []
 
     @task
     def big() -> str:
+        runs.append(1)
         return "y" * (INLINE_RESULT + 10)
 
-    big()
+    first = big()
     blob = next((own_state / "state").rglob("result-*.json"))
     blob.write_text('"tampered"')
-    with pytest.raises(taskkit.DataError, match="damaged"):
-        big()
+    assert big.explain().said == "would run"
+    with caplog.at_level("WARNING", logger="taskkit"):
+        assert big() == first
+    assert len(runs) == 2
+    assert any("damaged; running it again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_json_task_never_unpickles_a_record_someone_else_wrote(own_state: Path) -> None:
+    """A forged record saying 'pickle' is not a hit of a JSON task: nothing is unpickled, the
+    call runs again."""
+    import base64
+    import pickle
+
+    runs: list[int] = []
+
+    @task
+    def total(n: int) -> int:
+        runs.append(n)
+        return n * 2
+
+    total(21)
+    outcome = next((own_state / "state").rglob("outcome.json"))
+    record = json.loads(outcome.read_text())
+    forged = base64.b64encode(pickle.dumps(Path("/etc/forged"))).decode()
+    record["work"]["result"] = {"format": "pickle", "inline": forged}
+    outcome.write_text(json.dumps(record))
+    assert total(21) == 42
+    assert runs == [21, 21]
 
 
 def test_outputs_are_published_after_success_and_a_lost_output_runs_again(
@@ -520,3 +551,61 @@ def test_functions_whose_names_differ_outside_ascii_keep_their_own_records(
     cafe(1)
     folders = {p.name for p in (own_state / "state" / "calls").iterdir()}
     assert len(folders) == 2
+
+
+def test_inner_calls_from_worker_threads_are_steps_of_the_task_that_started_them(
+    own_state: Path,
+) -> None:
+    """A ThreadPoolExecutor fan-out inside a task keeps its inner records in the task's state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    @task
+    def piece(i: int) -> int:
+        return i * i
+
+    @task(state=f"file://{own_state}/outer-state")
+    def fan(n: int) -> int:
+        with ThreadPoolExecutor(3) as pool:
+            return sum(pool.map(piece, range(n)))
+
+    assert fan(4) == 14
+    kept = {p.name for p in (own_state / "outer-state" / "calls").iterdir()}
+    assert any(".piece" in name for name in kept)
+    assert not (own_state / "state").exists()
+
+
+def test_a_call_sees_only_its_own_staged_inputs(own_state: Path) -> None:
+    """What one call left in its staged input is not seen by a call with another key, and a
+    call's staged folder is removed once it succeeded."""
+    source = own_state / "ref"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    seen: list[list[str]] = []
+
+    @task(inputs={"ref": f"file://{source}/"})
+    def look(tag: str, ref: Path = taskkit.staged) -> str:
+        seen.append(sorted(p.name for p in ref.iterdir()))
+        (ref / f"left-by-{tag}.txt").write_text(tag)
+        return tag
+
+    look("x")
+    look("y")
+    assert seen == [["a.txt"], ["a.txt"]]
+    assert not list((own_state / "local").rglob("left-by-*"))
+
+
+def test_a_state_given_to_the_outer_call_is_the_inner_calls_state_too(own_state: Path) -> None:
+    """invoke(state=...) (taskkit call --state) is passed down to the calls inside."""
+
+    @task
+    def inner(i: int) -> int:
+        return i
+
+    @task
+    def outer(n: int) -> int:
+        return sum(inner(i) for i in range(n))
+
+    assert outer.invoke((3,), state=f"file://{own_state}/given") == 3
+    kept = {p.name for p in (own_state / "given" / "calls").iterdir()}
+    assert any(".inner" in name for name in kept)
+    assert not (own_state / "state").exists()
