@@ -67,7 +67,9 @@ def safe_name(name: str) -> str:
     if safe != wanted or len(safe) > 120:
         # Lossy (a letter outside ASCII, <locals>, <lambda>, a very long name): the name's
         # digest keeps two such functions apart.
-        safe = safe[:100] + "-" + xxhash.xxh3_64_hexdigest(name.encode())[:12]
+        if len(safe) > 100:  # the module's start and the function's end say the most
+            safe = safe[:40] + "_" + safe[-59:]
+        safe = safe + "-" + xxhash.xxh3_64_hexdigest(name.encode())[:12]
     return safe
 
 
