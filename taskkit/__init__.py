@@ -18,6 +18,7 @@ from taskkit.content.hashing import FileDigest, HashResult, hash_file, hash_path
 from taskkit.content.statcache import StatCache, default_cache_dir
 from taskkit.content.walk import Failed, Skipped
 from taskkit.exceptions import (
+    BadTask,
     ConfigError,
     Conflict,
     DataError,
@@ -123,6 +124,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CHUNK_SIZE",
+    "BadTask",
     "CallPlan",
     "CodeSet",
     "ConfigError",

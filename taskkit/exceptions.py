@@ -20,7 +20,10 @@ The tree, with ``exit_code`` and ``run_code``::
     |   |   +-- LocalPermissionDenied 77 203  ... a local path of this node
     |   +-- ConfigError             78 200  ValueError: settings, spec or credentials are wrong
     +-- MisuseError                 70 206  TypeError: the library API was called wrongly (a bug
-                                            in the caller's code, never a fault of the data)
+        |                                   in the caller's code, never a fault of the data)
+        +-- BadTask                 64 200  ... a task function, or a call of it, that cannot
+                                            be: a bad option, an argument that cannot be keyed,
+                                            a call of itself (permanent: the code must change)
 
 ``exit_code`` is what ``taskkit stage``, ``upload`` and ``hash`` exit with. The codes follow
 BSD ``sysexits.h`` so that shell users and Azure Batch exit conditions can tell a retryable
@@ -47,6 +50,7 @@ from typing import ClassVar
 from taskkit.redaction import redact
 
 __all__ = [
+    "BadTask",
     "ConfigError",
     "Conflict",
     "DataError",
@@ -203,6 +207,14 @@ class MisuseError(TaskkitError, TypeError):
 
     exit_code = EX_SOFTWARE
     run_code = EX_RUN_SOFTWARE
+
+
+class BadTask(MisuseError):
+    """A task function, or a call of it, that cannot be (see the tree): a usage error of the
+    program, permanent, which ``taskkit call`` exits with as taskkit's own (200)."""
+
+    exit_code = EX_USAGE
+    run_code = EX_RUN_CONFIG
 
 
 def from_os_error(exc: OSError, what: str) -> TaskFailure:

@@ -17,6 +17,7 @@ from taskkit.exceptions import (
     EX_RUN_NOINPUT,
     EX_RUN_SOFTWARE,
     EX_RUN_TEMPFAIL,
+    BadTask,
     ConfigError,
     Conflict,
     DataError,
@@ -187,6 +188,7 @@ RUN_ROWS = {
     Conflict: "a lost race",
     SourceChanged: "storage unreachable",
     MisuseError: "an internal error",
+    BadTask: "a task function that cannot be",
     TaskFailure: "an internal error",
     TaskkitError: "an internal error",
 }

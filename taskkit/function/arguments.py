@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from taskkit.content.statcache import StatCache
-from taskkit.exceptions import InputNotFound, IOFailure, MisuseError, PermissionDenied
+from taskkit.exceptions import BadTask, InputNotFound, IOFailure, PermissionDenied
 from taskkit.function.canonical import Encoder, Unkeyable
 from taskkit.function.pathcontent import PathContent
 from taskkit.redaction import redact
@@ -52,7 +52,7 @@ _TEXT_SHOWN = 4096
 _SORTED_SHOWN = 32
 
 
-class UnhashableArgument(MisuseError):
+class UnhashableArgument(BadTask):
     """An argument has no canonical form, so it cannot be part of a key."""
 
 
@@ -71,7 +71,7 @@ def check_names(
     unknown = [name for name in names if name not in signature.parameters]
     if unknown:
         known = ", ".join(signature.parameters) or "none"
-        raise MisuseError(
+        raise BadTask(
             f"{option}={sorted(names)!r}: {unknown[0]!r} is not a parameter of the function "
             f"(its parameters: {known})"
         )
@@ -111,7 +111,12 @@ def hash_argument(
     :class:`~taskkit.exceptions.InputNotFound` naming the argument.
     """
     if keyer is not None:
-        value = keyer(value)
+        try:
+            value = keyer(value)
+        except Exception as exc:  # the task's key= function: the call never began
+            raise BadTask(
+                f"argument {name!r}: key={{{name!r}: ...}} raised {type(exc).__name__}: {exc}"
+            ) from exc
     encoder = Encoder(cache=cache)
     try:
         encoder.encode(value)

@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 import xxhash
 
-from taskkit.exceptions import MisuseError
+from taskkit.exceptions import BadTask
 from taskkit.function.facts import (
     Facts,
     Refs,
@@ -200,18 +200,18 @@ def code_key(
     """
     if version is not None:
         if not isinstance(version, str):
-            raise MisuseError(f"version= takes a string, not {type(version).__name__}")
+            raise BadTask(f"version= takes a string, not {type(version).__name__}")
         shown = redact(version)
         return CodeKey((CodePart("version", "version", value_digest(version), shown),))
     walk = _Walk()
     if not any(is_code(item) for item in unwrapped(fn)):
-        raise MisuseError(f"a task is a Python function, not {type(fn).__name__}")
+        raise BadTask(f"a task is a Python function, not {type(fn).__name__}")
     walk.reach(fn, forced=True)
     for item in depends:
         if not any(
             is_code(found) or isinstance(found, types.ModuleType) for found in unwrapped(item)
         ):
-            raise MisuseError(
+            raise BadTask(
                 f"depends= takes functions, classes or modules, not {type(item).__name__}"
             )
         walk.reach(item, forced=True)

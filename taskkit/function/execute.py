@@ -31,7 +31,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskkit.exceptions import Conflict, DataError, MisuseError, TaskFailure, TransientError
+from taskkit.exceptions import (
+    BadTask,
+    Conflict,
+    DataError,
+    MisuseError,
+    TaskFailure,
+    TransientError,
+)
 from taskkit.function.context import CallContext, direct, entered
 from taskkit.function.deadline import deadline
 from taskkit.function.failures import PermanentFailure, classify, failure_text
@@ -124,7 +131,7 @@ def call(
                 told.note(f"{_short(task.name)}: {note}")
         inside = direct()
         if inside is not None and key.digest in inside.chain:
-            raise MisuseError(
+            raise BadTask(
                 f"{_short(task.name)} calls itself with the same arguments: it would wait for "
                 "itself forever"
             )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from taskkit.exceptions import MisuseError
+from taskkit.exceptions import BadTask
 from taskkit.function.source import (
     SCHEMA,
     Source,
@@ -348,7 +348,7 @@ def module_digest(module: types.ModuleType) -> str:
     filename = getattr(module, "__file__", None)
     source = source_of(filename, vars(module)) if filename else None
     if source is None:
-        raise MisuseError(f"depends=: module {module.__name__} has no Python source to hash")
+        raise BadTask(f"depends=: module {module.__name__} has no Python source to hash")
     return source.digest
 
 

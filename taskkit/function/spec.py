@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from taskkit.exceptions import MisuseError, TaskkitError
+from taskkit.exceptions import BadTask, TaskkitError
 from taskkit.function.failures import classify
 from taskkit.function.results import ResultFormat
 from taskkit.runner.policy import Verdict
@@ -90,12 +90,12 @@ def _check_inputs(signature: inspect.Signature, inputs: Mapping[str, str], where
         if kind is inspect.Parameter.POSITIONAL_ONLY or (
             spread and kind is not inspect.Parameter.KEYWORD_ONLY
         ):
-            raise MisuseError(
+            raise BadTask(
                 f"inputs: {where} takes {name!r} by position; an input is passed by keyword "
                 "(make it keyword-only)"
             )
         if not isinstance(inputs[name], str):
-            raise MisuseError(f"inputs: {name!r} needs a URL, not {inputs[name]!r}")
+            raise BadTask(f"inputs: {name!r} needs a URL, not {inputs[name]!r}")
 
 
 def _check_method(fn: Callable[..., Any], signature: inspect.Signature, where: str) -> None:
@@ -104,7 +104,7 @@ def _check_method(fn: Callable[..., Any], signature: inspect.Signature, where: s
     owner, _, _ = getattr(fn, "__qualname__", "").rpartition(".")
     first = next(iter(signature.parameters), None)
     if owner and not owner.endswith("<locals>") and first in ("self", "cls"):
-        raise MisuseError(
+        raise BadTask(
             f"@taskkit.task: {where} is a method ({first!r} cannot be part of a key); make it "
             "a module-level function, or a @staticmethod that takes what it needs as arguments"
         )
@@ -114,7 +114,7 @@ def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
     found = value if isinstance(value, (tuple, list)) else (value,)
     for item in found:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise MisuseError(f"{option}: {item!r} is not an exception class")
+            raise BadTask(f"{option}: {item!r} is not an exception class")
     return tuple(found)
 
 
@@ -141,32 +141,37 @@ class TaskSpec:
         from taskkit.function.arguments import check_names
 
         if not callable(fn):
-            raise MisuseError(f"@taskkit.task decorates a function, not {fn!r}")
+            raise BadTask(f"@taskkit.task decorates a function, not {fn!r}")
         fn = getattr(fn, "__wrapped_task__", fn)
         where = getattr(fn, "__qualname__", repr(fn))
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise MisuseError(
+            raise BadTask(
                 f"@taskkit.task: {where} is a generator; a task returns its result (return a list)"
             )
         if inspect.iscoroutinefunction(fn):
-            raise MisuseError(
+            raise BadTask(
                 f"@taskkit.task: {where} is an async def function, which tasks do not support; "
                 "decorate a plain function that calls asyncio.run(...)"
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise MisuseError(f"retries: a whole number of at least 0, not {retries!r}")
+            raise BadTask(f"retries: a whole number of at least 0, not {retries!r}")
         if result not in ("json", "pickle"):
-            raise MisuseError(f"result: 'json' or 'pickle', not {result!r}")
+            raise BadTask(f"result: 'json' or 'pickle', not {result!r}")
         if version is not None and not isinstance(version, str):
-            raise MisuseError(f"version: a string, not {version!r}")
+            raise BadTask(f"version: a string, not {version!r}")
         self.fn: Callable[..., Any] = fn
         self.signature = inspect.signature(fn)
         inputs, outputs = dict(inputs or {}), dict(outputs or {})
         check_names(self.signature, inputs, "inputs")
         _check_method(fn, self.signature, where)
+        for item in depends:
+            if not (inspect.isfunction(item) or inspect.isclass(item) or inspect.ismodule(item)):
+                raise BadTask(
+                    f"depends=: functions, classes or modules, not {type(item).__name__} {item!r}"
+                )
         for name, param in self.signature.parameters.items():
             if param.default is staged and name not in inputs:
-                raise MisuseError(
+                raise BadTask(
                     f"{where}: {name!r} defaults to taskkit.staged, but no inputs= entry "
                     f"names it (inputs={{{name!r}: URL}})"
                 )
@@ -266,4 +271,4 @@ def _seconds(value: float | str) -> float:
     try:
         return parse_duration(value)
     except (TaskkitError, ValueError) as exc:
-        raise MisuseError(f"deadline: {exc}") from None
+        raise BadTask(f"deadline: {exc}") from None

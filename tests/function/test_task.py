@@ -143,3 +143,29 @@ def test_a_staged_default_without_an_input_is_refused_at_decoration() -> None:
 
     with pytest.raises(MisuseError, match="no inputs= entry names it"):
         task(f)
+
+
+def test_a_bad_depends_is_refused_at_decoration() -> None:
+    """A string (a natural slip) is no code: refused before any call, as a BadTask."""
+    with pytest.raises(taskkit.BadTask, match="depends="):
+        task(depends=["plugins.fast"])(double)
+
+
+def test_what_cannot_be_called_is_a_bad_task_that_taskkit_call_exits_200_with() -> None:
+    """An unkeyable argument, a key= function that raises, a call of itself: BadTask, whose
+    run code is the permanent 200, never the retryable 206 of an internal error."""
+    import threading
+
+    @task(key={"x": lambda v: v["id"]})
+    def keyed(x: str) -> str:
+        return x
+
+    @task
+    def takes(lock: object) -> None:
+        return None
+
+    with pytest.raises(taskkit.BadTask, match=r"argument 'x': key=\{'x': \.\.\.\} raised"):
+        keyed("abc")
+    with pytest.raises(taskkit.BadTask, match="cannot key"):
+        takes(threading.Lock())
+    assert taskkit.BadTask.run_code == 200
