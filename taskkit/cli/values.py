@@ -209,7 +209,10 @@ def _int(word: str) -> int:
     # int() would also take "1_000", " 7" and Unicode digits: a typo should not become a key.
     if _INT.fullmatch(word) is None:
         raise _Refused(word)
-    return int(word)
+    try:
+        return int(word)
+    except ValueError:  # longer than Python converts (sys.get_int_max_str_digits)
+        raise _Refused(f"{len(word)} digits: more than Python reads") from None
 
 
 def _float(word: str) -> float:
@@ -339,7 +342,10 @@ def _value(name: str, kind: Kind, texts: list[str]) -> object:
         except _Refused as exc:
             said = str(exc)
             detail = f" ({said})" if said != text else ""
-            raise UsageError(f"parameter {name}: {text!r} is not {kind.expected}{detail}") from None
+            shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+            raise UsageError(
+                f"parameter {name}: {shown!r} is not {kind.expected}{detail}"
+            ) from None
     if kind.gather is None:
         return items[0]
     if len(items) == 1 and items[0] is None:  # list[X] | None given as NAME=none

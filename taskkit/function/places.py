@@ -86,7 +86,7 @@ def local_node(environ: Mapping[str, str]) -> LocalNode:
 
 def default_state(environ: Mapping[str, str]) -> str:
     """``TASKKIT_STATE``, else the state of the local-mode node (``.taskkit/state``)."""
-    return environ.get("TASKKIT_STATE") or local_node(environ).state_url
+    return environ.get("TASKKIT_STATE", "").strip() or local_node(environ).state_url
 
 
 def scratch(environ: Mapping[str, str]) -> Path:
@@ -116,7 +116,11 @@ def resolve_state(
     if parent is not None:
         return parent.state
     state = default_state(environ)
-    if say and not environ.get("TASKKIT_STATE") and not local_node(environ).state_dir.exists():
+    if (
+        say
+        and not environ.get("TASKKIT_STATE", "").strip()
+        and not local_node(environ).state_dir.exists()
+    ):
         # Named when it is made, once a process: where results went should be no surprise.
         with _said_lock:
             first = state not in _said_state

@@ -81,7 +81,7 @@ class Calls(NamedTuple):
 
     @classmethod
     def open(cls, stores: Stores, state: str) -> Calls:
-        store, key = stores.open(state.rstrip("/") + "/")
+        store, key = stores.open(state if state.endswith("/") else state + "/")
         return cls(store, key.rstrip("/") + "/calls/")
 
     def folder(self, name: str) -> str:

@@ -61,6 +61,8 @@ def container_problem(url: str) -> str | None:
     not a syntax."""
     scheme, sep, rest = url.partition("://")
     container = _container(rest)
+    if sep and scheme.lower() in AZURE_PROTOCOLS and not container.strip():
+        return f"names no container ({scheme}://CONTAINER/PATH)"
     if not (sep and scheme.lower() in AZURE_PROTOCOLS and container):
         return None
     if ":" in container:  # 'user:password@account': shown without its password

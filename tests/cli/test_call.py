@@ -285,6 +285,8 @@ BAD_INPUTS = [
     ),
     (["work:kinds", *KINDS[:4], "mode=quick", *KINDS[5:]], ["parameter mode", "one of fast, slow"]),
     (["work:add", "a=1", "--json", "--dry-run"], ["--json and --dry-run"]),
+    (["work:add", "a=" + "9" * 5000], ["parameter a:", "(5000 characters)", "5000 digits"]),
+    (["--state", "az://", "work:add", "a=1"], ["'az://' names no container"]),
     (["work:add", "--no-such-option"], ["No such option"]),
 ]
 
