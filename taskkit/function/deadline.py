@@ -26,7 +26,7 @@ class DeadlineReached(TransientError):
 
 
 @contextlib.contextmanager
-def deadline(seconds: float | None, observer: Observer) -> Iterator[None]:
+def deadline(seconds: float | None, observer: Observer, name: str = "") -> Iterator[None]:
     """Raise :class:`DeadlineReached` in the function when it runs past ``seconds``: by
     SIGALRM, so only in the main thread and when nothing else uses SIGALRM (else one note)."""
     if seconds is None:
@@ -36,7 +36,11 @@ def deadline(seconds: float | None, observer: Observer) -> Iterator[None]:
         signal.SIGALRM
     ) in (signal.SIG_DFL, signal.SIG_IGN, None)
     if not usable:
-        observer.note("deadline not enforced: it needs the main thread and SIGALRM to itself")
+        observer.note(
+            f"{name}: deadline not enforced: it needs the main thread and SIGALRM to itself"
+            if name
+            else "deadline not enforced: it needs the main thread and SIGALRM to itself"
+        )
         yield
         return
 

@@ -101,7 +101,10 @@ def _forget(journal: Journal, told: Observer, name: str) -> bool:
         return False  # nothing kept, or a live call's claim (not ours to clear)
     with contextlib.suppress(Conflict):  # changed meanwhile: what is there now stays
         journal.store.delete(journal.root + "outcome.json", if_match=found[1])
-        told.note(f"{name}: forgot the {found[0].state} of attempt {found[0].attempt}")
+        what = {"permanent": "permanent failure", "failed": "failure"}.get(
+            found[0].state, found[0].state
+        )
+        told.note(f"{name}: forgot the {what} of attempt {found[0].attempt}")
         return True
     return False
 
@@ -314,7 +317,7 @@ class _Call:
             given_state=self.given_state,
         )
         try:
-            with entered(context), deadline(self.task.options.deadline, self.observer):
+            with entered(context), deadline(self.task.options.deadline, self.observer, self.name):
                 value = self.task.fn(*args, **kwargs)
         except Exception as exc:
             self._close_checkpoint(context.checkpoint)
@@ -342,6 +345,7 @@ class _Call:
                 stores=self.stores,
                 observer=self.observer,
                 environ=self.env,
+                allow_empty=self.task.options.allow_empty,
             )
             kept = keep_result(self.journal, number, data, self.task.options.result)
             success = self._outcome("success", number, result=kept, published=published)

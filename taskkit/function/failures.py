@@ -135,6 +135,9 @@ def failure_text(exc: BaseException) -> tuple[str, str, str]:
     """The type name, message and traceback text a record keeps of ``exc`` (redacted; the
     traceback cut to its last part)."""
     kind = type(exc)
+    if isinstance(exc, PermanentFailure):  # a task it called: its words, once, not nested
+        message = f"{exc.task} failed permanently: {exc.type_name}: {exc.message}"
+        return "PermanentFailure", redact(message), exc.traceback_text
     module = kind.__module__
     type_name = kind.__qualname__
     if module not in ("builtins", "__main__"):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from taskkit.exceptions import TransientError
+from taskkit.exceptions import InputNotFound, TransientError
 from taskkit.observer import NullObserver, Observer, Progress
 from taskkit.redaction import shown_url
 from taskkit.runner.journal import Journal, PublishedManifest, Version
@@ -26,17 +26,15 @@ __all__ = ["publish_outputs", "stage_inputs"]
 
 
 class _Quiet(NullObserver):
-    """A call's staging or upload, heard by the call's observer: its warnings, problems and
-    progress, not its plan (the call says in one line what it moved)."""
+    """A call's staging or upload, heard by the call's observer: its warnings and progress,
+    not its plan (the call says in one line what it moved) nor its problems (the first is
+    what the call raises: said once, by whoever catches it)."""
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
 
     def warning(self, text: str) -> None:
         self.observer.warning(text)
-
-    def problem(self, problem: Exception | str) -> None:
-        self.observer.problem(problem)
 
     def progress(self, progress: Progress) -> None:
         self.observer.progress(progress)
@@ -82,6 +80,7 @@ def publish_outputs(
     stores: Stores,
     observer: Observer,
     environ: Mapping[str, str],
+    allow_empty: bool = False,
 ) -> tuple[PublishedManifest, ...]:
     """Upload and publish ``output_texts`` (``GLOB=DEST``) from the current directory under the
     claim at ``held``; the journal's copies of the manifests, for the success record."""
@@ -100,8 +99,14 @@ def publish_outputs(
         observer=_Quiet(observer),
         environ=environ,
         fence=lambda: _still_held(journal, held),
+        allow_empty=allow_empty,
     )
     error = summary.exit_error()
+    if isinstance(error, InputNotFound) and "--allow-empty" in error.message:
+        # The command line's advice, in the words of a task's option.
+        error = InputNotFound(
+            error.message.replace("use --allow-empty", "give the task allow_empty=True")
+        )
     if error is not None:
         raise error
     dests = ", ".join(sorted({shown_url(o.dest) for o in outputs}))

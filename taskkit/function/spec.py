@@ -65,6 +65,8 @@ class TaskOptions:
     ignore: frozenset[str] = frozenset()
     key: Mapping[str, Callable[[Any], object]] = field(default_factory=dict)
     result: ResultFormat = "json"
+    #: An output pattern may match no file (else a call whose outputs match nothing fails).
+    allow_empty: bool = False
 
 
 def _qualified(fn: Callable[..., object]) -> str:
@@ -137,6 +139,7 @@ class TaskSpec:
         ignore: Collection[str] = (),
         key: Mapping[str, Callable[[Any], object]] | None = None,
         result: ResultFormat = "json",
+        allow_empty: bool = False,
     ) -> None:
         from taskkit.function.arguments import check_names
 
@@ -191,6 +194,7 @@ class TaskSpec:
             ignore=frozenset(ignore),
             key=dict(key or {}),
             result=result,
+            allow_empty=bool(allow_empty),
         )
         # What a caller passes: the inputs are taskkit's to pass.
         self.call_signature = self.signature.replace(

@@ -167,6 +167,7 @@ def task(
     ignore: Collection[str] = (),
     key: Mapping[str, Callable[[Any], object]] | None = None,
     result: ResultFormat = "json",
+    allow_empty: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

@@ -609,3 +609,46 @@ def test_a_state_given_to_the_outer_call_is_the_inner_calls_state_too(own_state:
     kept = {p.name for p in (own_state / "given" / "calls").iterdir()}
     assert any(".inner" in name for name in kept)
     assert not (own_state / "state").exists()
+
+
+def test_outputs_that_match_nothing_fail_with_the_tasks_advice_unless_allowed(
+    own_state: Path,
+) -> None:
+    """A pattern matching nothing is InputNotFound naming allow_empty=True; with it the call
+    succeeds and publishes an empty manifest."""
+    dest = f"file://{own_state}/empty/"
+
+    @task(outputs={"none/*.csv": dest})
+    def strict() -> int:
+        return 1
+
+    @task(outputs={"none/*.csv": dest + "ok/"}, allow_empty=True)
+    def lenient() -> int:
+        return 2
+
+    with pytest.raises(taskkit.InputNotFound, match=r"allow_empty=True"):
+        strict()
+    assert lenient() == 2
+    assert (own_state / "empty" / "ok" / "_taskkit_manifest.json").exists()
+
+
+def test_an_outer_failure_caused_by_an_inner_one_names_it_once(own_state: Path) -> None:
+    """The outer's record says which inner task failed and how, without nesting its hint."""
+
+    @task
+    def inner_bad(n: int) -> int:
+        raise KeyError("k")
+
+    @task
+    def outer_passes(n: int) -> int:
+        return inner_bad(n)
+
+    with pytest.raises(KeyError):
+        inner_bad(1)  # recorded: from now on the inner call raises PermanentFailure
+    with pytest.raises(PermanentFailure):
+        outer_passes(1)
+    with pytest.raises(PermanentFailure) as info:
+        outer_passes(1)
+    text = str(info.value)
+    assert "inner_bad failed permanently: KeyError" in text
+    assert text.count("--rerun") == 1
