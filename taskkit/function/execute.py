@@ -172,6 +172,7 @@ class _Call:
         self.args, self.kwargs, self.sleep = args, kwargs, sleep
         self.name = _short(task.name)
         self.given_state: str | None = None
+        self.warned = False  # why it runs was said already (as a warning)
         # The keys this very code runs inside (not a worker thread's adopted caller's: a
         # thread that waits for its caller's key is no recursion).
         inside = direct()
@@ -190,8 +191,10 @@ class _Call:
                 try:
                     found = self._stored(status.outcome)
                 except DataError as exc:  # lost or tampered with: the work is done again
-                    self.observer.warning(f"{exc}; running it again")
-                    status = Goal("open", status.outcome, status.version, str(exc))
+                    self.observer.warning(f"{exc}; running it again")  # the one line said
+                    why = str(exc).removeprefix(f"{self.name}: ")
+                    status = Goal("open", status.outcome, status.version, why)
+                    self.warned = True
                 else:
                     self.observer.note(f"{self.name}: {status.why}; not run again")
                     return found
@@ -228,6 +231,8 @@ class _Call:
 
     def _say_why(self, status: Goal) -> None:
         """One line, when earlier results of the function exist: why this call runs."""
+        if self.warned:
+            return
         try:
             before = latest(self.calls, self.task.name)
         except TaskFailure:
