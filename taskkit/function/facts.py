@@ -252,7 +252,8 @@ def facts_of_function(fn: types.FunctionType) -> Facts:
         name = source.qualnames[(code.co_firstlineno, code.co_name)]
     what = f"{name.replace('.<locals>', '')}()"
     digest = _digest_or_none(node) if node is not None else None
-    if digest is not None:
+    stale = node is not None and source is not None and not _runs_as_written(code, node)
+    if digest is not None and not stale:
         facts = Facts("function", digest, name=name)
     else:
         if code.co_name == "<lambda>":
@@ -260,14 +261,76 @@ def facts_of_function(fn: types.FunctionType) -> Facts:
             why = f"the lambda of {where} is not read from its source (its line may hold others)"
         elif source is None:
             why = f"{what} has no source (defined in a REPL or exec)"
-        elif node is None:
-            why = f"{what} is not where its source file says (the file changed since import)"
+        elif node is None or stale:
+            why = f"{what} is not what its source file says (the file changed since import)"
         else:
             why = f"{what} is nested too deeply to hash its source"
         note = f"{why}; its bytecode and constants are hashed, which change with Python's version"
         facts = Facts("bytecode", bytecode_digest(code, fn.__doc__), note, name=name)
     _FUNCTION_FACTS[fn] = (code, facts)
     return facts
+
+
+#: The ``__future__`` flags a function's compiled code records (they change how it compiles).
+_FUTURE_FLAGS = functools.reduce(
+    lambda flags, name: flags | getattr(__import__("__future__"), name).compiler_flag,
+    __import__("__future__").all_feature_names,
+    0,
+)
+
+
+def _runs_as_written(code: types.CodeType, node: ast.AST) -> bool:
+    """Whether ``code`` (running) is what the source file says now: a file edited after
+    import, its lines where they were, must not key the running old code by the new source.
+    The whole file is compiled (once per version of it), as an import compiles it; source that
+    cannot be compiled is taken as written."""
+    del node  # found by its place in the compiled file instead
+    built = _compiled(code.co_filename, code.co_flags & _FUTURE_FLAGS).get(
+        (code.co_firstlineno, code.co_name)
+    )
+    return built is None or _same_code(built, code)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_version(
+    filename: str, flags: int, version: tuple[int, int]
+) -> dict[tuple[int, str], types.CodeType]:
+    try:
+        with open(filename, "rb") as file:
+            text = file.read()
+        module = compile(text, filename, "exec", flags=flags, dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found: dict[tuple[int, str], types.CodeType] = {}
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        for const in current.co_consts:
+            if isinstance(const, types.CodeType):
+                found.setdefault((const.co_firstlineno, const.co_name), const)
+                pending.append(const)
+    return found
+
+
+def _compiled(filename: str, flags: int) -> dict[tuple[int, str], types.CodeType]:
+    try:
+        stat = os.stat(filename)
+    except OSError:
+        return {}
+    return _compiled_version(filename, flags, (stat.st_mtime_ns, stat.st_size))
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Same instructions, names and constants, nested code included (line numbers aside)."""
+    if (a.co_code, a.co_names, a.co_varnames) != (b.co_code, b.co_names, b.co_varnames):
+        return False
+    nested_a = [c for c in a.co_consts if isinstance(c, types.CodeType)]
+    nested_b = [c for c in b.co_consts if isinstance(c, types.CodeType)]
+    plain_a = [c for c in a.co_consts if not isinstance(c, types.CodeType)]
+    plain_b = [c for c in b.co_consts if not isinstance(c, types.CodeType)]
+    if len(nested_a) != len(nested_b) or plain_a != plain_b:
+        return False
+    return all(_same_code(x, y) for x, y in zip(nested_a, nested_b, strict=True))
 
 
 def refs_of_function(fn: types.FunctionType) -> Refs:

@@ -1042,3 +1042,19 @@ def test_the_bound_arguments_of_a_partial_global_are_part_of_the_key(package: Pa
     assert any("constant part" in line for line in describe_changes(first, second))
     package.write(helpers="def clean(x):\n    return x + 2\n")
     assert package.key().digest != second.digest
+
+
+def test_a_file_edited_after_import_does_not_key_the_running_code_by_the_new_source(
+    package: Package,
+) -> None:
+    """The running function is the old code: its key is its bytecode (with a note), never the
+    edited file's AST, so a fresh process running the new code gets another key."""
+    package.write(main="def run(x):\n    return x + 1\n")
+    running = package.load("main").run
+    package.write(main="def run(x):\n    return x + 2\n")
+    stale = code_key(running)
+    fresh = package.key()
+    assert [part.kind for part in stale.parts] == ["bytecode"]
+    assert any("changed since import" in note for note in stale.notes)
+    assert stale.digest != fresh.digest
+    assert [part.kind for part in fresh.parts] == ["function"]
