@@ -118,9 +118,10 @@ class CodeKey:
     parts: tuple[CodePart, ...]
     notes: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """The xxh3-128 of the parts (their kinds, names and digests; not how they are shown)."""
+        """The xxh3-128 of the parts (their kinds, names and digests; not how they are shown);
+        made once per key (a task asks for it at every call)."""
         hasher = xxhash.xxh3_128(SCHEMA)
         for part in self.parts:
             for text in (part.kind, part.name, part.digest):
