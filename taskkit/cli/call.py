@@ -39,7 +39,7 @@ import click
 
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import echo, say
-from taskkit.cli.tasks import RunCommand, _banded
+from taskkit.cli.tasks import RunCommand, _banded, local_option
 from taskkit.cli.values import parse_values, split_word
 from taskkit.content.digest import hash_bytes
 from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
@@ -77,14 +77,7 @@ _PROGRESS_INTERVAL = 10.0
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, and only that.")
 @click.option("--dry-run", is_flag=True, help="Print the plan of the call; change nothing.")
 @click.option("--rerun", is_flag=True, help="Forget this call's record and run it again.")
-@click.option(
-    "--local",
-    is_flag=False,
-    flag_value=DEFAULT_LOCAL_DIR,
-    default=None,
-    metavar="[DIR]",
-    help="Run on a Batch-like node under DIR [default DIR: .taskkit; env: TASKKIT_LOCAL].",
-)
+@local_option
 @click.option("-v", "--verbose", is_flag=True, help="One line per file moved; tracebacks.")
 def call_command(
     target: str,

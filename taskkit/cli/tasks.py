@@ -22,7 +22,7 @@ from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitErr
 if TYPE_CHECKING:
     from taskkit.runner.local import LocalNode
 
-__all__ = ["RunCommand", "run_options", "spec_from_options"]
+__all__ = ["RunCommand", "local_option", "run_options", "spec_from_options"]
 
 _COMMAND_CONTEXT = {**CONTEXT, "allow_interspersed_args": False}
 
@@ -161,10 +161,9 @@ def spec_from_options(options: dict[str, Any], command: tuple[str, ...]) -> Any:
     return resolve({**options, "command": command}, spec_file=spec_file)
 
 
-@cli.command("run", cls=RunCommand, context_settings=_COMMAND_CONTEXT)
-@run_options
-@click.option("--dry-run", is_flag=True, help="Print the plan: goal, inputs, outputs, exit codes.")
-@click.option(
+#: ``--local [DIR]`` of ``taskkit run`` and ``taskkit call``: a bare ``--local`` names the
+#: default folder.
+local_option = click.option(
     "--local",
     is_flag=False,
     flag_value=DEFAULT_LOCAL_DIR,
@@ -173,6 +172,12 @@ def spec_from_options(options: dict[str, Any], command: tuple[str, ...]) -> Any:
     help=f"Run on a Batch-like node in DIR [default: {DEFAULT_LOCAL_DIR}; env: "
     f"{LOCAL_VARIABLE}]: its AZ_BATCH_* variables, task directory and file:// state.",
 )
+
+
+@cli.command("run", cls=RunCommand, context_settings=_COMMAND_CONTEXT)
+@run_options
+@click.option("--dry-run", is_flag=True, help="Print the plan: goal, inputs, outputs, exit codes.")
+@local_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 def run_command(command: tuple[str, ...], dry_run: bool, local: str | None, **options: Any) -> int:
     """Run COMMAND as one idempotent attempt of a Batch task.
