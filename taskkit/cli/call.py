@@ -173,7 +173,7 @@ def _call(
                     task.fn, words, signature=task.signature, supplied=task.options.inputs
                 )
                 if dry_run:
-                    return _show_plan(task, args, kwargs, environ, state)
+                    return _show_plan(task, args, kwargs, environ, state, rerun)
                 found, result = _invoke(
                     task, args, kwargs, environ, rerun=rerun, verbose=verbose, state=state
                 )
@@ -191,11 +191,14 @@ def _show_plan(
     kwargs: dict[str, object],
     environ: dict[str, str],
     state: str | None,
+    rerun: bool,
 ) -> int:
     from taskkit.storage.stores import Stores
 
     with Stores() as stores:
-        plan = task.plan_call(args, kwargs, stores=stores, environ=environ, state=state)
+        plan = task.plan_call(
+            args, kwargs, stores=stores, environ=environ, state=state, rerun=rerun
+        )
     for line in plan.lines():
         echo(line)
     return EX_OK

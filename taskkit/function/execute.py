@@ -81,10 +81,11 @@ def planned(
     stores: Stores | None,
     environ: Mapping[str, str] | None,
     state: str | None = None,
+    rerun: bool = False,
 ) -> CallPlan:
     with resources(stores, NullObserver(), environ) as (opened, _, env, parent):
         state = resolve_state(task, env, parent, NullObserver(), state, say=False)
-        return plan_call(task, args, kwargs, stores=opened, state=state, environ=env)
+        return plan_call(task, args, kwargs, stores=opened, state=state, environ=env, rerun=rerun)
 
 
 def forget(task: TaskSpec, args: Sequence[object], kwargs: Mapping[str, object]) -> bool:

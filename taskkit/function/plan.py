@@ -250,8 +250,10 @@ def plan_call(
     stores: Stores,
     state: str,
     environ: Mapping[str, str],
+    rerun: bool = False,
 ) -> CallPlan:
-    """The plan of ``task(*args, **kwargs)`` with no side effect at all."""
+    """The plan of ``task(*args, **kwargs)`` with no side effect at all; ``rerun``: of a call
+    that forgets its key's record first."""
     key = call_key(task, args, kwargs, stores=stores, environ=environ, dry_run=True)
     calls = Calls.open(stores, state)
     journal = open_journal(calls, task.name, key)
@@ -264,6 +266,12 @@ def plan_call(
         )
         if problem is not None:  # as the call would find it: it runs again
             status = Goal("open", status.outcome, status.version, problem)
+    outcome = status.outcome
+    if rerun and outcome is not None and status.state in ("met", "permanent"):
+        said = "success" if status.state == "met" else "permanent failure"
+        status = Goal(
+            "open", outcome, status.version, f"forgetting the {said} of attempt {outcome.attempt}"
+        )
     before = latest(calls, task.name) if status.state == "open" else None
     options = task.options
     return CallPlan(

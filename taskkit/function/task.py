@@ -118,12 +118,19 @@ class Task(Generic[P, R]):
         stores: Stores | None = None,
         environ: Mapping[str, str] | None = None,
         state: str | None = None,
+        rerun: bool = False,
     ) -> CallPlan:
         """What a call would do, found with no side effect at all."""
         from taskkit.function.execute import planned
 
         return planned(
-            self.spec, args, dict(kwargs or {}), stores=stores, environ=environ, state=state
+            self.spec,
+            args,
+            dict(kwargs or {}),
+            stores=stores,
+            environ=environ,
+            state=state,
+            rerun=rerun,
         )
 
     def plan(self, *args: P.args, **kwargs: P.kwargs) -> CallPlan:

@@ -571,3 +571,14 @@ def test_a_second_call_against_azurite_exits_0_without_running(
 def test_module_text_is_plain_python() -> None:
     """The user module of these tests compiles (a typo there would make every test vacuous)."""
     compile(textwrap.dedent(WORK), "work.py", "exec")
+
+
+def test_rerun_with_dry_run_says_the_record_would_be_forgotten(project: Project) -> None:
+    """--rerun --dry-run plans a run (forgetting the success), not a goal met; it forgets
+    nothing."""
+    assert project.call("work:add", "a=1").returncode == 0
+    plan = project.call("work:add", "a=1", "--rerun", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "would run: forgetting the success of attempt 1" in plan.stdout
+    assert project.call("work:add", "a=1").returncode == 0
+    assert project.runs() == ["add"]
