@@ -654,3 +654,37 @@ def test_an_outer_failure_caused_by_an_inner_one_names_it_once(own_state: Path) 
     text = str(info.value)
     assert "inner_bad failed permanently: KeyError" in text
     assert text.count("--rerun") == 1
+
+
+def test_an_inner_tasks_shorter_deadline_is_kept_inside_an_outer_one() -> None:
+    """The nearer deadline is armed; the outer one still holds after the inner call."""
+
+    @task(deadline=0.2)
+    def inner_short() -> None:
+        time.sleep(30)
+
+    @task(deadline=30)
+    def outer_long() -> str:
+        try:
+            inner_short()
+        except DeadlineReached:
+            return "inner stopped"
+        return "inner ran on"
+
+    started = time.monotonic()
+    assert outer_long() == "inner stopped"
+    assert time.monotonic() - started < 10
+
+    @task(deadline=0.5)
+    def outer_short() -> None:
+        inner_quick()
+        time.sleep(30)
+
+    @task(deadline=20)
+    def inner_quick() -> int:
+        return 1
+
+    started = time.monotonic()
+    with pytest.raises(DeadlineReached):
+        outer_short()
+    assert time.monotonic() - started < 10
