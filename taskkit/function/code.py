@@ -207,6 +207,8 @@ def code_key(
     walk = _Walk()
     if not any(is_code(item) for item in unwrapped(fn)):
         raise BadTask(f"a task is a Python function, not {type(fn).__name__}")
+    # The task's own defaults are arguments of its calls (keyed there), not its constants.
+    walk.roots = {id(found) for found in unwrapped(fn)}
     walk.reach(fn, forced=True)
     for item in depends:
         if not any(
@@ -226,6 +228,7 @@ class _Walk:
     """One gathering of parts: a queue of objects to visit and what was found so far."""
 
     def __init__(self) -> None:
+        self.roots: set[int] = set()
         self.parts: set[CodePart] = set()
         self.notes: dict[str, None] = {}
         self.seen: set[int] = set()
@@ -287,6 +290,20 @@ class _Walk:
             else:  # a value the function captured is one of its constants
                 where = f"{module_name(fn.__globals__)}:{qualname(fn)}.{name}"
                 self._captured(where, contents)
+        if id(fn) in self.roots or is_made(fn):  # a made __init__: its class holds them
+            return
+        # A helper's defaults are its constants too (`def add(x, n=n)` binds a factory's n).
+        code = fn.__code__
+        positional = code.co_varnames[: code.co_argcount]
+        defaults = fn.__defaults__ or ()
+        named = dict(zip(positional[len(positional) - len(defaults) :], defaults, strict=True))
+        named.update(fn.__kwdefaults__ or {})
+        for name, value in named.items():
+            if any(is_code(found) for found in unwrapped(value)):
+                self.reach(value)
+            else:
+                where = f"{module_name(fn.__globals__)}:{qualname(fn)}.{name} (default)"
+                self._captured(where, value)
 
     def _captured(self, where: str, value: object) -> None:
         """A value code captured (a closure's cell, a partial's bound arguments): a constant

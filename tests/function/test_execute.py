@@ -688,3 +688,22 @@ def test_an_inner_tasks_shorter_deadline_is_kept_inside_an_outer_one() -> None:
     with pytest.raises(DeadlineReached):
         outer_short()
     assert time.monotonic() - started < 10
+
+
+def _make_adder(n: int) -> Any:
+    def add(x: int, n: int = n) -> int:
+        return x + n
+
+    return add
+
+
+def test_a_helpers_default_bound_by_a_factory_is_part_of_the_key() -> None:
+    """`def add(x, n=n)` keeps the factory's n as a default: a new n is a new key."""
+    space: dict[str, Any] = {"__name__": "adders_mod", "_make_adder": _make_adder}
+    exec("adder = _make_adder(5)\ndef uses(x):\n    return adder(x)\n", space)
+    first = Task(space["uses"])
+    assert first(2) == 7
+    space["adder"] = _make_adder(6)
+    second = Task(space["uses"])
+    assert "constant _make_adder.add.n (default): 5 -> 6" in second.explain(2).reasons
+    assert second(2) == 8
