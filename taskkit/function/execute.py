@@ -39,7 +39,7 @@ from taskkit.exceptions import (
     TaskFailure,
     TransientError,
 )
-from taskkit.function.context import CallContext, direct, entered
+from taskkit.function.context import CallContext, current, entered
 from taskkit.function.deadline import deadline
 from taskkit.function.failures import PermanentFailure, classify, failure_text
 from taskkit.function.kept import keep_result, stored_result
@@ -133,8 +133,7 @@ def call(
             task.noted = True  # once per task and process: the code does not change meanwhile
             for note in key.code.notes:
                 told.note(f"{_short(task.name)}: {note}")
-        inside = direct()
-        if inside is not None and key.digest in inside.chain:
+        if parent is not None and key.digest in parent.chain:
             raise BadTask(
                 f"{_short(task.name)} calls itself with the same arguments: it would wait for "
                 "itself forever"
@@ -174,9 +173,9 @@ class _Call:
         self.name = _short(task.name)
         self.given_state: str | None = None
         self.warned = False  # why it runs was said already (as a warning)
-        # The keys this very code runs inside (not a worker thread's adopted caller's: a
-        # thread that waits for its caller's key is no recursion).
-        inside = direct()
+        # The keys this code runs inside, a worker thread's adopted caller's included: a call
+        # of one of them would wait for a claim its own caller holds, for ever.
+        inside = current()
         self.chain = inside.chain if inside is not None else frozenset()
 
     def settle(self, rerun: bool) -> object:

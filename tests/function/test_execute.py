@@ -707,3 +707,16 @@ def test_a_helpers_default_bound_by_a_factory_is_part_of_the_key() -> None:
     second = Task(space["uses"])
     assert "constant _make_adder.add.n (default): 5 -> 6" in second.explain(2).reasons
     assert second(2) == 8
+
+
+def test_a_call_of_itself_through_a_worker_thread_is_refused_not_waited_for() -> None:
+    """A task submitting its own key (or a cycle) to a pool would wait on its own claim."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    @task
+    def selfpool(n: int) -> int:
+        with ThreadPoolExecutor(2) as pool:
+            return pool.submit(selfpool, n).result()
+
+    with pytest.raises(taskkit.BadTask, match="calls itself"):
+        selfpool(1)
