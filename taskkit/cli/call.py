@@ -60,7 +60,7 @@ _PROGRESS_INTERVAL = 10.0
 
 
 @cli.command("call", cls=RunCommand, context_settings=CONTEXT)
-@click.argument("target", metavar="MODULE:FUNCTION")
+@click.argument("target", metavar="MODULE:FUNCTION", required=False)
 @click.argument("words", nargs=-1, metavar="[NAME=VALUE]...")
 @click.option(
     "--state",
@@ -80,7 +80,7 @@ _PROGRESS_INTERVAL = 10.0
 @local_option
 @click.option("-v", "--verbose", is_flag=True, help="One line per file moved; tracebacks.")
 def call_command(
-    target: str,
+    target: str | None,
     words: tuple[str, ...],
     state: str | None,
     paths: tuple[str, ...],
@@ -112,7 +112,8 @@ def call_command(
     """
     if local is not None and local != DEFAULT_LOCAL_DIR and _swallowed(local):
         # `--local mod:f x=1`: click gave --local the word that follows it; it was no DIR.
-        target, words, local = local, (target, *words), DEFAULT_LOCAL_DIR
+        before = () if target is None else (target,)
+        target, words, local = local, (*before, *words), DEFAULT_LOCAL_DIR
     return _banded(
         lambda: _call(
             target,
@@ -143,7 +144,7 @@ def _swallowed(word: str) -> bool:
 
 
 def _call(
-    target: str,
+    target: str | None,
     words: Sequence[str],
     *,
     state: str | None,
@@ -154,6 +155,8 @@ def _call(
     local: str | None,
     verbose: bool,
 ) -> int:
+    if target is None:
+        raise UsageError("no function to call (taskkit call MODULE:FUNCTION [NAME=VALUE]...)")
     if as_json and dry_run:
         raise UsageError("--json and --dry-run: give one (the plan is lines of text)")
     if parse_target(target) is None:

@@ -285,6 +285,7 @@ BAD_INPUTS = [
     ),
     (["work:kinds", *KINDS[:4], "mode=quick", *KINDS[5:]], ["parameter mode", "one of fast, slow"]),
     (["work:add", "a=1", "--json", "--dry-run"], ["--json and --dry-run"]),
+    ([], ["no function to call"]),
     (["work:add", "a=" + "9" * 5000], ["parameter a:", "(5000 characters)", "5000 digits"]),
     (["--state", "az://", "work:add", "a=1"], ["'az://' names no container"]),
     (["work:add", "--no-such-option"], ["No such option"]),
@@ -582,3 +583,13 @@ def test_rerun_with_dry_run_says_the_record_would_be_forgotten(project: Project)
     assert "would run: forgetting the success of attempt 1" in plan.stdout
     assert project.call("work:add", "a=1").returncode == 0
     assert project.runs() == ["add"]
+
+
+def test_local_with_a_bare_target_and_no_values_is_the_call_not_its_folder(
+    project: Project,
+) -> None:
+    """`taskkit call --local MODULE:FUNCTION` (every parameter defaulted) runs the function on
+    the default node; the word is no DIR."""
+    done = project.call("--local", "work:place", "--json", state=False)
+    assert done.returncode == 0, done.stderr
+    assert (project.root / ".taskkit" / "node").is_dir()
