@@ -46,6 +46,8 @@ class CallKey:
     outputs: tuple[str, ...]
     #: The arguments' values, to show those hashed without their display (a hit's).
     values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+    #: The code of the user's classes the arguments are instances of, by class.
+    classes: Mapping[str, CodeKey] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The description the journal stores (display values included)."""
@@ -61,6 +63,7 @@ class CallKey:
                 n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
             },
             "outputs": list(self.outputs),
+            "classes": {name: code.as_json() for name, code in sorted(self.classes.items())},
         }
 
     @functools.cached_property
@@ -76,6 +79,8 @@ class CallKey:
             },
             "outputs": list(self.outputs),
         }
+        if self.classes:  # absent when empty: keys of calls without such arguments unchanged
+            data["classes"] = {name: code.digest for name, code in sorted(self.classes.items())}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "xxh3-128:" + xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
 
@@ -114,6 +119,13 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
             lines.append(f"input {name}: {was.get('url')} -> {now.get('url')}")
         else:
             lines.append(f"input {name}: new version of {now.get('url')}")
+    old_classes = dict(before.get("classes") or {})
+    for name, code in sorted(dict(after.get("classes") or {}).items()):
+        if name in old_classes and old_classes[name] != code:
+            lines += [
+                f"{line} (a class of an argument)"
+                for line in _code_changes(old_classes[name], code)
+            ]
     if list(before.get("outputs") or ()) != list(after.get("outputs") or ()):
         lines.append("the outputs changed")
     return lines

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -30,6 +31,8 @@ import xxhash
 
 from taskkit.exceptions import DataError
 from taskkit.function.arguments import Hashed, bind, hash_argument
+from taskkit.function.code import CodeKey, code_key
+from taskkit.function.facts import is_users_class
 from taskkit.function.key import CallKey, changes
 from taskkit.redaction import public_url, shown_url
 from taskkit.runner.goal import Goal, holder_alive
@@ -146,7 +149,33 @@ def call_key(
         for name, url in sorted(options.inputs.items()):
             work = describe([], [Input(url, name)], [], stores)
             inputs[name] = (public_url(url), dict(work.inputs[0][1]))
-    return CallKey(task.name, task.code(), hashed, inputs, task.output_texts, values=bound)
+    return CallKey(
+        task.name,
+        task.code(),
+        hashed,
+        inputs,
+        task.output_texts,
+        values=bound,
+        classes=_argument_classes(bound.values()),
+    )
+
+
+def _argument_classes(values: Iterable[object]) -> dict[str, CodeKey]:
+    """The code of the user's own classes the arguments are instances of (a method the task
+    calls on an argument is code it runs), by ``module:qualname``; each learned once."""
+    found: dict[str, CodeKey] = {}
+    for value in values:
+        cls = type(value)
+        if cls.__module__ == "builtins" or not is_users_class(cls):
+            continue
+        key = _CLASS_KEYS.get(cls)
+        if key is None:
+            key = _CLASS_KEYS[cls] = code_key(cls)
+        found[f"{cls.__module__}:{cls.__qualname__}"] = key
+    return found
+
+
+_CLASS_KEYS: weakref.WeakKeyDictionary[type, CodeKey] = weakref.WeakKeyDictionary()
 
 
 def call_status(journal: Journal, key: CallKey, stores: Stores) -> Goal:

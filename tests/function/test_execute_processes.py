@@ -236,3 +236,53 @@ def test_an_edit_of_a_helper_in_another_module_is_explained_and_runs_again(
     helpers.write_text("LIMIT = 4\n\ndef clean(x):\n    return x * 3\n")
     assert flow("explain") == "would run: constant LIMIT: 3 -> 4"
     assert runs(env) == ["flow", "flow"]
+
+
+def test_an_edit_of_an_arguments_own_class_runs_the_call_again(
+    own_state: Path, program: tuple[Path, dict[str, str]]
+) -> None:
+    """A method the task calls on its argument is code it runs: editing the argument's class
+    (in the user's package) is named by explain, and the call runs again."""
+    _, env = program
+    package = own_state / "cfgs"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    models = package / "models.py"
+    models.write_text(
+        "from dataclasses import dataclass\n\n@dataclass\nclass Cfg:\n    a: int\n\n"
+        "    def compute(self):\n        return self.a * 2\n"
+    )
+    (package / "flow.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import taskkit
+            from cfgs.models import Cfg
+
+            @taskkit.task
+            def run(cfg) -> int:
+                return cfg.compute()
+
+            if __name__ == "__main__":
+                print(run.explain(Cfg(3)) if sys.argv[1] == "explain" else run(Cfg(3)))
+            """
+        )
+    )
+
+    def flow(what: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "cfgs.flow", what],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert flow("run") == "6"
+    assert flow("explain").startswith("goal met")
+    models.write_text(models.read_text().replace("self.a * 2", "self.a * 3"))
+    assert flow("explain") == "would run: code of class Cfg changed (a class of an argument)"
+    assert flow("run") == "9"
