@@ -57,6 +57,7 @@ changes the keys of that program's later runs, not of its later calls.
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import sys
@@ -146,6 +147,22 @@ class CodeKey:
             for part in data["parts"]
         )
         return cls(parts, tuple(data.get("notes", ())))
+
+
+def _from_file(namespace: Mapping[str, object], name: str) -> bool:
+    """Whether the module-level statements assigning ``name`` read ``__file__`` (a path of
+    the checkout, which differs between a laptop and every Batch task's folder)."""
+    filename = namespace.get("__file__")
+    if not isinstance(filename, str):
+        return False
+    source = source_of(filename, namespace if isinstance(namespace, dict) else None)
+    if source is None:
+        return False
+    return any(
+        isinstance(node, ast.Name) and node.id == "__file__"
+        for statement in source.assignments.get(name, ())
+        for node in ast.walk(statement)
+    )
 
 
 def describe_part(part: CodePart) -> str:
@@ -386,6 +403,8 @@ class _Walk:
         part, anything else is known by the statements that assign it."""
         if name.startswith("__") and name.endswith("__"):
             return
+        if is_simple(value) and _from_file(namespace, name) and self._assigned(namespace, name):
+            return  # a path made from __file__: its statement, not this checkout's path
         if is_simple(value):
             module = module_name(namespace)
             part = CodePart(

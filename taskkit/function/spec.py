@@ -123,6 +123,14 @@ def _classes(value: object, option: str) -> tuple[type[BaseException], ...]:
 class TaskSpec:
     """A task's function, name and options, checked (see the module docstring)."""
 
+    #: The options :class:`~taskkit.function.task.Task` takes (for the refusal of a typo).
+    OPTIONS = frozenset(
+        {
+            "state", "inputs", "outputs", "retries", "retry_on", "permanent_on", "deadline",
+            "version", "depends", "ignore", "key", "result", "allow_empty",
+        }
+    )  # fmt: skip
+
     def __init__(
         self,
         fn: Callable[..., Any],
@@ -143,9 +151,15 @@ class TaskSpec:
     ) -> None:
         from taskkit.function.arguments import check_names
 
-        if not callable(fn):
-            raise BadTask(f"@taskkit.task decorates a function, not {fn!r}")
-        fn = getattr(fn, "__wrapped_task__", fn)
+        if getattr(fn, "__taskkit_task__", False):  # a task of a task keys the function once
+            fn = fn.fn  # type: ignore[attr-defined]
+        if not inspect.isfunction(fn):
+            raise BadTask(
+                f"@taskkit.task decorates a function defined with def, not "
+                f"{type(fn).__name__} {fn!r}"
+            )
+        if state is not None and (not isinstance(state, str) or not state.strip()):
+            raise BadTask(f"state: a URL, not {state!r}")
         where = getattr(fn, "__qualname__", repr(fn))
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise BadTask(

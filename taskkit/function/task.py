@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from taskkit.exceptions import MisuseError
+from taskkit.exceptions import BadTask, MisuseError
 from taskkit.function.results import ResultFormat
 from taskkit.function.spec import Exceptions, TaskOptions, TaskSpec
 from taskkit.observer import Observer
@@ -37,6 +37,18 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _load_task(module: str, qualname: str) -> Task[Any, Any]:
+    """The task named ``module:qualname``, imported (what a pickled task stands for)."""
+    import importlib
+
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    if not is_task(found):
+        raise BadTask(f"{module}:{qualname} is not a taskkit task")
+    return found  # type: ignore[no-any-return]
+
+
 def is_task(obj: object) -> bool:
     """Whether ``obj`` is a taskkit task (what ``@taskkit.task`` returns)."""
     return bool(getattr(obj, "__taskkit_task__", False))
@@ -49,8 +61,34 @@ class Task(Generic[P, R]):
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
         """``fn`` run as a task with ``options`` (those of :func:`task`)."""
-        self.spec = TaskSpec(fn, **options)
+        try:
+            self.spec = TaskSpec(fn, **options)
+        except TypeError as exc:
+            if isinstance(exc, BadTask):
+                raise
+            known = ", ".join(sorted(TaskSpec.OPTIONS))
+            unknown = sorted(set(options) - TaskSpec.OPTIONS)
+            raise BadTask(
+                f"@taskkit.task: no option {unknown[0] if unknown else '?'!r} (options: {known})"
+            ) from None
         functools.update_wrapper(self, self.spec.fn)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Task[P, R]:
+        """Read off a class, the task itself; read off an instance, refused: a task is no
+        method (its instance cannot be keyed)."""
+        if instance is not None:
+            raise BadTask(
+                f"{self.name} is a method; a task is a module-level function, or a "
+                "@staticmethod that takes what it needs as arguments"
+            )
+        return self
+
+    def __reduce__(self) -> tuple[Callable[[str, str], Task[Any, Any]], tuple[str, str]]:
+        """Pickled by name, as a function is: a process pool's worker imports the very task
+        (its options, state and keys), never a copy of it."""
+        if "<locals>" in self.fn.__qualname__:
+            raise BadTask(f"{self.name} is defined inside a function: it cannot be pickled")
+        return _load_task, (self.fn.__module__, self.fn.__qualname__)
 
     @property
     def fn(self) -> Callable[P, R]:

@@ -1058,3 +1058,27 @@ def test_a_file_edited_after_import_does_not_key_the_running_code_by_the_new_sou
     assert any("changed since import" in note for note in stale.notes)
     assert stale.digest != fresh.digest
     assert [part.kind for part in fresh.parts] == ["function"]
+
+
+def test_a_path_made_from_file_is_keyed_by_its_statement_not_the_checkouts_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`HERE = os.path.dirname(__file__)` in two checkouts: one key (a laptop and a Batch
+    task's folder differ only in where the code sits)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    digests = []
+    for folder in ("a", "b"):
+        root = tmp_path / folder
+        root.mkdir()
+        (root / "hm.py").write_text(
+            "import os\nHERE = os.path.dirname(os.path.abspath(__file__))\n"
+            "def run():\n    return HERE\n"
+        )
+        monkeypatch.syspath_prepend(str(root))
+        sys.modules.pop("hm", None)
+        importlib.invalidate_caches()
+        module = importlib.import_module("hm")
+        assert str(root) == module.HERE
+        digests.append(code_key(module.run).digest)
+        sys.modules.pop("hm", None)
+    assert digests[0] == digests[1]

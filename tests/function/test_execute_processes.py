@@ -286,3 +286,41 @@ def test_an_edit_of_an_arguments_own_class_runs_the_call_again(
     models.write_text(models.read_text().replace("self.a * 2", "self.a * 3"))
     assert flow("explain") == "would run: code of class Cfg changed (a class of an argument)"
     assert flow("run") == "9"
+
+
+def test_a_task_fans_out_over_a_process_pool_and_each_call_runs_once(
+    own_state: Path, program: tuple[Path, dict[str, str]]
+) -> None:
+    """ProcessPoolExecutor.map(task, ...) pickles the task by name; each key runs once, in
+    whichever process, and a second program runs none."""
+    _, env = program
+    (own_state / "pool_prog.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+            import taskkit
+
+            @taskkit.task
+            def sq(x: int) -> int:
+                with open(os.path.join(os.environ["BOX"], "runs.txt"), "a") as f:
+                    f.write(f"sq {x}\\n")
+                return x * x
+
+            if __name__ == "__main__":
+                with ProcessPoolExecutor(2) as pool:
+                    print(sum(pool.map(sq, [1, 2, 3])))
+            """
+        )
+    )
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(own_state / "pool_prog.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.stdout == "14\n", done.stderr
+    assert sorted(runs(env)) == ["sq 1", "sq 2", "sq 3"]

@@ -169,3 +169,56 @@ def test_what_cannot_be_called_is_a_bad_task_that_taskkit_call_exits_200_with() 
     with pytest.raises(taskkit.BadTask, match="cannot key"):
         takes(threading.Lock())
     assert taskkit.BadTask.run_code == 200
+
+
+def test_what_is_no_function_is_refused_at_decoration() -> None:
+    """A partial, a callable instance, a class, a blank or non-text state, an option typo: one
+    BadTask each, before any call."""
+    import functools as ft
+
+    class Callable_:
+        def __call__(self, x: int) -> int:
+            return x
+
+    for made in (ft.partial(double, 1), Callable_(), Callable_):
+        with pytest.raises(taskkit.BadTask, match="decorates a function"):
+            task(made)  # type: ignore[arg-type]
+    for state in ("  ", 3):
+        with pytest.raises(taskkit.BadTask, match="state"):
+            task(state=state)(double)  # type: ignore[call-overload]
+    with pytest.raises(taskkit.BadTask, match=r"no option 'retrys' \(options: allow_empty"):
+        task(retrys=2)(double)  # type: ignore[call-overload]
+
+
+def test_a_method_named_otherwise_is_refused_when_read_off_an_instance() -> None:
+    """`def meth(this, n)` in a class body: the instance read is refused, the class read is
+    the task."""
+
+    class J:
+        @task
+        def meth(this, n: int) -> int:
+            return n
+
+    with pytest.raises(taskkit.BadTask, match="is a method"):
+        J().meth  # noqa: B018
+    assert is_task(J.meth)
+
+
+def test_a_task_pickles_by_name_so_a_process_pool_runs_the_very_task() -> None:
+    """pickle gives back the same object (as a function pickles); a task inside a function is
+    refused in one line."""
+    import pickle
+
+    assert pickle.loads(pickle.dumps(module_task)) is module_task
+
+    @task
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(taskkit.BadTask, match="cannot be pickled"):
+        pickle.dumps(local)
+
+
+@task
+def module_task(x: int) -> int:
+    return x
