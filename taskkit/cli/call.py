@@ -469,14 +469,17 @@ def _shown_file(filename: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     """``ValueError: the first line of its message``."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    from taskkit.function.failures import said
+
+    lines = said(exc).strip().splitlines()
+    first = lines[0][:300] + ("..." if len(lines[0]) > 300 else "") if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def local_task_id(name: str) -> str:
     """The local node's task id of the task named ``name`` (``pkg.mod:fn``): a Batch id of
     its letters (``pkg-mod-fn``), cut to fit 64 characters with a digest of the whole name."""
     word = _BATCH_ID.sub("-", name)
-    if len(word) <= 64:
-        return word
+    if len(word) <= 64 and word == name.replace(".", "-").replace(":", "-"):
+        return word  # only the separators changed: as readable as the name, and as unique
     return f"{word[:51]}-{hash_bytes(name.encode()).hex[:12]}"

@@ -41,7 +41,7 @@ from taskkit.exceptions import (
 )
 from taskkit.function.context import CallContext, current, entered
 from taskkit.function.deadline import deadline
-from taskkit.function.failures import PermanentFailure, classify, failure_text
+from taskkit.function.failures import PermanentFailure, classify, failure_text, said
 from taskkit.function.kept import keep_result, stored_result
 from taskkit.function.key import CallKey, changes
 from taskkit.function.moves import publish_outputs, stage_inputs
@@ -331,7 +331,7 @@ class _Call:
                 retry_on=self.task.options.retry_on,
                 permanent_on=self.task.options.permanent_on,
             )
-            raise _Failed(exc, classified.verdict, f"{type(exc).__name__}: {exc}") from None
+            raise _Failed(exc, classified.verdict, f"{type(exc).__name__}: {said(exc)}") from None
         self._close_checkpoint(context.checkpoint)
         try:
             data = encode_result(value, self.task.options.result, name=self.name[:-2])

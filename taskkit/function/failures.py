@@ -27,6 +27,7 @@ from taskkit.runner.policy import Verdict, error_verdict
 __all__ = [
     "EX_CALL_PERMANENT",
     "EX_CALL_RETRYABLE",
+    "MESSAGE_CHARS",
     "PROGRAMMING_ERRORS",
     "Classified",
     "Permanent",
@@ -34,6 +35,7 @@ __all__ = [
     "Retryable",
     "classify",
     "failure_text",
+    "said",
 ]
 
 #: What ``taskkit call`` exits with when the function failed permanently (now or before).
@@ -52,10 +54,25 @@ PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,
     NotImplementedError,
     ZeroDivisionError,
+    RecursionError,
 )
 
 #: How much of a traceback a record keeps (its end, where the error was raised).
 _TRACEBACK_CHARS = 16_000
+#: How much of an error's message a record and a line keep (the traceback has the rest).
+MESSAGE_CHARS = 2_000
+
+
+def said(exc: BaseException) -> str:
+    """``exc``'s message, whatever its ``__str__`` does (a broken one must not turn the
+    function's failure into taskkit's), cut to :data:`MESSAGE_CHARS`."""
+    try:
+        text = str(exc)
+    except Exception as broken:
+        text = f"<its message cannot be shown: {type(broken).__name__}>"
+    if len(text) > MESSAGE_CHARS:
+        text = text[:MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return text
 
 
 class Permanent(Exception):
@@ -142,7 +159,10 @@ def failure_text(exc: BaseException) -> tuple[str, str, str]:
     type_name = kind.__qualname__
     if module not in ("builtins", "__main__"):
         type_name = f"{module}.{type_name}"
-    text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    try:
+        text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    except Exception:
+        text = "".join(traceback.format_tb(exc.__traceback__)) + f"{type_name}: {said(exc)}\n"
     if len(text) > _TRACEBACK_CHARS:
         text = "...\n" + text[-_TRACEBACK_CHARS:]
-    return type_name, redact(str(exc)), redact(text)
+    return type_name, redact(said(exc)), redact(text)

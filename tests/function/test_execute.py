@@ -720,3 +720,37 @@ def test_a_call_of_itself_through_a_worker_thread_is_refused_not_waited_for() ->
 
     with pytest.raises(taskkit.BadTask, match="calls itself"):
         selfpool(1)
+
+
+def test_an_error_whose_message_cannot_be_shown_stays_the_functions_failure() -> None:
+    """A ValueError with a broken __str__ is still the function's permanent failure (not a
+    retryable error of taskkit's); a huge message is kept cut."""
+
+    class Broken(ValueError):
+        def __str__(self) -> str:
+            raise RuntimeError("str blew up")
+
+    @task
+    def bad() -> None:
+        raise Broken()
+
+    @task
+    def huge() -> None:
+        raise ValueError("x" * 100_000)
+
+    with pytest.raises(Broken):
+        bad()
+    with pytest.raises(PermanentFailure, match="cannot be shown"):
+        bad()
+    with pytest.raises(ValueError, match="x"):
+        huge()
+    with pytest.raises(PermanentFailure) as info:
+        huge()
+    assert len(str(info.value)) < 3000
+
+
+def test_a_recursion_error_is_permanent() -> None:
+    """As deterministic as a programming error: not retried for ever."""
+    from taskkit.function.failures import classify
+
+    assert classify(RecursionError()).verdict.value == "permanent"
