@@ -291,6 +291,8 @@ class _Walk:
             return
         facts = facts_of_function(fn)
         self._add("function", f"{module_name(fn.__globals__)}:{facts.name}", facts)
+        if "." not in fn.__qualname__:  # `helper.factor = 3` at module level: its statement
+            self._assigned(fn.__globals__, fn.__name__)
         self._follow_function(fn)
 
     def _follow_function(self, fn: types.FunctionType) -> None:
@@ -351,6 +353,8 @@ class _Walk:
             return  # a class a call made (namedtuple, Enum("Color", ...)): known by that call
         name = f"{module_name(namespace, cls.__module__)}:{cls.__qualname__}"
         self._add("class", name, facts)
+        if "." not in cls.__qualname__:  # `Config.LIMIT = 8` at module level: its statement
+            self._assigned(namespace, cls.__qualname__)
         for base in cls.__bases__:
             self.reach(base)
         self._follow_class(cls, namespace)

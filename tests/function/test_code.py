@@ -1082,3 +1082,27 @@ def test_a_path_made_from_file_is_keyed_by_its_statement_not_the_checkouts_path(
         digests.append(code_key(module.run).digest)
         sys.modules.pop("hm", None)
     assert digests[0] == digests[1]
+
+
+def test_an_attribute_set_on_a_class_or_function_outside_its_body_is_keyed(
+    package: Package,
+) -> None:
+    """`Config.LIMIT = 7` and `helper.factor = 3` at module level change what the code does:
+    editing either changes the key."""
+    source = """
+        class Config:
+            LIMIT = 5
+        Config.LIMIT = {limit}
+        def helper():
+            return 1
+        helper.factor = {factor}
+        def run(x):
+            return x + Config.LIMIT + helper.factor
+        """
+    package.write(main=source.format(limit=7, factor=3))
+    first = package.key()
+    package.write(main=source.format(limit=8, factor=3))
+    second = package.key()
+    package.write(main=source.format(limit=8, factor=4))
+    third = package.key()
+    assert len({first.digest, second.digest, third.digest}) == 3
