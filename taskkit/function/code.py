@@ -87,7 +87,7 @@ from taskkit.function.facts import (
     refs_of_function,
     unwrapped,
 )
-from taskkit.function.source import SCHEMA, encoded, source_of, value_digest
+from taskkit.function.source import SCHEMA, ast_digest, encoded, source_of, value_digest
 from taskkit.redaction import redact
 
 __all__ = ["CodeKey", "CodeKind", "CodePart", "code_key", "describe_changes", "describe_part"]
@@ -355,9 +355,26 @@ class _Walk:
         self._add("class", name, facts)
         if "." not in cls.__qualname__:  # `Config.LIMIT = 8` at module level: its statement
             self._assigned(namespace, cls.__qualname__)
+        self._decorators(cls, namespace, name)
         for base in cls.__bases__:
             self.reach(base)
         self._follow_class(cls, namespace)
+
+    def _decorators(self, cls: type, namespace: Mapping[str, object], name: str) -> None:
+        """A class's decorators (``@dataclass(eq=False)``) change what the class does: their
+        expressions are a constant part of it (the class's own digest leaves them out)."""
+        filename = namespace.get("__file__")
+        if not isinstance(filename, str):
+            return
+        source = source_of(filename, namespace if isinstance(namespace, dict) else None)
+        nodes = source.classes.get(cls.__qualname__, []) if source is not None else []
+        found = [d for node in nodes for d in node.decorator_list]
+        if found:
+            listed = ast.List(elts=found, ctx=ast.Load())
+            shown = ", ".join("@" + ast.unparse(d) for d in found)
+            self.parts.add(
+                CodePart("constant", f"{name} decorators", ast_digest(listed), _shown(shown))
+            )
 
     def _follow_class(self, cls: type, namespace: Mapping[str, object]) -> None:
         """Reach what the class body names and what its methods' code names; the methods and

@@ -904,6 +904,7 @@ def test_async_functions_dataclasses_and_pydantic_models(package: Package) -> No
     assert {name: part.kind for name, part in by_name(key).items()} == {
         "main:run": "function",
         "main:Row": "class",
+        "main:Row decorators": "constant",
         "main:Settings": "class",
         "helpers:tidy": "function",
         "helpers:scale": "function",
@@ -976,6 +977,7 @@ def test_classes_made_by_a_call_and_decorators_in_a_class(package: Package) -> N
         "main:Point": "constant",
         "main:Color": "constant",
         "main:Shape": "class",
+        "main:Shape decorators": "constant",
         "deco:register": "function",
         "deco:traced": "function",
         "deco:traced.<locals>.wrapper": "function",
@@ -1106,3 +1108,22 @@ def test_an_attribute_set_on_a_class_or_function_outside_its_body_is_keyed(
     package.write(main=source.format(limit=8, factor=4))
     third = package.key()
     assert len({first.digest, second.digest, third.digest}) == 3
+
+
+def test_a_class_decorators_arguments_are_keyed(package: Package) -> None:
+    """`@dataclass(eq=True)` -> `@dataclass(eq=False)` changes what the class does: the key
+    changes, and explain shows the decorators."""
+    source = """
+        from dataclasses import dataclass
+        @dataclass(eq={eq})
+        class Row:
+            a: int
+        def run():
+            return Row(1) == Row(1)
+        """
+    package.write(main=source.format(eq=True))
+    first = package.key()
+    package.write(main=source.format(eq=False))
+    second = package.key()
+    assert first.digest != second.digest
+    assert any("@dataclass(eq=False)" in line for line in describe_changes(first, second))
