@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskkit.envnames import DEFAULT_LOCAL_DIR
+from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.function.context import CallContext, current
 from taskkit.function.plan import Calls
 from taskkit.observer import Observer, observer_or_default
@@ -79,9 +79,17 @@ class Pool:
 POOL = Pool()
 
 
+_anchored: dict[str, str] = {}
+
+
 def local_node(environ: Mapping[str, str]) -> LocalNode:
-    """The local-mode node of this machine: ``$TASKKIT_LOCAL``, else ``.taskkit``."""
-    return LocalNode.find(None, environ) or LocalNode.at(DEFAULT_LOCAL_DIR)
+    """The local-mode node of this machine: ``$TASKKIT_LOCAL``, else ``.taskkit``; a relative
+    one is taken from the current directory the first time this process asks, so a program
+    that changes directory between calls keeps one node (and one state)."""
+    named = environ.get(LOCAL_VARIABLE) or DEFAULT_LOCAL_DIR
+    with _said_lock:
+        anchored = _anchored.setdefault(named, os.path.abspath(os.path.expanduser(named)))
+    return LocalNode.at(anchored)
 
 
 def default_state(environ: Mapping[str, str]) -> str:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import xxhash
 
-from taskkit.exceptions import DataError
 from taskkit.function.arguments import Hashed, bind, hash_argument
 from taskkit.function.code import CodeKey, code_key
 from taskkit.function.facts import is_users_class
@@ -107,7 +106,7 @@ def latest(calls: Calls, name: str) -> dict[str, Any] | None:
         data = json.loads(found[0])
         return dict(data["key"])
     except (ValueError, KeyError, TypeError):
-        raise DataError(f"the record {store.url(key)} is damaged") from None
+        return None  # half written by a call beside this one, or damaged: explains nothing
 
 
 def call_key(
@@ -236,11 +235,12 @@ class CallPlan:
 
     def lines(self) -> list[str]:
         """The plan as ``taskkit call --dry-run`` prints it."""
+        verdict = " / ".join(str(self.explanation).splitlines())  # one line, whatever it says
         lines = [
             f"call {self.task}",
             f"  key      {self.key}",
             f"  journal  {self.journal}",
-            f"  verdict  {self.explanation}",
+            f"  verdict  {verdict}",
         ]
         lines += [f"  input    {i}" for i in self.inputs]
         lines += [f"  output   {o}" for o in self.outputs]

@@ -754,3 +754,23 @@ def test_a_recursion_error_is_permanent() -> None:
     from taskkit.function.failures import classify
 
     assert classify(RecursionError()).verdict.value == "permanent"
+
+
+def test_a_program_that_changes_directory_keeps_one_local_state(
+    own_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative local folder is anchored where the process first asked: after os.chdir the
+    same call is a hit, not a run in a new folder."""
+    import uuid
+
+    name = f"rel-{uuid.uuid4().hex[:8]}"
+    monkeypatch.delenv("TASKKIT_STATE")
+    monkeypatch.setenv("TASKKIT_LOCAL", name)
+    elsewhere = own_state / "elsewhere"
+    elsewhere.mkdir()
+    add(70)
+    monkeypatch.chdir(elsewhere)
+    add(70)
+    assert RUNS == [("add", (70, 2))]
+    assert (own_state / name / "state").is_dir()
+    assert not (elsewhere / name).exists()
