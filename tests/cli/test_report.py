@@ -36,7 +36,12 @@ def test_the_run_report_says_every_kind_on_stderr_as_one_line(
     monkeypatch.setenv("TASKKIT_DEBUG", "1")
     told.debug("Traceback (most recent call last):")
     told.progress(Progress("staging", 1, 1, 1, 1, file="download a -> b"))
-    RunReport(verbose=True, interval=10).progress(Progress("staging", 1, 1, 1, 1, file="sent b"))
+    verbose = RunReport(verbose=True, interval=10)
+    verbose.progress(Progress("staging", 1, 1, 1, 1, file="sent b"))
+    # Each transfer ends, as a real one does: no progress thread outlives the test.
+    for report in (told, verbose):
+        report.progress(Progress("staging", 1, 1, 1, 1, ended=True))
+        assert report.shown is None
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
