@@ -69,6 +69,20 @@ def runs(env: dict[str, str]) -> list[str]:
     return found.read_text().splitlines() if found.exists() else []
 
 
+def module_output(module: str, what: str, env: dict[str, str]) -> str:
+    """What ``python -m MODULE WHAT`` prints (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, what],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def run(path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(path), *args],
@@ -216,16 +230,7 @@ def test_an_edit_of_a_helper_in_another_module_is_explained_and_runs_again(
     )
 
     def flow(what: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "lab.flow", what],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        return module_output("lab.flow", what, env)
 
     assert flow("run") == "7"
     helpers.write_text('LIMIT = 3\n\ndef clean(x):\n    """Doubles."""\n    return x * 2  # why\n')
@@ -270,16 +275,7 @@ def test_an_edit_of_an_arguments_own_class_runs_the_call_again(
     )
 
     def flow(what: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "cfgs.flow", what],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        return module_output("cfgs.flow", what, env)
 
     assert flow("run") == "6"
     assert flow("explain").startswith("goal met")
