@@ -11,11 +11,12 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 #: GNU time, for the peak RSS and the CPU time of one process (see ``spawn``).
 TIME = "/usr/bin/time"
@@ -299,3 +300,23 @@ def print_difference(
         2 if max(abs(value), abs(best)) < 100 else 1 if max(abs(value), abs(best)) < 1000 else 0
     )
     print(f"  {name:<{width}} {value:6.{places}f}{unit:<2} {best:6.{places}f}{unit:<2}")
+
+
+def report_anomalies(problems: Sequence[str], clean: str) -> int:
+    """Print the anomalies a bench met, else ``clean`` (what held, to say so); the exit code."""
+    if problems:
+        print(f"{len(problems)} ANOMALIES:")
+        for text in problems:
+            print(f"  - {text}")
+        return 1
+    print(clean)
+    return 0
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``; Ctrl-C ends it with one line and 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

@@ -72,6 +72,8 @@ from benchlib import (
     print_ratio,
     print_ratio_header,
     print_table,
+    report_anomalies,
+    run_main,
     short_path,
     spawn,
 )
@@ -558,20 +560,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Load average {load()} at the end (1, 5, 15 min)")
     for text in bench.skipped:
         print(text)
-    if bench.problems:
-        print(f"{len(bench.problems)} ANOMALIES:")
-        for text in bench.problems:
-            print(f"  - {text}")
-    else:
-        print("No anomaly: every miss ran its function once, no hit ran it, every call returned "
-              "the right value.")  # fmt: skip
+    code = report_anomalies(
+        bench.problems,
+        "No anomaly: every miss ran its function once, no hit ran it, every call returned the "
+        "right value.",
+    )
     print(f"total {time.perf_counter() - began:.0f} s")
-    return 1 if bench.problems else 0
+    return code
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

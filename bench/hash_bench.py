@@ -61,7 +61,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
-from benchlib import Spread, cpu_model, output, print_ratio, print_ratio_header
+from benchlib import (
+    Spread,
+    cpu_model,
+    output,
+    print_ratio,
+    print_ratio_header,
+    run_main,
+)
 
 import taskkit
 from taskkit.content.chunkio import default_jobs
@@ -737,8 +744,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -74,6 +74,8 @@ from benchlib import (
     print_ratio,
     print_ratio_header,
     print_table,
+    report_anomalies,
+    run_main,
     short_path,
     spawn,
 )
@@ -518,20 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = "BUSY (numbers are noisy)" if busy > BUSY else "quiet"
     print(f"Machine while measuring: {quiet}; CPUs up to {busy:.0%} busy while the bench idled; "
           f"load average {load()} at the end")  # fmt: skip
-    if bench.problems:
-        print(f"{len(bench.problems)} ANOMALIES:")
-        for text in bench.problems:
-            print(f"  - {text}")
-    else:
-        print("No anomaly: every run exited 0, each fresh run recorded success, each goal-met "
-              "run ran nothing and wrote nothing.")  # fmt: skip
+    code = report_anomalies(
+        bench.problems,
+        "No anomaly: every run exited 0, each fresh run recorded success, each goal-met run ran "
+        "nothing and wrote nothing.",
+    )
     print(f"total {time.perf_counter() - began:.0f} s")
-    return 1 if bench.problems else 0
+    return code
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -92,6 +92,8 @@ from benchlib import (
     print_ratio,
     print_ratio_header,
     print_table,
+    report_anomalies,
+    run_main,
 )
 
 import taskkit
@@ -897,20 +899,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"taskkit's code changed while this ran ({source} -> {source_fingerprint()}): the "
             "processes measured did not all run the same version; run again"
         )
-    if bench.anomalies.items:
-        print(f"{len(bench.anomalies.items)} ANOMALIES:")
-        for text in bench.anomalies.items:
-            print(f"  - {text}")
-    else:
-        print("No anomaly: every run exited 0, every checked output equals the seeded bytes, no")
-        print("warm run downloaded anything.")
+    code = report_anomalies(
+        bench.anomalies.items,
+        "No anomaly: every run exited 0, every checked output equals the seeded bytes, no\n"
+        "warm run downloaded anything.",
+    )
     print(f"load average {load()} at the end; total {time.perf_counter() - began:.0f} s")
-    return 1 if bench.anomalies.items else 0
+    return code
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -72,6 +72,8 @@ from benchlib import (
     print_ratio,
     print_ratio_header,
     print_table,
+    report_anomalies,
+    run_main,
     spawn,
 )
 
@@ -511,20 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.cold(number, ds)
         bench.unchanged(len(args.datasets) + 1, args.datasets)
         bench.service.close()
-    if bench.problems:
-        print(f"{len(bench.problems)} ANOMALIES:")
-        for text in bench.problems:
-            print(f"  - {text}")
-    else:
-        print("No anomaly: every run exited 0, every checked container holds the files, the")
-        print("unchanged runs skipped every file.")
+    code = report_anomalies(
+        bench.problems,
+        "No anomaly: every run exited 0, every checked container holds the files, the\n"
+        "unchanged runs skipped every file.",
+    )
     print(f"load average {load()} at the end; total {time.perf_counter() - began:.0f} s")
-    return 1 if bench.problems else 0
+    return code
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

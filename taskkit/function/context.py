@@ -33,7 +33,6 @@ __all__ = [
     "attempt",
     "checkpoint_dir",
     "current",
-    "direct",
     "entered",
     "is_last_attempt",
 ]
@@ -75,11 +74,6 @@ _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
 #: The outermost calls running in this process, whatever their thread.
 _roots: list[CallContext] = []
 _roots_lock = threading.Lock()
-
-
-def direct() -> CallContext | None:
-    """The call this very code runs inside (this thread's, or the task's it was copied to)."""
-    return _current.get()
 
 
 def current() -> CallContext | None:

@@ -37,11 +37,19 @@ from taskkit.exceptions import (
     DataError,
     MisuseError,
     TaskFailure,
+    TaskkitError,
     TransientError,
 )
-from taskkit.function.context import CallContext, current, entered
+from taskkit.function.context import CallContext, entered
 from taskkit.function.deadline import deadline
-from taskkit.function.failures import PermanentFailure, classify, failure_text, said
+from taskkit.function.failures import (
+    EX_CALL_PERMANENT,
+    EX_CALL_RETRYABLE,
+    PermanentFailure,
+    classify,
+    failure_text,
+    said,
+)
 from taskkit.function.kept import keep_result, stored_result
 from taskkit.function.key import CallKey, changes
 from taskkit.function.moves import publish_outputs, stage_inputs
@@ -141,6 +149,9 @@ def call(
         calls = POOL.calls(opened, state)
         journal = open_journal(calls, task.name, key)
         run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
+        # The keys this call runs inside, a worker thread's adopted caller's included: a call
+        # of one of them would wait for a claim its own caller holds, for ever.
+        run.chain = parent.chain if parent is not None else frozenset()
         run.given_state = given
         return run.settle(rerun)
 
@@ -171,12 +182,9 @@ class _Call:
         self.observer, self.env = observer, environ
         self.args, self.kwargs, self.sleep = args, kwargs, sleep
         self.name = _short(task.name)
-        self.given_state: str | None = None
+        self.given_state: str | None = None  # the caller's choice, passed down (see call())
+        self.chain: frozenset[str] = frozenset()  # the keys of the calls it runs inside
         self.warned = False  # why it runs was said already (as a warning)
-        # The keys this code runs inside, a worker thread's adopted caller's included: a call
-        # of one of them would wait for a claim its own caller holds, for ever.
-        inside = current()
-        self.chain = inside.chain if inside is not None else frozenset()
 
     def settle(self, rerun: bool) -> object:
         journal = self.journal
@@ -335,9 +343,7 @@ class _Call:
         self._close_checkpoint(context.checkpoint)
         try:
             data = encode_result(value, self.task.options.result, name=self.name[:-2])
-        except TaskFailure as exc:
-            raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
-        except MisuseError as exc:
+        except TaskkitError as exc:  # the same code would return the same value: permanent
             raise _Failed(exc, Verdict.PERMANENT, str(exc)) from None
         try:
             published = publish_outputs(
@@ -438,7 +444,12 @@ class _Call:
             state,
             number,
             error={"type": type_name, "message": message, "traceback": text},
-        ).model_copy(update={"reason": reason, "exit_code": 1 if state == "permanent" else 75})
+        ).model_copy(
+            update={
+                "reason": reason,
+                "exit_code": EX_CALL_PERMANENT if state == "permanent" else EX_CALL_RETRYABLE,
+            }
+        )
         try:
             self.journal.write_outcome(outcome, replacing=held)
         except TaskFailure as failure:  # the claim is left to a dead holder: taken over later

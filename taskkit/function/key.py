@@ -50,7 +50,12 @@ class CallKey:
     classes: Mapping[str, CodeKey] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        """The description the journal stores (display values included)."""
+        """The description the journal stores (display values included); made once per key
+        (a call that runs stores it several times): read it, do not change it."""
+        return self._described
+
+    @functools.cached_property
+    def _described(self) -> dict[str, Any]:
         return {
             "schema": KEY_SCHEMA,
             "name": self.name,
@@ -59,12 +64,13 @@ class CallKey:
                 n: [h.digest, h.shown or show(self.values.get(n))]
                 for n, h in self.arguments.items()
             },
-            "inputs": {
-                n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
-            },
+            "inputs": self._inputs(),
             "outputs": list(self.outputs),
             "classes": {name: code.as_json() for name, code in sorted(self.classes.items())},
         }
+
+    def _inputs(self) -> dict[str, Any]:
+        return {n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()}
 
     @functools.cached_property
     def digest(self) -> str:
@@ -74,9 +80,7 @@ class CallKey:
             "name": self.name,
             "code": self.code.digest,
             "arguments": {n: h.digest for n, h in self.arguments.items()},
-            "inputs": {
-                n: {"url": url, "files": dict(files)} for n, (url, files) in self.inputs.items()
-            },
+            "inputs": self._inputs(),
             "outputs": list(self.outputs),
         }
         if self.classes:  # absent when empty: keys of calls without such arguments unchanged

@@ -145,9 +145,10 @@ def call_key(
         from taskkit.runner.fingerprint import describe
         from taskkit.transfer.stage_plan import Input
 
-        for name, url in sorted(options.inputs.items()):
-            work = describe([], [Input(url, name)], [], stores)
-            inputs[name] = (public_url(url), dict(work.inputs[0][1]))
+        given = sorted(options.inputs.items())
+        work = describe([], [Input(url, name) for name, url in given], [], stores)
+        for (name, url), (_, files) in zip(given, work.inputs, strict=True):
+            inputs[name] = (public_url(url), dict(files))
     return CallKey(
         task.name,
         task.code(),

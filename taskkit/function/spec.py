@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from taskkit.exceptions import BadTask, TaskkitError
@@ -124,12 +124,7 @@ class TaskSpec:
     """A task's function, name and options, checked (see the module docstring)."""
 
     #: The options :class:`~taskkit.function.task.Task` takes (for the refusal of a typo).
-    OPTIONS = frozenset(
-        {
-            "state", "inputs", "outputs", "retries", "retry_on", "permanent_on", "deadline",
-            "version", "depends", "ignore", "key", "result", "allow_empty",
-        }
-    )  # fmt: skip
+    OPTIONS = frozenset(option.name for option in fields(TaskOptions))
 
     def __init__(
         self,
