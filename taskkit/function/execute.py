@@ -91,17 +91,17 @@ def planned(
     state: str | None = None,
     rerun: bool = False,
 ) -> CallPlan:
-    with resources(stores, NullObserver(), environ) as (opened, _, env, parent):
-        state = resolve_state(task, env, parent, NullObserver(), state, say=False)
-        return plan_call(task, args, kwargs, stores=opened, state=state, environ=env, rerun=rerun)
+    opened, _, env, parent = resources(stores, NullObserver(), environ)
+    state = resolve_state(task, env, parent, NullObserver(), state, say=False)
+    return plan_call(task, args, kwargs, stores=opened, state=state, environ=env, rerun=rerun)
 
 
 def forget(task: TaskSpec, args: Sequence[object], kwargs: Mapping[str, object]) -> bool:
-    with resources(None, None, None) as (stores, told, env, parent):
-        state = resolve_state(task, env, parent, told)
-        key = call_key(task, args, kwargs, stores=stores, environ=env, dry_run=True)
-        journal = open_journal(POOL.calls(stores, state), task.name, key)
-        return _forget(journal, told, _short(task.name))
+    stores, told, env, parent = resources(None, None, None)
+    state = resolve_state(task, env, parent, told)
+    key = call_key(task, args, kwargs, stores=stores, environ=env, dry_run=True)
+    journal = open_journal(POOL.calls(stores, state), task.name, key)
+    return _forget(journal, told, _short(task.name))
 
 
 def _forget(journal: Journal, told: Observer, name: str) -> bool:
@@ -132,28 +132,28 @@ def call(
 ) -> object:
     """``task(*args, **kwargs)`` as the module docstring says; the (stored) result.
     ``state``: the state to use whatever the task says (``taskkit call --state``)."""
-    with resources(stores, observer, environ) as (opened, told, env, parent):
-        given = state or (parent.given_state if parent is not None else None)
-        state = resolve_state(task, env, parent, told, given)
-        # Shown only if it runs: a hit never says its arguments.
-        key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False, shown=False)
-        if key.code.notes and not task.noted:
-            task.noted = True  # once per task and process: the code does not change meanwhile
-            for note in key.code.notes:
-                told.note(f"{_short(task.name)}: {note}")
-        if parent is not None and key.digest in parent.chain:
-            raise BadTask(
-                f"{_short(task.name)} calls itself with the same arguments: it would wait for "
-                "itself forever"
-            )
-        calls = POOL.calls(opened, state)
-        journal = open_journal(calls, task.name, key)
-        run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
-        # The keys this call runs inside, a worker thread's adopted caller's included: a call
-        # of one of them would wait for a claim its own caller holds, for ever.
-        run.chain = parent.chain if parent is not None else frozenset()
-        run.given_state = given
-        return run.settle(rerun)
+    opened, told, env, parent = resources(stores, observer, environ)
+    given = state or (parent.given_state if parent is not None else None)
+    state = resolve_state(task, env, parent, told, given)
+    # Shown only if it runs: a hit never says its arguments.
+    key = call_key(task, args, kwargs, stores=opened, environ=env, dry_run=False, shown=False)
+    if key.code.notes and not task.noted:
+        task.noted = True  # once per task and process: the code does not change meanwhile
+        for note in key.code.notes:
+            told.note(f"{_short(task.name)}: {note}")
+    if parent is not None and key.digest in parent.chain:
+        raise BadTask(
+            f"{_short(task.name)} calls itself with the same arguments: it would wait for "
+            "itself forever"
+        )
+    calls = POOL.calls(opened, state)
+    journal = open_journal(calls, task.name, key)
+    run = _Call(task, key, journal, opened, calls, state, told, env, args, kwargs, sleep)
+    # The keys this call runs inside, a worker thread's adopted caller's included: a call
+    # of one of them would wait for a claim its own caller holds, for ever.
+    run.chain = parent.chain if parent is not None else frozenset()
+    run.given_state = given
+    return run.settle(rerun)
 
 
 class _Lost(Exception):

@@ -15,10 +15,9 @@ than a hit); a forked child never uses its parent's pool; nothing here writes.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,16 +123,13 @@ def resolve_state(
     if parent is not None:
         return parent.state
     state = default_state(environ)
-    if (
-        say
-        and not environ.get("TASKKIT_STATE", "").strip()
-        and not local_node(environ).state_dir.exists()
-    ):
+    if say and not environ.get("TASKKIT_STATE", "").strip():
         # Named when it is made, once a process: where results went should be no surprise.
+        # Asked once per state (the folder's stat is no cost for every call to pay).
         with _said_lock:
-            first = state not in _said_state
+            known = state in _said_state
             _said_state.add(state)
-        if first:
+        if not known and not local_node(environ).state_dir.exists():
             told.note(
                 f"results of task functions are kept in {shown_url(state)} (set "
                 "TASKKIT_STATE or state= to choose)"
@@ -141,10 +137,9 @@ def resolve_state(
     return state
 
 
-@contextlib.contextmanager
 def resources(
     stores: Stores | None, observer: Observer | None, environ: Mapping[str, str] | None
-) -> Iterator[tuple[Stores, Observer, Mapping[str, str], CallContext | None]]:
+) -> tuple[Stores, Observer, Mapping[str, str], CallContext | None]:
     """The stores, observer and environment of a call: given, else the calling task's, else
     the process's (:data:`POOL`)."""
     parent = current()
@@ -153,4 +148,4 @@ def resources(
     told = observer_or_default(observer or (parent.observer if parent else None))
     if stores is None:
         stores = parent.stores if parent else POOL.stores()
-    yield stores, told, env, parent
+    return stores, told, env, parent
