@@ -4,7 +4,7 @@
 Each module here adds its commands to the one :data:`cli` group when it is imported.
 """
 
-from taskkit.cli import batch, call, hashing, tasks, transfer  # noqa: F401 - registers commands
+from taskkit.cli import batch, call, hashing, local, tasks, transfer  # noqa: F401 - registers commands
 from taskkit.cli._app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,444 @@
+"""Batch task objects read from a file: what ``taskkit local run`` emulates, checked as the
+service checks them.
+
+:func:`read_tasks` takes a JSON array or JSON lines of task objects in the REST shape
+(camelCase, what ``taskkit batch task-json`` prints and ``Add Task`` takes) and returns
+:class:`BatchTask` values, or raises :class:`~taskkit.exceptions.DataError` with one line
+naming the task and the field.
+
+Invariants:
+
+* A task the service would refuse is refused here: an id that is not a Batch id, ids equal
+  ignoring case, a missing ``commandLine``, a retry count below -1, a ``maxWallClockTime`` that
+  is not an ISO 8601 duration, a dependency on a task that is not in the file, on itself, or in
+  a cycle.
+* No field is silently ignored. A field Batch does not know is refused (a typo would otherwise
+  change what runs); a field Batch knows and the emulator does not carry out
+  (:data:`NOT_EMULATED`: resource files, output files, containers...) is returned in
+  :attr:`TaskFile.not_emulated`, for the caller to name.
+* The command line is split into words here, as Batch splits a Linux command line: POSIX
+  words, quotes group, nothing is expanded (see :mod:`taskkit.batch.taskjson`). A line that
+  cannot be split (an open quote) is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from taskkit.exceptions import DataError
+
+__all__ = [
+    "NOT_EMULATED",
+    "BatchTask",
+    "ExitConditions",
+    "ExitOptions",
+    "TaskFile",
+    "parse_duration",
+    "read_tasks",
+]
+
+JobAction = Literal["none", "disable", "terminate"]
+DependencyAction = Literal["satisfy", "block"]
+
+#: Fields of a Batch task the emulator knows and does not carry out (named, not ignored).
+NOT_EMULATED = frozenset(
+    {
+        "resourceFiles",
+        "outputFiles",
+        "userIdentity",
+        "containerSettings",
+        "affinityInfo",
+        "multiInstanceSettings",
+        "applicationPackageReferences",
+        "authenticationTokenSettings",
+    }
+)
+_KNOWN = frozenset(
+    {
+        "id",
+        "displayName",
+        "commandLine",
+        "environmentSettings",
+        "constraints",
+        "exitConditions",
+        "dependsOn",
+        "requiredSlots",
+    }
+)
+_CONSTRAINTS = frozenset({"maxTaskRetryCount", "maxWallClockTime", "retentionTime"})
+_EXIT_FIELDS = frozenset(
+    {"exitCodes", "exitCodeRanges", "preProcessingError", "fileUploadError", "default"}
+)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DURATION = re.compile(
+    r"P(?:(?P<d>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
+)
+
+
+@dataclass(frozen=True)
+class ExitOptions:
+    """What the service does when a task completes with a given outcome; ``None`` keeps the
+    service's default (satisfy and none after success, block and terminate after a failure)."""
+
+    job_action: JobAction | None = None
+    dependency_action: DependencyAction | None = None
+
+    def resolved(self, success: bool) -> tuple[JobAction, DependencyAction]:
+        """The job action and the dependency action, defaults applied."""
+        return (
+            self.job_action or ("none" if success else "terminate"),
+            self.dependency_action or ("satisfy" if success else "block"),
+        )
+
+
+@dataclass(frozen=True)
+class ExitConditions:
+    """A task's ``exitConditions``: exit codes and ranges first, then ``default``."""
+
+    codes: Mapping[int, ExitOptions] = field(default_factory=dict)
+    ranges: tuple[tuple[int, int, ExitOptions], ...] = ()
+    pre_processing_error: ExitOptions | None = None
+    default: ExitOptions | None = None
+
+    def for_exit(self, code: int | None) -> ExitOptions:
+        """The options for a completion with exit code ``code``; ``None``: the command could
+        not be started (``preProcessingError``)."""
+        if code is None:
+            return self.pre_processing_error or self.default or ExitOptions()
+        if code in self.codes:
+            return self.codes[code]
+        for start, end, options in self.ranges:
+            if start <= code <= end:
+                return options
+        # Batch's default for exit code 0 is "satisfy, none" whatever ``default`` says: the
+        # default entry is for "all other exit conditions", and 0 is not a failure.
+        return ExitOptions() if code == 0 else (self.default or ExitOptions())
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One task of the file, checked; :attr:`argv` is its command line split as Batch splits it."""
+
+    id: str
+    command_line: str
+    argv: tuple[str, ...]
+    environment: Mapping[str, str] = field(default_factory=dict)
+    max_retries: int = 0
+    max_wall_clock: float | None = None
+    exit_conditions: ExitConditions = field(default_factory=ExitConditions)
+    depends_on: tuple[str, ...] = ()
+    display_name: str | None = None
+
+    @property
+    def retries_unlimited(self) -> bool:
+        return self.max_retries == -1
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """The tasks of a file in its order, and the fields it uses that are not emulated (field
+    name to the ids of the tasks using it)."""
+
+    tasks: tuple[BatchTask, ...]
+    not_emulated: Mapping[str, tuple[str, ...]]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in an ISO 8601 duration as Batch takes them (``PT1H30M``, ``P2D``, ``PT0.5S``);
+    a :class:`ValueError` otherwise."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None or text in ("P", "PT") or text.endswith("T"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT1H30M")
+    d, h, m, s = (float(match.group(k) or 0) for k in "dhms")
+    return d * 86400 + h * 3600 + m * 60 + s
+
+
+def read_tasks(text: str, source: str) -> TaskFile:
+    """The tasks in ``text`` (a JSON array of task objects, or one object per line), read from
+    ``source`` (named in errors); see the module docstring."""
+    objects = list(_objects(text, source))
+    if not objects:
+        raise DataError(f"{source}: no tasks (an empty array or file)")
+    tasks: list[BatchTask] = []
+    not_emulated: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for n, obj in enumerate(objects, 1):
+        task = _task(obj, f"{source}: task {n}")
+        where = f"{source}: task {task.id!r}"
+        folded = task.id.lower()
+        if folded in seen:
+            raise DataError(
+                f"{where}: the id is already used by task {seen[folded]!r} (Batch ids are "
+                "unique ignoring case)"
+            )
+        seen[folded] = task.id
+        for name in sorted(NOT_EMULATED & obj.keys()):
+            if obj[name] not in (None, [], {}):
+                not_emulated.setdefault(name, []).append(task.id)
+        tasks.append(task)
+    tasks = _with_dependencies(tasks, objects, source)
+    return TaskFile(tuple(tasks), {k: tuple(v) for k, v in not_emulated.items()})
+
+
+def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(stripped, object_pairs_hook=_unique)
+        except (json.JSONDecodeError, DataError) as exc:
+            raise DataError(f"{source}: not JSON: {_json_problem(exc)}") from None
+        if not isinstance(data, list):
+            raise DataError(f"{source}: not a JSON array of task objects")
+        for n, item in enumerate(data, 1):
+            if not isinstance(item, dict):
+                raise DataError(f"{source}: task {n} is not a JSON object")
+            yield item
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line, object_pairs_hook=_unique)
+        except (json.JSONDecodeError, DataError) as exc:
+            raise DataError(f"{source}: line {n}: not JSON: {_json_problem(exc)}") from None
+        if not isinstance(item, dict):
+            raise DataError(
+                f"{source}: line {n} is not a task object (give a JSON array, or one object "
+                "per line)"
+            )
+        yield item
+
+
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
+def _unique(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DataError(f"the field {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
+    task_id = obj.get("id")
+    if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
+        raise DataError(
+            f"{where}: id: {task_id!r} is not a Batch task id (1 to 64 letters, digits, - and _)"
+            if task_id is not None
+            else f"{where}: no id"
+        )
+    where = f"{where.rsplit(': task ', 1)[0]}: task {task_id!r}"
+    unknown = sorted(obj.keys() - _KNOWN - NOT_EMULATED)
+    if unknown:
+        raise DataError(f"{where}: unknown field {unknown[0]!r} (not a Batch task field)")
+    line = obj.get("commandLine")
+    if not isinstance(line, str) or not line.strip():
+        raise DataError(f"{where}: commandLine: a non-empty string is needed")
+    try:
+        argv = tuple(shlex.split(line))
+    except ValueError as exc:
+        raise DataError(f"{where}: commandLine: cannot be split into words: {exc}") from None
+    slots = obj.get("requiredSlots", 1)
+    if slots != 1 or isinstance(slots, bool):
+        raise DataError(f"{where}: requiredSlots: only 1 is emulated, not {slots!r}")
+    name = obj.get("displayName")
+    if name is not None and not isinstance(name, str):
+        raise DataError(f"{where}: displayName: a string is needed")
+    retries, wall = _constraints(obj.get("constraints"), where)
+    return BatchTask(
+        id=task_id,
+        command_line=line,
+        argv=argv,
+        environment=_environment(obj.get("environmentSettings"), where),
+        max_retries=retries,
+        max_wall_clock=wall,
+        exit_conditions=_exit_conditions(obj.get("exitConditions"), where),
+        display_name=name,
+    )
+
+
+def _environment(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise DataError(f"{where}: environmentSettings: a list of {{name, value}} is needed")
+    env: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise DataError(f"{where}: environmentSettings: each entry needs a string name")
+        name, text = item["name"], item.get("value", "")
+        if set(item) - {"name", "value"}:
+            raise DataError(f"{where}: environmentSettings: {name!r} has fields other than value")
+        if not name or "=" in name or "\0" in name:
+            raise DataError(f"{where}: environmentSettings: {name!r} is not a variable name")
+        if not isinstance(text, str) or "\0" in text:
+            raise DataError(f"{where}: environmentSettings: {name!r}: the value is no string")
+        env[name] = text
+    return env
+
+
+def _constraints(value: object, where: str) -> tuple[int, float | None]:
+    if value is None:
+        return 0, None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: constraints: an object is needed")
+    unknown = sorted(value.keys() - _CONSTRAINTS)
+    if unknown:
+        raise DataError(f"{where}: constraints: unknown field {unknown[0]!r}")
+    retries = value.get("maxTaskRetryCount", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
+        raise DataError(
+            f"{where}: constraints.maxTaskRetryCount: {retries!r} is not a count (-1: unlimited)"
+        )
+    wall = value.get("maxWallClockTime")
+    seconds: float | None = None
+    if wall is not None:
+        try:
+            seconds = parse_duration(wall)
+        except ValueError as exc:
+            raise DataError(f"{where}: constraints.maxWallClockTime: {exc}") from None
+        if seconds <= 0:
+            raise DataError(f"{where}: constraints.maxWallClockTime: must be above zero")
+    for name in ("retentionTime",):
+        if name in value and value[name] is not None:
+            try:
+                parse_duration(value[name])
+            except ValueError as exc:
+                raise DataError(f"{where}: constraints.{name}: {exc}") from None
+    return retries, seconds
+
+
+def _options(value: object, where: str) -> ExitOptions:
+    if not isinstance(value, dict) or set(value) - {"exitOptions"}:
+        raise DataError(f"{where}: an object with exitOptions is needed")
+    options = value.get("exitOptions") or {}
+    if not isinstance(options, dict) or set(options) - {"jobAction", "dependencyAction"}:
+        raise DataError(f"{where}.exitOptions: only jobAction and dependencyAction are known")
+    job, dep = options.get("jobAction"), options.get("dependencyAction")
+    if job is not None and job not in ("none", "disable", "terminate"):
+        raise DataError(f"{where}.exitOptions.jobAction: {job!r} is not none, disable or terminate")
+    if dep is not None and dep not in ("satisfy", "block"):
+        raise DataError(f"{where}.exitOptions.dependencyAction: {dep!r} is not satisfy or block")
+    return ExitOptions(job_action=job, dependency_action=dep)
+
+
+def _bounds(entry: object, where: str) -> tuple[int, int]:
+    """The ``start`` and ``end`` of a range entry, both integers."""
+    bounds = (entry.get("start"), entry.get("end")) if isinstance(entry, dict) else (None, None)
+    start, end = bounds
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+        raise DataError(f"{where}: start and end: integers are needed")
+    return int(start), int(end)  # type: ignore[arg-type]
+
+
+def _exit_conditions(value: object, where: str) -> ExitConditions:
+    if value is None:
+        return ExitConditions()
+    where = f"{where}: exitConditions"
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: an object is needed")
+    unknown = sorted(value.keys() - _EXIT_FIELDS)
+    if unknown:
+        raise DataError(f"{where}: unknown field {unknown[0]!r}")
+    codes: dict[int, ExitOptions] = {}
+    for n, entry in enumerate(value.get("exitCodes") or [], 1):
+        code = entry.get("code") if isinstance(entry, dict) else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise DataError(f"{where}.exitCodes[{n}]: code: an integer is needed")
+        rest = {k: v for k, v in entry.items() if k != "code"}
+        codes[code] = _options(rest, f"{where}.exitCodes[{n}]")
+    ranges: list[tuple[int, int, ExitOptions]] = []
+    for n, entry in enumerate(value.get("exitCodeRanges") or [], 1):
+        start, end = _bounds(entry, f"{where}.exitCodeRanges[{n}]")
+        if start > end:
+            raise DataError(f"{where}.exitCodeRanges[{n}]: start {start} is above end {end}")
+        rest = {k: v for k, v in entry.items() if k not in ("start", "end")}
+        ranges.append((start, end, _options(rest, f"{where}.exitCodeRanges[{n}]")))
+    named: dict[str, ExitOptions | None] = {}
+    for name in ("preProcessingError", "fileUploadError", "default"):
+        entry = value.get(name)
+        named[name] = None if entry is None else _options({"exitOptions": entry}, f"{where}.{name}")
+    return ExitConditions(
+        codes=codes,
+        ranges=tuple(ranges),
+        pre_processing_error=named["preProcessingError"],
+        default=named["default"],
+    )
+
+
+def _with_dependencies(
+    tasks: list[BatchTask], objects: list[Mapping[str, Any]], source: str
+) -> list[BatchTask]:
+    """``tasks`` with their ``dependsOn`` read and checked against the whole file."""
+    by_id = {t.id: t for t in tasks}
+    numeric = {int(t.id): t.id for t in tasks if t.id.isdigit()}
+    out: list[BatchTask] = []
+    for task, obj in zip(tasks, objects, strict=True):
+        value = obj.get("dependsOn")
+        where = f"{source}: task {task.id!r}: dependsOn"
+        if value is None:
+            out.append(task)
+            continue
+        if not isinstance(value, dict) or set(value) - {"taskIds", "taskIdRanges"}:
+            raise DataError(f"{where}: an object with taskIds and taskIdRanges is needed")
+        ids: list[str] = []
+        for name in value.get("taskIds") or []:
+            if not isinstance(name, str) or name not in by_id:
+                raise DataError(f"{where}: {name!r} is no task of this file")
+            ids.append(name)
+        for n, entry in enumerate(value.get("taskIdRanges") or [], 1):
+            start, end = _bounds(entry, f"{where}.taskIdRanges[{n}]")
+            inside = [numeric[k] for k in sorted(numeric) if start <= k <= end]
+            if start > end or not inside:
+                raise DataError(
+                    f"{where}.taskIdRanges[{n}]: no task has an id from {start} to {end}"
+                )
+            ids.extend(inside)
+        if task.id in ids:
+            raise DataError(f"{where}: a task cannot depend on itself")
+        out.append(_replace_depends(task, tuple(dict.fromkeys(ids))))
+    _refuse_cycles(out, source)
+    return out
+
+
+def _replace_depends(task: BatchTask, ids: tuple[str, ...]) -> BatchTask:
+    from dataclasses import replace
+
+    return replace(task, depends_on=ids)
+
+
+def _refuse_cycles(tasks: Sequence[BatchTask], source: str) -> None:
+    """A :class:`DataError` naming a task of a dependency cycle, if there is one (those tasks
+    would wait for ever)."""
+    after = {t.id: t.depends_on for t in tasks}
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+    for root, first in after.items():
+        if state.get(root):
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(first))]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                raise DataError(
+                    f"{source}: task {child!r}: dependsOn: a cycle ({child} waits on itself "
+                    "through other tasks)"
+                )
+            elif not state.get(child):
+                state[child] = 1
+                stack.append((child, iter(after[child])))

@@ -1,0 +1,219 @@
+"""``taskkit local run``: a job of Batch task objects on an emulated pool, with chaos.
+
+What is drawn: on a terminal, one status line redrawn as the job goes (running, succeeded,
+failed, retries, requeues), and a line for each task that fails or is blocked; elsewhere (a
+pipe, a CI log) one plain line per event. Either way the last lines are the summary, naming
+every task that did not succeed, and the exit code is 0 only when every task succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from taskkit.batch.chaos import Chaos
+from taskkit.batch.emulator import DEFAULT_JOB_ID, Emulator, EmulatorReport, Event
+from taskkit.batch.tasks import read_tasks
+from taskkit.cli._app import CONTEXT, cli
+from taskkit.cli.report import RunReport, echo, say
+from taskkit.exceptions import InputNotFound, UsageError
+
+__all__ = ["local_group"]
+
+#: The job's folder when ``--dir`` is not given.
+DEFAULT_DIR = ".taskkit-local"
+#: Seconds between redraws of the status line.
+REDRAW = 0.2
+
+
+@cli.group("local", context_settings=CONTEXT)
+def local_group() -> None:
+    """Run Batch jobs on this machine: an emulated pool, with fault injection."""
+
+
+@local_group.command("run", context_settings=CONTEXT)
+@click.argument("tasks", metavar="TASKS")
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1, max=256),
+    default=2,
+    show_default=True,
+    help="Emulated nodes.",
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="Task slots per node.",
+)
+@click.option(
+    "--job-id",
+    default=DEFAULT_JOB_ID,
+    show_default=True,
+    metavar="J",
+    help="The job's id (AZ_BATCH_JOB_ID).",
+)
+@click.option(
+    "--on-task-failure",
+    type=click.Choice(["noaction", "performExitOptionsJobAction"]),
+    default="noaction",
+    show_default=True,
+    help="The job's onTaskFailure: performExitOptionsJobAction honours exitOptions.jobAction.",
+)
+@click.option(
+    "--chaos",
+    metavar="SPEC",
+    default=None,
+    help="kill=P,preempt=P,storage=P,within=SECONDS,limit=N (see README).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the chaos decisions.")
+@click.option(
+    "--report", "report_file", metavar="FILE", default=None, help="Also write the JSON report here."
+)
+@click.option(
+    "--dir",
+    "directory",
+    metavar="DIR",
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where the nodes, the state and the reports live.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="A line for every start, retry and requeue.")
+def local_run_command(
+    tasks: str,
+    nodes: int,
+    slots: int,
+    job_id: str,
+    on_task_failure: str,
+    chaos: str | None,
+    seed: int | None,
+    report_file: str | None,
+    directory: str,
+    verbose: bool,
+) -> None:
+    """Run the Batch task objects in TASKS (a JSON array or JSON lines, as `taskkit batch
+    task-json` prints them; - for stdin) on NODES emulated nodes of SLOTS slots, as Azure Batch
+    runs them: retries, wall clocks, exit conditions, dependencies.
+
+    Exit code: 0 when every task succeeded, 1 when any failed, was blocked or did not run.
+    """
+    spec = Chaos.parse(chaos)
+    text, source = _read(tasks)
+    found = read_tasks(text, source)
+    status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
+    console = RunReport(verbose=verbose, interval=60.0)
+    for name, ids in sorted(found.not_emulated.items()):
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        say("warning", f"{name} is not emulated: ignored in {shown}")
+    emulator = Emulator(
+        found.tasks,
+        root=Path(directory).expanduser(),
+        job_id=job_id,
+        nodes=nodes,
+        slots=slots,
+        on_task_failure=on_task_failure,  # type: ignore[arg-type]
+        chaos=spec,
+        seed=seed,
+        watch=status.event,
+        observer=console,
+    )
+    report: EmulatorReport | None = None
+    try:
+        report = emulator.run()
+    finally:
+        status.clear()
+        kept = emulator.root / f"report-{emulator.job_id}.json"
+        emulator.report.write(kept)
+        if report_file:
+            emulator.report.write(Path(report_file).expanduser())
+    _summary(report, kept)
+    sys.exit(report.exit_code)
+
+
+def _read(tasks: str) -> tuple[str, str]:
+    if tasks == "-":
+        return sys.stdin.read(), "stdin"
+    try:
+        return Path(tasks).read_text(encoding="utf-8"), tasks
+    except FileNotFoundError:
+        raise InputNotFound(f"local run: no task file {tasks!r}", path=tasks) from None
+    except IsADirectoryError:
+        raise UsageError(f"local run: {tasks!r} is a directory, not a task file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"local run: {tasks!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"local run: cannot read {tasks!r}: {(exc.strerror or exc)}") from None
+
+
+class _Status:
+    """The live view: a redrawn line on a terminal, plain lines elsewhere."""
+
+    def __init__(self, tty: bool, verbose: bool, total: int) -> None:
+        self.tty, self.verbose, self.total = tty, verbose, total
+        self.running = self.succeeded = self.failed = self.blocked = 0
+        self.retries = self.requeues = 0
+        self._drawn = 0.0
+        self._width = 0
+
+    def event(self, event: Event) -> None:
+        kind = event.kind
+        self.running = event.running
+        self.retries += kind == "retry"
+        self.requeues += kind == "requeue"
+        self.succeeded += kind == "succeeded"
+        self.failed += kind == "failed"
+        self.blocked += kind == "blocked"
+        loud = kind in ("failed", "blocked", "preempt", "job")
+        if self.tty:
+            if loud or self.verbose:
+                self.clear()
+                say("local", event.text)
+            now = time.monotonic()
+            if now - self._drawn >= REDRAW or kind in ("succeeded", "failed"):
+                self._draw()
+                self._drawn = now
+        elif loud or self.verbose:
+            say("local", event.text)
+
+    def line(self) -> str:
+        return (
+            f"{self.succeeded + self.failed + self.blocked}/{self.total} done: "
+            f"{max(self.running, 0)} running, {self.succeeded} succeeded, {self.failed} failed, "
+            f"{self.blocked} blocked, {self.retries} retries, {self.requeues} requeues"
+        )
+
+    def _draw(self) -> None:
+        text = self.line()
+        pad = " " * max(self._width - len(text), 0)
+        sys.stderr.write(f"\r{text}{pad}")
+        sys.stderr.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        if self.tty and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+def _summary(report: EmulatorReport, kept: Path) -> None:
+    summary = report.summary()
+    echo(
+        f"job {report.job_id}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
+        f"{summary['blocked']} blocked, {summary['notRun']} not run; "
+        f"{summary['retries']} retries, {summary['requeues']} requeues "
+        f"({summary['kills']} kills, {summary['preemptions']} preemptions"
+        + (f", {summary['storageFaults']} storage faults" if report.chaos.storage else "")
+        + f") in {summary['seconds']} s"
+    )
+    for task in report.unsuccessful():
+        why = task.note or (f"exit {task.exit_code}" if task.exit_code is not None else "")
+        echo(f"  {task.state}: {task.id}" + (f" ({why})" if why else ""))
+    if report.terminated:
+        echo(f"  the job ended early: {report.terminated}")
+    echo(f"report: {os.path.relpath(kept)}")
