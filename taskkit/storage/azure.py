@@ -77,8 +77,7 @@ class AzureStore(Store):
             resolved.url,
             credential=resolved.credential,
             retry_total=0,  # taskkit retries, with its own budget
-            connection_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            transport=_transport(),
         )
 
     def __repr__(self) -> str:
@@ -336,6 +335,23 @@ class AzureStore(Store):
 
     def close(self) -> None:
         self._sync(self._client.close)
+
+
+def _transport() -> Any:
+    """The SDK's aiohttp transport, sending each request once. aiohttp re-sends an idempotent
+    request (GET, PUT, DELETE) once, unseen, when the connection drops before the reply: a
+    conditional write whose reply was lost would meet its own write on what taskkit counts as
+    its first try, and be reported as another writer's :class:`~taskkit.exceptions.Conflict`
+    (:meth:`Store.put`). Retries are taskkit's own, and counted."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    class SendOnce(AioHttpTransport):  # type: ignore[misc]  # azure-core's aiohttp types are Any
+        async def open(self) -> None:
+            await super().open()
+            if self.session is not None:  # aiohttp's own switch (its test client turns it off)
+                self.session._retry_connection = False
+
+    return SendOnce(connection_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
 
 
 def _etag(value: object) -> str:
