@@ -1,5 +1,5 @@
-"""Test helpers for taskkit and for the projects that use it: a real Azurite blob server, and a
-store that fails on purpose.
+"""Test helpers for taskkit and for the projects that use it: a real Azurite blob server, a
+store that fails on purpose, and an HTTP proxy that does.
 
 This package ships with taskkit on purpose, so that users test their tasks the way taskkit tests
 itself. It needs pytest (``pip install taskkit[test]``). Enable the fixtures in a ``conftest.py``::
@@ -17,6 +17,9 @@ This is the face of the test tools; each name has its home in one module:
   module is not named ``azurite``: the package's ``azurite`` is the fixture, and a submodule of
   that name would be shadowed by it (``import taskkit.testing.azurite`` would give the fixture).
 - :mod:`taskkit.testing.faults`: :class:`FaultyStore` and its rules (:class:`Fault`).
+- :mod:`taskkit.testing.proxy`: :class:`FaultProxy`, an HTTP proxy that fails requests on the
+  wire in front of a blob endpoint (Azurite), for code in other processes, and its rules
+  (:class:`ProxyRule`).
 """
 
 from __future__ import annotations
@@ -37,17 +40,23 @@ from taskkit.testing.faults import (
     Injected,
     Operation,
 )
+from taskkit.testing.proxy import PROXY_KINDS, FaultProxy, Injection, ProxyFaultKind, ProxyRule
 
 __all__ = [
     "AZURITE_ENV_VAR",
     "INSTALL_HINT",
     "OPERATIONS",
+    "PROXY_KINDS",
     "Azurite",
     "Fault",
     "FaultKind",
+    "FaultProxy",
     "FaultyStore",
     "Injected",
+    "Injection",
     "Operation",
+    "ProxyFaultKind",
+    "ProxyRule",
     "azurite",
     "azurite_container",
     "find_azurite",

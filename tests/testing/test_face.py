@@ -10,7 +10,7 @@ import types
 
 import taskkit.testing
 
-HOMES = ("taskkit.testing.azurite_server", "taskkit.testing.faults")
+HOMES = ("taskkit.testing.azurite_server", "taskkit.testing.faults", "taskkit.testing.proxy")
 
 
 def test_the_face_lists_exactly_what_its_modules_export() -> None:
