@@ -246,6 +246,7 @@ class FaultProxy:
 class _Server(ThreadingHTTPServer):
     proxy: FaultProxy
     daemon_threads = True
+    request_queue_size = 128  # the tasks of a node open many connections at once
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Silent: the library never prints, and a dropped client is part of the game."""
