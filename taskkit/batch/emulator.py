@@ -690,7 +690,7 @@ class Emulator:
                 )
             endpoints.add(endpoint)
         try:
-            from taskkit.testing.proxy import FaultProxy  # type: ignore[import-not-found,unused-ignore]
+            from taskkit.testing.proxy import FaultProxy
         except ImportError as exc:  # pragma: no cover - pytest missing
             raise ConfigError(
                 f"--chaos storage= needs taskkit's test tools (pip install 'taskkit[test]'): {exc}"
