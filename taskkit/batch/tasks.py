@@ -1,8 +1,9 @@
 """Batch task objects read from a file: what ``taskkit local run`` emulates, checked as the
 service checks them.
 
-:func:`read_tasks` takes a JSON array or JSON lines of task objects in the REST shape
-(camelCase, what ``taskkit batch task-json`` prints and ``Add Task`` takes) and returns
+:func:`read_tasks` takes task objects in the REST shape (camelCase, what ``taskkit batch
+task-json`` prints and ``Add Task`` takes): a JSON array, JSON lines, or objects one after
+another (the output of several ``task-json`` runs in one file) and returns
 :class:`BatchTask` values, or raises :class:`~taskkit.exceptions.DataError` with one line
 naming the task and the field.
 
@@ -160,7 +161,7 @@ def parse_duration(text: str) -> float:
 
 
 def read_tasks(text: str, source: str) -> TaskFile:
-    """The tasks in ``text`` (a JSON array of task objects, or one object per line), read from
+    """The tasks in ``text`` (JSON task objects, see the module docstring), read from
     ``source`` (named in errors); see the module docstring."""
     objects = list(_objects(text, source))
     if not objects:
@@ -187,32 +188,31 @@ def read_tasks(text: str, source: str) -> TaskFile:
 
 
 def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
-    stripped = text.strip()
-    if stripped.startswith("["):
+    """The task objects of ``text``: JSON values one after another (a JSON array, JSON lines,
+    or the pretty objects of several ``taskkit batch task-json`` runs written to one file),
+    each an object or an array of objects."""
+    decoder = json.JSONDecoder(object_pairs_hook=_unique)
+    at, n = 0, 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return
+        line = text.count("\n", 0, at) + 1
         try:
-            data = json.loads(stripped, object_pairs_hook=_unique)
-        except (json.JSONDecodeError, DataError) as exc:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
             raise DataError(f"{source}: not JSON: {_json_problem(exc)}") from None
-        if not isinstance(data, list):
-            raise DataError(f"{source}: not a JSON array of task objects")
-        for n, item in enumerate(data, 1):
+        except DataError as exc:
+            raise DataError(f"{source}: line {line}: {exc}") from None
+        for item in value if isinstance(value, list) else [value]:
+            n += 1
             if not isinstance(item, dict):
-                raise DataError(f"{source}: task {n} is not a JSON object")
+                raise DataError(
+                    f"{source}: line {line}: task {n} is not a JSON object (give task objects: "
+                    "a JSON array, or one object after another)"
+                )
             yield item
-        return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line, object_pairs_hook=_unique)
-        except (json.JSONDecodeError, DataError) as exc:
-            raise DataError(f"{source}: line {n}: not JSON: {_json_problem(exc)}") from None
-        if not isinstance(item, dict):
-            raise DataError(
-                f"{source}: line {n} is not a task object (give a JSON array, or one object "
-                "per line)"
-            )
-        yield item
 
 
 def _json_problem(exc: Exception) -> str:

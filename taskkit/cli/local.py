@@ -8,9 +8,12 @@ every task that did not succeed, and the exit code is 0 only when every task suc
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -96,9 +99,10 @@ def local_run_command(
     directory: str,
     verbose: bool,
 ) -> None:
-    """Run the Batch task objects in TASKS (a JSON array or JSON lines, as `taskkit batch
-    task-json` prints them; - for stdin) on NODES emulated nodes of SLOTS slots, as Azure Batch
-    runs them: retries, wall clocks, exit conditions, dependencies.
+    """Run the Batch task objects in TASKS as Azure Batch runs them (retries, wall clocks,
+    exit conditions, dependencies) on NODES emulated nodes of SLOTS slots. TASKS holds a JSON
+    array, JSON lines, or the objects `taskkit batch task-json` prints, one after another (-:
+    stdin).
 
     Exit code: 0 when every task succeeded, 1 when any failed, was blocked or did not run.
     """
@@ -122,17 +126,40 @@ def local_run_command(
         watch=status.event,
         observer=console,
     )
-    report: EmulatorReport | None = None
-    try:
-        report = emulator.run()
-    finally:
-        status.clear()
-        kept = emulator.root / f"report-{emulator.job_id}.json"
-        emulator.report.write(kept)
-        if report_file:
-            emulator.report.write(Path(report_file).expanduser())
+    with _stopped_by_signals():
+        try:
+            report = emulator.run()
+        finally:
+            status.clear()
+            kept = emulator.root / f"report-{emulator.job_id}.json"
+            emulator.report.write(kept)
+            if report_file:
+                emulator.report.write(Path(report_file).expanduser())
     _summary(report, kept)
     sys.exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT as Ctrl-C (exit 130) and SIGTERM as exit 143, even when the shell that started
+    taskkit ignores them (a background job): the emulator then kills every task it started
+    and writes its report before taskkit exits."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _read(tasks: str) -> tuple[str, str]:

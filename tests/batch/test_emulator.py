@@ -250,12 +250,9 @@ def test_job_action_terminate_is_honoured_only_when_the_job_opted_in(tmp_path: P
     assert states == {"long": "failed", "bad": "failed", "later": "blocked", "queued": "not-run"}
     assert not (tmp_path / "on/box/queued").exists()
 
-    report = run(
-        tmp_path / "off",
-        [o for o in _job_action_job(tmp_path / "off", "terminate") if o["id"] != "long"]
-        + [sh("exit 0", id="long")],
-        nodes=1,
-    )
+    quick = [o for o in _job_action_job(tmp_path / "off", "terminate") if o["id"] != "long"]
+    quick.append(sh('touch "$BOX/long-started"', id="long"))
+    report = run(tmp_path / "off", quick, nodes=1, slots=2)
     assert report.terminated is None
     assert task_of(report, "queued").state == "succeeded"
 
