@@ -330,7 +330,7 @@ class Emulator:
         self.watch = watch
         self.observer = observer_or_default(observer)
         self._nodes = [
-            _Node(i, LocalNode(self.root / "nodes" / f"node-{i}"), slots)
+            _Node(i, LocalNode(self.root / "nodes" / f"node-{i}", keeps_state=False), slots)
             for i in range(1, nodes + 1)
         ]
         self.report = EmulatorReport(

@@ -135,9 +135,12 @@ def _unmakeable(path: Path, *, directory: bool) -> OSError | None:
 
 @dataclass(frozen=True)
 class LocalNode:
-    """A Batch-like node in the folder ``root`` (absolute); see the module docstring."""
+    """A Batch-like node in the folder ``root`` (absolute); see the module docstring.
+    ``keeps_state``: the node holds the default state in ``root/state`` (a node of an emulated
+    pool does not: the pool's state is shared by its nodes)."""
 
     root: Path
+    keeps_state: bool = True
 
     def __post_init__(self) -> None:
         if not self.root.is_absolute():
@@ -234,7 +237,8 @@ class LocalTask:
 
     def _directories(self) -> tuple[Path, ...]:
         node = self.node
-        return (node.shared_dir, node.startup_dir / "wd", node.state_dir, self.workdir)
+        state = (node.state_dir,) if node.keeps_state else ()
+        return (node.shared_dir, node.startup_dir / "wd", *state, self.workdir)
 
     def make(self) -> None:
         """Make the node's and the task's directories and its (empty) output files, as Batch

@@ -155,28 +155,39 @@ def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> 
     )  # fmt: skip
     try:
         wait_for(lambda: len(list(pids.iterdir())) == 4, "both tasks and their children")
+        started = {int(f.read_text()): _started(int(f.read_text())) for f in pids.iterdir()}
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    for pid_file in pids.iterdir():
-        pid = int(pid_file.read_text())
-        wait_for(lambda pid=pid: not _alive(pid), f"process {pid} gone", timeout=10)
+    for pid, when in started.items():
+        wait_for(lambda pid=pid, when=when: not _alive(pid, when), f"process {pid} gone", 10)
     report = json.loads((tmp_path / ".taskkit-local/report-local.json").read_text())
     assert report["terminated"] == "interrupted"
     assert all(t["state"] == "failed" for t in report["tasks"])
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (None: there is none), which tells it from a later
+    process given the same pid."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[19]
+    except FileNotFoundError:
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Process ``pid``, started at ``started``, still runs: not gone, not a zombie waiting
+    for a parent that is not the test (the pid reused by another process counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[-1].split()
+    except FileNotFoundError:
         return False
-    # A zombie waiting for its parent (the test runner is not it) counts as gone.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
+    return fields[19] == started and fields[0] != "Z"
 
 
 def test_on_a_terminal_the_status_line_is_redrawn(tmp_path: Path) -> None:
