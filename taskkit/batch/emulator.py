@@ -57,11 +57,13 @@ from taskkit.batch.tasks import BatchTask, ExitOptions
 from taskkit.envnames import LOCAL_VARIABLE
 from taskkit.exceptions import ConfigError, TransientError, UsageError
 from taskkit.observer import Observer, observer_or_default
+from taskkit.runner.lifetime import end_marked
 from taskkit.runner.local import LocalNode
 
 __all__ = [
     "DEFAULT_JOB_ID",
     "GRACE",
+    "MARK",
     "Attempt",
     "Emulator",
     "EmulatorReport",
@@ -74,6 +76,10 @@ DEFAULT_JOB_ID = "local"
 #: Seconds between SIGTERM and SIGKILL when the wall clock runs out or the job is terminated.
 GRACE = 5.0
 _CONNECTION = "AZURE_STORAGE_CONNECTION_STRING"
+#: The variable that marks every process of one attempt (``<emulator pid>-<serial>``): what a
+#: lost node takes down is found by it, also the processes that left the attempt's group
+#: (``taskkit run`` starts its command in a session of its own).
+MARK = "TASKKIT_EMULATED_ATTEMPT"
 
 OnTaskFailure = Literal["noaction", "performExitOptionsJobAction"]
 TaskState = Literal["waiting", "ready", "running", "succeeded", "failed", "blocked", "not-run"]
@@ -253,6 +259,7 @@ class _Running:
     node: _Node
     process: subprocess.Popen[bytes]
     started: float  # monotonic
+    mark: bytes  # MARK=value, as it is in the environment of the attempt's processes
     ended_by: Literal["kill", "preempt", "wall-clock", "terminate", "disable", "abort"] | None = (
         None
     )
@@ -353,6 +360,7 @@ class Emulator:
         self._alarms: _Alarms | None = None
         self._proxies: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
+        self._serial = 0
 
     @property
     def state_url(self) -> str:
@@ -451,9 +459,12 @@ class Emulator:
         attempt = Attempt(node=node.name, start=time.time(), retry=task.retries)
         task.attempts.append(attempt)
         task.state = "running"
+        self._serial += 1
+        mark = f"{os.getpid()}-{self._serial}"
         try:
             local.make()
             env = self._environment(task.task, node, local.environ(self._base()))
+            env[MARK] = mark
             with open(local.stdout, "ab") as out, open(local.stderr, "ab") as err:
                 process = subprocess.Popen(
                     task.task.argv,
@@ -472,7 +483,7 @@ class Emulator:
                 err.write(f"taskkit local run: {attempt.note}\n".encode())
             self._complete(task, node, False, None, attempt.note)
             return
-        running = _Running(task, attempt, node, process, now)
+        running = _Running(task, attempt, node, process, now, f"{MARK}={mark}".encode())
         node.running[task.id] = running
         self._say("start", task, node, f"{task.id}: attempt {len(task.attempts)} on {node.name}")
         thread = threading.Thread(target=self._wait, args=(running,), daemon=True)
@@ -505,6 +516,10 @@ class Emulator:
 
     def _wait(self, running: _Running) -> None:
         code = running.process.wait()
+        if running.ended_by in ("kill", "preempt", "abort"):
+            # A lost node takes every process of the attempt with it, also those that left
+            # its group; the task is requeued only once they are gone.
+            end_marked(running.mark)
         with self._cond:
             self._ended(running, code)
             self._schedule()

@@ -399,3 +399,24 @@ def test_a_bad_pool_or_job_id_is_refused_before_anything_is_made(tmp_path: Path)
     with pytest.raises(ConfigError):
         Emulator(tasks(sh("true", id="a")), root=tmp_path / "d", job_id="../x")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_lost_node_takes_down_the_processes_that_left_the_attempts_group(
+    tmp_path: Path,
+) -> None:
+    """kill: a process the attempt started in a session of its own (as ``taskkit run`` starts
+    its command) dies too, before the task is requeued."""
+    script = (
+        'if [ ! -e "$BOX/first" ]; then touch "$BOX/first"; '
+        "setsid sh -c 'echo $$ > \"$BOX/orphan\"; exec sleep 60' & "
+        'while [ ! -s "$BOX/orphan" ]; do sleep 0.01; done; sleep 60; fi'
+    )
+    report = run(tmp_path, [sh(script, id="a")], chaos=Chaos(kill=1.0, within=0.3, limit=1))
+    orphan = int((tmp_path / "box/orphan").read_text())
+    assert report.ok
+    assert [a.chaos for a in task_of(report, "a").attempts] == ["kill", None]
+    with (
+        open(f"/proc/{orphan}/stat") if Path(f"/proc/{orphan}").exists() else open(os.devnull) as f
+    ):
+        fields = f.read().rsplit(")", 1)[-1].split()
+    assert not fields or fields[0] == "Z", "the orphan outlived its node"
