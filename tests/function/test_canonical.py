@@ -144,7 +144,14 @@ DIFFERENT = [
 ]
 
 
-@pytest.mark.parametrize(("a", "b"), DIFFERENT, ids=[f"{a!r}-vs-{b!r}"[:50] for a, b in DIFFERENT])
+def _shown(value: object) -> str:
+    """A test id part, the same in every process (a memoryview's repr holds its address)."""
+    return f"memoryview({bytes(value)!r})" if isinstance(value, memoryview) else repr(value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), DIFFERENT, ids=[f"{_shown(a)}-vs-{_shown(b)}"[:50] for a, b in DIFFERENT]
+)
 def test_different_values_and_types_key_differently(a: object, b: object) -> None:
     """Values that differ in type, in float bits, in order where order counts, or only in how
     their bytes are cut, never share a digest."""
