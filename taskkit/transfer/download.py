@@ -123,6 +123,10 @@ class Transfers:
             if file.size <= CHUNK_SIZE:
                 return self._fetch_small(store, file, fd)
             return self._fetch_large(store, file, fd, partial)
+        except TaskFailure:
+            # The store's own failure (a source it may not read is a PermissionError too):
+            # it names the source, not the partial file being written.
+            raise
         except OSError as exc:
             exc.filename = str(partial)
             raise write_error(exc, "cannot write") from exc
