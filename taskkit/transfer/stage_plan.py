@@ -129,6 +129,8 @@ def parse_input(text: str) -> Input:
         raise UsageError(f"input {text!r}: DEST {dest!r} must be a local path")
     if CONTROL.search(dest):  # a name no one could type again, and no output could publish
         raise UsageError(f"destination {dest!r}: it holds a control character")
+    if "\\" in dest:  # the same: taskkit upload refuses such a name ("could not be staged back")
+        raise UsageError(f"destination {dest!r}: it holds a backslash")
     problem = _path_problem(Path(dest)) if dest else None
     if problem:  # known before any path is: refused with the rest of the command line
         raise UsageError(f"destination {dest!r}: {problem}")

@@ -83,6 +83,16 @@ def test_a_typed_dest_with_a_control_character_is_a_usage_error(source: str, des
     assert "\n" not in str(info.value)  # shown escaped, on one line
 
 
+@pytest.mark.parametrize("dest", ["a\\b", "dir\\", "d/x\\y/"])
+@pytest.mark.parametrize("source", ["az://c/f1.txt", "az://c/p/", "az://c/p/*.txt"])
+def test_a_typed_dest_with_a_backslash_is_a_usage_error(source: str, dest: str) -> None:
+    """A DEST typed with a backslash is refused before anything is read, as a control
+    character is: taskkit upload could never publish a file of that name."""
+    with pytest.raises(UsageError, match="backslash") as info:
+        parse_input(f"{source}={dest}")
+    assert info.value.exit_code == 64
+
+
 # -- check_name --------------------------------------------------------------------------------
 
 
