@@ -282,6 +282,38 @@ CASES: list[Case] = [
         files=SRC,
     ),
     case(
+        "stage-dest-backslash",
+        "stage",
+        ["stage", "-i", "file://{root}/src/a.txt=a\\b"],
+        64,
+        ("destination", "backslash"),
+        files=SRC,
+        why="README: a typed DEST with a backslash is refused before anything is read, as "
+        "upload could never publish that name (it made the file until now)",
+    ),
+    case(
+        "stage-bad-name-in-prefix",
+        "stage",
+        "stage -i file://{root}/src/=in/",
+        65,
+        ("bad\\nname", "control character"),
+        files={"src/ok.txt": "ok", "src/bad\nname": "x"},
+        owns=("in",),
+        why="README: a source name that cannot be a path is refused on its own (65), "
+        "the other files are still staged",
+    ),
+    case(
+        "stage-cache-max-bytes-not-a-size", "stage", "stage --cache-max-bytes 12Q -i x=y", 64, "12Q"
+    ),
+    case(
+        "stage-progress-interval-zero",
+        "stage",
+        "stage --progress-interval 0 -i x=y",
+        64,
+        "--progress-interval",
+    ),
+    case("stage-no-source", "stage", "stage -i =x", 64, "no source"),
+    case(
         "stage-glob-matches-nothing",
         "stage",
         "stage -i 'file://{root}/src/*.zzz=z/'",
@@ -355,6 +387,16 @@ CASES: list[Case] = [
         75,
         ("az://cont/p/", "corpusacct"),
         secret=True,
+    ),
+    case(
+        "upload-name-with-backslash",
+        "upload",
+        "upload -o 'out/*=file://{root}/dest/'",
+        65,
+        ("backslash",),
+        files={"out/a\\b": "x", "out/ok.txt": "ok"},
+        owns=("dest",),
+        why="README: such a name could not be staged back; the other files are sent, no manifest",
     ),
     # -- taskkit upload -------------------------------------------------------------------------
     case("upload-no-output", "upload", "upload", 64, "--output"),
@@ -471,6 +513,32 @@ CASES: list[Case] = [
         "http(s)",
     ),
     case("run-unknown-option", "run", f"run {STATE} --bogus -- true", 200, "--bogus"),
+    case(
+        "run-input-dest-backslash",
+        "run",
+        ["run", *STATE.split(), "-i", "file://{root}/src/a.txt=a\\b", "--", "true"],
+        200,
+        ("destination", "backslash"),
+        files=SRC,
+    ),
+    case(
+        "run-max-retries-variable",
+        "run",
+        "run --state file://{root}/state --job-id j --task-id t -- true",
+        200,
+        "TASKKIT_MAX_RETRIES",
+        env={"TASKKIT_MAX_RETRIES": "x"},
+    ),
+    case(
+        "run-command-is-a-folder",
+        "run",
+        f"run {STATE} -- ./sub",
+        126,
+        ("permanent", "126"),
+        files={"sub": DIR},
+        owns=("state", ".taskkit-outputs-*"),
+        output=Output.ATTEMPT,
+    ),
     case(
         "run-input-missing",
         "run",
