@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from taskkit.envnames import env_variable
-from taskkit.exceptions import ConfigError
+from taskkit.exceptions import ConfigError, UsageError
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.runner.codes import CodeSet
 from taskkit.runner.policy import ExitPolicy
@@ -404,6 +404,14 @@ def _validated(values: Mapping[str, Any], source: str, key_of: Mapping[str, str]
         return RunSpec.model_validate(dict(values))
     except ValidationError as exc:
         raise _first_error(exc, source, key_of) from None
+    except UsageError as exc:
+        # A malformed SRC=DEST or GLOB=DEST, parsed with the settings: as typed when it came
+        # from the command line, else naming the file or variable it came from too.
+        if source == "command line" or type(exc) is not UsageError:
+            raise
+        keys = [key_of.get(name, name) for name in _LISTS if name in values]
+        where = f"{source}: {keys[0]}" if len(keys) == 1 else source
+        raise UsageError(f"{where}: {exc.message}") from None
 
 
 def load_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -397,6 +397,25 @@ def test_resolve_file_error_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert "max-retries" in message
 
 
+@pytest.mark.parametrize(("key", "value"), [("inputs", ["=x"]), ("outputs", ["out/**"])])
+def test_resolve_a_malformed_input_or_output_names_its_file_or_variable(
+    tmp_path: Path, key: str, value: list[str]
+) -> None:
+    """A malformed SRC=DEST or GLOB=DEST in the spec file or a variable names where it came
+    from (a usage error, 200 in taskkit run); on the command line it is said as typed."""
+    path = _spec(tmp_path, {key: value})
+    with pytest.raises(UsageError) as info:
+        resolve({}, spec_file=path, environ={})
+    assert info.value.message.startswith(f"{path}: {key}: ")
+    variable = f"TASKKIT_{key.upper()}"
+    with pytest.raises(UsageError) as info:
+        resolve({}, environ={variable: value[0]})
+    assert info.value.message.startswith(f"environment: {variable}: ")
+    with pytest.raises(UsageError) as info:
+        resolve({key: tuple(value)}, environ={})
+    assert info.value.message.startswith(("input", "output"))
+
+
 def test_resolve_unknown_key_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
     """An unknown key in the spec file is named, with the file."""
     path = _spec(tmp_path, {"max-retry": 1})
