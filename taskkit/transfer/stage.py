@@ -36,7 +36,14 @@ from typing import Any, NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest
 from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
-from taskkit.exceptions import DataError, IOFailure, LinkOut, TaskFailure, from_os_error
+from taskkit.exceptions import (
+    DataError,
+    IOFailure,
+    LinkOut,
+    LocalPermissionDenied,
+    TaskFailure,
+    from_os_error,
+)
 from taskkit.observer import Observer
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
@@ -403,7 +410,18 @@ class _Run:
                 False,
             )
 
-        return self._attempts(once)
+        try:
+            return self._attempts(once)
+        except LocalPermissionDenied as exc:
+            if exc.filename != str(partial):
+                raise
+            # The partial file beside the DEST is taskkit's own, a name the user never gave.
+            reason = os.strerror(exc.errno).lower() if exc.errno else "permission denied"
+            raise LocalPermissionDenied(
+                f"cannot write {str(entry.path)!r}: {reason}",
+                path=entry.path,
+                errno=exc.errno,
+            ) from exc
 
     def _via_cache(self, entry: PlanEntry, node: NodeCache) -> _Done:
         """Fetch into the node cache unless it holds this version, then link. Everything
