@@ -77,7 +77,10 @@ class Output(enum.Enum):
 
 @dataclass(frozen=True)
 class Dir:
-    """An empty folder to make."""
+    """An empty folder to make, with permissions ``mode`` (0o555 for one nobody but root may
+    write into: such a case runs its command as the user nobody when the test runs as root)."""
+
+    mode: int = 0o755
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,13 @@ class Case:
 
     @property
     def unprivileged(self) -> bool:
-        """Whether a file of the case is unreadable, so root must not run it."""
-        return any(isinstance(f, Mode) and not f.mode & 0o444 for f in self.files.values())
+        """Whether a file of the case is unreadable or a folder unwritable: root must not
+        run it."""
+        return any(
+            (isinstance(f, Mode) and not f.mode & 0o444)
+            or (isinstance(f, Dir) and not f.mode & 0o222)
+            for f in self.files.values()
+        )
 
 
 def case(
@@ -373,6 +381,24 @@ CASES: list[Case] = [
         why="the source may not be read: the line names it, not the partial file it went to",
     ),
     case(
+        "stage-workdir-not-writable",
+        "stage",
+        "stage --workdir ro -i file://{root}/src/a.txt=x",
+        77,
+        ("ro/x", "permission denied"),
+        files={**SRC, "ro": Dir(0o555)},
+        avoids=(".partial",),
+        why="the line names the DEST, not the partial file beside it, a name no one gave",
+    ),
+    case(
+        "stage-workdir-cannot-be-made",
+        "stage",
+        "stage --workdir ro/new -i file://{root}/src/a.txt=x",
+        77,
+        ("ro/new", "permission denied"),
+        files={**SRC, "ro": Dir(0o555)},
+    ),
+    case(
         "stage-garbled-connection-string",
         "stage",
         "stage -i az://cont/p/=x/",
@@ -472,6 +498,23 @@ CASES: list[Case] = [
         files={"out/secret.txt": Mode("x", 0)},
         owns=("dest",),
     ),
+    case(
+        "upload-dest-not-writable",
+        "upload",
+        "upload -o 'out/*=file://{root}/ro/dest/'",
+        77,
+        ("ro/dest", "permission denied"),
+        files={**SRC, "ro": Dir(0o555)},
+    ),
+    case(
+        "hash-unreadable-folder",
+        "hash",
+        "hash d",
+        77,
+        ("d/sub", "permission denied"),
+        files={"d/a": "a", "d/sub": Dir(0)},
+        why="README: a path that cannot be read gets one line; the other paths are still hashed",
+    ),
     # -- taskkit run ----------------------------------------------------------------------------
     case("run-no-state", "run", "run --job-id j --task-id t -- true", 200, "--state"),
     case("run-no-ids", "run", "run --state file://{root}/state -- true", 200, "--job-id"),
@@ -538,6 +581,17 @@ CASES: list[Case] = [
         files={"sub": DIR},
         owns=("state", ".taskkit-outputs-*"),
         output=Output.ATTEMPT,
+    ),
+    case(
+        "run-workdir-cannot-be-made",
+        "run",
+        f"run {STATE} --workdir ro/wd -- true",
+        203,
+        ("retryable", "ro/wd", "permission denied"),
+        files={"ro": Dir(0o555)},
+        owns=("state",),
+        output=Output.ATTEMPT,
+        why="README: a directory the attempt needs that cannot be made is local I/O, 203",
     ),
     case(
         "run-input-missing",
@@ -1027,6 +1081,7 @@ def _make(root: Path, files: Mapping[str, Setup]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(what, Dir):
             path.mkdir()
+            path.chmod(what.mode)
         elif isinstance(what, Fifo):
             os.mkfifo(path)
         elif isinstance(what, Link):
