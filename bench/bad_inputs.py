@@ -1002,6 +1002,21 @@ CASES: list[Case] = [
         "--on-task-failure",
     ),
     local_case("local-hostile-job-id", "local run --job-id ../x tasks.json", 64, "--job-id"),
+    local_case(
+        "local-dir-is-file",
+        "local run --dir afile tasks.json",
+        74,
+        ("afile",),
+        files={"afile": ""},
+        why="a file where the emulator's folder must be is local I/O (74, as for stage)",
+    ),
+    local_case(
+        "local-report-below-file",
+        "local run --report afile/r.json tasks.json",
+        74,
+        ("afile",),
+        files={"afile": ""},
+    ),
     local_case("local-tasks-is-folder", "local run tasks", 66, "tasks", files={"tasks": DIR}),
     # -- task JSON (taskkit local run TASKS) ----------------------------------------------------
     tasks_case("tasks-not-json", "not json", "json"),
@@ -1057,6 +1072,33 @@ CASES: list[Case] = [
         ("a", "environmentSettings"),
     ),
     tasks_case("tasks-task-not-object", '["true"]', "object"),
+    case(
+        "tasks-stdin-not-json",
+        "task json",
+        "local run -",
+        65,
+        "json",
+        stdin=b"nope\n",
+        owns=(LOCAL,),
+    ),
+    tasks_case(
+        "tasks-id-range-backwards",
+        '[{"id": "1", "commandLine": "true"}, {"id": "a", "commandLine": "true",'
+        ' "dependsOn": {"taskIdRanges": [{"start": 5, "end": 1}]}}]',
+        ("a", "taskIdRanges"),
+    ),
+    tasks_case(
+        "tasks-bad-dependency-action",
+        '[{"id": "a", "commandLine": "true",'
+        ' "exitConditions": {"default": {"dependencyAction": "explode"}}}]',
+        ("a", "dependencyAction"),
+    ),
+    tasks_case(
+        "tasks-unsupported-field",
+        '[{"id": "a", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://h/x"}]}]',
+        ("a", "resourceFiles"),
+        why="the issue: unknown or unsupported fields are named, not silently ignored",
+    ),
     tasks_case(
         "tasks-empty-command-line",
         '[{"id": "a", "commandLine": "  "}]',
