@@ -211,6 +211,7 @@ def tasks_case(name: str, text: str, says: str | tuple[str, ...], **kw: object) 
 
 
 def local_case(name: str, argv: str, code: int, says: str | tuple[str, ...], **kw: object) -> Case:
+    """A ``taskkit local run`` with a bad option, given a good TASKS file (``tasks.json``)."""
     files: dict[str, Setup] = {"tasks.json": f"[{TASK_OK}]"}
     files.update(kw.pop("files", {}))  # type: ignore[call-overload]
     return case(name, "local run", argv, code, says, files=files, owns=(LOCAL,), **kw)
@@ -461,6 +462,8 @@ CASES: list[Case] = [
         "upload --workdir nope -o 'out/**=file://{root}/dest/'",
         64,
         ("nope", "not a directory"),
+        why="upload reads its working directory and never makes it: a name that is no folder is "
+        "a bad value (64); stage makes it, so a file in its way is local I/O there (74)",
     ),
     case(
         "upload-bad-container-name",
@@ -947,6 +950,19 @@ CASES: list[Case] = [
         env=CALL_ENV,
         owns=("state",),
         output=Output.CALL,
+    ),
+    case(
+        "call-result-not-json",
+        "call",
+        "call m:pair",
+        202,
+        ("pair()", "tuple", "result='pickle'"),
+        files=CALL_FILES,
+        env=CALL_ENV,
+        owns=("state",),
+        output=Output.CALL,
+        why="README: a result that does not come back as it went is refused at the first call; "
+        "bad data, 202 as under taskkit run",
     ),
     # -- taskkit status and batch task-json -----------------------------------------------------
     case("status-no-state", "status", "status --job-id j", 64, "--state"),
