@@ -147,6 +147,7 @@ def plan(
     skipped: list[Skipped] = []
     for output in outputs:
         matched = 0
+        failed = 0
         for found in expand(root, output):
             if isinstance(found, Match):
                 matched += 1
@@ -154,9 +155,12 @@ def plan(
             elif isinstance(found, Skipped):
                 skipped.append(found)
             else:
+                failed += 1
                 problems.append(Problem(found.path, found.error))
         groups.setdefault(output.dest, [])
-        if not matched and not allow_empty:
+        # A pattern whose every match failed (a broken link) has said so: "matches no file"
+        # would be a second line, and not true.
+        if not matched and not failed and not allow_empty:
             problems.append(
                 Problem(
                     output.pattern,

@@ -346,6 +346,18 @@ def test_a_glob_matching_nothing_is_input_not_found_unless_allowed(
     assert [(p.dest, p.entries) for p in allowed.publications] == [("memory://d/", ())]
 
 
+def test_a_glob_whose_matches_all_failed_says_so_once(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """A pattern that matched only what cannot be read (a broken link) has one problem, that
+    one, and not also "matches no file", which would be a second line and not true."""
+    (workdir / "out").mkdir()
+    (workdir / "out" / "b.txt").symlink_to("gone")
+    (problem,) = plan(outputs("out/*=memory://d/"), workdir=workdir, stores=stores).problems
+    assert isinstance(problem.error, InputNotFound)
+    assert "broken symbolic link" in str(problem.error)
+
+
 def test_a_missing_workdir_is_a_usage_error(stores: Stores, tmp_path: Path) -> None:
     """A working directory that does not exist, or is a file, is refused (64)."""
     (tmp_path / "file").write_bytes(b"x")
