@@ -15,7 +15,9 @@ begun (``Output.ATTEMPT``): an attempt announces itself and its verdict in notes
 "What an attempt says"), so there stderr holds only ``taskkit:`` lines, at most one error
 among them, and the last one, ``taskkit: note: attempt N: <verdict>: ...``, is the decisive
 line. The same for ``taskkit call`` of a function that fails (``Output.CALL``): the state note
-may come first (README: "one note names it when it is first made").
+may come first (README: "one note names it when it is first made"); and for a pattern whose
+only matches were skipped with their documented warning (``Output.WARNED``: a FIFO is "skipped
+with a warning"), which says why the error line that follows found nothing.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Output(enum.Enum):
     ONE_LINE = "one line"
     ATTEMPT = "an attempt's notes, its verdict last"
     CALL = "the state note, then the error"
+    WARNED = "documented warnings, then the error"
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,24 @@ CASES: list[Case] = [
         75,
         ("az://cont/p/", "corpusacct"),
         secret=True,
+    ),
+    case(
+        "upload-broken-link-only",
+        "upload",
+        "upload -o 'out/*=file://{root}/dest/'",
+        66,
+        ("out/b", "broken symbolic link"),
+        files={"out/b": Link("gone")},
+        why="the pattern matched a broken link: that is its one line, not also 'matches no file'",
+    ),
+    case(
+        "upload-fifo-only",
+        "upload",
+        "upload -o 'out/*=file://{root}/dest/'",
+        66,
+        ("out/*", "matches no file"),
+        files={"out/p": FIFO},
+        output=Output.WARNED,
     ),
     case(
         "upload-name-with-backslash",
@@ -1220,9 +1241,13 @@ def _decisive(case: Case, lines: list[str]) -> tuple[str, list[str]]:
         if not last.startswith("taskkit: note: attempt "):
             problems.append(f"the last line is not the attempt's verdict: {last!r}")
         return last, problems
-    notes = [line for line in lines if not line.startswith("taskkit: error: ")]
-    if any("are kept in" not in line for line in notes):
+    others = [line for line in lines if not line.startswith("taskkit: error: ")]
+    if case.output is Output.CALL and any("are kept in" not in line for line in others):
         problems.append(f"stderr has more than the state note and the error: {lines!r}")
+    if case.output is Output.WARNED and any("warning:" not in line for line in others):
+        problems.append(f"stderr has more than warnings and the error: {lines!r}")
+    if not errors or lines[-1] != errors[0]:
+        problems.append(f"the error is not the last line: {lines!r}")
     return (errors[0] if errors else ""), problems
 
 
