@@ -14,9 +14,10 @@ A case's decisive line is stderr's one line, except for a ``taskkit run`` whose 
 begun (``Output.ATTEMPT``): an attempt announces itself and its verdict in notes (README's
 "What an attempt says"), so there stderr holds only ``taskkit:`` lines, at most one error
 among them, and the last one, ``taskkit: note: attempt N: <verdict>: ...``, is the decisive
-line. The same for ``taskkit call`` of a function that fails (``Output.CALL``): the state note
-may come first (README: "one note names it when it is first made"); and for a pattern whose
-only matches were skipped with their documented warning (``Output.WARNED``: a FIFO is "skipped
+line, with the error line when there is one (a step's, say, which the verdict only counts).
+The same for ``taskkit call`` of a function that fails (``Output.CALL``): the state note may
+come first (README: "one note names it when it is first made"); and for a pattern whose only
+matches were skipped with their documented warning (``Output.WARNED``: a FIFO is "skipped
 with a warning"), which says why the error line that follows found nothing.
 """
 
@@ -875,6 +876,25 @@ CASES: list[Case] = [
         env={"TASKKIT_STATE": "file://{root}/state", "TASKKIT_JOB_ID": "j", "TASKKIT_TASK_ID": "t"},
     ),
     case("step-no-name", "step", "step", 200, "NAME"),
+    case(
+        "step-in-run-output-matches-nothing",
+        "step",
+        f"run {STATE} -- {{python}} -m taskkit step s -o 'nomatch/*=file://{{root}}/d/' -- true",
+        201,
+        ("nomatch/*", "a taskkit step in the command failed", "permanent"),
+        owns=("state",),
+        output=Output.ATTEMPT,
+        why="README: 200-206 from the command (a taskkit step inside it failed) are taskkit's own",
+    ),
+    case(
+        "step-in-run-hostile-name",
+        "step",
+        f"run {STATE} -- {{python}} -m taskkit step '../s' -- true",
+        200,
+        ("step name", "permanent"),
+        owns=("state",),
+        output=Output.ATTEMPT,
+    ),
     # -- taskkit call ---------------------------------------------------------------------------
     case("call-no-function", "call", "call", 200, "no function"),
     case("call-unknown-module", "call", "call nomodule:fn", 200, "nomodule"),
@@ -1151,7 +1171,7 @@ Entry = tuple[str, int, int, int, str]
 
 
 def _fill(text: str, root: Path) -> str:
-    return text.replace("{root}", str(root))
+    return text.replace("{root}", str(root)).replace("{python}", sys.executable)
 
 
 def _make(root: Path, files: Mapping[str, Setup]) -> None:
@@ -1240,7 +1260,7 @@ def _decisive(case: Case, lines: list[str]) -> tuple[str, list[str]]:
         last = lines[-1] if lines else ""
         if not last.startswith("taskkit: note: attempt "):
             problems.append(f"the last line is not the attempt's verdict: {last!r}")
-        return last, problems
+        return " | ".join([*errors, last]), problems
     others = [line for line in lines if not line.startswith("taskkit: error: ")]
     if case.output is Output.CALL and any("are kept in" not in line for line in others):
         problems.append(f"stderr has more than the state note and the error: {lines!r}")
