@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import click
 
-from taskkit.cli.report import Report
+from taskkit.cli.report import Report, say
 from taskkit.redaction import redact, shown_url
 from taskkit.runner.plan import AttemptPlan, Preview, plan_attempt
 from taskkit.runner.spec import RunSpec
@@ -79,6 +79,8 @@ def render(plan: AttemptPlan, preview: Preview) -> int:
             f"({'published now; ' if published else ''}written on success, manifest last)"
         )
     _show_codes(plan)
+    if plan.unavailable is not None:  # the whole plan is shown; its exit code has its line
+        say("error", str(plan.unavailable))
     return code
 
 

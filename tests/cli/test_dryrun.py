@@ -155,12 +155,15 @@ def test_the_plan_of_the_last_attempt_says_so(world: World) -> None:
 
 
 def test_a_plan_whose_input_is_missing_exits_201(world: World, tmp_path: Path) -> None:
-    """An input that cannot be listed: the plan says so and exits 201, writing nothing."""
+    """An input that cannot be listed: the plan says so and exits 201 with its one error line
+    on stderr, writing nothing."""
     task = world.task
     before = world.watched()
     proc = task.run(world.command, "--dry-run", "-i", f"file://{tmp_path}/nowhere/x.txt=x.txt")
     assert proc.returncode == 201, proc.stderr
     assert line(proc.stdout.splitlines(), "inputs ").startswith("inputs      cannot be listed: ")
+    (error,) = proc.stderr.splitlines()
+    assert error.startswith("taskkit: error: ") and "nowhere/x.txt" in error
     assert world.watched() == before
     assert task.count("cmd") == 0
 
