@@ -619,6 +619,30 @@ CASES: list[Case] = [
         why="README: a directory the attempt needs that cannot be made is local I/O, 203",
     ),
     case(
+        "run-dry-run-input-missing",
+        "run",
+        f"run {STATE} --dry-run -i file://{{root}}/nothere=x -- true",
+        201,
+        ("nothere",),
+        why="the plan is printed whole on stdout; its exit code comes with its line (there was "
+        "none: exit 201 and an empty stderr)",
+    ),
+    case(
+        "run-dry-run-bad-spec",
+        "spec",
+        f"run {STATE} --dry-run --spec bad.toml -- true",
+        200,
+        ("bad.toml", "TOML"),
+        files={"bad.toml": "= 1"},
+    ),
+    case(
+        "stage-dry-run-missing-source",
+        "stage",
+        "stage --dry-run -i file://{root}/nothere=x",
+        66,
+        "nothere",
+    ),
+    case(
         "run-input-missing",
         "run",
         f"run {STATE} -i file://{{root}}/nothere=x -- true",
