@@ -163,7 +163,8 @@ def test_a_plan_whose_input_is_missing_exits_201(world: World, tmp_path: Path) -
     assert proc.returncode == 201, proc.stderr
     assert line(proc.stdout.splitlines(), "inputs ").startswith("inputs      cannot be listed: ")
     (error,) = proc.stderr.splitlines()
-    assert error.startswith("taskkit: error: ") and "nowhere/x.txt" in error
+    assert error.startswith("taskkit: error: ")
+    assert "nowhere/x.txt" in error
     assert world.watched() == before
     assert task.count("cmd") == 0
 
