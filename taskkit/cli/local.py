@@ -23,7 +23,7 @@ from taskkit.batch.emulator import DEFAULT_JOB_ID, Emulator, EmulatorReport, Eve
 from taskkit.batch.tasks import read_tasks
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import RunReport, echo, say
-from taskkit.exceptions import InputNotFound, UsageError
+from taskkit.exceptions import DataError, InputNotFound, from_os_error
 
 __all__ = ["local_group"]
 
@@ -57,6 +57,7 @@ def local_group() -> None:
 @click.option(
     "--job-id",
     default=DEFAULT_JOB_ID,
+    callback=lambda ctx, param, value: _batch_id(value),
     show_default=True,
     metavar="J",
     help="The job's id (AZ_BATCH_JOB_ID).",
@@ -109,6 +110,7 @@ def local_run_command(
     spec = Chaos.parse(chaos)
     text, source = _read(tasks)
     found = read_tasks(text, source)
+    _make_folders(("--report", report_file), ("--dir", directory))
     status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
     console = RunReport(verbose=verbose, interval=60.0)
     for name, ids in sorted(found.not_emulated.items()):
@@ -162,6 +164,31 @@ def _stopped_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _make_folders(*options: tuple[str, str | None]) -> None:
+    """Make the folders of ``--dir`` and of the ``--report`` file before any task runs: one
+    that cannot be made (a file in the way) is local I/O (74), said naming the option, not a
+    job run for nothing and its report lost."""
+    for option, given in options:
+        if given is None:
+            continue
+        path = Path(given).expanduser()
+        folder = path if option == "--dir" else path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_os_error(exc, f"{option} {given!r}: cannot make the folder") from None
+
+
+def _batch_id(value: str) -> str:
+    """A --job-id Batch would take; a bad option (64) otherwise, before TASKS is read."""
+    from taskkit.runner.spec import check_setting
+
+    try:
+        return str(check_setting("job_id", value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _read(tasks: str) -> tuple[str, str]:
     if tasks == "-":
         return sys.stdin.read(), "stdin"
@@ -169,12 +196,12 @@ def _read(tasks: str) -> tuple[str, str]:
         return Path(tasks).read_text(encoding="utf-8"), tasks
     except FileNotFoundError:
         raise InputNotFound(f"local run: no task file {tasks!r}", path=tasks) from None
-    except IsADirectoryError:
-        raise UsageError(f"local run: {tasks!r} is a directory, not a task file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"local run: {tasks!r} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"local run: cannot read {tasks!r}: {(exc.strerror or exc)}") from None
+    except IsADirectoryError:  # no task file there: as missing (66), not a bad option
+        raise InputNotFound(f"local run: {tasks!r} is a directory, not a task file") from None
+    except UnicodeDecodeError:  # a malformed TASKS file (65)
+        raise DataError(f"local run: {tasks!r} is not UTF-8 text") from None
+    except OSError as exc:  # a file this user may not read (77), an I/O error (74)
+        raise from_os_error(exc, "local run: cannot read") from None
 
 
 class _Status:
