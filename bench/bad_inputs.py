@@ -199,7 +199,7 @@ LOCAL = ".taskkit-local"
 TASK_OK = '{"id": "a", "commandLine": "true"}'
 
 
-def tasks_case(name: str, text: str, says: str | tuple[str, ...], **kw: object) -> Case:
+def tasks_case(name: str, text: str | bytes, says: str | tuple[str, ...], **kw: object) -> Case:
     """A ``taskkit local run`` of a malformed TASKS file: 65, one line naming task and field,
     no task run (the node folders may be made: ``DIR`` is the command's)."""
     return case(
@@ -1087,7 +1087,7 @@ CASES: list[Case] = [
         "local-dir-is-file",
         "local run --dir afile tasks.json",
         74,
-        ("afile",),
+        ("--dir", "afile", "exists"),
         files={"afile": ""},
         why="a file where the emulator's folder must be is local I/O (74, as for stage)",
     ),
@@ -1095,10 +1095,28 @@ CASES: list[Case] = [
         "local-report-below-file",
         "local run --report afile/r.json tasks.json",
         74,
-        ("afile",),
+        ("--report", "afile", "exists"),
         files={"afile": ""},
+        why="checked before any task runs: the job ran, then its report and summary were lost "
+        "('cannot proceed 'afile': file exists')",
     ),
-    local_case("local-tasks-is-folder", "local run tasks", 66, "tasks", files={"tasks": DIR}),
+    local_case(
+        "local-tasks-unreadable",
+        "local run secret.json",
+        77,
+        ("secret.json", "permission denied"),
+        files={"secret.json": Mode("[]", 0)},
+        why="as any input this user may not read (hash, stage): 77; it was 64, a bad option",
+    ),
+    local_case(
+        "local-tasks-is-folder",
+        "local run tasks",
+        66,
+        ("tasks", "directory"),
+        files={"tasks": DIR},
+        why="no task file at that path: as missing (66), the interface's code for TASKS; it was "
+        "64, a bad option",
+    ),
     # -- task JSON (taskkit local run TASKS) ----------------------------------------------------
     tasks_case("tasks-not-json", "not json", "json"),
     tasks_case("tasks-empty-file", "", "no task"),
@@ -1174,12 +1192,21 @@ CASES: list[Case] = [
         ' "exitConditions": {"default": {"dependencyAction": "explode"}}}]',
         ("a", "dependencyAction"),
     ),
-    tasks_case(
+    case(
         "tasks-unsupported-field",
-        '[{"id": "a", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://h/x"}]}]',
-        ("a", "resourceFiles"),
-        why="the issue: unknown or unsupported fields are named, not silently ignored",
+        "task json",
+        "local run tasks.json",
+        0,
+        ("warning", "resourceFiles", "not emulated"),
+        files={
+            "tasks.json": '[{"id": "a", "commandLine": "true",'
+            ' "resourceFiles": [{"httpUrl": "http://h/x", "filePath": "x"}]}]'
+        },
+        owns=(LOCAL,),
+        why="the issue: an unsupported Batch field is named, not silently ignored; a field "
+        "Batch has is a warning and the job runs, one it lacks is an error (tasks-unknown-field)",
     ),
+    tasks_case("tasks-not-utf8", b"\xff\xfe[]", "UTF-8"),
     tasks_case(
         "tasks-empty-command-line",
         '[{"id": "a", "commandLine": "  "}]',
