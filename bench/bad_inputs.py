@@ -1075,6 +1075,26 @@ CASES: list[Case] = [
     local_case(
         "local-chaos-no-value", "local run --chaos kill tasks.json", 64, ("--chaos", "kill")
     ),
+    local_case(
+        "local-chaos-key-twice", "local run --chaos kill=0.1,kill=0.2 tasks.json", 64, "twice"
+    ),
+    local_case(
+        "local-chaos-within-negative", "local run --chaos within=-1 tasks.json", 64, "within"
+    ),
+    local_case(
+        "local-chaos-storage-without-endpoint",
+        "local run --chaos storage=0.5 tasks.json",
+        64,
+        ("storage", "AZURE_STORAGE_CONNECTION_STRING"),
+    ),
+    local_case(
+        "local-chaos-storage-https-endpoint",
+        "local run --chaos storage=0.5 tasks.json",
+        64,
+        ("storage", "BlobEndpoint"),
+        env={"AZURE_STORAGE_CONNECTION_STRING": FAKE_CONNECTION_STRING.replace("http", "https")},
+        why="the proxy stands in front of an http:// endpoint only; the key is never shown",
+    ),
     local_case("local-seed-not-integer", "local run --seed x tasks.json", 64, "--seed"),
     local_case(
         "local-on-task-failure-unknown",
@@ -1205,6 +1225,26 @@ CASES: list[Case] = [
         owns=(LOCAL,),
         why="the issue: an unsupported Batch field is named, not silently ignored; a field "
         "Batch has is a warning and the job runs, one it lacks is an error (tasks-unknown-field)",
+    ),
+    tasks_case(
+        "tasks-command-line-unsplittable",
+        '[{"id": "a", "commandLine": "sh -c \\"unterminated"}]',
+        ("a", "commandLine", "closing quotation"),
+    ),
+    tasks_case(
+        "tasks-wall-clock-zero",
+        '[{"id": "a", "commandLine": "true", "constraints": {"maxWallClockTime": "PT0S"}}]',
+        ("a", "maxWallClockTime"),
+    ),
+    tasks_case(
+        "tasks-exit-code-not-integer",
+        '[{"id": "a", "commandLine": "true", "exitConditions": {"exitCodes": [{"code": "x"}]}}]',
+        ("a", "exitCodes", "code"),
+    ),
+    tasks_case(
+        "tasks-retry-count-fraction",
+        '[{"id": "a", "commandLine": "true", "constraints": {"maxTaskRetryCount": 1.5}}]',
+        ("a", "maxTaskRetryCount", "1.5"),
     ),
     tasks_case("tasks-not-utf8", b"\xff\xfe[]", "UTF-8"),
     tasks_case(
