@@ -1313,19 +1313,22 @@ def _is_partial(rel: str) -> bool:
     return ".partial" in name or name.endswith((".tmp", ".temp")) or name.startswith(".tmp")
 
 
-def _environment(case: Case, env: Mapping[str, str], work: Path, root: Path) -> dict[str, str]:
+def _environment(
+    case: Case, env: Mapping[str, str], work: Path, root: Path, pycache: Path
+) -> dict[str, str]:
     """The caller's environment without any taskkit, Azure or Batch setting of its own, with
     the case's folders and settings."""
     clean = {
         k: v
         for k, v in env.items()
         if not k.startswith(("TASKKIT_", "AZURE_STORAGE_", "AZ_BATCH_"))
+        and k != "PYTHONDONTWRITEBYTECODE"
     }
     clean.update(
         TMPDIR=str(work / "tmp"),
         HOME=str(work / "home"),
         TASKKIT_CACHE_DIR=str(work / "cache"),
-        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPYCACHEPREFIX=str(pycache),
         TASKKIT_RETRY_BUDGET="0",
     )
     if case.secret:
@@ -1365,15 +1368,20 @@ def _decisive(case: Case, lines: list[str]) -> tuple[str, list[str]]:
 def check(case: Case, workdir: Path, env: dict[str, str]) -> list[str]:
     """Run ``case`` in ``workdir`` (made if missing; best empty) with ``env`` (the caller's
     environment: PATH, PYTHONPATH) and return what went wrong, or nothing."""
+    # Compiled modules are kept beside the cases' folders, shared by them (each case is a
+    # process that mostly imports taskkit), and out of the folders a case watches.
+    pycache = Path(workdir).parent / "pycache"
     if not (case.unprivileged and os.geteuid() == 0):
-        return _check(case, Path(workdir), env, as_nobody=False)
+        return _check(case, Path(workdir), env, pycache, as_nobody=False)
     # Root reads any file: such a case runs as nobody, in folders of /tmp (every folder above
     # ``workdir`` may be closed to others, as pytest's are), removed afterwards.
     with tempfile.TemporaryDirectory(prefix="taskkit-bad-input-", dir="/tmp") as tmp:
-        return _check(case, Path(tmp), env, as_nobody=True)
+        return _check(case, Path(tmp), env, pycache, as_nobody=True)
 
 
-def _check(case: Case, work: Path, env: Mapping[str, str], *, as_nobody: bool) -> list[str]:
+def _check(
+    case: Case, work: Path, env: Mapping[str, str], pycache: Path, *, as_nobody: bool
+) -> list[str]:
     root = work / "root"
     for sub in ("root", "tmp", "home", "cache"):
         (work / sub).mkdir(parents=True, exist_ok=True)
@@ -1394,7 +1402,7 @@ def _check(case: Case, work: Path, env: Mapping[str, str], *, as_nobody: bool) -
         proc = subprocess.run(
             argv,
             cwd=root,
-            env=_environment(case, env, work, root),
+            env=_environment(case, env, work, root, pycache),
             input=case.stdin,
             capture_output=True,
             timeout=TIMEOUT,
