@@ -1246,6 +1246,22 @@ CASES: list[Case] = [
         '[{"id": "a", "commandLine": "true", "constraints": {"maxTaskRetryCount": 1.5}}]',
         ("a", "maxTaskRetryCount", "1.5"),
     ),
+    tasks_case(
+        "tasks-required-slots",
+        '[{"id": "a", "commandLine": "true", "requiredSlots": 2}]',
+        ("a", "requiredSlots"),
+    ),
+    tasks_case(
+        "tasks-self-dependency",
+        '[{"id": "a", "commandLine": "true", "dependsOn": {"taskIds": ["a"]}}]',
+        ("a", "itself"),
+    ),
+    tasks_case(
+        "tasks-id-range-matches-nothing",
+        '[{"id": "a", "commandLine": "true",'
+        ' "dependsOn": {"taskIdRanges": [{"start": 1, "end": 3}]}}]',
+        ("a", "taskIdRanges"),
+    ),
     tasks_case("tasks-not-utf8", b"\xff\xfe[]", "UTF-8"),
     tasks_case(
         "tasks-empty-command-line",
