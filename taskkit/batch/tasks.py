@@ -15,8 +15,9 @@ Invariants:
   a cycle.
 * No field is silently ignored. A field Batch does not know is refused (a typo would otherwise
   change what runs); a field Batch knows and the emulator does not carry out
-  (:data:`NOT_EMULATED`: resource files, output files, containers...) is returned in
-  :attr:`TaskFile.not_emulated`, for the caller to name.
+  (:data:`NOT_EMULATED`: resource files, output files, a user identity...) is returned in
+  :attr:`TaskFile.not_emulated`, for the caller to name; one without which the task would
+  run as something else (:data:`REFUSED`: a container, a multi-instance task) is refused.
 * The command line is split into words here, as Batch splits a Linux command line: POSIX
   words, quotes group, nothing is expanded (see :mod:`taskkit.batch.taskjson`). A line that
   cannot be split (an open quote) is refused before anything runs.
@@ -35,6 +36,7 @@ from taskkit.exceptions import DataError
 
 __all__ = [
     "NOT_EMULATED",
+    "REFUSED",
     "BatchTask",
     "ExitConditions",
     "ExitOptions",
@@ -52,13 +54,13 @@ NOT_EMULATED = frozenset(
         "resourceFiles",
         "outputFiles",
         "userIdentity",
-        "containerSettings",
         "affinityInfo",
-        "multiInstanceSettings",
         "applicationPackageReferences",
         "authenticationTokenSettings",
     }
 )
+#: Fields that change what a task is so much that running it as a plain process would mislead.
+REFUSED = frozenset({"containerSettings", "multiInstanceSettings"})
 _KNOWN = frozenset(
     {
         "id",
@@ -182,6 +184,10 @@ def read_tasks(text: str, source: str) -> TaskFile:
         for name in sorted(NOT_EMULATED & obj.keys()):
             if obj[name] not in (None, [], {}):
                 not_emulated.setdefault(name, []).append(task.id)
+        constraints = obj.get("constraints") or {}
+        if constraints.get("retentionTime") is not None:
+            # The emulator keeps task folders for ever: a retention time is never reached.
+            not_emulated.setdefault("constraints.retentionTime", []).append(task.id)
         tasks.append(task)
     tasks = _with_dependencies(tasks, objects, source)
     return TaskFile(tuple(tasks), {k: tuple(v) for k, v in not_emulated.items()})
@@ -239,9 +245,15 @@ def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
             else f"{where}: no id"
         )
     where = f"{where.rsplit(': task ', 1)[0]}: task {task_id!r}"
-    unknown = sorted(obj.keys() - _KNOWN - NOT_EMULATED)
+    unknown = sorted(obj.keys() - _KNOWN - NOT_EMULATED - REFUSED)
     if unknown:
         raise DataError(f"{where}: unknown field {unknown[0]!r} (not a Batch task field)")
+    refused = sorted(REFUSED & {k for k, v in obj.items() if v not in (None, [], {})})
+    if refused:
+        raise DataError(
+            f"{where}: {refused[0]} is not emulated, and without it the task would not run "
+            "as it runs on Batch"
+        )
     line = obj.get("commandLine")
     if not isinstance(line, str) or not line.strip():
         raise DataError(f"{where}: commandLine: a non-empty string is needed")
@@ -282,6 +294,11 @@ def _environment(value: object, where: str) -> dict[str, str]:
             raise DataError(f"{where}: environmentSettings: {name!r} has fields other than value")
         if not name or "=" in name or "\0" in name:
             raise DataError(f"{where}: environmentSettings: {name!r} is not a variable name")
+        if name.upper().startswith("AZ_BATCH_"):
+            raise DataError(
+                f"{where}: environmentSettings: {name} is the service's to set (AZ_BATCH_ "
+                "variables describe the node and the task)"
+            )
         if not isinstance(text, str) or "\0" in text:
             raise DataError(f"{where}: environmentSettings: {name!r}: the value is no string")
         env[name] = text
@@ -299,7 +316,8 @@ def _constraints(value: object, where: str) -> tuple[int, float | None]:
     retries = value.get("maxTaskRetryCount", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
         raise DataError(
-            f"{where}: constraints.maxTaskRetryCount: {retries!r} is not a count (-1: unlimited)"
+            f"{where}: constraints.maxTaskRetryCount: {json.dumps(retries)} is not a count (-1: "
+            "unlimited)"
         )
     wall = value.get("maxWallClockTime")
     seconds: float | None = None
@@ -310,12 +328,11 @@ def _constraints(value: object, where: str) -> tuple[int, float | None]:
             raise DataError(f"{where}: constraints.maxWallClockTime: {exc}") from None
         if seconds <= 0:
             raise DataError(f"{where}: constraints.maxWallClockTime: must be above zero")
-    for name in ("retentionTime",):
-        if name in value and value[name] is not None:
-            try:
-                parse_duration(value[name])
-            except ValueError as exc:
-                raise DataError(f"{where}: constraints.{name}: {exc}") from None
+    if value.get("retentionTime") is not None:
+        try:
+            parse_duration(value["retentionTime"])
+        except ValueError as exc:
+            raise DataError(f"{where}: constraints.retentionTime: {exc}") from None
     return retries, seconds
 
 
@@ -381,7 +398,7 @@ def _with_dependencies(
     tasks: list[BatchTask], objects: list[Mapping[str, Any]], source: str
 ) -> list[BatchTask]:
     """``tasks`` with their ``dependsOn`` read and checked against the whole file."""
-    by_id = {t.id: t for t in tasks}
+    by_id = {t.id.lower(): t.id for t in tasks}  # Batch ids match ignoring case
     numeric = {int(t.id): t.id for t in tasks if t.id.isdigit()}
     out: list[BatchTask] = []
     for task, obj in zip(tasks, objects, strict=True):
@@ -394,9 +411,9 @@ def _with_dependencies(
             raise DataError(f"{where}: an object with taskIds and taskIdRanges is needed")
         ids: list[str] = []
         for name in value.get("taskIds") or []:
-            if not isinstance(name, str) or name not in by_id:
+            if not isinstance(name, str) or name.lower() not in by_id:
                 raise DataError(f"{where}: {name!r} is no task of this file")
-            ids.append(name)
+            ids.append(by_id[name.lower()])
         for n, entry in enumerate(value.get("taskIdRanges") or [], 1):
             start, end = _bounds(entry, f"{where}.taskIdRanges[{n}]")
             inside = [numeric[k] for k in sorted(numeric) if start <= k <= end]

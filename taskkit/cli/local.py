@@ -35,7 +35,13 @@ REDRAW = 0.2
 
 @cli.group("local", context_settings=CONTEXT)
 def local_group() -> None:
-    """Run Batch jobs on this machine: an emulated pool, with fault injection."""
+    """Run Batch jobs on this machine: an emulated pool, with fault injection.
+
+    \b
+    Examples:
+      taskkit local run tasks.json --nodes 2 --slots 4
+      taskkit local run tasks.json --chaos kill=0.2,preempt=0.05 --seed 7
+    """
 
 
 @local_group.command("run", context_settings=CONTEXT)
@@ -106,6 +112,12 @@ def local_run_command(
     stdin).
 
     Exit code: 0 when every task succeeded, 1 when any failed, was blocked or did not run.
+
+    \b
+    Examples:
+      taskkit batch task-json --id s1 -- python align.py 1 > tasks.json
+      taskkit local run tasks.json --nodes 2 --slots 4 --report report.json
+      taskkit local run tasks.json --chaos kill=0.2,preempt=0.05,within=5 --seed 7
     """
     spec = Chaos.parse(chaos)
     text, source = _read(tasks)

@@ -150,3 +150,21 @@ def test_exit_conditions_are_looked_up_in_batchs_order() -> None:
     assert conditions.for_exit(None) is satisfy
     assert ExitConditions(default=block).for_exit(0).resolved(True) == ("none", "satisfy")
     assert ExitOptions().resolved(False) == ("terminate", "block")
+
+
+def test_what_would_change_the_task_is_refused_and_ids_match_ignoring_case() -> None:
+    """A container task is refused (it would run as a host process); AZ_BATCH_* settings are
+    the service's; a dependency written in another case names the same task; a retention time
+    is named as not emulated."""
+    with pytest.raises(DataError, match="containerSettings is not emulated"):
+        read_tasks(json.dumps([obj("a", containerSettings={"imageName": "x"})]), "f")
+    with pytest.raises(DataError, match="AZ_BATCH_NODE_ID is the service's"):
+        read_tasks(json.dumps([obj("a", environmentSettings=[
+            {"name": "AZ_BATCH_NODE_ID", "value": "x"}])]), "f")  # fmt: skip
+    found = read_tasks(
+        json.dumps([obj("Prep"), obj("b", dependsOn={"taskIds": ["prep"]},
+                                     constraints={"retentionTime": "P1D"})]),
+        "f",
+    )  # fmt: skip
+    assert found.tasks[1].depends_on == ("Prep",)
+    assert dict(found.not_emulated) == {"constraints.retentionTime": ("b",)}
