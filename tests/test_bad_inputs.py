@@ -15,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from bad_inputs import CASES, FAKE_KEY, Case, check, run_all
 
+#: Under pytest-xdist the corpus goes to one worker (``--dist loadgroup``), which runs every
+#: case once for the module fixture below.
+pytestmark = pytest.mark.xdist_group("bad-inputs")
+
 #: Cases run at once: each is a Python process that mostly starts up, so two cores keep four
 #: busy, and the whole corpus stays well under a minute.
 JOBS = 4

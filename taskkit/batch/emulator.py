@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import heapq
 import json
 import os
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_JOB_ID",
     "GRACE",
     "MARK",
+    "POOL_MARK",
     "Attempt",
     "Emulator",
     "EmulatorReport",
@@ -80,9 +82,29 @@ _CONNECTION = "AZURE_STORAGE_CONNECTION_STRING"
 #: lost node takes down is found by it, also the processes that left the attempt's group
 #: (``taskkit run`` starts its command in a session of its own).
 MARK = "TASKKIT_EMULATED_ATTEMPT"
+#: The variable that marks every process of a pool (a digest of its folder): what a run of the
+#: pool left running (the emulator killed with SIGKILL, a daemon a task started) is found by it.
+POOL_MARK = "TASKKIT_EMULATED_POOL"
+#: What ``taskkit run`` sets for its command, naming that one task: never a task of the pool's.
+_NOT_INHERITED = frozenset(
+    {
+        LOCAL_VARIABLE,
+        "TASKKIT_JOB_ID",
+        "TASKKIT_TASK_ID",
+        "TASKKIT_ATTEMPT",
+        "TASKKIT_LAST_ATTEMPT",
+        "TASKKIT_FINGERPRINT",
+        "TASKKIT_WORKDIR",
+        "TASKKIT_CHECKPOINT_DIR",
+    }
+)
+#: Seconds the alarm thread sleeps at most between looks (a far alarm is looked at again).
+_NAP = 3600.0
 
 OnTaskFailure = Literal["noaction", "performExitOptionsJobAction"]
-TaskState = Literal["waiting", "ready", "running", "succeeded", "failed", "blocked", "not-run"]
+TaskState = Literal[
+    "waiting", "ready", "running", "succeeded", "failed", "blocked", "not-run", "interrupted"
+]
 
 
 @dataclass
@@ -178,9 +200,14 @@ class EmulatorReport:
     def ok(self) -> bool:
         return all(t.state == "succeeded" for t in self.tasks)
 
+    #: The exit code of a run stopped by a signal (130 for SIGINT), set by whoever stopped it.
+    stopped_code: int | None = None
+
     @property
     def exit_code(self) -> int:
-        """0 when every task succeeded, else 1."""
+        """0 when every task succeeded, the signal's code when the run was stopped, else 1."""
+        if self.stopped_code is not None:
+            return self.stopped_code
         return 0 if self.ok else 1
 
     def unsuccessful(self) -> list[TaskReport]:
@@ -192,6 +219,7 @@ class EmulatorReport:
             "failed": self.count("failed"),
             "blocked": self.count("blocked"),
             "notRun": sum(1 for t in self.tasks if t.state in ("not-run", "waiting", "ready")),
+            "interrupted": self.count("interrupted"),
             "retries": sum(t.retries for t in self.tasks),
             "requeues": sum(t.requeues for t in self.tasks),
             "kills": self.kills,
@@ -292,8 +320,8 @@ class _Alarms:
         while True:
             with self._cond:
                 while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else _NAP
+                    self._cond.wait(min(max(wait, 0.0), _NAP))
                 if self._closed:
                     return
                 _, _, action = heapq.heappop(self._heap)
@@ -361,6 +389,7 @@ class Emulator:
         self._proxies: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._serial = 0
+        self._pool = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:16]
 
     @property
     def state_url(self) -> str:
@@ -371,8 +400,10 @@ class Emulator:
     def run(self) -> EmulatorReport:
         """Run the job to its end; the report is also kept in :attr:`report`. Ctrl-C (any
         exception) kills every process group started and re-raises."""
+        self.check()
         self._make_root()
         with self._locked():
+            self._sweep("an earlier run of this pool left running")
             self._start_proxies()
             self._alarms = _Alarms()
             try:
@@ -389,11 +420,32 @@ class Emulator:
                 self._stop_proxies()
                 for thread in self._threads:
                     thread.join(timeout=10)
+                self._sweep("the job's tasks left running")
                 self.report.ended = time.time()
                 for task in self.report.tasks:
                     if task.state in ("waiting", "ready"):
                         task.state = "not-run"
         return self.report
+
+    def check(self) -> None:
+        """Refuse, before anything is made, what the run could not start with: storage chaos
+        with a task whose storage is not a local ``http://`` endpoint."""
+        if not self.chaos.storage:
+            return
+        for task in self.report.tasks:
+            conn = {**self._base(), **task.task.environment}.get(_CONNECTION, "")
+            if _blob_endpoint(conn) is None:
+                raise UsageError(
+                    f"--chaos storage=: task {task.id!r} has no {_CONNECTION} with an "
+                    "http:// BlobEndpoint (storage chaos runs in front of a local endpoint "
+                    "such as Azurite)"
+                )
+
+    def _sweep(self, what: str) -> None:
+        """Kill every process carrying this pool's mark: none may outlive a run, or meet the
+        next one's tasks in their folders."""
+        if end_marked(f"{POOL_MARK}={self._pool}".encode()):
+            self.observer.note(f"local run: ended the processes {what}")
 
     def _make_root(self) -> None:
         try:
@@ -465,6 +517,7 @@ class Emulator:
             local.make()
             env = self._environment(task.task, node, local.environ(self._base()))
             env[MARK] = mark
+            env[POOL_MARK] = self._pool
             with open(local.stdout, "ab") as out, open(local.stderr, "ab") as err:
                 process = subprocess.Popen(
                     task.task.argv,
@@ -498,7 +551,7 @@ class Emulator:
             self._alarms.at(task.clock + wall, lambda: self._expire(running))
 
     def _base(self) -> dict[str, str]:
-        env = {k: v for k, v in self.environ.items() if k != LOCAL_VARIABLE}
+        env = {k: v for k, v in self.environ.items() if k not in _NOT_INHERITED}
         if not env.get("TASKKIT_STATE"):
             env["TASKKIT_STATE"] = self.state_url
         return env
@@ -539,10 +592,13 @@ class Emulator:
             self._say("requeue", task, node, f"{task.id}: {ended_by} on {node.name}, requeued")
         elif ended_by == "disable":
             task.state = "not-run"
-            attempt.note = "the job was disabled: requeued, not run again"
-        elif ended_by in ("terminate", "abort"):
-            attempt.note = "the job was terminated" if ended_by == "terminate" else "interrupted"
+            task.note = attempt.note = "the job was disabled: requeued, not run again"
+        elif ended_by == "terminate":
+            task.note = attempt.note = "the job was terminated"
             task.state, task.exit_code = "failed", attempt.exit_code
+        elif ended_by == "abort":
+            task.note = attempt.note = "interrupted: taskkit local run was stopped"
+            task.state = "interrupted"
         elif ended_by == "wall-clock":
             attempt.wall_clock = True
             attempt.note = "maxWallClockTime expired"
@@ -693,24 +749,17 @@ class Emulator:
     def _start_proxies(self) -> None:
         if not self.chaos.storage:
             return
-        endpoints: set[str] = set()
-        for task in self.report.tasks:
-            conn = {**self._base(), **task.task.environment}.get(_CONNECTION, "")
-            endpoint = _blob_endpoint(conn)
-            if endpoint is None:
-                raise UsageError(
-                    f"--chaos storage=: task {task.id!r} has no {_CONNECTION} with an "
-                    "http:// BlobEndpoint (storage chaos runs in front of a local endpoint "
-                    "such as Azurite)"
-                )
-            endpoints.add(endpoint)
+        endpoints = {
+            _blob_endpoint({**self._base(), **task.task.environment}.get(_CONNECTION, ""))
+            for task in self.report.tasks
+        }
         try:
             from taskkit.testing.proxy import FaultProxy
         except ImportError as exc:  # pragma: no cover - pytest missing
             raise ConfigError(
                 f"--chaos storage= needs taskkit's test tools (pip install 'taskkit[test]'): {exc}"
             ) from None
-        for endpoint in sorted(endpoints):
+        for endpoint in sorted(e for e in endpoints if e):
             proxy = FaultProxy(endpoint, probability=self.chaos.storage, seed=self.seed)
             proxy.start()
             self._proxies[endpoint] = proxy

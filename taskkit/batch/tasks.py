@@ -35,6 +35,7 @@ from typing import Any, Literal
 from taskkit.exceptions import DataError
 
 __all__ = [
+    "LIFETIME",
     "NOT_EMULATED",
     "REFUSED",
     "BatchTask",
@@ -77,6 +78,8 @@ _CONSTRAINTS = frozenset({"maxTaskRetryCount", "maxWallClockTime", "retentionTim
 _EXIT_FIELDS = frozenset(
     {"exitCodes", "exitCodeRanges", "preProcessingError", "fileUploadError", "default"}
 )
+#: A task lives at most 180 days from when it is added (Batch's quotas and limits).
+LIFETIME = 180 * 86400.0
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(
     r"P(?:(?P<d>\d+(?:\.\d+)?)D)?"
@@ -328,6 +331,10 @@ def _constraints(value: object, where: str) -> tuple[int, float | None]:
             raise DataError(f"{where}: constraints.maxWallClockTime: {exc}") from None
         if seconds <= 0:
             raise DataError(f"{where}: constraints.maxWallClockTime: must be above zero")
+        if seconds >= LIFETIME:
+            # What the service reports for "no limit" (TimeSpan.MaxValue, P10675199DT2H48M5...)
+            # and anything past a task's lifetime: the lifetime ends the task first.
+            seconds = None
     if value.get("retentionTime") is not None:
         try:
             parse_duration(value["retentionTime"])

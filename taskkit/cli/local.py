@@ -23,12 +23,14 @@ from taskkit.batch.emulator import DEFAULT_JOB_ID, Emulator, EmulatorReport, Eve
 from taskkit.batch.tasks import read_tasks
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import RunReport, echo, say
-from taskkit.exceptions import DataError, InputNotFound, from_os_error
+from taskkit.exceptions import EX_INTERRUPTED, DataError, InputNotFound, from_os_error
 
 __all__ = ["local_group"]
 
 #: The job's folder when ``--dir`` is not given.
 DEFAULT_DIR = ".taskkit-local"
+#: The most bytes of tasks read (a few hundred thousand tasks): /dev/zero is no task file.
+MAX_TASKS_BYTES = 256 << 20
 #: Seconds between redraws of the status line.
 REDRAW = 0.2
 
@@ -122,7 +124,6 @@ def local_run_command(
     spec = Chaos.parse(chaos)
     text, source = _read(tasks)
     found = read_tasks(text, source)
-    _make_folders(("--report", report_file), ("--dir", directory))
     status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
     console = RunReport(verbose=verbose, interval=60.0)
     for name, ids in sorted(found.not_emulated.items()):
@@ -140,24 +141,33 @@ def local_run_command(
         watch=status.event,
         observer=console,
     )
+    emulator.check()
+    _make_folders(("--report", report_file), ("--dir", directory))
+    report = emulator.report
     with _stopped_by_signals():
         try:
-            report = emulator.run()
+            emulator.run()
+        except KeyboardInterrupt:
+            report.stopped_code = EX_INTERRUPTED
+            raise
+        except SystemExit as exc:
+            report.stopped_code = exc.code if isinstance(exc.code, int) else 1
+            raise
         finally:
             status.clear()
             kept = emulator.root / f"report-{emulator.job_id}.json"
-            emulator.report.write(kept)
+            report.write(kept)
             if report_file:
-                emulator.report.write(Path(report_file).expanduser())
-    _summary(report, kept)
+                report.write(Path(report_file).expanduser())
+            _summary(report, kept)
     sys.exit(report.exit_code)
 
 
 @contextlib.contextmanager
 def _stopped_by_signals() -> Iterator[None]:
-    """SIGINT as Ctrl-C (exit 130) and SIGTERM as exit 143, even when the shell that started
-    taskkit ignores them (a background job): the emulator then kills every task it started
-    and writes its report before taskkit exits."""
+    """SIGINT as Ctrl-C (exit 130), SIGTERM and SIGHUP (a closed terminal) as exit 128+N, even
+    when the shell that started taskkit ignores them (a background job): the emulator then
+    kills every task it started and writes its report before taskkit exits."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -168,6 +178,7 @@ def _stopped_by_signals() -> Iterator[None]:
     previous = {
         signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
         signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, terminate),
     }
     try:
         yield
@@ -202,18 +213,29 @@ def _batch_id(value: str) -> str:
 
 
 def _read(tasks: str) -> tuple[str, str]:
+    """The text of TASKS and its name: at most :data:`MAX_TASKS_BYTES`, UTF-8 (a byte-order
+    mark, as some editors write, is dropped)."""
     if tasks == "-":
-        return sys.stdin.read(), "stdin"
+        if sys.stdin is None or sys.stdin.closed:
+            raise InputNotFound("local run: TASKS is - but stdin is closed")
+        data, source = sys.stdin.buffer.read(MAX_TASKS_BYTES + 1), "stdin"
+    else:
+        source = tasks
+        try:
+            with open(tasks, "rb") as file:
+                data = file.read(MAX_TASKS_BYTES + 1)
+        except FileNotFoundError:
+            raise InputNotFound(f"local run: no task file {tasks!r}", path=tasks) from None
+        except IsADirectoryError:  # no task file there: as missing (66), not a bad option
+            raise InputNotFound(f"local run: {tasks!r} is a directory, not a task file") from None
+        except OSError as exc:  # a file this user may not read (77), an I/O error (74)
+            raise from_os_error(exc, "local run: cannot read") from None
+    if len(data) > MAX_TASKS_BYTES:
+        raise DataError(f"local run: {source}: more than {MAX_TASKS_BYTES >> 20} MiB of tasks")
     try:
-        return Path(tasks).read_text(encoding="utf-8"), tasks
-    except FileNotFoundError:
-        raise InputNotFound(f"local run: no task file {tasks!r}", path=tasks) from None
-    except IsADirectoryError:  # no task file there: as missing (66), not a bad option
-        raise InputNotFound(f"local run: {tasks!r} is a directory, not a task file") from None
+        return data.decode("utf-8").removeprefix("\ufeff"), source
     except UnicodeDecodeError:  # a malformed TASKS file (65)
-        raise DataError(f"local run: {tasks!r} is not UTF-8 text") from None
-    except OSError as exc:  # a file this user may not read (77), an I/O error (74)
-        raise from_os_error(exc, "local run: cannot read") from None
+        raise DataError(f"local run: {source!r} is not UTF-8 text") from None
 
 
 class _Status:
@@ -271,8 +293,9 @@ def _summary(report: EmulatorReport, kept: Path) -> None:
     summary = report.summary()
     echo(
         f"job {report.job_id}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
-        f"{summary['blocked']} blocked, {summary['notRun']} not run; "
-        f"{summary['retries']} retries, {summary['requeues']} requeues "
+        f"{summary['blocked']} blocked, {summary['notRun']} not run"
+        + (f", {summary['interrupted']} interrupted" if summary["interrupted"] else "")
+        + f"; {summary['retries']} retries, {summary['requeues']} requeues "
         f"({summary['kills']} kills, {summary['preemptions']} preemptions"
         + (f", {summary['storageFaults']} storage faults" if report.chaos.storage else "")
         + f") in {summary['seconds']} s"

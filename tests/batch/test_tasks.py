@@ -168,3 +168,12 @@ def test_what_would_change_the_task_is_refused_and_ids_match_ignoring_case() -> 
     )  # fmt: skip
     assert found.tasks[1].depends_on == ("Prep",)
     assert dict(found.not_emulated) == {"constraints.retentionTime": ("b",)}
+
+
+def test_a_wall_clock_past_a_tasks_lifetime_is_no_limit() -> None:
+    """What the service shows for "no limit" (TimeSpan.MaxValue) reads as no limit."""
+    tasks = read_tasks(json.dumps([
+        obj("a", constraints={"maxWallClockTime": "P10675199DT2H48M5.4775807S"}),
+        obj("b", constraints={"maxWallClockTime": "P180D"}),
+        obj("c", constraints={"maxWallClockTime": "P179D"})]), "f").tasks  # fmt: skip
+    assert [t.max_wall_clock for t in tasks] == [None, None, 179 * 86400]

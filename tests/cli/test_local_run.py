@@ -157,7 +157,7 @@ def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> 
         wait_for(lambda: len(list(pids.iterdir())) == 4, "both tasks and their children")
         started = {int(f.read_text()): _started(int(f.read_text())) for f in pids.iterdir()}
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -166,7 +166,9 @@ def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> 
         wait_for(lambda pid=pid, when=when: not _alive(pid, when), f"process {pid} gone", 10)
     report = json.loads((tmp_path / ".taskkit-local/report-local.json").read_text())
     assert report["terminated"] == "interrupted"
-    assert all(t["state"] == "failed" for t in report["tasks"])
+    assert report["exitCode"] == 130
+    assert [t["state"] for t in report["tasks"]] == ["interrupted", "interrupted"]
+    assert "2 interrupted" in out
 
 
 def _started(pid: int) -> str | None:
@@ -219,3 +221,90 @@ def test_on_a_terminal_the_status_line_is_redrawn(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert b"\r4/4 done: 0 running, 4 succeeded, 0 failed" in seen
     assert b"job local: 4 succeeded" in out
+
+
+def _pid_of(path: Path) -> tuple[int, str | None]:
+    pid = int(path.read_text())
+    return pid, _started(pid)
+
+
+def test_nothing_a_task_left_running_outlives_the_job(tmp_path: Path) -> None:
+    """A daemon a task started (in a session of its own) is killed when the job ends."""
+    script = "setsid sh -c 'echo $$ > \"$BOX/daemon\"; exec sleep 300' & sleep 0.2; exit 0"
+    tasks = write_tasks(tmp_path / "t.json", sh(script, id="d"))
+    env = {**clean_environment(tmp_path), "BOX": str(tmp_path)}
+    done = local_run(tmp_path, str(tasks), env=env)
+    assert done.returncode == 0, done.stderr
+    pid = int((tmp_path / "daemon").read_text())
+    wait_for(lambda: not _alive(pid, _started(pid)), "the daemon killed", timeout=10)
+
+
+def test_a_run_killed_with_sigkill_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    """kill -9 of taskkit local run leaves its task running; the next run in the same DIR
+    kills it (and says so) before running the job again."""
+    script = 'echo $$ >> "$BOX/pids"; [ -e "$BOX/second" ] || exec sleep 300'
+    tasks = write_tasks(tmp_path / "t.json", sh(script, id="k"))
+    env = {**clean_environment(tmp_path), "BOX": str(tmp_path)}
+    first = subprocess.Popen([*TASKKIT, "local", "run", str(tasks)], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for((tmp_path / "pids").exists, "the first run's task")
+        first.kill()
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    orphan, started = _pid_of(tmp_path / "pids")
+    assert _alive(orphan, started)
+    (tmp_path / "second").touch()
+    again = local_run(tmp_path, str(tasks), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "ended the processes an earlier run of this pool left running" in again.stderr
+    assert not _alive(orphan, started)
+
+
+def test_sighup_stops_the_job_like_sigterm(tmp_path: Path) -> None:
+    """A closed terminal (SIGHUP): exit 129, the task killed, the report written."""
+    tasks = write_tasks(tmp_path / "t.json", sh('echo $$ > "$BOX/pid"; exec sleep 300', id="h"))
+    env = {**clean_environment(tmp_path), "BOX": str(tmp_path)}
+    proc = subprocess.Popen([*TASKKIT, "local", "run", str(tasks)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for((tmp_path / "pid").exists, "the task")
+        pid, started = _pid_of(tmp_path / "pid")
+        proc.send_signal(signal.SIGHUP)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 129
+    assert not _alive(pid, started)
+    report = json.loads((tmp_path / ".taskkit-local/report-local.json").read_text())
+    assert report["exitCode"] == 129
+
+
+def test_a_taskkit_run_around_the_emulator_does_not_name_its_tasks(tmp_path: Path) -> None:
+    """TASKKIT_TASK_ID and the like of the caller (set when local run runs under taskkit run)
+    never reach the pool's tasks; a byte-order mark before the JSON is dropped."""
+    tasks = tmp_path / "t.json"
+    tasks.write_text("\ufeff" + json.dumps([sh('echo "${TASKKIT_TASK_ID:-none}" > "$BOX/id"',
+                                                 id="e")]), encoding="utf-8")  # fmt: skip
+    env = {**clean_environment(tmp_path), "BOX": str(tmp_path), "TASKKIT_TASK_ID": "outer",
+           "TASKKIT_JOB_ID": "outer", "TASKKIT_ATTEMPT": "3"}  # fmt: skip
+    done = local_run(tmp_path, str(tasks), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "id").read_text() == "none\n"
+
+
+def test_stdin_closed_and_storage_chaos_without_storage_make_nothing(tmp_path: Path) -> None:
+    """`-` with stdin closed is 66; storage chaos with no local endpoint is 64; neither makes
+    DIR."""
+    (tmp_path / "ok.json").write_text('[{"id": "a", "commandLine": "true"}]')
+    closed = subprocess.run([*TASKKIT, "local", "run", "-"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            env=clean_environment(tmp_path), capture_output=True, text=True,
+                            check=False, timeout=60)  # fmt: skip
+    assert closed.returncode == 65  # /dev/null: nothing in it
+    chaos = local_run(tmp_path, "ok.json", "--chaos", "storage=0.1")
+    assert chaos.returncode == 64
+    assert "AZURE_STORAGE_CONNECTION_STRING" in chaos.stderr
+    assert not (tmp_path / ".taskkit-local").exists()
