@@ -56,7 +56,7 @@ from typing import Any, Literal
 from taskkit.batch.chaos import Chaos
 from taskkit.batch.tasks import BatchTask, ExitOptions
 from taskkit.envnames import LOCAL_VARIABLE
-from taskkit.exceptions import ConfigError, TransientError, UsageError
+from taskkit.exceptions import ConfigError, DataError, TransientError, UsageError
 from taskkit.observer import Observer, observer_or_default
 from taskkit.runner.lifetime import end_marked
 from taskkit.runner.local import LocalNode
@@ -360,7 +360,8 @@ class Emulator:
         self.job_id = job_id
         self.on_task_failure = on_task_failure
         self.chaos = chaos or Chaos()
-        self.seed = seed
+        # Chaos without a seed gets one, in the report, so that the run can be replayed.
+        self.seed = seed if seed is not None or not self.chaos else random.randrange(1 << 31)
         self.environ = dict(os.environ if environ is None else environ)
         self.watch = watch
         self.observer = observer_or_default(observer)
@@ -372,7 +373,7 @@ class Emulator:
             job_id=job_id,
             nodes=nodes,
             slots=slots,
-            seed=seed,
+            seed=self.seed,
             chaos=self.chaos,
             tasks=[TaskReport(t) for t in tasks],
             started=time.time(),
@@ -428,8 +429,17 @@ class Emulator:
         return self.report
 
     def check(self) -> None:
-        """Refuse, before anything is made, what the run could not start with: storage chaos
+        """Refuse, before anything is made, what the run could not start with: a ``jobAction``
+        on a job that does not act on them (the service refuses such a task), storage chaos
         with a task whose storage is not a local ``http://`` endpoint."""
+        if self.on_task_failure == "noaction":
+            for task in self.report.tasks:
+                if task.task.exit_conditions.sets_job_action():
+                    raise DataError(
+                        f"task {task.id!r}: exitConditions set a jobAction, which Batch refuses "
+                        "on a job whose onTaskFailure is noaction (give --on-task-failure "
+                        "performExitOptionsJobAction)"
+                    )
         if not self.chaos.storage:
             return
         for task in self.report.tasks:
@@ -569,14 +579,22 @@ class Emulator:
 
     def _wait(self, running: _Running) -> None:
         code = running.process.wait()
-        if running.ended_by in ("kill", "preempt", "abort"):
+        if running.ended_by is not None:
             # A lost node takes every process of the attempt with it, also those that left
-            # its group; the task is requeued only once they are gone.
+            # its group (the task is requeued only once they are gone); a task the service
+            # ends (its wall clock, its job) ends with all it started, those that shrugged
+            # off SIGTERM included.
             end_marked(running.mark)
         with self._cond:
-            self._ended(running, code)
-            self._schedule()
-            self._cond.notify_all()
+            try:
+                self._ended(running, code)
+                self._schedule()
+            except Exception as exc:  # never leave the job waiting on a thread that died
+                self.observer.problem(f"local run: {running.report.id}: {exc}")
+                self._stopped = self._stopped or "failed"
+                self.report.terminated = self.report.terminated or f"emulator error: {exc}"
+            finally:
+                self._cond.notify_all()
 
     def _ended(self, running: _Running, code: int) -> None:
         task, attempt, node = running.report, running.attempt, running.node
@@ -705,8 +723,12 @@ class Emulator:
 
     def _replace(self, node: _Node) -> None:
         """A preempted node's folders wiped, and the node back under a new id."""
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(node.local.node_dir)
+        for _ in range(3):  # a process of the node caught writing as it died: look again
+            shutil.rmtree(node.local.node_dir, ignore_errors=True)
+            if not os.path.lexists(node.local.node_dir):
+                break
+        else:
+            self.observer.warning(f"local run: {node.name}: its folders could not all be wiped")
         node.generation += 1
         node.down = False
 

@@ -111,6 +111,16 @@ class ExitConditions:
     ranges: tuple[tuple[int, int, ExitOptions], ...] = ()
     pre_processing_error: ExitOptions | None = None
     default: ExitOptions | None = None
+    file_upload_error: ExitOptions | None = None
+
+    def sets_job_action(self) -> bool:
+        """Whether any entry names a ``jobAction`` (the service refuses that on a job whose
+        ``onTaskFailure`` is ``noaction``)."""
+        entries = [*self.codes.values(), *(r[2] for r in self.ranges)]
+        entries += [
+            e for e in (self.pre_processing_error, self.file_upload_error, self.default) if e
+        ]
+        return any(e.job_action is not None for e in entries)
 
     def for_exit(self, code: int | None) -> ExitOptions:
         """The options for a completion with exit code ``code``; ``None``: the command could
@@ -214,6 +224,12 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
             raise DataError(f"{source}: not JSON: {_json_problem(exc)}") from None
         except DataError as exc:
             raise DataError(f"{source}: line {line}: {exc}") from None
+        if (
+            isinstance(value, dict)
+            and value.keys() == {"value"}
+            and isinstance(value["value"], list)
+        ):
+            value = value["value"]  # the REST API's task collection: {"value": [...]}
         for item in value if isinstance(value, list) else [value]:
             n += 1
             if not isinstance(item, dict):
@@ -398,6 +414,7 @@ def _exit_conditions(value: object, where: str) -> ExitConditions:
         ranges=tuple(ranges),
         pre_processing_error=named["preProcessingError"],
         default=named["default"],
+        file_upload_error=named["fileUploadError"],
     )
 
 
@@ -417,6 +434,9 @@ def _with_dependencies(
         if not isinstance(value, dict) or set(value) - {"taskIds", "taskIdRanges"}:
             raise DataError(f"{where}: an object with taskIds and taskIdRanges is needed")
         ids: list[str] = []
+        for field_name in ("taskIds", "taskIdRanges"):
+            if not isinstance(value.get(field_name) or [], list):
+                raise DataError(f"{where}: {field_name}: a list is needed")
         for name in value.get("taskIds") or []:
             if not isinstance(name, str) or name.lower() not in by_id:
                 raise DataError(f"{where}: {name!r} is no task of this file")

@@ -305,4 +305,6 @@ def _summary(report: EmulatorReport, kept: Path) -> None:
         echo(f"  {task.state}: {task.id}" + (f" ({why})" if why else ""))
     if report.terminated:
         echo(f"  the job ended early: {report.terminated}")
+    if report.chaos:
+        echo(f"chaos {report.chaos.text()} with --seed {report.seed} (the same seed strikes alike)")
     echo(f"report: {os.path.relpath(kept)}")

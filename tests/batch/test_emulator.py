@@ -20,7 +20,7 @@ import pytest
 from taskkit.batch.chaos import Chaos
 from taskkit.batch.emulator import Emulator, EmulatorReport, Event
 from taskkit.batch.tasks import BatchTask, read_tasks
-from taskkit.exceptions import TransientError, UsageError
+from taskkit.exceptions import DataError, TransientError, UsageError
 
 
 def tasks(*objects: dict[str, Any]) -> tuple[BatchTask, ...]:
@@ -252,8 +252,13 @@ def test_job_action_terminate_is_honoured_only_when_the_job_opted_in(tmp_path: P
 
     quick = [o for o in _job_action_job(tmp_path / "off", "terminate") if o["id"] != "long"]
     quick.append(sh('touch "$BOX/long-started"', id="long"))
+    with pytest.raises(DataError, match="Batch refuses"):
+        run(tmp_path / "off", quick, nodes=1, slots=2)  # an explicit jobAction needs opting in
+    for task in quick:
+        task.pop("exitConditions", None)  # the default jobAction: terminate, ignored here
     report = run(tmp_path / "off", quick, nodes=1, slots=2)
     assert report.terminated is None
+    assert task_of(report, "bad").state == "failed"
     assert task_of(report, "queued").state == "succeeded"
 
 
@@ -420,3 +425,18 @@ def test_a_lost_node_takes_down_the_processes_that_left_the_attempts_group(
     ):
         fields = f.read().rsplit(")", 1)[-1].split()
     assert not fields or fields[0] == "Z", "the orphan outlived its node"
+
+
+def test_a_wall_clock_ends_what_shrugged_off_sigterm_too(tmp_path: Path) -> None:
+    """The attempt's leader dies of SIGTERM, a process of its group that ignores SIGTERM is
+    killed with it, not left running."""
+    script = (
+        'sh -c \'trap "" TERM; echo $$ > "$BOX/stubborn"; exec sleep 300\' & '
+        'while [ ! -s "$BOX/stubborn" ]; do sleep 0.01; done; wait'
+    )
+    limits = {"maxWallClockTime": "PT0.5S"}
+    report = run(tmp_path, [sh(script, id="a", constraints=limits)])
+    pid = int((tmp_path / "box/stubborn").read_text())
+    assert task_of(report, "a").attempts[0].wall_clock
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"

@@ -177,3 +177,12 @@ def test_a_wall_clock_past_a_tasks_lifetime_is_no_limit() -> None:
         obj("b", constraints={"maxWallClockTime": "P180D"}),
         obj("c", constraints={"maxWallClockTime": "P179D"})]), "f").tasks  # fmt: skip
     assert [t.max_wall_clock for t in tasks] == [None, None, 179 * 86400]
+
+
+def test_a_rest_task_collection_is_read_and_a_string_of_ids_is_refused() -> None:
+    """The REST body of Add Task Collection ({"value": [...]}) holds the tasks; taskIds given
+    as a string is refused, not read letter by letter."""
+    found = read_tasks(json.dumps({"value": [obj("a"), obj("b")]}), "f")
+    assert [t.id for t in found.tasks] == ["a", "b"]
+    with pytest.raises(DataError, match="taskIds: a list is needed"):
+        read_tasks(json.dumps([obj("a"), obj("b", dependsOn={"taskIds": "a"})]), "f")
