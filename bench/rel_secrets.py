@@ -105,11 +105,11 @@ class Scan:
     files: int = 0
     blobs: int = 0
     texts: int = 0
-    bytes: int = 0
+    scanned: int = 0
     hits: list[str] = field(default_factory=list)
 
     def search(self, where: str, data: bytes, secrets: Sequence[Secret]) -> None:
-        self.bytes += len(data)
+        self.scanned += len(data)
         for secret in secrets:
             if any(form in data for form in secret.forms()):
                 self.hits.append(f"{secret.label} in {where}")
@@ -538,7 +538,7 @@ def suite(size: str, scratch: Path) -> dict[str, object]:
                       f"({', '.join(FORMS)}), {time.monotonic() - started:.0f} s"),
         ("files + blobs scanned", f"{scan.files} files + {scan.blobs} blobs "
                                   f"(+ {scan.texts} stdout/stderr texts)"),
-        ("bytes scanned", f"{scan.bytes / 1e6:.1f} MB"),
+        ("bytes scanned", f"{scan.scanned / 1e6:.1f} MB"),
         ("hits (target 0)", str(len(set(scan.hits)))),
     ]  # fmt: skip
     return {"name": NAME, "rows": rows, "problems": problems}

@@ -72,7 +72,7 @@ def test_a_clean_tree_and_look_alikes_are_not_hits(tmp_path: Path) -> None:
     scan = rel_secrets.Scan()
     scan.tree(tmp_path, planted())
     assert scan.hits == []
-    assert (scan.files, scan.bytes) == (1, len((tmp_path / "a.txt").read_bytes()) + len("a.txt"))
+    assert (scan.files, scan.scanned) == (1, len((tmp_path / "a.txt").read_bytes()) + len("a.txt"))
 
 
 @pytest.mark.azurite
