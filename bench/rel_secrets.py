@@ -335,6 +335,8 @@ class Form:
             out, err = (_text(x) for x in (exc.stdout, exc.stderr))
             called = Called(self.name, argv, -1, out, f"{err}\n(killed after {TIMEOUT:g} s)")
         self.calls.append(called)
+        if "Traceback (most recent call last)" in called.stdout + called.stderr:
+            self.problems.append(f"{called.what} printed a traceback")
         if called.code != expect:
             last = (called.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
             self.problems.append(f"{called.what} exited {called.code}, not {expect}: {last}")
