@@ -47,8 +47,10 @@ from pathlib import Path
 import xxhash
 from azure.storage.blob import BlobBlock
 
-from taskkit.testing import Azurite
+from taskkit.testing import Azurite, find_azurite
 
+#: The repository: its .azurite/ holds the Azurite that make test installs.
+REPO = Path(__file__).resolve().parent.parent
 NAME = "R4 node cache"
 TASKKIT = (sys.executable, "-m", "taskkit")
 SIZES = {"ci": 128 * 1024**2, "full": 1024**3}
@@ -349,7 +351,7 @@ def waits(staged: Sequence[Staged]) -> str:
 def suite(size: str, scratch: Path) -> dict[str, object]:
     """R4 at ``size`` ("ci" or "full"), in ``scratch`` (an empty folder of the caller's)."""
     job = Job(scratch, SIZES[size])
-    with Azurite() as azurite:
+    with Azurite(find_azurite(cwd=REPO)) as azurite:
         job.run(azurite)
     job.check_job()
     staged = job.check_downloads()
