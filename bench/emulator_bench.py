@@ -26,9 +26,12 @@
 Each side of a section takes turns run by run (a, b, a, b, ...), so a noisy neighbour hurts both
 alike; each figure is the median (and the minimum) of ``--runs`` runs (default 3). Checked after
 every run: the emulator exited 0 and its report says every task succeeded; xargs exited 0; in
-section 1, each side left one ``outcome.json`` per task in the state. ``--profile`` (or a missed
-target) runs the emulator once more under cProfile, every thread of it, and prints the functions
-with the most cumulative and own time.
+section 1, each side left one ``outcome.json`` per task in the state. Beside each wall-time
+figure, the same of the CPU time of each side's process tree (GNU time): the steadier measure on
+a busy machine, and the emulator's own work once the tasks' (equal on both sides) is taken off.
+``--profile`` (or a missed target) runs the emulator once more under cProfile, every thread of
+it, on trivial tasks (its own work per task, not hidden by waiting for ``taskkit run``), and
+prints the functions with the most cumulative and own time.
 
 Run: ``.venv/bin/python bench/emulator_bench.py [--tasks N] [--runs N] [--profile]``
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import pstats
@@ -46,10 +50,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import (
     Proc,
+    Spread,
     Timing,
     cpu_model,
     load,
@@ -71,6 +77,8 @@ TASKKIT = (PYTHON, "-m", "taskkit")
 TARGET = "<= 1.2"
 NODES, SLOTS = 2, 4
 WIDTH = 66
+#: Tasks of the profiled run, at most.
+PROFILED = 1000
 
 #: What the emulator does for a task before it runs its argv, for xargs to do the same:
 #: $1 task dir, $2 task id, $3 node's shared dir, $4 node id, $5 node root.
@@ -115,6 +123,18 @@ stats.dump_stats(out)
 """
 
 
+@dataclass
+class CpuTimes(Spread):
+    """The CPU times (user + system) of a side's runs, its whole process tree: steadier than
+    wall times on a busy machine."""
+
+    seconds: list[float]
+
+    @classmethod
+    def of(cls, timing: Timing) -> CpuTimes:
+        return cls([p.cpu if p.cpu is not None else math.nan for p in timing.procs])
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
         self.args = args
@@ -138,9 +158,11 @@ class Bench:
 
     # -- the tasks
 
-    def tasks(self, name: str, command_line: str | None) -> tuple[Path, str]:
-        """A TASKS file of ``--tasks`` tasks with ``command_line`` (None: the line ``taskkit
-        batch task-json`` writes for ``taskkit run -- true``); and that line."""
+    def tasks(
+        self, name: str, command_line: str | None, count: int | None = None
+    ) -> tuple[Path, str]:
+        """A TASKS file of ``count`` (``--tasks``) tasks with ``command_line`` (None: the line
+        ``taskkit batch task-json`` writes for ``taskkit run -- true``); and that line."""
         if command_line is None:
             argv = [*TASKKIT, "batch", "task-json", "--id", "t-1", "--state",
                     f"file://{self.state}", "--", "true"]  # fmt: skip
@@ -150,7 +172,7 @@ class Bench:
             template = {"id": "t-1", "commandLine": command_line}
         path = self.scratch / f"{name}.jsonl"
         with path.open("w") as f:
-            for n in range(1, self.args.tasks + 1):
+            for n in range(1, (count or self.args.tasks) + 1):
                 f.write(json.dumps({**template, "id": f"t-{n:05d}"}) + "\n")
         return path, str(template["commandLine"])
 
@@ -234,7 +256,10 @@ class Bench:
         print_table([emu, anchor], rate=False)
         print_ratio_header(f"Ratio ({n:,} tasks; wall times)", WIDTH)
         print_ratio("emulator / xargs", emu, anchor, TARGET, WIDTH)
+        print_ratio("  the same, CPU time of the process trees", CpuTimes.of(emu),
+                    CpuTimes.of(anchor), width=WIDTH)  # fmt: skip
         self.per_task("scheduling cost per task (emulator - xargs) / tasks", emu, anchor)
+        self.per_task("  the same, CPU time", CpuTimes.of(emu), CpuTimes.of(anchor))
         print()
         return emu, anchor
 
@@ -255,10 +280,11 @@ class Bench:
         print_ratio("emulator / xargs with the wrapper", emu, anchor, width=WIDTH)
         print_ratio("emulator / bare xargs", emu, bare, width=WIDTH)
         self.per_task("scheduling cost per task, against the wrapper", emu, anchor)
+        self.per_task("  the same, CPU time", CpuTimes.of(emu), CpuTimes.of(anchor))
         self.per_task("scheduling cost per task, against bare xargs", emu, bare)
         print()
 
-    def per_task(self, name: str, num: Timing, den: Timing) -> None:
+    def per_task(self, name: str, num: Spread, den: Spread) -> None:
         n = self.args.tasks
         median = (num.median - den.median) / n * 1e3
         best = (num.best - den.best) / n * 1e3
@@ -267,8 +293,10 @@ class Bench:
     # -- the profile
 
     def profile(self) -> None:
-        print("Profile: the emulator, once more, under cProfile (every thread)")
-        tasks, _ = self.tasks("taskkit-run", None)
+        n = min(self.args.tasks, PROFILED)
+        print(f"Profile: the emulator under cProfile (every thread), {n:,} trivial tasks: its "
+              "own work per task, which waiting for taskkit run would only hide")  # fmt: skip
+        tasks, _ = self.tasks("profiled", "true", n)
         job, folder = self.job("profile")
         out = self.scratch / "emulator.prof"
         script = self.scratch / "profiler.py"
