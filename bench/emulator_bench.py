@@ -250,9 +250,12 @@ class Bench:
         print(f"  command line: {line}")
         emu = Timing(f"emulator: local run, {n:,} tasks")
         anchor = Timing(f"anchor: xargs -P {NODES * SLOTS}, the same argv")
-        for _ in range(runs):
+        for i in range(runs):
             emu.procs.append(self.emulator(tasks, journals=True))
             anchor.procs.append(self.xargs(line, journals=True))
+            e, a = emu.procs[-1], anchor.procs[-1]
+            print(f"  run {i + 1}: emulator {e.seconds:.1f} s (CPU {e.cpu or 0:.1f} s), "
+                  f"xargs {a.seconds:.1f} s (CPU {a.cpu or 0:.1f} s)", flush=True)  # fmt: skip
         print_table([emu, anchor], rate=False)
         print_ratio_header(f"Ratio ({n:,} tasks; wall times)", WIDTH)
         print_ratio("emulator / xargs", emu, anchor, TARGET, WIDTH)
