@@ -75,6 +75,8 @@ INPUT = b"the input of every flow\n"
 FORMS = ("connection string", "account key", "SAS token")
 #: Variables that must not leak from the caller into a flow's environment.
 FOREIGN = ("AZ_BATCH_", "AZURE_", "TASKKIT_")
+#: Variables that would send the flows' requests elsewhere (any case).
+PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ssl_cert_file")
 
 
 # -- what to search for --------------------------------------------------------------------------
@@ -327,11 +329,17 @@ class Form:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def __call__(self, *args: str, expect: int = 0, cwd: Path | None = None) -> Called:
+    def __call__(
+        self,
+        *args: str,
+        expect: int = 0,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Called:
         argv = [*TASKKIT, *args]
         try:
             done = subprocess.run(
-                argv, env=self.env, cwd=cwd or self.root, capture_output=True, text=True,
+                argv, env=env or self.env, cwd=cwd or self.root, capture_output=True, text=True,
                 timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             called = Called(self.name, argv, done.returncode, done.stdout, done.stderr)
@@ -435,11 +443,7 @@ def _local_run(form: Form, tasks: Path) -> None:
     report = form.root / "report.json"
     argv = ["local", "run", str(tasks), "--nodes", "2", "--slots", "2", "--job-id", "r5local",
             "--report", str(report), "--dir", str(local)]  # fmt: skip
-    saved, form.env = form.env, env
-    try:
-        done = form(*argv)
-    finally:
-        form.env = saved
+    done = form(*argv, env=env)
     if done.code == 0 and not report.is_file():
         form.problems.append(f"{done.what}: no report at {report.name}")
 
@@ -481,13 +485,15 @@ def secrets_of(connection_string: str, key: str, sas: str) -> list[Secret]:
     ]
 
 
-def base_environ(scratch: Path) -> dict[str, str]:
-    """This environment without Batch's, Azure's and taskkit's variables, with this Python's
-    ``taskkit`` first on PATH (task command lines call it by name)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+def base_environ() -> dict[str, str]:
+    """This environment without Batch's, Azure's and taskkit's variables nor a proxy of its
+    own, with this Python's ``taskkit`` first on PATH (task command lines call it by name)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(FOREIGN) and k.lower() not in PROXIES
+    }
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.pop("HTTPS_PROXY", None)
-    env.pop("https_proxy", None)
     return env
 
 
@@ -505,7 +511,7 @@ def _forms(azurite: Azurite, scratch: Path) -> Iterator[list[Form]]:
         )
         for name, credentials in zip(FORMS, variables, strict=True):
             root = scratch / name.replace(" ", "-")
-            env = base_environ(scratch)
+            env = base_environ()
             env.update(credentials)
             if "AZURE_STORAGE_CONNECTION_STRING" not in credentials:
                 env.update(front.environ())
