@@ -13,9 +13,14 @@
       the emulator lays it out, tasks dealt to two nodes in turn), exports the ``AZ_BATCH_*``
       variables ``taskkit run`` reads (job, task, task dir, working dir, node id, node root and
       shared dir), and ``exec``s the very argv the emulator runs (``shlex.split`` of the
-      command line, given to ``eval`` quoted by ``shlex.join``) with stdout and stderr to the
-      task's ``stdout.txt`` and ``stderr.txt``. Its folders are made before the clock starts,
-      which the emulator does on the clock: the anchor is the stricter for it.
+      command line, given to ``eval`` quoted by ``shlex.join``) in a session of its own
+      (``setsid``, as the emulator starts each task), with stdout and stderr to the task's
+      ``stdout.txt`` and ``stderr.txt``. The session matters on a busy machine: with the
+      kernel's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``), each
+      session is one group sharing the CPUs fairly with the others, so eight tasks in xargs's
+      one session would get one group's share against the emulator's eight. Its folders are
+      made before the clock starts, which the emulator does on the clock: the anchor is the
+      stricter for it.
 
    Target: a <= 1.2 x b (medians). The per-task scheduling cost is (a - b) / tasks.
 
@@ -87,7 +92,7 @@ cd "$1/wd" || exit 70
 export AZ_BATCH_JOB_ID="$BENCH_JOB" AZ_BATCH_TASK_ID="$2" AZ_BATCH_TASK_DIR="$1" \
 AZ_BATCH_TASK_WORKING_DIR="$1/wd" AZ_BATCH_NODE_SHARED_DIR="$3" AZ_BATCH_NODE_ID="$4" \
 AZ_BATCH_NODE_ROOT_DIR="$5"
-eval "exec $BENCH_ARGV" >"$1/stdout.txt" 2>"$1/stderr.txt"
+eval "exec setsid $BENCH_ARGV" >"$1/stdout.txt" 2>"$1/stderr.txt"
 """
 
 #: One ``taskkit`` command line under cProfile, every thread profiled (argv: OUT ARGS...).
