@@ -268,6 +268,7 @@ class _Node:
     generation: int = 0
     down: bool = False
     running: dict[str, _Running] = field(default_factory=dict)
+    made: set[str] = field(default_factory=set)  # tasks whose folders this VM has made
 
     @property
     def name(self) -> str:
@@ -524,7 +525,9 @@ class Emulator:
         self._serial += 1
         mark = f"{os.getpid()}-{self._serial}"
         try:
-            local.make()
+            if task.id not in node.made:  # made once per VM: a retry finds them there
+                local.make()
+                node.made.add(task.id)
             env = self._environment(task.task, node, local.environ(self._base()))
             env[MARK] = mark
             env[POOL_MARK] = self._pool
@@ -730,6 +733,7 @@ class Emulator:
         else:
             self.observer.warning(f"local run: {node.name}: its folders could not all be wiped")
         node.generation += 1
+        node.made.clear()
         node.down = False
 
     def _expire(self, running: _Running) -> None:
