@@ -136,7 +136,10 @@ def test_a_short_name_below_a_long_dest_is_a_bad_remote_name(task: Task) -> None
     deep = task.root / "src" / "p" / ("D" * 250) / ("E" * 250)
     deep.mkdir(parents=True)
     (deep / "x.txt").write_text("x\n")
-    dest = "/".join(["M" * 250] * 15) + "/"  # 3765 bytes: fits, and nothing more does
+    # Fits below the working directory with 10 bytes to spare, whatever tmp_path's length
+    # (3840 bytes: the longest local path taskkit makes), and nothing more does.
+    room = 3840 - len(os.fsencode(str(task.workdir))) - 1 - 10
+    dest = "/".join(["M" * 250] * (room // 251) + ["M" * max(room % 251 - 1, 1)]) + "/"
     given = f"file://{task.root / 'src' / 'p'}/={dest}"
     code, _, stderr = invoke(["stage", "--workdir", str(task.workdir), "-i", given], env=task.env)
     assert code == 65, stderr
