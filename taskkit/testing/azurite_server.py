@@ -13,6 +13,8 @@ Invariants:
 - The key stays in memory: no repr, log line or error message of this module shows it.
 - Readiness is the server's own "listens on" line, awaited with a deadline; nothing sleeps.
 - A stopped server is gone: its whole process group has exited and its data folder is deleted.
+  A paused one (``pause()``, for outage tests) has exited too, but keeps its port, account and
+  data; ``resume()`` serves the same blobs on the same endpoint again.
 
 Azurite itself comes from npm: ``npm install --prefix .azurite azurite`` at the repository root
 (``make test`` does it), or point ``TASKKIT_AZURITE`` at an ``azurite-blob`` executable.
@@ -135,6 +137,8 @@ class Azurite:
         self._output: collections.deque[str] = collections.deque(maxlen=_OUTPUT_TAIL_LINES)
         self._listening = threading.Event()
         self._url: str | None = None
+        #: While paused: the endpoint to serve again (its data stays in ``_workdir``).
+        self._paused_url: str | None = None
         self.startup_seconds: float | None = None
         # Request ids of our own log barriers, so that operations() does not count them.
         self._barrier_requests: set[str] = set()
@@ -159,16 +163,20 @@ class Azurite:
             raise RuntimeError(f"{self!r} is already started.")
         executable = self._executable or find_azurite()
         self._output.clear()
-        self._workdir = Path(tempfile.mkdtemp(prefix="taskkit-azurite-"))
+        port = "0"  # the kernel picks a free port and Azurite prints it: no race with others
+        if self._paused_url is not None:  # resume(): the same port and data as before
+            port = self._paused_url.rsplit(":", 1)[1]
+        else:
+            self._workdir = Path(tempfile.mkdtemp(prefix="taskkit-azurite-"))
+        assert self._workdir is not None
         data = self._workdir / "data"
-        data.mkdir()
+        data.mkdir(exist_ok=True)
         command = [
             executable,
             "--blobHost",
             "127.0.0.1",
-            # Port 0: the kernel picks a free port and Azurite prints it, so no race with others.
             "--blobPort",
-            "0",
+            port,
             "--location",
             str(data),
             "--debug",
@@ -194,6 +202,7 @@ class Azurite:
                 start_new_session=True,
             )
         except OSError as exc:
+            self._paused_url = None
             self._remove_workdir()
             raise RuntimeError(f"Could not run {executable!r}: {exc}") from exc
         process = self._process
@@ -223,6 +232,34 @@ class Azurite:
 
     def stop(self) -> None:
         """Stop the process group (SIGTERM, then SIGKILL) and delete the data folder. Idempotent."""
+        self._end_process()
+        self._paused_url = None
+        self._remove_workdir()
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (requests are refused), keeping its port, account
+        and data for :meth:`resume`. Azurite is ended with SIGTERM, so it saves what it holds."""
+        url = self._require_url()
+        self._end_process()
+        self._paused_url = url
+
+    def resume(self) -> None:
+        """Serve the paused server's blobs again, on the same endpoint; returns once it listens."""
+        if self._paused_url is None:
+            raise RuntimeError(f"{self!r} is not paused.")
+        self.start()
+        if self._url != self._paused_url:  # another process took the port meanwhile
+            found = self._url
+            self.stop()
+            raise RuntimeError(f"Azurite resumed on {found}, not on {self._paused_url}.")
+        self._paused_url = None
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether :meth:`pause` stopped the server and :meth:`resume` has not started it yet."""
+        return self._paused_url is not None and self._process is None
+
+    def _end_process(self) -> None:
         process, self._process = self._process, None
         if process is not None:
             self._signal_group(process, signal.SIGTERM)
@@ -238,7 +275,6 @@ class Azurite:
             process.stdout.close()
         self._url = None
         self._listening.clear()
-        self._remove_workdir()
 
     @staticmethod
     def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> None:

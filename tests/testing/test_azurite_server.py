@@ -272,3 +272,34 @@ def test_fixture_fails_rather_than_skips_without_azurite(tmp_path: Path) -> None
     assert "1 error" in result.stdout
     assert "skipped" not in result.stdout
     assert "npm install --prefix .azurite azurite" in result.stdout
+
+
+@pytest.mark.azurite
+def test_pause_refuses_requests_and_resume_serves_same_blobs(tmp_path: Path) -> None:
+    """pause() ends the server but keeps its endpoint and data; resume() serves them again."""
+    with Azurite() as server:
+        endpoint, connection = server.blob_endpoint, server.connection_string
+        with BlobServiceClient.from_connection_string(connection) as service:
+            service.create_container("kept").upload_blob("a.txt", b"before the outage")
+        pid, port = server.pid, server.port
+
+        server.pause()
+        assert server.is_paused
+        assert not server.is_running
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass
+        assert server.workdir.is_dir()
+
+        server.resume()
+        assert not server.is_paused
+        assert server.is_running
+        assert server.blob_endpoint == endpoint
+        with BlobServiceClient.from_connection_string(connection) as service:
+            blob = service.get_blob_client("kept", "a.txt")
+            assert blob.download_blob().readall() == b"before the outage"
+        workdir = server.workdir
+    assert not workdir.exists()
+    with pytest.raises(RuntimeError, match="not paused"):
+        server.resume()
