@@ -17,7 +17,7 @@ from taskkit.testing import Azurite
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import rel_chaos  # noqa: E402
+import rel_chaos
 
 
 @pytest.mark.azurite
@@ -59,30 +59,16 @@ def test_step_log_finds_a_finished_step_started_again(tmp_path: Path) -> None:
 
 
 def test_downloads_tell_a_new_node_from_a_re_download() -> None:
-    """The first download of a node life fills its cache; a second one in the same life is a
-    re-download; a life after a preemption is a new node again."""
+    """The first download on a node fills its cache; a second one there is a re-download; a
+    preempted node comes back under a new id, a new node again."""
     staged = [
-        ("node-1", 0, 100, 1.0),
-        ("node-1", 0, 0, 2.0),  # linked from the cache
-        ("node-2", 0, 100, 1.5),
-        ("node-2", 0, 100, 3.0),  # downloaded again on the same node
-        ("node-1", 1, 100, 5.0),  # after node-1 was wiped
+        ("node-1", 0, 2.0),  # linked from the cache, after the download below
+        ("node-1", 100, 1.0),
+        ("node-2", 100, 1.5),
+        ("node-2", 100, 3.0),  # downloaded again on the same node
+        ("node-1-r1", 100, 5.0),  # node-1 after its preemption
     ]
     assert rel_chaos.downloads(staged) == (300, 100, 3)
-
-
-def test_epochs_are_the_preemptions_of_each_node() -> None:
-    """A node's lives are cut where the emulator preempted an attempt on it, whatever the
-    report's time format."""
-    report = {
-        "tasks": [
-            {"attempts": [{"node": "node-1", "end": 5.0, "chaos": "preempt"},
-                          {"node": "node-2", "end": 6.0, "chaos": "kill"}]},
-            {"attempts": [{"node": "node-1", "end": "1970-01-01T00:00:07.000Z",
-                           "chaos": "preempt"}]},
-        ]
-    }  # fmt: skip
-    assert rel_chaos.epochs(report) == {"node-1": [5.0, 7.0]}
 
 
 def test_permanent_records_are_found(tmp_path: Path) -> None:
