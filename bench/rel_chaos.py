@@ -43,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -74,7 +75,8 @@ CHECKPOINT_SECONDS = 0.2
 FUNCTION_CHECKPOINT_SECONDS = 30.0
 #: taskkit run's and taskkit call's codes that say a retry may succeed (README, exit codes).
 RETRYABLE = {75, *range(203, 207)}
-PERMANENT = {1, 126, 127, 200, 201, 202}
+#: A trial takes seconds; one that has not ended after this is stuck.
+TRIAL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -334,14 +336,18 @@ def run_job(
     watcher.start()
     started = time.monotonic()
     try:
-        done = subprocess.run(
-            argv, env=dict(env), capture_output=True, text=True, check=False, timeout=900
-        )
+        code, said = emulate(argv, env)
     finally:
         watcher.stop()
     trial.seconds = time.monotonic() - started
-    trial.exit_code = done.returncode
-    (folder / "emulator.out").write_text(done.stdout + done.stderr)
+    trial.exit_code = code
+    (folder / "emulator.out").write_text(said)
+    if code is None:
+        errors = [line for line in said.splitlines() if "Error" in line or "Exception" in line]
+        trial.problems.append(
+            f"{name}: taskkit local run had not ended after {TRIAL_SECONDS:g} s; stopped with "
+            f"Ctrl-C; it said: {' | '.join(errors[-2:]) or 'nothing'}"
+        )
     trial.problems += [f"{name}: {p}" for p in watcher.problems]
     trial.bad_manifests = len(watcher.problems)
     trial.watcher_polls, trial.manifests_seen = watcher.polls, len(watcher.manifests)
@@ -352,14 +358,34 @@ def run_job(
         for t in trial.report.get("tasks", [])
         if t.get("state") != "succeeded"
     ]
-    if done.returncode != 0 or failed or not trial.report:
-        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+    if code != 0 or failed or not trial.report:
+        tail = " | ".join(said.strip().splitlines()[-3:])
         trial.problems.append(
-            f"{name}: taskkit local run exited {done.returncode}; not succeeded: "
+            f"{name}: taskkit local run exited {code}; not succeeded: "
             f"{', '.join(failed) or 'none'}; {tail}"
         )
     trial.outputs = outputs(container, name)
     return trial
+
+
+def emulate(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int | None, str]:
+    """Run ``taskkit local run`` (``argv``) to its end: its exit code and what it said. One
+    that has not ended after ``TRIAL_SECONDS`` gets Ctrl-C (it kills the process groups it
+    started), then SIGKILL: the code is None."""
+    process = subprocess.Popen(
+        argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        said, _ = process.communicate(timeout=TRIAL_SECONDS)
+        return process.returncode, said
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            said, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            said, _ = process.communicate()
+        return None, said
 
 
 def outputs(container: ContainerClient, name: str) -> dict[str, bytes]:
