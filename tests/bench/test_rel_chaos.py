@@ -117,3 +117,12 @@ def test_watcher_flags_a_manifest_naming_a_missing_or_wrong_blob(
         f"{hash_bytes(bad)}",
         "t/out/c/_taskkit_manifest.json names z.bin, which is not there",
     ]
+
+
+def test_a_run_that_does_not_end_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A taskkit local run still going after TRIAL_SECONDS gets Ctrl-C and reads as stuck
+    (no exit code), with what it said so far."""
+    monkeypatch.setattr(rel_chaos, "TRIAL_SECONDS", 0.2)
+    code, said = rel_chaos.emulate(["sh", "-c", "echo started; exec sleep 600"], {})
+    assert code is None
+    assert said == "started\n"
