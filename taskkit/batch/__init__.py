@@ -1,1 +1,2 @@
-"""Azure Batch: the task JSON that runs ``taskkit run`` (and, later, submitting it)."""
+"""Azure Batch: the task JSON that runs ``taskkit run`` (taskjson), and the emulated pool of
+``taskkit local run`` (tasks, emulator, chaos, report)."""

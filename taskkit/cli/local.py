@@ -19,7 +19,8 @@ from pathlib import Path
 import click
 
 from taskkit.batch.chaos import Chaos
-from taskkit.batch.emulator import DEFAULT_JOB_ID, Emulator, EmulatorReport, Event
+from taskkit.batch.emulator import DEFAULT_JOB_ID, Emulator
+from taskkit.batch.report import EmulatorReport, Event
 from taskkit.batch.tasks import read_tasks
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import RunReport, echo, say

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from taskkit.batch.chaos import Chaos
-from taskkit.batch.emulator import Emulator, EmulatorReport, Event
+from taskkit.batch.emulator import Emulator
+from taskkit.batch.report import EmulatorReport, Event
 from taskkit.batch.tasks import BatchTask, read_tasks
 from taskkit.exceptions import DataError, TransientError, UsageError
 
