@@ -223,7 +223,7 @@ class Emulator:
         self._ready: deque[TaskReport] = deque()
         self._waiting: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}
-        self._place = random.Random(seed)
+        self._place = random.Random(self.seed)
         self._ran: list[float] = []
         self._stopped: str | None = None
         self._alarms: _Alarms | None = None
