@@ -360,11 +360,20 @@ def _constraints(value: object, where: str) -> tuple[int, float | None]:
 
 
 def _options(value: object, where: str) -> ExitOptions:
-    if not isinstance(value, dict) or set(value) - {"exitOptions"}:
-        raise DataError(f"{where}: an object with exitOptions is needed")
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: an object is needed")
+    unknown = sorted(set(value) - {"exitOptions"})
+    if unknown:
+        raise DataError(f"{where}: unknown field {unknown[0]!r} (exitOptions is known)")
     options = value.get("exitOptions") or {}
-    if not isinstance(options, dict) or set(options) - {"jobAction", "dependencyAction"}:
-        raise DataError(f"{where}.exitOptions: only jobAction and dependencyAction are known")
+    if not isinstance(options, dict):
+        raise DataError(f"{where}.exitOptions: an object is needed")
+    unknown = sorted(set(options) - {"jobAction", "dependencyAction"})
+    if unknown:
+        raise DataError(
+            f"{where}.exitOptions: unknown field {unknown[0]!r} (jobAction and dependencyAction "
+            "are known)"
+        )
     job, dep = options.get("jobAction"), options.get("dependencyAction")
     if job is not None and job not in ("none", "disable", "terminate"):
         raise DataError(f"{where}.exitOptions.jobAction: {job!r} is not none, disable or terminate")

@@ -4,6 +4,7 @@ use, and each thing the service refuses refused with one line naming the task an
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -186,3 +187,21 @@ def test_a_rest_task_collection_is_read_and_a_string_of_ids_is_refused() -> None
     assert [t.id for t in found.tasks] == ["a", "b"]
     with pytest.raises(DataError, match="taskIds: a list is needed"):
         read_tasks(json.dumps([obj("a"), obj("b", dependsOn={"taskIds": "a"})]), "f")
+
+
+@pytest.mark.parametrize(
+    ("conditions", "words"),
+    [
+        (
+            {"exitCodes": [{"code": 3, "exitOption": {}}]},
+            "exitCodes[1]: unknown field 'exitOption'",
+        ),
+        ({"default": {"jobActions": "none"}}, "default.exitOptions: unknown field 'jobActions'"),
+        ({"exitCodes": ["x"]}, "exitCodes[1]: code: an integer"),
+        ({"default": "block"}, "default.exitOptions: an object is needed"),
+    ],
+)
+def test_a_misspelt_exit_condition_is_named(conditions: dict[str, Any], words: str) -> None:
+    """The field that is wrong, by name and place, not only what would have been right."""
+    with pytest.raises(DataError, match=re.escape(words)):
+        read_tasks(json.dumps([obj("a", exitConditions=conditions)]), "f")
