@@ -231,6 +231,11 @@ class Emulator:
         self._threads: list[threading.Thread] = []
         self._serial = 0
         self._pool = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:16]
+        # What every task inherits (each launch copies it): the caller's environment without
+        # what names one taskkit task, the pool's state unless the caller names one.
+        self._inherited = {k: v for k, v in self.environ.items() if k not in _NOT_INHERITED}
+        if not self._inherited.get("TASKKIT_STATE"):
+            self._inherited["TASKKIT_STATE"] = self.state_url
 
     @property
     def state_url(self) -> str:
@@ -282,9 +287,9 @@ class Emulator:
                     )
         if not self.chaos.storage:
             return
+        proxy = _proxy_module()
         for task in self.report.tasks:
-            conn = {**self._base(), **task.task.environment}.get(_CONNECTION, "")
-            if _blob_endpoint(conn) is None:
+            if proxy.blob_endpoint(self._connection(task.task)) is None:
                 raise UsageError(
                     f"--chaos storage=: task {task.id!r} has no {_CONNECTION} with an "
                     "http:// BlobEndpoint (storage chaos runs in front of a local endpoint "
@@ -367,7 +372,7 @@ class Emulator:
             if task.id not in node.made:  # made once per VM: a retry finds them there
                 local.make()
                 node.made.add(task.id)
-            env = self._environment(task.task, node, local.environ(self._base()))
+            env = self._environment(task.task, node, local.environ(self._inherited))
             env[MARK] = mark
             env[POOL_MARK] = self._pool
             with open(local.stdout, "ab") as out, open(local.stderr, "ab") as err:
@@ -401,12 +406,6 @@ class Emulator:
         wall = task.task.max_wall_clock
         if wall is not None:
             self._alarms.at(task.clock + wall, lambda: self._expire(running))
-
-    def _base(self) -> dict[str, str]:
-        env = {k: v for k, v in self.environ.items() if k not in _NOT_INHERITED}
-        if not env.get("TASKKIT_STATE"):
-            env["TASKKIT_STATE"] = self.state_url
-        return env
 
     def _environment(self, task: BatchTask, node: _Node, env: dict[str, str]) -> dict[str, str]:
         env["AZ_BATCH_NODE_ID"] = node.name
@@ -614,25 +613,21 @@ class Emulator:
     def _start_proxies(self) -> None:
         if not self.chaos.storage:
             return
-        endpoints = {
-            _blob_endpoint({**self._base(), **task.task.environment}.get(_CONNECTION, ""))
-            for task in self.report.tasks
-        }
-        try:
-            from taskkit.testing.proxy import FaultProxy
-        except ImportError as exc:  # pragma: no cover - pytest missing
-            raise ConfigError(
-                f"--chaos storage= needs taskkit's test tools (pip install 'taskkit[test]'): {exc}"
-            ) from None
+        module = _proxy_module()
+        endpoints = {module.blob_endpoint(self._connection(t.task)) for t in self.report.tasks}
         for endpoint in sorted(e for e in endpoints if e):
-            proxy = FaultProxy(endpoint, probability=self.chaos.storage, seed=self.seed)
+            # A proxy stands in front of the endpoint's host and port; requests keep its path.
+            proxy = module.FaultProxy(endpoint, probability=self.chaos.storage, seed=self.seed)
             proxy.start()
             self._proxies[endpoint] = proxy
 
+    def _connection(self, task: BatchTask) -> str:
+        """The storage connection string ``task`` runs with."""
+        return task.environment.get(_CONNECTION, self._inherited.get(_CONNECTION, ""))
+
     def _proxied(self, conn: str) -> str:
-        endpoint = _blob_endpoint(conn)
-        proxy = self._proxies.get(endpoint or "")
-        return conn if proxy is None else str(proxy.connection_string(conn))
+        proxy = self._proxies.get(_proxy_module().blob_endpoint(conn) or "")
+        return conn if proxy is None else proxy.connection_string(conn)
 
     def _stop_proxies(self) -> None:
         for proxy in self._proxies.values():
@@ -640,17 +635,16 @@ class Emulator:
             proxy.stop()
 
 
-def _blob_endpoint(conn: str) -> str | None:
-    """``scheme://host:port`` of a connection string's ``http://`` BlobEndpoint, else None."""
-    from urllib.parse import urlsplit
-
-    for part in conn.split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "blobendpoint":
-            url = urlsplit(value.strip())
-            if url.scheme == "http" and url.netloc:
-                return f"{url.scheme}://{url.netloc}"
-    return None
+def _proxy_module() -> Any:
+    """:mod:`taskkit.testing.proxy`, imported only for storage chaos (the testing package
+    needs pytest); a :class:`ConfigError` saying how to get it when it cannot be."""
+    try:
+        from taskkit.testing import proxy
+    except ImportError as exc:  # pragma: no cover - pytest missing
+        raise ConfigError(
+            f"--chaos storage= needs taskkit's test tools (pip install 'taskkit[test]'): {exc}"
+        ) from None
+    return proxy
 
 
 def _reason(exc: BaseException) -> str:

@@ -62,14 +62,13 @@ Batch's defaults, and no ``default`` entry is emitted.
 from __future__ import annotations
 
 import math
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from taskkit.exceptions import ConfigError, MisuseError
 from taskkit.redaction import SECRET_ENV_VARS, redact
-from taskkit.runner.spec import TASK_LIFETIME
+from taskkit.runner.spec import BATCH_ID, TASK_LIFETIME
 
 if TYPE_CHECKING:
     from taskkit.runner.policy import ExitPolicy
@@ -90,7 +89,6 @@ FLUSH_MARGIN_MIN = 300.0
 FLUSH_MARGIN_FRACTION = 0.10
 
 #: Batch task ids: 1-64 ASCII letters, digits, hyphens and underscores.
-_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 #: What the permanent exit codes map to: Batch's defaults (see the module docstring).
 _PERMANENT_EXIT_OPTIONS: Mapping[str, str] = {}
@@ -159,7 +157,7 @@ def task_json(
 
 
 def _check_task_id(task_id: str) -> None:
-    if not isinstance(task_id, str) or _TASK_ID.fullmatch(task_id) is None:
+    if not isinstance(task_id, str) or BATCH_ID.fullmatch(task_id) is None:
         raise ConfigError(
             f"invalid Batch task id {task_id!r}: use 1-64 letters, digits, '-' and '_'"
         )

@@ -29,13 +29,12 @@ import json
 import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from taskkit.exceptions import DataError
 
 __all__ = [
-    "LIFETIME",
     "NOT_EMULATED",
     "REFUSED",
     "BatchTask",
@@ -78,9 +77,6 @@ _CONSTRAINTS = frozenset({"maxTaskRetryCount", "maxWallClockTime", "retentionTim
 _EXIT_FIELDS = frozenset(
     {"exitCodes", "exitCodeRanges", "preProcessingError", "fileUploadError", "default"}
 )
-#: A task lives at most 180 days from when it is added (Batch's quotas and limits).
-LIFETIME = 180 * 86400.0
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(
     r"P(?:(?P<d>\d+(?:\.\d+)?)D)?"
     r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
@@ -210,7 +206,9 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
     """The task objects of ``text``: JSON values one after another (a JSON array, JSON lines,
     or the pretty objects of several ``taskkit batch task-json`` runs written to one file),
     each an object or an array of objects."""
-    decoder = json.JSONDecoder(object_pairs_hook=_unique)
+    from taskkit.runner.spec import unique_keys  # pydantic's module: not at start-up
+
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
     at, n = 0, 0
     while True:
         while at < len(text) and text[at].isspace():
@@ -221,8 +219,9 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
         try:
             value, at = decoder.raw_decode(text, at)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{source}: not JSON: {_json_problem(exc)}") from None
-        except DataError as exc:
+            where = f"at line {exc.lineno} column {exc.colno}"
+            raise DataError(f"{source}: not JSON: {exc.msg} {where}") from None
+        except ValueError as exc:  # a key given twice
             raise DataError(f"{source}: line {line}: {exc}") from None
         if (
             isinstance(value, dict)
@@ -240,24 +239,11 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
             yield item
 
 
-def _json_problem(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    return str(exc)
-
-
-def _unique(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise DataError(f"the field {key!r} is given twice")
-        out[key] = value
-    return out
-
-
 def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
+    from taskkit.runner.spec import BATCH_ID
+
     task_id = obj.get("id")
-    if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
+    if not isinstance(task_id, str) or not BATCH_ID.fullmatch(task_id):
         raise DataError(
             f"{where}: id: {task_id!r} is not a Batch task id (1 to 64 letters, digits, - and _)"
             if task_id is not None
@@ -325,6 +311,8 @@ def _environment(value: object, where: str) -> dict[str, str]:
 
 
 def _constraints(value: object, where: str) -> tuple[int, float | None]:
+    from taskkit.runner.spec import TASK_LIFETIME
+
     if value is None:
         return 0, None
     if not isinstance(value, dict):
@@ -347,7 +335,7 @@ def _constraints(value: object, where: str) -> tuple[int, float | None]:
             raise DataError(f"{where}: constraints.maxWallClockTime: {exc}") from None
         if seconds <= 0:
             raise DataError(f"{where}: constraints.maxWallClockTime: must be above zero")
-        if seconds >= LIFETIME:
+        if seconds >= TASK_LIFETIME:
             # What the service reports for "no limit" (TimeSpan.MaxValue, P10675199DT2H48M5...)
             # and anything past a task's lifetime: the lifetime ends the task first.
             seconds = None
@@ -460,15 +448,9 @@ def _with_dependencies(
             ids.extend(inside)
         if task.id in ids:
             raise DataError(f"{where}: a task cannot depend on itself")
-        out.append(_replace_depends(task, tuple(dict.fromkeys(ids))))
+        out.append(replace(task, depends_on=tuple(dict.fromkeys(ids))))
     _refuse_cycles(out, source)
     return out
-
-
-def _replace_depends(task: BatchTask, ids: tuple[str, ...]) -> BatchTask:
-    from dataclasses import replace
-
-    return replace(task, depends_on=ids)
 
 
 def _refuse_cycles(tasks: Sequence[BatchTask], source: str) -> None:

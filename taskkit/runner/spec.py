@@ -55,6 +55,7 @@ from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import Input, parse_input
 
 __all__ = [
+    "BATCH_ID",
     "LONGEST",
     "TASK_LIFETIME",
     "RunSpec",
@@ -63,9 +64,11 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "resolve",
+    "unique_keys",
 ]
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: An Azure Batch job or task id: 1 to 64 letters, digits, ``-`` and ``_``.
+BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 #: Settings whose environment variable holds several values, one per line.
@@ -302,7 +305,7 @@ class RunSpec(BaseModel):
     @field_validator("job_id", "task_id")
     @classmethod
     def _batch_id(cls, value: str | None) -> str | None:
-        if value is not None and not _ID.fullmatch(value):
+        if value is not None and not BATCH_ID.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a Batch id (1-64 letters, digits, hyphens, underscores)"
             )
@@ -433,7 +436,7 @@ def load_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         elif suffix in (".yaml", ".yml"):
             data = _load_yaml(raw.decode("utf-8"))
         elif suffix == ".json":
-            data = json.loads(raw, object_pairs_hook=_unique)
+            data = json.loads(raw, object_pairs_hook=unique_keys)
         else:
             raise ConfigError(
                 f"{shown}: unknown spec format {suffix or '(no suffix)'!r} "
@@ -471,7 +474,7 @@ def _load_yaml(text: str) -> object:
     return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are all different (json keeps the last of two silently)."""
     out: dict[str, Any] = {}
     for key, value in pairs:

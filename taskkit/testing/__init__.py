@@ -40,7 +40,14 @@ from taskkit.testing.faults import (
     Injected,
     Operation,
 )
-from taskkit.testing.proxy import PROXY_KINDS, FaultProxy, Injection, ProxyFaultKind, ProxyRule
+from taskkit.testing.proxy import (
+    PROXY_KINDS,
+    FaultProxy,
+    Injection,
+    ProxyFaultKind,
+    ProxyRule,
+    blob_endpoint,
+)
 
 __all__ = [
     "AZURITE_ENV_VAR",
@@ -59,5 +66,6 @@ __all__ = [
     "ProxyRule",
     "azurite",
     "azurite_container",
+    "blob_endpoint",
     "find_azurite",
 ]

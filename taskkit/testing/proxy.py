@@ -37,7 +37,14 @@ from urllib.parse import urlsplit
 
 from taskkit.exceptions import ConfigError, MisuseError
 
-__all__ = ["PROXY_KINDS", "FaultProxy", "Injection", "ProxyFaultKind", "ProxyRule"]
+__all__ = [
+    "PROXY_KINDS",
+    "FaultProxy",
+    "Injection",
+    "ProxyFaultKind",
+    "ProxyRule",
+    "blob_endpoint",
+]
 
 #: How the proxy fails a request (see the module docstring). ``throttled``, ``transient`` and
 #: ``lost_reply`` mean what they mean to :class:`~taskkit.testing.faults.FaultyStore`.
@@ -97,6 +104,23 @@ class Injection(NamedTuple):
     method: str
     path: str
     time: float
+
+
+def blob_endpoint(conn: str) -> str | None:
+    """The ``http://`` ``BlobEndpoint`` of the connection string ``conn`` as written in it (what
+    a proxy can stand in front of); None when it has none."""
+    fields = conn.split(";")
+    n = _blob_field(fields)
+    return None if n is None else fields[n].partition("=")[2]
+
+
+def _blob_field(fields: Sequence[str]) -> int | None:
+    """Where among a connection string's ``fields`` its ``http://`` ``BlobEndpoint`` is."""
+    for n, field in enumerate(fields):
+        name, sep, value = field.partition("=")
+        if sep and name.strip().lower() == "blobendpoint" and value.startswith("http://"):
+            return n
+    return None
 
 
 class FaultProxy:
@@ -214,11 +238,11 @@ class FaultProxy:
         """``conn`` with its ``BlobEndpoint`` reached through the proxy; :class:`ConfigError`
         if it names no ``http://`` blob endpoint."""
         fields = conn.split(";")
-        for n, field in enumerate(fields):
-            name, sep, value = field.partition("=")
-            if sep and name.strip().lower() == "blobendpoint" and value.startswith("http://"):
-                fields[n] = f"{name}={self.endpoint(value)}"
-                return ";".join(fields)
+        n = _blob_field(fields)
+        if n is not None:
+            name, _, value = fields[n].partition("=")
+            fields[n] = f"{name}={self.endpoint(value)}"
+            return ";".join(fields)
         raise ConfigError(
             "the storage connection string has no http:// BlobEndpoint (an emulator such as "
             "Azurite) for the fault proxy to stand in front of"

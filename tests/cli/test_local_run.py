@@ -296,9 +296,9 @@ def test_a_taskkit_run_around_the_emulator_does_not_name_its_tasks(tmp_path: Pat
     assert (tmp_path / "id").read_text() == "none\n"
 
 
-def test_stdin_closed_and_storage_chaos_without_storage_make_nothing(tmp_path: Path) -> None:
-    """`-` with stdin closed is 66; storage chaos with no local endpoint is 64; neither makes
-    DIR."""
+def test_empty_stdin_and_storage_chaos_without_storage_make_nothing(tmp_path: Path) -> None:
+    """`-` with nothing on stdin is 65; storage chaos with no local endpoint is 64; neither
+    makes DIR."""
     (tmp_path / "ok.json").write_text('[{"id": "a", "commandLine": "true"}]')
     closed = subprocess.run([*TASKKIT, "local", "run", "-"], cwd=tmp_path, stdin=subprocess.DEVNULL,
                             env=clean_environment(tmp_path), capture_output=True, text=True,
@@ -308,3 +308,18 @@ def test_stdin_closed_and_storage_chaos_without_storage_make_nothing(tmp_path: P
     assert chaos.returncode == 64
     assert "AZURE_STORAGE_CONNECTION_STRING" in chaos.stderr
     assert not (tmp_path / ".taskkit-local").exists()
+
+
+def test_a_closed_stdin_or_an_endless_task_file_is_one_line(tmp_path: Path) -> None:
+    """`-` with stdin closed is no task file (66), not an internal error; /dev/zero is read up
+    to the cap and refused (65), not for ever."""
+    closed = subprocess.run(
+        [*TASKKIT, "local", "run", "-"], cwd=tmp_path, env=clean_environment(tmp_path),
+        stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0),
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    endless = local_run(tmp_path, "/dev/zero")
+    assert (closed.returncode, endless.returncode) == (66, 65), closed.stderr + endless.stderr
+    assert "stdin is closed" in closed.stderr
+    assert "more than 256 MiB of tasks" in endless.stderr
+    assert len(closed.stderr.splitlines()) == len(endless.stderr.splitlines()) == 1
