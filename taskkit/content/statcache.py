@@ -47,6 +47,7 @@ __all__ = [
     "RACY_WINDOW_NS",
     "CacheEntry",
     "FileStat",
+    "PathKeys",
     "StatCache",
     "default_cache_dir",
     "path_key",
@@ -93,6 +94,27 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 def path_key(path: str | os.PathLike[str]) -> bytes:
     """The cache key of a path: :func:`taskkit.content.walk.absolute` as bytes (any name fits)."""
     return os.fsencode(absolute(os.fsdecode(path)))
+
+
+class PathKeys:
+    """:func:`path_key` for many paths below few directories: each directory is resolved once.
+    For the length of one operation (a link made meanwhile inside it is not seen)."""
+
+    def __init__(self) -> None:
+        self._directories: dict[str, str] = {}
+
+    def __call__(self, path: str) -> bytes:
+        head, sep, tail = path.rpartition("/")
+        real = self._directories.get(head)
+        if real is None or not sep:
+            if not sep or not head:
+                return path_key(path)
+            real = self._directories[head] = os.path.realpath(head)
+        # os.fsencode, without its checks: the file system encoding on POSIX
+        return (real + "/" + tail if real != "/" else "/" + tail).encode(_FS_ENCODING, _FS_ERRORS)
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _signed(value: int) -> int:
@@ -207,6 +229,19 @@ class CacheEntry(NamedTuple):
             return (self.raw[56:72],)
         start = _HEAD.size
         return tuple(self.raw[start + 16 * i : start + 16 * (i + 1)] for i in range(count))
+
+    def came_from(self, source: str, etag: str) -> bool:
+        """Whether the entry's provenance is ``source`` at version ``etag`` (without decoding)."""
+        raw = self.raw
+        two = etag.encode("utf-8", "surrogateescape")
+        if not two or not raw.endswith(two):  # stored empty, a text reads as none
+            return False
+        (count,) = _U32.unpack_from(raw, 72)
+        at = _HEAD.size + (16 * count if count > 1 else 0)
+        one = source.encode("utf-8", "surrogateescape")
+        return bool(one) and raw[at:] == b"".join(
+            (_U32.pack(len(one)), one, _U32.pack(len(two)), two)
+        )
 
     def _texts(self) -> tuple[str | None, str | None]:
         (count,) = _U32.unpack_from(self.raw, 72)
@@ -378,6 +413,13 @@ class StatCache:
             if entry.valid():
                 found[path] = entry
         return found
+
+    def keys_under(self, directory: str | os.PathLike[str]) -> list[bytes]:
+        """The keys of :meth:`under`, sorted, without reading their entries."""
+        start = path_key(os.path.join(os.fspath(directory), "x"))[:-1]
+        end = start[:-1] + bytes([start[-1] + 1])
+        sql = "SELECT path FROM files WHERE path >= ? AND path < ? ORDER BY path"
+        return [row[0] for row in self._query(sql, (start, end))]
 
     def get(self, path: str | os.PathLike[str], st: os.stat_result | FileStat) -> CacheEntry | None:
         """The trusted entry for ``path`` whose version is ``st``, or None."""

@@ -26,16 +26,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest
-from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
+from taskkit.content.statcache import CacheEntry, FileStat, PathKeys, StatCache, path_key
 from taskkit.exceptions import (
     DataError,
     IOFailure,
@@ -51,6 +51,7 @@ from taskkit.transfer.download import (
     FULL_DISK,
     Fetched,
     Transfers,
+    claim,
     locked,
     open_partial,
     remove_journal,
@@ -224,45 +225,101 @@ def execute(
     summary.skipped = len(plan.entries) - len(work)
     done: list[_Done] = []
     recorded_at = time.monotonic()
-    pool = ThreadPoolExecutor(run.transfers.jobs, thread_name_prefix="taskkit-stage")
+    results: queue.Queue[tuple[PlanEntry, _Done | BaseException]] = queue.Queue()
+    workers = _Workers(run.stage, work, results, transfers.jobs, transfers.stop)
     try:
-        futures = {pool.submit(run.stage, entry): entry for entry in work}
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=RECORD_EVERY, return_when=FIRST_COMPLETED)
-            for future in finished:
-                _count(future, futures[future], summary, done, on_file)
+        for _ in range(len(work)):
+            while True:
+                try:
+                    entry, result = results.get(timeout=RECORD_EVERY)
+                    break
+                except queue.Empty:
+                    if cache is not None and done:
+                        recorded_at = _record_now(cache, done)
+            _count(entry, result, summary, done, on_file)
             if cache is not None and done and time.monotonic() - recorded_at >= RECORD_EVERY:
                 # What has arrived is known as staged even if this process is killed before
                 # the end: the stale files of a later run are found by these records.
-                _record(cache, done, [])
-                done.clear()
-                recorded_at = time.monotonic()
+                recorded_at = _record_now(cache, done)
     finally:
-        run.transfers.stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        run.transfers.close()
+        transfers.stop.set()
+        workers.join()
+        transfers.close()
+        # Files that arrived after an interruption are at their final paths: recorded too.
+        while not results.empty():
+            _, late = results.get()
+            if isinstance(late, _Done):
+                done.append(late)
         if cache is not None:
             _record(cache, done, [e for e in plan.entries if e.action == "skip"])
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _record_now(cache: StatCache, done: list[_Done]) -> float:
+    _record(cache, done, [])
+    done.clear()
+    return time.monotonic()
+
+
+class _Workers:
+    """``jobs`` threads taking the next file of ``work`` until there is none (or ``stop`` is
+    set), each putting what became of it on ``results``: its :class:`_Done`, or what it
+    raised. A file is taken only when a thread is free, so a plan of a million files costs
+    no object per file waiting, and the caller hears of files one by one as they end."""
+
+    def __init__(
+        self,
+        action: Callable[[PlanEntry], _Done],
+        work: Sequence[PlanEntry],
+        results: queue.Queue[tuple[PlanEntry, _Done | BaseException]],
+        jobs: int,
+        stop: threading.Event,
+    ) -> None:
+        self._action = action
+        self._next = iter(work)
+        self._lock = threading.Lock()
+        self._results = results
+        self._stop = stop
+        self._threads = [
+            threading.Thread(target=self._work, name=f"taskkit-stage-{n}", daemon=True)
+            for n in range(min(jobs, len(work)))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                entry = next(self._next, None)
+            if entry is None:
+                return
+            try:
+                result: _Done | BaseException = self._action(entry)
+            except BaseException as exc:  # handed to the caller, who raises what is not a failure
+                result = exc
+            self._results.put((entry, result))
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
 def _count(
-    future: Future[_Done],
     entry: PlanEntry,
+    result: _Done | BaseException,
     summary: Summary,
     done: list[_Done],
     on_file: Callable[[PlanEntry, TaskFailure | None], None] | None,
 ) -> None:
     """Count one finished file in ``summary`` (``done`` gets it when it arrived)."""
-    try:
-        result = future.result()
-    except TaskFailure as exc:
+    if isinstance(result, BaseException):
+        if not isinstance(result, TaskFailure):
+            raise result
         summary.failed += 1
-        summary.problems.append(Problem(entry.source.url, exc))
+        summary.problems.append(Problem(entry.source.url, result))
         if on_file is not None:
-            on_file(entry, exc)
+            on_file(entry, result)
         return
     done.append(result)
     summary.linked += result.linked
@@ -271,7 +328,8 @@ def _count(
     summary.bytes_transferred += result.transferred
     summary.bytes_reused += result.reused
     if on_file is not None:
-        on_file(entry._replace(action=result.action), None)
+        action = result.action
+        on_file(entry if action == entry.action else entry._replace(action=action), None)
 
 
 def _remove_stale(plan: Plan, cache: StatCache | None, summary: Summary) -> int:
@@ -307,7 +365,7 @@ class _Run:
         self.transfers = transfers
         self.cache = cache
         self.node_cache = node_cache
-        self._parents: set[Path] = set()  # directories made and checked by this run
+        self._parents: set[str] = set()  # directories made and checked by this run
         #: The node-cache versions this run is about to fetch: their partials go last.
         self.wanted = frozenset(
             NodeCache.key(e.identity, e.source.version)
@@ -332,9 +390,10 @@ class _Run:
         """Create the directories above a file, never following a link out of the workdir:
         the deepest one there is checked before any is made (a link out gets no new
         directory behind it), the parent once they are."""
-        parent = entry.path.parent
-        if parent in self._parents:
+        where = entry.where.rpartition("/")[0] or "/"
+        if where in self._parents:
             return
+        parent = Path(where)
         existing = parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -344,7 +403,7 @@ class _Run:
         except OSError as exc:
             raise write_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
         self._refuse_link_out(entry, parent)
-        self._parents.add(parent)
+        self._parents.add(where)
 
     def _refuse_link_out(self, entry: PlanEntry, directory: Path) -> None:
         real = Path(os.path.realpath(directory))
@@ -355,13 +414,13 @@ class _Run:
                 "directory through a link"
             )
 
-    def _fetch(self, entry: PlanEntry, fd: int, partial: Path) -> Fetched:
+    def _fetch(self, entry: PlanEntry, fd: int, partial: Path, *, empty: bool = False) -> Fetched:
         """Fill a partial file, held locked by the caller, with the entry's bytes, checked
         against any known digest. On a failure the partial goes when a retry cannot use it
         (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
         otherwise. The journal goes once the file is complete."""
         try:
-            fetched = self.transfers.fetch(entry.store, entry.source, fd, partial)
+            fetched = self.transfers.fetch(entry.store, entry.source, fd, partial, empty=empty)
             if entry.expected is not None and fetched.digest != entry.expected:
                 raise DataError(
                     f"cannot stage {entry.source.url!r}: its bytes have digest "
@@ -378,7 +437,8 @@ class _Run:
                     errno=exc.errno,
                 ) from exc
             raise
-        remove_journal(partial)
+        if not empty:
+            remove_journal(partial)
         return fetched
 
     @staticmethod
@@ -396,10 +456,21 @@ class _Run:
         partial = partial_path(entry.path)
 
         def once() -> _Done:
-            with locked(partial) as fd:
-                fetched = self._fetch(entry, fd, partial)
-                _rename(partial, entry.path, entry)
-                st = os.fstat(fd)
+            fd = claim(str(partial)) if entry.source.size <= CHUNK_SIZE else None
+            if fd is not None:
+                # A file of one request that nobody else is at: a new partial, one write, one
+                # rename (no journal: a file of one chunk is never resumed).
+                try:
+                    fetched = self._fetch(entry, fd, partial, empty=True)
+                    _rename(partial, entry.path, entry)
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with locked(partial) as fd:
+                    fetched = self._fetch(entry, fd, partial)
+                    _rename(partial, entry.path, entry)
+                    st = os.fstat(fd)
             return _Done(
                 entry,
                 st,
@@ -545,16 +616,17 @@ def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> No
     """Record staged files, and the provenance of files found current, in the stat-cache."""
     recorded_ns = cache.clock()
     rows = []
+    keys = PathKeys()
     for item in done:
         try:
-            st = os.stat(item.entry.path)
+            st = os.stat(item.entry.where)
         except OSError:
             continue
         if _identity(st) != _identity(item.stat):
             continue  # touched since it was written: not ours to vouch for
         rows.append(
             CacheEntry.of(
-                path_key(item.entry.path),
+                keys(item.entry.where),
                 st,
                 item.digest,
                 item.chunks,
@@ -563,9 +635,9 @@ def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> No
                 item.entry.source.version,
             )
         )
-    keys = {path_key(e.path): e for e in skipped if not e.reason.startswith("unchanged since")}
-    for key, known in cache.lookup(sorted(keys)).items():
-        entry = keys[key]
+    provenance = {keys(e.where): e for e in skipped if not e.reason.startswith("unchanged since")}
+    for key, known in cache.lookup(sorted(provenance)).items():
+        entry = provenance[key]
         if known.digest == entry.expected and (known.source, known.etag) != (
             entry.identity,
             entry.source.version,

@@ -47,7 +47,7 @@ import xxhash
 
 from taskkit.content.digest import Digest
 from taskkit.content.hashing import digests
-from taskkit.content.statcache import CacheEntry, FileStat, StatCache, path_key
+from taskkit.content.statcache import CacheEntry, FileStat, PathKeys, StatCache, path_key
 from taskkit.content.walk import inside
 from taskkit.exceptions import DataError, InputNotFound, IOFailure, LinkOut, TaskFailure, UsageError
 from taskkit.redaction import SIGNED_QUERY, shown_url, signed
@@ -182,17 +182,29 @@ StageAction = Literal["download", "resume", "link", "skip", "remove"]
 class PlanEntry(NamedTuple):
     """What staging will do for one file (``action``: download, resume, link, skip, or remove
     a file staged from a blob that no longer exists), and why. A removal's ``source`` is the
-    blob it was staged from, its ``local`` the file as planned (removed only if still so)."""
+    blob it was staged from, its ``local`` the file as planned (removed only if still so).
+
+    A plan of a million files is held at once, so an entry holds strings, not objects made
+    from them: :attr:`path` and :attr:`identity` are made when asked for."""
 
     action: StageAction
     reason: str
     source: RemoteFile
     dest: str  # as shown: relative to the working directory
-    path: Path  # absolute
-    identity: str  # where the bytes come from (provenance, node-cache key)
+    where: str  # the absolute path, as a string
     expected: Digest | None  # the digest the content must have, when known
     store: Store
     local: FileStat | None = None
+
+    @property
+    def path(self) -> Path:
+        """The absolute path."""
+        return Path(self.where)
+
+    @property
+    def identity(self) -> str:
+        """Where the bytes come from (provenance, node-cache key)."""
+        return self.store.identity(self.source.key)
 
     def __repr__(self) -> str:
         return f"PlanEntry({self.action!r}, {self.source.url!r} -> {self.dest!r}, {self.reason!r})"
@@ -239,8 +251,13 @@ def default_workdir(environ: Mapping[str, str] | None = None) -> str:
 
 def partial_path(path: Path) -> Path:
     """Where a download into ``path`` (without the node cache) keeps its partial file."""
-    name = xxhash.xxh3_64_hexdigest(os.fsencode(path.name))
-    return path.with_name(f"{OWN_PREFIX}{name}.partial")
+    return Path(_partial(os.fspath(path)))
+
+
+def _partial(where: str) -> str:
+    """:func:`partial_path` of a string path, as a string."""
+    head, _, name = where.rpartition("/")
+    return f"{head}/{OWN_PREFIX}{xxhash.xxh3_64_hexdigest(os.fsencode(name))}.partial"
 
 
 def resolve_dest(workdir: Path, dest: str) -> Path:
@@ -273,21 +290,31 @@ def _path_problem(path: Path) -> str | None:
     return None
 
 
+#: A name that needs no closer look: segments of common characters, none starting with a dot
+#: (so none is ``.``, ``..`` or one of taskkit's own), short enough for any filesystem.
+_PLAIN_NAME = re.compile(r"[\w+=,@~-][\w+=,@~.-]*(?:/[\w+=,@~-][\w+=,@~.-]*)*", re.ASCII)
+
+
 def name_problem(name: str) -> str | None:
     """Why a remote name cannot safely be a path below a destination, or None."""
+    if len(name) <= _NAME_MAX and _PLAIN_NAME.fullmatch(name):
+        return None
     if name.startswith("/"):
         return "it starts with '/'"
     if "\\" in name:
         return "it holds a backslash"
     if CONTROL.search(name):
         return "it holds a control character"
-    if any(part in ("", ".", "..") for part in name.split("/")):
+    parts = name.split("/")
+    if "" in parts or "." in parts or ".." in parts:
         return "it has an empty, '.' or '..' segment"
-    if own_segment(name):
+    if OWN_PREFIX in name and own_segment(name):
         # taskkit's partial files, journals and ledgers are named so: a blob of that name
         # would be written over, or be taken for, one of them.
         return f"a segment starts with {OWN_PREFIX!r}, which taskkit keeps for its own files"
-    if any(len(os.fsencode(part)) > _NAME_MAX for part in name.split("/")):
+    if len(name) * 4 <= _NAME_MAX:  # at most 4 bytes a character: no length can be a problem
+        return None
+    if any(len(os.fsencode(part)) > _NAME_MAX for part in parts):
         return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
     if len(os.fsencode(name)) > _PATH_MAX - 256:
         return "it is too long for a local path"
@@ -309,10 +336,12 @@ class _Scope(NamedTuple):
     prefix: str  # the store key of the listed prefix, ending in '/'
     base: Path
     matches: re.Pattern[str] | None
-    listed: frozenset[str]  # identities of the blobs listed
+    listed: frozenset[str]  # the store keys of the blobs listed
 
 
-_Found = tuple[RemoteFile, Store, str, Path]
+#: A remote file, its store, where it goes as shown (relative to the working directory) and as
+#: an absolute path.
+_Found = tuple[RemoteFile, Store, str, str]
 
 
 def list_input(item: Input, stores: Stores) -> tuple[Store, str, list[tuple[str, RemoteFile]]]:
@@ -338,7 +367,8 @@ def _expand(
     item: Input, stores: Stores, workdir: Path, allow_empty: bool
 ) -> tuple[list[_Found], list[Problem], _Scope | None]:
     """The remote files of one input with their local destinations, and for a prefix or glob
-    the scope in which stale files are looked for."""
+    the scope in which stale files are looked for. Paths are joined as strings: each name has
+    been checked to have no empty, ``.`` or ``..`` segment, so the join is already normal."""
     base = resolve_dest(workdir, item.dest)
     store, prefix, listed = list_input(item, stores)
     if not prefix:
@@ -347,24 +377,28 @@ def _expand(
             name = source_name(file.key)
             check_name(name, file.url)  # an http(s) URL may end in '..'
             base = base / name
-        return [(file, store, os.path.relpath(base, workdir), base)], [], None
+        return [(file, store, os.path.relpath(base, workdir), str(base))], [], None
+    head = str(base).rstrip("/") + "/"
+    shown = os.path.relpath(base, workdir)
+    shown_head = "" if shown == "." else shown + "/"
+    room = _PATH_MAX - 256 - len(os.fsencode(head))  # bytes of name a path here may hold
     found: list[_Found] = []
     problems: list[Problem] = []
     for name, file in listed:
         if name.endswith("/") and file.size == 0:
             continue  # a directory marker blob
-        try:
-            check_name(name, file.url)
-        except DataError as exc:
-            problems.append(Problem(file.url, exc))
+        problem = name_problem(name)
+        if problem is None and len(name) * 4 > room and len(os.fsencode(name)) > room:
+            # a short name below a long DEST
+            problem = f"the path is longer than {_PATH_MAX - 256} bytes, too long for a local path"
+            problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {problem}")))
             continue
-        path = base / name
-        too_long = _path_problem(path)
-        if too_long:  # a short name below a long DEST
-            problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {too_long}")))
+        if problem is not None:
+            why = f"cannot stage {file.url!r}: {problem}; it is left alone"
+            problems.append(Problem(file.url, DataError(why)))
             continue
-        found.append((file, store, os.path.relpath(path, workdir), path))
-    found, clashing = _split_dir_clashes(found)
+        found.append((file, store, shown_head + name, head + name))
+    found, clashing = _split_dir_clashes(found, len(head))
     problems += clashing
     if not found and not problems and not allow_empty:
         verb = "lists" if item.glob is None else "matches"
@@ -372,21 +406,39 @@ def _expand(
             f"{shown_url(item.source)!r} {verb} nothing (use --allow-empty if that is expected)"
         )
     matches = None if item.glob is None else glob_regex(item.glob[1])
-    identities = frozenset(store.identity(file.key) for _, file in listed)
-    return found, problems, _Scope(store, prefix, base, matches, identities)
+    keys = frozenset(file.key for _, file in listed)
+    return found, problems, _Scope(store, prefix, base, matches, keys)
 
 
-def _split_dir_clashes(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
+def _directories(names: Sequence[str], start: int = 0) -> set[str]:
+    """Every directory the ``/``-separated ``names`` need, from their ``start``-th character on
+    (each walked up only until a directory already found)."""
+    dirs: set[str] = set()
+    for name in names:
+        cut = name.rfind("/")
+        while cut > start:
+            parent = name[:cut]
+            if parent in dirs:
+                break
+            dirs.add(parent)
+            cut = name.rfind("/", 0, cut)
+    return dirs
+
+
+def _split_dir_clashes(found: list[_Found], start: int) -> tuple[list[_Found], list[Problem]]:
     """Within one input's listing, a blob whose path another blob of it needs as a directory
     (``p/x`` beside ``p/x/y``) is remote data no local tree can hold, not a fault of the
     command line: that blob is refused on its own (65) and the others are kept. Clashes
-    between two inputs are the request's (:func:`_refuse_clashes`)."""
-    dirs = {parent for *_, path in found for parent in path.parents}
+    between two inputs are the request's (:func:`_refuse_clashes`). Every path starts with
+    the same ``start`` characters (the input's base)."""
+    dirs = _directories([where for *_, where in found], start)
+    if not dirs:
+        return found, []
     kept: list[_Found] = []
     refused: list[Problem] = []
     for entry in found:
-        file, _, dest, path = entry
-        if path in dirs:
+        file, _, dest, where = entry
+        if where in dirs:
             why = f"cannot stage {file.url!r} at {dest!r}: another blob needs it to be a directory"
             refused.append(Problem(file.url, DataError(why)))
         else:
@@ -437,6 +489,7 @@ def plan(
     files: list[_Found] = []
     problems: list[Problem] = []
     scopes: list[_Scope] = []
+    expanded = 0
     for item in dict.fromkeys(inputs):  # one input given twice is one input
         try:
             found, bad, scope = _expand(item, stores, root, allow_empty)
@@ -446,32 +499,44 @@ def plan(
         files += found
         problems += bad
         scopes += [scope] if scope is not None else []
-    _refuse_clashes(files)
+        expanded += 1
+    if expanded > 1:  # one input's files never clash: its names are unique and checked
+        _refuse_clashes(files)
     entries = _decide(files, cache, node_cache, record, jobs)
-    planned = {path for *_, path in files}
-    removals = _stale(scopes, planned, root, cache, jobs) if cache is not None else []
+    del files
+    removals = (
+        _stale(scopes, {e.where for e in entries}, root, cache, jobs) if cache is not None else []
+    )
     return Plan(tuple(entries), tuple(problems), root, tuple(removals), create)
 
 
 def _refuse_clashes(files: list[_Found]) -> None:
     """Refuse the request when a second file goes to one path, or a file goes where another
     needs a directory: before anything is written, naming the first clash."""
-    taken: dict[Path, tuple[str, str]] = {}  # path: (url, dest)
-    dirs: set[Path] = set()
+    taken: dict[str, tuple[str, str]] = {}  # path: (url, dest)
+    dirs: set[str] = set()
     clashes = []
-    for file, _, dest, path in files:
-        if path in taken:
-            clashes.append(f"{taken[path][0]!r} and {file.url!r} would both be staged at {dest!r}")
-        elif path in dirs:
+    for file, _, dest, where in files:
+        if where in taken:
+            clashes.append(f"{taken[where][0]!r} and {file.url!r} would both be staged at {dest!r}")
+            continue
+        if where in dirs:
             clashes.append(
                 f"{file.url!r} would be staged at {dest!r}, where other files need a directory"
             )
-        elif (parent := next((p for p in path.parents if p in taken), None)) is not None:
-            other, where = taken[parent]
-            clashes.append(f"{file.url!r} needs a directory at {where!r}, where {other!r} goes")
-        else:
-            taken[path] = (file.url, dest)
-            dirs.update(path.parents)
+            continue
+        parents = []
+        cut = where.rfind("/")
+        while cut > 0 and where[:cut] not in dirs:
+            parents.append(where[:cut])
+            cut = where.rfind("/", 0, cut)
+        below = next((p for p in parents if p in taken), None)
+        if below is not None:
+            other, at = taken[below]
+            clashes.append(f"{file.url!r} needs a directory at {at!r}, where {other!r} goes")
+            continue
+        taken[where] = (file.url, dest)
+        dirs.update(parents)
     if clashes:
         more = f" (and {len(clashes) - 1} more clashes)" if len(clashes) > 1 else ""
         raise UsageError(f"cannot stage: {clashes[0]}{more}; nothing was staged")
@@ -479,7 +544,7 @@ def _refuse_clashes(files: list[_Found]) -> None:
 
 def _stale(
     scopes: list[_Scope],
-    planned: set[Path],
+    planned: set[str],
     root: Path,
     cache: StatCache,
     jobs: int | None,
@@ -492,15 +557,18 @@ def _stale(
     candidates: dict[Path, tuple[_Scope, str, CacheEntry, os.stat_result]] = {}
     for scope in scopes:
         start = path_key(scope.base / "x")[:-1]
-        for key, entry in sorted(cache.under(scope.base).items()):
+        # Only the keys first: the files planned now (nearly all of them, as a rule) are
+        # passed over without their entries being read.
+        others = [key for key in cache.keys_under(scope.base) if os.fsdecode(key) not in planned]
+        for key, entry in sorted(cache.lookup(others).items()):
             name = os.fsdecode(key[len(start) :])
             path = Path(os.fsdecode(key))
-            if path in planned or path in candidates or name_problem(name) is not None:
+            if path in candidates or name_problem(name) is not None:
                 continue
             if scope.matches is not None and not scope.matches.fullmatch(name):
                 continue
-            identity = scope.store.identity(scope.prefix + name)
-            if entry.source != identity or identity in scope.listed:
+            blob = scope.prefix + name
+            if entry.source != scope.store.identity(blob) or blob in scope.listed:
                 continue  # not staged from this prefix, or its blob is still there
             if not inside(root, Path(os.path.realpath(path.parent))):
                 continue
@@ -530,8 +598,7 @@ def _stale(
                 f"staged from {url}, which no longer exists",
                 source,
                 os.path.relpath(path, root),
-                path,
-                scope.store.identity(blob),
+                str(path),
                 entry.digest,
                 scope.store,
                 FileStat.from_stat(st),
@@ -540,80 +607,93 @@ def _stale(
     return removals
 
 
+#: Files decided together: one stat-cache query reads their entries, and no more than this many
+#: entries are held decoded at once.
+_BLOCK = 4096
+_DIFFERS = "the local file differs"
+_UNKNOWN = "the local file is not known"
+_ABSENT = "not present"
+_LINK = {why: f"in the node cache ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
+_RESUME = {why: f"a partial download is there ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
+_UNCHANGED = "unchanged since it was staged from this version"
+_SAME_CACHED = "same digest as the source (stat-cache)"
+_SAME_HASHED = "same digest as the source (hashed)"
+
+
 def _decide(
-    files: list[tuple[RemoteFile, Store, str, Path]],
+    files: list[_Found],
     cache: StatCache | None,
     node_cache: NodeCache | None,
     record: bool,
     jobs: int | None,
 ) -> list[PlanEntry]:
-    present: dict[Path, os.stat_result] = {}
-    for _, _, _, path in files:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            present[path] = st
-    keys = {path: path_key(path) for path in present}
-    known = cache.lookup(sorted(keys.values())) if cache is not None and keys else {}
-
-    undecided: list[tuple[RemoteFile, Store, str, Path, str, Digest | None]] = []
-    entries: dict[Path, PlanEntry] = {}
-    to_hash: dict[Path, Digest] = {}
-    refs: dict[Path, Digest | None] = {}
-    for file, store, dest, path in files:
-        identity = store.identity(file.key)
-        entry = known.get(keys.get(path, b""))
-        ours = entry is not None and (entry.source, entry.etag) == (identity, file.version)
-        ref = None
-        if node_cache is not None:
-            ref = refs[path] = node_cache.lookup(NodeCache.key(identity, file.version))
-        expected = file.digest or (entry.digest if entry is not None and ours else None) or ref
-        local = present.get(path)
-        if local is not None and expected is not None:
-            if entry is not None and StatCache.fresh(entry, local) and entry.digest == expected:
-                reason = (
-                    "unchanged since it was staged from this version"
-                    if ours
-                    else "same digest as the source (stat-cache)"
-                )
-                entries[path] = PlanEntry(
-                    "skip", reason, file, dest, path, identity, expected, store
-                )
+    """Each file's action, in the order of ``files``. A file present with a fresh stat-cache
+    entry of the expected digest is skipped without being read; the node cache is asked only
+    about files that are not (or whose expected digest only it knows)."""
+    entries: list[PlanEntry | None] = []
+    undecided: list[tuple[int, RemoteFile, Store, str, str, Digest | None, Digest | None, str]] = []
+    to_hash: dict[str, Digest] = {}
+    keys = PathKeys()
+    for start in range(0, len(files), _BLOCK):
+        block = files[start : start + _BLOCK]
+        present: dict[str, tuple[os.stat_result, bytes]] = {}
+        for *_, where in block:
+            try:
+                st = os.stat(where)
+            except OSError:
                 continue
-            to_hash[path] = expected
-        undecided.append((file, store, dest, path, identity, expected))
-
-    hashed = digests(list(to_hash), cache=cache if record else None, jobs=jobs)
-    for file, store, dest, path, identity, expected in undecided:
-        if path in to_hash and hashed.get(path) == expected:
-            entries[path] = PlanEntry(
-                "skip",
-                "same digest as the source (hashed)",
-                file,
-                dest,
-                path,
-                identity,
-                expected,
-                store,
-            )
+            if stat.S_ISREG(st.st_mode):
+                present[where] = (st, keys(where))
+        known = (
+            cache.lookup(sorted(key for _, key in present.values()))
+            if cache is not None and present
+            else {}
+        )
+        for file, store, dest, where in block:
+            found = present.get(where)
+            local, entry = (found[0], known.get(found[1])) if found is not None else (None, None)
+            identity = store.identity(file.key)
+            if entry is not None:
+                ours = entry.came_from(identity, file.version)
+                cached: Digest | None = entry.digest
+            else:
+                ours, cached = False, None
+            expected = file.digest or (cached if ours else None)
+            ref = None
+            if expected is None and node_cache is not None:
+                ref = node_cache.lookup(NodeCache.key(identity, file.version))
+                expected = ref
+            if local is not None and expected is not None:
+                if entry is not None and cached == expected and StatCache.fresh(entry, local):
+                    reason = _UNCHANGED if ours else _SAME_CACHED
+                    entries.append(PlanEntry("skip", reason, file, dest, where, expected, store))
+                    continue
+                to_hash[where] = expected
+            if ref is None and node_cache is not None:
+                ref = node_cache.lookup(NodeCache.key(identity, file.version))
+            why = _ABSENT if local is None else _DIFFERS if where in to_hash else _UNKNOWN
+            undecided.append((len(entries), file, store, dest, where, expected, ref, why))
+            entries.append(None)
+    hashed = {
+        str(path): digest
+        for path, digest in digests(
+            [Path(where) for where in to_hash], cache=cache if record else None, jobs=jobs
+        ).items()
+    }
+    for index, file, store, dest, where, expected, ref, why in undecided:
+        if where in to_hash and hashed.get(where) == expected:
+            entries[index] = PlanEntry("skip", _SAME_HASHED, file, dest, where, expected, store)
             continue
-        if path in present:
-            why = "the local file differs" if path in to_hash else "the local file is not known"
-        else:
-            why = "not present"
-        key = NodeCache.key(identity, file.version)
         action: StageAction
-        if refs.get(path) is not None:
-            action, reason = "link", f"in the node cache ({why})"
-        elif (
-            node_cache.partial(key)
+        if ref is not None:
+            action, reason = "link", _LINK[why]
+        elif os.path.exists(
+            node_cache.partial(NodeCache.key(store.identity(file.key), file.version))
             if node_cache is not None and node_cache.fits(file.size)
-            else partial_path(path)
-        ).exists():
-            action, reason = "resume", f"a partial download is there ({why})"
+            else _partial(where)
+        ):
+            action, reason = "resume", _RESUME[why]
         else:
             action, reason = "download", why
-        entries[path] = PlanEntry(action, reason, file, dest, path, identity, expected, store)
-    return [entries[path] for _, _, _, path in files]
+        entries[index] = PlanEntry(action, reason, file, dest, where, expected, store)
+    return [entry for entry in entries if entry is not None]

@@ -17,7 +17,7 @@ import pytest
 from observing import OnPlan
 from runner_helpers import Task, opened_task, sh
 
-from taskkit.content.statcache import RACY_WINDOW_NS, StatCache, path_key
+from taskkit.content.statcache import RACY_WINDOW_NS, CacheEntry, StatCache, path_key
 from taskkit.testing import Azurite
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.stage import stage
@@ -234,16 +234,21 @@ def test_a_stale_file_racy_in_the_stat_cache_is_removed_by_its_digest(
 def test_one_stat_cache_range_query_per_prefix(
     source: Source, workdir: Path, tmp_path: Path
 ) -> None:
-    """Looking for stale files costs one range query per prefix input, whatever the number
-    of files."""
+    """Looking for stale files costs one range query of keys per prefix input, whatever the
+    number of files, and reads the entries of the files not planned now, not of every file."""
     seeded(source, [f"p/{i:03}.txt" for i in range(40)] + ["q/x.txt"])
 
     class Counting(StatCache):
         ranges = 0
+        read: list[bytes] = []
 
-        def under(self, directory: str | os.PathLike[str]) -> dict[bytes, object]:  # type: ignore[override]
+        def keys_under(self, directory: str | os.PathLike[str]) -> list[bytes]:
             Counting.ranges += 1
-            return super().under(directory)  # type: ignore[return-value]
+            return super().keys_under(directory)
+
+        def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+            Counting.read += keys
+            return super().lookup(keys)
 
     with Counting(tmp_path / "sc.sqlite3", clock=later_clock) as cache:
         inputs = [source.url("p/") + "=p/", source.url("q/") + "=q/"]
@@ -251,9 +256,16 @@ def test_one_stat_cache_range_query_per_prefix(
         Counting.ranges = 0
         for i in range(0, 40, 2):
             source.delete(f"p/{i:03}.txt")
+        Counting.read = []
+        _, plan_only = run(inputs, workdir, cache, dry_run=True)
+        assert len(plan_only.removals) == 20
+        assert Counting.ranges == 2
+        # the 21 files still listed were looked up once, to decide them; only the 20 gone
+        # were read again to find them stale
+        stale_reads = [k for k in Counting.read if os.fsdecode(k).endswith(".txt")]
+        assert len(stale_reads) == 21 + 20
         summary, _ = run(inputs, workdir, cache)
     assert summary.removed == 20
-    assert Counting.ranges == 2
 
 
 def test_a_file_linked_from_the_node_cache_is_removed_and_the_object_kept(
