@@ -15,6 +15,7 @@ carry them.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime
 import os
@@ -138,10 +139,18 @@ class FsspecStore(Store):
                 os.close(fd)
             return data
 
-        return self.call(local if self._local else ranged, what)
+        if self._local:
+            # Local I/O has nothing transient to wait out: translated, not retried.
+            return guarded(local, what)
+        return self.call(ranged, what)
 
     def confirm(self, file: RemoteFile) -> None:
-        if self.stat(file.key).version != file.version:
+        if self._local:
+            what = f"cannot read {file.url}"
+            current = self._local_file(file.key, guarded(lambda: os.stat(file.key), what))
+        else:
+            current = self.stat(file.key)
+        if current.version != file.version:
             raise SourceChanged(
                 f"cannot read {file.url}: it changed while being read; a new attempt will see it"
             )
@@ -163,7 +172,7 @@ class FsspecStore(Store):
             return []
         if not stat_module.S_ISDIR(top.st_mode):
             return [] if is_temporary(root) else [self._local_file(root, top)]
-        found: list[tuple[str, os.stat_result]] = []
+        found: builtins.list[tuple[str, os.stat_result]] = []
         pending = [root]
         while pending:
             directory = pending.pop()

@@ -66,6 +66,7 @@ from taskkit.transfer.stage_plan import (
     StageAction,
     default_workdir,
     parse_input,
+    partial_name,
     partial_path,
     plan,
 )
@@ -414,7 +415,7 @@ class _Run:
                 "directory through a link"
             )
 
-    def _fetch(self, entry: PlanEntry, fd: int, partial: Path, *, empty: bool = False) -> Fetched:
+    def _fetch(self, entry: PlanEntry, fd: int, partial: str, *, empty: bool = False) -> Fetched:
         """Fill a partial file, held locked by the caller, with the entry's bytes, checked
         against any known digest. On a failure the partial goes when a retry cannot use it
         (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
@@ -429,7 +430,7 @@ class _Run:
             entry.store.confirm(entry.source)
         except TaskFailure as exc:
             if not exc.retryable or entry.source.size <= CHUNK_SIZE:
-                remove_partial(partial)
+                remove_partial(Path(partial))
             if isinstance(exc, IOFailure) and _full(exc):  # a full cache never gets here
                 raise IOFailure(
                     f"cannot stage {entry.source.url!r} to {entry.dest!r}: {exc}",
@@ -438,7 +439,7 @@ class _Run:
                 ) from exc
             raise
         if not empty:
-            remove_journal(partial)
+            remove_journal(Path(partial))
         return fetched
 
     @staticmethod
@@ -453,23 +454,23 @@ class _Run:
         raise AssertionError("unreachable")
 
     def _direct(self, entry: PlanEntry) -> _Done:
-        partial = partial_path(entry.path)
+        partial = partial_name(entry.where)
 
         def once() -> _Done:
-            fd = claim(str(partial)) if entry.source.size <= CHUNK_SIZE else None
+            fd = claim(partial) if entry.source.size <= CHUNK_SIZE else None
             if fd is not None:
                 # A file of one request that nobody else is at: a new partial, one write, one
                 # rename (no journal: a file of one chunk is never resumed).
                 try:
                     fetched = self._fetch(entry, fd, partial, empty=True)
-                    _rename(partial, entry.path, entry)
+                    _rename(partial, entry.where, entry)
                     st = os.fstat(fd)
                 finally:
                     os.close(fd)
             else:
-                with locked(partial) as fd:
+                with locked(Path(partial)) as fd:
                     fetched = self._fetch(entry, fd, partial)
-                    _rename(partial, entry.path, entry)
+                    _rename(partial, entry.where, entry)
                     st = os.fstat(fd)
             return _Done(
                 entry,
@@ -484,7 +485,7 @@ class _Run:
         try:
             return self._attempts(once)
         except LocalPermissionDenied as exc:
-            if exc.filename != str(partial):
+            if exc.filename != partial:
                 raise
             # The partial file beside the DEST is taskkit's own, a name the user never gave.
             reason = os.strerror(exc.errno).lower() if exc.errno else "permission denied"
@@ -527,7 +528,7 @@ class _Run:
             try:
                 fd = open_partial(partial)
                 try:
-                    fetched = self._fetch(entry, fd, partial)
+                    fetched = self._fetch(entry, fd, str(partial))
                 finally:
                     os.close(fd)
                 node.publish(key, partial, fetched.digest)
@@ -603,7 +604,7 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _rename(temp: Path, final: Path, entry: PlanEntry) -> None:
+def _rename(temp: str | Path, final: str | Path, entry: PlanEntry) -> None:
     try:
         os.replace(temp, final)
     except IsADirectoryError as exc:

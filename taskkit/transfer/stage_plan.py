@@ -67,6 +67,7 @@ __all__ = [
     "list_input",
     "name_problem",
     "parse_input",
+    "partial_name",
     "partial_path",
     "plan",
     "split_glob",
@@ -251,10 +252,10 @@ def default_workdir(environ: Mapping[str, str] | None = None) -> str:
 
 def partial_path(path: Path) -> Path:
     """Where a download into ``path`` (without the node cache) keeps its partial file."""
-    return Path(_partial(os.fspath(path)))
+    return Path(partial_name(os.fspath(path)))
 
 
-def _partial(where: str) -> str:
+def partial_name(where: str) -> str:
     """:func:`partial_path` of a string path, as a string."""
     head, _, name = where.rpartition("/")
     return f"{head}/{OWN_PREFIX}{xxhash.xxh3_64_hexdigest(os.fsencode(name))}.partial"
@@ -690,7 +691,7 @@ def _decide(
         elif os.path.exists(
             node_cache.partial(NodeCache.key(store.identity(file.key), file.version))
             if node_cache is not None and node_cache.fits(file.size)
-            else _partial(where)
+            else partial_name(where)
         ):
             action, reason = "resume", _RESUME[why]
         else:

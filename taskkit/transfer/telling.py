@@ -16,6 +16,7 @@ the transfer returns, whatever it raised.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
     from taskkit.transfer.summary import Problem
     from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 
-__all__ = ["Telling"]
+__all__ = ["BYTES_EVERY", "Telling"]
+
+#: Seconds between two reports of bytes alone.
+BYTES_EVERY = 0.1
 
 _A = ParamSpec("_A")
 _R = TypeVar("_R")
@@ -45,6 +49,7 @@ class Telling:
         self._lock = threading.Lock()  # bytes and files arrive from worker threads
         self._started = False
         self._bytes = self._files = self._total_bytes = self._total_files = 0
+        self._bytes_told = 0.0  # when bytes alone were last reported
 
     def __enter__(self) -> Telling:
         return self
@@ -82,7 +87,11 @@ class Telling:
     def moved(self, n: int, reused: bool) -> None:
         with self._lock:
             self._bytes += n
-            if self._started:
+            # Bytes alone are reported ten times a second at most: many small files move
+            # bytes thousands of times a second, and each file's own report counts them too.
+            now = time.monotonic()
+            if self._started and now - self._bytes_told >= BYTES_EVERY:
+                self._bytes_told = now
                 self._report()
 
     def staged(self, entry: PlanEntry, error: TaskFailure | None) -> None:
