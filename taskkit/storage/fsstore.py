@@ -164,7 +164,7 @@ class FsspecStore(Store):
         version = f"{st.st_size}-{st.st_mtime}-{st.st_ino}"
         return RemoteFile(key, key, st.st_size, version, None)
 
-    def _local_list(self, key: str) -> list[RemoteFile]:
+    def _local_list(self, key: str) -> builtins.list[RemoteFile]:
         root = key.rstrip("/") or "/"
         try:
             top = os.stat(root)
