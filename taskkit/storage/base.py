@@ -146,6 +146,11 @@ class Store:
         """``length`` bytes of ``file`` from ``offset``, from the version that was listed."""
         raise NotImplementedError
 
+    #: Whether every :meth:`read` already fails when the file read is not the version listed
+    #: (a conditional request, or a check of the very file read), so :meth:`confirm` after
+    #: the reads of a file would ask again what they answered.
+    reads_confirmed = False
+
     def confirm(self, file: RemoteFile) -> None:
         """Raise :class:`TransientError` if ``file`` is no longer the version that was listed
         (for stores whose reads cannot be made conditional)."""

@@ -61,6 +61,7 @@ class FsspecStore(Store):
         from fsspec.implementations.local import LocalFileSystem
 
         self._local = protocol == "file" and isinstance(fs, LocalFileSystem)
+        self.reads_confirmed = self._local  # read() checks the version of the file it read
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.protocol!r})"
@@ -135,6 +136,12 @@ class FsspecStore(Store):
                     if not more:
                         raise SourceChanged(f"{what}: it changed while being read")
                     data += more
+                # The file read is still the version listed, after the read: what confirm()
+                # would ask of the path, asked of the very file the bytes came from.
+                if self._local_file(file.key, os.fstat(fd)).version != file.version:
+                    raise SourceChanged(
+                        f"{what}: it changed while being read; a new attempt will see it"
+                    )
             finally:
                 os.close(fd)
             return data
@@ -145,12 +152,7 @@ class FsspecStore(Store):
         return self.call(ranged, what)
 
     def confirm(self, file: RemoteFile) -> None:
-        if self._local:
-            what = f"cannot read {file.url}"
-            current = self._local_file(file.key, guarded(lambda: os.stat(file.key), what))
-        else:
-            current = self.stat(file.key)
-        if current.version != file.version:
+        if self.stat(file.key).version != file.version:
             raise SourceChanged(
                 f"cannot read {file.url}: it changed while being read; a new attempt will see it"
             )

@@ -427,7 +427,8 @@ class _Run:
                     f"cannot stage {entry.source.url!r}: its bytes have digest "
                     f"{fetched.digest}, but its source declares {entry.expected}"
                 )
-            entry.store.confirm(entry.source)
+            if not entry.store.reads_confirmed:
+                entry.store.confirm(entry.source)
         except TaskFailure as exc:
             if not exc.retryable or entry.source.size <= CHUNK_SIZE:
                 remove_partial(Path(partial))

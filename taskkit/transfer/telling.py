@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from taskkit.transfer.summary import Problem
     from taskkit.transfer.upload_plan import UploadEntry, UploadPlan
 
-__all__ = ["BYTES_EVERY", "Telling"]
+__all__ = ["BYTES_AT_ONCE", "BYTES_EVERY", "Telling"]
 
-#: Seconds between two reports of bytes alone.
+#: Seconds between two reports of small amounts of bytes alone.
 BYTES_EVERY = 0.1
+#: Bytes landing at once that are reported whatever the time since the last report.
+BYTES_AT_ONCE = 1 << 20
 
 _A = ParamSpec("_A")
 _R = TypeVar("_R")
@@ -87,10 +89,11 @@ class Telling:
     def moved(self, n: int, reused: bool) -> None:
         with self._lock:
             self._bytes += n
-            # Bytes alone are reported ten times a second at most: many small files move
+            # Small amounts are reported ten times a second at most: many small files move
             # bytes thousands of times a second, and each file's own report counts them too.
+            # A range of a large file (megabytes) is reported as it lands.
             now = time.monotonic()
-            if self._started and now - self._bytes_told >= BYTES_EVERY:
+            if self._started and (n >= BYTES_AT_ONCE or now - self._bytes_told >= BYTES_EVERY):
                 self._bytes_told = now
                 self._report()
 

@@ -151,16 +151,20 @@ def test_a_journal_of_another_version_is_ignored(
 ) -> None:
     """The source's version changed (another header): nothing is reused, all is fetched,
     and the journal is started afresh for the new version."""
-    store, file, data = remote
+    store, file, _ = remote
     partial = tmp_path / "f.partial"
     fetch(store, file, partial)
+    data = os.urandom(SIZE)
+    (tmp_path / "src" / "f.bin").write_bytes(data)  # another version, of the same size
+    os.utime(tmp_path / "src" / "f.bin", ns=(1, 1))  # whatever the clock's granularity
+    newer = store.stat(file.key)
+    assert newer.version != file.version
     reads = Reads(store, monkeypatch)
-    newer = file._replace(version="another-etag")
     fetched, reported = fetch(store, newer, partial)
     assert reads.chunks() == [0, 1, 2]
     assert (fetched.reused, reported, fetched.transferred) == (0, 0, SIZE)
     assert fetched.digest == hash_bytes(data)
-    assert journal_of(partial).read_text().splitlines()[0].endswith(" another-etag")
+    assert journal_of(partial).read_text().splitlines()[0].endswith(f" {newer.version}")
 
 
 def test_a_partial_shorter_than_the_file_is_not_trusted(
