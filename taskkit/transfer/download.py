@@ -366,10 +366,13 @@ def locked(partial: Path) -> Iterator[int]:
     """
     import fcntl
 
-    partial.parent.mkdir(parents=True, exist_ok=True)
     while True:
         try:
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except FileNotFoundError:  # its directory is not there yet
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise write_error(exc, "cannot write") from exc
         try:

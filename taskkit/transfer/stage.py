@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from taskkit.content.digest import CHUNK_SIZE, Digest
+from taskkit.content.digest import CHUNK_SIZE, Digest, hash_chunk
 from taskkit.content.statcache import CacheEntry, FileStat, PathKeys, StatCache, path_key
 from taskkit.exceptions import (
     DataError,
@@ -73,7 +73,7 @@ from taskkit.transfer.stage_plan import (
 from taskkit.transfer.summary import Problem, Summary, run_plan
 from taskkit.transfer.telling import Telling
 
-__all__ = ["DEFAULT_JOBS", "execute", "planned", "stage"]
+__all__ = ["DEFAULT_JOBS", "EVICT_EVERY", "execute", "planned", "stage"]
 
 #: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
 #: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
@@ -84,6 +84,8 @@ DEFAULT_JOBS = 8
 RECORD_EVERY = 0.5
 #: Attempts at a file whose bytes do not match the digest its source declares.
 DIGEST_ATTEMPTS = 2
+#: Seconds between two checks of the node cache's bounds while files are linked from it.
+EVICT_EVERY = 0.2
 #: Node-cache objects larger than this are verified through the stat-cache; smaller ones hashed.
 _VERIFY_BY_CACHE = 1 << 20
 
@@ -367,6 +369,8 @@ class _Run:
         self.cache = cache
         self.node_cache = node_cache
         self._parents: set[str] = set()  # directories made and checked by this run
+        self._evict_lock = threading.Lock()
+        self._evicted_at = -EVICT_EVERY
         #: The node-cache versions this run is about to fetch: their partials go last.
         self.wanted = frozenset(
             NodeCache.key(e.identity, e.source.version)
@@ -515,7 +519,7 @@ class _Run:
                     chunks = self._verify(node, node.object_path(digest), digest)
                 obj = node.object_path(digest)
                 st = self._link(obj, entry)
-            node.evict(keep=obj, wanted=self.wanted)
+            self._evict(node, obj)
             if fetched is None:
                 return _Done(entry, st, digest, chunks, 0, 0, True)
             return _Done(entry, st, digest, chunks, fetched.transferred, fetched.reused, False)
@@ -542,20 +546,50 @@ class _Run:
                 raise _CacheFull from exc
         return fetched
 
+    def _evict(self, node: NodeCache, obj: Path) -> None:
+        """Keep the node cache within its bounds as files are linked: checked at most every
+        :data:`EVICT_EVERY` seconds (one statvfs, or a walk of the objects when over), not
+        once per file, which made the threads of a run of small files queue on it."""
+        now = time.monotonic()
+        with self._evict_lock:
+            if now - self._evicted_at < EVICT_EVERY:
+                return
+            self._evicted_at = now
+        node.evict(keep=obj, wanted=self.wanted)
+
     def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
         """The chunks of a cache object whose content still matches its name."""
-        from taskkit.content.hashing import hash_file
-
-        # Small objects are hashed: that is cheaper than a stat-cache read and write.
-        cache = self.cache if obj.stat().st_size > _VERIFY_BY_CACHE else None
         try:
-            found = hash_file(obj, cache=cache)
-        except TaskFailure as exc:
+            fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
             raise _Stale from exc
-        if found.digest != digest:
+        try:
+            size = os.fstat(fd).st_size
+            if size <= _VERIFY_BY_CACHE:
+                # Small objects are read and hashed here: cheaper than a stat-cache read and
+                # write, and than the hashing machinery's pool for one file.
+                data = os.pread(fd, size + 1, 0)
+                value = hash_chunk(data)
+                found_digest = Digest(value) if len(data) == size else None
+                chunks: tuple[bytes, ...] = (value,)
+            else:
+                found_digest, chunks = None, ()
+        except OSError as exc:
+            raise _Stale from exc
+        finally:
+            os.close(fd)
+        if size > _VERIFY_BY_CACHE:
+            from taskkit.content.hashing import hash_file
+
+            try:
+                found = hash_file(obj, cache=self.cache)
+            except TaskFailure as exc:
+                raise _Stale from exc
+            found_digest, chunks = found.digest, found.chunks
+        if found_digest != digest:
             node.discard(digest)
             raise _Stale
-        return found.chunks
+        return chunks
 
     def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
         """Put the cache object at the entry's path: a hard link, else a copy; atomically.
