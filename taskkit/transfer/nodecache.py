@@ -97,6 +97,7 @@ class NodeCache:
         disk_usage: Callable[[Path], tuple[int, int, int]] = shutil.disk_usage,
     ) -> None:
         self.root = Path(root)
+        self._root = str(self.root)  # paths below are joined as strings: one Path each, not four
         self.max_bytes = max_bytes
         self.keep_free = keep_free
         self.disk_usage = disk_usage
@@ -122,18 +123,19 @@ class NodeCache:
         )
 
     def object_path(self, digest: Digest) -> Path:
-        return self.root / "objects" / digest.hex[:2] / digest.hex
+        hexed = digest.hex
+        return Path(f"{self._root}/objects/{hexed[:2]}/{hexed}")
 
     def ref_path(self, key: str) -> Path:
-        return self.root / "refs" / key[:2] / key
+        return Path(f"{self._root}/refs/{key[:2]}/{key}")
 
     def partial(self, key: str) -> Path:
-        return self.root / "partial" / key
+        return Path(f"{self._root}/partial/{key}")
 
     def lock_path(self, key: str) -> Path:
         """The lock of a source version: held to fetch, verify or link it. Never deleted,
         so that a waiting process always locks the file the holder locked."""
-        return self.root / "locks" / key[:2] / key
+        return Path(f"{self._root}/locks/{key[:2]}/{key}")
 
     def fits(self, size: int) -> bool:
         """Whether a file of ``size`` bytes may enter the cache at all: within ``max_bytes``,
@@ -158,10 +160,12 @@ class NodeCache:
     def lookup(self, key: str) -> Digest | None:
         """The digest of the source version ``key`` if its object is in the cache."""
         try:
-            digest = Digest.parse(self.ref_path(key).read_text().strip())
+            with open(f"{self._root}/refs/{key[:2]}/{key}", encoding="utf-8") as ref:
+                digest = Digest.parse(ref.read().strip())
         except (OSError, UnicodeDecodeError, DataError):
             return None
-        return digest if self.object_path(digest).is_file() else None
+        hexed = digest.hex
+        return digest if os.path.isfile(f"{self._root}/objects/{hexed[:2]}/{hexed}") else None
 
     def publish(self, key: str, partial: Path, digest: Digest) -> Path:
         """Make the complete file at ``partial`` the object of ``digest`` and note that source

@@ -67,7 +67,6 @@ from taskkit.transfer.stage_plan import (
     default_workdir,
     parse_input,
     partial_name,
-    partial_path,
     plan,
 )
 from taskkit.transfer.summary import Problem, Summary, run_plan
@@ -595,14 +594,17 @@ class _Run:
         """Put the cache object at the entry's path: a hard link, else a copy; atomically.
         Only DEST's filesystem is written here, so a full disk is DEST's (the errors of a
         link or a copy name the object first)."""
-        temp = partial_path(entry.path).with_suffix(f".{os.getpid()}.{threading.get_ident()}")
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        own = partial_name(entry.where).removesuffix(".partial")
+        temp = f"{own}.{os.getpid()}.{threading.get_ident()}"
         NodeCache.used(obj)  # before the stat below: it moves the ctime
         how = "link"
         try:
             try:
-                os.link(obj, temp)
+                try:
+                    os.link(obj, temp)
+                except FileExistsError:  # left by a process killed here: not a file of ours
+                    os.unlink(temp)
+                    os.link(obj, temp)
             except FileNotFoundError as exc:
                 raise _Stale from exc  # evicted meanwhile: fetch it again
             except OSError as exc:
@@ -610,12 +612,12 @@ class _Run:
                     raise
                 how = "copy"
                 shutil.copyfile(obj, temp)
-            _rename(temp, entry.path, entry)
+            _rename(temp, entry.where, entry)
             # A rename onto another name of the same file does nothing (the path already was
             # a link to this very object): the temporary name would stay behind.
             with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            st = os.stat(entry.path)
+                os.unlink(temp)
+            st = os.stat(entry.where)
         except OSError as exc:
             if _full(exc):
                 # Measured before the partial copy goes, so the free space shown is the
@@ -630,7 +632,7 @@ class _Run:
             else:
                 error = write_error(exc, f"cannot stage {entry.source.url!r} to")
             with contextlib.suppress(OSError):
-                temp.unlink()
+                os.unlink(temp)
             raise error from exc
         return st
 
