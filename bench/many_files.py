@@ -709,20 +709,18 @@ class Bench:
             )
         print(
             "  Extrapolated: on the straight line through the two measured sizes (flat where it\n"
-            "  falls, as only noise makes it). "
-            "Requests, as taskkit's code makes them for N files of up to 8 MiB (larger ones add\n"
-            "  one ranged GET or Put Block per 8 MiB and a Put Block List), one prefix, no retry:\n"
-            f"  - stage, cold: ceil(N / {LIST_PAGE}) List Blobs (storage/azure.py list(),"
-            " results_per_page=5000) + N Get Blob\n"
-            "    (transfer/download.py: a file of <= 8 MiB in one read at the listed etag; an\n"
-            "    empty file in none, not counted here); warm or linked from the node cache: the"
-            " listing only.\n"
-            "  - upload, cold to an empty DEST: 1 List Blobs of DEST (upload_plan.py) + N Put Blob"
-            " (upload.py, one put\n"
-            "    per file of <= 8 MiB) + 1 Put Blob for the manifest; unchanged: ceil((N + 1) /"
-            f" {LIST_PAGE}) List Blobs\n"
-            "    (the files and the manifest) + 1 Get Blob of the manifest, compared, not"
-            " rewritten.\n"
+            "  falls, as only noise makes it).\n"
+            "  Requests, as taskkit's code makes them for N files of up to 8 MiB under one\n"
+            "  prefix, without retries (a larger file adds a ranged GET or a Put Block per 8 MiB,\n"
+            "  and a Put Block List):\n"
+            f"  - stage, cold: ceil(N / {LIST_PAGE}) List Blobs (storage/azure.py list(),\n"
+            f"    results_per_page={LIST_PAGE}) + N Get Blob (transfer/download.py: a file of\n"
+            "    <= 8 MiB in one read at the listed etag; an empty file in none, counted here\n"
+            "    anyway); warm, or every file linked from the node cache: the listing only.\n"
+            "  - upload, cold to an empty DEST: 1 List Blobs of DEST (upload_plan.py) + N Put\n"
+            "    Blob (upload.py, one put per file of <= 8 MiB) + 1 Put Blob for the manifest.\n"
+            f"  - upload, unchanged: ceil((N + 1) / {LIST_PAGE}) List Blobs (the files and the\n"
+            "    manifest) + 1 Get Blob of the manifest, compared and not rewritten.\n"
         )
 
 
