@@ -34,7 +34,8 @@ The rows (N = ``--files``, M = ``--small-files``):
    run) against the cold run (<= 0.5x). Both write their lines to a file.
 7. peak RSS per planned file (<= 1 KiB): ``taskkit stage --dry-run`` of N and of N/10 files; the
    target is judged on the slope (peak(N) - peak(N/10)) / (N - N/10), which leaves out the
-   interpreter and imports; (peak(N) - peak of ``taskkit stage --help``) / N is shown too.
+   interpreter and imports; (peak(N) - peak of ``taskkit stage --help``) / N is shown too, and
+   the same slope for the cold stages of row 2 (a whole stage holds more than its plan).
 
 Then the scale on paper: for N/10, N (measured) and 1,000,000 files (measured with
 ``--scale-1m``, else extrapolated linearly from N/10 and N, and marked so), the warm check, the
@@ -488,6 +489,7 @@ class Bench:
             self.scale[tree.count] = {
                 "warm": warm[self.warm_case(tree).label].median,
                 "cold": cold[self.cold_case(tree).label].median,
+                "stage_rss": rss_median(cold[self.cold_case(tree).label]),
             }
 
     def row_node_cache(self) -> None:
@@ -630,7 +632,15 @@ class Bench:
         )
         print(
             f"  slope {slope:.3f} KiB per file (judged); above the --help baseline "
-            f"{above:.3f} KiB per file (shown only)\n"
+            f"{above:.3f} KiB per file (shown only)"
+        )
+        # A whole stage holds more than its plan (files in flight, results): shown beside it.
+        staged = {t.count: self.scale[t.count]["stage_rss"] for t in (big, tenth)}
+        print(
+            f"  a cold stage (row 2) peaks at {staged[big.count] / KIB:.1f} MiB for "
+            f"{big.count:,} files and {staged[tenth.count] / KIB:.1f} MiB for {tenth.count:,}: "
+            f"{(staged[big.count] - staged[tenth.count]) / (big.count - tenth.count):.3f} KiB "
+            "per file (shown only)\n"
         )
         self.rows.append(
             Row(
