@@ -7,6 +7,7 @@ usage mistakes into exit 64, Ctrl-C into 130, and nothing a user does into a tra
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -47,7 +48,32 @@ class _PipeClosed(Exception):
     """The reader of stdout went away, kept from click, which would exit 1 by itself."""
 
 
+#: Each top-level command and the module that defines it, imported only when the command is
+#: named (or listed, for help): ``taskkit hash`` then starts without the transfer, runner and
+#: batch wings, a third of its start-up.
+COMMAND_MODULES = {
+    "batch": "taskkit.cli.batch",
+    "call": "taskkit.cli.call",
+    "hash": "taskkit.cli.hashing",
+    "local": "taskkit.cli.local",
+    "run": "taskkit.cli.tasks",
+    "stage": "taskkit.cli.transfer",
+    "status": "taskkit.cli.tasks",
+    "step": "taskkit.cli.tasks",
+    "upload": "taskkit.cli.transfer",
+}
+
+
 class _Group(click.Group):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(module)  # its decorators add the command to this group
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)

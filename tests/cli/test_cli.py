@@ -249,7 +249,9 @@ def test_every_command_has_help_with_examples() -> None:
     runner = CliRunner()
     group = cli
     assert isinstance(group, click.Group)
-    for name in [None, *group.commands]:
+    names = group.list_commands(click.Context(group))
+    assert {"hash", "stage", "upload", "run", "batch"} <= set(names)  # listed before first use
+    for name in [None, *names]:
         args = [name, "--help"] if name else ["--help"]
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, args
@@ -376,3 +378,36 @@ def test_an_interrupted_run_leaves_a_usable_cache(tmp_path: Path, sig: signal.Si
     assert dict(line.split("  ", 1)[::-1] for line in lines) == expected
     with contextlib.closing(sqlite3.connect(tmp_path / "cache" / "statcache-v1.sqlite3")) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_command_modules_name_every_command_and_its_module() -> None:
+    """The lazy command map is exact: importing all its modules adds exactly its commands, each
+    defined in the module the map names (a command missing from the map would vanish)."""
+    import importlib
+
+    from taskkit.cli._app import COMMAND_MODULES
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(module)
+    assert set(cli.commands) == set(COMMAND_MODULES)  # type: ignore[attr-defined]
+    for name, module in COMMAND_MODULES.items():
+        command = cli.commands[name]  # type: ignore[attr-defined]
+        assert command.callback is not None
+        assert command.callback.__module__ == module, name
+
+
+def test_hash_starts_without_the_other_wings(tmp_path: Path) -> None:
+    """`taskkit hash` (a real run, cache on) loads only the content wing: no transfer engine,
+    storage, runner, batch emulator or other command modules, so its start-up stays short."""
+    (tmp_path / "f").write_bytes(b"x")
+    code = (
+        "import sys\nfrom taskkit.cli import main\n"
+        f"try:\n    main(['hash', {str(tmp_path / 'f')!r}])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('taskkit.')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert "taskkit.content.hashing" in loaded  # it did hash
+    heavy = {"taskkit.storage", "taskkit.runner", "taskkit.batch", "taskkit.function"}
+    heavy |= {"taskkit.transfer.stage", "taskkit.cli.transfer", "taskkit.cli.tasks"}
+    assert not {m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)}
