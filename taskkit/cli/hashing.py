@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from binascii import hexlify
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import click
 
 from taskkit.cli._app import CONTEXT, cli, jobs_option
 from taskkit.cli.report import say as _say
+from taskkit.content.digest import ALGORITHM
 from taskkit.exceptions import EX_OK, IOFailure
 from taskkit.transfer.summary import format_size
 
@@ -21,12 +23,17 @@ if TYPE_CHECKING:
     from taskkit.content.statcache import StatCache
 
 
-def _escape(path: str) -> tuple[bytes, bool]:
-    """The path as bytes for a checksum line, escaped the way coreutils and xxhsum do it."""
+_PREFIX = ALGORITHM.encode() + b":"
+
+
+def _line(path: str, digest: bytes) -> bytes:
+    """``DIGEST  PATH`` as bytes, the path escaped the way coreutils and xxhsum do it (and the
+    line then marked with a leading backslash)."""
     raw = os.fsencode(path)
     if b"\\" in raw or b"\n" in raw or b"\r" in raw:
-        return raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r"), True
-    return raw, False
+        raw = raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\%s%s  %s\n" % (_PREFIX, hexlify(digest), raw)
+    return b"%s%s  %s\n" % (_PREFIX, hexlify(digest), raw)
 
 
 @cli.command("hash", context_settings=CONTEXT)
@@ -75,17 +82,21 @@ def hash_command(
     from taskkit.content.walk import Failed, Skipped
 
     out = _stream(sys.stdout, "output")
+    write = out.write
     started = time.perf_counter()
     exit_code = EX_OK
     counts = {"files": 0, "bytes": 0, "cached": 0, "failed": 0, "skipped": 0}
+    files = size = cached = 0  # the counts of the common case, kept in locals: 20,000 a second
     cache = None if no_cache else StatCache.open()
     try:
         for result in _results(paths, jobs, cache):
-            if isinstance(result, FileDigest):
-                counts["files"] += 1
-                counts["bytes"] += result.size
-                counts["cached"] += result.cached
-                if as_json:
+            if type(result) is FileDigest:
+                files += 1
+                size += result.size
+                cached += result.cached
+                if not as_json:
+                    write(_line(result.path, result.digest.value))
+                else:
                     _json_line(
                         out,
                         {
@@ -94,12 +105,6 @@ def hash_command(
                             "size": result.size,
                             "cached": result.cached,
                         },
-                    )
-                else:
-                    shown, escaped = _escape(result.path)
-                    out.write(
-                        b"%s%s  %s\n"
-                        % (b"\\" if escaped else b"", str(result.digest).encode(), shown)
                     )
             elif isinstance(result, Skipped):
                 counts["skipped"] += 1
@@ -123,6 +128,9 @@ def hash_command(
     finally:
         if cache is not None:
             cache.close()
+    counts["files"] += files
+    counts["bytes"] += size
+    counts["cached"] += cached
     out.flush()
     if summary:
         seconds = time.perf_counter() - started

@@ -46,7 +46,8 @@ from taskkit.content.digest import (
     chunk_count,
     combine_chunks,
 )
-from taskkit.content.statcache import CacheEntry, StatCache
+from taskkit.content.reader import Reader
+from taskkit.content.statcache import CacheEntry, FileStat, StatCache
 from taskkit.content.walk import Failed, FileEntry, Skipped, describe_mode, walk
 from taskkit.exceptions import IOFailure, from_os_error
 
@@ -69,6 +70,10 @@ ATTEMPTS = 3
 STREAM_LIMIT = 64 * 1024 * 1024
 MAX_PENDING = 1024
 _WINDOW = 256
+#: Files to read in one window before a reader process is worth its fork (about 2 ms).
+_READER_MIN = 64
+#: Windows planned ahead of the one being finished: the reader's head start.
+_AHEAD = 4
 
 
 class FileDigest(NamedTuple):
@@ -116,6 +121,19 @@ def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
                     other.exception()
             raise error
     return tuple(digest for future in futures for digest in future.result())
+
+
+class _Window(NamedTuple):
+    """Up to ``_WINDOW`` walked items: the results known at once (``slots``) and, at
+    ``misses``, the files still to read, asked of the reader as ``request`` (if it was) at
+    ``sent_ns``."""
+
+    items: list[FileEntry | Skipped | Failed]
+    keys: list[bytes]
+    slots: list[HashResult | None]
+    misses: list[int]
+    request: int | None
+    sent_ns: int
 
 
 class _Large(NamedTuple):
@@ -192,8 +210,12 @@ class _Run:
         self.in_flight: deque[HashResult | _Large] = deque()
         self.units_in_flight = 0
         self.to_record: list[CacheEntry] = []
+        self.use_reader = jobs > 1
+        self.reader: Reader | None = None
 
     def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         for item in self.in_flight:
             if isinstance(item, _Large):
                 for future in item.futures:
@@ -207,45 +229,96 @@ class _Run:
         self._flush()
 
     def results(self, items: Iterator[FileEntry | Skipped | Failed]) -> Iterator[HashResult]:
-        in_flight = self.in_flight
-        fsencode = os.fsencode
+        # Windows are planned (walked, looked up, their misses sent to the reader) a few ahead
+        # of the one being finished, so the reader hashes while this process writes results.
+        planned: deque[_Window] = deque()
         while window := list(islice(items, _WINDOW)):
-            keys = [fsencode(item.abspath) if type(item) is FileEntry else b"" for item in window]
-            known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
-            for item, key in zip(window, keys, strict=True):
-                result = (
-                    self._start(item, key, known.get(key)) if isinstance(item, FileEntry) else item
-                )
-                if not in_flight and not isinstance(result, _Large):
-                    yield result  # the common case: nothing is waiting before it
-                    continue
-                in_flight.append(result)
-                while in_flight and (
-                    not isinstance(in_flight[0], _Large)
-                    or len(in_flight) > MAX_PENDING
-                    or self.units_in_flight > MAX_PENDING
-                ):
-                    yield self._finish(in_flight.popleft())
+            planned.append(self._plan(window))
+            if len(planned) >= _AHEAD:
+                yield from self._ordered(self._finish_window(planned.popleft()))
             if len(self.to_record) >= 4 * _WINDOW:
                 self._flush()
-        while in_flight:
-            yield self._finish(in_flight.popleft())
+        while planned:
+            yield from self._ordered(self._finish_window(planned.popleft()))
+        while self.in_flight:
+            yield self._finish(self.in_flight.popleft())
 
-    def _start(
-        self,
-        entry: FileEntry,
-        key: bytes,
-        known: CacheEntry | None,
-    ) -> HashResult | _Large:
-        """Answer from the cache, hash a small file now, or hand a large one to the pool."""
-        if known is not None:
-            try:
-                st = entry.stat or os.stat(entry.abspath)
-            except OSError as exc:
-                return Failed(entry.path, from_os_error(exc, "cannot hash"))
-            if StatCache.fresh(known, st) and stat.S_ISREG(st.st_mode):
-                return FileDigest(entry.path, known.digest, st.st_size, True, known.chunks)
-        return self._read(entry, key, 1)
+    def _ordered(self, results: Iterator[HashResult | _Large]) -> Iterator[HashResult]:
+        """Results in input order: a large file's chunks are awaited only when it is next."""
+        in_flight = self.in_flight
+        for result in results:
+            if not in_flight and not isinstance(result, _Large):
+                yield result  # the common case: nothing is waiting before it
+                continue
+            in_flight.append(result)
+            while in_flight and (
+                not isinstance(in_flight[0], _Large)
+                or len(in_flight) > MAX_PENDING
+                or self.units_in_flight > MAX_PENDING
+            ):
+                yield self._finish(in_flight.popleft())
+
+    def _plan(self, window: list[FileEntry | Skipped | Failed]) -> _Window:
+        """Answer what the cache can; hand the other files to the reader when it pays."""
+        fsencode = os.fsencode
+        keys = [fsencode(item.abspath) if type(item) is FileEntry else b"" for item in window]
+        known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
+        slots: list[HashResult | None] = []
+        misses: list[int] = []
+        for i, (item, key) in enumerate(zip(window, keys, strict=True)):
+            if type(item) is not FileEntry:
+                slots.append(item)  # type: ignore[arg-type]
+                continue
+            hit = self._hit(item, known.get(key))
+            slots.append(hit)
+            if hit is None:
+                misses.append(i)
+        reader = self._reader_for(len(misses))
+        sent_ns = self.clock()  # before the reader opens any of them
+        seq = reader.send([keys[i] for i in misses], sent_ns) if reader is not None else None
+        return _Window(window, keys, slots, misses, seq, sent_ns)
+
+    def _reader_for(self, misses: int) -> Reader | None:
+        if self.reader is None and self.use_reader and misses >= _READER_MIN:
+            self.use_reader = False  # one attempt per run
+            self.reader = Reader.start()
+        return self.reader if misses and self.reader is not None else None
+
+    def _finish_window(self, plan: _Window) -> Iterator[HashResult | _Large]:
+        answers = None
+        if plan.request is not None and self.reader is not None:
+            answers = self.reader.answers(plan.request, [plan.keys[i] for i in plan.misses])
+            if answers is None:  # not read yet: this process does it rather than wait
+                self.reader.take_back(plan.request)
+        done = dict(zip(plan.misses, answers or (), strict=False))
+        cache = self.cache
+        new = tuple.__new__  # FileDigest(...) through its generated __new__ costs five times more
+        for i, (item, slot) in enumerate(zip(plan.items, plan.slots, strict=True)):
+            if slot is not None:
+                yield slot
+                continue
+            assert type(item) is FileEntry
+            answer = done.get(i)
+            if answer is None:
+                yield self._read(item, plan.keys[i], 1)
+                continue
+            if cache is not None:
+                self.to_record.append(answer)
+            digest = answer.digest
+            yield new(FileDigest, (item.path, digest, answer.stat.size, False, (digest.value,)))
+
+    def _hit(self, entry: FileEntry, known: CacheEntry | None) -> HashResult | None:
+        """The cached digest of an unchanged file, a failed stat, or None: hash it."""
+        if known is None:
+            return None
+        try:
+            st = entry.stat or os.stat(entry.abspath)
+        except OSError as exc:
+            return Failed(entry.path, from_os_error(exc, "cannot hash"))
+        if StatCache.fresh(known, st) and stat.S_ISREG(st.st_mode):
+            args = (entry.path, known.digest, st.st_size, True, known.chunks)
+            return tuple.__new__(FileDigest, args)  # FileDigest(*args), five times faster
+        return None
 
     def _read(self, entry: FileEntry, key: bytes, attempt: int) -> HashResult | _Large:
         recorded_ns = self.clock()
@@ -367,14 +440,15 @@ class _Run:
         self,
         entry: FileEntry,
         key: bytes,
-        st: os.stat_result,
+        st: os.stat_result | FileStat,
         recorded_ns: int,
         chunks: tuple[bytes, ...],
     ) -> FileDigest:
-        digest = Digest(chunks[0]) if len(chunks) == 1 else combine_chunks(st.st_size, chunks)
+        size = st.size if isinstance(st, FileStat) else st.st_size
+        digest = Digest(chunks[0]) if len(chunks) == 1 else combine_chunks(size, chunks)
         if self.cache is not None:
             self.to_record.append(CacheEntry.of(key, st, digest, chunks, recorded_ns))
-        return FileDigest(entry.path, digest, st.st_size, False, chunks)
+        return FileDigest(entry.path, digest, size, False, chunks)
 
     def _flush(self) -> None:
         if self.cache is not None and self.to_record:

@@ -146,6 +146,7 @@ def _walk_tree(
     if isinstance(listing, Failed):
         yield listing
         return
+    new = tuple.__new__  # FileEntry(...) through its generated __new__ costs five times more
     on_stack = {ident}
     frames = [(os.path.join(path, ""), os.path.join(abspath, ""), iter(listing), ident)]
     while frames:
@@ -154,7 +155,7 @@ def _walk_tree(
             name = entry.name
             try:
                 if entry.is_file(follow_symlinks=False):
-                    yield FileEntry(prefix + name, abs_prefix + name, root)
+                    yield new(FileEntry, (prefix + name, abs_prefix + name, root, None))
                     continue
                 linked = entry.is_symlink()
                 st = entry.stat()  # through a link, to what it names
