@@ -1,0 +1,296 @@
+"""taskkit.content.reader: a forked process hashes small files for the caller, answers only for
+files it read whole, never blocks the caller, and never outlives its run.
+
+The reader forks only from a process with one thread, so each test runs its scenario in a
+fresh interpreter (whatever threads other tests left in this one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from taskkit.content.digest import READ_SIZE, hash_bytes
+
+PRELUDE = """
+import json, os, sys, signal, time
+from taskkit.content.reader import Reader
+from taskkit.content.statcache import CacheEntry, path_key
+from taskkit.content.hashing import hash_paths, FileDigest
+"""
+
+
+def fresh(code: str, timeout: float = 120) -> object:
+    """Run ``code`` (after PRELUDE) in a new interpreter; what it printed last, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", PRELUDE + code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_answers_only_for_files_read_whole_and_their_entries_are_exact(tmp_path: Path) -> None:
+    """A small file gets the entry its stat and bytes make; an empty, a large, a missing file,
+    a directory and a FIFO (never opened for long, never blocking) get "not me"."""
+    small = tmp_path / "small"
+    small.write_bytes(b"abc" * 100)
+    edge = tmp_path / "edge"
+    edge.write_bytes(b"x" * READ_SIZE)
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "large").write_bytes(b"y" * (READ_SIZE + 1))
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    names = ["small", "empty", "large", "missing", "dir", "fifo", "edge"]
+    code = f"""
+names = {names!r}
+root = {str(tmp_path)!r}
+reader = Reader.start()
+assert reader is not None
+keys = [path_key(os.path.join(root, n)) for n in names]
+seq = reader.send(keys, 123)
+deadline = time.monotonic() + 60
+while (answers := reader.answers(seq, keys)) is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+reader.close()
+out = []
+for key, entry in zip(keys, answers):
+    if entry is None:
+        out.append(None)
+        continue
+    st = os.stat(key)
+    assert entry.path == key and entry.valid()
+    out.append([entry.digest.hex, entry.stat.size, entry.recorded_ns,
+                tuple(entry.stat) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                      st.st_ctime_ns), len(entry.chunks)])
+print(json.dumps(out))
+"""
+    got = fresh(code)
+    assert isinstance(got, list)
+    by_name = dict(zip(names, got, strict=True))
+    assert by_name["small"] == [hash_bytes(small.read_bytes()).hex, 300, 123, True, 1]
+    assert by_name["edge"] == [hash_bytes(edge.read_bytes()).hex, READ_SIZE, 123, True, 1]
+    for name in ("empty", "large", "missing", "dir", "fifo"):
+        assert by_name[name] is None, name
+
+
+def test_a_request_taken_back_is_dropped_and_the_next_one_still_lines_up(tmp_path: Path) -> None:
+    """Answers stay matched to their requests when one in between is taken back: no answer of
+    one request is ever read as another's (each names its own path)."""
+    for i in range(30):
+        (tmp_path / f"f{i:02}").write_bytes(b"%d" % i)
+    code = f"""
+root = {str(tmp_path)!r}
+keys = [path_key(os.path.join(root, f"f{{i:02}}")) for i in range(30)]
+reader = Reader.start()
+assert reader is not None
+batches = [keys[0:10], keys[10:20], keys[20:30]]
+seqs = [reader.send(b, 1) for b in batches]
+reader.take_back(seqs[1])
+out = []
+for seq, batch in zip(seqs, batches):
+    if seq == seqs[1]:
+        continue
+    deadline = time.monotonic() + 60
+    while (answers := reader.answers(seq, batch)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    out += [[os.path.basename(e.path).decode(), e.digest.hex] for e in answers]
+assert reader.answers(seqs[1], batches[1]) is None  # dropped, never handed out
+reader.close()
+print(json.dumps(out))
+"""
+    got = fresh(code)
+    expected = [[f"f{i:02}", hash_bytes(b"%d" % i).hex] for i in [*range(10), *range(20, 30)]]
+    assert got == expected
+
+
+def test_hash_paths_with_the_reader_equals_hashing_alone(tmp_path: Path) -> None:
+    """Results, their order, failures, skips and recorded cache entries are the same with the
+    reader (jobs=2) as without it (jobs=1), over a tree of small files mixed with odd ones."""
+    for d in range(3):
+        sub = tmp_path / "tree" / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(300):
+            (sub / f"f{i:03}").write_bytes(b"%d-%d" % (d, i) * (i % 7))
+    (tmp_path / "tree" / "d1" / "big").write_bytes(b"z" * (READ_SIZE + 5))
+    os.mkfifo(tmp_path / "tree" / "d1" / "fifo")
+    (tmp_path / "tree" / "d2" / "dangling").symlink_to(tmp_path / "nowhere")
+    code = f"""
+from taskkit.content.statcache import StatCache
+import taskkit.content.reader as reader_module
+started = []
+real_start = Reader.start.__func__
+def spy(cls):
+    reader = real_start(cls)
+    started.append(reader is not None)
+    return reader
+Reader.start = classmethod(spy)
+root = {str(tmp_path)!r}
+out = {{}}
+for jobs in (1, 2):
+    cache = StatCache.open(os.path.join(root, f"cache{{jobs}}"), clock=lambda: 10**18)
+    rows = []
+    for r in hash_paths([os.path.join(root, "tree")], jobs=jobs, cache=cache):
+        if isinstance(r, FileDigest):
+            rows.append([r.path, r.digest.hex, r.size, r.cached, len(r.chunks)])
+        else:
+            rows.append([r.path, type(r).__name__])
+    keys = sorted(path_key(row[0]) for row in rows if len(row) == 5)
+    found = cache.lookup(keys)
+    entries = sorted([k.decode(), found[k].digest.hex, tuple(found[k].stat),
+                      found[k].recorded_ns] for k in keys)
+    cache.close()
+    out[jobs] = [rows, entries]
+print(json.dumps([out[1], out[2], started]))
+"""
+    alone, with_reader, started = fresh(code)  # type: ignore[misc]
+    assert started == [True]  # jobs=1 asks for no reader; jobs=2 got one
+    assert with_reader == alone
+    rows = alone[0]
+    assert len(rows) == 3 * 300 + 3
+    assert ["fifo" in row[0] for row in rows if row[1] == "Skipped"] == [True]
+    assert ["dangling" in row[0] for row in rows if row[1] == "Failed"] == [True]
+
+
+def test_a_reader_killed_mid_run_costs_nothing_but_re_reads(tmp_path: Path) -> None:
+    """SIGKILL to the reader during a run: every file is still hashed, correctly, by the
+    caller, and the dead reader is reaped."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(2000):
+        (tree / f"f{i:04}").write_bytes(b"%d" % i)
+    code = f"""
+readers = []
+real_start = Reader.start.__func__
+def spy(cls):
+    reader = real_start(cls)
+    readers.append(reader)
+    return reader
+Reader.start = classmethod(spy)
+rows = []
+for r in hash_paths([{str(tree)!r}], jobs=2):
+    rows.append([os.path.basename(r.path), r.digest.hex])
+    if len(rows) == 1:
+        os.kill(readers[0].pid, signal.SIGKILL)
+pid = readers[0].pid
+try:
+    os.kill(pid, 0)
+    reaped = False
+except ProcessLookupError:
+    reaped = True
+print(json.dumps([rows, reaped]))
+"""
+    rows, reaped = fresh(code)  # type: ignore[misc]
+    assert reaped
+    assert rows == [[f"f{i:04}", hash_bytes(b"%d" % i).hex] for i in range(2000)]
+
+
+def test_the_reader_ends_with_its_run_even_when_the_run_is_cut_short(tmp_path: Path) -> None:
+    """Closing the results early, and a run that ends normally, both reap the reader."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(1000):
+        (tree / f"f{i:04}").write_bytes(b"x")
+    code = f"""
+pids = []
+real_start = Reader.start.__func__
+def spy(cls):
+    reader = real_start(cls)
+    pids.append(reader.pid)
+    return reader
+Reader.start = classmethod(spy)
+results = hash_paths([{str(tree)!r}], jobs=2)
+next(results)
+results.close()
+list(hash_paths([{str(tree)!r}], jobs=2))
+alive = []
+for pid in pids:
+    try:
+        os.kill(pid, 0)
+        alive.append(pid)
+    except ProcessLookupError:
+        pass
+print(json.dumps([len(pids), alive]))
+"""
+    assert fresh(code) == [2, []]
+
+
+def test_no_reader_is_forked_by_a_process_with_threads() -> None:
+    """With a second thread running, start() declines (a fork could copy a held lock)."""
+    code = """
+import threading
+stop = threading.Event()
+thread = threading.Thread(target=stop.wait)
+thread.start()
+try:
+    declined = Reader.start() is None
+finally:
+    stop.set()
+    thread.join()
+reader = Reader.start()
+print(json.dumps([declined, reader is not None]))
+reader.close()
+"""
+    assert fresh(code) == [True, True]
+
+
+def test_kill_9_of_taskkit_hash_leaves_a_usable_cache_and_no_reader(tmp_path: Path) -> None:
+    """`taskkit hash` killed with SIGKILL mid-run: its reader ends by itself (its request pipe
+    closes), and the next run's digests, from the cache or not, are the true ones."""
+    tree = tmp_path / "tree"
+    for d in range(10):
+        sub = tree / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(1000):
+            (sub / f"f{i:04}").write_bytes(b"%d/%d" % (d, i))
+    env = {**os.environ, "TASKKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskkit", "hash", str(tree)],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # it is hashing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 30
+    while _processes_naming(str(tree)):
+        assert time.monotonic() < deadline, "a reader outlived its killed run"
+        time.sleep(0.05)
+    again = subprocess.run(
+        [sys.executable, "-m", "taskkit", "hash", "--json", str(tree)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [json.loads(line) for line in again.stdout.splitlines()]
+    assert len(rows) == 10_000
+    for row in rows:
+        d, i = Path(row["path"]).parent.name[1:], Path(row["path"]).name[1:]
+        assert row["digest"] == str(hash_bytes(b"%d/%d" % (int(d), int(i))))
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The processes whose command line holds ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path("/proc", entry, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry))
+    return found
