@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from binascii import hexlify
@@ -15,6 +14,7 @@ import click
 from taskkit.cli._app import CONTEXT, cli, jobs_option
 from taskkit.cli.report import say as _say
 from taskkit.content.digest import ALGORITHM
+from taskkit.content.walk import FS_ENCODING, FS_ERRORS
 from taskkit.exceptions import EX_OK, IOFailure
 from taskkit.transfer.summary import format_size
 
@@ -29,7 +29,7 @@ _PREFIX = ALGORITHM.encode() + b":"
 def _line(path: str, digest: bytes) -> bytes:
     """``DIGEST  PATH`` as bytes, the path escaped the way coreutils and xxhsum do it (and the
     line then marked with a leading backslash)."""
-    raw = os.fsencode(path)
+    raw = path.encode(FS_ENCODING, FS_ERRORS)  # os.fsencode(path), faster
     if b"\\" in raw or b"\n" in raw or b"\r" in raw:
         raw = raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
         return b"\\%s%s  %s\n" % (_PREFIX, hexlify(digest), raw)

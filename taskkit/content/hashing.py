@@ -48,7 +48,15 @@ from taskkit.content.digest import (
 )
 from taskkit.content.reader import Reader
 from taskkit.content.statcache import CacheEntry, FileStat, StatCache
-from taskkit.content.walk import Failed, FileEntry, Skipped, describe_mode, walk
+from taskkit.content.walk import (
+    FS_ENCODING,
+    FS_ERRORS,
+    Failed,
+    FileEntry,
+    Skipped,
+    describe_mode,
+    walk,
+)
 from taskkit.exceptions import IOFailure, from_os_error
 
 if TYPE_CHECKING:  # the pool is imported when a large file first needs it
@@ -260,8 +268,10 @@ class _Run:
 
     def _plan(self, window: list[FileEntry | Skipped | Failed]) -> _Window:
         """Answer what the cache can; hand the other files to the reader when it pays."""
-        fsencode = os.fsencode
-        keys = [fsencode(item.abspath) if type(item) is FileEntry else b"" for item in window]
+        keys = [
+            item.abspath.encode(FS_ENCODING, FS_ERRORS) if type(item) is FileEntry else b""
+            for item in window
+        ]
         known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
         slots: list[HashResult | None] = []
         misses: list[int] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from typing import NamedTuple
 from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 
 __all__ = [
+    "FS_ENCODING",
+    "FS_ERRORS",
     "Failed",
     "FileEntry",
     "Skipped",
@@ -33,6 +36,12 @@ __all__ = [
     "path_error",
     "walk",
 ]
+
+
+#: ``name.encode(FS_ENCODING, FS_ERRORS)`` is ``os.fsencode(name)`` for a str, without its
+#: Python-level checks: a third of a microsecond saved on each of the many files of a walk.
+FS_ENCODING = sys.getfilesystemencoding()
+FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 class FileEntry(NamedTuple):
@@ -122,7 +131,7 @@ def path_error(exc: OSError | ValueError, path: str) -> TaskFailure:
 
 
 def _order(entry: os.DirEntry[str]) -> bytes:
-    name = os.fsencode(entry.name)
+    name = entry.name.encode(FS_ENCODING, FS_ERRORS)
     try:
         return name + b"/" if entry.is_dir() else name
     except OSError:

@@ -167,3 +167,11 @@ def test_one_path_instead_of_a_list_is_a_misuse() -> None:
     """walk("data") would walk d, a, t, a; it is refused instead."""
     with pytest.raises(MisuseError):
         list(walk("data"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["plain", "é-accent", "bad-\udcff-byte", "nul\\back", "a\nb"])
+def test_fs_encoding_encodes_exactly_as_os_fsencode(name: str) -> None:
+    """The fast encoding the hot loops use is os.fsencode's, undecodable bytes included."""
+    from taskkit.content.walk import FS_ENCODING, FS_ERRORS
+
+    assert name.encode(FS_ENCODING, FS_ERRORS) == os.fsencode(name)
