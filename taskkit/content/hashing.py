@@ -132,15 +132,19 @@ def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
 
 
 class _Window(NamedTuple):
-    """Up to ``_WINDOW`` walked items: the results known at once (``slots``) and, at
-    ``misses``, the files still to read, asked of the reader as ``request`` (if it was) at
-    ``sent_ns``."""
+    """Up to ``_WINDOW`` walked items: the results known at once (``slots``); at ``checks``
+    the files the cache ``known`` and the reader checks as request ``check``; at ``misses``
+    the files to read, asked of the reader as request ``read`` at ``sent_ns``. A request
+    is None when this process does that work itself."""
 
     items: list[FileEntry | Skipped | Failed]
     keys: list[bytes]
     slots: list[HashResult | None]
+    known: dict[bytes, CacheEntry]
+    checks: list[int]
+    check: int | None
     misses: list[int]
-    request: int | None
+    read: int | None
     sent_ns: int
 
 
@@ -267,40 +271,60 @@ class _Run:
                 yield self._finish(in_flight.popleft())
 
     def _plan(self, window: list[FileEntry | Skipped | Failed]) -> _Window:
-        """Answer what the cache can; hand the other files to the reader when it pays."""
+        """Look the window up in the cache and share out its work: the files the cache knows
+        are checked (stat'ed, compared) and the others read, by the reader when it pays."""
         keys = [
             item.abspath.encode(FS_ENCODING, FS_ERRORS) if type(item) is FileEntry else b""
             for item in window
         ]
         known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
+        reader = self._reader_for(sum(1 for key in keys if key))
         slots: list[HashResult | None] = []
         misses: list[int] = []
+        checks: list[int] = []
         for i, (item, key) in enumerate(zip(window, keys, strict=True)):
             if type(item) is not FileEntry:
                 slots.append(item)  # type: ignore[arg-type]
                 continue
-            hit = self._hit(item, known.get(key))
+            entry = known.get(key)
+            if entry is not None and reader is not None and item.stat is None:
+                checks.append(i)
+                slots.append(None)
+                continue
+            hit = self._hit(item, entry)
             slots.append(hit)
             if hit is None:
                 misses.append(i)
-        reader = self._reader_for(len(misses))
+        check = reader.check([known[keys[i]] for i in checks]) if checks and reader else None
+        if check is None and checks:  # the reader could not take them: check them here
+            for i in checks:
+                slots[i] = self._hit(window[i], known[keys[i]])  # type: ignore[arg-type]
+            misses = sorted(misses + [i for i in checks if slots[i] is None])
+            checks = []
         sent_ns = self.clock()  # before the reader opens any of them
-        seq = reader.send([keys[i] for i in misses], sent_ns) if reader is not None else None
-        return _Window(window, keys, slots, misses, seq, sent_ns)
+        read = reader.send([keys[i] for i in misses], sent_ns) if misses and reader else None
+        return _Window(window, keys, slots, known, checks, check, misses, read, sent_ns)
 
-    def _reader_for(self, misses: int) -> Reader | None:
-        if self.reader is None and self.use_reader and misses >= _READER_MIN:
+    def _reader_for(self, files: int) -> Reader | None:
+        if self.reader is None and self.use_reader and files >= _READER_MIN:
             self.use_reader = False  # one attempt per run
             self.reader = Reader.start()
-        return self.reader if misses and self.reader is not None else None
+        return self.reader
 
     def _finish_window(self, plan: _Window) -> Iterator[HashResult | _Large]:
-        answers = None
-        if plan.request is not None and self.reader is not None:
-            answers = self.reader.answers(plan.request, [plan.keys[i] for i in plan.misses])
+        reader = self.reader
+        answers = checked = None
+        if plan.read is not None and reader is not None:
+            answers = reader.answers(plan.read, [plan.keys[i] for i in plan.misses])
             if answers is None:  # not read yet: this process does it rather than wait
-                self.reader.take_back(plan.request)
+                reader.take_back(plan.read)
+        if plan.check is not None and reader is not None:
+            checked = reader.checked(plan.check)
+            if checked is None:
+                reader.take_back(plan.check)
         done = dict(zip(plan.misses, answers or (), strict=False))
+        looked = dict.fromkeys(plan.checks, (0, 0))
+        looked.update(zip(plan.checks, checked or (), strict=False))
         cache = self.cache
         new = tuple.__new__  # FileDigest(...) through its generated __new__ costs five times more
         for i, (item, slot) in enumerate(zip(plan.items, plan.slots, strict=True)):
@@ -308,9 +332,19 @@ class _Run:
                 yield slot
                 continue
             assert type(item) is FileEntry
+            key = plan.keys[i]
+            if i in looked:
+                fresh, size = looked[i]
+                known = plan.known[key]
+                if fresh == 1:
+                    yield new(FileDigest, (item.path, known.digest, size, True, known.chunks))
+                    continue
+                hit = self._hit(item, known) if fresh == 0 else None
+                yield hit if hit is not None else self._read(item, key, 1)
+                continue
             answer = done.get(i)
             if answer is None:
-                yield self._read(item, plan.keys[i], 1)
+                yield self._read(item, key, 1)
                 continue
             if cache is not None:
                 self.to_record.append(answer)

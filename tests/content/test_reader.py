@@ -294,3 +294,55 @@ def _processes_naming(text: str) -> list[int]:
         if text.encode() in cmdline:
             found.append(int(entry))
     return found
+
+
+def test_checks_by_the_reader_see_every_change_a_stat_can(tmp_path: Path) -> None:
+    """A warm run whose cache checks go to the reader: unchanged files come from the cache; a
+    same-size rewrite with its mtime put back, a file swapped for a FIFO and a deleted file
+    are each seen (re-hashed, skipped, failed) exactly as without a reader."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(600):
+        (tree / f"f{i:03}").write_bytes(b"v1-%03d" % i)
+    code = f"""
+from taskkit.content.statcache import StatCache
+checks = []
+real_check = Reader.check
+def spy(self, entries):
+    checks.append(len(entries))
+    return real_check(self, entries)
+Reader.check = spy
+tree = {str(tree)!r}
+import shutil
+def run(jobs, name="cache"):
+    cache = StatCache.open(os.path.join({str(tmp_path)!r}, name), clock=lambda: 4 * 10**18)
+    try:
+        return [[os.path.basename(r.path), type(r).__name__, getattr(r, "cached", None),
+                 r.digest.hex if isinstance(r, FileDigest) else None]
+                for r in hash_paths([tree], jobs=jobs, cache=cache)]
+    finally:
+        cache.close()
+run(1)  # fill the cache, then give the run without a reader a copy of it
+shutil.copytree(os.path.join({str(tmp_path)!r}, "cache"), os.path.join({str(tmp_path)!r}, "copy"))
+st = os.stat(os.path.join(tree, "f100"))
+with open(os.path.join(tree, "f100"), "wb") as f:
+    f.write(b"v2-100")
+os.utime(os.path.join(tree, "f100"), ns=(st.st_atime_ns, st.st_mtime_ns))
+os.unlink(os.path.join(tree, "f200"))
+os.mkfifo(os.path.join(tree, "f200"))
+os.unlink(os.path.join(tree, "f300"))
+os.symlink(os.path.join(tree, "nowhere"), os.path.join(tree, "f300"))
+with_reader = run(2)
+checks_made = sum(checks)
+without = run(1, "copy")
+print(json.dumps([with_reader, without, checks_made]))
+"""
+    with_reader, without, checks_made = fresh(code)  # type: ignore[misc]
+    assert checks_made >= 500  # the reader did check the cached files
+    assert with_reader == without
+    rows = {row[0]: row for row in with_reader}
+    assert rows["f100"][1:] == ["FileDigest", False, hash_bytes(b"v2-100").hex]
+    assert rows["f200"][1] == "Skipped"
+    assert rows["f300"][1] == "Failed"
+    assert rows["f000"][1:] == ["FileDigest", True, hash_bytes(b"v1-000").hex]
+    assert sum(1 for row in with_reader if row[2] is True) == 597
