@@ -200,7 +200,11 @@ class Reader:
                 os.close(req_w)
                 os.close(rep_r)
                 # Ctrl-C is the caller's to handle: it closes the pipe, which ends this loop.
+                # The caller's own handlers (a runner forwarding SIGTERM to its task, say)
+                # must not run here: any other signal ends the reader.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM"):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
                 _serve(req_r, rep_w, taken)
             except BaseException:
                 code = 1

@@ -346,3 +346,20 @@ print(json.dumps([with_reader, without, checks_made]))
     assert rows["f300"][1] == "Failed"
     assert rows["f000"][1:] == ["FileDigest", True, hash_bytes(b"v1-000").hex]
     assert sum(1 for row in with_reader if row[2] is True) == 597
+
+
+def test_the_reader_does_not_run_the_callers_signal_handlers() -> None:
+    """A SIGTERM handler of the caller (a runner's, forwarding it to its task) is not the
+    reader's: SIGTERM ends the reader at once, and the handler runs in the caller only."""
+    code = """
+ran = []
+signal.signal(signal.SIGTERM, lambda *a: ran.append(os.getpid()))
+reader = Reader.start()
+os.kill(reader.pid, signal.SIGTERM)
+deadline = time.monotonic() + 30
+while (status := os.waitpid(reader.pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+    time.sleep(0.01)
+ended = status[0] == reader.pid and os.WIFSIGNALED(status[1])
+print(json.dumps([ended and os.WTERMSIG(status[1]) == signal.SIGTERM, ran]))
+"""
+    assert fresh(code) == [True, []]
