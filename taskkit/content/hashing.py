@@ -82,6 +82,12 @@ _WINDOW = 256
 _READER_MIN = 64
 #: Windows planned ahead of the one being finished: the reader's head start.
 _AHEAD = 4
+#: Files in one request to the reader: what is redone here when it is taken back.
+_PIECE = 64
+
+
+def _pieces(indices: list[int]) -> list[list[int]]:
+    return [indices[i : i + _PIECE] for i in range(0, len(indices), _PIECE)]
 
 
 class FileDigest(NamedTuple):
@@ -132,19 +138,17 @@ def _gather(futures: list[Future[list[bytes]]]) -> tuple[bytes, ...]:
 
 
 class _Window(NamedTuple):
-    """Up to ``_WINDOW`` walked items: the results known at once (``slots``); at ``checks``
-    the files the cache ``known`` and the reader checks as request ``check``; at ``misses``
-    the files to read, asked of the reader as request ``read`` at ``sent_ns``. A request
-    is None when this process does that work itself."""
+    """Up to ``_WINDOW`` walked items: the results known at once (``slots``), the entries the
+    cache ``known``, and the pieces of work asked of the reader as ``(indices, request)``:
+    files to check (``checking``) and files to read (``reading``, at ``sent_ns``). A file
+    in no piece and without a slot is done by this process."""
 
     items: list[FileEntry | Skipped | Failed]
     keys: list[bytes]
     slots: list[HashResult | None]
     known: dict[bytes, CacheEntry]
-    checks: list[int]
-    check: int | None
-    misses: list[int]
-    read: int | None
+    checking: list[tuple[list[int], int]]
+    reading: list[tuple[list[int], int]]
     sent_ns: int
 
 
@@ -295,15 +299,25 @@ class _Run:
             slots.append(hit)
             if hit is None:
                 misses.append(i)
-        check = reader.check([known[keys[i]] for i in checks]) if checks and reader else None
-        if check is None and checks:  # the reader could not take them: check them here
-            for i in checks:
+        checking: list[tuple[list[int], int]] = []
+        for part in _pieces(checks):
+            seq = reader.check([known[keys[i]] for i in part]) if reader is not None else None
+            if seq is not None:
+                checking.append((part, seq))
+                continue
+            for i in part:  # the reader could not take them: check them here
                 slots[i] = self._hit(window[i], known[keys[i]])  # type: ignore[arg-type]
-            misses = sorted(misses + [i for i in checks if slots[i] is None])
-            checks = []
+                if slots[i] is None:
+                    misses.append(i)
+        misses.sort()
         sent_ns = self.clock()  # before the reader opens any of them
-        read = reader.send([keys[i] for i in misses], sent_ns) if misses and reader else None
-        return _Window(window, keys, slots, known, checks, check, misses, read, sent_ns)
+        reading: list[tuple[list[int], int]] = []
+        if reader is not None:
+            for part in _pieces(misses):
+                seq = reader.send([keys[i] for i in part], sent_ns)
+                if seq is not None:
+                    reading.append((part, seq))
+        return _Window(window, keys, slots, known, checking, reading, sent_ns)
 
     def _reader_for(self, files: int) -> Reader | None:
         if self.reader is None and self.use_reader and files >= _READER_MIN:
@@ -312,25 +326,34 @@ class _Run:
         return self.reader
 
     def _finish_window(self, plan: _Window) -> Iterator[HashResult | _Large]:
+        # A piece's answers are looked for when its first file is reached, so the reader
+        # goes on with the later pieces meanwhile; a piece not answered yet is taken back.
         reader = self.reader
-        answers = checked = None
-        if plan.read is not None and reader is not None:
-            answers = reader.answers(plan.read, [plan.keys[i] for i in plan.misses])
-            if answers is None:  # not read yet: this process does it rather than wait
-                reader.take_back(plan.read)
-        if plan.check is not None and reader is not None:
-            checked = reader.checked(plan.check)
-            if checked is None:
-                reader.take_back(plan.check)
-        done = dict(zip(plan.misses, answers or (), strict=False))
-        looked = dict.fromkeys(plan.checks, (0, 0))
-        looked.update(zip(plan.checks, checked or (), strict=False))
+        read_at = {part[0]: (part, seq) for part, seq in plan.reading}
+        check_at = {part[0]: (part, seq) for part, seq in plan.checking}
+        done: dict[int, CacheEntry | None] = {}
+        looked: dict[int, tuple[int, int]] = {}
         cache = self.cache
         new = tuple.__new__  # FileDigest(...) through its generated __new__ costs five times more
         for i, (item, slot) in enumerate(zip(plan.items, plan.slots, strict=True)):
             if slot is not None:
                 yield slot
                 continue
+            if i in read_at and reader is not None:
+                part, seq = read_at[i]
+                answers = reader.answers(seq, [plan.keys[j] for j in part])
+                if answers is None:  # not read yet: this process does it rather than wait
+                    reader.take_back(seq)
+                else:
+                    done.update(zip(part, answers, strict=True))
+            if i in check_at and reader is not None:
+                part, seq = check_at[i]
+                checked = reader.checked(seq)
+                if checked is None:
+                    reader.take_back(seq)
+                    looked.update(dict.fromkeys(part, (0, 0)))
+                else:
+                    looked.update(zip(part, checked, strict=True))
             assert type(item) is FileEntry
             key = plan.keys[i]
             if i in looked:

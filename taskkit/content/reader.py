@@ -62,6 +62,12 @@ CHECK_REPLY = struct.Struct("<Bq")
 _U32 = struct.Struct("<I")
 #: Requests unanswered at most; a request's "taken back" byte is at its number modulo this.
 _RING = 64
+#: The signals whose handlers the caller may have set and the reader must not run.
+_OWN_SIGNALS = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+}
 #: The reply pipe's size asked for: room for the answers to many requests at once.
 _PIPE_WANTED = 1 << 20
 _NOT_ME = REPLY.pack(0, b"")
@@ -184,6 +190,9 @@ class Reader:
         if sys.platform != "linux" or threading.active_count() > 1:
             return None
         fds: list[int] = []
+        # Signals wait (blocked) across the fork, so that none reaches the child before it
+        # has dropped the caller's handlers; the caller gets any that came meanwhile.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _OWN_SIGNALS)
         try:
             taken = mmap.mmap(-1, _RING)  # shared with the child: MAP_SHARED by default
             for _ in range(2):
@@ -191,6 +200,7 @@ class Reader:
             req_r, req_w, rep_r, rep_w = fds
             pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in fds:
                 os.close(fd)
             return None
@@ -202,14 +212,16 @@ class Reader:
                 # Ctrl-C is the caller's to handle: it closes the pipe, which ends this loop.
                 # The caller's own handlers (a runner forwarding SIGTERM to its task, say)
                 # must not run here: any other signal ends the reader.
+                for signum in _OWN_SIGNALS:
+                    signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM"):
-                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 _serve(req_r, rep_w, taken)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)  # never the caller's cleanup, atexit hooks or buffered output
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(req_r)
         os.close(rep_w)
         os.set_blocking(rep_r, False)
