@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from binascii import hexlify
@@ -174,4 +173,6 @@ def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:
 
 
 def _json_line(out: IO[bytes], obj: dict[str, object]) -> None:
+    import json  # only --json pays for it
+
     out.write(json.dumps(obj).encode() + b"\n")
