@@ -1,22 +1,27 @@
-"""Hashing files: one large file on every core, many small files in one fast pass.
+"""Hashing files: one large file on every core, many small files on two.
 
 How the work is shared out:
 
-* A file of at most :data:`~taskkit.content.digest.CHUNK_SIZE` bytes is read and hashed by the
-  calling
-  thread in one pass. Handing tiny files to threads costs more than it saves: the threads fight
-  for the GIL between the many short system calls (20,000 page-cached 4 KiB files took 0.17 s
-  on one thread and 0.63 s on two when this was designed).
+* Files are taken in windows of 256, planned a few windows ahead: each window's paths are
+  looked up in the stat-cache in one batch.
+* With ``jobs > 1`` on Linux, many small files go to a second, forked process, the reader
+  (:mod:`taskkit.content.reader`): it stats the files the cache knows and reads, hashes and
+  packs the entries of the others, while this process walks, looks up, yields and records.
+  Threads cannot do this: they fight for the GIL between the many short system calls (20,000
+  page-cached 4 KiB files took 0.17 s on one thread and 0.63 s on two when this was designed).
+  What the reader has not answered when its turn comes is done here, as is every file it
+  declines (anything but a plain file read in one go), so errors and odd files take one path.
+* Otherwise, a file of at most :data:`~taskkit.content.digest.CHUNK_SIZE` bytes is read and
+  hashed by the calling thread in one pass.
 * A larger file is cut into chunks, and the chunks are hashed by a pool of ``jobs`` threads with
   positional reads on one shared descriptor. ``xxhash`` and the reads release the GIL, so the
   chunks really run in parallel; meanwhile the calling thread goes on with the small files.
 * Results come out in input order. At most :data:`MAX_PENDING` files are in flight.
 
-Memory: each pool thread reuses one :data:`~taskkit.content.digest.READ_SIZE` (512 KiB) buffer and
-the
-calling thread one more, so reading costs ``(jobs + 1) * 512 KiB`` whatever the file sizes; on
-top come 16 bytes per chunk of the files in flight and the stat-cache batches (a few hundred
-entries).
+Memory: each pool thread reuses one :data:`~taskkit.content.digest.READ_SIZE` (512 KiB) buffer
+and the calling thread one more, so reading costs ``(jobs + 1) * 512 KiB`` whatever the file
+sizes (the reader has one more, in its own process); on top come 16 bytes per chunk of the
+files in flight and the windows planned ahead (about a thousand entries).
 
 A file read in more than one piece is stat'ed before and after; if its size, mtime or ctime
 moved, it is read again, up to :data:`ATTEMPTS` times, then reported as failed. This is a best
