@@ -155,14 +155,14 @@ def _results(
     for i, path in enumerate(paths):
         if path != "-":
             continue
-        yield from hash_paths(paths[start:i], jobs=jobs, cache=cache)
+        yield from hash_paths(paths[start:i], jobs=jobs, cache=cache, reader=True)
         hasher = StreamHasher()
         stream = _stream(sys.stdin, "input")
         while block := stream.read(1 << 20):
             hasher.update(block)
         yield FileDigest("-", hasher.digest(), hasher.size, False, hasher.all_chunks())
         start = i + 1
-    yield from hash_paths(paths[start:], jobs=jobs, cache=cache)
+    yield from hash_paths(paths[start:], jobs=jobs, cache=cache, reader=True)
 
 
 def _stream(stream: IO[str] | None, name: str) -> IO[bytes]:

@@ -4,7 +4,8 @@ How the work is shared out:
 
 * Files are taken in windows of 256, planned a few windows ahead: each window's paths are
   looked up in the stat-cache in one batch.
-* With ``jobs > 1`` on Linux, many small files go to a second, forked process, the reader
+* Asked for (``reader=True``, as ``taskkit hash`` does) with ``jobs > 1`` on Linux, many small
+  files go to a second, forked process, the reader
   (:mod:`taskkit.content.reader`): it stats the files the cache knows and reads, hashes and
   packs the entries of the others, while this process walks, looks up, yields and records.
   Threads cannot do this: they fight for the GIL between the many short system calls (20,000
@@ -175,16 +176,19 @@ def hash_paths(
     jobs: int | None = None,
     cache: StatCache | None = None,
     recurse: bool = True,
+    reader: bool = False,
 ) -> Iterator[HashResult]:
     """Hash every regular file named by ``paths`` (directories walked when ``recurse``).
 
     Yields one result per file in order (see :mod:`taskkit.content.walk` for the order and for
     what is
     skipped). With a ``cache``, unchanged files are not read and new digests are recorded.
-    Closing the iterator early stops the work and still records what was hashed.
+    Closing the iterator early stops the work and still records what was hashed. ``reader``:
+    many small files may go to a forked reader process (the ``taskkit hash`` command asks for
+    it; a library call inside someone's program never forks unless asked).
     """
     workers = chunkio.check_jobs(jobs)
-    run = _Run(cache, workers)
+    run = _Run(cache, workers, reader=reader)
     try:
         yield from run.results(walk(paths, recurse=recurse))
     finally:
@@ -223,7 +227,7 @@ def digests(
 class _Run:
     """One call of :func:`hash_paths`: the pool, the files in flight, the cache writes."""
 
-    def __init__(self, cache: StatCache | None, jobs: int) -> None:
+    def __init__(self, cache: StatCache | None, jobs: int, *, reader: bool = False) -> None:
         self.cache = cache
         self.clock = cache.clock if cache is not None else time.time_ns
         self.jobs = jobs
@@ -231,7 +235,7 @@ class _Run:
         self.in_flight: deque[HashResult | _Large] = deque()
         self.units_in_flight = 0
         self.to_record: list[CacheEntry] = []
-        self.use_reader = jobs > 1
+        self.use_reader = reader and jobs > 1
         self.reader: Reader | None = None
 
     def close(self) -> None:

@@ -139,7 +139,7 @@ out = {{}}
 for jobs in (1, 2):
     cache = StatCache.open(os.path.join(root, f"cache{{jobs}}"), clock=lambda: 10**18)
     rows = []
-    for r in hash_paths([os.path.join(root, "tree")], jobs=jobs, cache=cache):
+    for r in hash_paths([os.path.join(root, "tree")], jobs=jobs, cache=cache, reader=True):
         if isinstance(r, FileDigest):
             rows.append([r.path, r.digest.hex, r.size, r.cached, len(r.chunks)])
         else:
@@ -177,7 +177,7 @@ def spy(cls):
     return reader
 Reader.start = classmethod(spy)
 rows = []
-for r in hash_paths([{str(tree)!r}], jobs=2):
+for r in hash_paths([{str(tree)!r}], jobs=2, reader=True):
     rows.append([os.path.basename(r.path), r.digest.hex])
     if len(rows) == 1:
         os.kill(readers[0].pid, signal.SIGKILL)
@@ -208,10 +208,10 @@ def spy(cls):
     pids.append(reader.pid)
     return reader
 Reader.start = classmethod(spy)
-results = hash_paths([{str(tree)!r}], jobs=2)
+results = hash_paths([{str(tree)!r}], jobs=2, reader=True)
 next(results)
 results.close()
-list(hash_paths([{str(tree)!r}], jobs=2))
+list(hash_paths([{str(tree)!r}], jobs=2, reader=True))
 alive = []
 for pid in pids:
     try:
@@ -319,7 +319,7 @@ def run(jobs, name="cache"):
     try:
         return [[os.path.basename(r.path), type(r).__name__, getattr(r, "cached", None),
                  r.digest.hex if isinstance(r, FileDigest) else None]
-                for r in hash_paths([tree], jobs=jobs, cache=cache)]
+                for r in hash_paths([tree], jobs=jobs, cache=cache, reader=True)]
     finally:
         cache.close()
 run(1)  # fill the cache, then give the run without a reader a copy of it
