@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import fsspec
 import pytest
@@ -240,7 +241,7 @@ def test_one_stat_cache_range_query_per_prefix(
 
     class Counting(StatCache):
         ranges = 0
-        read: list[bytes] = []
+        read: ClassVar[list[bytes]] = []
 
         def keys_under(self, directory: str | os.PathLike[str]) -> list[bytes]:
             Counting.ranges += 1
