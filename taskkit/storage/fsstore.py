@@ -174,7 +174,7 @@ class FsspecStore(Store):
             return []
         if not stat_module.S_ISDIR(top.st_mode):
             return [] if is_temporary(root) else [self._local_file(root, top)]
-        found: builtins.list[tuple[str, os.stat_result]] = []
+        found: builtins.list[RemoteFile] = []  # made at once: no stat result is kept per file
         pending = [root]
         while pending:
             directory = pending.pop()
@@ -191,11 +191,12 @@ class FsspecStore(Store):
                                 st = item.stat(follow_symlinks=False)
                             except FileNotFoundError:
                                 continue  # gone since the directory was read
-                        found.append((item.path, st))
+                        if not is_temporary(item.name):
+                            found.append(self._local_file(item.path, st))
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 continue  # as fsspec's walk: a directory that cannot be read lists nothing
-        found.sort(key=lambda pair: pair[0])
-        return [self._local_file(name, st) for name, st in found if not is_temporary(name)]
+        found.sort(key=lambda file: file.key)
+        return found
 
     def load(self, key: str) -> tuple[bytes, str] | None:
         what = f"cannot read {self.url(key)}"

@@ -349,19 +349,31 @@ def list_input(item: Input, stores: Stores) -> tuple[Store, str, list[tuple[str,
     """What one input names, as one listing (or, for a single file, one stat) sees it: the
     store, the listed prefix (ending in ``/``; '' for a single file), and each file with its
     name below the prefix ('' for a single file); a glob's non-matching names left out."""
+    store, prefix, files = _listed(item, stores)
+    return store, prefix, [(_name(file, prefix), file) for file in files]
+
+
+def _name(file: RemoteFile, prefix: str) -> str:
+    """The name of a listed file below its prefix ('' for the file a single input names)."""
+    if not prefix:
+        return ""
+    return file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
+
+
+def _listed(item: Input, stores: Stores) -> tuple[Store, str, list[RemoteFile]]:
+    """:func:`list_input` without a name held per file (they are cut from the keys when
+    needed: at a million files, the names alone would hold a hundred megabytes)."""
     glob = item.glob
     if glob is None and not item.is_prefix:
         store, key = stores.open(item.source)
-        return store, "", [("", _stat(store, key))]
+        return store, "", [_stat(store, key)]
     store, key = stores.open(item.source if glob is None else glob[0])
     matches = None if glob is None else glob_regex(glob[1])
     prefix = key.rstrip("/") + "/"
-    found = []
-    for file in store.list(key if key.endswith("/") else prefix):
-        name = file.key[len(prefix) :] if file.key.startswith(prefix) else file.key
-        if matches is None or matches.fullmatch(name):
-            found.append((name, file))
-    return store, prefix, found
+    files = store.list(key if key.endswith("/") else prefix)
+    if matches is not None:
+        files = [file for file in files if matches.fullmatch(_name(file, prefix))]
+    return store, prefix, files
 
 
 def _expand(
@@ -371,9 +383,9 @@ def _expand(
     the scope in which stale files are looked for. Paths are joined as strings: each name has
     been checked to have no empty, ``.`` or ``..`` segment, so the join is already normal."""
     base = resolve_dest(workdir, item.dest)
-    store, prefix, listed = list_input(item, stores)
+    store, prefix, listed = _listed(item, stores)
     if not prefix:
-        ((_, file),) = listed
+        (file,) = listed
         if item.dest.endswith("/") or base.is_dir():
             name = source_name(file.key)
             check_name(name, file.url)  # an http(s) URL may end in '..'
@@ -385,7 +397,10 @@ def _expand(
     room = _PATH_MAX - 256 - len(os.fsencode(head))  # bytes of name a path here may hold
     found: list[_Found] = []
     problems: list[Problem] = []
-    for name, file in listed:
+    cut = len(prefix)
+    for file in listed:
+        key = file.key
+        name = key[cut:] if key.startswith(prefix) else key
         if name.endswith("/") and file.size == 0:
             continue  # a directory marker blob
         problem = name_problem(name)
@@ -407,7 +422,7 @@ def _expand(
             f"{shown_url(item.source)!r} {verb} nothing (use --allow-empty if that is expected)"
         )
     matches = None if item.glob is None else glob_regex(item.glob[1])
-    keys = frozenset(file.key for _, file in listed)
+    keys = frozenset(file.key for file in listed)
     return found, problems, _Scope(store, prefix, base, matches, keys)
 
 
