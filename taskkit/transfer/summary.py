@@ -8,8 +8,9 @@ tells what it does as it goes is :mod:`taskkit.transfer.telling`'s.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -25,6 +26,7 @@ __all__ = [
     "Problem",
     "Published",
     "Summary",
+    "collecting_less",
     "format_size",
     "run_plan",
     "stage_line",
@@ -150,6 +152,20 @@ def warn_passed(plan: UploadPlan, warn: Callable[[str], None]) -> None:
         warn(f"not uploading {passed.path!r}: {passed.reason}")
 
 
+@contextlib.contextmanager
+def collecting_less() -> Iterator[None]:
+    """No cyclic garbage collection while the block runs (then as it was). A plan of many
+    files makes several objects a file, none in a cycle; each collection walks them all
+    again, which cost a quarter of the time of planning 100,000 files."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run_plan(
     make_plan: Callable[[Stores, StatCache | None], _P],
     *,
@@ -180,7 +196,8 @@ def run_plan(
             cache = StatCache.for_run(dry_run=dry_run, environ=environ)
             if cache is not None:
                 stack.enter_context(cache)
-        the_plan = make_plan(stores, cache)
+        with collecting_less():
+            the_plan = make_plan(stores, cache)
         if on_plan is not None:
             on_plan(the_plan)
         summary = planned(the_plan) if dry_run else execute(the_plan, cache)
