@@ -228,7 +228,7 @@ def execute(
     done: list[_Done] = []
     recorded_at = time.monotonic()
     results: queue.Queue[tuple[PlanEntry, _Done | BaseException]] = queue.Queue()
-    workers = _Workers(run.stage, work, results, transfers.jobs, transfers.stop)
+    workers = _Workers(run.stage, work, results, _parallel(work, transfers.jobs), transfers.stop)
     try:
         for _ in range(len(work)):
             while True:
@@ -256,6 +256,14 @@ def execute(
             _record(cache, done, [e for e in plan.entries if e.action == "skip"])
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _parallel(work: Sequence[PlanEntry], jobs: int) -> int:
+    """Files staged at once: ``jobs``, unless every store of ``work`` takes fewer best
+    (:attr:`~taskkit.storage.base.Store.parallel_files`). Ranges of large files are fetched
+    ``jobs`` at a time either way."""
+    caps = {entry.store.parallel_files for entry in work}
+    return jobs if None in caps or not caps else min(jobs, max(c for c in caps if c))
 
 
 def _record_now(cache: StatCache, done: list[_Done]) -> float:
