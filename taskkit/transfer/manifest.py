@@ -67,13 +67,14 @@ class Manifest(NamedTuple):
                 "format": FORMAT,
                 "created": self.created,
                 "task": dict(self.task),
-                "files": [
-                    {"name": f.name, "digest": str(f.digest), "size": f.size} for f in self.files
-                ],
+                "files": self._files_json(),
             },
             separators=(",", ":"),
             ensure_ascii=False,
         ).encode()
+
+    def _files_json(self) -> list[dict[str, object]]:
+        return [{"name": f.name, "digest": str(f.digest), "size": f.size} for f in self.files]
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> Manifest:
@@ -97,6 +98,29 @@ class Manifest(NamedTuple):
         return self.files == other.files and self.task.get("fingerprint") == other.task.get(
             "fingerprint"
         )
+
+    def said_by(self, data: bytes) -> bool:
+        """Whether the manifest ``data`` publishes what this one does (:meth:`same_files`),
+        told without a value per file: its files, written as this one writes them, must be
+        exactly this one's, so a manifest spelt otherwise (or no manifest) counts as
+        different and is rewritten, never the other way round."""
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return False
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            return False
+        task = obj.get("task")
+        if task is not None and not isinstance(task, dict):
+            return False
+        if (task or {}).get("fingerprint") != self.task.get("fingerprint"):
+            return False
+        return _compact(obj.get("files")) == _compact(self._files_json())
+
+
+def _compact(value: object) -> str:
+    """``value`` in JSON as a manifest writes it: the one spelling compared."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _text(value: object) -> str:

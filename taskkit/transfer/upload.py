@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, combine_chunks, hash_bytes, hash_chunk
-from taskkit.content.statcache import CacheEntry, StatCache, path_key
-from taskkit.content.walk import inside
+from taskkit.content.statcache import CacheEntry, StatCache
 from taskkit.exceptions import (
     ConfigError,
     InputNotFound,
@@ -59,13 +58,14 @@ from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
 from taskkit.transfer.summary import Problem, Published, Summary, run_plan
 from taskkit.transfer.telling import Telling
-from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, plan
+from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, path_keys, plan
 
 __all__ = [
     "CHANGE_ATTEMPTS",
     "DEFAULT_JOBS",
     "MAX_BLOCKS",
     "MEMORY_BUDGET",
+    "SMALL_BATCH",
     "block_size",
     "execute",
     "planned",
@@ -78,6 +78,8 @@ DEFAULT_JOBS = 8
 MAX_BLOCKS = 50_000
 #: Reads of a file that keeps changing before it is reported.
 CHANGE_ATTEMPTS = 3
+#: Files of up to one chunk sent in turn by one thread, as one task of its pool.
+SMALL_BATCH = 64
 #: Bytes of blocks read and not yet sent, whatever ``jobs`` is: eight 8 MiB blocks, so that
 #: the default ``-j 8`` keeps eight requests in flight (48 MiB, staging's budget, held six).
 MEMORY_BUDGET = 64 * 1024 * 1024
@@ -218,19 +220,17 @@ def execute(
     run = _Run(jobs or DEFAULT_JOBS, on_bytes, plan.workdir)
     sent: list[_Sent] = []
     try:
-        futures = {run.files.submit(run.send, e): e for e in entries if e.action == "send"}
-        for future in as_completed(futures):
-            entry = futures[future]
-            try:
-                result = future.result()
-            except _Stopped:
+        batches = _batches([e for e in entries if e.action == "send"], run.jobs)
+        futures = [run.files.submit(run.send_all, batch) for batch in batches]
+        for entry, result in (r for f in as_completed(futures) for r in f.result()):
+            if isinstance(result, _Stopped):
                 summary.failed += 1
                 continue
-            except TaskFailure as exc:
+            if isinstance(result, TaskFailure):
                 summary.failed += 1
-                summary.problems.append(Problem(entry.local, exc))
+                summary.problems.append(Problem(entry.local, result))
                 if on_file is not None:
-                    on_file(entry, exc)
+                    on_file(entry, result)
                 continue
             sent.append(result)
             summary.transferred += 1
@@ -248,6 +248,16 @@ def execute(
         _publish_all(plan, digests, task, fence, summary, report)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _batches(entries: list[UploadEntry], jobs: int) -> list[list[UploadEntry]]:
+    """``entries`` in the groups one thread sends in turn: a file larger than a chunk alone
+    (its blocks go in parallel), smaller ones together, so that the cost of a task and its
+    result is paid per group, not per file, while every thread still gets several groups."""
+    small = [e for e in entries if e.size <= CHUNK_SIZE]
+    size = max(1, min(SMALL_BATCH, len(small) // (4 * jobs)))
+    groups = [small[i : i + size] for i in range(0, len(small), size)]
+    return [[e] for e in entries if e.size > CHUNK_SIZE] + groups
 
 
 class _Fenced(Exception):
@@ -328,7 +338,7 @@ def _publish(
     if existing is not None and all(e.action == "skip" for e in publication.entries):
         with contextlib.suppress(TaskFailure):
             there = store.read(existing, 0, existing.size)
-            if Manifest.parse(there, publication.manifest_url).same_files(manifest):
+            if manifest.said_by(there):
                 return Published(publication.manifest_url, existing.version, there)
     data = manifest.to_bytes()
     _pass(fence)
@@ -344,6 +354,9 @@ class _Run:
     ) -> None:
         self.on_bytes = on_bytes or (lambda n, reused: None)
         self.workdir = workdir
+        self.jobs = jobs
+        #: What a real path inside ``workdir`` starts with.
+        self.inside = str(workdir).rstrip("/") + "/"
         self.files = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-upload")
         self.blocks = ThreadPoolExecutor(jobs, thread_name_prefix="taskkit-block")
         self._slots = threading.BoundedSemaphore(jobs)
@@ -360,6 +373,18 @@ class _Run:
     def _hold(self, size: int) -> Iterator[None]:
         with self._slots, self._budget.hold(size):
             yield
+
+    def send_all(
+        self, entries: list[UploadEntry]
+    ) -> list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]:
+        """Send ``entries`` in turn; what became of each."""
+        done: list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]] = []
+        for entry in entries:
+            try:
+                done.append((entry, self.send(entry)))
+            except (TaskFailure, _Stopped) as exc:
+                done.append((entry, exc))
+        return done
 
     def send(self, entry: UploadEntry) -> _Sent:
         try:
@@ -382,7 +407,7 @@ class _Run:
             except OSError as exc:
                 raise from_os_error(exc, "cannot upload") from exc
             try:
-                if _leads_out(fd, entry.path, self.workdir):
+                if _leads_out(fd, entry.path, self.inside):
                     raise LinkOut(f"{what}: it leads out of the working directory through a link")
                 before = os.fstat(fd)
                 if before.st_size <= CHUNK_SIZE:
@@ -471,14 +496,15 @@ def _read(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _leads_out(fd: int, path: Path, workdir: Path) -> bool:
-    """Whether the file open at ``fd`` lies outside ``workdir``: the plan passed over links
-    leading out, but one may have appeared since (a directory swapped for a link)."""
+def _leads_out(fd: int, path: Path, inside: str) -> bool:
+    """Whether the file open at ``fd`` lies outside the working directory, whose real path
+    followed by ``/`` is ``inside``: the plan passed over links leading out, but one may have
+    appeared since (a directory swapped for a link). A file is never the directory itself."""
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")  # the very file opened, not a later lookup
     except OSError:
         real = os.path.realpath(path)
-    return not inside(workdir, Path(real))
+    return not real.startswith(inside)
 
 
 def _check(fd: int, before: os.stat_result, complete: bool) -> None:
@@ -498,7 +524,7 @@ def _record(cache: StatCache, sent: list[_Sent]) -> None:
     """Record sent files with the blob they are now, if untouched since they were read."""
     recorded_ns = cache.clock()
     rows = []
-    for item in sent:
+    for item, key in zip(sent, path_keys([s.entry.path for s in sent]), strict=True):
         try:
             st = os.stat(item.entry.path)
         except OSError:
@@ -507,7 +533,7 @@ def _record(cache: StatCache, sent: list[_Sent]) -> None:
             continue
         rows.append(
             CacheEntry.of(
-                path_key(item.entry.path),
+                key,
                 st,
                 item.digest,
                 item.chunks,

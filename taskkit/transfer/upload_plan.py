@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 
 from taskkit.content.digest import Digest
 from taskkit.content.hashing import digests, hash_file
-from taskkit.content.statcache import StatCache, path_key
+from taskkit.content.statcache import CacheEntry, StatCache
 from taskkit.content.walk import Skipped
 from taskkit.exceptions import (
     ConfigError,
@@ -38,7 +38,15 @@ from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Match, Output, expand, shown
 from taskkit.transfer.summary import Problem, format_size
 
-__all__ = ["MANIFEST_NAME", "Publication", "UploadAction", "UploadEntry", "UploadPlan", "plan"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Publication",
+    "UploadAction",
+    "UploadEntry",
+    "UploadPlan",
+    "path_keys",
+    "plan",
+]
 
 #: The blob written last under each DEST: the published set of files.
 MANIFEST_NAME = "_taskkit_manifest.json"
@@ -200,6 +208,8 @@ def _without_clashes(
 ) -> tuple[list[Publication], list[Problem]]:
     """Refuse a second file for one blob across DESTs (nested prefixes: ``run/`` and
     ``run/logs/``)."""
+    if len(publications) < 2:
+        return publications, []  # one DEST's names are unique already
     taken: dict[str, UploadEntry] = {}
     kept, problems = [], []
     for publication in publications:
@@ -239,21 +249,46 @@ def _publication(
         raise ConfigError(f"cannot upload to {dest!r}: {exc}") from exc
     manifest = listed.pop(prefix + MANIFEST_NAME, None)
     problems: list[Problem] = []
-    named: dict[str, Match] = {}
+    named: dict[str, tuple[Match, str]] = {}
+    below = str(root).rstrip("/") + "/"
     for match in matches:
-        local = shown(root, match.path)
+        local = _shown(root, below, match.path)
         clash = named.get(match.name)
         problem = _name_problem(match.name)
-        if problem is None and clash is not None and clash.path != match.path:
-            problem = f"{shown(root, clash.path)!r} goes to the same name"
+        if problem is None and clash is not None and clash[0].path != match.path:
+            problem = f"{clash[1]!r} goes to the same name"
         if problem is not None:
             problems.append(
                 Problem(local, DataError(f"cannot upload {local!r} to {dest!r}: {problem}"))
             )
             continue
-        named.setdefault(match.name, match)
-    entries = _decide(root, store, prefix, named, listed, cache, record, jobs)
+        named.setdefault(match.name, (match, local))
+    entries = _decide(store, prefix, named, listed, cache, record, jobs)
     return Publication(dest, store, prefix, tuple(entries), manifest), problems
+
+
+def _shown(root: Path, below: str, path: Path) -> str:
+    """:func:`~taskkit.transfer.patterns.shown` for ``path``; ``below`` is ``root``'s name
+    ending in ``/``. A path found under ``root`` starts with it, and then its rest is the
+    relative path, unless a ``..`` (which pathlib keeps) needs the slow way."""
+    text = str(path)
+    if text.startswith(below) and "/.." not in text:
+        return text[len(below) :]
+    return shown(root, path)
+
+
+def path_keys(paths: Sequence[Path]) -> list[bytes]:
+    """:func:`~taskkit.content.statcache.path_key` of each of ``paths``, each directory's real
+    path resolved once, not once per file in it."""
+    real: dict[str, str] = {}
+    keys = []
+    for path in paths:
+        head, tail = os.path.split(path)
+        base = real.get(head)
+        if base is None:
+            base = real[head] = os.path.realpath(head or ".")
+        keys.append(os.fsencode(os.path.join(base, tail)))
+    return keys
 
 
 def _name_problem(name: str) -> str | None:
@@ -270,10 +305,9 @@ def _name_problem(name: str) -> str | None:
 
 
 def _decide(
-    root: Path,
     store: Store,
     prefix: str,
-    named: dict[str, Match],
+    named: dict[str, tuple[Match, str]],
     listed: dict[str, RemoteFile],
     cache: StatCache | None,
     record: bool,
@@ -282,11 +316,14 @@ def _decide(
     """Each file's action. ``cache`` is consulted; what is hashed here is recorded in it
     only when ``record`` (a dry run writes nothing)."""
     writable = cache if record else None
-    keys = {name: path_key(m.path) for name, m in named.items()}
-    known = cache.lookup(sorted(keys.values())) if cache is not None and keys else {}
+    keys: dict[str, bytes] = {}
+    known: dict[bytes, CacheEntry] = {}
+    if cache is not None and named:
+        keys = dict(zip(named, path_keys([m.path for m, _ in named.values()]), strict=True))
+        known = cache.lookup(sorted(keys.values()))
     decided: dict[str, tuple[UploadAction, str, Digest | None]] = {}
     to_hash: dict[str, Digest] = {}
-    for name, match in named.items():
+    for name, (match, _) in named.items():
         key = prefix + name
         remote = listed.get(key)
         if remote is None:
@@ -295,7 +332,7 @@ def _decide(
         if remote.size != match.stat.st_size:
             decided[name] = ("send", "the destination differs (size)", None)
             continue
-        entry = known.get(keys[name])
+        entry = known.get(keys[name]) if keys else None
         if entry is not None and not StatCache.fresh(entry, match.stat):
             entry = None  # the file changed since it was recorded
         if entry is not None and (entry.source, entry.etag) == (
@@ -315,15 +352,15 @@ def _decide(
                 decided[name] = ("send", "the destination differs", entry.digest)
             continue
         to_hash[name] = expected
-    hashed = digests([named[n].path for n in to_hash], cache=writable, jobs=jobs)
+    hashed = digests([named[n][0].path for n in to_hash], cache=writable, jobs=jobs)
     for name, expected in to_hash.items():
-        digest = hashed.get(named[name].path)
+        digest = hashed.get(named[name][0].path)
         if digest == expected:
             decided[name] = ("skip", "same digest at the destination (hashed)", digest)
         else:
             decided[name] = ("send", "the destination differs", digest)
     entries = []
-    for name, match in named.items():
+    for name, (match, local) in named.items():
         action, reason, digest = decided[name]
         key = prefix + name
         entries.append(
@@ -331,7 +368,7 @@ def _decide(
                 action,
                 reason,
                 match.path,
-                shown(root, match.path),
+                local,
                 name,
                 key,
                 store.url(key),

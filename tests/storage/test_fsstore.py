@@ -1,12 +1,14 @@
 """taskkit.storage.fsstore for stores that key a file by its whole URL (http, https): the URL is
 shown
 once and without its token, and a file's identity (the stat-cache's provenance, the node
-cache's key) does not change when the token does."""
+cache's key) does not change when the token does. Local writes: a key only ever holds a whole
+file, even when the writer is killed."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from http_fakes import BODY, http_server
@@ -84,3 +86,77 @@ def test_an_http_files_password_is_shown_masked_and_left_out_of_its_identity(
     assert s1.identity(k1) == s2.identity(k2) == public
     assert file.url == s1.url(k1) == base.replace("http://", "http://reader:***@") + "/ok/a.bin"
     assert set(sent) == {"Basic " + base64.b64encode(b"reader:Rmlyc3Q").decode()}
+
+
+# -- local writes (the write side, without fsspec's local layer) ------------------------------
+
+_WRITER = """
+import sys
+from taskkit.storage.retry import RetryBudget
+from taskkit.storage.stores import Stores
+with Stores(RetryBudget()) as stores:
+    store, prefix = stores.open(sys.argv[1])
+    size = int(sys.argv[2])
+    for i in range(1_000_000):
+        key = f"{prefix.rstrip('/')}/d{i % 3}/f{i % 5}.bin"
+        if i % 2:
+            store.put(key, bytes([i % 251]) * size, {})
+        else:
+            writer = store.writer(key)
+            for block in range(4):
+                writer.write(f"{block}", bytes([i % 251]) * (size // 4))
+            writer.commit([str(b) for b in range(4)], {})
+        print(i, flush=True)
+"""
+
+
+def test_a_local_write_killed_anywhere_leaves_only_whole_files_at_final_names(
+    tmp_path: Path,
+) -> None:
+    """A real process putting and block-writing files (new names and replacements, into
+    directories it makes) is killed with SIGKILL at several points: every file at a final name
+    holds one whole version; only taskkit's own partial names may hold less, one per name."""
+    import signal
+    import subprocess
+    import sys
+
+    from taskkit.storage.base import is_temporary
+
+    dest = tmp_path / "dest"
+    size = 256 * 1024
+    for rounds in (3, 11, 29, 47):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, dest.as_uri() + "/", str(size)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        for _ in range(rounds):  # the child has done this many writes: it is mid-way now
+            assert child.stdout.readline(), "the writer ended early"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        finals = [p for p in dest.rglob("*") if p.is_file() and not is_temporary(str(p))]
+        assert finals
+        for path in finals:
+            data = path.read_bytes()
+            assert len(data) == size, path
+            assert data == data[:1] * size, path
+        partial = [p for p in dest.rglob("*") if p.is_file() and is_temporary(str(p))]
+        assert len(partial) <= 15  # one per name at most (3 directories x 5 names)
+
+
+def test_a_local_put_makes_its_directory_and_reports_the_listed_version(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """put() into directories that do not exist yet makes them, leaves no partial file, and
+    returns the version the listing then shows; a parent that is a file is a clear failure."""
+    from taskkit.exceptions import TaskkitError
+
+    store, prefix = stores.open((tmp_path / "new").as_uri() + "/")
+    key = prefix.rstrip("/") + "/a/b/c.bin"
+    version = store.put(key, b"abc", {})
+    assert [(f.key, f.version) for f in store.list(prefix)] == [(key, version)]
+    assert sorted(p.name for p in (tmp_path / "new" / "a" / "b").iterdir()) == ["c.bin"]
+    with pytest.raises(TaskkitError):
+        store.put(key + "/under-a-file.bin", b"x", {})

@@ -143,3 +143,59 @@ def test_same_files_ignores_created_and_task() -> None:
     assert not one.same_files(Manifest((A, B._replace(size=3)), {}, ""))
     assert not one.same_files(Manifest((A, B._replace(digest=hash_bytes(b"x"))), {}, ""))
     assert not one.same_files(Manifest((A, B._replace(name="sub/c.bin")), {}, ""))
+
+
+def said(manifest: Manifest, **changes: object) -> bytes:
+    """``manifest``'s bytes with top-level fields replaced (None: removed)."""
+    obj = json.loads(manifest.to_bytes())
+    for field, value in changes.items():
+        if value is None:
+            obj.pop(field, None)
+        else:
+            obj[field] = value
+    return json.dumps(obj).encode()
+
+
+def test_said_by_agrees_with_same_files_for_every_kind_of_difference() -> None:
+    """said_by(bytes) is same_files(parse(bytes)) for manifests that differ in a file's
+    digest, size or name, in the set of files, in their fingerprint, or only in task and time;
+    the bytes' spacing does not matter."""
+    one = Manifest.of([A, B], {"task_id": "t1", "fingerprint": "f1"})
+    others = [
+        Manifest.of([A, B], {"task_id": "t2", "attempt": 4, "fingerprint": "f1"}),
+        Manifest.of([A], {"fingerprint": "f1"}),
+        Manifest.of([A, B, UNICODE], {"fingerprint": "f1"}),
+        Manifest.of([A, B._replace(size=3)], {"fingerprint": "f1"}),
+        Manifest.of([A, B._replace(digest=hash_bytes(b"x"))], {"fingerprint": "f1"}),
+        Manifest.of([A, B._replace(name="sub/c.bin")], {"fingerprint": "f1"}),
+        Manifest.of([A, B], {"fingerprint": "f2"}),
+        Manifest.of([A, B], {}),
+    ]
+    for other in others:
+        for data in (other.to_bytes(), json.dumps(json.loads(other.to_bytes()), indent=2).encode()):
+            assert one.said_by(data) == one.same_files(Manifest.parse(data, "m")), other
+    assert one.said_by(others[0].to_bytes())
+    assert Manifest.of([UNICODE], {}).said_by(Manifest.of([UNICODE], {"a": 1}).to_bytes())
+
+
+def test_said_by_counts_anything_else_as_different() -> None:
+    """Not JSON, another format, no files, a size spelt true or 1.0 for 1, a task that is not an
+    object: not the same (the manifest is rewritten), never an exception."""
+    one = Manifest.of([A], {})
+    files = json.loads(one.to_bytes())["files"]
+    spelt = [dict(files[0], size=True)], [dict(files[0], size=1.0)]
+    for data in (
+        b"",
+        b"\xff",
+        b"[]",
+        b'"text"',
+        said(one, format="taskkit-manifest-0"),
+        said(one, format=None),
+        said(one, files=None),
+        said(one, files={"a.txt": 1}),
+        said(one, files=spelt[0]),
+        said(one, files=spelt[1]),
+        said(one, task=["fingerprint"]),
+    ):
+        assert not one.said_by(data), data
+    assert one.said_by(said(one, task=None))  # no task: no fingerprint, as none here

@@ -36,7 +36,15 @@ from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest, ManifestFile
 from taskkit.transfer.patterns import parse_output
 from taskkit.transfer.summary import Summary
-from taskkit.transfer.upload import CHANGE_ATTEMPTS, MAX_BLOCKS, block_size, execute, upload
+from taskkit.transfer.upload import (
+    CHANGE_ATTEMPTS,
+    MAX_BLOCKS,
+    SMALL_BATCH,
+    _batches,
+    block_size,
+    execute,
+    upload,
+)
 from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadEntry, UploadPlan, plan
 
 MiB = 1024 * 1024
@@ -869,3 +877,45 @@ def test_given_stores_are_used_and_left_open(
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
     assert counts.users() == {id(counts.opened[0])}
+
+
+def test_small_files_go_in_groups_each_file_once_and_a_large_one_alone(
+    memory: fsspec.AbstractFileSystem, workdir: Path
+) -> None:
+    """The groups one thread sends in turn hold every file to send exactly once, a file
+    larger than a chunk alone, at most SMALL_BATCH small ones together, and enough groups
+    that every thread gets several."""
+    make(workdir, {f"s/{i:04d}.txt": b"x" * (i % 7) for i in range(1000)})
+    make(workdir, {"big.bin": b"b" * (CHUNK_SIZE + 1), "edge.bin": b"e" * CHUNK_SIZE})
+    the_plan = plan([parse_output("**=memory://d/")], workdir=workdir, stores=FakeStores())
+    sent = [e for e in the_plan.entries if e.action == "send"]
+    for jobs in (1, 2, 8, 64):
+        groups = _batches(sent, jobs)
+        assert sorted(e.local for g in groups for e in g) == sorted(e.local for e in sent)
+        assert [e.local for g in groups for e in g if len(g) == 1 and e.size > CHUNK_SIZE] == [
+            "big.bin"
+        ]
+        assert all(len(g) <= SMALL_BATCH for g in groups)
+        assert all(e.size <= CHUNK_SIZE for g in groups if len(g) > 1 for e in g)
+        assert len(groups) >= min(len(sent), 4 * jobs)
+    assert _batches([], 8) == []
+
+
+def test_a_failure_inside_a_group_fails_that_file_only(
+    memory: fsspec.AbstractFileSystem, workdir: Path
+) -> None:
+    """Files vanished after planning, scattered through the groups: each is reported once
+    (66), every other file of its group and of the others lands exact, the counts add up,
+    and no manifest is written."""
+    files = {f"s/{i:04d}.txt": f"file {i}".encode() for i in range(600)}
+    make(workdir, files)
+    the_plan = plan([parse_output("**=memory://d/")], workdir=workdir, stores=FakeStores())
+    gone = {f"s/{i:04d}.txt" for i in (0, 1, 63, 64, 65, 300, 599)}
+    for name in gone:
+        (workdir / name).unlink()
+    summary = execute(the_plan, task={}, jobs=2)
+    assert sorted(p.what for p in summary.problems) == sorted(gone)
+    assert all(isinstance(p.error, InputNotFound) for p in summary.problems)
+    assert (summary.transferred, summary.failed) == (600 - len(gone), len(gone))
+    landed = {k.removeprefix("/d/"): memory.cat_file(k) for k in memory.find("/d/")}
+    assert landed == {name: data for name, data in files.items() if name not in gone}

@@ -25,7 +25,7 @@ from taskkit.storage.base import RemoteFile, file_metadata
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Output, parse_output
-from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadPlan, plan
+from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadPlan, path_keys, plan
 
 LEADS_OUT = "a link that leads out of the working directory"
 
@@ -418,3 +418,50 @@ def test_a_dest_that_cannot_be_opened_or_listed_is_a_problem_of_that_dest(
     assert isinstance(problems["fake://gone/"], ConfigError)
     assert problems["fake://gone/"].exit_code == 78
     assert "cannot upload to 'fake://gone/'" in str(problems["fake://gone/"])
+
+
+def test_path_keys_are_the_stat_caches_keys_and_each_its_own_paths(tmp_path: Path) -> None:
+    """The batched keys equal path_key one by one, in order: a directory reached through a
+    link resolves (once per directory, never leaking into a neighbour's files of the same
+    name), a file that is itself a link keeps its own name, a relative path is absolute."""
+    real = tmp_path / "real"
+    other = tmp_path / "other"
+    make(real, {"a.bin": b"1", "b.bin": b"2"})
+    make(other, {"a.bin": b"3"})
+    (tmp_path / "via").symlink_to(real)
+    (real / "link.bin").symlink_to(real / "a.bin")
+    paths = [
+        tmp_path / "via" / "a.bin",
+        other / "a.bin",
+        real / "b.bin",
+        tmp_path / "via" / "link.bin",
+        real / "a.bin",
+        Path(os.path.relpath(other / "a.bin")),
+    ]
+    keys = path_keys(paths)
+    assert keys == [path_key(p) for p in paths]
+    assert keys[0] == keys[4] != keys[1]
+    assert keys[3].endswith(b"/real/link.bin")
+
+
+def test_a_plans_shown_names_are_relative_to_the_working_directory(
+    memory: None, stores: Stores, workdir: Path
+) -> None:
+    """Every entry's local name is its path relative to the working directory, as
+    os.path.relpath says: for a literal file, files at any depth, and files reached through a
+    link to a directory inside it (named by the link, not by its target)."""
+    make(workdir, {"out/a.txt": b"a", "out/sub/b.txt": b"b", "c.txt": b"c"})
+    (workdir / "out" / "link").symlink_to(workdir / "out" / "sub")
+    the_plan = plan(
+        outputs("out/**=memory://bucket/x/", "./c.txt=memory://bucket/y/"),
+        workdir=workdir,
+        stores=stores,
+    )
+    for entry in the_plan.entries:
+        assert entry.local == os.path.relpath(entry.path, workdir)
+    assert sorted(e.local for e in the_plan.entries) == [
+        "c.txt",
+        "out/a.txt",
+        "out/link/b.txt",
+        "out/sub/b.txt",
+    ]
