@@ -99,14 +99,15 @@ with Stores(RetryBudget()) as stores:
     size = int(sys.argv[2])
     for i in range(1_000_000):
         key = f"{prefix.rstrip('/')}/d{i % 3}/f{i % 5}.bin"
+        data = bytes([i % 251]) * size
+        print(i, flush=True)  # said before the write: a kill that follows lands inside it
         if i % 2:
-            store.put(key, bytes([i % 251]) * size, {})
+            store.put(key, data, {})
         else:
             writer = store.writer(key)
             for block in range(4):
-                writer.write(f"{block}", bytes([i % 251]) * (size // 4))
+                writer.write(f"{block}", data[: size // 4])
             writer.commit([str(b) for b in range(4)], {})
-        print(i, flush=True)
 """
 
 
@@ -123,27 +124,27 @@ def test_a_local_write_killed_anywhere_leaves_only_whole_files_at_final_names(
     from taskkit.storage.base import is_temporary
 
     dest = tmp_path / "dest"
-    size = 256 * 1024
-    for rounds in (3, 11, 29, 47):
+    size = 4 * 1024 * 1024  # most of the writer's time is inside a write
+    for rounds in range(1, 17):
         child = subprocess.Popen(
             [sys.executable, "-c", _WRITER, dest.as_uri() + "/", str(size)],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert child.stdout is not None
-        for _ in range(rounds):  # the child has done this many writes: it is mid-way now
+        for _ in range(rounds):  # the child is starting its write number ``rounds``
             assert child.stdout.readline(), "the writer ended early"
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
         finals = [p for p in dest.rglob("*") if p.is_file() and not is_temporary(str(p))]
-        assert finals
         for path in finals:
             data = path.read_bytes()
             assert len(data) == size, path
             assert data == data[:1] * size, path
         partial = [p for p in dest.rglob("*") if p.is_file() and is_temporary(str(p))]
         assert len(partial) <= 15  # one per name at most (3 directories x 5 names)
+    assert len(finals) == 15  # the later rounds replaced files, not only wrote new ones
 
 
 def test_a_local_put_makes_its_directory_and_reports_the_listed_version(
