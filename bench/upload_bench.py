@@ -37,10 +37,23 @@ run by run (a, b, c, a, b, c, ...) so that a noisy neighbour hurts them all alik
    Next to the start-up floors ``python -c 'import adlfs'``, ``python -m taskkit --version``
    and ``python -c 'import azure.storage.blob.aio'`` (what the raw anchor imports).
 
+4. MANY SMALL FILES to a ``file://`` DEST on the same disk (``--small``: this section only, no
+   Azurite), for each tree (``--small-tree DIR``, repeatable; default: 20,000 x 4 KiB written
+   here, in 20 directories), run by run in turn:
+
+   a. ``cp -r TREE COPY``, the anchor;
+   b. COLD ``python -m taskkit upload -o '**=file://DST/' --workdir TREE --json`` into an
+      empty DST with a fresh stat-cache;
+   c. UNCHANGED: the same command again, DST and stat-cache kept (every file skipped).
+
+   Printed: cold / cp -r (target <= 2.0x) and the unchanged run's wall time (target <= 0.6 s
+   for 20,000 files).
+
 MB/s are decimal (1e6 bytes per second), sizes binary (MiB). Needs Azurite (``make test``
 installs it) and GNU time at /usr/bin/time (else no peak RSS or CPU time is reported).
 
-Run: ``.venv/bin/python bench/upload_bench.py [--runs N] [--jobs J] [--quick]``
+Run: ``.venv/bin/python bench/upload_bench.py [--runs N] [--jobs J] [--quick] [--small]
+[--small-tree DIR]...``
 """
 
 from __future__ import annotations
@@ -50,7 +63,9 @@ import collections
 import compileall
 import os
 import platform
+import random
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -445,6 +460,57 @@ class Bench:
         print()
 
 
+def small_files(number: int, args: argparse.Namespace, scratch: Path) -> list[str]:
+    """Section 4: cp -r, a cold and an unchanged upload of each tree to file://; the anomalies."""
+    problems: list[str] = []
+    trees = [Path(t).resolve() for t in args.small_tree]
+    if not trees:
+        tree = scratch / "small"
+        rng = random.Random(20_000)
+        for d in range(20):
+            (tree / f"d{d:04d}").mkdir(parents=True)
+            for f in range(1000):
+                (tree / f"d{d:04d}" / f"f{f:06d}.bin").write_bytes(rng.randbytes(4096))
+        trees = [tree]
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)  # files touched < 2 s before a record: racy
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKKIT_", "AZ_BATCH_"))}
+    for tree in trees:
+        count = sum(len(files) for _, _, files in os.walk(tree))
+        print(f"{number}. MANY SMALL FILES: {tree} ({count} files) to file:// on the same disk, "
+              f"{args.runs} run(s) each")  # fmt: skip
+        print_load()
+        cp, cold, warm = Timing("cp -r"), Timing("taskkit upload, cold"), Timing("unchanged")
+        for i in range(args.runs):
+            work = scratch / f"small-{i}"
+            work.mkdir()
+            dst, cache = work / "dst", work / "cache"
+            argv = [PYTHON, "-m", "taskkit", "upload", "-o", f"**={dst.as_uri()}/",
+                    "--workdir", str(tree), "-j", str(args.jobs), "--json"]  # fmt: skip
+            if i == 0:
+                print(f"  $ {shlex.join(argv)}")
+            for timing, command, want in (
+                (cp, ["cp", "-r", str(tree), str(work / "copy")], None),
+                (cold, argv, {"files": count, "transferred": count, "failed": 0}),
+                (warm, argv, {"files": count, "skipped": count, "transferred": 0}),
+            ):
+                os.sync()  # no dirty pages of an earlier run written during this one
+                proc = spawn(command, {**env, "TASKKIT_CACHE_DIR": str(cache)}, scratch)
+                got = proc.summary()
+                if proc.code != 0 or (want and any(got.get(k) != v for k, v in want.items())):
+                    problems.append(f"{timing.label}: exit {proc.code}, {got or proc.stderr}")
+                    print(f"  ANOMALY: {problems[-1]}")
+                timing.procs.append(proc)
+            shutil.rmtree(work)
+        print_table([cp, cold, warm])
+        print_ratio_header(f"Ratios ({number}; wall times)", RATIO_WIDTH)
+        print_ratio("cold upload / cp -r", cold, cp, "<= 2.0", RATIO_WIDTH)
+        verdict = "met" if warm.median <= 0.6 * count / 20_000 else "MISSED"
+        print(f"  {'unchanged upload, seconds':<{RATIO_WIDTH}} {warm.median:7.2f}s "
+              f"{warm.best:7.2f}s  target <= {0.6 * count / 20_000:.1f} s: {verdict}")  # fmt: skip
+        print()
+    return problems
+
+
 def adlfs_note() -> str:
     from fsspec.asyn import _get_batch_size
 
@@ -486,6 +552,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="2 x 64 MiB instead of 2 x 512 MiB, for a smoke run"
     )
+    parser.add_argument(
+        "--small", action="store_true", help="only section 4 (many small files to file://)"
+    )
+    parser.add_argument(
+        "--small-tree", action="append", default=[], metavar="DIR",
+        help="a tree of small files for section 4 (repeatable) [20,000 x 4 KiB written here]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if min(args.runs, args.jobs) < 1:
         parser.error("--runs and --jobs must be >= 1")
@@ -497,6 +570,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.perf_counter()
+    if args.small:
+        with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp:
+            problems = small_files(4, args, Path(tmp))
+        code = report_anomalies(problems, "No anomaly: every run exited 0 as expected.")
+        print(f"load average {load()} at the end; total {time.perf_counter() - began:.0f} s")
+        return code
     azurite = find_azurite(cwd=REPO)
     compileall.compile_dir(str(Path(taskkit.__file__).parent), quiet=1)
     print_header(args, azurite)
@@ -513,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.cold(number, ds)
         bench.unchanged(len(args.datasets) + 1, args.datasets)
         bench.service.close()
+        bench.problems += small_files(len(args.datasets) + 2, args, scratch)
     code = report_anomalies(
         bench.problems,
         "No anomaly: every run exited 0, every checked container holds the files, the\n"

@@ -244,7 +244,7 @@ def execute(
         if cache is not None:
             _record(cache, sent)
     if not summary.problems:
-        digests = {s.entry.path: (s.digest, s.stat.st_size) for s in sent}
+        digests = {s.entry.key: (s.digest, s.stat.st_size) for s in sent}
         _publish_all(plan, digests, task, fence, summary, report)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -298,7 +298,7 @@ def _unpublish(plan: UploadPlan, fence: Callable[[], None] | None = None) -> Pro
 
 def _publish_all(
     plan: UploadPlan,
-    sent: Mapping[Path, tuple[Digest, int]],
+    sent: Mapping[str, tuple[Digest, int]],
     task: Mapping[str, str | int] | None,
     fence: Callable[[], None] | None,
     summary: Summary,
@@ -320,7 +320,7 @@ def _publish_all(
 
 def _publish(
     publication: Publication,
-    sent: Mapping[Path, tuple[Digest, int]],
+    sent: Mapping[str, tuple[Digest, int]],
     task: Mapping[str, str | int] | None,
     fence: Callable[[], None] | None = None,
 ) -> Published:
@@ -329,7 +329,7 @@ def _publish(
     which may have changed since the plan was made."""
     files = []
     for entry in publication.entries:
-        digest, size = sent.get(entry.path) or (entry.digest, entry.size)
+        digest, size = sent.get(entry.key) or (entry.digest, entry.size)
         assert digest is not None  # a skipped file's digest is known
         files.append(ManifestFile(entry.name, digest, size))
     manifest = Manifest.of(files, task)

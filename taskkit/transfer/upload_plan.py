@@ -251,10 +251,11 @@ def _publication(
     problems: list[Problem] = []
     named: dict[str, tuple[Match, str]] = {}
     below = str(root).rstrip("/") + "/"
+    checked: dict[str, bool] = {}
     for match in matches:
         local = _shown(root, below, match.path)
         clash = named.get(match.name)
-        problem = _name_problem(match.name)
+        problem = _name_problem(match.name, checked)
         if problem is None and clash is not None and clash[0].path != match.path:
             problem = f"{clash[1]!r} goes to the same name"
         if problem is not None:
@@ -291,8 +292,24 @@ def path_keys(paths: Sequence[Path]) -> list[bytes]:
     return keys
 
 
-def _name_problem(name: str) -> str | None:
+#: Names this long have their whole length checked: below it, a name whose directory and
+#: file name pass :func:`~taskkit.transfer.stage_plan.name_problem` passes too (4 bytes a
+#: character at most, well within its limit on a whole path).
+_LONG_NAME = 900
+
+
+def _name_problem(name: str, checked: dict[str, bool]) -> str | None:
+    """Why ``name`` cannot be uploaded, or None; ``checked`` remembers the directories of
+    earlier names found fine, so each is checked once, not once per file in it."""
     from taskkit.transfer.stage_plan import name_problem
+
+    head, slash, tail = name.rpartition("/")
+    if slash and len(name) < _LONG_NAME:
+        fine = checked.get(head)
+        if fine is None:
+            fine = checked[head] = name_problem(head) is None and _utf8(head)
+        if fine and name_problem(tail) is None and _utf8(tail):
+            return None
 
     try:
         name.encode("utf-8")
@@ -379,6 +396,14 @@ def _decide(
             )
         )
     return entries
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _local_digest(store: Store, remote: RemoteFile, cache: StatCache | None) -> Digest | None:

@@ -25,7 +25,13 @@ from taskkit.storage.base import RemoteFile, file_metadata
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Output, parse_output
-from taskkit.transfer.upload_plan import MANIFEST_NAME, UploadPlan, path_keys, plan
+from taskkit.transfer.upload_plan import (
+    MANIFEST_NAME,
+    UploadPlan,
+    _name_problem,
+    path_keys,
+    plan,
+)
 
 LEADS_OUT = "a link that leads out of the working directory"
 
@@ -465,3 +471,37 @@ def test_a_plans_shown_names_are_relative_to_the_working_directory(
         "out/link/b.txt",
         "out/sub/b.txt",
     ]
+
+
+def whole_name_problem(name: str) -> str | None:
+    """What _name_problem says, checking the whole name every time (as it did before)."""
+    from taskkit.transfer.stage_plan import name_problem
+
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8, which blob names must be"
+    if name == MANIFEST_NAME:
+        return f"{MANIFEST_NAME} is the name of taskkit's manifest"
+    problem = name_problem(name)
+    return f"{problem}, so it could not be staged back" if problem else None
+
+
+def test_names_checked_a_directory_at_a_time_get_the_whole_names_verdict() -> None:
+    """Directories remembered as fine never hide a bad file name in them, nor a bad directory
+    a fine one: for every name, in any order, the verdict (and its words) is that of checking
+    the whole name: slashes, dots, control characters, taskkit's own names, surrogates,
+    over-long segments and over-long whole names."""
+    seg = "s" * 200
+    names = [
+        "a/b.txt", "a/b\x01.txt", "a/.taskkit-x", "a/..", "a/.", "a/", "/a/b", "a//b",
+        "a\\b/c", "a/b\\c", "a/\udcff", "\udcff/a", "a/" + "n" * 256, "n" * 256 + "/a",
+        "x/.taskkit-d/a", "x/.taskkit-d/b", "sub/" + MANIFEST_NAME, MANIFEST_NAME, "plain",
+        "/".join([seg] * 4), "/".join([seg] * 19), "/".join([seg] * 20), "é/" + "é" * 100,
+        "a/b/c/d.txt", "a/b/c/\x7f", "./a", "../a", "a/../b",
+    ]  # fmt: skip
+    for order in (names, names[::-1], sorted(names)):
+        checked: dict[str, bool] = {}
+        for name in order:
+            assert _name_problem(name, checked) == whole_name_problem(name), name
+    assert whole_name_problem("/".join([seg] * 20)) is not None  # the long case is covered
