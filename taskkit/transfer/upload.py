@@ -66,6 +66,7 @@ __all__ = [
     "MAX_BLOCKS",
     "MEMORY_BUDGET",
     "SMALL_BATCH",
+    "SMALL_BATCH_BYTES",
     "block_size",
     "execute",
     "planned",
@@ -80,6 +81,8 @@ MAX_BLOCKS = 50_000
 CHANGE_ATTEMPTS = 3
 #: Files of up to one chunk sent in turn by one thread, as one task of its pool.
 SMALL_BATCH = 64
+#: Bytes of a group of files sent in turn by one thread, at most (unless one file is more).
+SMALL_BATCH_BYTES = 1024 * 1024
 #: Bytes of blocks read and not yet sent, whatever ``jobs`` is: eight 8 MiB blocks, so that
 #: the default ``-j 8`` keeps eight requests in flight (48 MiB, staging's budget, held six).
 MEMORY_BUDGET = 64 * 1024 * 1024
@@ -255,8 +258,17 @@ def _batches(entries: list[UploadEntry], jobs: int) -> list[list[UploadEntry]]:
     (its blocks go in parallel), smaller ones together, so that the cost of a task and its
     result is paid per group, not per file, while every thread still gets several groups."""
     small = [e for e in entries if e.size <= CHUNK_SIZE]
-    size = max(1, min(SMALL_BATCH, len(small) // (4 * jobs)))
-    groups = [small[i : i + size] for i in range(0, len(small), size)]
+    most = max(1, min(SMALL_BATCH, len(small) // (4 * jobs)))
+    groups: list[list[UploadEntry]] = []
+    held = 0
+    for entry in small:
+        # Bytes bound a group too: the last groups, sent while other threads may idle, stay
+        # short, so files of a MiB or more still go one by one.
+        if not groups or len(groups[-1]) >= most or held + entry.size > SMALL_BATCH_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(entry)
+        held += entry.size
     return [[e] for e in entries if e.size > CHUNK_SIZE] + groups
 
 

@@ -40,6 +40,7 @@ from taskkit.transfer.upload import (
     CHANGE_ATTEMPTS,
     MAX_BLOCKS,
     SMALL_BATCH,
+    SMALL_BATCH_BYTES,
     _batches,
     block_size,
     execute,
@@ -883,9 +884,10 @@ def test_small_files_go_in_groups_each_file_once_and_a_large_one_alone(
     memory: fsspec.AbstractFileSystem, workdir: Path
 ) -> None:
     """The groups one thread sends in turn hold every file to send exactly once, a file
-    larger than a chunk alone, at most SMALL_BATCH small ones together, and enough groups
-    that every thread gets several."""
+    larger than a chunk alone, at most SMALL_BATCH small ones and SMALL_BATCH_BYTES together,
+    and enough groups that every thread gets several."""
     make(workdir, {f"s/{i:04d}.txt": b"x" * (i % 7) for i in range(1000)})
+    make(workdir, {f"m/{i:02d}.bin": b"m" * (300 * 1024) for i in range(20)})
     make(workdir, {"big.bin": b"b" * (CHUNK_SIZE + 1), "edge.bin": b"e" * CHUNK_SIZE})
     the_plan = plan([parse_output("**=memory://d/")], workdir=workdir, stores=FakeStores())
     sent = [e for e in the_plan.entries if e.action == "send"]
@@ -896,6 +898,7 @@ def test_small_files_go_in_groups_each_file_once_and_a_large_one_alone(
             "big.bin"
         ]
         assert all(len(g) <= SMALL_BATCH for g in groups)
+        assert all(sum(e.size for e in g) <= SMALL_BATCH_BYTES for g in groups if len(g) > 1)
         assert all(e.size <= CHUNK_SIZE for g in groups if len(g) > 1 for e in g)
         assert len(groups) >= min(len(sent), 4 * jobs)
     assert _batches([], 8) == []
