@@ -225,20 +225,20 @@ class FsspecStore(Store):
     # filesystem that is one rename, so the key never holds a partial file.
 
     def _published(self, temp: str, key: str) -> str:
-        if self._local(key):
+        if self._local_key(key):
             os.rename(temp, key)
             return self._version(_stamp(os.stat(key)))
         self.fs.mv(temp, key)
         return self._version(self.fs.info(key))
 
-    def _local(self, key: str) -> bool:
+    def _local_key(self, key: str) -> bool:
         """Whether ``key`` is a local path the OS is called on directly: fsspec's local
         filesystem adds a dozen calls to each open, write and move, the cost of a small file."""
-        return self.protocol == "file" and os.path.isabs(key)
+        return self._local and os.path.isabs(key)
 
     def _write(self, key: str, data: bytes, after: int | None = None) -> str:
         temp = temporary_key(key)
-        if self._local(key):
+        if self._local_key(key):
             _write_local(temp, key, data, after)
             return self._published(temp, key)
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
