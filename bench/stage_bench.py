@@ -46,6 +46,14 @@ timed from its start to its exit, interpreter start-up and imports included):
 4. ``--jobs-sweep [2,4,8,16,32]``: taskkit and the raw-SDK anchor, cold, small and large, at each
    J (``--sweep-runs`` runs each, default 1): the measurement behind taskkit's default of 8.
 
+5. ``--small-files`` (``--small-only``: this section alone, seeding only its data): many small
+   blobs, cold, ``tiny/`` = 2,000 blobs of 64 KiB and ``small/``, against the raw-SDK anchor AT
+   ITS BEST: the anchor at each J of ``--anchor-jobs`` [8,16,32,64] and taskkit at each J of
+   ``--taskkit-jobs`` [its default], all taking turns run by run (``--runs`` each), with each
+   process's CPU time (user + system: Azurite and the client share two cores here, so the
+   client's CPU is the client's speed). The ratios: taskkit at each J / the fastest anchor J
+   (throughput, target >= 1.0).
+
 ``--quick`` shrinks everything for a smoke run (20 x 1 MiB, 2 x 32 MiB, one run, and no 2 GiB
 stage unless ``--big-rss``). MB/s are decimal (1e6 bytes per second), sizes binary (MiB, GiB).
 Data lives under ``--workdir`` (default ``.bench/`` at the repository root, ignored by git), in
@@ -53,7 +61,8 @@ Data lives under ``--workdir`` (default ``.bench/`` at the repository root, igno
 
 Needs Azurite: ``npm install --prefix .azurite azurite`` (``make test`` does it).
 
-Run: ``.venv/bin/python bench/stage_bench.py [--runs N] [--jobs J] [--quick] [--jobs-sweep]``
+Run: ``.venv/bin/python bench/stage_bench.py [--runs N] [--jobs J] [--quick] [--jobs-sweep]
+[--small-files | --small-only] [--anchor-jobs J,J,...] [--taskkit-jobs J,J,...]``
 """
 
 from __future__ import annotations
@@ -122,6 +131,8 @@ CONTAINER = "stagebench"
 SETTLE_S = RACY_WINDOW_NS / 1e9 + 0.1
 RSS_TARGET_MB = 200
 SWEEP_DEFAULT = "2,4,8,16,32"
+#: Section 5: the anchor's concurrencies, of which its best is the one taskkit must match.
+ANCHOR_JOBS_DEFAULT = "8,16,32,64"
 
 # -- the anchors, run as files under the work directory -------------------------------------------
 
@@ -236,7 +247,9 @@ for line in sys.stdin:
         print(json.dumps({"error": str(exc)}), flush=True)
         continue
     code = os.waitstatus_to_exitcode(status)
-    print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "code": code}), flush=True)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "cpu": cpu,
+                      "code": code}), flush=True)
 """
 
 
@@ -319,7 +332,8 @@ class Spawner:
     seeded blobs for a while, would report this script's peak. The helper is a bare Python
     (about 10 MiB): it ``posix_spawn``s each command and returns its wall time (from before
     the spawn to after the reap) and ``os.wait4``'s rusage of that child alone (not
-    ``getrusage(RUSAGE_CHILDREN)``, the largest of every child reaped so far).
+    ``getrusage(RUSAGE_CHILDREN)``, the largest of every child reaped so far), with the CPU
+    time (user + system) of that child.
     """
 
     def __init__(self) -> None:
@@ -351,7 +365,7 @@ class Spawner:
             list(argv),
             done["seconds"],
             rss_kib=done["maxrss_kib"],
-            cpu=None,  # not measured here
+            cpu=done["cpu"],
             code=done["code"],
             stdout=self._out.read_text(errors="replace"),
             stderr=self._err.read_text(errors="replace"),
@@ -757,6 +771,49 @@ class Bench:
             print(f"  {jobs:>3}{cells_text}{mark}")
         print()
 
+    def small_files(
+        self,
+        datasets: Sequence[Dataset],
+        anchor_jobs: Sequence[int],
+        taskkit_jobs: Sequence[int],
+        runs: int,
+    ) -> None:
+        print(f"5. SMALL FILES, cold, against the raw SDK at its best J ({runs} runs each, "
+              "every variant taking turns)")  # fmt: skip
+        for n, ds in enumerate(datasets):
+            print(f"5{'abcdef'[n]}. {ds.describe()}")
+            print_load()
+            variants = [
+                dataclasses.replace(
+                    self.cold_variants(ds, jobs, anchors=False)[0], label=f"taskkit stage -j {jobs}"
+                )
+                for jobs in taskkit_jobs
+            ]
+            anchors = [
+                Variant(f"raw SDK aio, Semaphore({jobs})", self.sdk(ds, jobs, "ranged"), ds)
+                for jobs in anchor_jobs
+            ]
+            for v in [*variants, *anchors]:
+                print(f"  $ {shown(v.argv(Path('W')))}")
+            timings = self.measure([*variants, *anchors], runs)
+            print_table(list(timings.values()), ds.total, cpu=True, rate_note=RATES)
+            best = min((timings[a.label] for a in anchors), key=lambda t: t.median)
+            per_file = {label: t.median / ds.count * 1e3 for label, t in timings.items()}
+            print(f"  the anchor's best: {best.label} ({per_file[best.label]:.2f} ms per file)")
+            print_ratio_header(
+                f"Ratios (5{'abcdef'[n]}; throughput against the best anchor, > 1: taskkit faster)",
+                RATIO_WIDTH,
+            )
+            for v in variants:
+                print_ratio(f"{v.label} / {best.label}", best, timings[v.label], ">= 1.0",
+                            RATIO_WIDTH)  # fmt: skip
+            for v in variants:
+                cpu = statistics.median(p.cpu or 0.0 for p in timings[v.label].procs)
+                anchor_cpu = statistics.median(p.cpu or 0.0 for p in best.procs)
+                print(f"  CPU of {v.label} / CPU of the best anchor: {cpu / anchor_cpu:.2f}x "
+                      f"({cpu:.2f} s / {anchor_cpu:.2f} s)")  # fmt: skip
+            print()
+
 
 def slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:60]
@@ -847,6 +904,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sweep-runs", type=int, default=1, help="runs per sweep cell [1]")
     parser.add_argument(
+        "--small-files",
+        action="store_true",
+        help="also run section 5: 2,000 x 64 KiB and the 1 MiB blobs against the best raw SDK",
+    )
+    parser.add_argument(
+        "--small-only", action="store_true", help="run section 5 alone (implies --small-files)"
+    )
+    parser.add_argument(
+        "--anchor-jobs",
+        default=ANCHOR_JOBS_DEFAULT,
+        metavar="J,J,...",
+        help=f"section 5: the raw SDK's concurrencies [{ANCHOR_JOBS_DEFAULT}]",
+    )
+    parser.add_argument(
+        "--taskkit-jobs",
+        default=str(DEFAULT_JOBS),
+        metavar="J,J,...",
+        help=f"section 5: taskkit's concurrencies [{DEFAULT_JOBS}, its default]",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=REPO / ".bench", help="where the data lives [.bench/]"
     )
     args = parser.parse_args(argv)
@@ -858,8 +935,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.sweep = [int(j) for j in args.jobs_sweep.split(",")] if args.jobs_sweep else []
     except ValueError:
         parser.error(f"--jobs-sweep takes numbers separated by commas, not {args.jobs_sweep!r}")
-    if min([args.runs, args.jobs, args.sweep_runs, *args.sweep]) < 1:
-        parser.error("--runs, --jobs, --sweep-runs and the sweep's J must be >= 1")
+    try:
+        args.anchor_jobs = [int(j) for j in args.anchor_jobs.split(",")]
+        args.taskkit_jobs = [int(j) for j in args.taskkit_jobs.split(",")]
+    except ValueError:
+        parser.error("--anchor-jobs and --taskkit-jobs take numbers separated by commas")
+    args.small_files = args.small_files or args.small_only
+    if min([args.runs, args.jobs, args.sweep_runs, *args.sweep, *args.anchor_jobs,
+            *args.taskkit_jobs]) < 1:  # fmt: skip
+        parser.error("--runs, --jobs, --sweep-runs and every J must be >= 1")
     args.workdir = args.workdir.resolve()
     if args.quick:
         args.datasets = [Dataset("small", 20, 1 * MIB), Dataset("large", 2, 32 * MIB)]
@@ -867,6 +951,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     else:
         args.datasets = [Dataset("small", 200, 1 * MIB), Dataset("large", 4, 256 * MIB)]
         args.big = Dataset("big", 2, 1 * GIB) if args.big_rss else None
+    args.tiny = Dataset("tiny", 200 if args.quick else 2000, 64 * KIB)
+    if args.small_only:  # section 5 alone: neither the large blobs nor the 2 GiB
+        args.datasets, args.big = args.datasets[:1], None
     return args
 
 
@@ -882,16 +969,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Azurite (pid {az.pid}) up in {az.startup_seconds:.1f} s at {az.blob_endpoint}")
         print("0. Seeding with the Azure SDK (upload_blob, max_concurrency=4)")
         datasets = [*args.datasets, *([args.big] if args.big is not None else [])]
+        if args.small_files:
+            datasets.append(args.tiny)
         digests = seed(az, datasets)
         print()
         bench = Bench(args, az, digests, spawner)
         bench.write_scripts()
         bench.startup(args.runs)
-        cold = bench.cold(args.datasets, args.runs, args.jobs)
-        bench.warm(args.datasets, args.runs, args.jobs)
-        bench.rss(args.big, cold, args.jobs)
+        if not args.small_only:
+            cold = bench.cold(args.datasets, args.runs, args.jobs)
+            bench.warm(args.datasets, args.runs, args.jobs)
+            bench.rss(args.big, cold, args.jobs)
         if args.sweep:
             bench.sweep(args.datasets, args.sweep, args.sweep_runs)
+        if args.small_files:
+            small = [args.tiny, args.datasets[0]]
+            bench.small_files(small, args.anchor_jobs, args.taskkit_jobs, args.runs)
     shutil.rmtree(args.workdir / "stage" / "cache", ignore_errors=True)
     shutil.rmtree(args.workdir / "stage" / "out", ignore_errors=True)
     if source_fingerprint() != source:
