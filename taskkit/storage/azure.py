@@ -45,6 +45,11 @@ _COMPRESSED = {
     "compress": "application/x-compress",
     "br": "application/x-brotli",
 }
+#: Blobs per listing request: the service's largest page.
+LIST_PAGE = 5000
+#: A listed blob: its name in the container, size, etag (as listed) and metadata.
+_Listed = tuple[str, int, str, dict[str, str]]
+_Listing = list[_Listed]  # named here: in AzureStore, ``list`` is the method
 #: Seconds to open a connection, and to wait for the next bytes of a response.
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -120,19 +125,69 @@ class AzureStore(Store):
 
     def list(self, key: str) -> list[RemoteFile]:
         container, prefix = self._split(key)
-
-        async def listing() -> list[Any]:
-            blobs = self._client.get_container_client(container).list_blobs(
-                name_starts_with=prefix or None, include=["metadata"], results_per_page=5000
-            )
-            return [blob async for blob in blobs]
-
-        found = self.call(lambda: self._sync(listing), f"cannot list {self._where(key)}")
-        return [
-            self._file(container, props)
-            for props in found
+        found: _Listing = self.call(
+            lambda: self._sync(self._listing, container, prefix), f"cannot list {self._where(key)}"
+        )
+        files = []
+        for name, size, etag, metadata in found:
             # Hierarchical-namespace accounts list their directories as empty marker blobs.
-            if (props.metadata or {}).get("hdi_isfolder") != "true"
+            if metadata.get("hdi_isfolder") == "true":
+                continue
+            blob = f"{container}/{name}"
+            files.append(
+                RemoteFile(self.url(blob), blob, size, _etag(etag), metadata_digest(metadata, size))
+            )
+        return files
+
+    async def _listing(self, container: str, prefix: str, page: int = LIST_PAGE) -> _Listing:
+        """Every blob whose name starts with ``prefix``: name, size, etag and metadata, one
+        request per ``page`` blobs.
+
+        The pages are the SDK's List Blobs requests, sent through the client's own pipeline
+        (credential, API version, transport), but their XML is read here: the SDK's model
+        deserializer spends about 0.3 ms of CPU per blob (0.65 s for 2,000, half a minute for
+        100,000), ElementTree a seventh of that. An answer other than 200 is asked again
+        through the SDK's own listing, so that an error is exactly the SDK's (which
+        :func:`~taskkit.storage.errors.translate` knows)."""
+        from urllib.parse import quote
+
+        from azure.core.rest import HttpRequest
+
+        client = self._client.get_container_client(container)
+        found: _Listing = []
+        marker = ""
+        while True:
+            params = {"restype": "container", "comp": "list", "include": "metadata"}
+            params["maxresults"] = str(page)
+            if prefix:
+                params["prefix"] = prefix
+            if marker:
+                params["marker"] = marker
+            request = HttpRequest(
+                "GET",
+                client.url,
+                # azure-core joins the parameters as given: quoted here, as the SDK's own.
+                params={name: quote(value, safe="") for name, value in params.items()},
+                headers={"x-ms-version": client.api_version, "Accept": "application/xml"},
+            )
+            response = await client._client._send_request(request)
+            if response.status_code != 200:
+                await response.close()  # its body may be consumed already (the SDK's hooks)
+                return await self._sdk_listing(client, prefix, page)
+            listed, marker = _page(await response.read())
+            found += listed
+            if not marker:
+                return found
+
+    @staticmethod
+    async def _sdk_listing(client: Any, prefix: str, page: int) -> _Listing:
+        """:meth:`_listing` through the SDK's models: its errors are the SDK's."""
+        blobs = client.list_blobs(
+            name_starts_with=prefix or None, include=["metadata"], results_per_page=page
+        )
+        return [
+            (props.name, int(props.size), str(props.etag), dict(props.metadata or {}))
+            async for props in blobs
         ]
 
     def has_files(self, key: str) -> bool:
@@ -376,6 +431,35 @@ def _environment_matters() -> bool:
         return Path(netrc).exists() if netrc is not None else (Path.home() / ".netrc").exists()
     except (OSError, RuntimeError):  # no home to look in: let aiohttp decide, as it always did
         return True
+
+
+def _page(body: bytes) -> tuple[list[_Listed], str]:
+    """The blobs of one List Blobs answer, and the marker of the next page ("" at the end).
+    A name the service could not put in XML as it is comes percent-encoded (Encoded="true"),
+    as the SDK decodes it."""
+    from urllib.parse import unquote
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(body)
+    listed: _Listing = []
+    for blob in root.iterfind("Blobs/Blob"):
+        tag = blob.find("Name")
+        name = _field(blob, "Name")
+        if tag is not None and tag.get("Encoded") == "true":
+            name = unquote(name)
+        found = blob.find("Metadata")
+        metadata = {} if found is None else {m.tag: m.text or "" for m in found}
+        size = int(_field(blob, "Properties/Content-Length"))
+        listed.append((name, size, _field(blob, "Properties/Etag"), metadata))
+    return listed, root.findtext("NextMarker") or ""
+
+
+def _field(element: Any, path: str) -> str:
+    """The text at ``path`` under a listed blob, which the service always sends."""
+    text = element.findtext(path)
+    if not text:
+        raise TransientError(f"a listing page has a blob without {path}")
+    return str(text)
 
 
 def _etag(value: object) -> str:
