@@ -3,8 +3,8 @@
 final path, on a real Azurite; the next attempt stages the new version whole.
 
 The overwrite happens at a set moment, not by timing: after the first 8 MiB range of a
-multi-range download has landed (the observer's ``progress``, one range at a time with
-``jobs=1``), or between plan and execute for a file of one range (its ``plan``). The new
+multi-range download has been read (the store's ``read`` returned it; one range at a time with
+``jobs=1``), or between plan and execute for a file of one range (the observer's ``plan``). The new
 version has the same size, so nothing but the etag tells the versions apart.
 """
 
@@ -19,8 +19,9 @@ from observing import OnPlan
 from taskkit.content.digest import CHUNK_SIZE, hash_bytes
 from taskkit.content.statcache import StatCache
 from taskkit.exceptions import SourceChanged
-from taskkit.observer import NullObserver, Observer, Progress
-from taskkit.storage.base import file_metadata
+from taskkit.observer import Observer
+from taskkit.storage.azure import AzureStore
+from taskkit.storage.base import RemoteFile, file_metadata
 from taskkit.testing import Azurite
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.stage import stage
@@ -96,6 +97,7 @@ def test_a_blob_overwritten_mid_download_is_75_and_nothing_at_the_final_path(
     tmp_path: Path,
     node_cache: bool,
     declared: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Overwritten (same size) after the first of three ranges landed: the next range is
     refused by its If-Match, the file fails with SourceChanged (75) and nothing is at its
@@ -104,18 +106,20 @@ def test_a_blob_overwritten_mid_download_is_75_and_nothing_at_the_final_path(
     source = Source(azurite, azurite_container, "in/data.bin", declared)
     source.write(old)
     landed: list[int] = []
+    read = AzureStore.read
 
-    class OverwriteAfterFirstRange(NullObserver):
-        def progress(self, progress: Progress) -> None:
-            count = progress.bytes - sum(landed)
-            if count:
-                landed.append(count)
-                if len(landed) == 1:
-                    source.write(new)
+    def overwrite_after_first_range(
+        store: AzureStore, file: RemoteFile, offset: int, length: int
+    ) -> bytes:
+        data = read(store, file, offset, length)
+        landed.append(len(data))
+        if len(landed) == 1:
+            source.write(new)
+        return data
 
-    summary = staged(
-        azurite, source, workdir, tmp_path, node_cache, observer=OverwriteAfterFirstRange()
-    )
+    monkeypatch.setattr(AzureStore, "read", overwrite_after_first_range)
+    summary = staged(azurite, source, workdir, tmp_path, node_cache)
+    monkeypatch.undo()
     assert landed[0] == CHUNK_SIZE  # the overwrite came after one whole range, mid-download
     assert_refused_as_changed(summary, source, workdir)
     assert landed == [CHUNK_SIZE], "no byte of the new version landed"
