@@ -21,6 +21,7 @@ all become :class:`~taskkit.exceptions.Conflict` (:func:`~taskkit.storage.errors
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import mimetypes
 import os
@@ -129,23 +130,26 @@ class AzureStore(Store):
 
     def list(self, key: str) -> list[RemoteFile]:
         container, prefix = self._split(key)
-        found: _Listing = self.call(
+        files: list[RemoteFile] = self.call(
             lambda: self._sync(self._listing, container, prefix), f"cannot list {self._where(key)}"
         )
-        files = []
-        for name, size, etag, metadata in found:
+        return files
+
+    def _files(self, container: str, listed: _Listing, into: builtins.list[RemoteFile]) -> None:
+        """The files of one page, added to ``into`` as they are made, so that only one page of
+        names and metadata is held beside the RemoteFiles."""
+        for name, size, etag, metadata in listed:
             # Hierarchical-namespace accounts list their directories as empty marker blobs.
             if metadata.get("hdi_isfolder") == "true":
                 continue
             blob = f"{container}/{name}"
-            files.append(
-                RemoteFile(self.url(blob), blob, size, _etag(etag), metadata_digest(metadata, size))
-            )
-        return files
+            digest = metadata_digest(metadata, size)
+            into.append(RemoteFile(self.url(blob), blob, size, _etag(etag), digest))
 
-    async def _listing(self, container: str, prefix: str, page: int = LIST_PAGE) -> _Listing:
-        """Every blob whose name starts with ``prefix``: name, size, etag and metadata, one
-        request per ``page`` blobs.
+    async def _listing(
+        self, container: str, prefix: str, page: int = LIST_PAGE
+    ) -> builtins.list[RemoteFile]:
+        """Every file whose name starts with ``prefix``, one request per ``page`` blobs.
 
         The pages are the SDK's List Blobs requests, sent through the client's own pipeline
         (credential, API version, transport), but their XML is read here: the SDK's model
@@ -158,7 +162,7 @@ class AzureStore(Store):
         from azure.core.rest import HttpRequest
 
         client = self._client.get_container_client(container)
-        found: _Listing = []
+        found: builtins.list[RemoteFile] = []
         marker = ""
         while True:
             params = {"restype": "container", "comp": "list", "include": "metadata"}
@@ -177,9 +181,11 @@ class AzureStore(Store):
             response = await client._client._send_request(request)
             if response.status_code != 200:
                 await response.close()  # its body may be consumed already (the SDK's hooks)
-                return await self._sdk_listing(client, prefix, page)
+                found = []
+                self._files(container, await self._sdk_listing(client, prefix, page), found)
+                return found
             listed, marker = _page(await response.read())
-            found += listed
+            self._files(container, listed, found)
             if not marker:
                 return found
 

@@ -115,8 +115,9 @@ def test_every_page_is_read(azurite: Azurite, seeded: str, store: AzureStore, pa
     ours = azurite.operations(since)
     since = azurite.log_offset()
     client = store._client.get_container_client(seeded)
-    sdks = store._sync(AzureStore._sdk_listing, client, "in/", page)
-    assert [name for name, *_ in found] == sorted(NAMES)
+    sdks: list[RemoteFile] = []
+    store._files(seeded, store._sync(AzureStore._sdk_listing, client, "in/", page), sdks)
+    assert [f.key for f in found] == [f"{seeded}/{name}" for name in sorted(NAMES)]
     assert found == sdks
     assert ours == azurite.operations(since)
     assert len(ours) >= -(-len(NAMES) // page)
@@ -140,7 +141,9 @@ def test_a_missing_container_fails_as_the_sdks_listing(
 
     async def sdk_only(container: str, prefix: str, page: int = azure.LIST_PAGE) -> object:
         client = store._client.get_container_client(container)
-        return await AzureStore._sdk_listing(client, prefix, page)
+        found: list[RemoteFile] = []
+        store._files(container, await AzureStore._sdk_listing(client, prefix, page), found)
+        return found
 
     monkeypatch.setattr(store, "_listing", sdk_only)
     assert ours == failure(lambda: store.list("nosuchcontainer/in/"))
@@ -172,7 +175,9 @@ def test_a_container_sas_lists_as_the_sdk_does(
 
         async def sdk_only(container: str, prefix: str, page: int = azure.LIST_PAGE) -> object:
             client = store._client.get_container_client(container)  # noqa: B023
-            return await AzureStore._sdk_listing(client, prefix, page)
+            found: list[RemoteFile] = []
+            store._files(container, await AzureStore._sdk_listing(client, prefix, page), found)  # noqa: B023
+            return found
 
         monkeypatch.setattr(store, "_listing", sdk_only)
         assert ours == failure(lambda: store.list(f"{seeded}/in/"))  # noqa: B023
