@@ -93,7 +93,11 @@ def jobs_option(text: str) -> Callable[[Callable[..., object]], Callable[..., ob
 #: The transfer settings of stage, upload and run, as (option names, setting, help). The
 #: values are checked where a RunSpec checks them, so the commands refuse the same values.
 _TRANSFER_OPTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("-j", "--jobs"), "jobs", "Requests in flight at once [default: 8]."),
+    (
+        ("-j", "--jobs"),
+        "jobs",
+        "Requests in flight at once [default: 32 for downloads, 8 for uploads].",
+    ),
     (
         ("--cache-dir",),
         "cache_dir",

@@ -74,10 +74,11 @@ from taskkit.transfer.telling import Telling
 
 __all__ = ["DEFAULT_JOBS", "EVICT_EVERY", "execute", "planned", "stage"]
 
-#: Requests in flight by default. Downloads wait on the network, not the CPU: measured with
-#: ``bench/stage_bench.py``, throughput stopped growing past this on Azurite and the memory
-#: bound is ``DEFAULT_JOBS * 8 MiB``.
-DEFAULT_JOBS = 8
+#: Requests in flight by default. Downloads wait on the network, not the CPU. Measured with
+#: ``bench/stage_bench.py`` (section 5): many small blobs from Azurite reached the raw SDK's
+#: best at 32 in flight and not at 8, with no more CPU; ranges of large files are held to
+#: :data:`~taskkit.transfer.download.MEMORY_BUDGET` in flight whatever this is.
+DEFAULT_JOBS = 32
 #: Seconds between two records of the files staged so far: a ``kill -9`` loses at most the
 #: provenance of the files that arrived in the last of them.
 RECORD_EVERY = 0.5
