@@ -26,7 +26,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskkit.exceptions import Conflict, InputNotFound, SourceChanged, TransientError
+from taskkit.exceptions import (
+    Conflict,
+    InputNotFound,
+    PermissionDenied,
+    SourceChanged,
+    TransientError,
+)
 from taskkit.redaction import public_url, shown_url
 from taskkit.storage.base import (
     RemoteFile,
@@ -187,15 +193,26 @@ class FsspecStore(Store):
                             continue
                         try:
                             st = item.stat()
-                        except FileNotFoundError:
-                            try:  # a dangling link: listed, as fsspec lists it; reading it fails
+                        except OSError:
+                            # A dangling link, a loop of links: listed (as fsspec lists them),
+                            # so that reading it fails for that file alone, naming it.
+                            try:
                                 st = item.stat(follow_symlinks=False)
                             except FileNotFoundError:
                                 continue  # gone since the directory was read
                         if not is_temporary(item.name):
                             found.append(self._local_file(item.path, st))
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue  # as fsspec's walk: a directory that cannot be read lists nothing
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone (or replaced by a file) since its parent was read
+            except PermissionError as exc:
+                # A directory that cannot be read fails the whole listing: a prefix listed
+                # without it would stage an input with files missing, and remove the files
+                # staged from them as if their blobs were gone.
+                raise PermissionDenied(
+                    f"cannot list {self.url(key)}: {directory!r} may not be read",
+                    path=directory,
+                    errno=exc.errno,
+                ) from exc
         found.sort(key=lambda file: file.key)
         return found
 

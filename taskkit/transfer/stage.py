@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -59,6 +60,7 @@ from taskkit.transfer.download import (
     write_error,
 )
 from taskkit.transfer.nodecache import NodeCache
+from taskkit.transfer.patterns import OWN_PREFIX
 from taskkit.transfer.stage_plan import (
     Input,
     Plan,
@@ -411,6 +413,8 @@ class _Run:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         self._refuse_link_out(entry, existing)
+        if existing == parent and self.node_cache is not None:
+            _sweep_link_temps(where)
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -644,6 +648,38 @@ class _Run:
                 os.unlink(temp)
             raise error from exc
         return st
+
+
+#: A temporary link to a node-cache object (``_Run._link``): the writer's pid and thread.
+_LINK_TEMP = re.compile(rf"{re.escape(OWN_PREFIX)}[0-9a-f]{{16}}\.(\d+)\.\d+")
+
+
+def _sweep_link_temps(directory: str) -> None:
+    """Remove from ``directory`` the temporary links a process killed while linking from the
+    node cache left there (``.taskkit-<hash>.<pid>.<thread>``): those whose process is gone.
+    Once per directory a run stages into; a name of that shape is taskkit's own."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        found = _LINK_TEMP.fullmatch(name) if name.startswith(OWN_PREFIX) else None
+        if found is None or _alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's: alive
+    return True
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:

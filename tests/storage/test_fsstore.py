@@ -2,17 +2,23 @@
 shown
 once and without its token, and a file's identity (the stat-cache's provenance, the node
 cache's key) does not change when the token does. Local writes: a key only ever holds a whole
-file, even when the writer is killed."""
+file, even when the writer is killed. Local listings: an odd entry fails alone, a directory
+that cannot be read fails the listing."""
 
 from __future__ import annotations
 
 import base64
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from http_fakes import BODY, http_server
 
+from taskkit.content.statcache import StatCache
 from taskkit.storage.stores import Stores
 
 TOKEN = "sv=2026-10-06&se={}&sr=b&sp=r&sig={}"
@@ -161,3 +167,69 @@ def test_a_local_put_makes_its_directory_and_reports_the_listed_version(
     assert sorted(p.name for p in (tmp_path / "new" / "a" / "b").iterdir()) == ["c.bin"]
     with pytest.raises(TaskkitError):
         store.put(key + "/under-a-file.bin", b"x", {})
+
+
+# -- local listings: odd entries fail alone, an unreadable directory fails the listing -------
+
+
+def test_a_loop_of_links_and_a_dangling_link_fail_alone(tmp_path: Path) -> None:
+    """A loop of symbolic links and a dangling one are listed, so that staging fails them one
+    by one, naming each (exit 66), and stages every other file of the prefix."""
+    from taskkit.transfer.stage import stage
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "sub" / "b.txt").write_text("b")
+    (src / "sub" / "loop1").symlink_to("loop2")
+    (src / "sub" / "loop2").symlink_to("loop1")
+    (src / "dangling").symlink_to("nowhere")
+    with StatCache.open(tmp_path / "cache") as cache:
+        summary = stage([f"file://{src}/=in/"], workdir=tmp_path / "w", cache=cache)
+    assert (tmp_path / "w" / "in" / "a.txt").read_text() == "a"
+    assert (tmp_path / "w" / "in" / "sub" / "b.txt").read_text() == "b"
+    failed = sorted(os.path.basename(p.what) for p in summary.problems)
+    assert failed == ["dangling", "loop1", "loop2"]
+    error = summary.exit_error()
+    assert error is not None
+    assert error.exit_code == 66
+
+
+_UNREADABLE = """
+import sys
+from taskkit.exceptions import PermissionDenied
+from taskkit.storage.stores import Stores
+store, key = Stores().open(sys.argv[1])
+try:
+    store.list(key)
+except PermissionDenied as exc:
+    print(exc.exit_code, exc)
+    raise SystemExit(0)
+raise SystemExit("listed without the unreadable directory")
+"""
+
+
+def test_an_unreadable_directory_fails_the_listing_naming_it(tmp_path: Path) -> None:
+    """A directory below a local prefix that cannot be read fails the whole listing (77,
+    naming it), rather than listing the prefix without its files (which staging would then
+    remove as gone). Run without the capabilities that let root read anything."""
+    src = tmp_path / "src"
+    (src / "closed").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "closed" / "x").write_text("x")
+    (src / "closed").chmod(0)
+    tmp_path.chmod(0o755)
+    command = [sys.executable, "-c", _UNREADABLE, f"file://{src}/"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads any directory, and setpriv is not here to drop that")
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    finally:
+        (src / "closed").chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("77 ")
+    assert f"'{src / 'closed'}' may not be read" in done.stdout

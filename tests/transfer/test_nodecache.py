@@ -298,3 +298,42 @@ def test_room_is_made_for_every_addition_in_flight(tmp_path: Path) -> None:
         assert node.evict(incoming=0) == 0
     assert not old.exists()
     assert not mid.exists()
+
+
+def test_temporary_links_of_a_killed_process_are_swept_and_a_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    """A process killed while linking from the node cache leaves ``.taskkit-<hash>.<pid>.<t>``
+    beside the file: the next stage into that directory removes it (its process is gone), and
+    leaves the temporary link of a process still running, and every other file, alone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (src / name).write_text(name)
+    node = NodeCache(tmp_path / "node")
+    with StatCache.open(tmp_path / "cache") as cache:
+        first = stage([f"file://{src}/=in/"], workdir=tmp_path / "w1", cache=cache, node_cache=node)
+        assert first.exit_error() is None
+        dest = tmp_path / "w2" / "in"
+        dest.mkdir(parents=True)
+        killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            gone = dest / f".taskkit-{'0' * 16}.{killed.pid}.140000000000001"
+            live = dest / f".taskkit-{'1' * 16}.{running.pid}.140000000000001"
+            mine = dest / ".taskkit-notes.txt"  # not of that shape: never ours to remove
+            for path in (gone, live, mine):
+                path.write_text("left")
+            summary = stage(
+                [f"file://{src}/=in/"], workdir=tmp_path / "w2", cache=cache, node_cache=node
+            )
+        finally:
+            running.kill()
+            running.wait()
+    assert summary.linked == 2
+    assert not gone.exists()
+    assert live.read_text() == "left"
+    assert mine.read_text() == "left"
+    assert (dest / "a.txt").read_text() == "a.txt"
