@@ -86,7 +86,8 @@ class FsspecStore(Store):
     @staticmethod
     def _version(info: Mapping[str, Any]) -> str:
         """A change token from what a listing says: the store's etag if it has one, else
-        size, modification time and file id."""
+        size, modification time and file id, and for a local file its change time too (a
+        rewrite at the same size with its old mtime put back moves only the ctime)."""
         for name in ("etag", "ETag", "generation", "version_id", "VersionId"):
             if info.get(name):
                 return str(info[name])
@@ -96,6 +97,8 @@ class FsspecStore(Store):
         )
         if isinstance(stamp, datetime.datetime):  # from info(); a listing gives a float
             stamp = stamp.timestamp()
+        if "ino" in info and "created" in info:  # a local file: ctime, as _local_file
+            return f"{info.get('size')}-{stamp}-{info['ino']}-{info['created']}"
         return f"{info.get('size')}-{stamp}-{info.get('ino', '')}"
 
     def _file(self, info: Mapping[str, Any]) -> RemoteFile:
@@ -170,7 +173,7 @@ class FsspecStore(Store):
     # at a fraction of the cost: a listing of 100,000 files builds no dictionary per file.
 
     def _local_file(self, key: str, st: os.stat_result) -> RemoteFile:
-        version = f"{st.st_size}-{st.st_mtime}-{st.st_ino}"
+        version = f"{st.st_size}-{st.st_mtime}-{st.st_ino}-{st.st_ctime}"
         return RemoteFile(key, key, st.st_size, version, None)
 
     def _local_list(self, key: str) -> builtins.list[RemoteFile]:
@@ -225,8 +228,7 @@ class FsspecStore(Store):
                     with open(key, "rb") as handle:
                         st = os.fstat(handle.fileno())
                         data = handle.read()
-                    found = {"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino}
-                    return data, self._version(found)
+                    return data, self._version(_stamp(st))
                 before = self._version(self.fs.info(key))
                 data = bytes(self.fs.cat_file(key))
                 after = self._version(self.fs.info(key))
@@ -377,7 +379,7 @@ class _StreamWriter(Writer):
 
 def _stamp(st: os.stat_result) -> dict[str, Any]:
     """What :meth:`FsspecStore._version` reads of a local file, as fsspec's listing says it."""
-    return {"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino}
+    return {"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino, "created": st.st_ctime}
 
 
 def _write_local(temp: str, key: str, data: bytes, after: int | None) -> None:

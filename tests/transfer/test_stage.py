@@ -486,3 +486,21 @@ def test_given_stores_are_used_and_left_open(
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
     assert counts.users() == {id(counts.opened[0])}
+
+
+def test_a_local_source_rewritten_with_its_old_size_and_mtime_is_staged_again(
+    tmp_path: Path,
+) -> None:
+    """A file:// source rewritten in place at the same size, its mtime put back, is another
+    version (its ctime moved): staged again, never skipped as the version staged before,
+    whether the stat-cache's entry of the staged file is still racy or not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    source = src / "f.txt"
+    with StatCache.open(tmp_path / "cache", clock=lambda: time.time_ns() + RACY_WINDOW_NS) as cache:
+        for content in (b"content-0001\n", b"CONTENT-0001\n", b"content-0002\n"):
+            source.write_bytes(content)
+            os.utime(source, ns=(1_577_836_800_000_000_000,) * 2)  # the same mtime each time
+            summary = stage([f"file://{src}/=in/"], workdir=tmp_path / "w", cache=cache)
+            assert summary.exit_error() is None
+            assert (tmp_path / "w" / "in" / "f.txt").read_bytes() == content
