@@ -51,6 +51,7 @@ __all__ = [
     "StatCache",
     "default_cache_dir",
     "path_key",
+    "path_keys",
 ]
 
 log = logging.getLogger("taskkit")
@@ -115,6 +116,12 @@ class PathKeys:
 
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def path_keys(paths: Iterable[str | os.PathLike[str]]) -> list[bytes]:
+    """:func:`path_key` of each of ``paths``, each directory resolved once (:class:`PathKeys`)."""
+    keys = PathKeys()
+    return [keys(os.fspath(path)) for path in paths]
 
 
 def _signed(value: int) -> int:

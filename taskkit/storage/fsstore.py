@@ -173,7 +173,7 @@ class FsspecStore(Store):
     # at a fraction of the cost: a listing of 100,000 files builds no dictionary per file.
 
     def _local_file(self, key: str, st: os.stat_result) -> RemoteFile:
-        version = f"{st.st_size}-{st.st_mtime}-{st.st_ino}-{st.st_ctime}"
+        version = _local_version(st)
         return RemoteFile(key, key, st.st_size, version, None)
 
     def _local_list(self, key: str) -> builtins.list[RemoteFile]:
@@ -228,7 +228,7 @@ class FsspecStore(Store):
                     with open(key, "rb") as handle:
                         st = os.fstat(handle.fileno())
                         data = handle.read()
-                    return data, self._version(_stamp(st))
+                    return data, _local_version(st)
                 before = self._version(self.fs.info(key))
                 data = bytes(self.fs.cat_file(key))
                 after = self._version(self.fs.info(key))
@@ -246,7 +246,7 @@ class FsspecStore(Store):
     def _published(self, temp: str, key: str) -> str:
         if self._local_key(key):
             os.rename(temp, key)
-            return self._version(_stamp(os.stat(key)))
+            return _local_version(os.stat(key))
         self.fs.mv(temp, key)
         return self._version(self.fs.info(key))
 
@@ -377,9 +377,10 @@ class _StreamWriter(Writer):
             self.store.fs.rm_file(self.temp)
 
 
-def _stamp(st: os.stat_result) -> dict[str, Any]:
-    """What :meth:`FsspecStore._version` reads of a local file, as fsspec's listing says it."""
-    return {"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino, "created": st.st_ctime}
+def _local_version(st: os.stat_result) -> str:
+    """A local file's version: what :meth:`FsspecStore._version` makes of fsspec's ``info``
+    of it (size, mtime, inode and ctime), from a stat result."""
+    return f"{st.st_size}-{st.st_mtime}-{st.st_ino}-{st.st_ctime}"
 
 
 def _write_local(temp: str, key: str, data: bytes, after: int | None) -> None:

@@ -572,36 +572,31 @@ class _Run:
     def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
         """The chunks of a cache object whose content still matches its name."""
         try:
-            fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
+            found, chunks = self._hash_object(obj)
+        except (OSError, TaskFailure) as exc:
             raise _Stale from exc
-        try:
-            size = os.fstat(fd).st_size
-            if size <= _VERIFY_BY_CACHE:
-                # Small objects are read and hashed here: cheaper than a stat-cache read and
-                # write, and than the hashing machinery's pool for one file.
-                data = os.pread(fd, size + 1, 0)
-                value = hash_chunk(data)
-                found_digest = Digest(value) if len(data) == size else None
-                chunks: tuple[bytes, ...] = (value,)
-            else:
-                found_digest, chunks = None, ()
-        except OSError as exc:
-            raise _Stale from exc
-        finally:
-            os.close(fd)
-        if size > _VERIFY_BY_CACHE:
-            from taskkit.content.hashing import hash_file
-
-            try:
-                found = hash_file(obj, cache=self.cache)
-            except TaskFailure as exc:
-                raise _Stale from exc
-            found_digest, chunks = found.digest, found.chunks
-        if found_digest != digest:
+        if found != digest:
             node.discard(digest)
             raise _Stale
         return chunks
+
+    def _hash_object(self, obj: Path) -> tuple[Digest | None, tuple[bytes, ...]]:
+        """A cache object's digest (None when it is not the size it was) and chunks. Small
+        objects are read and hashed here, in one read: cheaper than a stat-cache read and
+        write, and than the hashing machinery's pool for one file."""
+        fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size <= _VERIFY_BY_CACHE:
+                data = os.pread(fd, size + 1, 0)
+                value = hash_chunk(data)
+                return (Digest(value) if len(data) == size else None), (value,)
+        finally:
+            os.close(fd)
+        from taskkit.content.hashing import hash_file
+
+        found = hash_file(obj, cache=self.cache)
+        return found.digest, found.chunks
 
     def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
         """Put the cache object at the entry's path: a hard link, else a copy; atomically.

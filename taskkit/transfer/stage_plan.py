@@ -75,6 +75,7 @@ __all__ = [
 
 _NAME_MAX = 255
 _PATH_MAX = 4096
+_TOO_LONG = f"the path is longer than {_PATH_MAX - 256} bytes, too long for a local path"
 
 
 class Input(NamedTuple):
@@ -287,7 +288,7 @@ def _path_problem(path: Path) -> str | None:
     if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):
         return f"a segment is longer than {_NAME_MAX} bytes, too long for a local file name"
     if len(os.fsencode(path)) > _PATH_MAX - 256:
-        return f"the path is longer than {_PATH_MAX - 256} bytes, too long for a local path"
+        return _TOO_LONG
     return None
 
 
@@ -326,7 +327,12 @@ def check_name(name: str, url: str) -> None:
     """Refuse a remote name that cannot safely be a path below the destination."""
     problem = name_problem(name)
     if problem:
-        raise DataError(f"cannot stage {url!r}: {problem}; it is left alone")
+        raise _refused(url, problem)
+
+
+def _refused(url: str, problem: str) -> DataError:
+    """The failure of a file whose remote name cannot be a local path (``problem``)."""
+    return DataError(f"cannot stage {url!r}: {problem}; it is left alone")
 
 
 class _Scope(NamedTuple):
@@ -404,14 +410,11 @@ def _expand(
         if name.endswith("/") and file.size == 0:
             continue  # a directory marker blob
         problem = name_problem(name)
-        if problem is None and len(name) * 4 > room and len(os.fsencode(name)) > room:
-            # a short name below a long DEST
-            problem = f"the path is longer than {_PATH_MAX - 256} bytes, too long for a local path"
-            problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {problem}")))
-            continue
         if problem is not None:
-            why = f"cannot stage {file.url!r}: {problem}; it is left alone"
-            problems.append(Problem(file.url, DataError(why)))
+            problems.append(Problem(file.url, _refused(file.url, problem)))
+            continue
+        if len(name) * 4 > room and len(os.fsencode(name)) > room:  # below a long DEST
+            problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {_TOO_LONG}")))
             continue
         found.append((file, store, shown_head + name, head + name))
     found, clashing = _split_dir_clashes(found, len(head))

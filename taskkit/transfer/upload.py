@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, combine_chunks, hash_bytes, hash_chunk
-from taskkit.content.statcache import CacheEntry, StatCache
+from taskkit.content.statcache import CacheEntry, StatCache, path_keys
 from taskkit.exceptions import (
     ConfigError,
     InputNotFound,
@@ -59,7 +59,7 @@ from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
 from taskkit.transfer.summary import Problem, Published, Summary, run_plan
 from taskkit.transfer.telling import Telling
-from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, path_keys, plan
+from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, plan
 
 __all__ = [
     "CHANGE_ATTEMPTS",

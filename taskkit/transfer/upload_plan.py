@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 
 from taskkit.content.digest import Digest
 from taskkit.content.hashing import digests, hash_file
-from taskkit.content.statcache import CacheEntry, StatCache
+from taskkit.content.statcache import CacheEntry, StatCache, path_keys
 from taskkit.content.walk import Skipped
 from taskkit.exceptions import (
     ConfigError,
@@ -44,7 +44,6 @@ __all__ = [
     "UploadAction",
     "UploadEntry",
     "UploadPlan",
-    "path_keys",
     "plan",
 ]
 
@@ -276,20 +275,6 @@ def _shown(root: Path, below: str, path: Path) -> str:
     if text.startswith(below) and "/.." not in text:
         return text[len(below) :]
     return shown(root, path)
-
-
-def path_keys(paths: Sequence[Path]) -> list[bytes]:
-    """:func:`~taskkit.content.statcache.path_key` of each of ``paths``, each directory's real
-    path resolved once, not once per file in it."""
-    real: dict[str, str] = {}
-    keys = []
-    for path in paths:
-        head, tail = os.path.split(path)
-        base = real.get(head)
-        if base is None:
-            base = real[head] = os.path.realpath(head or ".")
-        keys.append(os.fsencode(os.path.join(base, tail)))
-    return keys
 
 
 #: Names this long have their whole length checked: below it, a name whose directory and

@@ -13,7 +13,7 @@ from upload_fakes import FakeStores, clear_memory
 
 import taskkit.content.hashing
 from taskkit.content.digest import hash_bytes
-from taskkit.content.statcache import RACY_WINDOW_NS, CacheEntry, StatCache, path_key
+from taskkit.content.statcache import RACY_WINDOW_NS, CacheEntry, StatCache, path_key, path_keys
 from taskkit.content.walk import Skipped
 from taskkit.exceptions import (
     ConfigError,
@@ -29,7 +29,6 @@ from taskkit.transfer.upload_plan import (
     MANIFEST_NAME,
     UploadPlan,
     _name_problem,
-    path_keys,
     plan,
 )
 
