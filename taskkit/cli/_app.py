@@ -151,10 +151,10 @@ def transfer_options(
     from taskkit.envnames import env_variable
 
     def checked(ctx: click.Context, param: click.Parameter, value: object) -> object:
-        from taskkit.runner.spec import check_setting
-
         if value is None or param.name is None:
             return value
+        from taskkit.runner.spec import check_setting  # pydantic: 0.1 s, paid only when used
+
         try:
             return check_setting(param.name, value)
         except ValueError as exc:

@@ -50,6 +50,7 @@ __all__ = [
     "PathKeys",
     "StatCache",
     "default_cache_dir",
+    "keyed_paths",
     "path_key",
     "path_keys",
 ]
@@ -116,6 +117,11 @@ class PathKeys:
 
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def keyed_paths(keys: Iterable[bytes]) -> list[str]:
+    """The paths of cache keys: :func:`os.fsdecode` of each, without its checks."""
+    return [key.decode(_FS_ENCODING, _FS_ERRORS) for key in keys]
 
 
 def path_keys(paths: Iterable[str | os.PathLike[str]]) -> list[bytes]:
@@ -401,11 +407,11 @@ class StatCache:
             else:
                 sql = f"SELECT path, entry FROM files WHERE path IN ({','.join('?' * len(batch))})"
                 params = batch
-            wanted = set(batch)
-            for path, raw in self._query(sql, params):
-                entry = CacheEntry(path, raw)
-                if path in wanted and entry.valid():
-                    found[path] = entry
+            rows = dict(self._query(sql, params))  # a range holds rows of other paths too
+            for key in batch:
+                raw = rows.get(key)
+                if raw is not None and (entry := CacheEntry(key, raw)).valid():
+                    found[key] = entry
         return found
 
     def under(self, directory: str | os.PathLike[str]) -> dict[bytes, CacheEntry]:
@@ -438,13 +444,14 @@ class StatCache:
     def fresh(entry: CacheEntry, st: os.stat_result | FileStat) -> bool:
         """Whether ``entry`` may be trusted for a file whose current version is ``st``."""
         if isinstance(st, FileStat):
-            touched = max(st.mtime_ns, st.ctime_ns)
+            mtime, ctime = st.mtime_ns, st.ctime_ns
         else:
-            touched = max(st.st_mtime_ns, st.st_ctime_ns)
+            mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
         raw = entry.raw
         return (
             raw[8:48] == _ident(st)
-            and touched + RACY_WINDOW_NS <= _RECORDED.unpack_from(raw, 48)[0]
+            and (mtime if mtime > ctime else ctime) + RACY_WINDOW_NS
+            <= _RECORDED.unpack_from(raw, 48)[0]
         )
 
     # -- writing -------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ __all__ = [
     "file_metadata",
     "is_conditional",
     "is_temporary",
+    "is_temporary_name",
     "metadata_digest",
     "temporary_key",
 ]
@@ -281,7 +282,11 @@ def file_metadata(digest: Digest, size: int) -> dict[str, str]:
 
 def is_temporary(key: str) -> bool:
     """Whether ``key`` names a file taskkit is writing (never a file to list or read)."""
-    name = key.rsplit("/", 1)[-1]
+    return is_temporary_name(key.rsplit("/", 1)[-1])
+
+
+def is_temporary_name(name: str) -> bool:
+    """:func:`is_temporary` of a name without its directory."""
     return name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
 
 

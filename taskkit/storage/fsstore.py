@@ -40,6 +40,7 @@ from taskkit.storage.base import (
     Writer,
     is_conditional,
     is_temporary,
+    is_temporary_name,
     metadata_digest,
     temporary_key,
 )
@@ -79,6 +80,8 @@ class FsspecStore(Store):
         return key if self.protocol == "file" else f"{self.protocol}://{key.lstrip('/')}"
 
     def identity(self, key: str) -> str:
+        if self._local:  # an absolute path (asked once a file when 100,000 files are checked)
+            return "file://" + key
         # Without the token or password its URL carries, so a rotated one names the same
         # source.
         return public_url(key) if _WHOLE_URL.match(key) else f"{self.protocol}://{key}"
@@ -86,8 +89,8 @@ class FsspecStore(Store):
     @staticmethod
     def _version(info: Mapping[str, Any]) -> str:
         """A change token from what a listing says: the store's etag if it has one, else
-        size, modification time and file id, and for a local file its change time too (a
-        rewrite at the same size with its old mtime put back moves only the ctime)."""
+        size, modification time and file id. (Local files have theirs from a stat:
+        :func:`_local_version`.)"""
         for name in ("etag", "ETag", "generation", "version_id", "VersionId"):
             if info.get(name):
                 return str(info[name])
@@ -97,8 +100,6 @@ class FsspecStore(Store):
         )
         if isinstance(stamp, datetime.datetime):  # from info(); a listing gives a float
             stamp = stamp.timestamp()
-        if "ino" in info and "created" in info:  # a local file: ctime, as _local_file
-            return f"{info.get('size')}-{stamp}-{info['ino']}-{info['created']}"
         return f"{info.get('size')}-{stamp}-{info.get('ino', '')}"
 
     def _file(self, info: Mapping[str, Any]) -> RemoteFile:
@@ -203,8 +204,9 @@ class FsspecStore(Store):
                                 st = item.stat(follow_symlinks=False)
                             except FileNotFoundError:
                                 continue  # gone since the directory was read
-                        if not is_temporary(item.name):
-                            found.append(self._local_file(item.path, st))
+                        if not is_temporary_name(item.name):
+                            path, version = item.path, _local_version(st)
+                            found.append(RemoteFile(path, path, st.st_size, version, None))
             except (FileNotFoundError, NotADirectoryError):
                 continue  # gone (or replaced by a file) since its parent was read
             except PermissionError as exc:
@@ -216,7 +218,7 @@ class FsspecStore(Store):
                     path=directory,
                     errno=exc.errno,
                 ) from exc
-        found.sort(key=lambda file: file.key)
+        found.sort()  # by key: a local file's url is its key, and keys are unique
         return found
 
     def load(self, key: str) -> tuple[bytes, str] | None:
@@ -271,16 +273,21 @@ class FsspecStore(Store):
         """Raise :class:`Conflict` unless the file at ``key`` meets the condition; the
         modification time (ns) of the file there, 0 for none. Called under :meth:`_locked`."""
         try:
-            info = self.fs.info(key)
+            if self._local_key(key):
+                st = os.stat(key)
+                version, mtime_ns = _local_version(st), st.st_mtime_ns
+            else:
+                info = self.fs.info(key)
+                version = self._version(info)
+                mtime_ns = int(float(info.get("mtime") or 0) * 1e9)
         except FileNotFoundError:
             if if_match is not None:
                 raise Conflict(f"{what}: another writer changed it first (it is gone)") from None
             return 0
-        version = self._version(info)
         if if_absent or version != if_match:
             shown = "it exists" if if_absent else f"it is version {version}, not {if_match}"
             raise Conflict(f"{what}: another writer changed it first ({shown})")
-        return int(float(info.get("mtime") or 0) * 1e9)
+        return mtime_ns
 
     def put(
         self,
@@ -378,9 +385,9 @@ class _StreamWriter(Writer):
 
 
 def _local_version(st: os.stat_result) -> str:
-    """A local file's version: what :meth:`FsspecStore._version` makes of fsspec's ``info``
-    of it (size, mtime, inode and ctime), from a stat result."""
-    return f"{st.st_size}-{st.st_mtime}-{st.st_ino}-{st.st_ctime}"
+    """A local file's version: its size, mtime, inode and ctime (the times in nanoseconds:
+    whole numbers print three times faster than floats, and are exact)."""
+    return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}-{st.st_ctime_ns}"
 
 
 def _write_local(temp: str, key: str, data: bytes, after: int | None) -> None:

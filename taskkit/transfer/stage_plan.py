@@ -47,7 +47,14 @@ import xxhash
 
 from taskkit.content.digest import Digest
 from taskkit.content.hashing import digests
-from taskkit.content.statcache import CacheEntry, FileStat, PathKeys, StatCache, path_key
+from taskkit.content.statcache import (
+    CacheEntry,
+    FileStat,
+    PathKeys,
+    StatCache,
+    keyed_paths,
+    path_key,
+)
 from taskkit.content.walk import inside
 from taskkit.exceptions import DataError, InputNotFound, IOFailure, LinkOut, TaskFailure, UsageError
 from taskkit.redaction import SIGNED_QUERY, shown_url, signed
@@ -433,8 +440,8 @@ def _directories(names: Sequence[str], start: int = 0) -> set[str]:
     """Every directory the ``/``-separated ``names`` need, from their ``start``-th character on
     (each walked up only until a directory already found)."""
     dirs: set[str] = set()
-    for name in names:
-        cut = name.rfind("/")
+    for name in {name[: max(name.rfind("/"), 0)] for name in names}:  # each parent once
+        cut = len(name)
         while cut > start:
             parent = name[:cut]
             if parent in dirs:
@@ -450,8 +457,9 @@ def _split_dir_clashes(found: list[_Found], start: int) -> tuple[list[_Found], l
     command line: that blob is refused on its own (65) and the others are kept. Clashes
     between two inputs are the request's (:func:`_refuse_clashes`). Every path starts with
     the same ``start`` characters (the input's base)."""
-    dirs = _directories([where for *_, where in found], start)
-    if not dirs:
+    wheres = [entry[3] for entry in found]
+    dirs = _directories(wheres, start)
+    if dirs.isdisjoint(wheres):  # as a listing of local files always is
         return found, []
     kept: list[_Found] = []
     refused: list[Problem] = []
@@ -578,7 +586,10 @@ def _stale(
         start = path_key(scope.base / "x")[:-1]
         # Only the keys first: the files planned now (nearly all of them, as a rule) are
         # passed over without their entries being read.
-        others = [key for key in cache.keys_under(scope.base) if os.fsdecode(key) not in planned]
+        keys = cache.keys_under(scope.base)
+        others = [
+            key for key, path in zip(keys, keyed_paths(keys), strict=True) if path not in planned
+        ]
         for key, entry in sorted(cache.lookup(others).items()):
             name = os.fsdecode(key[len(start) :])
             path = Path(os.fsdecode(key))
@@ -639,6 +650,20 @@ _SAME_CACHED = "same digest as the source (stat-cache)"
 _SAME_HASHED = "same digest as the source (hashed)"
 
 
+def _present(block: list[_Found], keys: PathKeys) -> dict[str, tuple[os.stat_result, bytes]]:
+    """The stat and stat-cache key of each file of ``block`` already at its destination."""
+    present: dict[str, tuple[os.stat_result, bytes]] = {}
+    for item in block:
+        where = item[3]
+        try:
+            st = os.stat(where)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            present[where] = (st, keys(where))
+    return present
+
+
 def _decide(
     files: list[_Found],
     cache: StatCache | None,
@@ -655,16 +680,9 @@ def _decide(
     keys = PathKeys()
     for start in range(0, len(files), _BLOCK):
         block = files[start : start + _BLOCK]
-        present: dict[str, tuple[os.stat_result, bytes]] = {}
-        for *_, where in block:
-            try:
-                st = os.stat(where)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                present[where] = (st, keys(where))
+        present = _present(block, keys)
         known = (
-            cache.lookup(sorted(key for _, key in present.values()))
+            cache.lookup(sorted([key for _, key in present.values()]))
             if cache is not None and present
             else {}
         )
@@ -672,18 +690,19 @@ def _decide(
             found = present.get(where)
             local, entry = (found[0], known.get(found[1])) if found is not None else (None, None)
             identity = store.identity(file.key)
-            if entry is not None:
+            ours, fresh = False, False
+            cached: Digest | None = None
+            if entry is not None and local is not None:
+                fresh = StatCache.fresh(entry, local)
                 ours = entry.came_from(identity, file.version)
-                cached: Digest | None = entry.digest
-            else:
-                ours, cached = False, None
+                cached = entry.digest
             expected = file.digest or (cached if ours else None)
             ref = None
             if expected is None and node_cache is not None:
                 ref = node_cache.lookup(NodeCache.key(identity, file.version))
                 expected = ref
             if local is not None and expected is not None:
-                if entry is not None and cached == expected and StatCache.fresh(entry, local):
+                if fresh and cached == expected:
                     reason = _UNCHANGED if ours else _SAME_CACHED
                     entries.append(PlanEntry("skip", reason, file, dest, where, expected, store))
                     continue
