@@ -14,7 +14,7 @@ from taskkit.cli._app import CONTEXT, cli, transfer_options
 from taskkit.exceptions import EX_OK
 
 if TYPE_CHECKING:
-    from taskkit.runner.spec import RunSpec
+    from taskkit.runner.transfers import TransferSettings
     from taskkit.transfer.summary import Summary
 
 
@@ -185,11 +185,11 @@ def upload_command(
     return _finish(summary, upload_line(summary), as_json=as_json)
 
 
-def _settings(given: dict[str, object]) -> RunSpec:
+def _settings(given: dict[str, object]) -> TransferSettings:
     """The transfer settings given (checked already by their options), over the defaults."""
-    from taskkit.runner.spec import RunSpec
+    from taskkit.runner.transfers import TransferSettings
 
-    return RunSpec.model_validate({k: v for k, v in given.items() if v is not None})
+    return TransferSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 
 
 def _finish(summary: Summary, line: str, *, as_json: bool) -> int:

@@ -251,7 +251,7 @@ def _preview(plan: AttemptPlan, stores: Stores, environ: Mapping[str, str]) -> P
             stage(
                 spec.inputs,
                 workdir=spec.workdir or default_workdir(environ),
-                **stage_settings(spec, environ),  # the node cache a run would link from
+                **stage_settings(spec.transfer(), environ),  # the node cache a run would link from
                 stores=stores,
                 dry_run=True,
                 observer=_Kept(staging),

@@ -49,6 +49,7 @@ from taskkit.exceptions import ConfigError, UsageError
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.runner.codes import CodeSet
 from taskkit.runner.policy import ExitPolicy
+from taskkit.runner.transfers import TransferSettings
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.urls import bad_url
 from taskkit.transfer.patterns import Output, parse_output
@@ -153,6 +154,7 @@ MAX_RETRY_COUNT = 2**31 - 1
 MAX_JOBS = 1024
 #: Tries of one request: the retry budget bounds the time, this the count.
 MAX_TRIES = 100
+_MOVE = TransferSettings()  # the transfer settings' defaults, defined with them
 
 
 class RunSpec(BaseModel):
@@ -177,14 +179,14 @@ class RunSpec(BaseModel):
     checkpoint_interval: float = 300.0
     allow_empty: bool = False
     # How stage and upload transfer, as taskkit stage and taskkit upload take it.
-    jobs: int | None = Field(None, ge=1, le=MAX_JOBS)
-    cache_dir: str | None = None
-    no_node_cache: bool = False
-    cache_max_bytes: int | None = None
-    retries: int = Field(RetryBudget.attempts, ge=1, le=MAX_TRIES)
-    retry_budget: float = RetryBudget.budget
-    progress_interval: float = 10.0
-    verbose: bool = False
+    jobs: int | None = Field(_MOVE.jobs, ge=1, le=MAX_JOBS)
+    cache_dir: str | None = _MOVE.cache_dir
+    no_node_cache: bool = _MOVE.no_node_cache
+    cache_max_bytes: int | None = _MOVE.cache_max_bytes
+    retries: int = Field(_MOVE.retries, ge=1, le=MAX_TRIES)
+    retry_budget: float = _MOVE.retry_budget
+    progress_interval: float = _MOVE.progress_interval
+    verbose: bool = _MOVE.verbose
     #: ``inputs`` and ``outputs`` as given (``SRC=DEST``, ``GLOB=DEST``), one text per value.
     _given: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
@@ -357,7 +359,11 @@ class RunSpec(BaseModel):
 
     def retry(self) -> RetryBudget:
         """How long each storage request of a run is tried: the journal's and the transfers'."""
-        return RetryBudget(attempts=self.retries, budget=self.retry_budget)
+        return self.transfer().retry()
+
+    def transfer(self) -> TransferSettings:
+        """The transfer settings alone."""
+        return TransferSettings(*(getattr(self, name) for name in TransferSettings._fields))
 
     def policy(self) -> ExitPolicy:
         """The exit-code policy these settings describe."""

@@ -24,11 +24,12 @@ import errno
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskkit.envnames import env_variable
 from taskkit.exceptions import IOFailure
 from taskkit.observer import Observer, Progress, Shown
+from taskkit.storage.retry import RetryBudget
 from taskkit.transfer.nodecache import node_cache
 from taskkit.transfer.stage_plan import Plan
 from taskkit.transfer.summary import stage_line, upload_line
@@ -38,13 +39,39 @@ if TYPE_CHECKING:
     from taskkit.storage.stores import Stores
     from taskkit.transfer.summary import Summary
 
-__all__ = ["Teller", "stage_inputs", "stage_settings", "upload_outputs", "upload_settings"]
+__all__ = [
+    "Teller",
+    "TransferSettings",
+    "stage_inputs",
+    "stage_settings",
+    "upload_outputs",
+    "upload_settings",
+]
 
 #: A line for the attempt's stored ``taskkit.txt``.
 Note = Callable[[str], None]
 
 
-def upload_settings(spec: RunSpec) -> dict[str, Any]:
+class TransferSettings(NamedTuple):
+    """How files are moved: the transfer settings of a :class:`~taskkit.runner.spec.RunSpec`
+    (whose defaults are these), which ``taskkit stage`` and ``taskkit upload`` take as options
+    alone. Built from checked values: no validation (nor pydantic) on the way."""
+
+    jobs: int | None = None
+    cache_dir: str | None = None
+    no_node_cache: bool = False
+    cache_max_bytes: int | None = None
+    retries: int = RetryBudget.attempts
+    retry_budget: float = RetryBudget.budget
+    progress_interval: float = 10.0
+    verbose: bool = False
+
+    def retry(self) -> RetryBudget:
+        """How long each storage request is tried."""
+        return RetryBudget(attempts=self.retries, budget=self.retry_budget)
+
+
+def upload_settings(spec: TransferSettings) -> dict[str, Any]:
     """How ``spec`` wants its files moved: requests in flight and the retry budget."""
     return {
         "jobs": spec.jobs,
@@ -52,7 +79,7 @@ def upload_settings(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def stage_settings(spec: RunSpec, environ: Mapping[str, str]) -> dict[str, Any]:
+def stage_settings(spec: TransferSettings, environ: Mapping[str, str]) -> dict[str, Any]:
     """:func:`upload_settings` and the node cache ``taskkit stage`` would use, found in
     ``environ`` when ``spec`` does not name one."""
     cache = node_cache(
@@ -117,7 +144,7 @@ def stage_inputs(
         spec.inputs,
         workdir=workdir,
         stores=stores,
-        **stage_settings(spec, environ),
+        **stage_settings(spec.transfer(), environ),
         observer=teller,
         environ=environ,
     )
@@ -147,7 +174,7 @@ def upload_outputs(
         spec.outputs,
         workdir=workdir,
         stores=stores,
-        **upload_settings(spec),
+        **upload_settings(spec.transfer()),
         task=task,
         allow_empty=spec.allow_empty,
         observer=teller,
