@@ -231,16 +231,22 @@ def execute(
     done: list[_Done] = []
     recorded_at = time.monotonic()
     results: queue.Queue[tuple[PlanEntry, _Done | BaseException]] = queue.Queue()
-    workers = _Workers(run.stage, work, results, _parallel(work, transfers.jobs), transfers.stop)
+    parallel = _parallel(work, transfers.jobs)
+    # One file at a time is staged by this thread: a worker would hand each file over, and the
+    # two threads would trade the GIL at each of its dozen system calls.
+    workers = _Workers(run.stage, work, results, parallel, transfers.stop) if parallel > 1 else None
     try:
-        for _ in range(len(work)):
-            while True:
-                try:
-                    entry, result = results.get(timeout=RECORD_EVERY)
-                    break
-                except queue.Empty:
-                    if cache is not None and done:
-                        recorded_at = _record_now(cache, done)
+        for planned in work:
+            if workers is None:
+                entry, result = planned, _outcome(run.stage, planned)
+            else:  # the next file to arrive, recording those arrived while none does
+                while True:
+                    try:
+                        entry, result = results.get(timeout=RECORD_EVERY)
+                        break
+                    except queue.Empty:
+                        if cache is not None and done:
+                            recorded_at = _record_now(cache, done)
             _count(entry, result, summary, done, on_file)
             if cache is not None and done and time.monotonic() - recorded_at >= RECORD_EVERY:
                 # What has arrived is known as staged even if this process is killed before
@@ -248,7 +254,8 @@ def execute(
                 recorded_at = _record_now(cache, done)
     finally:
         transfers.stop.set()
-        workers.join()
+        if workers is not None:
+            workers.join()
         transfers.close()
         # Files that arrived after an interruption are at their final paths: recorded too.
         while not results.empty():
@@ -307,15 +314,20 @@ class _Workers:
                 entry = next(self._next, None)
             if entry is None:
                 return
-            try:
-                result: _Done | BaseException = self._action(entry)
-            except BaseException as exc:  # handed to the caller, who raises what is not a failure
-                result = exc
-            self._results.put((entry, result))
+            self._results.put((entry, _outcome(self._action, entry)))
 
     def join(self) -> None:
         for thread in self._threads:
             thread.join()
+
+
+def _outcome(action: Callable[[PlanEntry], _Done], entry: PlanEntry) -> _Done | BaseException:
+    """What became of ``entry``: its :class:`_Done`, or what staging it raised (which the
+    caller raises unless it is a failure of that file alone)."""
+    try:
+        return action(entry)
+    except BaseException as exc:  # an interruption too: the caller raises it at once
+        return exc
 
 
 def _count(

@@ -7,7 +7,10 @@ import errno
 import logging
 import os
 import random
+import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -504,3 +507,55 @@ def test_a_local_source_rewritten_with_its_old_size_and_mtime_is_staged_again(
             summary = stage([f"file://{src}/=in/"], workdir=tmp_path / "w", cache=cache)
             assert summary.exit_error() is None
             assert (tmp_path / "w" / "in" / "f.txt").read_bytes() == content
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finishes(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A local source is staged one file at a time by the main thread: Ctrl-C there (one line,
+    130) or kill -9, part-way through thousands of files, leaves every file at its final path
+    whole, and the next run stages the rest and ends with the tree identical to the source."""
+    from runner_helpers import wait_for
+
+    src, work = tmp_path / "src", tmp_path / "work"
+    expected = {}
+    for i in range(6000):
+        data = i.to_bytes(4, "little") * (i % 50 + 1)
+        expected[f"d{i % 6}/f{i:05d}"] = data
+        (src / f"d{i % 6}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 6}" / f"f{i:05d}").write_bytes(data)
+    env = {**os.environ, "TASKKIT_CACHE_DIR": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "taskkit", "stage", "-i", f"file://{src}/=dst/"]
+    argv += ["--workdir", str(work)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+
+        def under_way() -> bool:
+            return sum(len(os.listdir(d)) for d in (work / "dst").glob("d*")) >= 200
+
+        wait_for(lambda: (work / "dst").is_dir() and under_way(), "200 files staged", 60)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    if sig == signal.SIGINT:
+        assert (proc.returncode, err.decode()) == (130, "taskkit: error: interrupted\n")
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    final = {
+        str(p.relative_to(work / "dst")): p.read_bytes()
+        for p in (work / "dst").rglob("f*")
+        if p.is_file()
+    }
+    assert 200 <= len(final) < len(expected)  # really stopped part-way
+    assert all(expected[name] == data for name, data in final.items())  # each one whole
+    again = subprocess.run(argv, capture_output=True, env=env, timeout=120, check=False)
+    assert (again.returncode, again.stderr) == (0, b"")
+    staged = {
+        str(p.relative_to(work / "dst")): p.read_bytes()
+        for p in (work / "dst").rglob("*")
+        if p.is_file()
+    }
+    assert staged == expected  # nothing partial or temporary left beside them either
