@@ -256,6 +256,19 @@ class CacheEntry(NamedTuple):
             (_U32.pack(len(one)), one, _U32.pack(len(two)), two)
         )
 
+    def from_source(self, source: str, etag: str) -> CacheEntry:
+        """This entry (same version, digest and recording time: the same trust) with its
+        provenance ``source`` at ``etag``, made without decoding it."""
+        (count,) = _U32.unpack_from(self.raw, 72)
+        rest = [self.raw[8 : _HEAD.size + (16 * count if count > 1 else 0)]]
+        for text in (source, etag):
+            raw = text.encode("utf-8", "surrogateescape")
+            rest += [_U32.pack(len(raw)), raw]
+        body = b"".join(rest)
+        return CacheEntry(
+            self.path, _CHECKSUM.pack(xxhash.xxh3_64_intdigest(self.path + body)) + body
+        )
+
     def _texts(self) -> tuple[str | None, str | None]:
         (count,) = _U32.unpack_from(self.raw, 72)
         at = _HEAD.size + (16 * count if count > 1 else 0)

@@ -728,20 +728,8 @@ def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> No
     provenance = {keys(e.where): e for e in skipped if not e.reason.startswith("unchanged since")}
     for key, known in cache.lookup(sorted(provenance)).items():
         entry = provenance[key]
-        if known.digest == entry.expected and (known.source, known.etag) != (
-            entry.identity,
-            entry.source.version,
-        ):
+        identity = entry.identity
+        if known.digest == entry.expected and not known.came_from(identity, entry.source.version):
             # Same trust as before (same identity, same recording time), now with provenance.
-            rows.append(
-                CacheEntry.of(
-                    key,
-                    known.stat,
-                    known.digest,
-                    known.chunks,
-                    known.recorded_ns,
-                    entry.identity,
-                    entry.source.version,
-                )
-            )
+            rows.append(known.from_source(identity, entry.source.version))
     cache.record(rows)

@@ -228,6 +228,34 @@ def test_a_range_lookup_returns_only_the_keys_asked_for(tmp_path: Path) -> None:
         assert set(cache.lookup([b"/a", b"/c"])) == {b"/a", b"/c"}
 
 
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("before", [(None, None), ("az://c/old", "0x1"), ("file:///é/ü", "")])
+def test_provenance_added_keeps_the_entry_and_its_trust(
+    chunks: int, before: tuple[str | None, str | None]
+) -> None:
+    """from_source gives the same version, digest, chunks and recording time with the new
+    source and etag (any texts, any chunk count), a valid checksum, and came_from agrees."""
+    digest = hash_bytes(b"v")
+    parts = tuple(hash_bytes(bytes([i])).value for i in range(chunks))
+    old = CacheEntry.of(b"/x/y", FileStat(7, 8, 9, 10, 11), digest, parts, 12, *before)
+    new = old.from_source("file:///src/y \u2603", "512-1-2-3")
+    assert new.valid()
+    assert (new.path, new.stat, new.digest, new.chunks, new.recorded_ns) == (
+        old.path,
+        old.stat,
+        old.digest,
+        old.chunks,
+        old.recorded_ns,
+    )
+    assert (new.source, new.etag) == ("file:///src/y \u2603", "512-1-2-3")
+    assert new.came_from("file:///src/y \u2603", "512-1-2-3")
+    assert not new.came_from("file:///src/y", "512-1-2-3")
+    assert not new.came_from("file:///src/y \u2603", "512-1-2-4")
+    assert new == CacheEntry.of(
+        b"/x/y", FileStat(7, 8, 9, 10, 11), digest, parts, 12, "file:///src/y \u2603", "512-1-2-3"
+    )
+
+
 def test_default_cache_dir_follows_the_documented_order(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
