@@ -27,6 +27,7 @@ from taskkit.exceptions import MisuseError, TaskFailure, from_os_error
 __all__ = [
     "FS_ENCODING",
     "FS_ERRORS",
+    "Absolutes",
     "Failed",
     "FileEntry",
     "Skipped",
@@ -79,6 +80,26 @@ def absolute(path: str) -> str:
     return os.path.join(os.path.realpath(head or "."), tail)
 
 
+class Absolutes:
+    """:func:`absolute` for many paths in few directories: each directory is resolved once,
+    so a list of 100,000 files costs 100,000 string joins instead of 100,000 ``realpath``
+    calls (four ``lstat`` each). For the length of one walk: a link made meanwhile in place
+    of a directory already resolved is not seen."""
+
+    def __init__(self) -> None:
+        self._resolved: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        if os.altsep is not None:  # Windows: two separators; no fast path
+            return absolute(path)
+        head, sep, tail = path.rpartition(os.sep)
+        head = head or sep  # "/name" is in the root, "name" in the current directory ("")
+        real = self._resolved.get(head)
+        if real is None:
+            real = self._resolved[head] = os.path.realpath(head or ".")
+        return real + tail if real.endswith(os.sep) else real + os.sep + tail
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether ``path`` is ``root`` or below it (both absolute, compared as they are)."""
     return path == root or root in path.parents
@@ -106,6 +127,7 @@ def walk(
     """The regular files named by ``paths``, in order, directories expanded when ``recurse``."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise MisuseError(f"pass a list of paths, not one path: [{paths!r}]")
+    absolutes = Absolutes()
     for root, arg in enumerate(paths):
         path = os.fsdecode(arg)
         try:
@@ -114,7 +136,7 @@ def walk(
             yield Failed(path, path_error(exc, path))
             continue
         if stat.S_ISREG(st.st_mode):
-            yield FileEntry(path, absolute(path), root, st)
+            yield FileEntry(path, absolutes(path), root, st)
         elif stat.S_ISDIR(st.st_mode) and recurse:
             yield from _walk_tree(path, os.path.realpath(path), root, (st.st_dev, st.st_ino))
         else:

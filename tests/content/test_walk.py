@@ -175,3 +175,69 @@ def test_fs_encoding_encodes_exactly_as_os_fsencode(name: str) -> None:
     from taskkit.content.walk import FS_ENCODING, FS_ERRORS
 
     assert name.encode(FS_ENCODING, FS_ERRORS) == os.fsencode(name)
+
+
+def test_absolutes_names_each_file_as_absolute_does_resolving_each_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Absolutes gives absolute()'s name for every spelling (relative, ./, .., //, a linked
+    directory, the root, an undecodable byte) and calls realpath once per directory."""
+    from taskkit.content import walk as walk_module
+    from taskkit.content.walk import Absolutes, absolute
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(real / "sub")
+    spellings = [
+        "f",
+        "./f",
+        "../g",
+        "../sub/f",
+        str(real) + "//sub//f",
+        str(tmp_path / "link" / "sub" / "f"),
+        str(tmp_path / "link" / "sub" / ".." / "g"),
+        "/etc",
+        "/",
+        os.fsdecode(b"bad-\xff-name"),
+        "link-to-f",
+    ]
+    os.symlink("f", "link-to-f")  # a link keeps its own name: only its directory resolves
+    calls: list[str] = []
+    realpath = os.path.realpath
+
+    def counting(path: str) -> str:
+        calls.append(path)
+        return realpath(path)
+
+    expected = [absolute(p) for p in spellings]
+    monkeypatch.setattr(walk_module.os.path, "realpath", counting)
+    absolutes = Absolutes()
+    assert [absolutes(p) for p in spellings] == expected
+    first = len(calls)
+    assert first < len(spellings)  # the spellings with one directory shared its realpath
+    assert [absolutes(p) for p in spellings * 2] == expected * 2
+    assert len(calls) == first  # every directory was resolved once only
+
+
+def test_a_long_list_of_files_resolves_each_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """walk() of 300 files named one by one in 3 directories resolves 3 directories, and names
+    each file as absolute() does."""
+    from taskkit.content import walk as walk_module
+    from taskkit.content.walk import absolute
+
+    paths = []
+    for d in "abc":
+        (tmp_path / d).mkdir()
+        for i in range(100):
+            (tmp_path / d / f"{i}").write_bytes(b"x")
+            paths.append(str(tmp_path / d / f"{i}"))
+    calls: list[str] = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(walk_module.os.path, "realpath", lambda p: calls.append(p) or realpath(p))
+    results = list(walk(paths, recurse=False))
+    assert len(calls) == 3
+    monkeypatch.undo()
+    assert [r.abspath for r in results if isinstance(r, FileEntry)] == [absolute(p) for p in paths]
