@@ -3,7 +3,8 @@
 Hashing many small files is system calls (open, fstat, read, close) wrapped in Python; threads
 cannot share that work, since each call gives up the GIL and waits to take it back. A forked
 reader process does the reads, the hashing and the packing of stat-cache entries, while the
-calling process walks, consults the stat-cache, writes the results and records them.
+calling process walks, consults the stat-cache (and checks there the files it knows: a stat
+and a compare cost less than sending them), writes the results and records them.
 
 Invariants:
 
@@ -44,9 +45,9 @@ from collections.abc import Sequence
 
 from taskkit.content import chunkio
 from taskkit.content.digest import READ_SIZE, Digest, hash_chunk
-from taskkit.content.statcache import CacheEntry, FileStat, StatCache
+from taskkit.content.statcache import CacheEntry, FileStat
 
-__all__ = ["CHECK_REPLY", "ENTRY_SIZE", "MAX_BATCH", "REPLY", "Reader"]
+__all__ = ["ENTRY_SIZE", "MAX_BATCH", "REPLY", "Reader"]
 
 #: Paths in one request at most.
 MAX_BATCH = 256
@@ -54,12 +55,8 @@ MAX_BATCH = 256
 ENTRY_SIZE = len(CacheEntry.of(b"", FileStat(0, 0, 0, 0, 0), Digest(bytes(16)), [bytes(16)], 0).raw)
 #: One reply: read (1) or not (0), then the file's stat-cache entry (zeros when not read).
 REPLY = struct.Struct(f"<B{ENTRY_SIZE}s")
-#: A request's head: its kind, its length, and the time to stamp new entries with.
-_HEAD = struct.Struct("<BIq")
-_READ, _CHECK = 0, 1
-#: One answer to a check: not me (0), fresh (1) or changed (2), and the size stat gave.
-CHECK_REPLY = struct.Struct("<Bq")
-_U32 = struct.Struct("<I")
+#: A request's head: its length, and the time to stamp new entries with.
+_HEAD = struct.Struct("<Iq")
 #: Requests unanswered at most; a request's "taken back" byte is at its number modulo this.
 _RING = 64
 #: The signals whose handlers the caller may have set and the reader must not run.
@@ -71,7 +68,6 @@ _OWN_SIGNALS = {
 #: The reply pipe's size asked for: room for the answers to many requests at once.
 _PIPE_WANTED = 1 << 20
 _NOT_ME = REPLY.pack(0, b"")
-_NOT_ME_CHECK = CHECK_REPLY.pack(0, 0)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -113,30 +109,6 @@ def _hash_one(path: bytes, buf: memoryview, recorded_ns: int) -> bytes:
         os.close(fd)
 
 
-def _check_one(path: bytes, raw: bytes) -> bytes:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return _NOT_ME_CHECK  # the caller stats it again and reports the error itself
-    if StatCache.fresh(CacheEntry(path, raw), st) and stat.S_ISREG(st.st_mode):
-        return CHECK_REPLY.pack(1, st.st_size)
-    return CHECK_REPLY.pack(2, st.st_size)
-
-
-def _entries(payload: bytes) -> list[tuple[bytes, bytes]]:
-    """The (path, packed entry) pairs of a check request, each part length-prefixed."""
-    pairs = []
-    at = 0
-    while at < len(payload):
-        (n,) = _U32.unpack_from(payload, at)
-        path = payload[at + 4 : at + 4 + n]
-        at += 4 + n
-        (n,) = _U32.unpack_from(payload, at)
-        pairs.append((path, payload[at + 4 : at + 4 + n]))
-        at += 4 + n
-    return pairs
-
-
 def _serve(requests: int, replies: int, taken: mmap.mmap) -> None:
     """The reader's whole life: answer requests until the request pipe ends. A request the
     caller has taken back (its byte in ``taken`` set) is answered "not me" without reading."""
@@ -146,17 +118,14 @@ def _serve(requests: int, replies: int, taken: mmap.mmap) -> None:
         head = _read_exact(requests, _HEAD.size)
         if len(head) < _HEAD.size:
             return
-        kind, length, recorded_ns = _HEAD.unpack(head)
+        length, recorded_ns = _HEAD.unpack(head)
         payload = _read_exact(requests, length)
         slot = seq % _RING
         seq += 1
-        out = []
-        if kind == _CHECK:
-            for path, raw in _entries(payload):
-                out.append(_NOT_ME_CHECK if taken[slot] else _check_one(path, raw))
-        else:
-            for path in payload.split(b"\0"):
-                out.append(_NOT_ME if taken[slot] else _hash_one(path, buf, recorded_ns))
+        out = [
+            _NOT_ME if taken[slot] else _hash_one(path, buf, recorded_ns)
+            for path in payload.split(b"\0")
+        ]
         _write_all(replies, b"".join(out))
 
 
@@ -231,19 +200,9 @@ class Reader:
         """Ask for ``paths`` (at most :data:`MAX_BATCH`, each a :func:`path_key`), their
         entries to be stamped ``recorded_ns``; the request's number, or None if the reader is
         gone or its answers in flight would not fit the pipe (the caller hashes them itself)."""
-        return self._send(_READ, b"\0".join(paths), len(paths) * REPLY.size, recorded_ns)
+        return self._send(b"\0".join(paths), len(paths) * REPLY.size, recorded_ns)
 
-    def check(self, entries: Sequence[CacheEntry]) -> int | None:
-        """Ask whether the files of ``entries`` (at most :data:`MAX_BATCH`) are unchanged, as
-        :meth:`StatCache.fresh <taskkit.content.statcache.StatCache.fresh>` says of their stat
-        now and is a regular file; the request's number, or None as for :meth:`send`."""
-        payload = b"".join(
-            b"%s%s%s%s" % (_U32.pack(len(e.path)), e.path, _U32.pack(len(e.raw)), e.raw)
-            for e in entries
-        )
-        return self._send(_CHECK, payload, len(entries) * CHECK_REPLY.size, 0)
-
-    def _send(self, kind: int, payload: bytes, reply: int, recorded_ns: int) -> int | None:
+    def _send(self, payload: bytes, reply: int, recorded_ns: int) -> int | None:
         self._collect()
         in_flight = sum(size for _, size, _ in self._waiting)
         if not self.alive or in_flight + reply > self._capacity or len(self._waiting) >= _RING:
@@ -251,7 +210,7 @@ class Reader:
         seq = self._sent
         self._taken[seq % _RING] = 0
         try:
-            _write_all(self._requests, _HEAD.pack(kind, len(payload), recorded_ns) + payload)
+            _write_all(self._requests, _HEAD.pack(len(payload), recorded_ns) + payload)
         except OSError:  # EPIPE: it died
             self.alive = False
             return None
@@ -272,14 +231,6 @@ class Reader:
             new(CacheEntry, (path, raw)) if read else None
             for path, (read, raw) in zip(paths, REPLY.iter_unpack(data), strict=True)
         ]
-
-    def checked(self, seq: int) -> list[tuple[int, int]] | None:
-        """The answers to check request ``seq`` if they are all here, else None: for each
-        entry, 1 and the size if the file is unchanged, 2 if it changed, 0 if the caller must
-        look itself (the stat failed)."""
-        self._collect()
-        data = self._answered.pop(seq, None)
-        return None if data is None else list(CHECK_REPLY.iter_unpack(data))
 
     def take_back(self, seq: int) -> None:
         """Request ``seq`` will be hashed by the caller: the reader skips what it has not

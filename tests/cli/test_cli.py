@@ -97,6 +97,34 @@ def test_non_utf8_names_are_written_as_their_bytes(tmp_path: Path) -> None:
     assert proc.stdout == str(hash_bytes(b"x")).encode() + b"  ./" + raw + b"\n"
 
 
+def test_lines_written_in_batches_are_each_files_line_byte_for_byte(tmp_path: Path) -> None:
+    """Over more lines than one write holds, with plain, hostile, accented and non-UTF-8 names
+    spread among them, stdout is exactly each file's line in walk order: nothing lost, doubled
+    or re-encoded where batches meet."""
+    from taskkit.cli.hashing import _BATCH
+
+    odd = [b"we\\ird", b"new\nline", b"cr\rname", b"caf\xe9", "\u00e9t\u00e9".encode()]
+    root = os.fsencode(str(tmp_path / "d"))
+    os.mkdir(root)
+    names = []
+    for i in range(2 * _BATCH + 7):
+        name = b"%05d" % i + (odd[i % len(odd)] if i % 97 == 0 else b"")
+        with open(root + b"/" + name, "wb") as f:
+            f.write(name)
+        names.append(name)
+    proc = run("hash", "d", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = []
+    for name in sorted(names):
+        digest = str(hash_bytes(name)).encode()
+        if any(c in name for c in (b"\\", b"\n", b"\r")):
+            escaped = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+            expected.append(b"\\" + digest + b"  d/" + escaped + b"\n")
+        else:
+            expected.append(digest + b"  d/" + name + b"\n")
+    assert proc.stdout == b"".join(expected)
+
+
 def test_missing_path_is_one_line_exit_66_and_the_rest_is_hashed(tmp_path: Path) -> None:
     """Other paths are still hashed; the exit code is input-not-found."""
     (tmp_path / "ok").write_bytes(b"ok")

@@ -161,6 +161,54 @@ print(json.dumps([out[1], out[2], started]))
     assert ["dangling" in row[0] for row in rows if row[1] == "Failed"] == [True]
 
 
+def test_a_partly_changed_tree_reads_its_changes_through_the_reader(tmp_path: Path) -> None:
+    """A warm run over a tree where 200 of 600 files changed, interleaved with unchanged ones
+    in every window: the reader is forked for the changes, the unchanged come from the cache,
+    and results and recorded entries equal those of a run without a reader on a copy."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(600):
+        (tree / f"f{i:03}").write_bytes(b"v1-%03d" % i)
+    code = f"""
+from taskkit.content.statcache import StatCache
+import shutil
+started = []
+real_start = Reader.start.__func__
+def spy(cls):
+    reader = real_start(cls)
+    started.append(reader is not None)
+    return reader
+Reader.start = classmethod(spy)
+root, tree = {str(tmp_path)!r}, {str(tree)!r}
+def run(jobs, name, clock):
+    cache = StatCache.open(os.path.join(root, name), clock=lambda: clock)
+    try:
+        rows = [[r.path, r.digest.hex, r.cached] for r in hash_paths(
+            [tree], jobs=jobs, cache=cache, reader=True)]
+        keys = sorted(path_key(row[0]) for row in rows)
+        found = cache.lookup(keys)
+        return rows, sorted([k.decode(), found[k].digest.hex, found[k].recorded_ns] for k in keys)
+    finally:
+        cache.close()
+run(1, "cache", 4 * 10**18)
+shutil.copytree(os.path.join(root, "cache"), os.path.join(root, "copy"))
+for i in range(0, 600, 3):
+    with open(os.path.join(tree, f"f{{i:03}}"), "wb") as f:
+        f.write(b"v2-%03d" % i)
+with_reader = run(2, "cache", 5 * 10**18)
+without = run(1, "copy", 5 * 10**18)
+print(json.dumps([with_reader, without, started]))
+"""
+    with_reader, without, started = fresh(code)  # type: ignore[misc]
+    assert started == [True]
+    assert with_reader == without
+    rows = with_reader[0]
+    assert [row[2] for row in rows] == [i % 3 != 0 for i in range(600)]
+    assert all(
+        row[1] == hash_bytes(b"v%d-%03d" % (1 if i % 3 else 2, i)).hex for i, row in enumerate(rows)
+    )
+
+
 def test_a_reader_killed_mid_run_costs_nothing_but_re_reads(tmp_path: Path) -> None:
     """SIGKILL to the reader during a run: every file is still hashed, correctly, by the
     caller, and the dead reader is reaped."""
@@ -296,22 +344,23 @@ def _processes_naming(text: str) -> list[int]:
     return found
 
 
-def test_checks_by_the_reader_see_every_change_a_stat_can(tmp_path: Path) -> None:
-    """A warm run whose cache checks go to the reader: unchanged files come from the cache; a
-    same-size rewrite with its mtime put back, a file swapped for a FIFO and a deleted file
-    are each seen (re-hashed, skipped, failed) exactly as without a reader."""
+def test_a_warm_run_checks_here_and_sees_every_change_a_stat_can(tmp_path: Path) -> None:
+    """A warm run asked to use a reader checks the cached files itself, and forks no reader
+    for the few files left to read; unchanged files come from the cache; a same-size rewrite
+    with its mtime put back, a file swapped for a FIFO and a deleted file are each seen
+    (re-hashed, skipped, failed) exactly as without a reader."""
     tree = tmp_path / "tree"
     tree.mkdir()
     for i in range(600):
         (tree / f"f{i:03}").write_bytes(b"v1-%03d" % i)
     code = f"""
 from taskkit.content.statcache import StatCache
-checks = []
-real_check = Reader.check
-def spy(self, entries):
-    checks.append(len(entries))
-    return real_check(self, entries)
-Reader.check = spy
+starts = []
+real_start = Reader.start.__func__
+def spy(cls):
+    starts.append(1)
+    return real_start(cls)
+Reader.start = classmethod(spy)
 tree = {str(tree)!r}
 import shutil
 def run(jobs, name="cache"):
@@ -332,13 +381,14 @@ os.unlink(os.path.join(tree, "f200"))
 os.mkfifo(os.path.join(tree, "f200"))
 os.unlink(os.path.join(tree, "f300"))
 os.symlink(os.path.join(tree, "nowhere"), os.path.join(tree, "f300"))
+first_starts = len(starts)
 with_reader = run(2)
-checks_made = sum(checks)
 without = run(1, "copy")
-print(json.dumps([with_reader, without, checks_made]))
+print(json.dumps([with_reader, without, first_starts, len(starts)]))
 """
-    with_reader, without, checks_made = fresh(code)  # type: ignore[misc]
-    assert checks_made >= 500  # the reader did check the cached files
+    with_reader, without, first_starts, all_starts = fresh(code)  # type: ignore[misc]
+    assert first_starts == 0  # jobs=1: never a reader
+    assert all_starts == 0  # the warm run had three files to read: no fork for them
     assert with_reader == without
     rows = {row[0]: row for row in with_reader}
     assert rows["f100"][1:] == ["FileDigest", False, hash_bytes(b"v2-100").hex]
