@@ -23,8 +23,9 @@ How the work is shared out:
 
 Memory: each pool thread reuses one :data:`~taskkit.content.digest.READ_SIZE` (512 KiB) buffer
 and the calling thread one more, so reading costs ``(jobs + 1) * 512 KiB`` whatever the file
-sizes (the reader has one more, in its own process); on top come 16 bytes per chunk of the
-files in flight and the windows planned ahead (about a thousand entries).
+sizes (the reader has one more, in its own process), plus the one file of at most
+:data:`_SMALL` (64 KiB) being read whole; on top come 16 bytes per chunk of the files in flight
+and the windows planned ahead (about a thousand entries).
 
 A file read in more than one piece is stat'ed before and after; if its size, mtime or ctime
 moved, it is read again, up to :data:`ATTEMPTS` times, then reported as failed. This is a best
@@ -53,8 +54,8 @@ from taskkit.content.digest import (
     StreamHasher,
     chunk_count,
     combine_chunks,
+    hash_chunk,
 )
-from taskkit.content.reader import Reader
 from taskkit.content.statcache import CacheEntry, FileStat, StatCache
 from taskkit.content.walk import (
     FS_ENCODING,
@@ -67,8 +68,10 @@ from taskkit.content.walk import (
 )
 from taskkit.exceptions import IOFailure, from_os_error
 
-if TYPE_CHECKING:  # the pool is imported when a large file first needs it
+if TYPE_CHECKING:  # the pool and the reader are imported when first needed
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from taskkit.content.reader import Reader
 
 __all__ = [
     "ATTEMPTS",
@@ -92,6 +95,9 @@ _READER_MIN = 64
 _AHEAD = 4
 #: Files in one request to the reader: what is redone here when it is taken back.
 _PIECE = 64
+#: Files up to this size are read into a new bytes object in one call rather than through
+#: the reused buffer: half the Python on the way for the many small files.
+_SMALL = 64 * 1024
 
 
 def _pieces(indices: list[int]) -> list[list[int]]:
@@ -289,14 +295,15 @@ class _Run:
             for item in window
         ]
         known = self.cache.lookup([k for k in keys if k]) if self.cache is not None else {}
-        hit = self._hit
+        hit, lookup = self._hit, known.get
         slots: list[HashResult | None] = []
         misses: list[int] = []
         for i, (item, key) in enumerate(zip(window, keys, strict=True)):
             if type(item) is not FileEntry:
                 slots.append(item)  # type: ignore[arg-type]
                 continue
-            slot = hit(item, known.get(key))
+            entry = lookup(key)
+            slot = None if entry is None else hit(item, entry)
             slots.append(slot)
             if slot is None:
                 misses.append(i)
@@ -313,6 +320,8 @@ class _Run:
     def _reader_for(self, files: int) -> Reader | None:
         if self.reader is None and self.use_reader and files >= _READER_MIN:
             self.use_reader = False  # one attempt per run
+            from taskkit.content.reader import Reader
+
             self.reader = Reader.start()
         return self.reader
 
@@ -350,16 +359,18 @@ class _Run:
             digest = answer.digest
             yield new(FileDigest, (item.path, digest, answer.stat.size, False, (digest.value,)))
 
-    def _hit(self, entry: FileEntry, known: CacheEntry | None) -> HashResult | None:
+    def _hit(self, entry: FileEntry, known: CacheEntry) -> HashResult | None:
         """The cached digest of an unchanged file, a failed stat, or None: hash it."""
-        if known is None:
-            return None
         try:
             st = entry.stat or os.stat(entry.abspath)
         except OSError as exc:
             return Failed(entry.path, from_os_error(exc, "cannot hash"))
         if StatCache.fresh(known, st) and stat.S_ISREG(st.st_mode):
-            args = (entry.path, known.digest, st.st_size, True, known.chunks)
+            size = st.st_size
+            digest = known.digest
+            # A file of one chunk is its own chunk (the size is the entry's: it is fresh).
+            chunks = (digest.value,) if size <= CHUNK_SIZE else known.chunks
+            args = (entry.path, digest, size, True, chunks)
             return tuple.__new__(FileDigest, args)  # FileDigest(*args), five times faster
         return None
 
@@ -381,8 +392,11 @@ class _Run:
             size = before.st_size
             if size == 0:  # empty, or a file whose size says nothing (/proc, /sys)
                 return self._stream(entry, fd, before, key, recorded_ns)
-            if size <= CHUNK_SIZE:
-                chunks: tuple[bytes, ...] = (chunkio.hash_range(fd, 0, size),)
+            data = os.pread(fd, size, 0) if size <= _SMALL else b""
+            if len(data) == size:  # a small file, read whole in one call
+                chunks: tuple[bytes, ...] = (hash_chunk(data),)
+            elif size <= CHUNK_SIZE:  # larger, or a short read: pieces until the end
+                chunks = (chunkio.hash_range(fd, 0, size),)
             else:
                 chunks = tuple(chunkio.hash_run(fd, size, 0, chunk_count(size)))
             # One read cannot see a torn write that the stat-cache would keep (the racy guard

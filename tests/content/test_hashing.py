@@ -22,7 +22,9 @@ def pattern(n: int, seed: int = 0) -> bytes:
     return (bytes((i * 7 + seed) % 256 for i in range(256)) * (n // 256 + 1))[:n]
 
 
-SIZES = [0, 1, READ_SIZE - 1, READ_SIZE, READ_SIZE + 1, C - 1, C, C + 1, 2 * C, 3 * C + 777]
+SMALL = 64 * 1024  # hashing._SMALL: read whole in one call up to here
+SIZES = [0, 1, SMALL - 1, SMALL, SMALL + 1, READ_SIZE - 1, READ_SIZE, READ_SIZE + 1]
+SIZES += [C - 1, C, C + 1, 2 * C, 3 * C + 777]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -152,6 +154,48 @@ def test_a_file_that_shrinks_during_the_read_is_not_given_a_digest(
     result = hash_file(f, jobs=1)
     assert result.size == 100
     assert result.digest == hash_bytes(pattern(100))
+
+
+@pytest.mark.parametrize("new_size", [0, 100, SMALL - 1])
+def test_a_small_file_that_shrinks_before_its_one_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_size: int
+) -> None:
+    """A small file cut shorter between its stat and its one-call read gets the digest of
+    what it holds now, never of the short read taken for the size stat gave."""
+    from taskkit.content import hashing
+
+    assert SMALL == hashing._SMALL
+    f = tmp_path / "f.bin"
+    f.write_bytes(pattern(SMALL))
+    real = os.pread
+    calls = {"n": 0}
+
+    def truncate_once(fd: int, length: int, offset: int) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.truncate(f, new_size)
+        return real(fd, length, offset)
+
+    monkeypatch.setattr(hashing.os, "pread", truncate_once)
+    result = hash_file(f, jobs=1)
+    assert result.size == new_size
+    assert result.digest == hash_bytes(pattern(new_size))
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL, C, C + 1, 2 * C + 3])
+def test_a_cache_hit_equals_the_read_it_stands_for(tmp_path: Path, size: int) -> None:
+    """A digest from the cache carries the same digest, size and chunk digests as reading the
+    file gave, on both sides of the one-chunk size."""
+    f = tmp_path / "f.bin"
+    f.write_bytes(pattern(size, seed=3))
+    cache = StatCache(tmp_path / "c.sqlite3", clock=lambda: 4 * 10**18)  # past the racy window
+    (read,) = hash_paths([f], jobs=2, cache=cache)
+    (hit,) = hash_paths([f], jobs=2, cache=cache)
+    cache.close()
+    assert isinstance(read, FileDigest)
+    assert isinstance(hit, FileDigest)
+    assert (read.cached, hit.cached) == (False, True)
+    assert hit._replace(cached=False) == read
 
 
 def test_cache_hits_skip_reading_and_misses_are_recorded(tmp_path: Path) -> None:
