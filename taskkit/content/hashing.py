@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from taskkit.content import chunkio
 from taskkit.content.digest import (
@@ -82,6 +82,8 @@ __all__ = [
     "hash_file",
     "hash_paths",
 ]
+
+_P = TypeVar("_P", str, Path)
 
 ATTEMPTS = 3
 #: How much a file whose size stat cannot tell (procfs, sysfs) may yield before it is refused:
@@ -214,9 +216,10 @@ def hash_file(
 
 
 def digests(
-    paths: Sequence[Path], *, jobs: int | None = None, cache: StatCache | None = None
-) -> dict[Path, Digest]:
-    """The digests of the regular files among ``paths`` that could be read; the others are
+    paths: Sequence[_P], *, jobs: int | None = None, cache: StatCache | None = None
+) -> dict[_P, Digest]:
+    """The digests of the regular files among ``paths`` that could be read, keyed by the
+    paths as given (strings are cheaper than ``Path`` objects for many files); the others are
     left out (a caller deciding whether to transfer a file treats them as different)."""
     if not paths:
         return {}

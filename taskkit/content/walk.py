@@ -128,15 +128,16 @@ def walk(
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise MisuseError(f"pass a list of paths, not one path: [{paths!r}]")
     absolutes = Absolutes()
+    new = tuple.__new__  # FileEntry(...) through its generated __new__ costs five times more
     for root, arg in enumerate(paths):
-        path = os.fsdecode(arg)
+        path = arg if type(arg) is str else os.fsdecode(arg)
         try:
             st = os.stat(path)
         except (OSError, ValueError) as exc:
             yield Failed(path, path_error(exc, path))
             continue
         if stat.S_ISREG(st.st_mode):
-            yield FileEntry(path, absolutes(path), root, st)
+            yield new(FileEntry, (path, absolutes(path), root, st))
         elif stat.S_ISDIR(st.st_mode) and recurse:
             yield from _walk_tree(path, os.path.realpath(path), root, (st.st_dev, st.st_ino))
         else:

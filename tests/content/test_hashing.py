@@ -260,3 +260,26 @@ def test_empty_files_hash_as_empty(tmp_path: Path) -> None:
     assert first.digest == again.digest == hash_bytes(b"")
     assert (first.cached, again.cached) == (False, True)
     cache.close()
+
+
+def test_digests_are_keyed_by_the_paths_as_given_and_leave_out_what_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    """digests() of strings is keyed by those strings, of Paths by those Paths, with the same
+    digests; a missing file, a directory and a FIFO are left out, in either spelling."""
+    from taskkit.content.hashing import digests
+
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    names = []
+    for i in range(50):
+        (tmp_path / "sub" / f"f{i}").write_bytes(b"%d" % i)
+        names.append(str(tmp_path / "sub" / f"f{i}"))
+    names += [str(tmp_path / "missing"), str(tmp_path / "sub"), str(tmp_path / "fifo")]
+    by_str = digests(names, jobs=2)
+    by_path = digests([Path(n) for n in names], jobs=2)
+    assert list(by_str) == names[:50]
+    assert all(type(key) is str for key in by_str)
+    assert list(by_path) == [Path(n) for n in names[:50]]
+    assert list(by_str.values()) == list(by_path.values())
+    assert list(by_str.values()) == [hash_bytes(b"%d" % i) for i in range(50)]
