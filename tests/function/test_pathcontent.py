@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from taskkit.content import chunkio
 from taskkit.content.hashing import hash_file
 from taskkit.content.statcache import StatCache
 from taskkit.content.walk import absolute
@@ -85,14 +84,15 @@ def test_a_touch_without_change_keeps_the_key_and_unchanged_files_are_not_read(
     """Through the stat-cache: a second key of an unchanged tree reads no file; a touched file
     is read again and keys the same."""
     root = tree(tmp_path / "ref", {"a": b"1" * 1000, "sub/b": b"2" * 1000})
-    reads: list[int] = []
-    real = chunkio.hash_range
+    reads: list[str] = []
+    real = os.open
 
-    def counting(fd: int, offset: int, size: int) -> bytes:
-        reads.append(size)
-        return real(fd, offset, size)
+    def counting(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if str(path).startswith(str(root)):  # a file of the tree opened to be read
+            reads.append(str(path))
+        return real(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(chunkio, "hash_range", counting)
+    monkeypatch.setattr(os, "open", counting)
     with StatCache.open(tmp_path / "cache", clock=lambda: 2**62) as cache:
         first = key(root, cache)
         assert len(reads) == 2
