@@ -29,7 +29,7 @@ _BATCH = 512
 def _line(path: str, digest: bytes) -> str:
     """``DIGEST  PATH``, the path escaped the way coreutils and xxhsum do it (and the line then
     marked with a leading backslash). A str, encoded with the file system encoding when lines
-    are written (:func:`_encode`): formatting str is several times faster than bytes, and the
+    are written (:func:`_flush`): formatting str is several times faster than bytes, and the
     escaped characters are ASCII, which that encoding never uses inside another character."""
     if "\\" in path or "\n" in path or "\r" in path:
         path = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
