@@ -41,7 +41,7 @@ from typing import NamedTuple, TypeVar
 import xxhash
 
 from taskkit.content.digest import Digest
-from taskkit.content.walk import absolute
+from taskkit.content.walk import Absolutes, absolute
 
 __all__ = [
     "RACY_WINDOW_NS",
@@ -99,21 +99,15 @@ def path_key(path: str | os.PathLike[str]) -> bytes:
 
 
 class PathKeys:
-    """:func:`path_key` for many paths below few directories: each directory is resolved once.
-    For the length of one operation (a link made meanwhile inside it is not seen)."""
+    """:func:`path_key` for many paths below few directories: each directory is resolved once
+    (:class:`~taskkit.content.walk.Absolutes`). For the length of one operation."""
 
     def __init__(self) -> None:
-        self._directories: dict[str, str] = {}
+        self._absolutes = Absolutes()
 
     def __call__(self, path: str) -> bytes:
-        head, sep, tail = path.rpartition("/")
-        real = self._directories.get(head)
-        if real is None or not sep:
-            if not sep or not head:
-                return path_key(path)
-            real = self._directories[head] = os.path.realpath(head)
         # os.fsencode, without its checks: the file system encoding on POSIX
-        return (real + "/" + tail if real != "/" else "/" + tail).encode(_FS_ENCODING, _FS_ERRORS)
+        return self._absolutes(path).encode(_FS_ENCODING, _FS_ERRORS)
 
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
