@@ -41,7 +41,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
@@ -78,6 +78,7 @@ __all__ = [
     "MAX_PENDING",
     "FileDigest",
     "HashResult",
+    "Provenance",
     "digests",
     "hash_file",
     "hash_paths",
@@ -183,18 +184,21 @@ def hash_paths(
     cache: StatCache | None = None,
     recurse: bool = True,
     reader: bool = False,
+    provenance: Mapping[bytes, Provenance] | None = None,
 ) -> Iterator[HashResult]:
     """Hash every regular file named by ``paths`` (directories walked when ``recurse``).
 
     Yields one result per file in order (see :mod:`taskkit.content.walk` for the order and for
     what is
-    skipped). With a ``cache``, unchanged files are not read and new digests are recorded.
-    Closing the iterator early stops the work and still records what was hashed. ``reader``:
-    many small files may go to a forked reader process (the ``taskkit hash`` command asks for
-    it; a library call inside someone's program never forks unless asked).
+    skipped). With a ``cache``, unchanged files are not read and new digests are recorded;
+    an entry gets the source and etag ``provenance`` names for its cache key when its digest
+    is the one expected there (staging: the file holds the bytes of that source). Closing the
+    iterator early stops the work and still records what was hashed. ``reader``: many small
+    files may go to a forked reader process (the ``taskkit hash`` command asks for it; a
+    library call inside someone's program never forks unless asked).
     """
     workers = chunkio.check_jobs(jobs)
-    run = _Run(cache, workers, reader=reader)
+    run = _Run(cache, workers, reader=reader, provenance=provenance)
     try:
         yield from run.results(walk(paths, recurse=recurse))
     finally:
@@ -216,14 +220,19 @@ def hash_file(
 
 
 def digests(
-    paths: Sequence[_P], *, jobs: int | None = None, cache: StatCache | None = None
+    paths: Sequence[_P],
+    *,
+    jobs: int | None = None,
+    cache: StatCache | None = None,
+    provenance: Mapping[bytes, Provenance] | None = None,
 ) -> dict[_P, Digest]:
     """The digests of the regular files among ``paths`` that could be read, keyed by the
     paths as given (strings are cheaper than ``Path`` objects for many files); the others are
-    left out (a caller deciding whether to transfer a file treats them as different)."""
+    left out (a caller deciding whether to transfer a file treats them as different).
+    ``provenance``: as :func:`hash_paths` records it."""
     if not paths:
         return {}
-    results = hash_paths(paths, cache=cache, jobs=jobs, recurse=False)
+    results = hash_paths(paths, cache=cache, jobs=jobs, recurse=False, provenance=provenance)
     return {
         path: result.digest
         for path, result in zip(paths, results, strict=True)
@@ -231,11 +240,27 @@ def digests(
     }
 
 
+class Provenance(NamedTuple):
+    """Where a file's bytes are expected to come from: ``source`` at ``etag``, of ``digest``."""
+
+    source: str
+    etag: str
+    digest: Digest
+
+
 class _Run:
     """One call of :func:`hash_paths`: the pool, the files in flight, the cache writes."""
 
-    def __init__(self, cache: StatCache | None, jobs: int, *, reader: bool = False) -> None:
+    def __init__(
+        self,
+        cache: StatCache | None,
+        jobs: int,
+        *,
+        reader: bool = False,
+        provenance: Mapping[bytes, Provenance] | None = None,
+    ) -> None:
         self.cache = cache
+        self.provenance = provenance or {}
         self.clock = cache.clock if cache is not None else time.time_ns
         self.jobs = jobs
         self.pool: ThreadPoolExecutor | None = None
@@ -511,7 +536,15 @@ class _Run:
         args = (entry.path, digest, size, False, chunks)
         return tuple.__new__(FileDigest, args)  # FileDigest(*args), five times faster
 
+    def _with_provenance(self, record: CacheEntry) -> CacheEntry:
+        known = self.provenance.get(record.path)
+        if known is None or record.digest != known.digest:  # not the bytes expected
+            return record
+        return record.from_source(known.source, known.etag)
+
     def _flush(self) -> None:
         if self.cache is not None and self.to_record:
             records, self.to_record = self.to_record, []
+            if self.provenance:
+                records = [self._with_provenance(r) for r in records]
             self.cache.record(records)

@@ -46,7 +46,7 @@ from typing import Literal, NamedTuple
 import xxhash
 
 from taskkit.content.digest import Digest
-from taskkit.content.hashing import digests
+from taskkit.content.hashing import Provenance, digests
 from taskkit.content.statcache import (
     CacheEntry,
     FileStat,
@@ -677,6 +677,7 @@ def _decide(
     entries: list[PlanEntry | None] = []
     undecided: list[tuple[int, RemoteFile, Store, str, str, Digest | None, Digest | None, str]] = []
     to_hash: dict[str, Digest] = {}
+    sources: dict[bytes, Provenance] = {}  # of the files to hash: recorded with the same ones
     keys = PathKeys()
     for start in range(0, len(files), _BLOCK):
         block = files[start : start + _BLOCK]
@@ -707,17 +708,14 @@ def _decide(
                     entries.append(PlanEntry("skip", reason, file, dest, where, expected, store))
                     continue
                 to_hash[where] = expected
+                if found is not None:
+                    sources[found[1]] = Provenance(identity, file.version, expected)
             if ref is None and node_cache is not None:
                 ref = node_cache.lookup(NodeCache.key(identity, file.version))
             why = _ABSENT if local is None else _DIFFERS if where in to_hash else _UNKNOWN
             undecided.append((len(entries), file, store, dest, where, expected, ref, why))
             entries.append(None)
-    hashed = {
-        str(path): digest
-        for path, digest in digests(
-            [Path(where) for where in to_hash], cache=cache if record else None, jobs=jobs
-        ).items()
-    }
+    hashed = digests(list(to_hash), cache=cache if record else None, jobs=jobs, provenance=sources)
     for index, file, store, dest, where, expected, ref, why in undecided:
         if where in to_hash and hashed.get(where) == expected:
             entries[index] = PlanEntry("skip", _SAME_HASHED, file, dest, where, expected, store)

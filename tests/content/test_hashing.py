@@ -283,3 +283,35 @@ def test_digests_are_keyed_by_the_paths_as_given_and_leave_out_what_cannot_be_re
     assert list(by_path) == [Path(n) for n in names[:50]]
     assert list(by_str.values()) == list(by_path.values())
     assert list(by_str.values()) == [hash_bytes(b"%d" % i) for i in range(50)]
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_provenance_is_recorded_only_with_the_digest_it_expects(tmp_path: Path, jobs: int) -> None:
+    """An entry recorded by digests() carries the source and etag named for its key only when
+    the file hashed to the digest expected there: a file that differs from its source is
+    recorded as what it holds, without a provenance that would vouch for it."""
+    from taskkit.content.hashing import Provenance, digests
+    from taskkit.content.statcache import path_key
+
+    paths = {}
+    for i, name in enumerate(["same", "other", "unnamed"] * 40):
+        paths[f"{name}{i}"] = tmp_path / f"{name}{i}"
+        paths[f"{name}{i}"].write_bytes(name.encode() * (i + 1))
+    sources = {
+        path_key(p): Provenance(
+            f"az://c/{name}",
+            f"0x{len(name)}",
+            hash_bytes(p.read_bytes() if name.startswith("same") else b"something else"),
+        )
+        for name, p in paths.items()
+        if not name.startswith("unnamed")
+    }
+    with StatCache.open(tmp_path / "c") as cache:
+        got = digests(list(paths.values()), cache=cache, jobs=jobs, provenance=sources)
+        entries = cache.lookup(sorted(path_key(p) for p in paths.values()))
+    assert len(got) == len(entries) == len(paths)  # every file hashed and recorded
+    for name, p in paths.items():
+        entry = entries[path_key(p)]
+        assert entry.digest == got[p] == hash_bytes(p.read_bytes())
+        vouched = (entry.source, entry.etag) == (f"az://c/{name}", f"0x{len(name)}")
+        assert vouched is name.startswith("same"), name
