@@ -288,6 +288,8 @@ class CacheEntry(NamedTuple):
         )
 
 
+_new_entry = tuple.__new__  # CacheEntry(key, raw) at a third of the cost, for many rows
+
 #: How many set-aside cache files are kept for a post-mortem; older ones are deleted.
 KEEP_SET_ASIDE = 3
 
@@ -417,7 +419,7 @@ class StatCache:
             rows = dict(self._query(sql, params))  # a range holds rows of other paths too
             for key in batch:
                 raw = rows.get(key)
-                if raw is not None and (entry := CacheEntry(key, raw)).valid():
+                if raw is not None and (entry := _new_entry(CacheEntry, (key, raw))).valid():
                     found[key] = entry
         return found
 

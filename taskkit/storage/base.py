@@ -155,6 +155,9 @@ class Store:
     #: local disk takes small files fastest one at a time: measured on 20,000 files of 4 KiB,
     #: every thread added raised the kernel time of creating them (bench/many_files.py).
     parallel_files: int | None = None
+    #: Whether a listing is a tree, as a filesystem's is: no name is both a file and a
+    #: directory of files (a blob store may hold ``p/x`` beside ``p/x/y``).
+    lists_a_tree = False
 
     def confirm(self, file: RemoteFile) -> None:
         """Raise :class:`TransientError` if ``file`` is no longer the version that was listed

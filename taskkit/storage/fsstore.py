@@ -70,6 +70,7 @@ class FsspecStore(Store):
         self._local = protocol == "file" and isinstance(fs, LocalFileSystem)
         self.reads_confirmed = self._local  # read() checks the version of the file it read
         self.parallel_files = 1 if self._local else None
+        self.lists_a_tree = self._local
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.protocol!r})"

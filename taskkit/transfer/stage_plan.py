@@ -424,8 +424,9 @@ def _expand(
             problems.append(Problem(file.url, DataError(f"cannot stage {file.url!r}: {_TOO_LONG}")))
             continue
         found.append((file, store, shown_head + name, head + name))
-    found, clashing = _split_dir_clashes(found, len(head))
-    problems += clashing
+    if not store.lists_a_tree:
+        found, clashing = _split_dir_clashes(found, len(head))
+        problems += clashing
     if not found and not problems and not allow_empty:
         verb = "lists" if item.glob is None else "matches"
         raise InputNotFound(
