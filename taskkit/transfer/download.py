@@ -357,7 +357,7 @@ def _read_journal(journal: Path, header: str) -> dict[int, bytes]:
 
 
 @contextlib.contextmanager
-def locked(partial: Path) -> Iterator[int]:
+def locked(partial: str | os.PathLike[str]) -> Iterator[int]:
     """The partial file at ``partial``, created if need be, locked for this process alone.
 
     Waits while another process holds it. The lock dies with its process, even on ``kill -9``.
@@ -371,7 +371,7 @@ def locked(partial: Path) -> Iterator[int]:
             try:
                 fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             except FileNotFoundError:  # its directory is not there yet
-                partial.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(partial), exist_ok=True)
                 fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise write_error(exc, "cannot write") from exc

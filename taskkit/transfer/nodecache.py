@@ -123,8 +123,12 @@ class NodeCache:
         )
 
     def object_path(self, digest: Digest) -> Path:
+        return Path(self.object_name(digest))
+
+    def object_name(self, digest: Digest) -> str:
+        """:meth:`object_path` as a string (what a file linked from the cache is given)."""
         hexed = digest.hex
-        return Path(f"{self._root}/objects/{hexed[:2]}/{hexed}")
+        return f"{self._root}/objects/{hexed[:2]}/{hexed}"
 
     def ref_path(self, key: str) -> Path:
         return Path(f"{self._root}/refs/{key[:2]}/{key}")
@@ -135,7 +139,11 @@ class NodeCache:
     def lock_path(self, key: str) -> Path:
         """The lock of a source version: held to fetch, verify or link it. Never deleted,
         so that a waiting process always locks the file the holder locked."""
-        return Path(f"{self._root}/locks/{key[:2]}/{key}")
+        return Path(self.lock_name(key))
+
+    def lock_name(self, key: str) -> str:
+        """:meth:`lock_path` as a string."""
+        return f"{self._root}/locks/{key[:2]}/{key}"
 
     def fits(self, size: int) -> bool:
         """Whether a file of ``size`` bytes may enter the cache at all: within ``max_bytes``,
@@ -160,12 +168,15 @@ class NodeCache:
     def lookup(self, key: str) -> Digest | None:
         """The digest of the source version ``key`` if its object is in the cache."""
         try:
-            with open(f"{self._root}/refs/{key[:2]}/{key}", encoding="utf-8") as ref:
-                digest = Digest.parse(ref.read().strip())
+            fd = os.open(f"{self._root}/refs/{key[:2]}/{key}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 256).decode("utf-8")  # a ref is one line of 42 characters
+            finally:
+                os.close(fd)
+            digest = Digest.parse(text.strip())
         except (OSError, UnicodeDecodeError, DataError):
             return None
-        hexed = digest.hex
-        return digest if os.path.isfile(f"{self._root}/objects/{hexed[:2]}/{hexed}") else None
+        return digest if os.path.isfile(self.object_name(digest)) else None
 
     def publish(self, key: str, partial: Path, digest: Digest) -> Path:
         """Make the complete file at ``partial`` the object of ``digest`` and note that source
@@ -186,7 +197,7 @@ class NodeCache:
         return target
 
     @staticmethod
-    def used(path: Path) -> None:
+    def used(path: str | os.PathLike[str]) -> None:
         """Mark an object as just used (its access time), for the LRU order."""
         with contextlib.suppress(OSError):
             os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))

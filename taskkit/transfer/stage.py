@@ -529,19 +529,16 @@ class _Run:
         happens under the version's lock, so no other taskkit process downloads, links or
         verifies the same object meanwhile (a link moves the object's ctime)."""
         key = node.key(entry.identity, entry.source.version)
-        partial = node.partial(key)
 
         def once() -> _Done:
             fetched: Fetched | None = None
-            with locked(node.lock_path(key)):
+            with locked(node.lock_name(key)):
                 digest = node.lookup(key)
                 if digest is None:
-                    fetched = self._add(entry, node, key, partial)
+                    fetched = self._add(entry, node, key, node.partial(key))
                     digest = fetched.digest
-                    chunks = fetched.chunks
-                else:
-                    chunks = self._verify(node, node.object_path(digest), digest)
-                obj = node.object_path(digest)
+                obj = node.object_name(digest)
+                chunks = fetched.chunks if fetched is not None else self._verify(node, obj, digest)
                 st = self._link(obj, entry)
             self._evict(node, obj)
             if fetched is None:
@@ -570,7 +567,7 @@ class _Run:
                 raise _CacheFull from exc
         return fetched
 
-    def _evict(self, node: NodeCache, obj: Path) -> None:
+    def _evict(self, node: NodeCache, obj: str) -> None:
         """Keep the node cache within its bounds as files are linked: checked at most every
         :data:`EVICT_EVERY` seconds (one statvfs, or a walk of the objects when over), not
         once per file, which made the threads of a run of small files queue on it."""
@@ -579,9 +576,9 @@ class _Run:
             if now - self._evicted_at < EVICT_EVERY:
                 return
             self._evicted_at = now
-        node.evict(keep=obj, wanted=self.wanted)
+        node.evict(keep=Path(obj), wanted=self.wanted)
 
-    def _verify(self, node: NodeCache, obj: Path, digest: Digest) -> tuple[bytes, ...]:
+    def _verify(self, node: NodeCache, obj: str, digest: Digest) -> tuple[bytes, ...]:
         """The chunks of a cache object whose content still matches its name."""
         try:
             found, chunks = self._hash_object(obj)
@@ -592,7 +589,7 @@ class _Run:
             raise _Stale
         return chunks
 
-    def _hash_object(self, obj: Path) -> tuple[Digest | None, tuple[bytes, ...]]:
+    def _hash_object(self, obj: str) -> tuple[Digest | None, tuple[bytes, ...]]:
         """A cache object's digest (None when it is not the size it was) and chunks. Small
         objects are read and hashed here, in one read: cheaper than a stat-cache read and
         write, and than the hashing machinery's pool for one file."""
@@ -610,7 +607,7 @@ class _Run:
         found = hash_file(obj, cache=self.cache)
         return found.digest, found.chunks
 
-    def _link(self, obj: Path, entry: PlanEntry) -> os.stat_result:
+    def _link(self, obj: str, entry: PlanEntry) -> os.stat_result:
         """Put the cache object at the entry's path: a hard link, else a copy; atomically.
         Only DEST's filesystem is written here, so a full disk is DEST's (the errors of a
         link or a copy name the object first)."""
