@@ -62,6 +62,7 @@ from taskkit.transfer.download import (
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.patterns import OWN_PREFIX
 from taskkit.transfer.stage_plan import (
+    SAME_CACHED,
     Input,
     Plan,
     PlanEntry,
@@ -722,7 +723,9 @@ def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> No
                 item.entry.source.version,
             )
         )
-    provenance = {keys(e.where): e for e in skipped if not e.reason.startswith("unchanged since")}
+    # Files hashed while planning had their provenance recorded then (plan(record=True); a
+    # plan made without it gets it when a later run hashes them again).
+    provenance = {keys(e.where): e for e in skipped if e.reason == SAME_CACHED}
     for key, known in cache.lookup(sorted(provenance)).items():
         entry = provenance[key]
         identity = entry.identity

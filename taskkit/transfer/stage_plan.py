@@ -66,6 +66,7 @@ from taskkit.transfer.patterns import CONTROL, OWN_PREFIX, glob_regex, has_wildc
 from taskkit.transfer.summary import Problem, format_size
 
 __all__ = [
+    "SAME_CACHED",
     "Input",
     "Plan",
     "PlanEntry",
@@ -647,7 +648,8 @@ _ABSENT = "not present"
 _LINK = {why: f"in the node cache ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
 _RESUME = {why: f"a partial download is there ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
 _UNCHANGED = "unchanged since it was staged from this version"
-_SAME_CACHED = "same digest as the source (stat-cache)"
+#: Why a file is skipped whose stat-cache entry has its digest but not its provenance (yet).
+SAME_CACHED = "same digest as the source (stat-cache)"
 _SAME_HASHED = "same digest as the source (hashed)"
 
 
@@ -705,7 +707,7 @@ def _decide(
                 expected = ref
             if local is not None and expected is not None:
                 if fresh and cached == expected:
-                    reason = _UNCHANGED if ours else _SAME_CACHED
+                    reason = _UNCHANGED if ours else SAME_CACHED
                     entries.append(PlanEntry("skip", reason, file, dest, where, expected, store))
                     continue
                 to_hash[where] = expected

@@ -125,6 +125,29 @@ def test_a_second_run_skips_everything(
     assert entry.source == f"file://{src}/one"
 
 
+def test_files_found_by_hashing_are_unchanged_since_staged_on_the_next_run(
+    source: tuple[Path, dict[str, bytes]], stores: Stores, workdir: Path, tmp_path: Path
+) -> None:
+    """Files whose entries were racy are hashed while planning and skipped as the same; the
+    run records their provenance then, so the next run skips them as staged from this very
+    version (trusted without a read). A DEST file that differs is staged, never vouched for."""
+    src, contents = source
+    with StatCache.open(tmp_path / "cache") as racy:  # recorded as they are written: racy
+        execute(plan_prefix(src, workdir, stores, cache=racy), cache=racy)
+    (workdir / "in" / "one").write_bytes(b"x")  # same size, other bytes, while racy too
+    with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
+        hashed = plan_prefix(src, workdir, stores, cache=cache)
+        reasons = {e.dest: (e.action, e.reason) for e in hashed.entries}
+        assert reasons.pop("in/one")[0] == "download"
+        assert set(reasons.values()) == {("skip", "same digest as the source (hashed)")}
+        execute(hashed, cache=cache)
+        again = plan_prefix(src, workdir, stores, cache=cache)
+    assert {(e.action, e.reason) for e in again.entries} == {
+        ("skip", "unchanged since it was staged from this version")
+    }
+    assert (workdir / "in" / "one").read_bytes() == contents["one"]
+
+
 def test_a_dry_run_summary_reports_what_would_happen(
     source: tuple[Path, dict[str, bytes]], stores: Stores, workdir: Path
 ) -> None:
