@@ -148,11 +148,16 @@ def bad_dest_segment(dest: str) -> str | None:
 
 
 class Match(NamedTuple):
-    """A regular file a pattern matched: where it is, and its name below the pattern's base."""
+    """A regular file a pattern matched: where it is (``where``: its absolute path, as a
+    string, the walk's own spelling), and its name below the pattern's base."""
 
-    path: Path
+    where: str
     name: str
     stat: os.stat_result
+
+    @property
+    def path(self) -> Path:
+        return Path(self.where)
 
 
 def _segment_regex(segment: str) -> str:
@@ -225,7 +230,7 @@ def expand(workdir: Path, output: Output) -> Iterator[Match | Skipped | Failed]:
             yield Skipped(shown(workdir, single), _LEADS_OUT)
             return
         if stat.S_ISREG(st.st_mode):
-            yield Match(single, rest[0], st)
+            yield Match(str(single), rest[0], st)
             return
         if not stat.S_ISDIR(st.st_mode):
             yield Skipped(shown(workdir, single), f"{describe_mode(st.st_mode)}, not a file")
@@ -242,12 +247,16 @@ def _walk(
     workdir: Path, base: Path, regex: re.Pattern[str], rest: tuple[str, ...], bounded: bool
 ) -> Iterator[Match | Skipped | Failed]:
     """Depth first below ``base``, pruned by the pattern's leading segments, never entering a
-    directory twice on one path (link loops) nor one outside ``workdir``."""
+    directory twice on one path (link loops) nor one outside ``workdir``. Paths are strings
+    (``scandir``'s own): a ``Path`` per entry cost more than its stat."""
     first_any = rest.index("**") if "**" in rest else len(rest)
     fixed = [re.compile(_segment_regex(s), re.DOTALL) for s in rest[:first_any]]
     root = os.stat(base)
-    stack: list[tuple[Path, str, int, frozenset[tuple[int, int]]]] = [
-        (base, "", 0, frozenset({(root.st_dev, root.st_ino)}))
+    top = str(workdir)
+    below = top.rstrip("/") + "/"
+    full = regex.fullmatch
+    stack: list[tuple[str, str, int, frozenset[tuple[int, int]]]] = [
+        (str(base), "", 0, frozenset({(root.st_dev, root.st_ino)}))
     ]
     while stack:
         directory, prefix, depth, seen = stack.pop()
@@ -258,29 +267,32 @@ def _walk(
             yield _failed(workdir, directory, exc)
             continue
         subdirs = []
+        pruned = fixed[depth].fullmatch if depth < len(fixed) else None
         for entry in reversed(entries):
-            name = prefix + entry.name
-            path = directory / entry.name
             if entry.name.startswith(OWN_PREFIX):
                 continue
-            if depth < len(fixed) and not fixed[depth].fullmatch(entry.name):
+            if pruned is not None and not pruned(entry.name):
                 continue
+            path = entry.path
+            name = prefix + entry.name
             try:
-                linked = entry.is_symlink()
-                st = os.stat(path)
+                linked = entry.is_symlink()  # from the directory entry: no call
+                st = entry.stat()  # follows a link, as os.stat
             except OSError as exc:
                 yield _failed(workdir, path, exc)
                 continue
-            if linked and not inside(workdir, Path(os.path.realpath(path))):
-                if regex.fullmatch(name) or stat.S_ISDIR(st.st_mode):
-                    yield Skipped(shown(workdir, path), _LEADS_OUT)
-                continue
+            if linked:
+                real = os.path.realpath(path)
+                if real != top and not real.startswith(below):
+                    if full(name) or stat.S_ISDIR(st.st_mode):
+                        yield Skipped(shown(workdir, path), _LEADS_OUT)
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 ident = (st.st_dev, st.st_ino)
                 if (bounded and depth + 1 >= len(rest)) or ident in seen:
                     continue
                 subdirs.append((path, name + "/", depth + 1, seen | {ident}))
-            elif regex.fullmatch(name):
+            elif full(name):
                 if stat.S_ISREG(st.st_mode):
                     yield Match(path, name, st)
                 else:
@@ -288,12 +300,12 @@ def _walk(
         stack.extend(reversed(subdirs))
 
 
-def _failed(workdir: Path, path: Path, exc: OSError) -> Failed:
+def _failed(workdir: Path, path: str | Path, exc: OSError) -> Failed:
     # The error is built from the absolute path: its link test must not depend on the cwd.
     return Failed(shown(workdir, path), path_error(exc, str(path)))
 
 
-def shown(workdir: Path, path: Path) -> str:
+def shown(workdir: Path, path: str | Path) -> str:
     return os.path.relpath(path, workdir)
 
 

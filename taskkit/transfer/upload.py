@@ -221,12 +221,21 @@ def execute(
         report(refused)
         summary.seconds = time.perf_counter() - started
         return summary
+    sending = [e for e in entries if e.action == "send"]
+    # Taken before any file is read: a file written during its read is then racy (not trusted).
+    recorded_ns = cache.clock() if cache is not None else 0
     run = _Run(jobs or DEFAULT_JOBS, on_bytes, plan.workdir)
     sent: list[_Sent] = []
     try:
-        batches = _batches([e for e in entries if e.action == "send"], run.jobs)
-        futures = [run.files.submit(run.send_all, batch) for batch in batches]
-        for entry, result in (r for f in as_completed(futures) for r in f.result()):
+        batches = _batches(sending, run.jobs)
+        if _one_by_one(sending):
+            results: Iterator[list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]] = (
+                run.send_all(batch) for batch in batches
+            )
+        else:
+            futures = [run.files.submit(run.send_all, batch) for batch in batches]
+            results = (f.result() for f in as_completed(futures))
+        for entry, result in (r for done in results for r in done):
             if isinstance(result, _Stopped):
                 summary.failed += 1
                 continue
@@ -246,12 +255,19 @@ def execute(
     finally:
         run.close()
         if cache is not None:
-            _record(cache, sent)
+            _record(cache, sent, recorded_ns)
     if not summary.problems:
         digests = {s.entry.key: (s.digest, s.stat.st_size) for s in sent}
         _publish_all(plan, digests, task, fence, summary, report)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _one_by_one(entries: list[UploadEntry]) -> bool:
+    """Whether the small files of ``entries`` are sent by the calling thread, in turn: when
+    every store they go to takes files best one at a time (a local filesystem, where threads
+    creating files in one directory only add kernel time), and there are several to send."""
+    return len(entries) > 1 and all(e.store.parallel_files == 1 for e in entries)
 
 
 def _batches(entries: list[UploadEntry], jobs: int) -> list[list[UploadEntry]]:
@@ -412,15 +428,15 @@ class _Run:
             if self.stop.is_set():
                 raise _Stopped
             try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(entry.where, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError as exc:
                 raise InputNotFound(
-                    f"{what}: it vanished after it was listed", path=entry.path
+                    f"{what}: it vanished after it was listed", path=entry.where
                 ) from exc
             except OSError as exc:
                 raise from_os_error(exc, "cannot upload") from exc
             try:
-                if _leads_out(fd, entry.path, self.inside):
+                if _leads_out(fd, entry.where, self.inside):
                     raise LinkOut(f"{what}: it leads out of the working directory through a link")
                 before = os.fstat(fd)
                 if before.st_size <= CHUNK_SIZE:
@@ -441,7 +457,9 @@ class _Run:
         size = before.st_size
         with self._hold(size):
             data = os.pread(fd, size + 1, 0)  # one byte more shows a file that grew
-            _check(fd, before, len(data) == size)
+            # The whole file was read at once, so only a change before the read ended matters,
+            # and that shows in the size or times: no byte past the end to look for again.
+            _check(fd, before, len(data) == size, past_end=False)
             digest = Digest(hash_chunk(data))
             version = entry.store.put(entry.key, data, file_metadata(digest, size))
         self.on_bytes(size, False)
@@ -509,7 +527,7 @@ def _read(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _leads_out(fd: int, path: Path, inside: str) -> bool:
+def _leads_out(fd: int, path: str, inside: str) -> bool:
     """Whether the file open at ``fd`` lies outside the working directory, whose real path
     followed by ``/`` is ``inside``: the plan passed over links leading out, but one may have
     appeared since (a directory swapped for a link). A file is never the directory itself."""
@@ -520,12 +538,13 @@ def _leads_out(fd: int, path: Path, inside: str) -> bool:
     return not real.startswith(inside)
 
 
-def _check(fd: int, before: os.stat_result, complete: bool) -> None:
-    """Raise :class:`_Changed` unless the file is as it was when its read began."""
+def _check(fd: int, before: os.stat_result, complete: bool, *, past_end: bool = True) -> None:
+    """Raise :class:`_Changed` unless the file is as it was when its read began (and, with
+    ``past_end``, holds no byte past the end it had then)."""
     after = os.fstat(fd)
     if not complete or _identity(after) != _identity(before):
         raise _Changed
-    if os.pread(fd, 1, before.st_size):  # grown within the same clock tick
+    if past_end and os.pread(fd, 1, before.st_size):  # grown within the same clock tick
         raise _Changed
 
 
@@ -533,13 +552,14 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _record(cache: StatCache, sent: list[_Sent]) -> None:
-    """Record sent files with the blob they are now, if untouched since they were read."""
-    recorded_ns = cache.clock()
+def _record(cache: StatCache, sent: list[_Sent], recorded_ns: int) -> None:
+    """Record sent files with the blob they are now, if untouched since they were read, as of
+    ``recorded_ns``: taken before any file was read, so that one written during its read (in
+    the same clock tick, its stat unchanged) is racy, never trusted."""
     rows = []
-    for item, key in zip(sent, path_keys([s.entry.path for s in sent]), strict=True):
+    for item, key in zip(sent, path_keys([s.entry.where for s in sent]), strict=True):
         try:
-            st = os.stat(item.entry.path)
+            st = os.stat(item.entry.where)
         except OSError:
             continue
         if _identity(st) != _identity(item.stat):

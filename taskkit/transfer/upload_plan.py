@@ -63,7 +63,7 @@ class UploadEntry(NamedTuple):
 
     action: UploadAction
     reason: str
-    path: Path  # absolute
+    where: str  # absolute
     local: str  # as shown: relative to the working directory
     name: str  # below DEST
     key: str  # the blob's key in its store
@@ -76,6 +76,10 @@ class UploadEntry(NamedTuple):
     @property
     def size(self) -> int:
         return self.stat.st_size
+
+    @property
+    def path(self) -> Path:
+        return Path(self.where)
 
     def __repr__(self) -> str:
         return f"UploadEntry({self.action!r}, {self.local!r} -> {self.url!r}, {self.reason!r})"
@@ -216,7 +220,7 @@ def _without_clashes(
         for entry in publication.entries:
             where = entry.store.identity(entry.key)
             other = taken.setdefault(where, entry)
-            if other is not entry and other.path != entry.path:
+            if other is not entry and other.where != entry.where:
                 problems.append(
                     Problem(
                         entry.local,
@@ -252,10 +256,10 @@ def _publication(
     below = str(root).rstrip("/") + "/"
     checked: dict[str, bool] = {}
     for match in matches:
-        local = _shown(root, below, match.path)
+        local = _shown(root, below, match.where)
         clash = named.get(match.name)
         problem = _name_problem(match.name, checked)
-        if problem is None and clash is not None and clash[0].path != match.path:
+        if problem is None and clash is not None and clash[0].where != match.where:
             problem = f"{clash[1]!r} goes to the same name"
         if problem is not None:
             problems.append(
@@ -267,13 +271,12 @@ def _publication(
     return Publication(dest, store, prefix, tuple(entries), manifest), problems
 
 
-def _shown(root: Path, below: str, path: Path) -> str:
+def _shown(root: Path, below: str, path: str) -> str:
     """:func:`~taskkit.transfer.patterns.shown` for ``path``; ``below`` is ``root``'s name
     ending in ``/``. A path found under ``root`` starts with it, and then its rest is the
-    relative path, unless a ``..`` (which pathlib keeps) needs the slow way."""
-    text = str(path)
-    if text.startswith(below) and "/.." not in text:
-        return text[len(below) :]
+    relative path, unless a ``..`` or ``.`` segment or a doubled ``/`` needs the slow way."""
+    if path.startswith(below) and "/." not in path and "//" not in path:
+        return path[len(below) :]
     return shown(root, path)
 
 
@@ -318,68 +321,67 @@ def _decide(
     """Each file's action. ``cache`` is consulted; what is hashed here is recorded in it
     only when ``record`` (a dry run writes nothing)."""
     writable = cache if record else None
-    keys: dict[str, bytes] = {}
+    keys: list[bytes] = []
     known: dict[bytes, CacheEntry] = {}
     if cache is not None and named:
-        keys = dict(zip(named, path_keys([m.path for m, _ in named.values()]), strict=True))
-        known = cache.lookup(sorted(keys.values()))
-    decided: dict[str, tuple[UploadAction, str, Digest | None]] = {}
-    to_hash: dict[str, Digest] = {}
-    for name, (match, _) in named.items():
+        keys = path_keys([m.where for m, _ in named.values()])
+        known = cache.lookup(sorted(keys))
+    fresh = StatCache.fresh
+    entries: list[UploadEntry] = []
+    to_hash: dict[int, Digest] = {}  # the index in ``entries`` of each file to hash
+    for index, (name, (match, local)) in enumerate(named.items()):
         key = prefix + name
         remote = listed.get(key)
+        entry = known.get(keys[index]) if keys else None
+        action: UploadAction = "send"
+        digest = None
         if remote is None:
-            decided[name] = ("send", "not at the destination", None)
-            continue
-        if remote.size != match.stat.st_size:
-            decided[name] = ("send", "the destination differs (size)", None)
-            continue
-        entry = known.get(keys[name]) if keys else None
-        if entry is not None and not StatCache.fresh(entry, match.stat):
-            entry = None  # the file changed since it was recorded
-        if entry is not None and (entry.source, entry.etag) == (
-            store.identity(key),
-            remote.version,
-        ):
-            decided[name] = ("skip", "unchanged since it was uploaded there", entry.digest)
-            continue
-        expected = remote.digest or _local_digest(store, remote, writable)
-        if expected is None:
-            decided[name] = ("send", "the destination has no taskkit digest", None)
-            continue
-        if entry is not None:
-            if entry.digest == expected:
-                decided[name] = ("skip", "same digest at the destination", entry.digest)
-            else:
-                decided[name] = ("send", "the destination differs", entry.digest)
-            continue
-        to_hash[name] = expected
-    hashed = digests([named[n][0].path for n in to_hash], cache=writable, jobs=jobs)
-    for name, expected in to_hash.items():
-        digest = hashed.get(named[name][0].path)
-        if digest == expected:
-            decided[name] = ("skip", "same digest at the destination (hashed)", digest)
+            reason = "not at the destination"
+        elif remote.size != match.stat.st_size:
+            reason = "the destination differs (size)"
         else:
-            decided[name] = ("send", "the destination differs", digest)
-    entries = []
-    for name, (match, local) in named.items():
-        action, reason, digest = decided[name]
-        key = prefix + name
+            if entry is not None and not fresh(entry, match.stat):
+                entry = None  # the file changed since it was recorded
+            if entry is not None and entry.came_from(store.identity(key), remote.version):
+                action, digest = "skip", entry.digest
+                reason = "unchanged since it was uploaded there"
+            else:
+                expected = remote.digest or _local_digest(store, remote, writable)
+                if expected is None:
+                    reason = "the destination has no taskkit digest"
+                elif entry is None:
+                    reason = "to hash"
+                    to_hash[index] = expected
+                elif entry.digest == expected:
+                    action, reason, digest = "skip", "same digest at the destination", entry.digest
+                else:
+                    reason = "the destination differs"
         entries.append(
             UploadEntry(
                 action,
                 reason,
-                match.path,
+                match.where,
                 local,
                 name,
                 key,
                 store.url(key),
                 match.stat,
-                digest if action == "skip" else None,
-                listed.get(key),
+                digest,
+                remote,
                 store,
             )
         )
+    if to_hash:
+        paths = [entries[i].path for i in to_hash]
+        hashed = digests(paths, cache=writable, jobs=jobs)
+        for (index, expected), path in zip(to_hash.items(), paths, strict=True):
+            digest = hashed.get(path)
+            if digest == expected:
+                entries[index] = entries[index]._replace(
+                    action="skip", reason="same digest at the destination (hashed)", digest=digest
+                )
+            else:
+                entries[index] = entries[index]._replace(reason="the destination differs")
     return entries
 
 
