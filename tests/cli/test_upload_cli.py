@@ -320,3 +320,40 @@ def test_a_bracket_in_a_set_gives_a_single_stderr_line(workdir: Path, dest: Path
     proc = run("upload", "-o", f"[[]x=file://{dest}", "--workdir", str(workdir))
     assert proc.returncode == 66
     assert_one_error(proc.stderr.splitlines(), "matches no file")
+
+
+def test_the_settings_of_stage_and_upload_are_the_run_specs() -> None:
+    """The transfer settings `taskkit stage` and `taskkit upload` build without a RunSpec have
+    its defaults, and take each setting given (already checked by its option) as given."""
+    from taskkit.cli.transfer import _settings
+    from taskkit.runner.spec import RunSpec
+
+    spec = RunSpec()
+    nothing = {"jobs": None, "retries": None, "retry_budget": None, "progress_interval": None}
+    assert _settings(nothing) == _settings({}) == spec.transfer()
+    assert spec.retry() == spec.transfer().retry()
+    for name, value in (("jobs", 3), ("retries", 2), ("retry_budget", 5.0), ("verbose", True)):
+        given = _settings({**nothing, name: value})
+        assert given == spec.transfer()._replace(**{name: value})
+        assert given == RunSpec.model_validate({name: value}).transfer()
+
+
+@pytest.mark.parametrize(("setting", "imported"), [([], False), (["-j", "2"], True)])
+def test_an_upload_imports_the_run_spec_only_for_a_setting_given(
+    workdir: Path, dest: Path, setting: list[str], imported: bool
+) -> None:
+    """`taskkit upload` without settings starts without pydantic (a third of an unchanged
+    upload of many files); with one, the RunSpec checks it as before."""
+    make(workdir, {"a.txt": b"alpha"})
+    code = (
+        "import sys\nfrom taskkit.cli import main\n"
+        f"try:\n    main({['upload', '-o', f'a.txt=file://{dest}/', *setting]!r})\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print([m for m in sys.modules if m.split('.')[0] == 'pydantic'] != [])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=workdir, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(imported)
+    assert (dest / MANIFEST_NAME).exists()

@@ -199,3 +199,30 @@ def test_said_by_counts_anything_else_as_different() -> None:
     ):
         assert not one.said_by(data), data
     assert one.said_by(said(one, task=None))  # no task: no fingerprint, as none here
+
+
+def test_said_by_reads_only_the_head_of_bytes_ending_in_its_files_and_still_checks_it() -> None:
+    """Bytes ending in exactly this manifest's files, as it writes them: the verdict is the
+    full one's, from the part before the files (format, task's fingerprint); a broken or
+    foreign head is different, and a head that hides a second "files" never wins."""
+    one = Manifest.of([A, B, UNICODE], {"fingerprint": "f1"})
+    tail = one.to_bytes()[one.to_bytes().index(b',"files":') :]
+    heads = {
+        b'{"format":"taskkit-manifest-1","created":"x","task":{"fingerprint":"f1"}': True,
+        b'{"format":"taskkit-manifest-1","task":{"fingerprint":"f1","attempt":2}': True,
+        b'{"format":"taskkit-manifest-1"': False,  # no task: no fingerprint, not f1
+        b'{"format":"taskkit-manifest-1","task":{"fingerprint":"f2"}': False,
+        b'{"format":"taskkit-manifest-0","task":{"fingerprint":"f1"}': False,
+        b'{"format":"taskkit-manifest-1","task":["fingerprint"]': False,
+        b'{"format":"taskkit-manifest-1","task":{"fingerprint":"f1"': False,  # not JSON
+        b'["taskkit-manifest-1"': False,
+        b'{"format":"taskkit-manifest-1","task":{"fingerprint":"f1"},"files":[]': True,
+    }
+    for head, verdict in heads.items():
+        data = head + tail
+        assert one.said_by(data) is verdict, data
+        try:
+            full = one.same_files(Manifest.parse(data, "m"))
+        except Exception:
+            full = False
+        assert full is verdict, data
