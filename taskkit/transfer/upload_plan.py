@@ -291,9 +291,9 @@ def _name_problem(name: str, checked: dict[str, bool]) -> str | None:
     earlier names found fine, so each is checked once, not once per file in it."""
     from taskkit.transfer.stage_plan import name_problem
 
-    if len(name) < _LONG_NAME and name.isascii() and name != MANIFEST_NAME:
-        if name_problem(name) is None:  # a plain name: one pattern match, the common case
-            return None
+    plain = len(name) < _LONG_NAME and name.isascii() and name != MANIFEST_NAME
+    if plain and name_problem(name) is None:  # one pattern match: the common case
+        return None
     head, slash, tail = name.rpartition("/")
     if slash and len(name) < _LONG_NAME:
         fine = checked.get(head)

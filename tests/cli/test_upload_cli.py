@@ -352,7 +352,12 @@ def test_an_upload_imports_the_run_spec_only_for_a_setting_given(
         "print([m for m in sys.modules if m.split('.')[0] == 'pydantic'] != [])"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=workdir, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(imported)
