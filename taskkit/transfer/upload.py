@@ -225,10 +225,11 @@ def execute(
     # Taken before any file is read: a file written during its read is then racy (not trusted).
     recorded_ns = cache.clock() if cache is not None else 0
     run = _Run(jobs or DEFAULT_JOBS, on_bytes, plan.workdir)
+    run.alone = _one_by_one(sending)
     sent: list[_Sent] = []
     try:
         batches = _batches(sending, run.jobs)
-        if _one_by_one(sending):
+        if run.alone:
             results: Iterator[list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]] = (
                 run.send_all(batch) for batch in batches
             )
@@ -392,6 +393,10 @@ class _Run:
         self._budget = Budget(MEMORY_BUDGET)
         #: Set after a fatal error: files not started yet are not started.
         self.stop = threading.Event()
+        #: Files are sent one at a time by the calling thread (:func:`_one_by_one`): a file
+        #: sent whole then holds no slot or budget (a large file's blocks still do, and it
+        #: returns only when they are done).
+        self.alone = False
 
     def close(self) -> None:
         self.stop.set()
@@ -455,14 +460,23 @@ class _Run:
 
     def _whole(self, entry: UploadEntry, fd: int, before: os.stat_result) -> _Sent:
         size = before.st_size
-        with self._hold(size):
-            data = os.pread(fd, size + 1, 0)  # one byte more shows a file that grew
-            # The whole file was read at once, so only a change before the read ended matters,
-            # and that shows in the size or times: no byte past the end to look for again.
-            _check(fd, before, len(data) == size, past_end=False)
-            digest = Digest(hash_chunk(data))
-            version = entry.store.put(entry.key, data, file_metadata(digest, size))
+        if self.alone:  # nothing else is in flight: no slot or budget to share
+            sent = self._put_whole(entry, fd, before)
+        else:
+            with self._hold(size):
+                sent = self._put_whole(entry, fd, before)
         self.on_bytes(size, False)
+        return sent
+
+    @staticmethod
+    def _put_whole(entry: UploadEntry, fd: int, before: os.stat_result) -> _Sent:
+        size = before.st_size
+        data = os.pread(fd, size + 1, 0)  # one byte more shows a file that grew
+        # The whole file was read at once, so only a change before the read ended matters,
+        # and that shows in the size or times: no byte past the end to look for again.
+        _check(fd, before, len(data) == size, past_end=False)
+        digest = Digest(hash_chunk(data))
+        version = entry.store.put(entry.key, data, file_metadata(digest, size))
         return _Sent(entry, before, digest, (digest.value,), version, size, 0)
 
     def _in_blocks(self, entry: UploadEntry, fd: int, before: os.stat_result) -> _Sent:

@@ -922,3 +922,71 @@ def test_a_failure_inside_a_group_fails_that_file_only(
     assert (summary.transferred, summary.failed) == (600 - len(gone), len(gone))
     landed = {k.removeprefix("/d/"): memory.cat_file(k) for k in memory.find("/d/")}
     assert landed == {name: data for name, data in files.items() if name not in gone}
+
+
+def _count_files(root: Path) -> int:
+    """Files below ``root`` (taskkit's partial files included), 0 while it is missing."""
+    count = 0
+    pending = [str(root)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for item in entries:
+                    if item.is_dir(follow_symlinks=False):
+                        pending.append(item.path)
+                    else:
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+@pytest.mark.parametrize("kill_after", [1, 700])
+def test_a_local_upload_killed_while_it_sends_file_by_file_leaves_whole_files_and_no_manifest(
+    tmp_path: Path, kill_after: int
+) -> None:
+    """kill -9 of a real `taskkit upload` to a file:// DEST while it sends its small files one
+    at a time on its own thread: every final name there holds its whole file, no manifest is
+    written; the re-run sends the rest and publishes exactly the files."""
+    import signal
+    import subprocess
+
+    work, dest = tmp_path / "work", tmp_path / "dest"
+    rng = random.Random(kill_after)
+    files = {f"out/d{i % 20:02d}/f{i:05d}.bin": rng.randbytes(4096) for i in range(2000)}
+    make(work, files)
+    env = {**os.environ, "TASKKIT_CACHE_DIR": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "taskkit", "upload", "-o", f"out/**=file://{dest}/"]
+    args += ["--workdir", str(work), "--json"]
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while child.poll() is None and time.monotonic() < deadline:
+            if _count_files(dest) >= kill_after:
+                child.send_signal(signal.SIGKILL)
+                break
+        assert child.wait(timeout=60) == -signal.SIGKILL, "it ended before it could be killed"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stderr is not None
+        child.stderr.close()
+    assert not (dest / MANIFEST_NAME).exists()
+    there = {
+        p.relative_to(dest).as_posix(): p.read_bytes()
+        for p in dest.rglob("*")
+        if p.is_file() and not p.name.startswith(".taskkit-")
+    }
+    assert there, "killed before a file arrived"
+    for name, data in there.items():
+        assert data == files["out/" + name], name  # whole, never a part
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    manifest = Manifest.parse((dest / MANIFEST_NAME).read_bytes(), "m")
+    assert {f.name: f.digest for f in manifest.files} == {
+        name.removeprefix("out/"): hash_bytes(data) for name, data in files.items()
+    }
+    for name, data in files.items():
+        assert (dest / name.removeprefix("out/")).read_bytes() == data
