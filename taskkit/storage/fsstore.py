@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
+import errno
 import os
 import re
 import stat as stat_module
@@ -261,6 +262,10 @@ class FsspecStore(Store):
     def _write(self, key: str, data: bytes, after: int | None = None) -> str:
         temp = temporary_key(key)
         if self._local_key(key):
+            if after is None:
+                version = _write_nameless(temp, key, data)
+                if version is not None:
+                    return version
             _write_local(temp, key, data, after)
             return self._published(temp, key)
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
@@ -410,6 +415,67 @@ def _write_local(temp: str, key: str, data: bytes, after: int | None) -> None:
             # stamped later than the file it replaces, so its version is new.
             stamp = max(time.time_ns(), after + 1000)
             os.utime(fd, ns=(stamp, stamp))
+    finally:
+        os.close(fd)
+
+
+#: Why making a nameless file (``O_TMPFILE``) or naming it through ``/proc`` may fail where
+#: the filesystem, kernel or sandbox does not do it: then a temporary name is used instead.
+_NAMELESS_UNSUPPORTED = frozenset(
+    {
+        errno.EOPNOTSUPP,
+        errno.EISDIR,
+        errno.EINVAL,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EXDEV,
+        errno.EPERM,
+    }
+)
+
+
+def _write_nameless(temp: str, key: str, data: bytes) -> str | None:
+    """Write ``data`` to a file without a name in ``key``'s directory (``O_TMPFILE``, made
+    if need be), then give it ``key``'s name (``linkat``, or a link at ``temp`` renamed over
+    ``key`` when the name is taken); the version written. A file that is never named is
+    never seen, and a killed writer leaves nothing behind; it costs a third less than a
+    file created under a temporary name and renamed. None where this cannot be done (see
+    :data:`_NAMELESS_UNSUPPORTED`): the caller writes through ``temp``."""
+    flags = getattr(os, "O_TMPFILE", 0)
+    if not flags:
+        return None
+    flags |= os.O_WRONLY | os.O_CLOEXEC
+    directory = os.path.dirname(key)
+    try:
+        try:
+            fd = os.open(directory, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)  # the first file of a directory
+            fd = os.open(directory, flags, 0o666)
+    except OSError as exc:
+        if exc.errno in _NAMELESS_UNSUPPORTED:
+            return None
+        raise
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link: os.link calls linkat
+        # only when given a directory descriptor (ignored for an absolute path).
+        here = f"/proc/self/fd/{fd}"
+        try:
+            try:
+                os.link(here, key, src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:  # a new version of the file: replaced in one rename
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)  # left by a killed writer
+                os.link(here, temp, src_dir_fd=fd, follow_symlinks=True)
+                os.rename(temp, key)
+        except OSError as exc:
+            if exc.errno in _NAMELESS_UNSUPPORTED:
+                return None
+            raise
+        return _local_version(os.fstat(fd))  # the file named, as it is now (its ctime too)
     finally:
         os.close(fd)
 

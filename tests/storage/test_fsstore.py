@@ -169,6 +169,47 @@ def test_a_local_put_makes_its_directory_and_reports_the_listed_version(
         store.put(key + "/under-a-file.bin", b"x", {})
 
 
+@pytest.mark.parametrize("nameless", [True, False])
+def test_a_local_put_names_a_whole_file_new_or_replaced_with_or_without_nameless_files(
+    tmp_path: Path, stores: Stores, monkeypatch: pytest.MonkeyPatch, nameless: bool
+) -> None:
+    """put() of a new name and over an existing one (and over a partial a killed writer left):
+    the name holds the new bytes, nothing else is left beside it, and the version returned is
+    the one the listing shows; the same where the filesystem makes no nameless file
+    (``O_TMPFILE`` refused: the temporary name is used)."""
+    import errno
+
+    if not nameless:
+        real_open = os.open
+
+        def no_tmpfile(path: str, flags: int, *args: int, **kwargs: object) -> int:
+            if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+                raise OSError(errno.EOPNOTSUPP, "not supported", path)
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", no_tmpfile)
+    from taskkit.storage.base import temporary_key
+
+    renames: list[str] = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renames.append(b), real_rename(a, b)))
+    store, prefix = stores.open((tmp_path / "d").as_uri() + "/")
+    key = prefix.rstrip("/") + "/sub/a.bin"
+    for data in (b"first", b"second, longer", b"3"):
+        version = store.put(key, data, {})
+        # A new name is given to the nameless file at once: no temporary name, no rename.
+        assert len(renames) == (0 if nameless and data == b"first" else 1)
+        renames.clear()
+        assert Path(key).read_bytes() == data
+        assert [(f.key, f.version) for f in store.list(prefix)] == [(key, version)]
+        assert os.listdir(Path(key).parent) == ["a.bin"]
+    Path(temporary_key(key)).write_bytes(b"a killed writer's part")
+    version = store.put(key, b"after the crash", {})
+    assert Path(key).read_bytes() == b"after the crash"
+    assert os.listdir(Path(key).parent) == ["a.bin"]
+    assert [f.version for f in store.list(prefix)] == [version]
+
+
 # -- local listings: odd entries fail alone, an unreadable directory fails the listing -------
 
 
