@@ -260,14 +260,15 @@ class FsspecStore(Store):
         return self._local and os.path.isabs(key)
 
     def _write(self, key: str, data: bytes, after: int | None = None) -> str:
-        temp = temporary_key(key)
         if self._local_key(key):
             if after is None:
-                version = _write_nameless(temp, key, data)
+                version = _write_nameless(key, data)
                 if version is not None:
                     return version
+            temp = temporary_key(key)
             _write_local(temp, key, data, after)
             return self._published(temp, key)
+        temp = temporary_key(key)
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
         self.fs.pipe_file(temp, data)
         return self._published(temp, key)
@@ -434,13 +435,13 @@ _NAMELESS_UNSUPPORTED = frozenset(
 )
 
 
-def _write_nameless(temp: str, key: str, data: bytes) -> str | None:
+def _write_nameless(key: str, data: bytes) -> str | None:
     """Write ``data`` to a file without a name in ``key``'s directory (``O_TMPFILE``, made
-    if need be), then give it ``key``'s name (``linkat``, or a link at ``temp`` renamed over
-    ``key`` when the name is taken); the version written. A file that is never named is
+    if need be), then give it ``key``'s name (``linkat``, or a link at its temporary name
+    renamed over ``key`` when the name is taken); the version written. A file that is never named is
     never seen, and a killed writer leaves nothing behind; it costs a third less than a
     file created under a temporary name and renamed. None where this cannot be done (see
-    :data:`_NAMELESS_UNSUPPORTED`): the caller writes through ``temp``."""
+    :data:`_NAMELESS_UNSUPPORTED`): the caller writes through the temporary name."""
     flags = getattr(os, "O_TMPFILE", 0)
     if not flags:
         return None
@@ -467,6 +468,7 @@ def _write_nameless(temp: str, key: str, data: bytes) -> str | None:
             try:
                 os.link(here, key, src_dir_fd=fd, follow_symlinks=True)
             except FileExistsError:  # a new version of the file: replaced in one rename
+                temp = temporary_key(key)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)  # left by a killed writer
                 os.link(here, temp, src_dir_fd=fd, follow_symlinks=True)
