@@ -36,6 +36,7 @@ from taskkit.exceptions import (
 from taskkit.storage.base import RemoteFile, Store
 from taskkit.storage.stores import Stores
 from taskkit.transfer.patterns import Match, Output, expand, shown
+from taskkit.transfer.stage_plan import name_problem
 from taskkit.transfer.summary import Problem, format_size
 
 __all__ = [
@@ -289,8 +290,6 @@ _LONG_NAME = 900
 def _name_problem(name: str, checked: dict[str, bool]) -> str | None:
     """Why ``name`` cannot be uploaded, or None; ``checked`` remembers the directories of
     earlier names found fine, so each is checked once, not once per file in it."""
-    from taskkit.transfer.stage_plan import name_problem
-
     plain = len(name) < _LONG_NAME and name.isascii() and name != MANIFEST_NAME
     if plain and name_problem(name) is None:  # one pattern match: the common case
         return None
