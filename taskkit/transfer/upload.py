@@ -57,7 +57,7 @@ from taskkit.transfer.download import Budget, gather
 from taskkit.transfer.manifest import Manifest, ManifestFile, task_identity
 from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
-from taskkit.transfer.summary import Problem, Published, Summary, run_plan
+from taskkit.transfer.summary import Problem, Published, Summary, collecting_less, run_plan
 from taskkit.transfer.telling import Telling
 from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, plan
 
@@ -208,6 +208,22 @@ def execute(
 ) -> Summary:
     """Carry out ``plan``; per-file failures are collected in the summary, not raised
     (``fence``: see :func:`upload`)."""
+    # As while planning: a few objects a file, none in a cycle, that every collection of
+    # the oldest generation would walk again (the plan's own among them).
+    with collecting_less():
+        return _execute(plan, jobs, cache, task, on_bytes, on_file, on_problem, fence)
+
+
+def _execute(
+    plan: UploadPlan,
+    jobs: int | None,
+    cache: StatCache | None,
+    task: Mapping[str, str | int] | None,
+    on_bytes: Callable[[int, bool], None] | None,
+    on_file: Callable[[UploadEntry, TaskFailure | None], None] | None,
+    on_problem: Callable[[Problem], None] | None,
+    fence: Callable[[], None] | None,
+) -> Summary:
     report = on_problem or (lambda problem: None)
     started = time.perf_counter()
     entries = plan.entries

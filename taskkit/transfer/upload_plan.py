@@ -328,7 +328,7 @@ def _decide(
     if cache is not None and named:
         keys = path_keys([m.where for m, _ in named.values()])
         known = cache.lookup(sorted(keys))
-    fresh = StatCache.fresh
+    fresh, identity, url = StatCache.fresh, store.identity, store.url
     entries: list[UploadEntry] = []
     to_hash: dict[int, Digest] = {}  # the index in ``entries`` of each file to hash
     for index, (name, (match, local)) in enumerate(named.items()):
@@ -344,7 +344,7 @@ def _decide(
         else:
             if entry is not None and not fresh(entry, match.stat):
                 entry = None  # the file changed since it was recorded
-            if entry is not None and entry.came_from(store.identity(key), remote.version):
+            if entry is not None and entry.came_from(identity(key), remote.version):
                 action, digest = "skip", entry.digest
                 reason = "unchanged since it was uploaded there"
             else:
@@ -366,7 +366,7 @@ def _decide(
                 local,
                 name,
                 key,
-                store.url(key),
+                url(key),
                 match.stat,
                 digest,
                 remote,
