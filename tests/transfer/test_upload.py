@@ -990,3 +990,39 @@ def test_a_local_upload_killed_while_it_sends_file_by_file_leaves_whole_files_an
     }
     for name, data in files.items():
         assert (dest / name.removeprefix("out/")).read_bytes() == data
+
+
+def test_files_to_a_local_dest_are_sent_by_the_calling_thread_and_others_by_the_pool(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files to a file:// DEST are written by the thread that called execute (a local
+    disk creates files fastest from one thread); to a store that takes files in parallel, by
+    the pool's threads; a large file to a local DEST still sends its blocks from the pool."""
+    make(workdir, {f"d/{i:03d}.bin": bytes([i]) * 100 for i in range(40)})
+    make(workdir, {"big.bin": b"b" * (CHUNK_SIZE + 1)})
+    writers: dict[str, set[str]] = {}
+    from taskkit.storage.fsstore import FsspecStore
+
+    for kind in (FsspecStore, MemoryStore):
+
+        def put(self: Store, key: str, *args: object, _real: object = kind.put, **kw: object) -> str:
+            writers.setdefault(key.rsplit("/", 1)[-1], set()).add(threading.current_thread().name)
+            return _real(self, key, *args, **kw)  # type: ignore[no-any-return,operator]
+
+        monkeypatch.setattr(kind, "put", put)
+    main = threading.current_thread().name
+    for dest, alone in ((f"file://{tmp_path}/local/", True), ("memory://d/", False)):
+        writers.clear()
+        with Stores() as stores:
+            the_plan = plan([parse_output(f"d/**={dest}")], workdir=workdir, stores=stores)
+            assert execute(the_plan, task={}).problems == []
+        names = {f"{i:03d}.bin" for i in range(40)}
+        assert names <= set(writers)
+        threads = set().union(*(writers[n] for n in names))
+        assert (threads == {main}) is alone, (dest, threads)
+    with Stores() as stores:
+        the_plan = plan(
+            [parse_output(f"big.bin=file://{tmp_path}/big/")], workdir=workdir, stores=stores
+        )
+        assert execute(the_plan, task={}).problems == []
+    assert (tmp_path / "big" / "big.bin").read_bytes() == b"b" * (CHUNK_SIZE + 1)
