@@ -2,9 +2,11 @@
 synchronously (fsspec runs async ones on its own loop).
 
 Writes go to a temporary name beside the key, then move into place: on a local filesystem that
-is one rename, so a key never holds a partial file. Conditional writes on local files hold an
-exclusive ``flock`` of the directory around check, write and rename, so they are atomic across
-processes on one machine; on other fsspec stores a lock of this process only.
+is one rename, so a key never holds a partial file. An unconditional local write on Linux makes
+the file without a name (``O_TMPFILE``) and names it when it is whole (``linkat``), where the
+filesystem allows: nothing is ever left of a killed writer. Conditional writes on local files
+hold an exclusive ``flock`` of the directory around check, write and rename, so they are atomic
+across processes on one machine; on other fsspec stores a lock of this process only.
 
 Stores that key files by their whole URL (``http://``, ``https://``, where a SAS token rides in
 the query string and a password in the userinfo) show a file by that URL once, without its

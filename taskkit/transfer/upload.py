@@ -9,7 +9,9 @@
   committed. Blocks grow with the file so that none needs more than :data:`MAX_BLOCKS`. A block
   is named by its position and content digest, so blocks that an interrupted attempt (or the
   previous version of the blob) already holds are not sent again. Files of up to one chunk
-  are handed to the threads in groups (:func:`_batches`), a task per group, not per file.
+  are handed to the threads in groups (:func:`_batches`), a task per group, not per file; to
+  a store that takes files best one at a time (a local filesystem) the calling thread sends
+  the groups itself, in turn (:func:`_one_by_one`).
 * **Atomic sets.** A DEST is published by its manifest (:mod:`taskkit.transfer.manifest`), written
   after
   all of its files, and only when every file of the run arrived. A published DEST whose files
