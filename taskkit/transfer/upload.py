@@ -61,7 +61,13 @@ from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
 from taskkit.transfer.summary import Problem, Published, Summary, collecting_less, run_plan
 from taskkit.transfer.telling import Telling
-from taskkit.transfer.upload_plan import Publication, UploadEntry, UploadPlan, plan
+from taskkit.transfer.upload_plan import (
+    SAME_AT_DEST,
+    Publication,
+    UploadEntry,
+    UploadPlan,
+    plan,
+)
 
 __all__ = [
     "CHANGE_ATTEMPTS",
@@ -275,6 +281,7 @@ def _execute(
         run.close()
         if cache is not None:
             _record(cache, sent, recorded_ns)
+            _vouch(cache, [e for e in entries if e.reason.startswith(SAME_AT_DEST)])
     if not summary.problems:
         digests = {s.entry.key: (s.digest, s.stat.st_size) for s in sent}
         _publish_all(plan, digests, task, fence, summary, report)
@@ -582,6 +589,24 @@ def _check(fd: int, before: os.stat_result, complete: bool, *, past_end: bool = 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _vouch(cache: StatCache, found_same: list[UploadEntry]) -> None:
+    """Give the files skipped as the same as their blob (by its digest) that blob's provenance,
+    so that the next run trusts them unread, without hashing the blob again. Only an entry
+    still trusted for the file as planned and of the digest found gets it: the same trust as
+    before, now with provenance (one found racy is hashed and vouched for by a later run)."""
+    keys = path_keys([e.where for e in found_same])
+    known = cache.lookup(sorted(keys))
+    rows = []
+    for entry, key in zip(found_same, keys, strict=True):
+        had = known.get(key)
+        if had is None or entry.remote is None or had.digest != entry.digest:
+            continue
+        identity = entry.store.identity(entry.key)
+        if StatCache.fresh(had, entry.stat) and not had.came_from(identity, entry.remote.version):
+            rows.append(had.from_source(identity, entry.remote.version))
+    cache.record(rows)
 
 
 def _record(cache: StatCache, sent: list[_Sent], recorded_ns: int) -> None:

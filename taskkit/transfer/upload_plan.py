@@ -41,6 +41,7 @@ from taskkit.transfer.summary import Problem, format_size
 
 __all__ = [
     "MANIFEST_NAME",
+    "SAME_AT_DEST",
     "Publication",
     "UploadAction",
     "UploadEntry",
@@ -57,6 +58,10 @@ MANIFEST_NAME = "_taskkit_manifest.json"
 
 #: What uploading does for one file: send it, or leave it (the destination holds it already).
 UploadAction = Literal["send", "skip"]
+
+
+#: Why a file is skipped whose digest is its blob's (found by hashing, or in the stat-cache).
+SAME_AT_DEST = "same digest at the destination"
 
 
 class UploadEntry(NamedTuple):
@@ -355,7 +360,7 @@ def _decide(
                     reason = "to hash"
                     to_hash[index] = expected
                 elif entry.digest == expected:
-                    action, reason, digest = "skip", "same digest at the destination", entry.digest
+                    action, reason, digest = "skip", SAME_AT_DEST, entry.digest
                 else:
                     reason = "the destination differs"
         entries.append(
@@ -380,7 +385,7 @@ def _decide(
             digest = hashed.get(path)
             if digest == expected:
                 entries[index] = entries[index]._replace(
-                    action="skip", reason="same digest at the destination (hashed)", digest=digest
+                    action="skip", reason=f"{SAME_AT_DEST} (hashed)", digest=digest
                 )
             else:
                 entries[index] = entries[index]._replace(reason="the destination differs")

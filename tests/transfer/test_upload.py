@@ -1027,3 +1027,31 @@ def test_files_to_a_local_dest_are_sent_by_the_calling_thread_and_others_by_the_
         )
         assert execute(the_plan, task={}).problems == []
     assert (tmp_path / "big" / "big.bin").read_bytes() == b"b" * (CHUNK_SIZE + 1)
+
+
+def test_files_found_the_same_as_their_blobs_are_trusted_unread_by_the_next_run(
+    tmp_path: Path, dest: Path
+) -> None:
+    """Outputs uploaded right after they were written (racy entries) are hashed and found the
+    same as their blobs by the next upload, which gives their entries the blobs' provenance:
+    the run after that skips them as unchanged since uploaded, hashing nothing. A file that
+    changed is sent, never vouched for."""
+    work = tmp_path / "work"
+    files = {f"out/d{i % 3}/f{i:03d}.bin": bytes([i % 251]) * (i + 1) for i in range(60)}
+    make(work, files)
+    with Stores() as stores:
+        with StatCache.open(tmp_path / "cache") as racy:  # recorded as they are written
+            run([f"out/**=file://{dest}/"], work, stores, racy)
+        (work / "out/d0/f000.bin").write_bytes(b"Z")  # same size, other byte
+        texts = [parse_output(f"out/**=file://{dest}/")]
+        with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
+            found = plan(texts, workdir=work, stores=stores, cache=cache)
+            reasons = {e.name: (e.action, e.reason) for e in found.entries}
+            assert reasons.pop("d0/f000.bin")[0] == "send"
+            assert set(reasons.values()) == {("skip", "same digest at the destination (hashed)")}
+            execute(found, cache=cache)
+            again = plan(texts, workdir=work, stores=stores, cache=cache)
+    assert {(e.action, e.reason) for e in again.entries} == {
+        ("skip", "unchanged since it was uploaded there")
+    }
+    assert (dest / "d0/f000.bin").read_bytes() == b"Z"
