@@ -63,20 +63,33 @@ _WHOLE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 class FsspecStore(Store):
     """Any other fsspec filesystem, called synchronously (fsspec runs async ones on its loop)."""
 
-    def __init__(self, fs: AbstractFileSystem, protocol: str, retry: RetryBudget) -> None:
+    def __init__(self, fs: AbstractFileSystem | None, protocol: str, retry: RetryBudget) -> None:
+        """``fs`` None: the local filesystem, whose fsspec object (and fsspec, a tenth of a
+        second of imports) is made only if a call needs more than the os module."""
         super().__init__(retry)
-        self.fs = fs
+        self._fs = fs
         self.protocol = protocol
         #: Local files are listed, read and checked with the os module directly.
-        from fsspec.implementations.local import LocalFileSystem
+        if fs is None:
+            self._local = True
+        else:
+            from fsspec.implementations.local import LocalFileSystem
 
-        self._local = protocol == "file" and isinstance(fs, LocalFileSystem)
+            self._local = protocol == "file" and isinstance(fs, LocalFileSystem)
         self.reads_confirmed = self._local  # read() checks the version of the file it read
         self.parallel_files = 1 if self._local else None
         self.lists_a_tree = self._local
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.protocol!r})"
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        if self._fs is None:
+            import fsspec
+
+            self._fs = fsspec.filesystem("file")
+        return self._fs
 
     def url(self, key: str) -> str:
         if _WHOLE_URL.match(key):  # http(s): the key is the URL itself, shown once

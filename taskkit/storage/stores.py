@@ -47,6 +47,19 @@ REGISTRY: Mapping[str, str] = MappingProxyType(
 FALLBACK = "taskkit.storage.fsstore:FsspecStore"
 
 
+#: The name of the one store of the local disk among those a :class:`Stores` opened.
+_LOCAL = "file:"
+
+
+def _plain_local_key(url: str) -> str | None:
+    """The key fsspec gives an absolute local path (``/a/b``, ``file:///a/b``), worked out
+    without fsspec; None for anything else (relative, ``~``, a chain, another protocol)."""
+    path = url[7:] if url.startswith("file://") else url
+    if not path.startswith("/") or path.startswith("//") or "::" in path:
+        return None
+    return path.rstrip("/") or "/"
+
+
 @functools.cache
 def backend(path: str) -> type[Store]:
     """The :class:`Store` class at ``path`` (``"module:Class"``), imported now."""
@@ -110,8 +123,8 @@ class Stores:
     def close(self) -> None:
         """Release the connections of every store opened here (not of mounted ones); an
         outage still under way is summed up."""
-        with self._lock:
-            stores, self._open = list(self._open.values()), {}
+        with self._lock:  # each once: the local disk's store may be there under two names
+            stores, self._open = list({id(s): s for s in self._open.values()}.values()), {}
         try:
             for store in stores:
                 store.close()
@@ -121,10 +134,13 @@ class Stores:
 
     def open(self, url: str) -> tuple[Store, str]:
         """The store that holds ``url`` and the key of ``url`` in it."""
-        import fsspec.core
+        local = _plain_local_key(url)
+        if local is not None:
+            protocol = "file"
+        else:
+            import fsspec.core
 
-        protocol, _ = fsspec.core.split_protocol(url)
-        protocol = protocol or "file"
+            protocol = fsspec.core.split_protocol(url)[0] or "file"
         if protocol not in ("http", "https") and signed(url):
             raise UsageError(f"{shown_url(url)!r} {SIGNED_QUERY}")
         problem = bad_url(url) or bad_url(url, container_problem)
@@ -133,6 +149,14 @@ class Stores:
         mounted = self._mounted(url)
         if mounted is not None:
             return mounted
+        if local is not None:
+            from taskkit.storage.fsstore import FsspecStore
+
+            with self._lock:
+                store = self._open.get(_LOCAL)
+                if store is None:
+                    store = self._open[_LOCAL] = FsspecStore(None, "file", self.retry)
+            return store, local
         what = f"cannot open {shown_url(url)}"
         fs, key = guarded(lambda: self._filesystem(url, protocol, what), what)
         name = f"{protocol}:{id(fs)}"  # fsspec hands out one instance per protocol and options
@@ -143,6 +167,8 @@ class Stores:
                 shown = "file" if "file" in names else protocol
                 cls = backend(REGISTRY.get(protocol, FALLBACK))
                 store = cls(fs, shown, self.retry)  # type: ignore[call-arg]
+                if store.lists_a_tree:  # the local disk: one store, whichever way it is named
+                    store = self._open.setdefault(_LOCAL, store)
                 self._open[name] = store
         return store, key
 

@@ -511,6 +511,49 @@ def test_a_backend_is_imported_only_when_a_url_of_it_is_opened(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
+_WITHOUT_FSSPEC = [
+    "/a/b", "/a/b/", "/a/b//", "file:///a/b/", "file:///a//b", "/a/./b", "/a/../b", "/",
+    "file:///", "/a/b c", "/a/b%20c", "/é/ü", "/a/b?x=1#y", "/a/~b",
+]  # fmt: skip
+_WITH_FSSPEC = [
+    "~/x", "file://~/x", "rel/x/", "./x", "//a/b", "file:////a", "file:/a/b", "local:///a/b",
+    "file://", "file://localhost/a", "/a::b",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", _WITHOUT_FSSPEC + _WITH_FSSPEC)
+def test_a_local_path_has_the_key_fsspec_gives_it(url: str) -> None:
+    """Plain absolute paths are opened without fsspec, each with the key fsspec's own parsing
+    gives it; anything else (relative, '~', a chain, another spelling) is left to fsspec."""
+    from taskkit.storage.stores import _plain_local_key
+
+    key = _plain_local_key(url)
+    assert (key is not None) == (url in _WITHOUT_FSSPEC)
+    if key is not None:
+        assert key == fsspec.core.url_to_fs(url)[1]
+
+
+def test_the_local_disk_is_one_store_and_opening_a_path_imports_no_fsspec(tmp_path: Path) -> None:
+    """An absolute path, its file:// URL and a relative path are served by one store, and a
+    process that opens, lists and reads local paths alone never imports fsspec."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"data")
+    code = (
+        "import os, sys\n"
+        "from taskkit.storage.stores import Stores\n"
+        "with Stores() as stores:\n"
+        f"    one, key = stores.open({str(tmp_path / 'd')!r} + '/')\n"
+        "    (file,) = one.list(key + '/')\n"
+        "    assert one.read(file, 0, 4) == b'data'\n"
+        f"    assert stores.open('file://{tmp_path}/d/f')[0] is one\n"
+        "    print(sorted(m for m in sys.modules if m.split('.')[0] == 'fsspec'))\n"
+        f"    os.chdir({str(tmp_path)!r})\n"
+        "    assert stores.open('d/f') == (one, " + repr(str(tmp_path / "d" / "f")) + ")\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
 def test_the_contract_imports_no_backend() -> None:
     """storage/base.py, the contract, imports neither fsspec, adlfs nor Azure, nor any store
     module, at module level: backends depend on it, never it on them."""
