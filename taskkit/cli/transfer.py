@@ -14,7 +14,7 @@ from taskkit.cli._app import CONTEXT, cli, transfer_options
 from taskkit.exceptions import EX_OK
 
 if TYPE_CHECKING:
-    from taskkit.runner.transfers import TransferSettings
+    from taskkit.runner.settings import TransferSettings
     from taskkit.transfer.summary import Summary
 
 
@@ -187,7 +187,7 @@ def upload_command(
 
 def _settings(given: dict[str, object]) -> TransferSettings:
     """The transfer settings given (checked already by their options), over the defaults."""
-    from taskkit.runner.transfers import TransferSettings
+    from taskkit.runner.settings import TransferSettings
 
     return TransferSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 

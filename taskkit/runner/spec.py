@@ -49,7 +49,7 @@ from taskkit.exceptions import ConfigError, UsageError
 from taskkit.redaction import SIGNED_QUERY, public_url, redact, signed
 from taskkit.runner.codes import CodeSet
 from taskkit.runner.policy import ExitPolicy
-from taskkit.runner.transfers import TransferSettings
+from taskkit.runner.settings import TransferSettings
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.urls import bad_url
 from taskkit.transfer.patterns import Output, parse_output

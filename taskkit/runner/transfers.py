@@ -24,12 +24,12 @@ import errno
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from taskkit.envnames import env_variable
 from taskkit.exceptions import IOFailure
 from taskkit.observer import Observer, Progress, Shown
-from taskkit.storage.retry import RetryBudget
+from taskkit.runner.settings import TransferSettings
 from taskkit.transfer.nodecache import node_cache
 from taskkit.transfer.stage_plan import Plan
 from taskkit.transfer.summary import stage_line, upload_line
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Teller",
-    "TransferSettings",
     "stage_inputs",
     "stage_settings",
     "upload_outputs",
@@ -50,25 +49,6 @@ __all__ = [
 
 #: A line for the attempt's stored ``taskkit.txt``.
 Note = Callable[[str], None]
-
-
-class TransferSettings(NamedTuple):
-    """How files are moved: the transfer settings of a :class:`~taskkit.runner.spec.RunSpec`
-    (whose defaults are these), which ``taskkit stage`` and ``taskkit upload`` take as options
-    alone. Built from checked values: no validation (nor pydantic) on the way."""
-
-    jobs: int | None = None
-    cache_dir: str | None = None
-    no_node_cache: bool = False
-    cache_max_bytes: int | None = None
-    retries: int = RetryBudget.attempts
-    retry_budget: float = RetryBudget.budget
-    progress_interval: float = 10.0
-    verbose: bool = False
-
-    def retry(self) -> RetryBudget:
-        """How long each storage request is tried."""
-        return RetryBudget(attempts=self.retries, budget=self.retry_budget)
 
 
 def upload_settings(spec: TransferSettings) -> dict[str, Any]:
