@@ -7,11 +7,12 @@ usage mistakes into exit 64, Ctrl-C into 130, and nothing a user does into a tra
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -46,6 +47,38 @@ class _Interrupted(Exception):
 
 class _PipeClosed(Exception):
     """The reader of stdout went away, kept from click, which would exit 1 by itself."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP inside a command that stops on them as on Ctrl-C (:func:`stoppable`):
+    past every ``except Exception``, so the command's cleanup runs as it unwinds."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """SIGTERM (a Batch task terminated, a wall-clock limit) and SIGHUP (a closed terminal)
+    end the block as Ctrl-C does: what it was writing is cleaned up, then one line and exit
+    128 + N. The handlers are as they were afterwards; off the main thread, nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 #: Each top-level command and the module that defines it, imported only when the command is
@@ -257,6 +290,11 @@ def _run(argv: Sequence[str] | None) -> int:
     except (click.Abort, KeyboardInterrupt, _Interrupted):
         _say("error", "interrupted")
         code = EX_INTERRUPTED
+    except _Terminated as exc:
+        import signal
+
+        _say("error", f"terminated ({signal.Signals(exc.signum).name})")
+        code = 128 + exc.signum
     except TaskkitError as exc:
         _say("error", str(exc))
         code = exc.exit_code

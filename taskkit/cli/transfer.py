@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, transfer_options
+from taskkit.cli._app import CONTEXT, cli, stoppable, transfer_options
 from taskkit.exceptions import EX_OK
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def stage_command(
 
     settings = _settings(given)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(stoppable())
         report = Report(
             stack,
             doing="staging",
@@ -167,6 +168,7 @@ def upload_command(
 
     settings = _settings(given)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(stoppable())
         report = Report(
             stack,
             doing="uploading",

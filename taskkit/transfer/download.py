@@ -46,6 +46,7 @@ __all__ = [
     "Fetched",
     "Transfers",
     "claim",
+    "drop_claimed",
     "filesystem",
     "gather",
     "locked",
@@ -399,9 +400,10 @@ def locked(partial: str | os.PathLike[str]) -> Iterator[int]:
 
 def claim(partial: str) -> int | None:
     """A partial file at ``partial`` created now and locked by this process, or None when
-    one is there already (or another process locked the new one first): then :func:`locked`
-    is the way. Two system calls where :func:`locked` needs four, for the common case of a
-    file downloaded in one request with nobody else at it."""
+    one is there already (or another process locked the new one first, or has renamed it
+    into place since): then :func:`locked` is the way. Three system calls past the create,
+    where :func:`locked` needs more, for the common case of a file downloaded in one request
+    with nobody else at it."""
     import fcntl
 
     try:
@@ -412,10 +414,31 @@ def claim(partial: str) -> int | None:
         raise write_error(exc, "cannot write") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Another process may have opened the new file and locked it first (it took our
+        # partial for one left over), written it and renamed it into place: the lock is then
+        # on a final file, and the name, if any, another partial's. As locked() checks.
+        mine, there = os.fstat(fd), os.stat(partial)
+        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            return fd
     except OSError:
+        pass
+    except BaseException:  # interrupted: the new partial is of no use to anyone
+        drop_claimed(partial, fd)
         os.close(fd)
-        return None
-    return fd
+        raise
+    os.close(fd)
+    return None
+
+
+def drop_claimed(partial: str, fd: int) -> None:
+    """Remove the partial file of one request this process claimed (``fd``) and was
+    interrupted writing: the next run fetches such a file whole again, so it would only be
+    litter. Only if the name still holds that very file (it may have been renamed into place
+    already, and the name claimed by another process since)."""
+    with contextlib.suppress(OSError):
+        mine, there = os.fstat(fd), os.stat(partial)
+        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            os.unlink(partial)
 
 
 def open_partial(partial: Path) -> int:

@@ -53,6 +53,7 @@ from taskkit.transfer.download import (
     Fetched,
     Transfers,
     claim,
+    drop_claimed,
     locked,
     open_partial,
     remove_journal,
@@ -495,6 +496,10 @@ class _Run:
                     fetched = self._fetch(entry, fd, partial, empty=True)
                     _rename(partial, entry.where, entry)
                     st = os.fstat(fd)
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):  # interrupted: Ctrl-C, SIGTERM
+                        drop_claimed(partial, fd)
+                    raise
                 finally:
                     os.close(fd)
             else:

@@ -374,3 +374,44 @@ def test_a_waiter_locks_the_new_file_when_the_holder_removed_the_old_one(tmp_pat
             second.finish()
     assert os.stat(partial).st_ino == int(path_ino)
     assert marker.read_text().splitlines() == ["enter A", "exit A", "enter B", "exit B"]
+
+
+def test_a_claim_whose_partial_was_renamed_into_place_meanwhile_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between this process's create of a new partial and its lock, another may open that
+    file, lock it first, write it and rename it into place: the claim then gives it up (None,
+    so the caller takes the locked path) rather than hold, and write into, a final file."""
+    import fcntl
+
+    from taskkit.transfer.download import claim
+
+    partial, final = tmp_path / ".taskkit-0123456789abcdef.partial", tmp_path / "x"
+    real = fcntl.flock
+
+    def other_first(fd: int, operation: int) -> None:
+        other = os.open(partial, os.O_RDWR)
+        os.write(other, b"whole")
+        os.close(other)
+        os.rename(partial, final)
+        partial.write_bytes(b"")  # and a third has claimed the name anew since
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", other_first)
+    assert claim(str(partial)) is None
+    assert final.read_bytes() == b"whole"
+    assert partial.read_bytes() == b""  # the third's, left to it
+
+
+def test_an_uncontested_claim_is_locked_and_named_by_its_partial(tmp_path: Path) -> None:
+    """The common case: the new partial, locked (another claim of it fails), at its name."""
+    from taskkit.transfer.download import claim
+
+    partial = tmp_path / ".taskkit-0123456789abcdef.partial"
+    fd = claim(str(partial))
+    assert fd is not None
+    try:
+        assert os.fstat(fd).st_ino == partial.stat().st_ino
+        assert claim(str(partial)) is None  # there already
+    finally:
+        os.close(fd)

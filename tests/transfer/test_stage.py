@@ -27,6 +27,7 @@ from taskkit.transfer.stage import execute, planned, stage
 from taskkit.transfer.stage_plan import Plan, PlanEntry, parse_input, plan
 
 MiB = 1024 * 1024
+_TASKKIT = [sys.executable, "-m", "taskkit"]
 
 
 def later_clock() -> int:
@@ -532,13 +533,14 @@ def test_a_local_source_rewritten_with_its_old_size_and_mtime_is_staged_again(
             assert (tmp_path / "w" / "in" / "f.txt").read_bytes() == content
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finishes(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """A local source is staged one file at a time by the main thread: Ctrl-C there (one line,
-    130) or kill -9, part-way through thousands of files, leaves every file at its final path
-    whole, and the next run stages the rest and ends with the tree identical to the source."""
+    """A local source is staged one file at a time by the main thread: Ctrl-C (one line, 130),
+    SIGTERM (one line, 143; nothing of taskkit's left beside the files) or kill -9, part-way
+    through thousands of files, leaves every file at its final path whole, and the next run
+    stages the rest and ends with the tree identical to the source."""
     from runner_helpers import wait_for
 
     src, work = tmp_path / "src", tmp_path / "work"
@@ -563,10 +565,15 @@ def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finis
     finally:
         proc.kill()
         proc.wait()
-    if sig == signal.SIGINT:
-        assert (proc.returncode, err.decode()) == (130, "taskkit: error: interrupted\n")
-    else:
+    if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
+    else:
+        said = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
+        assert (proc.returncode, err.decode()) == (128 + sig, f"taskkit: error: {said}\n")
+        # The file being written goes with it; only a signal landing on the very call that
+        # created its partial (before Python holds the descriptor) can leave it, empty.
+        left = list(work.rglob(".taskkit-*"))
+        assert [p.stat().st_size for p in left] in ([], [0]), left
     final = {
         str(p.relative_to(work / "dst")): p.read_bytes()
         for p in (work / "dst").rglob("f*")
@@ -582,3 +589,36 @@ def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finis
         if p.is_file()
     }
     assert staged == expected  # nothing partial or temporary left beside them either
+
+
+def test_two_stages_of_one_prefix_into_one_workdir_at_once_both_finish(tmp_path: Path) -> None:
+    """Two processes stage the same local prefix into the same working directory at the same
+    time, three times over: both exit 0 every time, and the tree is the source's, with
+    nothing of taskkit's beside it. (A partial one process created and the other wrote and
+    renamed into place must never be written again by the first: it is a final file.)"""
+    src = tmp_path / "src"
+    expected = {}
+    for i in range(4000):
+        name = f"d{i % 4}/f{i:05d}"
+        expected[name] = i.to_bytes(4, "little") * (i % 40 + 1)
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(expected[name])
+    for round_ in range(3):
+        work = tmp_path / f"work{round_}"
+        procs = [
+            subprocess.Popen(
+                [*_TASKKIT, "stage", "-i", f"file://{src}/=dst/", "--workdir", str(work)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "TASKKIT_CACHE_DIR": str(tmp_path / f"cache{round_}-{n}")},
+            )
+            for n in range(2)
+        ]
+        outcomes = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+        assert [code for _, code in outcomes] == [0, 0], outcomes
+        staged = {
+            str(p.relative_to(work / "dst")): p.read_bytes()
+            for p in (work / "dst").rglob("*")
+            if p.is_file()
+        }
+        assert staged == expected
