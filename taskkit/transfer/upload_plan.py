@@ -18,6 +18,7 @@ DESTs too; two spellings of one place are one DEST.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -280,10 +281,18 @@ def _publication(
 def _shown(root: Path, below: str, path: str) -> str:
     """:func:`~taskkit.transfer.patterns.shown` for ``path``; ``below`` is ``root``'s name
     ending in ``/``. A path found under ``root`` starts with it, and then its rest is the
-    relative path, unless a ``..`` or ``.`` segment or a doubled ``/`` needs the slow way."""
-    if path.startswith(below) and "/." not in path and "//" not in path:
-        return path[len(below) :]
+    relative path, unless a ``..`` or ``.`` segment or a doubled ``/`` in the rest needs the
+    slow way (a dotted name such as ``.bench`` does not)."""
+    if path.startswith(below):
+        rest = path[len(below) :]
+        if not _UNNORMAL.search(rest):
+            return rest
     return shown(root, path)
+
+
+#: A ``.`` or ``..`` segment, or an empty one (a leading, doubled or trailing ``/``), in a
+#: relative ``/``-separated path.
+_UNNORMAL = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$")
 
 
 #: Names this long have their whole length checked: below it, a name whose directory and

@@ -504,3 +504,22 @@ def test_names_checked_a_directory_at_a_time_get_the_whole_names_verdict() -> No
         for name in order:
             assert _name_problem(name, checked) == whole_name_problem(name), name
     assert whole_name_problem("/".join([seg] * 20)) is not None  # the long case is covered
+
+
+@pytest.mark.parametrize(
+    "rest",
+    ["a/b", ".x/b", "a/./b", "a/../b", "a//b", "..", ".", "a/..b", "a/.", "/a", "a/", "...",
+     "a/.../b", "b..", ".taskkit/x"],
+)  # fmt: skip
+@pytest.mark.parametrize("root", ["/w/.bench/data", "/w/data", "/"])
+def test_a_shown_name_is_the_relative_path_below_any_working_directory(
+    rest: str, root: str
+) -> None:
+    """The fast way of showing a file below the working directory gives os.path.relpath's
+    answer, in a working directory with a dotted name too (which once sent every file the
+    slow way) and for rests with '.', '..' or empty segments."""
+    from taskkit.transfer.patterns import shown
+    from taskkit.transfer.upload_plan import _shown
+
+    below = root.rstrip("/") + "/"
+    assert _shown(Path(root), below, below + rest) == shown(Path(root), below + rest)
