@@ -1,6 +1,6 @@
 """The house's import order: a lower wing never imports a higher one, and the library no click.
 
-The floors, lowest first: the bottom modules (exceptions, redaction, periodic, _version,
+The floors, lowest first: the bottom modules (exceptions, redaction, periodic, _version, signals,
 observer), then content < storage < transfer < runner < batch < cli; ``testing`` stands on
 storage's floor and may use it; the package face (``taskkit/__init__.py``) may use every wing
 but the command line, and no module imports the face. Only ``taskkit.cli`` imports click.
@@ -28,7 +28,7 @@ import taskkit
 
 PACKAGE = Path(taskkit.__file__).parent
 WINGS = ("content", "storage", "transfer", "runner", "function", "batch", "cli")
-BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer", "envnames")
+BOTTOM = ("exceptions", "redaction", "periodic", "_version", "observer", "envnames", "signals")
 #: The floor of each place a module can live; a module may import its own floor and lower ones.
 FLOOR = {"bottom": 0, **{wing: n + 1 for n, wing in enumerate(WINGS)}}
 FLOOR.update(testing=FLOOR["storage"], face=FLOOR["batch"], __main__=FLOOR["cli"])

@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -58,27 +58,15 @@ class _Terminated(BaseException):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def stoppable() -> Iterator[None]:
+def stoppable() -> contextlib.AbstractContextManager[None]:
     """SIGTERM (a Batch task terminated, a wall-clock limit) and SIGHUP (a closed terminal)
     end the block as Ctrl-C does: what it was writing is cleaned up, then one line and exit
-    128 + N. The handlers are as they were afterwards; off the main thread, nothing changes."""
+    128 + N."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from taskkit.signals import raising
 
-    def stop(signum: int, frame: object) -> None:
-        raise _Terminated(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return raising((signal.SIGTERM, signal.SIGHUP), _Terminated)
 
 
 #: Each top-level command and the module that defines it, imported only when the command is

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -25,6 +24,7 @@ from taskkit.batch.tasks import read_tasks
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import RunReport, echo, say
 from taskkit.exceptions import EX_INTERRUPTED, DataError, InputNotFound, from_os_error
+from taskkit.signals import raising
 
 __all__ = ["local_group"]
 
@@ -164,28 +164,15 @@ def local_run_command(
     sys.exit(report.exit_code)
 
 
-@contextlib.contextmanager
-def _stopped_by_signals() -> Iterator[None]:
+def _stopped_by_signals() -> contextlib.AbstractContextManager[None]:
     """SIGINT as Ctrl-C (exit 130), SIGTERM and SIGHUP (a closed terminal) as exit 128+N, even
     when the shell that started taskkit ignores them (a background job): the emulator then
     kills every task it started and writes its report before taskkit exits."""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def stop(signum: int) -> BaseException:
+        return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
 
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, terminate),
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return raising((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), stop)
 
 
 def _make_folders(*options: tuple[str, str | None]) -> None:

@@ -38,6 +38,7 @@ from taskkit.exceptions import MisuseError, UsageError
 from taskkit.redaction import redact
 from taskkit.runner.lifetime import Watchdog, process_start
 from taskkit.runner.logs import LogFile, LogSink, write_all
+from taskkit.signals import raising
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -373,25 +374,12 @@ class Stopped(BaseException):
         return signal.Signals(self.signum).name
 
 
-@contextlib.contextmanager
-def stopped_by_signals() -> Iterator[None]:
+def stopped_by_signals() -> contextlib.AbstractContextManager[None]:
     """Turn SIGTERM and SIGINT into :class:`Stopped` while taskkit works, so the attempt
     still ends in order: claim released, end recorded, logs flushed. While the command runs,
     :func:`~taskkit.runner.command.run_logged` forwards them instead; after this block a second
     signal ends the process at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    return raising((signal.SIGTERM, signal.SIGINT), Stopped)
 
 
 @contextlib.contextmanager
