@@ -56,7 +56,7 @@ from taskkit.content.digest import (
     combine_chunks,
     hash_chunk,
 )
-from taskkit.content.statcache import CacheEntry, FileStat, StatCache
+from taskkit.content.statcache import CacheEntry, FileStat, Provenance, StatCache
 from taskkit.content.walk import (
     FS_ENCODING,
     FS_ERRORS,
@@ -78,7 +78,6 @@ __all__ = [
     "MAX_PENDING",
     "FileDigest",
     "HashResult",
-    "Provenance",
     "digests",
     "hash_file",
     "hash_paths",
@@ -238,14 +237,6 @@ def digests(
         for path, result in zip(paths, results, strict=True)
         if isinstance(result, FileDigest)
     }
-
-
-class Provenance(NamedTuple):
-    """Where a file's bytes are expected to come from: ``source`` at ``etag``, of ``digest``."""
-
-    source: str
-    etag: str
-    digest: Digest
 
 
 class _Run:
@@ -536,15 +527,10 @@ class _Run:
         args = (entry.path, digest, size, False, chunks)
         return tuple.__new__(FileDigest, args)  # FileDigest(*args), five times faster
 
-    def _with_provenance(self, record: CacheEntry) -> CacheEntry:
-        known = self.provenance.get(record.path)
-        if known is None or record.digest != known.digest:  # not the bytes expected
-            return record
-        return record.from_source(known.source, known.etag)
-
     def _flush(self) -> None:
         if self.cache is not None and self.to_record:
             records, self.to_record = self.to_record, []
             if self.provenance:
-                records = [self._with_provenance(r) for r in records]
+                known = self.provenance
+                records = [r.vouched(known[r.path]) if r.path in known else r for r in records]
             self.cache.record(records)

@@ -48,6 +48,7 @@ __all__ = [
     "CacheEntry",
     "FileStat",
     "PathKeys",
+    "Provenance",
     "StatCache",
     "default_cache_dir",
     "keyed_paths",
@@ -156,6 +157,14 @@ class FileStat(NamedTuple):
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+class Provenance(NamedTuple):
+    """Where a file's bytes are expected to come from: ``source`` at ``etag``, of ``digest``."""
+
+    source: str
+    etag: str
+    digest: Digest
+
+
 # The packed entry: checksum u64 | ident 40 | recorded_ns i64 | digest 16 | chunk count u32 |
 # the chunk digests when more than one | source length u32, source | etag length u32, etag.
 # The checksum is XXH3-64 over the path and everything after the checksum.
@@ -262,6 +271,14 @@ class CacheEntry(NamedTuple):
         return CacheEntry(
             self.path, _CHECKSUM.pack(xxhash.xxh3_64_intdigest(self.path + body)) + body
         )
+
+    def vouched(self, provenance: Provenance) -> CacheEntry:
+        """This entry with ``provenance`` when it holds the digest named there and does not
+        say so yet; else this entry as it is (a file that differs is never vouched for)."""
+        source, etag, digest = provenance
+        if self.raw[56:72] != digest.value or self.came_from(source, etag):
+            return self
+        return self.from_source(source, etag)
 
     def _texts(self) -> tuple[str | None, str | None]:
         (count,) = _U32.unpack_from(self.raw, 72)
@@ -470,6 +487,18 @@ class StatCache:
         rows = list(entries)
         if rows and not self.read_only:
             self._write("INSERT OR REPLACE INTO files VALUES (?, ?)", rows)
+
+    def vouch(self, found: Mapping[bytes, Provenance]) -> None:
+        """Give the entries of the keys of ``found`` their provenance where they hold the digest
+        named (:meth:`CacheEntry.vouched`): files found the same as their source by digest, so
+        that a later run trusts them as from that source without hashing anything again. Their
+        trust is unchanged: the same version and recording time."""
+        rows = []
+        for key, known in self.lookup(sorted(found)).items():
+            vouched = known.vouched(found[key])
+            if vouched is not known:
+                rows.append(vouched)
+        self.record(rows)
 
     def forget(self, keys: Iterable[bytes]) -> None:
         """Drop the entries of ``keys``."""

@@ -378,15 +378,7 @@ def locked(partial: str | os.PathLike[str]) -> Iterator[int]:
             raise write_error(exc, "cannot write") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(partial)
-            except FileNotFoundError:
-                current = None
-            mine = os.fstat(fd)
-            if current is not None and (current.st_dev, current.st_ino) == (
-                mine.st_dev,
-                mine.st_ino,
-            ):
+            if _still_named(partial, fd):
                 break
         except BaseException:
             os.close(fd)
@@ -417,8 +409,7 @@ def claim(partial: str) -> int | None:
         # Another process may have opened the new file and locked it first (it took our
         # partial for one left over), written it and renamed it into place: the lock is then
         # on a final file, and the name, if any, another partial's. As locked() checks.
-        mine, there = os.fstat(fd), os.stat(partial)
-        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+        if _still_named(partial, fd):
             return fd
     except OSError:
         pass
@@ -436,9 +427,19 @@ def drop_claimed(partial: str, fd: int) -> None:
     litter. Only if the name still holds that very file (it may have been renamed into place
     already, and the name claimed by another process since)."""
     with contextlib.suppress(OSError):
-        mine, there = os.fstat(fd), os.stat(partial)
-        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+        if _still_named(partial, fd):
             os.unlink(partial)
+
+
+def _still_named(path: str | os.PathLike[str], fd: int) -> bool:
+    """Whether ``path`` names the file open at ``fd``: a partial may have been renamed into
+    place (or removed) by its holder, and the name taken by another since."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
 
 def open_partial(partial: Path) -> int:

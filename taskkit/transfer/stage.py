@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, hash_chunk
-from taskkit.content.statcache import CacheEntry, FileStat, PathKeys, StatCache, path_key
+from taskkit.content.statcache import (
+    CacheEntry,
+    FileStat,
+    PathKeys,
+    Provenance,
+    StatCache,
+    path_key,
+)
 from taskkit.exceptions import (
     DataError,
     IOFailure,
@@ -728,13 +735,13 @@ def _record(cache: StatCache, done: list[_Done], skipped: list[PlanEntry]) -> No
                 item.entry.source.version,
             )
         )
+    cache.record(rows)
     # Files hashed while planning had their provenance recorded then (plan(record=True); a
     # plan made without it gets it when a later run hashes them again).
-    provenance = {keys(e.where): e for e in skipped if e.reason == SAME_CACHED}
-    for key, known in cache.lookup(sorted(provenance)).items():
-        entry = provenance[key]
-        identity = entry.identity
-        if known.digest == entry.expected and not known.came_from(identity, entry.source.version):
-            # Same trust as before (same identity, same recording time), now with provenance.
-            rows.append(known.from_source(identity, entry.source.version))
-    cache.record(rows)
+    cache.vouch(
+        {
+            keys(e.where): Provenance(e.identity, e.source.version, e.expected)
+            for e in skipped
+            if e.reason == SAME_CACHED and e.expected is not None
+        }
+    )

@@ -46,11 +46,12 @@ from typing import Literal, NamedTuple
 import xxhash
 
 from taskkit.content.digest import Digest
-from taskkit.content.hashing import Provenance, digests
+from taskkit.content.hashing import digests
 from taskkit.content.statcache import (
     CacheEntry,
     FileStat,
     PathKeys,
+    Provenance,
     StatCache,
     keyed_paths,
     path_key,

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from taskkit.content.digest import CHUNK_SIZE, Digest, combine_chunks, hash_bytes, hash_chunk
-from taskkit.content.statcache import CacheEntry, StatCache, path_keys
+from taskkit.content.statcache import CacheEntry, Provenance, StatCache, path_keys
 from taskkit.exceptions import (
     ConfigError,
     InputNotFound,
@@ -59,7 +59,7 @@ from taskkit.transfer.download import Budget, gather
 from taskkit.transfer.manifest import Manifest, ManifestFile, task_identity
 from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.stage_plan import default_workdir
-from taskkit.transfer.summary import Problem, Published, Summary, collecting_less, run_plan
+from taskkit.transfer.summary import Problem, Published, Summary, run_plan
 from taskkit.transfer.telling import Telling
 from taskkit.transfer.upload_plan import (
     SAME_AT_DEST,
@@ -216,22 +216,6 @@ def execute(
 ) -> Summary:
     """Carry out ``plan``; per-file failures are collected in the summary, not raised
     (``fence``: see :func:`upload`)."""
-    # As while planning: a few objects a file, none in a cycle, that every collection of
-    # the oldest generation would walk again (the plan's own among them).
-    with collecting_less():
-        return _execute(plan, jobs, cache, task, on_bytes, on_file, on_problem, fence)
-
-
-def _execute(
-    plan: UploadPlan,
-    jobs: int | None,
-    cache: StatCache | None,
-    task: Mapping[str, str | int] | None,
-    on_bytes: Callable[[int, bool], None] | None,
-    on_file: Callable[[UploadEntry, TaskFailure | None], None] | None,
-    on_problem: Callable[[Problem], None] | None,
-    fence: Callable[[], None] | None,
-) -> Summary:
     report = on_problem or (lambda problem: None)
     started = time.perf_counter()
     entries = plan.entries
@@ -252,15 +236,7 @@ def _execute(
     run.alone = _one_by_one(sending)
     sent: list[_Sent] = []
     try:
-        batches = _batches(sending, run.jobs)
-        if run.alone:
-            results: Iterator[list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]] = (
-                run.send_all(batch) for batch in batches
-            )
-        else:
-            futures = [run.files.submit(run.send_all, batch) for batch in batches]
-            results = (f.result() for f in as_completed(futures))
-        for entry, result in (r for done in results for r in done):
+        for entry, result in run.outcomes(_batches(sending, run.jobs)):
             if isinstance(result, _Stopped):
                 summary.failed += 1
                 continue
@@ -422,6 +398,20 @@ class _Run:
         #: sent whole then holds no slot or budget (a large file's blocks still do, and it
         #: returns only when they are done).
         self.alone = False
+
+    def outcomes(
+        self, batches: list[list[UploadEntry]]
+    ) -> Iterator[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]:
+        """Each file of ``batches`` with what became of it, as the groups end: sent by this
+        thread in turn when :attr:`alone`, else by the pool's threads."""
+        if self.alone:
+            done: Iterator[list[tuple[UploadEntry, _Sent | TaskFailure | _Stopped]]] = (
+                self.send_all(batch) for batch in batches
+            )
+        else:
+            futures = [self.files.submit(self.send_all, batch) for batch in batches]
+            done = (future.result() for future in as_completed(futures))
+        return (item for group in done for item in group)
 
     def close(self) -> None:
         self.stop.set()
@@ -593,20 +583,15 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 def _vouch(cache: StatCache, found_same: list[UploadEntry]) -> None:
     """Give the files skipped as the same as their blob (by its digest) that blob's provenance,
-    so that the next run trusts them unread, without hashing the blob again. Only an entry
-    still trusted for the file as planned and of the digest found gets it: the same trust as
-    before, now with provenance (one found racy is hashed and vouched for by a later run)."""
+    so that the next run trusts them unread, without hashing the blob again."""
     keys = path_keys([e.where for e in found_same])
-    known = cache.lookup(sorted(keys))
-    rows = []
-    for entry, key in zip(found_same, keys, strict=True):
-        had = known.get(key)
-        if had is None or entry.remote is None or had.digest != entry.digest:
-            continue
-        identity = entry.store.identity(entry.key)
-        if StatCache.fresh(had, entry.stat) and not had.came_from(identity, entry.remote.version):
-            rows.append(had.from_source(identity, entry.remote.version))
-    cache.record(rows)
+    cache.vouch(
+        {
+            key: Provenance(e.store.identity(e.key), e.remote.version, e.digest)
+            for e, key in zip(found_same, keys, strict=True)
+            if e.remote is not None and e.digest is not None
+        }
+    )
 
 
 def _record(cache: StatCache, sent: list[_Sent], recorded_ns: int) -> None:

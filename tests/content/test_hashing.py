@@ -290,8 +290,8 @@ def test_provenance_is_recorded_only_with_the_digest_it_expects(tmp_path: Path, 
     """An entry recorded by digests() carries the source and etag named for its key only when
     the file hashed to the digest expected there: a file that differs from its source is
     recorded as what it holds, without a provenance that would vouch for it."""
-    from taskkit.content.hashing import Provenance, digests
-    from taskkit.content.statcache import path_key
+    from taskkit.content.hashing import digests
+    from taskkit.content.statcache import Provenance, path_key
 
     paths = {}
     for i, name in enumerate(["same", "other", "unnamed"] * 40):
