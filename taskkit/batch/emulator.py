@@ -265,7 +265,9 @@ class Emulator:
                 self._alarms.close()
                 self._stop_proxies()
                 for thread in self._threads:
-                    thread.join(timeout=10)
+                    # One whose start a signal cut short never ran: there is nothing to join.
+                    if thread.is_alive():
+                        thread.join(timeout=10)
                 self._sweep("the job's tasks left running")
                 self.report.ended = time.time()
                 for task in self.report.tasks:
