@@ -236,6 +236,7 @@ class Reader:
         """Request ``seq`` will be hashed by the caller: the reader skips what it has not
         read yet, and its answer is dropped."""
         self._taken[seq % _RING] = 1
+        self._answered.pop(seq, None)  # arrived already (collected while sending another)
         for waiting in self._waiting:
             if waiting[0] == seq:
                 waiting[2] = 1

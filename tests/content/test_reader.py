@@ -113,6 +113,28 @@ print(json.dumps(out))
     assert got == expected
 
 
+def test_a_request_taken_back_after_its_answer_arrived_is_dropped_too(tmp_path: Path) -> None:
+    """A request taken back once its answer is already in (collected while another was sent)
+    is never handed out either."""
+    for i in range(10):
+        (tmp_path / f"f{i}").write_bytes(b"%d" % i)
+    code = f"""
+keys = [path_key(os.path.join({str(tmp_path)!r}, f"f{{i}}")) for i in range(10)]
+reader = Reader.start()
+assert reader is not None
+seq = reader.send(keys, 1)
+deadline = time.monotonic() + 60
+while seq not in reader._answered:  # its answer arrived and was collected
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+    reader._collect()
+reader.take_back(seq)
+print(json.dumps(reader.answers(seq, keys) is None))
+reader.close()
+"""
+    assert fresh(code) is True
+
+
 def test_hash_paths_with_the_reader_equals_hashing_alone(tmp_path: Path) -> None:
     """Results, their order, failures, skips and recorded cache entries are the same with the
     reader (jobs=2) as without it (jobs=1), over a tree of small files mixed with odd ones."""
