@@ -376,7 +376,7 @@ class _Run:
             if cache is not None:
                 self.to_record.append(answer)
             digest = answer.digest
-            yield new(FileDigest, (item.path, digest, answer.stat.size, False, (digest.value,)))
+            yield new(FileDigest, (item.path, digest, answer.size, False, (digest.value,)))
 
     def _hit(self, entry: FileEntry, known: CacheEntry) -> HashResult | None:
         """The cached digest of an unchanged file, a failed stat, or None: hash it."""

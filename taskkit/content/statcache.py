@@ -172,6 +172,7 @@ _HEAD = struct.Struct("<Q40sq16sI")
 _U32 = struct.Struct("<I")
 _CHECKSUM = struct.Struct("<Q")
 _RECORDED = struct.Struct("<q")  # at offset 48
+_SIZE = struct.Struct("<q")  # at offset 24, in the identity
 _NO_TEXTS = bytes(8)  # two empty texts
 
 
@@ -229,6 +230,11 @@ class CacheEntry(NamedTuple):
     def stat(self) -> FileStat:
         dev, ino, size, mtime_ns, ctime_ns = _IDENT.unpack(self.ident)
         return FileStat(dev % (1 << 64), ino % (1 << 64), size, mtime_ns, ctime_ns)
+
+    @property
+    def size(self) -> int:
+        """The size of the hashed version (:attr:`stat`'s, without decoding the rest)."""
+        return int(_SIZE.unpack_from(self.raw, 24)[0])
 
     @property
     def recorded_ns(self) -> int:

@@ -450,48 +450,71 @@ _NAMELESS_UNSUPPORTED = frozenset(
 )
 
 
-def _write_nameless(key: str, data: bytes) -> str | None:
-    """Write ``data`` to a file without a name in ``key``'s directory (``O_TMPFILE``, made
-    if need be), then give it ``key``'s name (``linkat``, or a link at its temporary name
-    renamed over ``key`` when the name is taken); the version written. A file that is never named is
-    never seen, and a killed writer leaves nothing behind; it costs a third less than a
-    file created under a temporary name and renamed. None where this cannot be done (see
-    :data:`_NAMELESS_UNSUPPORTED`): the caller writes through the temporary name."""
+def open_nameless(directory: str) -> int | None:
+    """A new file without a name in ``directory`` (``O_TMPFILE``, the directory made if need
+    be), open for reading and writing; None where this cannot be done (see
+    :data:`_NAMELESS_UNSUPPORTED`). A file that is never named (:func:`name_nameless`) is
+    never seen, and a killed writer leaves nothing behind."""
     flags = getattr(os, "O_TMPFILE", 0)
     if not flags:
         return None
-    flags |= os.O_WRONLY | os.O_CLOEXEC
-    directory = os.path.dirname(key)
+    flags |= os.O_RDWR | os.O_CLOEXEC
     try:
         try:
-            fd = os.open(directory, flags, 0o666)
+            return os.open(directory, flags, 0o666)
         except FileNotFoundError:
             os.makedirs(directory, exist_ok=True)  # the first file of a directory
-            fd = os.open(directory, flags, 0o666)
+            return os.open(directory, flags, 0o666)
     except OSError as exc:
         if exc.errno in _NAMELESS_UNSUPPORTED:
             return None
         raise
+
+
+def name_nameless(fd: int, path: str) -> bool:
+    """Give the nameless file ``fd`` the name ``path``, which must not be taken
+    (``FileExistsError`` if it is); False where naming through ``/proc`` cannot be done."""
+    # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link: os.link calls linkat only
+    # when given a directory descriptor (ignored for an absolute path).
+    try:
+        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno in _NAMELESS_UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+def _write_nameless(key: str, data: bytes) -> str | None:
+    """Write ``data`` to a file without a name in ``key``'s directory (:func:`open_nameless`),
+    then give it ``key``'s name (:func:`name_nameless`, or a link at its temporary name
+    renamed over ``key`` when the name is taken); the version written. It costs a third less
+    than a file created under a temporary name and renamed. None where this cannot be done:
+    the caller writes through the temporary name."""
+    fd = open_nameless(os.path.dirname(key))
+    if fd is None:
+        return None
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link: os.link calls linkat
-        # only when given a directory descriptor (ignored for an absolute path).
-        here = f"/proc/self/fd/{fd}"
         try:
-            try:
-                os.link(here, key, src_dir_fd=fd, follow_symlinks=True)
-            except FileExistsError:  # a new version of the file: replaced in one rename
-                temp = temporary_key(key)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)  # left by a killed writer
-                os.link(here, temp, src_dir_fd=fd, follow_symlinks=True)
-                os.rename(temp, key)
-        except OSError as exc:
-            if exc.errno in _NAMELESS_UNSUPPORTED:
+            if not name_nameless(fd, key):
                 return None
-            raise
+        except FileExistsError:  # a new version of the file: replaced in one rename
+            temp = temporary_key(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # left by a killed writer
+            if not name_nameless(fd, temp):
+                return None
+            try:
+                os.rename(temp, key)
+            except OSError as exc:
+                if exc.errno in _NAMELESS_UNSUPPORTED:
+                    return None
+                raise
         return _local_version(os.fstat(fd))  # the file named, as it is now (its ctime too)
     finally:
         os.close(fd)

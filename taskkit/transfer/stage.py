@@ -53,6 +53,7 @@ from taskkit.exceptions import (
     from_os_error,
 )
 from taskkit.observer import Observer
+from taskkit.storage.fsstore import name_nameless, open_nameless
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
 from taskkit.transfer.download import (
@@ -70,6 +71,7 @@ from taskkit.transfer.download import (
 from taskkit.transfer.nodecache import NodeCache
 from taskkit.transfer.patterns import OWN_PREFIX
 from taskkit.transfer.stage_plan import (
+    ABSENT,
     SAME_CACHED,
     Input,
     Plan,
@@ -452,13 +454,17 @@ class _Run:
                 "directory through a link"
             )
 
-    def _fetch(self, entry: PlanEntry, fd: int, partial: str, *, empty: bool = False) -> Fetched:
-        """Fill a partial file, held locked by the caller, with the entry's bytes, checked
-        against any known digest. On a failure the partial goes when a retry cannot use it
-        (a wrong digest, a permanent error, a file of one chunk) and stays to be resumed
-        otherwise. The journal goes once the file is complete."""
+    def _fetch(
+        self, entry: PlanEntry, fd: int, partial: str | None, *, empty: bool = False
+    ) -> Fetched:
+        """Fill a partial file, held locked by the caller (or a nameless one: ``partial``
+        None), with the entry's bytes, checked against any known digest. On a failure the
+        partial goes when a retry cannot use it (a wrong digest, a permanent error, a file
+        of one chunk) and stays to be resumed otherwise. The journal goes once the file is
+        complete."""
+        named = entry.where if partial is None else partial
         try:
-            fetched = self.transfers.fetch(entry.store, entry.source, fd, partial, empty=empty)
+            fetched = self.transfers.fetch(entry.store, entry.source, fd, named, empty=empty)
             if entry.expected is not None and fetched.digest != entry.expected:
                 raise DataError(
                     f"cannot stage {entry.source.url!r}: its bytes have digest "
@@ -467,7 +473,7 @@ class _Run:
             if not entry.store.reads_confirmed:
                 entry.store.confirm(entry.source)
         except TaskFailure as exc:
-            if not exc.retryable or entry.source.size <= CHUNK_SIZE:
+            if partial is not None and (not exc.retryable or entry.source.size <= CHUNK_SIZE):
                 remove_partial(Path(partial))
             if isinstance(exc, IOFailure) and _full(exc):  # a full cache never gets here
                 raise IOFailure(
@@ -476,7 +482,7 @@ class _Run:
                     errno=exc.errno,
                 ) from exc
             raise
-        if not empty:
+        if not empty and partial is not None:
             remove_journal(Path(partial))
         return fetched
 
@@ -495,6 +501,10 @@ class _Run:
         partial = partial_name(entry.where)
 
         def once() -> _Done:
+            if entry.source.size <= CHUNK_SIZE and entry.reason == ABSENT:
+                done = self._nameless(entry)
+                if done is not None:
+                    return done
             fd = claim(partial) if entry.source.size <= CHUNK_SIZE else None
             if fd is not None:
                 # A file of one request that nobody else is at: a new partial, one write, one
@@ -536,6 +546,38 @@ class _Run:
                 path=entry.path,
                 errno=exc.errno,
             ) from exc
+
+    def _nameless(self, entry: PlanEntry) -> _Done | None:
+        """A file of one request not at its destination, written without a name
+        (:func:`~taskkit.storage.fsstore.open_nameless`) and named there once whole and
+        checked: no partial, no lock and no rename, and nothing left behind by a kill. None
+        where that cannot be done, or when another process has put a file there meanwhile:
+        then the partial's way, which replaces it."""
+        directory = entry.where.rpartition("/")[0] or "/"
+        try:
+            fd = open_nameless(directory)
+        except PermissionError:
+            return None  # the partial's way says so, naming the file
+        except OSError as exc:
+            exc.filename = entry.where
+            raise write_error(exc, "cannot write") from exc
+        if fd is None:
+            return None
+        try:
+            fetched = self._fetch(entry, fd, None, empty=True)
+            try:
+                if not name_nameless(fd, entry.where):
+                    return None
+            except FileExistsError:
+                return None
+            except OSError as exc:
+                raise write_error(exc, f"cannot stage {entry.source.url!r} to") from exc
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return _Done(
+            entry, st, fetched.digest, fetched.chunks, fetched.transferred, fetched.reused, False
+        )
 
     def _via_cache(self, entry: PlanEntry, node: NodeCache) -> _Done:
         """Fetch into the node cache unless it holds this version, then link. Everything

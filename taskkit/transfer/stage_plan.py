@@ -645,9 +645,10 @@ def _stale(
 _BLOCK = 4096
 _DIFFERS = "the local file differs"
 _UNKNOWN = "the local file is not known"
-_ABSENT = "not present"
-_LINK = {why: f"in the node cache ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
-_RESUME = {why: f"a partial download is there ({why})" for why in (_DIFFERS, _UNKNOWN, _ABSENT)}
+#: Why a file is downloaded that is not at its destination (yet).
+ABSENT = "not present"
+_LINK = {why: f"in the node cache ({why})" for why in (_DIFFERS, _UNKNOWN, ABSENT)}
+_RESUME = {why: f"a partial download is there ({why})" for why in (_DIFFERS, _UNKNOWN, ABSENT)}
 _UNCHANGED = "unchanged since it was staged from this version"
 #: Why a file is skipped whose stat-cache entry has its digest but not its provenance (yet).
 SAME_CACHED = "same digest as the source (stat-cache)"
@@ -716,7 +717,7 @@ def _decide(
                     sources[found[1]] = Provenance(identity, file.version, expected)
             if ref is None and node_cache is not None:
                 ref = node_cache.lookup(NodeCache.key(identity, file.version))
-            why = _ABSENT if local is None else _DIFFERS if where in to_hash else _UNKNOWN
+            why = ABSENT if local is None else _DIFFERS if where in to_hash else _UNKNOWN
             undecided.append((len(entries), file, store, dest, where, expected, ref, why))
             entries.append(None)
     hashed = digests(list(to_hash), cache=cache if record else None, jobs=jobs, provenance=sources)

@@ -200,6 +200,7 @@ def test_64_bit_device_and_inode_numbers_round_trip(tmp_path: Path) -> None:
         cache.record([CacheEntry.of(b"/x", stat, digest, (digest.value,), 3)])
         (got,) = cache.lookup([b"/x"]).values()
     assert got.stat == stat
+    assert got.size == stat.size == 5
 
 
 def test_unsorted_keys_and_forget(tmp_path: Path) -> None:

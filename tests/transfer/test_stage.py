@@ -570,10 +570,9 @@ def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finis
     else:
         said = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
         assert (proc.returncode, err.decode()) == (128 + sig, f"taskkit: error: {said}\n")
-        # The file being written goes with it; only a signal landing on the very call that
-        # created its partial (before Python holds the descriptor) can leave it, empty.
-        left = list(work.rglob(".taskkit-*"))
-        assert [p.stat().st_size for p in left] in ([], [0]), left
+    # Each file is written without a name and named once whole: whatever the signal, even
+    # kill -9, nothing of taskkit's is left beside the files.
+    assert list(work.rglob(".taskkit-*")) == []
     final = {
         str(p.relative_to(work / "dst")): p.read_bytes()
         for p in (work / "dst").rglob("f*")
@@ -589,6 +588,50 @@ def test_a_local_stage_interrupted_mid_way_leaves_whole_files_and_the_next_finis
         if p.is_file()
     }
     assert staged == expected  # nothing partial or temporary left beside them either
+
+
+def test_a_file_put_at_its_destination_after_planning_is_replaced_whole(tmp_path: Path) -> None:
+    """A small file planned as not present, but put there by someone else before it is
+    staged (another stage, the user): it is not written over through its nameless copy,
+    which cannot take a name in use, but replaced whole the partial's way; nothing left."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"a/x.bin": 100, "a/y.bin": 0, "b/z.bin": 3000})
+    work = tmp_path / "w"
+    with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
+        stores = Stores()
+        planned_ = plan_prefix(src, work, stores, cache=cache)
+        assert {e.reason for e in planned_.entries} == {"not present"}
+        for name in contents:
+            (work / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / "in" / name).write_bytes(b"someone else's")
+        summary = execute(planned_, cache=cache)
+    assert summary.exit_error() is None
+    assert summary.transferred == 3
+    assert {n: (work / "in" / n).read_bytes() for n in contents} == contents
+    assert leftovers(work) == []
+
+
+@pytest.mark.parametrize("fails", ["open", "name"])
+def test_where_a_nameless_file_cannot_be_made_or_named_the_partial_way_stages_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """On a filesystem without O_TMPFILE, or where /proc cannot name a descriptor, small
+    files are staged through a partial and a rename, as whole and checked."""
+    import taskkit.transfer.stage as stage_module
+
+    if fails == "open":
+        monkeypatch.setattr(stage_module, "open_nameless", lambda directory: None)
+    else:
+        monkeypatch.setattr(stage_module, "name_nameless", lambda fd, path: False)
+    src = tmp_path / "src"
+    contents = make_source(src, {f"d{i % 3}/f{i}": i * 37 for i in range(30)})
+    work = tmp_path / "w"
+    with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
+        summary = stage([f"file://{src}/=in/"], workdir=work, cache=cache)
+    assert summary.exit_error() is None
+    assert summary.transferred == 30
+    assert {n: (work / "in" / n).read_bytes() for n in contents} == contents
+    assert leftovers(work) == []
 
 
 def test_two_stages_of_one_prefix_into_one_workdir_at_once_both_finish(tmp_path: Path) -> None:
