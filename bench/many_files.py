@@ -37,6 +37,11 @@ The rows (N = ``--files``, M = ``--small-files``):
    interpreter and imports; (peak(N) - peak of ``taskkit stage --help``) / N is shown too, and
    the same slope for the cold stages of row 2 (a whole stage holds more than its plan).
 
+Rows 2, 3 and 4 also time a bare loop of the system calls of taskkit's protocol for each file
+(``bench/floor_loops.py``: no plan, no records, no progress), printed as "Floors" after the rows:
+how near the anchor anything keeping the same guarantees could come from Python, and how far
+taskkit is from that loop.
+
 Then the scale on paper: for N/10, N (measured) and 1,000,000 files (measured with
 ``--scale-1m``, else extrapolated linearly from N/10 and N, and marked so), the warm check, the
 cold stage, the planning memory, and the requests a stage or upload of that many files of up to
@@ -266,6 +271,8 @@ class Bench:
         top = args.scale_top
         self.top = Tree(data / f"s{top}x{BIG_SIZE}", top, BIG_SIZE) if args.scale_1m else None
         self.rows: list[Row] = []
+        #: (work, taskkit's timing, the bare loop's, the anchor's) of the rows with a floor.
+        self.floors: list[tuple[str, Timing, Timing, Timing]] = []
         self.scale: dict[int, dict[str, float]] = {}
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith(DROPPED)}
         self.base_env["PYTHONPATH"] = str(REPO)
@@ -338,6 +345,21 @@ class Bench:
             return [tool("cp"), flags, str(tree.root), str(parent / "dst")], self.base_env
 
         return prepare
+
+    def floor(self, mode: str, tree: Tree, into: str) -> Case:
+        """The bare loop of ``mode``'s system calls (``bench/floor_loops.py``) from the tree
+        into a fresh folder."""
+        dst = self.run_dir / into / "dst"
+
+        def prepare() -> tuple[list[str], dict[str, str]]:
+            fresh(self.run_dir / into)
+            loop = str(REPO / "bench" / "floor_loops.py")
+            return [PYTHON, loop, mode, str(tree.root), str(dst)], self.base_env
+
+        check = self.holds(dst, tree.count, tree.total)
+        if mode == "link":  # the loop's lock files are there too
+            check = self.holds(dst, 2 * tree.count, tree.total)
+        return Case(f"bare loop of the {mode} protocol's calls, {tree.describe()}", prepare, check)
 
     # -- checks --
 
@@ -487,9 +509,18 @@ class Bench:
             self.copy(big, "-r", "cp-big"),
             self.holds(self.run_dir / "cp-big" / "dst", big.count, big.total),
         )
+        floor = self.floor("stage", big, "floor-stage")
         cold = self.measure(
             "2. Cold stage from file:// against cp -r (and the tenth, for the scale section)",
-            [self.cold_case(big), cp, self.cold_case(tenth)],
+            [self.cold_case(big), cp, floor, self.cold_case(tenth)],
+        )
+        self.floors.append(
+            (
+                f"cold stage, {big.describe()}",
+                cold[self.cold_case(big).label],
+                cold[floor.label],
+                cold[cp.label],
+            )
         )
         self.rows.append(
             judged(
@@ -538,10 +569,19 @@ class Bench:
             self.copy(linkable, "-al", "cp-al"),
             self.holds(self.run_dir / "cp-al" / "dst", tree.count, tree.total),
         )
+        floor = self.floor("link", linkable, "floor-link")
         found = self.measure(
             "3. Cold stage with the node cache on, the second task on the node "
             "(files linked), against cp -al",
-            [second, cp],
+            [second, cp, floor],
+        )
+        self.floors.append(
+            (
+                f"node cache, second task, {tree.describe()}",
+                found[second.label],
+                found[floor.label],
+                found[cp.label],
+            )
         )
         self.rows.append(
             judged(
@@ -570,7 +610,16 @@ class Bench:
             self.copy(tree, "-r", "cp-small"),
             self.holds(self.run_dir / "cp-small" / "dst", tree.count, tree.total),
         )
-        found = self.measure("4. Cold upload to a file:// DEST against cp -r", [cold, cp])
+        floor = self.floor("upload", tree, "floor-upload")
+        found = self.measure("4. Cold upload to a file:// DEST against cp -r", [cold, cp, floor])
+        self.floors.append(
+            (
+                f"cold upload, {tree.describe()}",
+                found[cold.label],
+                found[floor.label],
+                found[cp.label],
+            )
+        )
         self.rows.append(
             judged(
                 f"cold upload, {tree.describe()}, file:// DEST",
@@ -701,6 +750,20 @@ class Bench:
             print(
                 f"  {r.work:<{width}}  {r.value:>11}  {r.anchor:<{anchor_width}}  {ratio:>6}  "
                 f"{r.target:<9} {'met' if r.met else 'NOT MET'}"
+            )
+        print()
+        if not self.floors:
+            return
+        print(
+            "Floors: a bare Python loop of each protocol's system calls (bench/floor_loops.py: "
+            "no plan, no records, no progress) against the same anchor"
+        )
+        width = max(len(work) for work, *_ in self.floors)
+        print(f"  {'work':<{width}}  {'loop':>8}  {'loop/anchor':>11}  {'taskkit/loop':>12}")
+        for work, ours, loop, anchor in self.floors:
+            print(
+                f"  {work:<{width}}  {loop.median:>7.3f}s  {loop.median / anchor.median:>10.2f}x  "
+                f"{ours.median / loop.median:>11.2f}x"
             )
         print()
 
