@@ -294,20 +294,31 @@ def test_preemption_wipes_the_node_shared_folder_and_comes_back_as_a_new_node(
     tmp_path: Path,
 ) -> None:
     """preempt: the attempt's node loses its folders (the shared folder too) and returns with a
-    new id; the requeued attempt starts on a clean node."""
+    new id; the requeued attempt starts on a clean node. The preemption lands within 0.2 s: on a
+    loaded machine it can come before the first attempt has left its mark, which proves
+    nothing, so the job is run again (three times at most) until one does."""
     script = (
         'if [ -e "$AZ_BATCH_NODE_SHARED_DIR/mark" ]; then exit 9; fi; '
         'touch "$AZ_BATCH_NODE_SHARED_DIR/mark"; echo "$AZ_BATCH_NODE_ID" >> "$BOX/nodes"; '
         "sleep 0.5"
     )
-    report = run(
-        tmp_path, [sh(script, id="a")], nodes=1, chaos=Chaos(preempt=1.0, within=0.2, limit=1)
-    )
-    task = task_of(report, "a")
-    assert report.ok
-    assert report.preemptions == 1
-    assert (tmp_path / "box/nodes").read_text().split() == ["node-1", "node-1-r1"]
-    assert [a.chaos for a in task.attempts] == ["preempt", None]
+    seen = []
+    for round_ in range(3):
+        where = tmp_path / f"round{round_}"
+        where.mkdir()
+        report = run(
+            where, [sh(script, id="a")], nodes=1, chaos=Chaos(preempt=1.0, within=0.2, limit=1)
+        )
+        task = task_of(report, "a")
+        assert report.ok  # the second attempt never found the first one's mark
+        assert report.preemptions == 1
+        assert [a.chaos for a in task.attempts] == ["preempt", None]
+        nodes = (where / "box/nodes").read_text().split()
+        assert nodes in (["node-1-r1"], ["node-1", "node-1-r1"])
+        seen.append(nodes)
+        if nodes == ["node-1", "node-1-r1"]:
+            break
+    assert seen[-1] == ["node-1", "node-1-r1"], seen
 
 
 def test_preemption_requeues_every_attempt_of_the_node(tmp_path: Path) -> None:
