@@ -166,7 +166,7 @@ class FsspecStore(Store):
                     data += more
                 # The file read is still the version listed, after the read: what confirm()
                 # would ask of the path, asked of the very file the bytes came from.
-                if self._local_file(file.key, os.fstat(fd)).version != file.version:
+                if _local_version(os.fstat(fd)) != file.version:
                     raise SourceChanged(
                         f"{what}: it changed while being read; a new attempt will see it"
                     )

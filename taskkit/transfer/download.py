@@ -206,18 +206,34 @@ class Budget:
         self.free = total
         self._changed = threading.Condition()
 
-    @contextlib.contextmanager
-    def hold(self, size: int) -> Iterator[None]:
-        size = min(size, self.total)  # a request larger than the budget waits for all of it
-        with self._changed:
-            self._changed.wait_for(lambda: self.free >= size)
-            self.free -= size
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.free += size
-                self._changed.notify_all()
+    def hold(self, size: int) -> _Held:
+        """``size`` bytes of the budget for the ``with`` block, waiting for them if need be.
+        A request larger than the budget waits for all of it."""
+        return _Held(self, min(size, self.total))
+
+
+class _Held:
+    """Bytes of a :class:`Budget` held for a ``with`` block (a class, not a generator: many
+    small files take and give back thousands of times a second)."""
+
+    __slots__ = ("budget", "size")
+
+    def __init__(self, budget: Budget, size: int) -> None:
+        self.budget = budget
+        self.size = size
+
+    def __enter__(self) -> None:
+        budget, size = self.budget, self.size
+        with budget._changed:
+            if budget.free < size:
+                budget._changed.wait_for(lambda: budget.free >= size)
+            budget.free -= size
+
+    def __exit__(self, *exc: object) -> None:
+        budget = self.budget
+        with budget._changed:
+            budget.free += self.size
+            budget._changed.notify_all()
 
 
 def gather(pool: ThreadPoolExecutor, work: Callable[[int], _T], items: list[int]) -> list[_T]:
