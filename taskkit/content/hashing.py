@@ -198,12 +198,10 @@ def hash_paths(
     """
     workers = chunkio.check_jobs(jobs)
     run = _Run(cache, workers, reader=reader, provenance=provenance)
-    finished = False
     try:
         yield from run.results(walk(paths, recurse=recurse))
-        finished = True
     finally:
-        run.close(finished=finished)
+        run.close()
 
 
 def hash_file(
@@ -262,14 +260,10 @@ class _Run:
         self.to_record: list[CacheEntry] = []
         self.use_reader = reader and jobs > 1
         self.reader: Reader | None = None
-        #: Whether the reader records the entries it makes (then this process does not).
-        self.reader_records = False
 
-    def close(self, *, finished: bool = False) -> None:
-        """End the run; ``finished``: every result was handed out, so the reader may record
-        what it still holds (an interrupted run does not wait for it)."""
+    def close(self) -> None:
         if self.reader is not None:
-            self.reader.close(wait=finished)
+            self.reader.close()
         for item in self.in_flight:
             if isinstance(item, _Large):
                 for future in item.futures:
@@ -347,14 +341,7 @@ class _Run:
             self.use_reader = False  # one attempt per run
             from taskkit.content.reader import Reader
 
-            cache = self.cache
-            appender = None
-            if cache is not None and not self.provenance and Reader.can_start():
-                appender = cache.appender()
-                if appender is not None:
-                    cache.close()  # SQLite: no connection open across a fork (reopened later)
-            self.reader = Reader.start(appender)
-            self.reader_records = self.reader is not None and appender is not None
+            self.reader = Reader.start()
         return self.reader
 
     def _finish_window(self, plan: _Window) -> Iterator[HashResult | _Large]:
@@ -386,7 +373,7 @@ class _Run:
             if answer is None:
                 yield self._read(item, key, 1)
                 continue
-            if cache is not None and not self.reader_records:
+            if cache is not None:
                 self.to_record.append(answer)
             digest = answer.digest
             yield new(FileDigest, (item.path, digest, answer.size, False, (digest.value,)))

@@ -24,12 +24,6 @@ Invariants:
 * It is forked only on Linux and only by a process with one thread (forking a threaded
   process can leave a lock held forever in the child). It ends when its request pipe closes,
   and :meth:`Reader.close` also kills and reaps it: no run leaves a process behind.
-* Given an :class:`~taskkit.content.statcache.Appender` (the caller holding no connection to
-  the stat-cache when it forks, as SQLite asks), it records the entries it makes itself, a few
-  thousand at a time and the rest when its request pipe ends (:meth:`Reader.close` with
-  ``wait`` lets it finish): the caller's core is spared SQLite's writes. An entry it recorded
-  is one the caller would have recorded (the same version, digest and time), even if its
-  answer came too late to be used.
 
 Protocol: a request is a :data:`_HEAD` (length of the paths, recording time) and the
 NUL-separated :func:`~taskkit.content.statcache.path_key` paths (a path cannot hold a NUL); the
@@ -51,7 +45,7 @@ from collections.abc import Sequence
 
 from taskkit.content import chunkio
 from taskkit.content.digest import READ_SIZE, Digest, hash_chunk
-from taskkit.content.statcache import Appender, CacheEntry, FileStat
+from taskkit.content.statcache import CacheEntry, FileStat
 
 __all__ = ["ENTRY_SIZE", "MAX_BATCH", "REPLY", "Reader"]
 
@@ -73,10 +67,6 @@ _OWN_SIGNALS = {
 }
 #: The reply pipe's size asked for: room for the answers to many requests at once.
 _PIPE_WANTED = 1 << 20
-#: Entries the reader holds before it records them (with an appender).
-_RECORD_EVERY = 2048
-#: Seconds :meth:`Reader.close` with ``wait`` gives the reader to record what it holds.
-_CLOSE_WAIT_S = 5.0
 _NOT_ME = REPLY.pack(0, b"")
 
 
@@ -98,8 +88,7 @@ def _read_exact(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _hash_one(path: bytes, buf: memoryview, recorded_ns: int, made: list[CacheEntry]) -> bytes:
-    """The reply for ``path``; an entry made is appended to ``made`` too."""
+def _hash_one(path: bytes, buf: memoryview, recorded_ns: int) -> bytes:
     try:
         fd = os.open(path, chunkio.OPEN_FLAGS)
     except OSError:
@@ -112,46 +101,32 @@ def _hash_one(path: bytes, buf: memoryview, recorded_ns: int, made: list[CacheEn
         if os.preadv(fd, [buf[:size]], 0) != size:
             return _NOT_ME
         digest = hash_chunk(buf[:size])
-        entry = CacheEntry.of(path, st, Digest(digest), (digest,), recorded_ns)
-        if len(entry.raw) != ENTRY_SIZE:
-            return _NOT_ME
-        made.append(entry)
-        return REPLY.pack(1, entry.raw)
+        entry = CacheEntry.of(path, st, Digest(digest), (digest,), recorded_ns).raw
+        return REPLY.pack(1, entry) if len(entry) == ENTRY_SIZE else _NOT_ME
     except OSError:
         return _NOT_ME
     finally:
         os.close(fd)
 
 
-def _serve(requests: int, replies: int, taken: mmap.mmap, appender: Appender | None) -> None:
+def _serve(requests: int, replies: int, taken: mmap.mmap) -> None:
     """The reader's whole life: answer requests until the request pipe ends. A request the
-    caller has taken back (its byte in ``taken`` set) is answered "not me" without reading.
-    With an ``appender``, the entries made are recorded, the last ones when the pipe ends."""
+    caller has taken back (its byte in ``taken`` set) is answered "not me" without reading."""
     buf = memoryview(bytearray(READ_SIZE))
-    made: list[CacheEntry] = []
     seq = 0
-    try:
-        while True:
-            head = _read_exact(requests, _HEAD.size)
-            if len(head) < _HEAD.size:
-                return
-            length, recorded_ns = _HEAD.unpack(head)
-            payload = _read_exact(requests, length)
-            slot = seq % _RING
-            seq += 1
-            out = [
-                _NOT_ME if taken[slot] else _hash_one(path, buf, recorded_ns, made)
-                for path in payload.split(b"\0")
-            ]
-            _write_all(replies, b"".join(out))
-            if len(made) >= _RECORD_EVERY:
-                if appender is not None:
-                    appender.add(made)
-                made.clear()
-    finally:
-        if appender is not None:
-            appender.add(made)
-            appender.close()
+    while True:
+        head = _read_exact(requests, _HEAD.size)
+        if len(head) < _HEAD.size:
+            return
+        length, recorded_ns = _HEAD.unpack(head)
+        payload = _read_exact(requests, length)
+        slot = seq % _RING
+        seq += 1
+        out = [
+            _NOT_ME if taken[slot] else _hash_one(path, buf, recorded_ns)
+            for path in payload.split(b"\0")
+        ]
+        _write_all(replies, b"".join(out))
 
 
 class Reader:
@@ -178,16 +153,10 @@ class Reader:
         self._capacity = _pipe_size(replies)
         _pipe_size(requests)  # a larger request pipe, so that sending seldom waits
 
-    @staticmethod
-    def can_start() -> bool:
-        """Whether a reader may be forked here: on Linux, by a process with one thread."""
-        return sys.platform == "linux" and threading.active_count() == 1
-
     @classmethod
-    def start(cls, appender: Appender | None = None) -> Reader | None:
-        """A new reader process (recording its entries through ``appender``, if given), or
-        None where one cannot be forked safely."""
-        if not cls.can_start():
+    def start(cls) -> Reader | None:
+        """A new reader process, or None where one cannot be forked safely."""
+        if sys.platform != "linux" or threading.active_count() > 1:
             return None
         fds: list[int] = []
         # Signals wait (blocked) across the fork, so that none reaches the child before it
@@ -216,7 +185,7 @@ class Reader:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                _serve(req_r, rep_w, taken, appender)
+                _serve(req_r, rep_w, taken)
             except BaseException:
                 code = 1
             finally:
@@ -291,40 +260,20 @@ class Reader:
                 self._answered[seq] = bytes(self._inbox[:size])
             del self._inbox[:size]
 
-    def close(self, *, wait: bool = False) -> None:
-        """End the reader and reap it (once; later calls do nothing). ``wait``: let it
-        record what it holds first (:data:`_CLOSE_WAIT_S` at most); else, or after that, it
-        is killed whatever it was doing."""
+    def close(self) -> None:
+        """End the reader and reap it, whatever it was doing (once; later calls do nothing)."""
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            os.close(self._requests)  # the reader's loop ends: it records and exits
-        if wait and self.alive:
-            _exited(self.pid, _CLOSE_WAIT_S)
-        with contextlib.suppress(OSError):
-            os.close(self._replies)
+        for fd in (self._requests, self._replies):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         self._taken.close()
         self.alive = False
-
-
-def _exited(pid: int, timeout: float) -> None:
-    """Return when the child ``pid`` has exited, or after ``timeout`` seconds (it is not
-    reaped: the caller does)."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except (OSError, AttributeError):  # no pidfd here: no waiting, the caller kills it
-        return
-    try:
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
 
 
 def _pipe_size(fd: int) -> int:

@@ -45,7 +45,6 @@ from taskkit.content.walk import Absolutes, absolute
 
 __all__ = [
     "RACY_WINDOW_NS",
-    "Appender",
     "CacheEntry",
     "FileStat",
     "PathKeys",
@@ -363,51 +362,6 @@ def _ensure_schema(db: sqlite3.Connection) -> None:
             raise _Incompatible(f"schema {version}, this taskkit reads {SCHEMA_VERSION}")
 
 
-class Appender:
-    """Entries added to a stat-cache file that exists already (:meth:`StatCache.appender`), by
-    a process that only adds: it never creates, rebuilds or sets the file aside, and its first
-    failure ends its writing, silently (a missing entry costs only a re-hash, and the process
-    that owns the cache says what is wrong with it)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._failed = False
-
-    def add(self, entries: Sequence[CacheEntry]) -> None:
-        """Store ``entries`` in one short transaction, replacing what was there."""
-        if self._failed or not entries:
-            return
-        try:
-            if self._db is None:
-                self._db = self._connect()
-            with _write_transaction(self._db):
-                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?)", entries)
-        except (sqlite3.Error, OSError):
-            self._failed = True
-            self.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():  # a cache set aside meanwhile: not this one's to make
-            raise sqlite3.OperationalError("the stat-cache file is gone")
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version != SCHEMA_VERSION:
-                raise sqlite3.OperationalError(f"schema {version}")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-
-
 class StatCache:
     """A persistent map from a file version to its digest. See the module docstring.
 
@@ -467,13 +421,6 @@ class StatCache:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-
-    def appender(self) -> Appender | None:
-        """Something another process may add this cache's entries through (the hash reader,
-        forked while this object holds no connection); None when this cache takes no writes."""
-        if self.read_only or self._disabled:
-            return None
-        return Appender(self.path)
 
     # -- reading -------------------------------------------------------------------------------
 

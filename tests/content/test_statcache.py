@@ -401,38 +401,3 @@ def test_a_read_only_cache_that_is_damaged_is_left_as_it_is(tmp_path: Path) -> N
         f.write_bytes(b"abc")
         assert ro.get(f, os.stat(f)) is None
     assert sorted(p.name for p in folder.iterdir()) == [FILE_NAME]
-
-
-def test_an_appender_adds_entries_to_an_existing_cache_and_never_makes_one(tmp_path: Path) -> None:
-    """What another process adds through :meth:`StatCache.appender` is read back whole; where
-    the file is gone or holds another schema, nothing is written, made or raised, and the
-    appender stays silent from then on."""
-    digest = hash_bytes(b"v")
-    one = CacheEntry.of(b"/a", FileStat(1, 2, 3, 4, 5), digest, (digest.value,), 6)
-    two = CacheEntry.of(b"/b", FileStat(1, 3, 3, 4, 5), digest, (digest.value,), 6)
-    with StatCache.open(tmp_path / "c") as cache:
-        cache.record([one])
-        appender = cache.appender()
-        assert appender is not None
-        cache.close()
-        appender.add([two])
-        appender.close()
-        assert cache.lookup([b"/a", b"/b"]) == {b"/a": one, b"/b": two}
-    gone = StatCache.open(tmp_path / "gone")
-    appender = gone.appender()
-    assert appender is not None
-    appender.add([one])
-    assert not (tmp_path / "gone").exists()
-    other = tmp_path / "other" / "statcache-v1.sqlite3"
-    other.parent.mkdir()
-    db = sqlite3.connect(other)
-    db.execute("PRAGMA user_version = 99")
-    db.close()
-    appender = StatCache(other).appender()
-    assert appender is not None
-    appender.add([one])
-    appender.add([two])
-    db = sqlite3.connect(other)
-    assert db.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
-    db.close()
-    assert StatCache(other, read_only=True).appender() is None
