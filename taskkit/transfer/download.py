@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -445,6 +446,25 @@ def drop_claimed(partial: str, fd: int) -> None:
     with contextlib.suppress(OSError):
         if _still_named(partial, fd):
             os.unlink(partial)
+
+
+def drop_unlocked(partial: str) -> None:
+    """Remove the partial file at ``partial`` unless a process holds it locked (or it is
+    not there, or not a regular file)."""
+    import fcntl
+
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            drop_claimed(partial, fd)
+    except OSError:
+        pass  # locked by its writer
+    finally:
+        os.close(fd)
 
 
 def _still_named(path: str | os.PathLike[str], fd: int) -> bool:

@@ -62,6 +62,7 @@ from taskkit.transfer.download import (
     Transfers,
     claim,
     drop_claimed,
+    drop_unlocked,
     locked,
     open_partial,
     remove_journal,
@@ -250,6 +251,8 @@ def execute(
         for planned in work:
             if workers is None:
                 entry, result = planned, _outcome(run.stage, planned)
+                if not isinstance(result, (_Done, Exception)):  # interrupted: Ctrl-C, SIGTERM
+                    _drop_partial(planned)
             else:  # the next file to arrive, recording those arrived while none does
                 while True:
                     try:
@@ -513,9 +516,10 @@ class _Run:
                     fetched = self._fetch(entry, fd, partial, empty=True)
                     _rename(partial, entry.where, entry)
                     st = os.fstat(fd)
-                except BaseException as exc:
-                    if not isinstance(exc, Exception):  # interrupted: Ctrl-C, SIGTERM
-                        drop_claimed(partial, fd)
+                except BaseException:
+                    # Failed (a directory at the final path, say) or interrupted: a partial
+                    # of one request is never resumed, so it would only be litter.
+                    drop_claimed(partial, fd)
                     raise
                 finally:
                     os.close(fd)
@@ -739,6 +743,14 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # another user's: alive
     return True
+
+
+def _drop_partial(entry: PlanEntry) -> None:
+    """Remove the partial of a file of one request this thread was staging when it was
+    interrupted, if nobody holds it locked: a signal landing between the partial's creation
+    and the code that removes it on an interruption would leave it (it is never resumed)."""
+    if entry.source.size <= CHUNK_SIZE:
+        drop_unlocked(partial_name(entry.where))
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:

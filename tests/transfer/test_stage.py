@@ -634,6 +634,58 @@ def test_where_a_nameless_file_cannot_be_made_or_named_the_partial_way_stages_it
     assert leftovers(work) == []
 
 
+def test_a_directory_at_a_small_files_destination_fails_that_file_and_leaves_no_partial(
+    tmp_path: Path,
+) -> None:
+    """A directory where a file of one request goes: that file fails (74, 'is a directory'),
+    the directory is untouched, the other files are staged, and no partial is left, run
+    after run."""
+    src = tmp_path / "src"
+    contents = make_source(src, {"a/x.bin": 100, "a/y.bin": 200})
+    work = tmp_path / "w"
+    (work / "in" / "a" / "x.bin" / "keep").mkdir(parents=True)
+    with StatCache.open(tmp_path / "cache", clock=later_clock) as cache:
+        for _ in range(2):
+            summary = stage([f"file://{src}/=in/"], workdir=work, cache=cache)
+            error = summary.exit_error()
+            assert isinstance(error, IOFailure)
+            assert "is a directory" in str(error)
+            assert (work / "in" / "a" / "y.bin").read_bytes() == contents["a/y.bin"]
+            assert (work / "in" / "a" / "x.bin" / "keep").is_dir()
+            assert leftovers(work) == []
+
+
+def test_an_interruption_just_after_a_partial_is_created_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal landing between the creation of a small file's partial and the code that
+    removes it on an interruption (here: Ctrl-C raised as the partial is claimed) leaves no
+    partial: the interrupted file's partial is dropped, unless someone holds it locked."""
+    import taskkit.transfer.stage as stage_module
+
+    real_claim = stage_module.claim
+
+    def interrupted(partial: str) -> int | None:
+        fd = real_claim(partial)
+        assert fd is not None
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage_module, "claim", interrupted)
+    src = tmp_path / "src"
+    make_source(src, {"a/x.bin": 100})
+    work = tmp_path / "w"
+    (work / "in" / "a").mkdir(parents=True)
+    (work / "in" / "a" / "x.bin").write_bytes(b"older")  # replaced: the partial's way
+    with (
+        StatCache.open(tmp_path / "cache", clock=later_clock) as cache,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        stage([f"file://{src}/=in/"], workdir=work, cache=cache)
+    assert leftovers(work) == []
+    assert (work / "in" / "a" / "x.bin").read_bytes() == b"older"
+
+
 def test_two_stages_of_one_prefix_into_one_workdir_at_once_both_finish(tmp_path: Path) -> None:
     """Two processes stage the same local prefix into the same working directory at the same
     time, three times over: both exit 0 every time, and the tree is the source's, with
