@@ -450,9 +450,9 @@ _NAMELESS_UNSUPPORTED = frozenset(
 )
 
 
-def open_nameless(directory: str) -> int | None:
+def open_nameless(directory: str, *, make: bool = True) -> int | None:
     """A new file without a name in ``directory`` (``O_TMPFILE``, the directory made if need
-    be), open for reading and writing; None where this cannot be done (see
+    be and ``make``), open for reading and writing; None where this cannot be done (see
     :data:`_NAMELESS_UNSUPPORTED`). A file that is never named (:func:`name_nameless`) is
     never seen, and a killed writer leaves nothing behind."""
     flags = getattr(os, "O_TMPFILE", 0)
@@ -463,6 +463,8 @@ def open_nameless(directory: str) -> int | None:
         try:
             return os.open(directory, flags, 0o666)
         except FileNotFoundError:
+            if not make:
+                raise
             os.makedirs(directory, exist_ok=True)  # the first file of a directory
             return os.open(directory, flags, 0o666)
     except OSError as exc:

@@ -56,6 +56,7 @@ from taskkit.observer import Observer
 from taskkit.storage.fsstore import name_nameless, open_nameless
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
+from taskkit.transfer.anchors import Anchors, LeadsOut
 from taskkit.transfer.download import (
     FULL_DISK,
     Fetched,
@@ -252,7 +253,7 @@ def execute(
             if workers is None:
                 entry, result = planned, _outcome(run.stage, planned)
                 if not isinstance(result, (_Done, Exception)):  # interrupted: Ctrl-C, SIGTERM
-                    _drop_partial(planned)
+                    _drop_partial(run.current or planned)
             else:  # the next file to arrive, recording those arrived while none does
                 while True:
                     try:
@@ -271,6 +272,7 @@ def execute(
         if workers is not None:
             workers.join()
         transfers.close()
+        run.anchors.close()
         # Files that arrived after an interruption are at their final paths: recorded too.
         while not results.empty():
             _, late = results.get()
@@ -404,7 +406,11 @@ class _Run:
         self.transfers = transfers
         self.cache = cache
         self.node_cache = node_cache
-        self._parents: set[str] = set()  # directories made and checked by this run
+        #: The directories written into, each reached without following a link out.
+        self.anchors = Anchors(plan.workdir)
+        self._swept: set[str] = set()  # directories whose temporary links were swept
+        #: The file being staged, as written (through its directory's anchor).
+        self.current: PlanEntry | None = None
         self._evict_lock = threading.Lock()
         self._evicted_at = -EVICT_EVERY
         #: The node-cache versions this run is about to fetch: their partials go last.
@@ -415,7 +421,40 @@ class _Run:
         )
 
     def stage(self, entry: PlanEntry) -> _Done:
-        self._make_parent(entry)
+        """Stage one file, written into its directory as reached from the working directory
+        when it starts (:mod:`taskkit.transfer.anchors`); errors name its path as planned."""
+        directory, _, name = entry.where.rpartition("/")
+        directory = directory or "/"
+        anchor, existed, held = self._anchor(entry, directory)
+        try:
+            if existed and self.node_cache is not None and directory not in self._swept:
+                self._swept.add(directory)
+                _sweep_link_temps(anchor)
+            here = entry
+            if anchor != directory:  # PlanEntry(...) with its where: __new__ is 3x cheaper
+                here = tuple.__new__(PlanEntry, (*entry[:4], f"{anchor}/{name}", *entry[5:]))
+            self.current = here
+            try:
+                done = self._stage_here(here)
+            except TaskFailure as exc:
+                _unanchor(exc, anchor, directory)
+                raise
+        finally:
+            self.anchors.release(held)
+        return done if here is entry else tuple.__new__(_Done, (entry, *done[1:]))
+
+    def _anchor(self, entry: PlanEntry, directory: str) -> tuple[str, bool, Any]:
+        try:
+            return self.anchors.acquire(directory)
+        except LeadsOut as exc:
+            raise LinkOut(
+                f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
+                "directory through a link"
+            ) from exc
+        except OSError as exc:
+            raise write_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
+
+    def _stage_here(self, entry: PlanEntry) -> _Done:
         node = self.node_cache
         if node is not None and node.fits(entry.source.size):
             try:
@@ -426,36 +465,6 @@ class _Run:
             except _CacheFull:
                 pass  # the cache's disk is full: DEST may have room
         return self._direct(entry)
-
-    def _make_parent(self, entry: PlanEntry) -> None:
-        """Create the directories above a file, never following a link out of the workdir:
-        the deepest one there is checked before any is made (a link out gets no new
-        directory behind it), the parent once they are."""
-        where = entry.where.rpartition("/")[0] or "/"
-        if where in self._parents:
-            return
-        parent = Path(where)
-        existing = parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        self._refuse_link_out(entry, existing)
-        if existing == parent and self.node_cache is not None:
-            _sweep_link_temps(where)
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise write_error(exc, f"cannot stage {entry.source.url!r}: cannot create") from exc
-        self._refuse_link_out(entry, parent)
-        self._parents.add(where)
-
-    def _refuse_link_out(self, entry: PlanEntry, directory: Path) -> None:
-        real = Path(os.path.realpath(directory))
-        root = self.plan.workdir
-        if real != root and root not in real.parents:
-            raise LinkOut(
-                f"cannot stage {entry.source.url!r}: {entry.dest!r} leads out of the working "
-                "directory through a link"
-            )
 
     def _fetch(
         self, entry: PlanEntry, fd: int, partial: str | None, *, empty: bool = False
@@ -559,7 +568,7 @@ class _Run:
         then the partial's way, which replaces it."""
         directory = entry.where.rpartition("/")[0] or "/"
         try:
-            fd = open_nameless(directory)
+            fd = open_nameless(directory, make=False)  # made, and checked, by stage()
         except PermissionError:
             return None  # the partial's way says so, naming the file
         except OSError as exc:
@@ -743,6 +752,17 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # another user's: alive
     return True
+
+
+def _unanchor(exc: TaskFailure, anchor: str, directory: str) -> None:
+    """Name in ``exc`` the directory as planned, not the anchor it was written through."""
+    if anchor == directory:
+        return
+    old, new = f"{anchor}/", f"{directory.rstrip('/')}/"
+    exc.message = exc.message.replace(old, new)
+    exc.args = (exc.message, *exc.args[1:])
+    if isinstance(exc, OSError) and isinstance(exc.filename, str):  # a failure of one path
+        exc.filename = exc.filename.replace(old, new)
 
 
 def _drop_partial(entry: PlanEntry) -> None:

@@ -21,8 +21,10 @@ from observing import OnPlan
 from taskkit.content.digest import CHUNK_SIZE
 from taskkit.content.statcache import StatCache
 from taskkit.exceptions import UsageError
+from taskkit.storage.stores import Stores
 from taskkit.transfer.nodecache import NodeCache
-from taskkit.transfer.stage import stage
+from taskkit.transfer.stage import execute, stage
+from taskkit.transfer.stage_plan import PlanEntry, parse_input, plan
 from taskkit.transfer.upload import upload
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
@@ -122,6 +124,45 @@ def test_staging_through_a_link_out_that_appeared_after_the_plan_is_refused(
         assert problem.error.exit_code == 64
         assert LEADS_OUT in str(problem.error)
     assert tree(outside) == before
+    assert [p for p in tmp_path.rglob("*") if p.name.startswith(".taskkit-")] == []
+
+
+@pytest.mark.parametrize("node_cache", [False, True], ids=["direct", "node-cache"])
+@pytest.mark.parametrize("swapped", ["parent", "ancestor"])
+def test_a_directory_swapped_for_a_link_out_while_its_files_are_staged_gets_nothing_more(
+    tmp_path: Path, workdir: Path, outside: Path, swapped: str, node_cache: bool
+) -> None:
+    """A directory moved aside and replaced by a link out after its first file was staged:
+    nothing is written behind the link (the files of a directory are written into the very
+    directory reached from the working directory, not through its path), the later files of
+    it are refused (64) instead of being reported staged where their path does not lead, and
+    no partial is left anywhere."""
+    src = tmp_path / "src"
+    names = [f"sub/f{i}.bin" for i in range(6)]
+    write(src, {name: bytes([i]) * (100 + i) for i, name in enumerate(names)})
+    (workdir / "in" / "sub").mkdir(parents=True)
+    link, target = {"parent": ("in/sub", "sub"), "ancestor": ("in", "")}[swapped]
+    before = tree(outside)
+    node = NodeCache(tmp_path / "node") if node_cache else None
+    done: list[tuple[str, object]] = []
+
+    def on_file(entry: PlanEntry, error: object) -> None:
+        if not done:
+            os.rename(workdir / link, workdir / "aside")  # kept: its files are no one's
+            os.symlink(outside / target, workdir / link)
+        done.append((entry.dest, error))
+
+    with StatCache.open(tmp_path / "cache") as cache:
+        planned = plan([parse_input(f"{src}/=in/")], workdir=workdir, stores=Stores(), cache=cache)
+        summary = execute(planned, cache=cache, node_cache=node, on_file=on_file)
+    assert tree(outside) == before
+    assert len(done) == len(names)
+    assert summary.transferred + summary.linked == 1
+    assert summary.failed == len(names) - 1
+    for problem in summary.problems:
+        assert isinstance(problem.error, UsageError)
+        assert problem.error.exit_code == 64
+        assert LEADS_OUT in str(problem.error)
     assert [p for p in tmp_path.rglob("*") if p.name.startswith(".taskkit-")] == []
 
 

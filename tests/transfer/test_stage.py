@@ -620,7 +620,7 @@ def test_where_a_nameless_file_cannot_be_made_or_named_the_partial_way_stages_it
     import taskkit.transfer.stage as stage_module
 
     if fails == "open":
-        monkeypatch.setattr(stage_module, "open_nameless", lambda directory: None)
+        monkeypatch.setattr(stage_module, "open_nameless", lambda directory, make=True: None)
     else:
         monkeypatch.setattr(stage_module, "name_nameless", lambda fd, path: False)
     src = tmp_path / "src"
