@@ -350,7 +350,7 @@ CASES: list[Case] = [
         "stage",
         "stage -i file://{root}/src/a.txt=afile/b.txt",
         74,
-        ("afile", "exists"),
+        ("afile", "not a directory"),
         files={**SRC, "afile": ""},
     ),
     case(

@@ -38,11 +38,14 @@ def test_quick_run_prints_every_row_with_its_verdict(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "No anomaly" in out
-    table = out.split("Issue 15's targets", 1)[1].split("Scale on paper", 1)[0]
+    table = out.split("Issue 15's targets", 1)[1].split("Floors:", 1)[0]
     for row in ROWS:
         assert re.search(rf"{row}\s+\d+\.\d+ (s|KiB) .*<= [\d.]+( s|x| KiB)\s+(met|NOT MET)$",
                          table, re.MULTILINE), row  # fmt: skip
     assert len(table.strip().splitlines()) == len(ROWS) + 2  # the title and the header
+    floors = out.split("Floors:", 1)[1].split("Scale on paper", 1)[0]
+    for work in ("cold stage", "node cache, second task", "cold upload"):
+        assert re.search(rf"^  {work}, .*\d\.\d+s\s+\d+\.\d+x\s+\d+\.\d+x$", floors, re.MULTILINE)
     scale = out.split("Scale on paper", 1)[1]
     for n, how in (("200", "measured"), ("2,000", "measured"), ("1,000,000", "extrapolated")):
         assert re.search(rf"^\s+{n}\s+\d.*{how}", scale, re.MULTILINE), n
