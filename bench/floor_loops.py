@@ -75,6 +75,19 @@ def nameless(directory: str, final: str, data: bytes) -> None:
         os.close(fd)
 
 
+def copy_nameless(todo: list[tuple[str, str]], src: str, dst: str) -> None:
+    """Each file read whole, hashed, written without a name and named (stage and upload)."""
+    made: set[str] = set()
+    for rel, name in todo:
+        directory = os.path.join(dst, rel)
+        if rel not in made:
+            os.makedirs(directory, exist_ok=True)
+            made.add(rel)
+        data = read_whole(os.path.join(src, rel, name))
+        hash_chunk(data)
+        nameless(directory, os.path.join(directory, name), data)
+
+
 def copy(src: str, dst: str) -> None:
     made: set[str] = set()
     for rel, name in files(src):
@@ -96,15 +109,7 @@ def stage(src: str, dst: str) -> None:
     for rel, name in todo:  # the plan: not there, no partial
         absent(os.path.join(dst, rel, name))
         absent(os.path.join(dst, rel, f".taskkit-{name}.partial"))
-    made: set[str] = set()
-    for rel, name in todo:
-        directory = os.path.join(dst, rel)
-        if rel not in made:
-            os.makedirs(directory, exist_ok=True)
-            made.add(rel)
-        data = read_whole(os.path.join(src, rel, name))
-        hash_chunk(data)
-        nameless(directory, os.path.join(directory, name), data)
+    copy_nameless(todo, src, dst)
     for rel, name in todo:  # recorded: still the file written
         os.stat(os.path.join(dst, rel, name))
 
@@ -142,15 +147,7 @@ def upload(src: str, dst: str) -> None:
     todo = files(src)
     for rel, name in todo:  # the walk
         os.stat(os.path.join(src, rel, name), follow_symlinks=False)
-    made: set[str] = set()
-    for rel, name in todo:
-        directory = os.path.join(dst, rel)
-        if rel not in made:
-            os.makedirs(directory, exist_ok=True)
-            made.add(rel)
-        data = read_whole(os.path.join(src, rel, name))
-        hash_chunk(data)
-        nameless(directory, os.path.join(directory, name), data)
+    copy_nameless(todo, src, dst)
 
 
 MODES = {"copy": copy, "stage": stage, "link": link, "upload": upload}
