@@ -9,11 +9,15 @@ working directory, and the walk goes on from where it leads; one leading out is 
 descriptor) and files are written through ``/proc/self/fd/N/NAME``: into that very
 directory, even if its path is swapped for a link while a file is being written.
 
-Before each file, the directory's path is checked to still lead to the directory held (one
-``stat``); when it does not (swapped for a link, removed, made again), it is walked to again,
-so a file is never reported staged at a path that does not lead to it, and a link out that
-appears mid-run is refused from the next file on. Where ``/proc`` is not mounted, files are
-written through the path checked just before.
+The working directory itself is opened once, when the first directory is walked to, and
+every walk starts from that descriptor: a working directory swapped for a link mid-run is
+never followed. Before each file, the directory's path is checked to still lead to the
+directory held (one ``stat``), and the directory held to still be below the working directory
+held (where the kernel says each is now, ``/proc/self/fd``): a directory moved out of the
+working directory, even with a link to its new place left behind, is walked to again and
+refused. When the path does not lead to the directory a walk finds (a link out, or the
+working directory swapped), the file is refused too. Where ``/proc`` is not mounted, files are
+written through the path checked just before, and the kernel's view is not consulted.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Anchors:
         self.through_proc = os.path.isdir(_PROC)
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
+        self._root_fd: int | None = None  # opened at the first walk, held until close()
+        self._root_seen = ""  # where the kernel saw it then (/proc/self/fd/N)
 
     def acquire(self, directory: str) -> tuple[str, bool, _Held]:
         """``directory`` as a path to write into (``/proc/self/fd/N`` where it can be) until
@@ -74,6 +80,29 @@ class Anchors:
             for entry in self._held.values():
                 os.close(entry.fd)
             self._held.clear()
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
+
+    def _below_root(self, fd: int) -> bool:
+        """Whether the directory open at ``fd`` is, as the kernel sees it now, the working
+        directory held or below it (True where ``/proc`` cannot tell)."""
+        if not self.through_proc or self._root_fd is None:
+            return True
+        try:
+            here = os.readlink(f"{_PROC}/{fd}")
+            top = os.readlink(f"{_PROC}/{self._root_fd}")
+        except OSError:
+            return False
+        seen = self._root_seen
+        return top == seen and (here == seen or here.startswith(seen.rstrip("/") + "/"))
+
+    def _leads_to(self, directory: str, ident: tuple[int, int]) -> bool:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == ident
 
     def _get(self, directory: str) -> tuple[_Held, bool]:
         with self._lock:
@@ -81,12 +110,8 @@ class Anchors:
             if entry is not None:
                 entry.users += 1
         if entry is not None:
-            try:
-                st = os.stat(directory)
-                if (st.st_dev, st.st_ino) == entry.ident:
-                    return entry, True
-            except OSError:
-                pass
+            if self._leads_to(directory, entry.ident) and self._below_root(entry.fd):
+                return entry, True
             with self._lock:  # its path leads elsewhere now: walked to again
                 entry.users -= 1
                 if self._held.get(directory) is entry and entry.users == 0:
@@ -94,7 +119,11 @@ class Anchors:
                     os.close(entry.fd)
         fd, existed = self._walk(directory)
         st = os.fstat(fd)
-        fresh = _Held(fd, (st.st_dev, st.st_ino))
+        ident = (st.st_dev, st.st_ino)
+        if not (self._leads_to(directory, ident) and self._below_root(fd)):
+            os.close(fd)  # its path leads elsewhere: a link out, or the root swapped
+            raise LeadsOut
+        fresh = _Held(fd, ident)
         fresh.users = 1
         with self._lock:
             old = self._held.pop(directory, None)
@@ -121,7 +150,7 @@ class Anchors:
         parts = _below(self.root, directory)
         if parts is None:
             raise LeadsOut
-        fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = self._from_root()
         path, i, hops = self.root, 0, 0
         just_made = last_made = False
         try:
@@ -151,7 +180,7 @@ class Anchors:
                     # On from where the link leads, inside the root: from the root again.
                     parts = target + parts[i + 1 :]
                     os.close(fd)
-                    fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fd = self._from_root()
                     path, i = self.root, 0
                     continue
                 last_made, just_made = just_made, False
@@ -161,6 +190,19 @@ class Anchors:
             os.close(fd)
             raise
         return fd, not (parts and last_made)
+
+    def _from_root(self) -> int:
+        """A new descriptor of the working directory held (opened by its path the first
+        time only)."""
+        with self._lock:
+            if self._root_fd is None:
+                self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                if self.through_proc:
+                    try:
+                        self._root_seen = os.readlink(f"{_PROC}/{self._root_fd}")
+                    except OSError:
+                        self.through_proc = False
+            return os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._root_fd)
 
     def _link_target(self, path: str, name: str, fd: int, exc: OSError) -> list[str]:
         """The components below the root where the link ``name`` (in ``path``) leads; a link

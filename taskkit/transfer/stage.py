@@ -49,6 +49,7 @@ from taskkit.exceptions import (
     IOFailure,
     LinkOut,
     LocalPermissionDenied,
+    SourceChanged,
     TaskFailure,
     from_os_error,
 )
@@ -439,6 +440,8 @@ class _Run:
             except TaskFailure as exc:
                 _unanchor(exc, anchor, directory)
                 raise
+            if here is not entry:
+                _still_there(entry, here.where, done.stat)
         finally:
             self.anchors.release(held)
         return done if here is entry else tuple.__new__(_Done, (entry, *done[1:]))
@@ -752,6 +755,25 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # another user's: alive
     return True
+
+
+def _still_there(entry: PlanEntry, written: str, st: os.stat_result) -> None:
+    """Refuse a file named in its directory whose planned path no longer leads to it (the
+    directory, or one above it, swapped while it was written): it is removed from where it
+    went, and a new attempt stages it again."""
+    try:
+        there = os.stat(entry.where)
+        if (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino):
+            return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        if _identity(os.stat(written))[:2] == (st.st_dev, st.st_ino):
+            os.unlink(written)
+    raise SourceChanged(
+        f"cannot stage {entry.source.url!r}: {entry.dest!r} was moved while it was written; "
+        "a new attempt will see it"
+    )
 
 
 def _unanchor(exc: TaskFailure, anchor: str, directory: str) -> None:

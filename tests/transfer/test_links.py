@@ -167,6 +167,89 @@ def test_a_directory_swapped_for_a_link_out_while_its_files_are_staged_gets_noth
 
 
 @pytest.mark.parametrize("node_cache", [False, True], ids=["direct", "node-cache"])
+@pytest.mark.parametrize("moved", ["directory", "working directory"])
+def test_a_directory_moved_out_with_a_link_to_its_new_place_gets_nothing_more(
+    tmp_path: Path, outside: Path, moved: str, node_cache: bool
+) -> None:
+    """A directory being staged into (or the working directory itself) moved out of the
+    working directory after the first file, a link to its new place left behind: the link
+    leads to the very directory held, but it is no longer below the working directory, so
+    nothing more is written into it; the later files are refused (64)."""
+    workdir = tmp_path / "w"
+    src = tmp_path / "src"
+    names = [f"sub/f{i}.bin" for i in range(6)]
+    write(src, {name: bytes([i]) * (100 + i) for i, name in enumerate(names)})
+    (workdir / "in" / "sub").mkdir(parents=True)
+    node = NodeCache(tmp_path / "node") if node_cache else None
+    away = outside / "moved"
+    here = workdir / "in" / "sub" if moved == "directory" else workdir
+    done: list[object] = []
+
+    def on_file(entry: PlanEntry, error: object) -> None:
+        if not done:
+            os.rename(here, away)
+            os.symlink(away, here)
+        done.append(error)
+
+    with StatCache.open(tmp_path / "cache") as cache:
+        planned = plan([parse_input(f"{src}/=in/")], workdir=workdir, stores=Stores(), cache=cache)
+        summary = execute(planned, cache=cache, node_cache=node, on_file=on_file)
+    assert len(done) == len(names)
+    assert summary.transferred + summary.linked == 1
+    assert summary.failed == len(names) - 1
+    for problem in summary.problems:
+        assert isinstance(problem.error, UsageError)
+        assert LEADS_OUT in str(problem.error)
+    moved_files = list(away.rglob("*.bin"))
+    assert len(moved_files) == 1  # the one staged before the move, and no other
+    assert [p for p in tmp_path.rglob("*") if p.name.startswith(".taskkit-")] == []
+
+
+@pytest.mark.parametrize("node_cache", [False, True], ids=["direct", "node-cache"])
+def test_a_file_whose_directory_was_swapped_while_it_was_written_is_failed_not_misplaced(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, node_cache: bool
+) -> None:
+    """A directory swapped for a link to another directory inside the working directory just
+    before a file is staged, and swapped back right after it is named there: the file is not
+    reported staged at a path that does not hold it (75, retryable), and it is not left in
+    the other directory."""
+    import taskkit.transfer.stage as stage_module
+
+    src = tmp_path / "src"
+    write(src, {"a/x.bin": b"x" * 100, "b/y.bin": b"y" * 100})
+    (workdir / "in" / "a").mkdir(parents=True)
+    (workdir / "in" / "b").mkdir(parents=True)
+    a, b = workdir / "in" / "a", workdir / "in" / "b"
+    real_stage_here = stage_module._Run._stage_here
+
+    def swapped(self: object, entry: PlanEntry) -> object:
+        if entry.where.endswith("/x.bin"):  # named in b through the link, then a is back
+            try:
+                return real_stage_here(self, entry)  # type: ignore[arg-type]
+            finally:
+                os.unlink(a)
+                os.rename(workdir / "in" / "a-real", a)
+        return real_stage_here(self, entry)  # type: ignore[arg-type]
+
+    def swap(plan: object) -> None:
+        os.rename(a, workdir / "in" / "a-real")
+        os.symlink(b, a)
+
+    monkeypatch.setattr(stage_module._Run, "_stage_here", swapped)
+    node = NodeCache(tmp_path / "node") if node_cache else None
+    with StatCache.open(tmp_path / "cache") as cache:
+        summary = stage(
+            [f"{src}/=in/"], workdir=workdir, cache=cache, node_cache=node, observer=OnPlan(swap)
+        )
+    assert (summary.transferred + summary.linked, summary.failed) == (1, 1)
+    (problem,) = summary.problems
+    assert problem.error.exit_code == 75
+    assert "was moved while it was written" in str(problem.error)
+    assert sorted(p.name for p in b.iterdir()) == ["y.bin"]  # no stray x.bin
+    assert not (a / "x.bin").exists()
+
+
+@pytest.mark.parametrize("node_cache", [False, True], ids=["direct", "node-cache"])
 def test_a_link_out_at_the_files_own_path_is_replaced_never_written_through(
     tmp_path: Path, workdir: Path, outside: Path, node_cache: bool
 ) -> None:
