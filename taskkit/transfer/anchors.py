@@ -91,11 +91,12 @@ class Anchors:
             return True
         try:
             here = os.readlink(f"{_PROC}/{fd}")
-            top = os.readlink(f"{_PROC}/{self._root_fd}")
         except OSError:
             return False
+        # Where the working directory was when it was opened: if it has moved since, so has
+        # every directory below it, and none is there any more.
         seen = self._root_seen
-        return top == seen and (here == seen or here.startswith(seen.rstrip("/") + "/"))
+        return here == seen or here.startswith(seen.rstrip("/") + "/")
 
     def _leads_to(self, directory: str, ident: tuple[int, int]) -> bool:
         try:
