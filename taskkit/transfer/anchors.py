@@ -28,10 +28,10 @@ import stat
 import threading
 from pathlib import Path
 
-__all__ = ["Anchors", "LeadsOut"]
+__all__ = ["Anchors", "Held", "LeadsOut"]
 
-#: Directories held open at once; beyond, the least recently used ones nobody writes into
-#: are closed (walked to again when needed).
+#: Directories held open at once; beyond, the oldest ones nobody writes into are closed (walked
+#: to again when needed).
 HELD = 256
 #: Links followed inside the working directory on the way to one directory, at most.
 _HOPS = 40
@@ -43,7 +43,10 @@ class LeadsOut(Exception):
     """The directory asked for is reached only through a link out of the working directory."""
 
 
-class _Held:
+class Held:
+    """A directory held open (``O_PATH``), its identity, and how many files are being
+    written into it now."""
+
     __slots__ = ("fd", "ident", "users")
 
     def __init__(self, fd: int, ident: tuple[int, int]) -> None:
@@ -60,18 +63,18 @@ class Anchors:
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self.through_proc = os.path.isdir(_PROC)
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, Held] = {}
         self._lock = threading.Lock()
         self._root_fd: int | None = None  # opened at the first walk, held until close()
         self._root_seen = ""  # where the kernel saw it then (/proc/self/fd/N)
 
-    def acquire(self, directory: str) -> tuple[str, bool, _Held]:
+    def acquire(self, directory: str) -> tuple[str, bool, Held]:
         """``directory`` as a path to write into (``/proc/self/fd/N`` where it can be) until
         :meth:`release`; whether it was there before this run walked to it (False: made)."""
         entry, existed = self._get(directory)
         return (f"{_PROC}/{entry.fd}" if self.through_proc else directory), existed, entry
 
-    def release(self, held: _Held) -> None:
+    def release(self, held: Held) -> None:
         with self._lock:
             held.users -= 1
 
@@ -105,7 +108,7 @@ class Anchors:
             return False
         return (st.st_dev, st.st_ino) == ident
 
-    def _get(self, directory: str) -> tuple[_Held, bool]:
+    def _get(self, directory: str) -> tuple[Held, bool]:
         with self._lock:
             entry = self._held.get(directory)
             if entry is not None:
@@ -124,7 +127,7 @@ class Anchors:
         if not (self._leads_to(directory, ident) and self._below_root(fd)):
             os.close(fd)  # its path leads elsewhere: a link out, or the root swapped
             raise LeadsOut
-        fresh = _Held(fd, ident)
+        fresh = Held(fd, ident)
         fresh.users = 1
         with self._lock:
             old = self._held.pop(directory, None)

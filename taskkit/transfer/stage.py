@@ -57,7 +57,7 @@ from taskkit.observer import Observer
 from taskkit.storage.fsstore import name_nameless, open_nameless
 from taskkit.storage.retry import RetryBudget
 from taskkit.storage.stores import Stores
-from taskkit.transfer.anchors import Anchors, LeadsOut
+from taskkit.transfer.anchors import Anchors, Held, LeadsOut
 from taskkit.transfer.download import (
     FULL_DISK,
     Fetched,
@@ -426,6 +426,7 @@ class _Run:
         when it starts (:mod:`taskkit.transfer.anchors`); errors name its path as planned."""
         directory, _, name = entry.where.rpartition("/")
         directory = directory or "/"
+        self.current = entry  # until it is written through its anchor
         anchor, existed, held = self._anchor(entry, directory)
         try:
             if existed and self.node_cache is not None and directory not in self._swept:
@@ -446,7 +447,7 @@ class _Run:
             self.anchors.release(held)
         return done if here is entry else tuple.__new__(_Done, (entry, *done[1:]))
 
-    def _anchor(self, entry: PlanEntry, directory: str) -> tuple[str, bool, Any]:
+    def _anchor(self, entry: PlanEntry, directory: str) -> tuple[str, bool, Held]:
         try:
             return self.anchors.acquire(directory)
         except LeadsOut as exc:
@@ -768,7 +769,8 @@ def _still_there(entry: PlanEntry, written: str, st: os.stat_result) -> None:
     except OSError:
         pass
     with contextlib.suppress(OSError):
-        if _identity(os.stat(written))[:2] == (st.st_dev, st.st_ino):
+        went = os.stat(written)
+        if (went.st_dev, went.st_ino) == (st.st_dev, st.st_ino):
             os.unlink(written)
     raise SourceChanged(
         f"cannot stage {entry.source.url!r}: {entry.dest!r} was moved while it was written; "
