@@ -47,16 +47,21 @@ days from when it is added to its job ("Batch task lifetime", Azure Batch's quot
 a deadline beyond that is refused, and a limit that would reach it is left out, since the
 lifetime ends the task first.
 
-``exitConditions``. Batch's defaults already do what taskkit wants: exit 0 satisfies dependent
-tasks, every other exit code blocks them ("The default is 'satisfy' for exit code 0, and
-'block' for all other exit conditions", ExitOptions.dependencyAction), and ``jobAction``
-defaults to ``terminate`` for non-zero exits but acts only when the job opted in with
-``onTaskFailure = performExitOptionsJobAction``. Setting either field explicitly can make the
-add-task request fail with 400 on an ordinary job: ``jobAction`` when the job's
-``onTaskFailure`` is ``noaction`` (the default), ``dependencyAction`` (in older versions of the
-reference) when the job does not use task dependencies. So the permanent codes are listed, to
-say which codes mean "do not expect this to succeed", with empty ``exitOptions`` that keep
-Batch's defaults, and no ``default`` entry is emitted.
+``exitConditions``. The policy's permanent codes are listed, single codes in ``exitCodes`` and
+runs in ``exitCodeRanges``, each with ``exitOptions: {"dependencyAction": "block"}``: dependent
+tasks wait for a fix rather than run on missing results. That is Batch's default for a failure
+too ("The default is 'satisfy' for exit code 0, and 'block' for all other exit conditions",
+ExitOptions.dependencyAction), and it is written out so that the JSON says what it means and a
+reader does not have to know the default; a job accepts it whether or not it uses task
+dependencies. Retryable codes are not listed: Batch retries them up to ``maxTaskRetryCount``
+with its defaults, and no ``default`` entry is emitted, so exit 0 keeps satisfying dependents.
+
+``on_permanent`` adds a ``jobAction`` to those entries: ``terminate-job`` (``terminate``) ends
+the job at the first permanent failure, ``disable-job`` (``disable``) stops it from scheduling
+more tasks. Batch carries out a ``jobAction`` only on a job whose ``onTaskFailure`` is
+``performExitOptionsJobAction``, and refuses a task that sets one on a job whose
+``onTaskFailure`` is ``noaction`` (the default): such a job must be created with
+:data:`ACTING_JOB` (``taskkit batch submit --create-job`` does it).
 """
 
 from __future__ import annotations
@@ -74,8 +79,10 @@ if TYPE_CHECKING:
     from taskkit.runner.policy import ExitPolicy
 
 __all__ = [
+    "ACTING_JOB",
     "FLUSH_MARGIN_FRACTION",
     "FLUSH_MARGIN_MIN",
+    "ON_PERMANENT",
     "command_line",
     "task_json",
     "wall_clock_margin",
@@ -90,8 +97,15 @@ FLUSH_MARGIN_FRACTION = 0.10
 
 #: Batch task ids: 1-64 ASCII letters, digits, hyphens and underscores.
 
-#: What the permanent exit codes map to: Batch's defaults (see the module docstring).
-_PERMANENT_EXIT_OPTIONS: Mapping[str, str] = {}
+#: What ``on_permanent`` may be, and the ``jobAction`` each adds to the permanent codes' exit
+#: options (see the module docstring): ``block`` blocks dependents only.
+ON_PERMANENT: Mapping[str, str | None] = {
+    "block": None,
+    "terminate-job": "terminate",
+    "disable-job": "disable",
+}
+#: The job setting without which Batch neither honours nor accepts a task's ``jobAction``.
+ACTING_JOB = "performExitOptionsJobAction"
 
 _SHELL = "/bin/sh"
 
@@ -131,17 +145,22 @@ def task_json(
     environment: Mapping[str, str] = {},
     program: str = "taskkit",
     verb: str = "run",
+    on_permanent: str = "block",
 ) -> dict[str, object]:
     """The Batch task (REST JSON, camelCase) that runs ``taskkit run *run_args`` (``taskkit
     call *run_args`` with ``verb="call"``).
 
     ``max_retries`` is Batch's ``maxTaskRetryCount`` (-1 = unlimited); ``deadline`` is the
     runner's own per-attempt limit in seconds, from which ``maxWallClockTime`` is derived;
-    ``policy`` supplies the exit codes that mean a permanent failure. Raises
-    :class:`~taskkit.exceptions.ConfigError` for an invalid task id, retry count or deadline,
-    and when an argument or environment value carries a credential.
+    ``policy`` supplies the exit codes that mean a permanent failure, which block dependent
+    tasks and, with ``on_permanent`` (a key of :data:`ON_PERMANENT`), end or disable the job.
+    Raises :class:`~taskkit.exceptions.ConfigError` for an invalid task id, retry count or
+    deadline, and when an argument or environment value carries a credential.
     """
     _check_task_id(task_id)
+    if on_permanent not in ON_PERMANENT:
+        choices = ", ".join(ON_PERMANENT)
+        raise ConfigError(f"on permanent failure: expected one of {choices}, not {on_permanent!r}")
     line = command_line(run_args, program=program, verb=verb)  # first: it checks the types
     _check_no_credentials(run_args, environment, verb)
     task: dict[str, object] = {"id": task_id, "commandLine": line}
@@ -150,7 +169,7 @@ def task_json(
             {"name": name, "value": environment[name]} for name in sorted(environment)
         ]
     task["constraints"] = _constraints(max_retries, deadline)
-    exit_conditions = _exit_conditions(policy)
+    exit_conditions = _exit_conditions(policy, ON_PERMANENT[on_permanent])
     if exit_conditions:
         task["exitConditions"] = exit_conditions
     return task
@@ -220,16 +239,20 @@ def _iso_duration(seconds: float) -> str:
     return "PT" + ("".join(parts) or "0S")
 
 
-def _exit_conditions(policy: ExitPolicy) -> dict[str, object]:
+def _exit_conditions(policy: ExitPolicy, job_action: str | None) -> dict[str, object]:
+    def options() -> dict[str, object]:  # a fresh mapping per entry: callers may edit one
+        chosen: dict[str, object] = {"dependencyAction": "block"}
+        if job_action is not None:
+            chosen["jobAction"] = job_action
+        return chosen
+
     codes: list[dict[str, object]] = []
     ranges: list[dict[str, object]] = []
     for start, end in policy.permanent_codes().ranges():
         if start == end:
-            codes.append({"code": start, "exitOptions": dict(_PERMANENT_EXIT_OPTIONS)})
+            codes.append({"code": start, "exitOptions": options()})
         else:
-            ranges.append(
-                {"start": start, "end": end, "exitOptions": dict(_PERMANENT_EXIT_OPTIONS)}
-            )
+            ranges.append({"start": start, "end": end, "exitOptions": options()})
     conditions: dict[str, object] = {}
     if codes:
         conditions["exitCodes"] = codes

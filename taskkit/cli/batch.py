@@ -89,6 +89,15 @@ def _duration(seconds: float) -> str:
     metavar="DIR",
     help="With --call: import from DIR on the node too. Repeatable.",
 )
+@click.option(
+    "--on-permanent",
+    type=click.Choice(["block", "terminate-job", "disable-job"]),
+    default="block",
+    show_default=True,
+    help="What a permanent exit code does beyond blocking dependent tasks: end the job, or "
+    "stop it scheduling more tasks (the job needs onTaskFailure "
+    "performExitOptionsJobAction).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 def task_json_command(
     command: tuple[str, ...],
@@ -96,13 +105,18 @@ def task_json_command(
     environment: tuple[str, ...],
     call_target: str | None,
     call_paths: tuple[str, ...],
+    on_permanent: str,
     **options: Any,
 ) -> int:
     """Print the Batch task JSON that runs COMMAND through 'taskkit run' with these options.
 
     The command line runs under /bin/sh with every argument quoted; maxTaskRetryCount is
     --max-retries; maxWallClockTime leaves room after --deadline for the final flush; the
-    policy's permanent exit codes block dependent tasks. Nothing is sent to Batch.
+    policy's permanent exit codes block dependent tasks (dependencyAction: block) and, with
+    --on-permanent terminate-job or disable-job, end or disable the job: Batch accepts that
+    only on a job whose onTaskFailure is performExitOptionsJobAction ('taskkit batch submit
+    --create-job' creates it so). Retryable codes keep Batch's defaults: it retries them.
+    Nothing is sent to Batch.
 
     With --call MODULE:FUNCTION the task runs 'taskkit call MODULE:FUNCTION NAME=VALUE...'
     instead (options before the NAME=VALUE words); the function's options come from its
@@ -125,7 +139,9 @@ def task_json_command(
             raise ConfigError(f"command line: --id: {exc}") from None
     task_id = task_id_json or options.get("task_id")
     if call_target is not None:
-        return _call_task_json(call_target, command, call_paths, task_id, environment, options)
+        return _call_task_json(
+            call_target, command, call_paths, task_id, environment, on_permanent, options
+        )
     if call_paths:
         raise UsageError("--path goes with --call (a COMMAND finds its own modules)")
     spec = spec_from_options({**options, "task_id": task_id}, command)
@@ -141,9 +157,24 @@ def task_json_command(
         deadline=spec.deadline,
         policy=spec.policy(),
         environment=env,
+        on_permanent=on_permanent,
     )
+    _say_job_action(on_permanent)
     click.echo(json.dumps(document, indent=2))
     return EX_OK
+
+
+def _say_job_action(on_permanent: str) -> None:
+    """The one thing the JSON cannot say itself: the job it needs."""
+    from taskkit.batch.taskjson import ACTING_JOB, ON_PERMANENT
+
+    if ON_PERMANENT[on_permanent] is not None:
+        _say(
+            "note",
+            f"--on-permanent {on_permanent}: the job needs onTaskFailure {ACTING_JOB} "
+            "(Batch refuses this task on any other job; 'taskkit batch submit --create-job' "
+            "creates it so)",
+        )
 
 
 def _environment(environment: tuple[str, ...], spec: RunSpec) -> dict[str, str]:
@@ -200,6 +231,7 @@ def _call_task_json(
     paths: tuple[str, ...],
     task_id: str | None,
     environment: tuple[str, ...],
+    on_permanent: str,
     options: dict[str, Any],
 ) -> int:
     """``task-json --call``: the Batch task whose command line is ``taskkit call ...``; its
@@ -229,6 +261,8 @@ def _call_task_json(
         policy=ExitPolicy.from_codes(permanent=EX_CALL_PERMANENT),
         environment=env,
         verb="call",
+        on_permanent=on_permanent,
     )
+    _say_job_action(on_permanent)
     click.echo(json.dumps(document, indent=2))
     return EX_OK

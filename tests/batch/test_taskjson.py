@@ -438,16 +438,84 @@ def test_bad_deadlines_are_config_errors(deadline: object) -> None:
 
 
 def test_exit_conditions_list_every_permanent_code() -> None:
-    """Single codes become exitCodes, runs of 2+ exitCodeRanges, all with Batch's defaults."""
+    """Single codes become exitCodes, runs of 2+ exitCodeRanges, each blocking dependents."""
     task = make(policy=PERMANENT_3_7_9)  # its SDK validation: the first test above
+    block = {"dependencyAction": "block"}
     assert task["exitConditions"] == {
-        "exitCodes": [{"code": 3, "exitOptions": {}}],
+        "exitCodes": [{"code": 3, "exitOptions": block}],
         "exitCodeRanges": [
-            {"start": 7, "end": 9, "exitOptions": {}},
-            {"start": 126, "end": 127, "exitOptions": {}},  # cannot execute, not found
-            {"start": 200, "end": 202, "exitOptions": {}},  # taskkit's own permanent failures
+            {"start": 7, "end": 9, "exitOptions": block},
+            {"start": 126, "end": 127, "exitOptions": block},  # cannot execute, not found
+            {"start": 200, "end": 202, "exitOptions": block},  # taskkit's own permanent failures
         ],
     }
+
+
+@pytest.mark.parametrize(
+    ("on_permanent", "job_action"),
+    [("block", None), ("terminate-job", "terminate"), ("disable-job", "disable")],
+)
+def test_on_permanent_adds_the_job_action_to_every_permanent_entry(
+    on_permanent: str, job_action: str | None
+) -> None:
+    """terminate-job and disable-job add that jobAction beside dependencyAction: block on every
+    permanent code and range, and nowhere else; block adds none."""
+    task = make(policy=PERMANENT_3_7_9, on_permanent=on_permanent)
+    conditions = task["exitConditions"]
+    assert isinstance(conditions, dict)
+    entries = [*conditions["exitCodes"], *conditions["exitCodeRanges"]]
+    assert len(entries) == 4
+    for entry in entries:
+        expected = {"dependencyAction": "block"}
+        if job_action is not None:
+            expected["jobAction"] = job_action
+        assert entry["exitOptions"] == expected
+    assert set(conditions) == {"exitCodes", "exitCodeRanges"}  # no default entry
+
+
+def test_exit_options_built_into_the_sdk_models_mean_block_and_the_job_action() -> None:
+    """The azure-batch models read the JSON back as DependencyAction.BLOCK and
+    BatchJobActionKind.TERMINATE, and the emulator's parser finds a jobAction set exactly when
+    one was asked for."""
+    from taskkit.batch.tasks import read_tasks
+
+    code = (
+        "import json, sys\n"
+        "from azure.batch import models\n"
+        "out = []\n"
+        "for task in json.load(sys.stdin):\n"
+        "    m = models.BatchTaskCreateOptions(task)\n"
+        "    first = m.exit_conditions.exit_codes[0].exit_options\n"
+        "    ranged = m.exit_conditions.exit_code_ranges[0].exit_options\n"
+        "    out.append([first.dependency_action == models.DependencyAction.BLOCK,\n"
+        "                ranged.dependency_action == models.DependencyAction.BLOCK,\n"
+        "                first.job_action == models.BatchJobActionKind.TERMINATE,\n"
+        "                m.as_dict() == task])\n"
+        "print(json.dumps(out))\n"
+    )
+    tasks = [
+        make(policy=PERMANENT_3_7_9),
+        make(policy=PERMANENT_3_7_9, on_permanent="terminate-job", task_id="train-002"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(tasks),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert json.loads(done.stdout) == [[True, True, False, True], [True, True, True, True]]
+    assert sdk_problems(tasks) == [None, None]
+    parsed = read_tasks(json.dumps(tasks), "tasks.json").tasks
+    assert [t.exit_conditions.sets_job_action() for t in parsed] == [False, True]
+
+
+def test_an_unknown_on_permanent_is_a_config_error() -> None:
+    """on_permanent is one of block, terminate-job, disable-job; the error names the choices."""
+    with pytest.raises(ConfigError, match="terminate-job") as caught:
+        make(on_permanent="terminate")
+    assert "'terminate'" in str(caught.value)
 
 
 def test_exit_conditions_cover_exactly_the_permanent_codes() -> None:

@@ -203,3 +203,41 @@ def test_inputs_and_outputs_reach_the_node_as_typed() -> None:
     spec = spec_on_the_node(run_args_of(document))
     assert spec.input_texts == ("az://c/in/a.txt", "az://c/y=2024/=")
     assert spec.output_texts == ("out/=az://r/x", "year=2024/*.csv=az://r/y=2024")
+
+
+@pytest.mark.parametrize("verb_args", [["--", "true"], ["--call", "pipeline:shard", "n=3"]])
+@pytest.mark.parametrize(
+    ("choice", "action"), [("terminate-job", "terminate"), ("disable-job", "disable")]
+)
+def test_on_permanent_sets_the_job_action_and_says_which_job_it_needs(
+    verb_args: list[str], choice: str, action: str
+) -> None:
+    """--on-permanent terminate-job/disable-job: every permanent entry gets that jobAction, and
+    one note on stderr names the job's onTaskFailure it needs; the default says nothing."""
+    code, document, err = task_json_of("--id", "t7", *STATE, "--on-permanent", choice, *verb_args)
+    assert code == 0
+    assert document is not None
+    conditions = document["exitConditions"]
+    entries = [*conditions.get("exitCodes", []), *conditions.get("exitCodeRanges", [])]
+    assert entries
+    assert all(
+        e["exitOptions"] == {"dependencyAction": "block", "jobAction": action} for e in entries
+    )
+    (line,) = err.splitlines()
+    assert line.startswith("taskkit: note: ")
+    assert "onTaskFailure performExitOptionsJobAction" in line
+    code, document, err = task_json_of("--id", "t7", *STATE, *verb_args)
+    assert (code, err) == (0, "")
+    assert document is not None
+    assert all(
+        e["exitOptions"] == {"dependencyAction": "block"}
+        for e in document["exitConditions"].get("exitCodeRanges", [])
+    )
+
+
+def test_an_unknown_on_permanent_is_a_usage_error() -> None:
+    """--on-permanent takes block, terminate-job or disable-job; anything else exits 64."""
+    code, document, err = task_json_of("--id", "t7", *STATE, "--on-permanent", "kill", "--", "true")
+    assert code == 64
+    assert document is None
+    assert "terminate-job" in one_error(err)
