@@ -35,6 +35,7 @@ from typing import Any, Literal
 from taskkit.exceptions import DataError
 
 __all__ = [
+    "DEPENDS_ON_CHARACTERS",
     "NOT_EMULATED",
     "REFUSED",
     "BatchTask",
@@ -59,6 +60,8 @@ NOT_EMULATED = frozenset(
         "authenticationTokenSettings",
     }
 )
+#: The most characters the ids of one task's ``dependsOn.taskIds`` may hold together.
+DEPENDS_ON_CHARACTERS = 64_000
 #: Fields that change what a task is so much that running it as a plain process would mislead.
 REFUSED = frozenset({"containerSettings", "multiInstanceSettings"})
 _KNOWN = frozenset(
@@ -146,6 +149,8 @@ class BatchTask:
     exit_conditions: ExitConditions = field(default_factory=ExitConditions)
     depends_on: tuple[str, ...] = ()
     display_name: str | None = None
+    #: The task object as read, for sending it to Batch unchanged.
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def retries_unlimited(self) -> bool:
@@ -171,9 +176,11 @@ def parse_duration(text: str) -> float:
     return d * 86400 + h * 3600 + m * 60 + s
 
 
-def read_tasks(text: str, source: str) -> TaskFile:
+def read_tasks(text: str, source: str, *, service: bool = False) -> TaskFile:
     """The tasks in ``text`` (JSON task objects, see the module docstring), read from
-    ``source`` (named in errors); see the module docstring."""
+    ``source`` (named in errors); see the module docstring. ``service=True`` reads them for
+    the Batch service rather than the emulator: the fields the emulator refuses
+    (:data:`REFUSED`) and more than one required slot are accepted."""
     objects = list(_objects(text, source))
     if not objects:
         raise DataError(f"{source}: no tasks (an empty array or file)")
@@ -181,7 +188,7 @@ def read_tasks(text: str, source: str) -> TaskFile:
     not_emulated: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
     for n, obj in enumerate(objects, 1):
-        task = _task(obj, f"{source}: task {n}")
+        task = _task(obj, f"{source}: task {n}", service)
         where = f"{source}: task {task.id!r}"
         folded = task.id.lower()
         if folded in seen:
@@ -239,7 +246,7 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
             yield item
 
 
-def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
+def _task(obj: Mapping[str, Any], where: str, service: bool) -> BatchTask:
     from taskkit.runner.spec import BATCH_ID
 
     task_id = obj.get("id")
@@ -254,7 +261,7 @@ def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
     if unknown:
         raise DataError(f"{where}: unknown field {unknown[0]!r} (not a Batch task field)")
     refused = sorted(REFUSED & {k for k, v in obj.items() if v not in (None, [], {})})
-    if refused:
+    if refused and not service:
         raise DataError(
             f"{where}: {refused[0]} is not emulated, and without it the task would not run "
             "as it runs on Batch"
@@ -267,7 +274,9 @@ def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
     except ValueError as exc:
         raise DataError(f"{where}: commandLine: cannot be split into words: {exc}") from None
     slots = obj.get("requiredSlots", 1)
-    if slots != 1 or isinstance(slots, bool):
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise DataError(f"{where}: requiredSlots: a whole number of at least 1, not {slots!r}")
+    if slots != 1 and not service:
         raise DataError(f"{where}: requiredSlots: only 1 is emulated, not {slots!r}")
     name = obj.get("displayName")
     if name is not None and not isinstance(name, str):
@@ -282,6 +291,7 @@ def _task(obj: Mapping[str, Any], where: str) -> BatchTask:
         max_wall_clock=wall,
         exit_conditions=_exit_conditions(obj.get("exitConditions"), where),
         display_name=name,
+        raw=obj,
     )
 
 
@@ -434,10 +444,17 @@ def _with_dependencies(
         for field_name in ("taskIds", "taskIdRanges"):
             if not isinstance(value.get(field_name) or [], list):
                 raise DataError(f"{where}: {field_name}: a list is needed")
-        for name in value.get("taskIds") or []:
+        named = value.get("taskIds") or []
+        for name in named:
             if not isinstance(name, str) or name.lower() not in by_id:
                 raise DataError(f"{where}: {name!r} is no task of this file")
             ids.append(by_id[name.lower()])
+        length = sum(len(name) for name in named)
+        if length > DEPENDS_ON_CHARACTERS:
+            raise DataError(
+                f"{where}: taskIds hold {length:,} characters, over Batch's "
+                f"{DEPENDS_ON_CHARACTERS:,} (give numeric ids as taskIdRanges instead)"
+            )
         for n, entry in enumerate(value.get("taskIdRanges") or [], 1):
             start, end = _bounds(entry, f"{where}.taskIdRanges[{n}]")
             inside = [numeric[k] for k in sorted(numeric) if start <= k <= end]

@@ -266,3 +266,7 @@ def _call_task_json(
     _say_job_action(on_permanent)
     click.echo(json.dumps(document, indent=2))
     return EX_OK
+
+
+# Subcommands kept in modules of their own join the group when it is loaded.
+from taskkit.cli import submit as _submit  # noqa: E402, F401  (after batch_group exists)

@@ -123,7 +123,7 @@ def local_run_command(
       taskkit local run tasks.json --chaos kill=0.2,preempt=0.05,within=5 --seed 7
     """
     spec = Chaos.parse(chaos)
-    text, source = _read(tasks)
+    text, source = read_task_file(tasks, "local run")
     found = read_tasks(text, source)
     status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
     console = RunReport(verbose=verbose, interval=60.0)
@@ -200,12 +200,13 @@ def _batch_id(value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def _read(tasks: str) -> tuple[str, str]:
-    """The text of TASKS and its name: at most :data:`MAX_TASKS_BYTES`, UTF-8 (a byte-order
-    mark, as some editors write, is dropped)."""
+def read_task_file(tasks: str, command: str) -> tuple[str, str]:
+    """The text of TASKS (a path, or ``-``: stdin) and its name: at most
+    :data:`MAX_TASKS_BYTES`, UTF-8 (a byte-order mark, as some editors write, is dropped).
+    ``command`` begins each error."""
     if tasks == "-":
         if sys.stdin is None or sys.stdin.closed:
-            raise InputNotFound("local run: TASKS is - but stdin is closed")
+            raise InputNotFound(f"{command}: TASKS is - but stdin is closed")
         data, source = sys.stdin.buffer.read(MAX_TASKS_BYTES + 1), "stdin"
     else:
         source = tasks
@@ -213,17 +214,17 @@ def _read(tasks: str) -> tuple[str, str]:
             with open(tasks, "rb") as file:
                 data = file.read(MAX_TASKS_BYTES + 1)
         except FileNotFoundError:
-            raise InputNotFound(f"local run: no task file {tasks!r}", path=tasks) from None
+            raise InputNotFound(f"{command}: no task file {tasks!r}", path=tasks) from None
         except IsADirectoryError:  # no task file there: as missing (66), not a bad option
-            raise InputNotFound(f"local run: {tasks!r} is a directory, not a task file") from None
+            raise InputNotFound(f"{command}: {tasks!r} is a directory, not a task file") from None
         except OSError as exc:  # a file this user may not read (77), an I/O error (74)
-            raise from_os_error(exc, "local run: cannot read") from None
+            raise from_os_error(exc, f"{command}: cannot read") from None
     if len(data) > MAX_TASKS_BYTES:
-        raise DataError(f"local run: {source}: more than {MAX_TASKS_BYTES >> 20} MiB of tasks")
+        raise DataError(f"{command}: {source}: more than {MAX_TASKS_BYTES >> 20} MiB of tasks")
     try:
         return data.decode("utf-8").removeprefix("\ufeff"), source
     except UnicodeDecodeError:  # a malformed TASKS file (65)
-        raise DataError(f"local run: {source!r} is not UTF-8 text") from None
+        raise DataError(f"{command}: {source!r} is not UTF-8 text") from None
 
 
 class _Status:
