@@ -269,4 +269,5 @@ def _call_task_json(
 
 
 # Subcommands kept in modules of their own join the group when it is loaded.
-from taskkit.cli import submit as _submit  # noqa: E402, F401  (after batch_group exists)
+from taskkit.cli import batchstatus as _batchstatus  # noqa: E402, F401  (after batch_group)
+from taskkit.cli import submit as _submit  # noqa: E402, F401

@@ -123,6 +123,7 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
                 if outcome is None and latest is not None and latest.state() == "running"
                 else (outcome.state if outcome is not None else "open"),
                 "attempts": len(attempts),
+                "interrupted": sum(1 for a in attempts if a.state() == "interrupted"),
                 "exit_code": outcome.exit_code if outcome is not None else None,
                 "reason": "; ".join(filter(None, [outcome.reason if outcome else "", reason])),
                 "logs": latest.logs if latest is not None else None,

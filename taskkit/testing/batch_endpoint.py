@@ -205,7 +205,7 @@ class BatchEndpoint:
             return _error(404, "JobNotFound", "The specified job does not exist.")
         start = int(query.get("$skiptoken", ["0"])[0])
         tasks = list(job.tasks.values())[start : start + _PAGE]
-        page: dict[str, Any] = {"value": [{"id": t["id"]} for t in tasks]}
+        page: dict[str, Any] = {"value": [_listed(t) for t in tasks]}
         if start + _PAGE < len(job.tasks):
             page["odata.nextLink"] = (
                 f"{self.url}/jobs/{job.id}/tasks?api-version=2025-06-01&$select=id"
@@ -264,6 +264,15 @@ class BatchEndpoint:
                 }
             )
         return 200, {"value": results}, {}
+
+
+def _listed(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as List Tasks shows it: what was added, in the state set for it (``active``)."""
+    shown = {"id": task["id"], "state": task.get("state", "active")}
+    for name in ("executionInfo", "nodeInfo"):
+        if name in task:
+            shown[name] = task[name]
+    return shown
 
 
 def _error(status: int, code: str, text: str) -> tuple[int, dict[str, Any] | None, dict[str, str]]:

@@ -182,6 +182,7 @@ def test_job_status_one_row_per_task(stores: Stores, state: str) -> None:
         "task": "a-done",
         "outcome": "success",
         "attempts": 1,
+        "interrupted": 0,
         "exit_code": 0,
         "reason": "",
         "logs": done.logs_url(1),
