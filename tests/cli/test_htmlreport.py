@@ -54,7 +54,6 @@ def test_report_to_stdout_writes_no_file(tmp_path: Path, stores: Stores) -> None
     assert done.stdout.startswith("<!DOCTYPE html>")
     assert done.stdout.endswith("</html>\n")
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".html"]
-    )
 
 
 def test_local_run_writes_the_page_and_the_json_report_by_suffix(tmp_path: Path) -> None:
