@@ -16,6 +16,7 @@ these apart), else ``running``. A run that started no attempt is ``met`` (the go
 from __future__ import annotations
 
 import datetime
+import functools
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -52,6 +53,7 @@ KINDS: tuple[Kind, ...] = (
 _STOPPED = "taskkit was stopped by "
 #: Records read at once: the journal's files are small, so reads wait on the network.
 DEFAULT_JOBS = 32
+_BATCH = 32
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -221,8 +223,11 @@ def _read_all(store: Store, tasks: dict[str, _Task], jobs: int) -> list[str]:
         for kind, keys in task.files.items()
         for key in sorted(keys)
     ]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(lambda w: _load(store, w[2], models[w[1]]), work))
+    # In batches: a thread hand-over per record would cost more than reading a local one.
+    batches = [work[i : i + _BATCH] for i in range(0, len(work), _BATCH)]
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(batches)))) as pool:
+        done = pool.map(lambda batch: [_load(store, w[2], models[w[1]]) for w in batch], batches)
+        results = [result for batch in done for result in batch]
     problems = []
     for (task, kind, _), (record, problem) in zip(work, results, strict=True):
         if problem is not None:
@@ -254,6 +259,12 @@ def _load(store: Store, key: str, model: type[_M]) -> tuple[_M | None, str | Non
         return None, str(DataError(f"{store.url(key)} is damaged: {exc.errors()[0]['msg']}"))
     except TaskFailure as exc:
         return None, f"{store.url(key)}: {exc}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _shown(text: str) -> str:
+    """``text`` without credentials: reasons repeat across thousands of attempts."""
+    return redact(text)
 
 
 def _seconds(stamp: str) -> float:
@@ -292,7 +303,7 @@ def _bars(task_id: str, task: _Task, host: str) -> Iterable[Bar]:
             end=max(end, start),
             kind=kind,
             exit_code=a.exit_code,
-            reason=redact(a.reason or ""),
+            reason=_shown(a.reason or ""),
         )
     for s in task.skips:
         start = _seconds(s.started)
@@ -331,7 +342,7 @@ def _row(task_id: str, task: _Task, host: str) -> TaskRow:
         outcome=shown,
         attempts=len(task.attempts),
         exit_code=None if outcome is None else outcome.exit_code,
-        reason=redact(
+        reason=_shown(
             outcome.reason if outcome is not None else (latest.reason or "") if latest else ""
         ),
         logs=None if latest is None else latest.logs,
