@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 # Touched after a successful install: re-installs only when pyproject.toml changes.
 STAMP := $(VENV)/.taskkit-installed
 AZURITE := .azurite/node_modules/.bin/azurite-blob
+# The report's browser test draws its page in Debian's Chromium; root installs it, others sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test lint demo clean
+.PHONY: test lint demo clean chromium
 
 # Two workers (the CI's two cores); the bad-input corpus keeps to one of them (its xdist_group).
-test: $(STAMP) $(AZURITE)
+test: $(STAMP) $(AZURITE) chromium
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -29,6 +31,11 @@ $(STAMP): pyproject.toml
 
 $(AZURITE):
 	npm install --prefix .azurite --no-audit --no-fund azurite@3
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .azurite .demo .bench build dist *.egg-info

@@ -1356,6 +1356,63 @@ CASES: list[Case] = [
         hidden=(FAKE_KEY,),
         why="a refused connection is transient: the service may come back",
     ),
+    # -- taskkit report (and local run --report FILE.html) ---------------------------------------
+    case("report-no-state", "report", "report --job-id j", 64, "--state"),
+    case(
+        "report-hostile-job-id",
+        "report",
+        "report --state file://{root}/state --job-id '../x'",
+        64,
+        "--job-id",
+    ),
+    case(
+        "report-unknown-job",
+        "report",
+        "report --state file://{root}/state --job-id j",
+        66,
+        ("no task", "j"),
+    ),
+    case(
+        "report-state-no-container",
+        "report",
+        "report --state az:///runs --job-id j",
+        64,
+        ("state", "container"),
+    ),
+    case(
+        "report-output-missing-folder",
+        "report",
+        "report --state file://{root}/state --job-id j -o nowhere/r.html",
+        74,
+        ("nowhere", "does not exist"),
+        why="checked before the journal is read: a page that cannot be written costs no reading",
+    ),
+    case(
+        "report-output-is-directory",
+        "report",
+        "report --state file://{root}/state --job-id j -o out",
+        74,
+        ("out", "directory"),
+        files={"out": DIR},
+    ),
+    case(
+        "report-output-under-a-file",
+        "report",
+        "report --state file://{root}/state --job-id j -o plain/r.html",
+        74,
+        ("plain", "not a directory"),
+        files={"plain": "x\n"},
+    ),
+    case(
+        "report-jobs-zero", "report", "report --state file://{root}/s --job-id j -j 0", 64, "--jobs"
+    ),
+    local_case(
+        "local-report-html-under-a-file",
+        "local run tasks.json --report plain/r.html",
+        74,
+        ("--report", "plain"),
+        files={"plain": "x\n"},
+    ),
 ]
 
 

@@ -238,6 +238,12 @@ class Emulator:
             self._inherited["TASKKIT_STATE"] = self.state_url
 
     @property
+    def task_state(self) -> str:
+        """The ``TASKKIT_STATE`` the tasks get unless their own settings name another: the
+        caller's, else :attr:`state_url`."""
+        return self._inherited["TASKKIT_STATE"]
+
+    @property
     def state_url(self) -> str:
         return "file://" + (self.root / "state").as_posix()
 

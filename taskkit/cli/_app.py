@@ -77,6 +77,7 @@ COMMAND_MODULES = {
     "call": "taskkit.cli.call",
     "hash": "taskkit.cli.hashing",
     "local": "taskkit.cli.local",
+    "report": "taskkit.cli.htmlreport",
     "run": "taskkit.cli.tasks",
     "stage": "taskkit.cli.transfer",
     "status": "taskkit.cli.tasks",

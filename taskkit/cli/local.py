@@ -86,7 +86,12 @@ def local_group() -> None:
 )
 @click.option("--seed", type=int, default=None, help="Seed of the chaos decisions.")
 @click.option(
-    "--report", "report_file", metavar="FILE", default=None, help="Also write the JSON report here."
+    "--report",
+    "report_files",
+    metavar="FILE",
+    multiple=True,
+    help="Also write the JSON report here; a FILE ending in .html or .htm gets the job's "
+    "HTML page instead (as taskkit report draws it). Repeatable.",
 )
 @click.option(
     "--dir",
@@ -105,7 +110,7 @@ def local_run_command(
     on_task_failure: str,
     chaos: str | None,
     seed: int | None,
-    report_file: str | None,
+    report_files: tuple[str, ...],
     directory: str,
     verbose: bool,
 ) -> None:
@@ -120,6 +125,7 @@ def local_run_command(
     Examples:
       taskkit batch task-json --id s1 -- python align.py 1 > tasks.json
       taskkit local run tasks.json --nodes 2 --slots 4 --report report.json
+      taskkit local run tasks.json --report report.html     # the job's timeline page
       taskkit local run tasks.json --chaos kill=0.2,preempt=0.05,within=5 --seed 7
     """
     spec = Chaos.parse(chaos)
@@ -143,7 +149,7 @@ def local_run_command(
         observer=console,
     )
     emulator.check()
-    _make_folders(("--report", report_file), ("--dir", directory))
+    _make_folders(*(("--report", f) for f in report_files), ("--dir", directory))
     report = emulator.report
     with _stopped_by_signals():
         try:
@@ -158,10 +164,32 @@ def local_run_command(
             status.clear()
             kept = emulator.root / f"report-{emulator.job_id}.json"
             report.write(kept)
-            if report_file:
-                report.write(Path(report_file).expanduser())
+            pages = [f for f in report_files if _is_page(f)]
+            for report_file in report_files:
+                if report_file not in pages:
+                    report.write(Path(report_file).expanduser())
             _summary(report, kept)
+            for page in pages:
+                _page(emulator, page)
     sys.exit(report.exit_code)
+
+
+def _is_page(name: str) -> bool:
+    """Whether a --report FILE is the HTML page (by its suffix) rather than the JSON report."""
+    return Path(name).suffix.lower() in (".html", ".htm")
+
+
+def _page(emulator: Emulator, target: str) -> None:
+    """The job's page, from the journal its tasks kept (the state they ran with). A page
+    that cannot be made is said, and the run's exit code stays the job's."""
+    from taskkit.cli.htmlreport import write_page
+    from taskkit.exceptions import TaskkitError
+
+    try:
+        write_page(emulator.task_state, emulator.job_id, str(Path(target).expanduser()),
+                   allow_empty=True)  # fmt: skip
+    except TaskkitError as exc:
+        say("error", f"--report {target!r}: {exc}")
 
 
 def _stopped_by_signals() -> contextlib.AbstractContextManager[None]:

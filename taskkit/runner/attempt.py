@@ -57,6 +57,7 @@ from taskkit.runner.journal import (
     Attempt,
     Heartbeat,
     Journal,
+    Moved,
     Outcome,
     PublishedManifest,
     Settle,
@@ -122,6 +123,8 @@ class AttemptRun:
         self.grace = context.grace
         self.workdir = plan.workdir
         self.started = time.monotonic()
+        #: What its staging and upload did, written with the attempt's end (for reports).
+        self.moved: dict[str, Moved] = {}
 
     def run(self) -> int:
         plan, journal = self.plan, self.journal
@@ -158,6 +161,7 @@ class AttemptRun:
                 verdict=decision.verdict.value,
                 reason=decision.reason,
                 last=last,
+                **self.moved,
             )
         except TaskFailure as exc:  # the end stays unwritten: the attempt reads as interrupted
             self.observer.warning(f"cannot record the end of attempt {number}: {exc}")
@@ -351,7 +355,7 @@ class AttemptRun:
     # Both transfers go as taskkit stage/upload would, with the spec's transfer settings (and
     # node cache), and say what they did on the console and in the attempt's taskkit.txt.
     def _staged(self, on_plan: Callable[[Plan], None]) -> Summary:
-        return stage_inputs(
+        summary = stage_inputs(
             self.spec,
             self.workdir,
             stores=self.stores,
@@ -360,9 +364,11 @@ class AttemptRun:
             observer=self.observer,
             on_plan=on_plan,
         )
+        self.moved["staged"] = _moved(summary)
+        return summary
 
     def _uploaded(self, number: int, version: Version) -> Summary:
-        return upload_outputs(
+        summary = upload_outputs(
             self.spec,
             self.workdir,
             stores=self.stores,
@@ -372,6 +378,8 @@ class AttemptRun:
             observer=self.observer,
             fence=lambda: _still_held(self.journal, version),
         )
+        self.moved["uploaded"] = _moved(summary)
+        return summary
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -577,6 +585,18 @@ class AttemptRun:
         with contextlib.suppress(Conflict):  # others kept changing it: theirs stands
             self.journal.settle_outcome(decide, tries=CLAIM_TRIES)
         return decision
+
+
+def _moved(summary: Summary) -> Moved:
+    return Moved(
+        files=summary.files,
+        transferred=summary.transferred,
+        skipped=summary.skipped,
+        linked=summary.linked,
+        bytes_transferred=summary.bytes_transferred,
+        bytes_kept=summary.bytes_kept,
+        bytes_reused=summary.bytes_reused,
+    )
 
 
 def _still_held(journal: Journal, version: Version) -> None:

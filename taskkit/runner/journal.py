@@ -11,6 +11,8 @@ Layout (every record a small JSON file)::
                           before its success record (so published outputs can be checked and
                           republished when the store lost them)
     steps/<name>.json     a finished ``taskkit step`` and the files it published
+    skips/<at>-<id>.json  a run that started no attempt: its goal was met, or its work's
+                          permanent failure was recorded (what a report counts as saved)
     checkpoint/           the synced TASKKIT_CHECKPOINT_DIR, with its manifest
     logs/00001/           each attempt's stdout.txt, stderr.txt, taskkit.txt
 
@@ -35,12 +37,13 @@ import enum
 import functools
 import json
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -56,10 +59,12 @@ __all__ = [
     "AttemptVerdict",
     "Heartbeat",
     "Journal",
+    "Moved",
     "Outcome",
     "OutcomeState",
     "PublishedManifest",
     "Settle",
+    "Skip",
     "StepFile",
     "StepRecord",
     "Version",
@@ -105,9 +110,28 @@ def host_identity() -> str:
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+    #: Fields added later, left out while None: a record without them writes back unchanged.
+    _optional: ClassVar[tuple[str, ...]] = ()
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n"
+        left_out = {name for name in self._optional if getattr(self, name) is None}
+        data = self.model_dump(mode="json", exclude=left_out)
+        return json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+
+
+class Moved(_Record):
+    """What one transfer of an attempt did, in the figures of its summary line: files in
+    all, moved, found in place already (``skipped``), linked from the node cache; the bytes
+    moved, the bytes of the files not moved (``kept``: in place, or linked), and the bytes a
+    resumed file did not move again (``reused``)."""
+
+    files: int = 0
+    transferred: int = 0
+    skipped: int = 0
+    linked: int = 0
+    bytes_transferred: int = 0
+    bytes_kept: int = 0
+    bytes_reused: int = 0
 
 
 class Attempt(_Record):
@@ -132,6 +156,10 @@ class Attempt(_Record):
     verdict: AttemptVerdict | None = None
     reason: str | None = None
     last: bool = False
+    #: What its staging and its upload did (absent when it did none, and from older records).
+    staged: Moved | None = None
+    uploaded: Moved | None = None
+    _optional = ("staged", "uploaded")
 
     def state(self, host: str | None = None) -> AttemptState:
         """Whether it ended, may still be running, or died without a word."""
@@ -191,6 +219,19 @@ class StepRecord(_Record):
     attempt: int
     at: str
     files: tuple[StepFile, ...] = ()
+
+
+class Skip(_Record):
+    """A run of the task that started no attempt: the goal of its work was met by
+    ``attempt`` (``met``, exit 0) or that attempt's permanent failure was recorded
+    (``permanent``, exit with its code). ``started``: when the run began reading the journal."""
+
+    goal: Literal["met", "permanent"]
+    attempt: int
+    node: str = ""
+    started: str
+    at: str
+    exit_code: int = 0
 
 
 class Settle(enum.Enum):
@@ -273,6 +314,10 @@ class Journal:
             if f.key.startswith(prefix) and "/attempts/" in f.key[len(prefix) :]
         }
         return sorted(found)
+
+    def skips(self) -> list[Skip]:
+        """Every run that started no attempt, oldest first."""
+        return self._records("skips", Skip)
 
     def step(self, name: str) -> StepRecord | None:
         found = self._load(f"steps/{name}.json", StepRecord)
@@ -372,6 +417,13 @@ class Journal:
             self.write_outcome(restore, replacing=version)
         else:
             self.store.delete(self.root + "outcome.json", if_match=version)
+
+    def record_skip(self, record: Skip) -> None:
+        """Note a run that started no attempt: a file of its own (never a shared counter,
+        which two runs at once would have to race for), named to sort by time."""
+        stamp = record.at.replace("-", "").replace(":", "").replace(".", "")
+        key = f"{self.root}skips/{stamp}-{os.getpid()}-{secrets.token_hex(4)}.json"
+        self.store.put(key, record.to_bytes(), {})
 
     def record_step(self, record: StepRecord) -> None:
         self.store.put(f"{self.root}steps/{record.name}.json", record.to_bytes(), {})

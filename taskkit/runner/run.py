@@ -6,6 +6,7 @@ AttemptRun` carries it out and records it. The flow::
 
     plan: read the journal -> goal met for this work (its manifests still published)? exit 0
                      -> permanent failure recorded for this work? exit with its code
+                        (either noted in the journal's skips/, for reports)
                      -> met once, published outputs gone? republish them from the working
                         directory if it holds them (no command), else run again
                      -> else claim the next attempt number and record its start
@@ -34,10 +35,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from taskkit.exceptions import TaskFailure
 from taskkit.observer import Observer, observer_or_default
 from taskkit.runner.goal import Goal, wait_for
-from taskkit.runner.journal import Journal
-from taskkit.runner.plan import plan_attempt
+from taskkit.runner.journal import Journal, Skip, now
+from taskkit.runner.plan import AttemptPlan, plan_attempt
 from taskkit.runner.spec import RunSpec
 from taskkit.storage.stores import Stores
 
@@ -66,6 +68,7 @@ def run(
     one opened with the spec's retry settings and closed at the end. ``observer`` (default:
     the ``"taskkit"`` logger) hears what it does."""
     told = observer_or_default(observer)
+    started = now()
     env = dict(os.environ if environ is None else environ)
     where = f"job {spec.job_id}, task {spec.task_id}"
 
@@ -81,12 +84,14 @@ def run(
         status = plan.goal
         if status.state == "met":
             told.note(f"{where}: {status.why}; the command is not run again")
+            _skipped(stores, plan, env, started)
             return 0
         if status.state == "permanent" and status.outcome is not None:
             told.problem(
                 f"{where}: permanent failure in attempt {status.outcome.attempt}: "
                 f"{status.why}; not run again",
             )
+            _skipped(stores, plan, env, started)
             return status.outcome.exit_code
         if plan.gone is not None:
             told.note(f"{where}: {plan.gone.line}")
@@ -99,3 +104,21 @@ def run(
             stores=stores, environ=env, launch=launch or run_logged, observer=told, grace=grace
         )
         return AttemptRun(plan=plan, context=context).run()
+
+
+def _skipped(stores: Stores, plan: AttemptPlan, env: Mapping[str, str], started: str) -> None:
+    """Note in the journal a run that started no attempt (what reports count as saved).
+    Best effort: the goal stands whether or not the note is written."""
+    status = plan.goal
+    if status.outcome is None or status.state not in ("met", "permanent"):
+        return
+    skip = Skip(
+        goal="met" if status.state == "met" else "permanent",
+        attempt=status.outcome.attempt,
+        node=env.get("AZ_BATCH_NODE_ID", ""),
+        started=started,
+        at=now(),
+        exit_code=0 if status.state == "met" else status.outcome.exit_code,
+    )
+    with contextlib.suppress(TaskFailure):
+        Journal.open(stores, plan.spec.state or "", plan.job_id, plan.task_id).record_skip(skip)

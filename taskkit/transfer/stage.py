@@ -242,6 +242,7 @@ def execute(
     run = _Run(plan, transfers, cache, node_cache)
     work = [e for e in plan.entries if e.action != "skip"]
     summary.skipped = len(plan.entries) - len(work)
+    summary.bytes_kept = sum(e.source.size for e in plan.entries if e.action == "skip")
     done: list[_Done] = []
     recorded_at = time.monotonic()
     results: queue.Queue[tuple[PlanEntry, _Done | BaseException]] = queue.Queue()
@@ -365,6 +366,7 @@ def _count(
         return
     done.append(result)
     summary.linked += result.linked
+    summary.bytes_kept += entry.source.size if result.linked else 0
     summary.transferred += not result.linked
     summary.resumed += result.reused > 0
     summary.bytes_transferred += result.transferred

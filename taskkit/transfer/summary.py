@@ -68,6 +68,9 @@ class Summary:
     failed: int = 0
     bytes_transferred: int = 0
     bytes_reused: int = 0
+    #: The bytes of the files not moved at all: found in place already, or (staging) linked
+    #: from the node cache. Journal records keep it; ``--json`` does not print it.
+    bytes_kept: int = 0
     seconds: float = 0.0
     dry_run: bool = False
     problems: list[Problem] = field(default_factory=list)

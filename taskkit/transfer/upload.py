@@ -222,6 +222,7 @@ def execute(
     summary = Summary(files=len(entries), problems=list(plan.problems))
     summary.failed = len(plan.problems)
     summary.skipped = sum(1 for e in entries if e.action == "skip")
+    summary.bytes_kept = sum(e.size for e in entries if e.action == "skip")
     refused = _unpublish(plan, fence)
     if refused is not None:
         summary.failed += summary.files - summary.skipped

@@ -91,13 +91,20 @@ def test_a_success_records_each_manifest_with_its_version_and_keeps_a_copy(
 
 
 def test_a_met_goal_is_checked_against_the_store_and_writes_nothing(world: Published) -> None:
-    """With the manifest in place, a re-run is met: nothing runs, nothing is written."""
+    """With the manifest in place, a re-run is met: nothing runs, nothing is written but
+    the run's one note under the journal's skips/."""
     before = snapshot(world.task.state_dir, world.dest, world.task.workdir)
     again = world.run()
     assert again.returncode == 0, again.stderr
     assert "goal met by attempt 1" in again.stderr
     assert world.task.count("cmd") == 1
-    assert snapshot(world.task.state_dir, world.dest, world.task.workdir) == before
+    after = snapshot(world.task.state_dir, world.dest, world.task.workdir)
+    skips = world.task.journal / "skips"
+    assert len(list(skips.iterdir())) == 1
+    noted = {str(world.task.journal), str(skips)}
+    assert {p: v for p, v in after.items() if p not in noted and not p.startswith(f"{skips}/")} == {
+        p: v for p, v in before.items() if p not in noted
+    }
 
 
 @pytest.mark.parametrize("lost", ["manifest", "everything"])

@@ -624,3 +624,37 @@ def test_a_record_with_an_unknown_state_is_refused(model: type[Attempt], field: 
     data[field] = "maybe"
     with pytest.raises(ValueError, match=field):
         model.model_validate(data)
+
+
+def test_skips_are_notes_of_their_own_read_oldest_first(tmp_path: Path) -> None:
+    """Each run that started no attempt leaves its own note under skips/; they read back in
+    the order of their times, whoever wrote them."""
+    from taskkit.runner.journal import Skip
+
+    with Stores() as stores:
+        journal = Journal.open(stores, f"file://{tmp_path}", "job", "t1")
+        for at in ("2026-01-01T00:00:02.000Z", "2026-01-01T00:00:01.000Z"):
+            journal.record_skip(Skip(goal="met", attempt=1, started=at, at=at, node="n1"))
+        journal.record_skip(Skip(goal="met", attempt=1, started="s", at="2026-01-01T00:00:01.000Z"))
+        found = journal.skips()
+    assert [s.at for s in found] == [
+        "2026-01-01T00:00:01.000Z",
+        "2026-01-01T00:00:01.000Z",
+        "2026-01-01T00:00:02.000Z",
+    ]
+    assert len(list((tmp_path / "job" / "t1" / "skips").iterdir())) == 3
+
+
+def test_an_attempts_transfers_are_kept_and_left_out_when_absent() -> None:
+    """What an attempt's staging and upload moved round-trips; a record without them writes
+    no null for them."""
+    from taskkit.runner.journal import Moved
+
+    attempt = Attempt.model_validate_json(_OLD_ATTEMPT)
+    assert b"staged" not in attempt.to_bytes()
+    moved = Moved(files=3, transferred=1, skipped=2, bytes_transferred=10, bytes_reused=20)
+    with_moved = attempt.model_copy(update={"staged": moved})
+    again = Attempt.model_validate_json(with_moved.to_bytes())
+    assert again.staged == moved
+    assert again.uploaded is None
+    assert b"uploaded" not in again.to_bytes()

@@ -95,7 +95,8 @@ def test_a_failed_attempt_is_retried_and_the_second_publishes(task: Task, tmp_pa
 
 
 def test_a_met_goal_does_not_run_the_command_again(task: Task, tmp_path: Path) -> None:
-    """After a success, a run exits 0, says the goal is met, runs nothing and writes nothing."""
+    """After a success, a run exits 0, says the goal is met, runs nothing and changes no
+    record: it only adds its note under skips/ (what a report counts as saved)."""
     dest = tmp_path / "dest"
     command = sh(f"{task.counted('cmd')}\nmkdir -p out\necho data > out/a.txt\n")
     options = ("-o", f"out/*.txt=file://{dest}/")
@@ -109,7 +110,12 @@ def test_a_met_goal_does_not_run_the_command_again(task: Task, tmp_path: Path) -
     assert "the command is not run again" in again.stderr
     assert task.count("cmd") == 1
     assert task.attempts() == [1]
-    assert {p: p.stat().st_mtime_ns for p in task.journal_files()} == before
+    after = {p: p.stat().st_mtime_ns for p in task.journal_files()}
+    added = set(after) - set(before)
+    assert {p: after[p] for p in before} == before
+    assert [p.parent.name for p in added] == ["skips"]
+    skip = json.loads(next(iter(added)).read_text())
+    assert (skip["goal"], skip["attempt"], skip["exit_code"]) == ("met", 1, 0)
     assert (dest / MANIFEST_NAME).stat().st_mtime_ns == published
 
 
@@ -128,6 +134,9 @@ def test_a_permanent_failure_short_circuits_later_attempts(task: Task) -> None:
     assert "permanent failure in attempt 1" in again.stderr
     assert task.count("cmd") == 1
     assert task.attempts() == [1]
+    [skip] = (task.journal / "skips").iterdir()
+    noted = json.loads(skip.read_text())
+    assert (noted["goal"], noted["attempt"], noted["exit_code"]) == ("permanent", 1, 3)
 
 
 def test_a_changed_command_runs_again_and_says_why(task: Task) -> None:
@@ -157,6 +166,41 @@ def test_a_changed_input_runs_again_and_names_the_input(task: Task, tmp_path: Pa
     assert f"starting afresh: input file://{source}/data.txt changed" in changed.stderr
     assert task.count("cmd") == 2
     assert (task.box / "seen.txt").read_text() == "v1\nv2\n"
+
+
+def test_each_attempt_records_what_its_transfers_moved(task: Task, tmp_path: Path) -> None:
+    """An attempt's record keeps its staging's and upload's figures: the first moves every
+    file, a second of other work finds them in place and moves none of the same bytes."""
+    source, dest = tmp_path / "inputs", tmp_path / "dest"
+    source.mkdir()
+    (source / "a.txt").write_text("aaaa\n")
+    (source / "b.txt").write_text("bb\n")
+    options = ("-i", f"file://{source}/=in/", "-o", f"out/*.txt=file://{dest}/")
+    body = "mkdir -p out\ncat in/a.txt in/b.txt > out/ab.txt\n"
+    assert task.run(sh("true")).returncode == 0
+    assert "staged" not in task.attempt(1)  # no inputs, no outputs: no transfers recorded
+    first = task.run(sh(body), *options)
+    assert first.returncode == 0, first.stderr
+    number = task.attempts()[-1]
+    record = task.attempt(number)
+    assert record["staged"] == {
+        "files": 2,
+        "transferred": 2,
+        "skipped": 0,
+        "linked": 0,
+        "bytes_transferred": 8,
+        "bytes_kept": 0,
+        "bytes_reused": 0,
+    }
+    assert (record["uploaded"]["files"], record["uploaded"]["transferred"]) == (1, 1)
+    assert record["uploaded"]["bytes_transferred"] == 8
+
+    again = task.run(sh(body + "true\n"), *options)  # other work, the same files
+    assert again.returncode == 0, again.stderr
+    second = task.attempt(task.attempts()[-1])
+    assert (second["staged"]["skipped"], second["staged"]["transferred"]) == (2, 0)
+    assert (second["staged"]["bytes_kept"], second["staged"]["bytes_transferred"]) == (8, 0)
+    assert (second["uploaded"]["skipped"], second["uploaded"]["bytes_kept"]) == (1, 8)
 
 
 # -- interruptions -------------------------------------------------------------------------------
