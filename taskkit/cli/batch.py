@@ -19,7 +19,7 @@ from taskkit.exceptions import EX_OK, ConfigError, UsageError
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
 
-__all__ = ["batch_group", "call_args", "run_args"]
+__all__ = ["batch_group", "call_args", "retention_option", "retention_seconds", "run_args"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -60,6 +60,29 @@ def run_args(spec: RunSpec) -> list[str]:
     return [*args, "--", *spec.command]
 
 
+#: ``--retention-time`` of ``task-json`` and ``batch tasks``: Batch's ``retentionTime``.
+retention_option = click.option(
+    "--retention-time",
+    metavar="DURATION",
+    default=None,
+    help="How long the node keeps a completed task's folder (e.g. 12h, 2d: Batch's "
+    "retentionTime), so finished tasks free the node's disk [default: Batch's, 7 days].",
+)
+
+
+def retention_seconds(text: str | None) -> float | None:
+    """``--retention-time`` in seconds, read as ``--deadline`` is read (``90s``, ``12h``,
+    ``7d``, ``1h30m``); a :class:`ConfigError` naming the option otherwise."""
+    from taskkit.runner.spec import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"command line: --retention-time: {exc}") from None
+
+
 def _duration(seconds: float) -> str:
     """``15552000s``, ``0.00001s``: every digit, never an exponent, which no duration takes."""
     return f"{Decimal(repr(seconds)):f}".removesuffix(".0") + "s"
@@ -89,6 +112,7 @@ def _duration(seconds: float) -> str:
     metavar="DIR",
     help="With --call: import from DIR on the node too. Repeatable.",
 )
+@retention_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 def task_json_command(
     command: tuple[str, ...],
@@ -96,13 +120,15 @@ def task_json_command(
     environment: tuple[str, ...],
     call_target: str | None,
     call_paths: tuple[str, ...],
+    retention_time: str | None,
     **options: Any,
 ) -> int:
     """Print the Batch task JSON that runs COMMAND through 'taskkit run' with these options.
 
     The command line runs under /bin/sh with every argument quoted; maxTaskRetryCount is
     --max-retries; maxWallClockTime leaves room after --deadline for the final flush; the
-    policy's permanent exit codes block dependent tasks. Nothing is sent to Batch.
+    policy's permanent exit codes block dependent tasks; retentionTime is --retention-time.
+    Nothing is sent to Batch.
 
     With --call MODULE:FUNCTION the task runs 'taskkit call MODULE:FUNCTION NAME=VALUE...'
     instead (options before the NAME=VALUE words); the function's options come from its
@@ -114,6 +140,8 @@ def task_json_command(
           --permanent-codes 2 -o 'out/**=az://results/s7/' -- python run.py --sample 7
       taskkit batch task-json --id shard-3 --state az://state/calls --max-retries 2 \\
           --call pipeline:shard n=3 tags=a tags=b
+      taskkit batch task-json --id s7 --state az://state/runs --retention-time 12h \\
+          -- python run.py --sample 7
     """
     from taskkit.batch.taskjson import task_json
     from taskkit.runner.spec import check_setting
@@ -124,8 +152,11 @@ def task_json_command(
         except ValueError as exc:
             raise ConfigError(f"command line: --id: {exc}") from None
     task_id = task_id_json or options.get("task_id")
+    retention = retention_seconds(retention_time)
     if call_target is not None:
-        return _call_task_json(call_target, command, call_paths, task_id, environment, options)
+        return _call_task_json(
+            call_target, command, call_paths, task_id, environment, retention, options
+        )
     if call_paths:
         raise UsageError("--path goes with --call (a COMMAND finds its own modules)")
     spec = spec_from_options({**options, "task_id": task_id}, command)
@@ -141,6 +172,7 @@ def task_json_command(
         deadline=spec.deadline,
         policy=spec.policy(),
         environment=env,
+        retention_time=retention,
     )
     click.echo(json.dumps(document, indent=2))
     return EX_OK
@@ -200,6 +232,7 @@ def _call_task_json(
     paths: tuple[str, ...],
     task_id: str | None,
     environment: tuple[str, ...],
+    retention: float | None,
     options: dict[str, Any],
 ) -> int:
     """``task-json --call``: the Batch task whose command line is ``taskkit call ...``; its
@@ -229,6 +262,7 @@ def _call_task_json(
         policy=ExitPolicy.from_codes(permanent=EX_CALL_PERMANENT),
         environment=env,
         verb="call",
+        retention_time=retention,
     )
     click.echo(json.dumps(document, indent=2))
     return EX_OK
