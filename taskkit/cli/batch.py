@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli
+from taskkit.cli._app import CONTEXT, LazyGroup, cli
 from taskkit.cli.report import say as _say
 from taskkit.cli.tasks import run_options, spec_from_options
 from taskkit.exceptions import EX_OK, ConfigError, UsageError
@@ -19,18 +19,30 @@ from taskkit.exceptions import EX_OK, ConfigError, UsageError
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
 
-__all__ = ["batch_group", "call_args", "retention_option", "retention_seconds", "run_args"]
+__all__ = [
+    "BATCH_COMMANDS",
+    "batch_group",
+    "call_args",
+    "retention_option",
+    "retention_seconds",
+    "run_args",
+]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@cli.group("batch", context_settings=CONTEXT)
+#: The commands of ``taskkit batch`` defined in modules of their own.
+BATCH_COMMANDS = {"tasks": "taskkit.cli.fanout"}
+
+
+@cli.group("batch", cls=LazyGroup, context_settings=CONTEXT, modules=BATCH_COMMANDS)
 def batch_group() -> None:
     """Azure Batch definitions for tasks run through taskkit.
 
     \b
     Examples:
       taskkit batch task-json --id s7 --state az://state/runs -- python run.py
+      taskkit batch tasks --template s.json --shards 100 > tasks.json
     """
 
 
