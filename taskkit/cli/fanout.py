@@ -7,6 +7,7 @@ it empty, with one line on stderr.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def tasks_command(
         if not jsonl:
             spool.write(b"\n]\n")
         spool.seek(0)
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         while chunk := spool.read(1 << 20):
             out.write(chunk)
     return EX_OK
