@@ -69,6 +69,8 @@ _SHELL = "/bin/sh"
 #: Characters that mean something to ``sh`` outside quotes, and inside double quotes.
 _SH_SPECIAL = frozenset("$`\\;|&<>()*?[#~\n\r")
 _SH_DOUBLE = frozenset("$`\\")
+#: Shards whose filled-in words are looked at for a credential in one go.
+_CHECKED_TOGETHER = 256
 
 
 @dataclass(frozen=True)
@@ -236,15 +238,52 @@ class FanOut:
     def tasks(self) -> Iterator[dict[str, Any]]:
         """The Batch task objects (REST JSON), in order; a :class:`DataError` naming the row
         of a bad id, a :class:`ConfigError` naming the row of a credential."""
-        batch: list[_Shard] = []
+        batch: list[tuple[_Shard, list[str]]] = []
         width = len(str(self.task_count - 1))
-        for shard in self._shards():
-            batch.append(shard)
+        for shard, argv in self._checked(self._shards()):
+            batch.append((shard, argv))
             if len(batch) == self.group:
                 yield self._task(batch, f"{self.prefix}-g{shard.number // self.group:0{width}d}")
                 batch = []
         if batch:
-            yield self._task(batch, f"{self.prefix}-g{batch[0].number // self.group:0{width}d}")
+            first = batch[0][0].number
+            yield self._task(batch, f"{self.prefix}-g{first // self.group:0{width}d}")
+
+    def _checked(self, shards: Iterator[_Shard]) -> Iterator[tuple[_Shard, list[str]]]:
+        """Each shard with its arguments filled in, none carrying a credential. Checked
+        :data:`_CHECKED_TOGETHER` shards at a time: one look for a credential costs a scan of
+        the environment, far more than the words themselves."""
+        constant = [p.parts[0] for p in self._args]
+        variable = [(n, p) for n, p in enumerate(self._args) if len(p.parts) > 1]
+        chunk: list[tuple[_Shard, list[str]]] = []
+        for shard in shards:
+            argv = constant.copy()
+            for n, pattern in variable:
+                argv[n] = pattern.fill(shard.values)
+            chunk.append((shard, argv))
+            if len(chunk) == _CHECKED_TOGETHER:
+                yield from self._no_credential(chunk, [n for n, _ in variable])
+                chunk = []
+        yield from self._no_credential(chunk, [n for n, _ in variable])
+
+    def _no_credential(
+        self, chunk: list[tuple[_Shard, list[str]]], variable: list[int]
+    ) -> list[tuple[_Shard, list[str]]]:
+        """``chunk``, or a :class:`ConfigError` naming the first shard whose filled-in words
+        hold a credential. Words are joined by newlines, which end every credential pattern,
+        so no match can span two words."""
+        together = "\n".join(argv[n] for _, argv in chunk for n in variable)
+        if redact(together) == together:
+            return chunk
+        for shard, argv in chunk:
+            words = "\n".join(argv[n] for n in variable)
+            if redact(words) != words:
+                where = f"line {shard.line} of {self.params.path}" if self.params else "the shard"
+                raise ConfigError(
+                    f"{where} ({shard.id}) would put a credential in the task JSON; give it to "
+                    "the pool or node instead (managed identity, start task)"
+                )
+        return chunk
 
     def _shards(self) -> Iterator[_Shard]:
         width = len(str(self.shards - 1))
@@ -279,9 +318,12 @@ class FanOut:
             values.update(shard=str(n), shards=total, id=shard_id)
             yield _Shard(n, line, shard_id, values)
 
-    def _task(self, shards: Sequence[_Shard], group_id: str) -> dict[str, Any]:
+    def _task(self, batch: Sequence[tuple[_Shard, list[str]]], group_id: str) -> dict[str, Any]:
         template = self.template
-        argvs = [self._argv(shard, grouped=self.group > 1) for shard in shards]
+        shards = [shard for shard, _ in batch]
+        argvs = [argv for _, argv in batch]
+        if self.group > 1 and template.verb == "run":
+            argvs = [["--task-id", shard.id, *argv] for shard, argv in batch]
         if self.group == 1:
             line = command_line(argvs[0], program=template.program, verb=template.verb)
         else:
@@ -306,19 +348,6 @@ class FanOut:
         if constraints or "constraints" in task:
             task["constraints"] = constraints
         return task
-
-    def _argv(self, shard: _Shard, *, grouped: bool) -> list[str]:
-        argv = [pattern.fill(shard.values) for pattern in self._args]
-        filled = "\n".join(a for a, p in zip(argv, self._args, strict=True) if len(p.parts) > 1)
-        if redact(filled) != filled:
-            where = f"line {shard.line} of {self.params.path}" if self.params else "the shard"
-            raise ConfigError(
-                f"{where} ({shard.id}) would put a credential in the task JSON; give it to the "
-                "pool or node instead (managed identity, start task)"
-            )
-        if grouped and self.template.verb == "run":
-            return ["--task-id", shard.id, *argv]
-        return argv
 
 
 def plan_fanout(

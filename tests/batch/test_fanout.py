@@ -418,6 +418,19 @@ def test_a_credential_in_a_value_is_refused_without_echoing_it(tmp_path: Path) -
     assert "c2VjcmV0" not in str(info.value)
 
 
+def test_a_credential_deep_in_a_large_file_is_found_by_its_row(tmp_path: Path) -> None:
+    """Rows are looked at many at a time: a credential in the 400th row is still named by
+    its line, and no task after its chunk is made."""
+    secret = "sv=2024-05-04&sp=r&sig=c2VjcmV0c2lnbmF0dXJlMTIzNA%3D"
+    rows = [f"https://a/{n}" for n in range(600)]
+    rows[399] += f"?{secret}"
+    fan = plan(template_of(["--", "{url}"]), csv(tmp_path, "url\n" + "\n".join(rows) + "\n"))
+    made: list[str] = []
+    with pytest.raises(ConfigError, match="line 401 of "):
+        made.extend(t["id"] for t in fan.tasks())
+    assert len(made) < 399
+
+
 # --- Constraints and the output ------------------------------------------------------------------
 
 
