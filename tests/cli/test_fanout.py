@@ -161,3 +161,49 @@ def test_a_warning_is_one_line_and_the_tasks_are_still_printed(
         "taskkit: warning: p.csv: column 'b' is used by no placeholder of the template"
     ]
     assert [t["id"] for t in json.loads(out)] == ["t-0"]
+
+
+#: A task function for the call fan-out: appends its values (as JSON) to the file $BOX names.
+MODULE = """\
+import json, os
+import taskkit
+
+@taskkit.task
+def record(sample: str, n: int) -> int:
+    with open(os.environ["BOX"], "a") as f:
+        f.write(json.dumps([sample, n]) + "\\n")
+    return n
+"""
+
+
+def test_a_call_fan_out_passes_each_column_as_a_word_and_runs_each_call_once(
+    tmp_path: Path,
+) -> None:
+    """task-json --call (no words) -> batch tasks --params -> local run: each row's columns
+    reach the function as its parameters, read by their annotations; a second run meets
+    every call's goal and calls nothing."""
+    env = clean_environment(tmp_path)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    env["BOX"] = str(tmp_path / "box.jsonl")
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "rec.py").write_text(MODULE)
+    made = taskkit(
+        ["batch", "task-json", "--id", "rec", "--call", "rec:record",
+         "--path", str(tmp_path / "mods"), "--env", f"BOX={env['BOX']}"],
+        tmp_path, env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "rec.json").write_text(made.stdout)
+    (tmp_path / "p.csv").write_text('sample,n\nS 1,1\n"it\'s ""2""",2\nü,3\n')
+    fanned = taskkit(
+        ["batch", "tasks", "--template", "rec.json", "--params", "p.csv", "--group", "2"],
+        tmp_path,
+        env,
+    )
+    assert fanned.returncode == 0, fanned.stderr
+    (tmp_path / "tasks.json").write_text(fanned.stdout)
+    for _ in range(2):
+        done = taskkit(["local", "run", "tasks.json", "--nodes", "2"], tmp_path, env)
+        assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "box.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line) for line in lines) == [["S 1", 1], ['it\'s "2"', 2], ["ü", 3]]
