@@ -69,6 +69,9 @@ _SHELL = "/bin/sh"
 #: Characters that mean something to ``sh`` outside quotes, and inside double quotes.
 _SH_SPECIAL = frozenset("$`\\;|&<>()*?[#~\n\r")
 _SH_DOUBLE = frozenset("$`\\")
+#: The most bytes Linux takes in one argument (``MAX_ARG_STRLEN``, 32 pages, less its NUL):
+#: the line ``sh -c`` runs is one argument.
+_MAX_ARGUMENT = 128 * 1024 - 1
 #: Shards whose filled-in words are looked at for a credential in one go.
 _CHECKED_TOGETHER = 256
 
@@ -324,14 +327,20 @@ class FanOut:
         argvs = [argv for _, argv in batch]
         if self.group > 1 and template.verb == "run":
             argvs = [["--task-id", shard.id, *argv] for shard, argv in batch]
+        task_id = shards[0].id if self.group == 1 else group_id
         if self.group == 1:
             line = command_line(argvs[0], program=template.program, verb=template.verb)
+            if len(line.encode()) > _MAX_ARGUMENT:  # the inner line is shorter: measure it
+                inner = "exec " + shlex.join([template.program, template.verb, *argvs[0]])
+                _check_length(inner, task_id, shards[0])
         else:
             lines = [shlex.join([template.program, template.verb, *argv]) for argv in argvs]
             lines[-1] = "exec " + lines[-1]  # the last shard is the task's process
-            line = f"{_SHELL} -c {shlex.quote(' && '.join(lines))}"
+            inner = " && ".join(lines)
+            _check_length(inner, task_id, shards[0])
+            line = f"{_SHELL} -c {shlex.quote(inner)}"
         task = dict(template.task)
-        task["id"] = shards[0].id if self.group == 1 else group_id
+        task["id"] = task_id
         task["commandLine"] = line
         if self._display is not None:
             task["displayName"] = self._display.fill(shards[0].values)
@@ -348,6 +357,20 @@ class FanOut:
         if constraints or "constraints" in task:
             task["constraints"] = constraints
         return task
+
+
+def _check_length(inner: str, task_id: str, first: _Shard) -> None:
+    """A :class:`DataError` when ``sh -c`` could not be started with ``inner``: Linux takes
+    at most 128 KiB in one argument (``MAX_ARG_STRLEN``), and the task would fail to start
+    on every node."""
+    size = len(inner.encode())
+    if size > _MAX_ARGUMENT:
+        where = f"line {first.line}" if first.line else f"shard {first.number}"
+        raise DataError(
+            f"task {task_id} (from {where}): the line sh runs would be {size} bytes; Linux "
+            f"takes at most {_MAX_ARGUMENT} in one argument (a smaller --group, or shorter "
+            "values)"
+        )
 
 
 def plan_fanout(

@@ -155,6 +155,21 @@ def test_a_group_stops_at_the_first_failing_shard_with_its_code(
     assert [words[-1] for words in printed(tmp_path)] == ["exit=0", "exit=7"]
 
 
+def test_a_line_past_linuxs_argument_limit_is_refused_and_one_below_it_runs(
+    tmp_path: Path, argv_printer: Path
+) -> None:
+    """sh -c takes its line as one argument, which Linux caps at 128 KiB: a task of one
+    120,000-character value runs; two of 70,000 in one group would not start, so the plan
+    refuses that task, naming it and its first row."""
+    text = template_of(["--", "{v}"], program=str(argv_printer))
+    (task,) = plan(text, jsonl(tmp_path, {"v": "x" * 120_000})).tasks()
+    assert run_line(task, tmp_path) == 0
+    assert printed(tmp_path) == [["run", "--", "x" * 120_000]]
+    fan = plan(text, jsonl(tmp_path, {"v": "a" * 70_000}, {"v": "b" * 70_000}), group=2)
+    with pytest.raises(DataError, match=r"task tpl-g0 \(from line 1\): .* at most 131071 "):
+        list(fan.tasks())
+
+
 def test_the_last_shard_of_a_group_is_execed() -> None:
     """sh replaces itself with the last shard's taskkit, as task-json's line does."""
     (task,) = plan(template_of(["--", "x", "{shard}"]), 2, group=2).tasks()
