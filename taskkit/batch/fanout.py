@@ -38,7 +38,10 @@ that shard's exit code, which the template's exit conditions read as they would 
 The task's id is ``<prefix>-g<n>``, and its ``maxWallClockTime`` is the template's times the
 shards it holds (the limit is per shard in the template), left out past the task lifetime.
 A shard's own attempts are counted by its journal: one that a failing shard before it kept
-from running has used fewer attempts than the task.
+from running has used fewer attempts than the task. Only the last shard is ``exec``-ed: while
+an earlier one runs, ``sh`` is its parent (as in Nextflow's own Batch command line, ``sh -c
+'bash .command.run | tee ...'``), so a termination that reaches only ``sh`` and not its
+process group would leave that shard to finish; ``taskkit local run`` signals the group.
 """
 
 from __future__ import annotations
