@@ -1413,6 +1413,189 @@ CASES: list[Case] = [
         ("--report", "plain"),
         files={"plain": "x\n"},
     ),
+    # -- taskkit batch tasks (fan-out) ----------------------------------------------------------
+    case(
+        "fanout-hostile-id-in-column",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv --id-column s",
+        65,
+        ("line 3", "'../etc'", "not a Batch task id"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {s}'"}""",
+            "p.csv": "s\nok\n../etc\n",
+        },
+    ),
+    case(
+        "fanout-duplicate-id-ignoring-case",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv --id-column s",
+        65,
+        ("line 4", "'A1'", "line 2", "ignoring case"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {s}'"}""",
+            "p.csv": "s\na1\nb2\nA1\n",
+        },
+    ),
+    case(
+        "fanout-ragged-csv",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        65,
+        ("p.csv", "line 3", "1 values", "2 columns"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {a} {b}'"}""",
+            "p.csv": "a,b\n1,2\n3\n",
+        },
+    ),
+    case(
+        "fanout-csv-not-utf8",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        65,
+        ("p.csv", "line 3", "UTF-8"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {a}'"}""",
+            "p.csv": b"a\nok\n\xff\xfe\n",
+        },
+    ),
+    case(
+        "fanout-empty-params",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        65,
+        ("p.csv", "empty"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {a}'"}""",
+            "p.csv": "",
+        },
+    ),
+    case(
+        "fanout-jsonl-null-value",
+        "batch tasks",
+        "batch tasks --template t.json --params p.jsonl",
+        65,
+        ("p.jsonl", "line 2", "null"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {a}'"}""",
+            "p.jsonl": '{"a": 1}\n{"a": null}\n',
+        },
+    ),
+    case(
+        "fanout-unknown-placeholder",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        65,
+        ("unknown placeholder {smaple}", "{sample}"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {smaple}'"}""",
+            "p.csv": "sample\n1\n",
+        },
+    ),
+    case(
+        "fanout-no-placeholder",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3",
+        65,
+        ("no placeholder", "same work"),
+        files={"t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- true'"}"""},
+    ),
+    case(
+        "fanout-missing-template",
+        "batch tasks",
+        "batch tasks --template nothere.json --shards 3",
+        66,
+        ("no template file", "nothere.json"),
+    ),
+    case(
+        "fanout-template-not-a-task",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3",
+        65,
+        ("t.json", "not a JSON object"),
+        files={"t.json": '["echo {shard}"]'},
+    ),
+    case(
+        "fanout-template-not-taskkit",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3",
+        65,
+        ("commandLine", "taskkit batch task-json"),
+        files={"t.json": '{"id": "t", "commandLine": "python x.py {shard}"}'},
+    ),
+    case(
+        "fanout-template-leans-on-sh",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3",
+        65,
+        ("commandLine", "'$' outside quotes"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e $H {shard}'"}"""
+        },
+    ),
+    case(
+        "fanout-template-own-task-id",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3",
+        65,
+        ("--task-id", "each shard gets its own"),
+        files={
+            "t.json": '{"id":"t","commandLine":'
+            """"/bin/sh -c 'exec taskkit run --task-id x -- e {shard}'"}"""
+        },
+    ),
+    case(
+        "fanout-group-zero",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3 --group 0",
+        64,
+        "--group",
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {shard}'"}"""
+        },
+    ),
+    case(
+        "fanout-shards-and-params",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3 --params p.csv",
+        64,
+        ("--shards", "--params"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {a}'"}""",
+            "p.csv": "a\n1\n",
+        },
+    ),
+    case(
+        "fanout-prefix-too-long",
+        "batch tasks",
+        "batch tasks --template t.json --shards 1000 --prefix " + "p" * 62,
+        64,
+        ("--prefix", "66 characters", "64"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {shard}'"}"""
+        },
+    ),
+    case(
+        "fanout-credential-in-a-row",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        78,
+        ("line 3", "credential"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- get {url}'"}""",
+            "p.csv": f"url\nhttps://a/b\nhttps://a/c?sv=2024-05-04&sig={FAKE_SIG}\n",
+        },
+        hidden=(FAKE_SIG,),
+    ),
+    case(
+        "fanout-bad-retention-time",
+        "batch tasks",
+        "batch tasks --template t.json --shards 3 --retention-time forever",
+        78,
+        ("--retention-time", "forever"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {shard}'"}"""
+        },
+    ),
 ]
 
 

@@ -146,6 +146,7 @@ def task_json(
     program: str = "taskkit",
     verb: str = "run",
     on_permanent: str = "block",
+    retention_time: float | None = None,
 ) -> dict[str, object]:
     """The Batch task (REST JSON, camelCase) that runs ``taskkit run *run_args`` (``taskkit
     call *run_args`` with ``verb="call"``).
@@ -153,9 +154,11 @@ def task_json(
     ``max_retries`` is Batch's ``maxTaskRetryCount`` (-1 = unlimited); ``deadline`` is the
     runner's own per-attempt limit in seconds, from which ``maxWallClockTime`` is derived;
     ``policy`` supplies the exit codes that mean a permanent failure, which block dependent
-    tasks and, with ``on_permanent`` (a key of :data:`ON_PERMANENT`), end or disable the job.
-    Raises :class:`~taskkit.exceptions.ConfigError` for an invalid task id, retry count or
-    deadline, and when an argument or environment value carries a credential.
+    tasks and, with ``on_permanent`` (a key of :data:`ON_PERMANENT`), end or disable the job;
+    ``retention_time`` (seconds) is Batch's ``retentionTime``, how long the node keeps the
+    task's folder after the task completes (Batch's default: 7 days). Raises
+    :class:`~taskkit.exceptions.ConfigError` for an invalid task id, retry count, deadline or
+    retention time, and when an argument or environment value carries a credential.
     """
     _check_task_id(task_id)
     if on_permanent not in ON_PERMANENT:
@@ -168,7 +171,7 @@ def task_json(
         task["environmentSettings"] = [
             {"name": name, "value": environment[name]} for name in sorted(environment)
         ]
-    task["constraints"] = _constraints(max_retries, deadline)
+    task["constraints"] = _constraints(max_retries, deadline, retention_time)
     exit_conditions = _exit_conditions(policy, ON_PERMANENT[on_permanent])
     if exit_conditions:
         task["exitConditions"] = exit_conditions
@@ -203,26 +206,35 @@ def _check_no_credentials(
             )
 
 
-def _constraints(max_retries: int, deadline: float | None) -> dict[str, object]:
+def _constraints(
+    max_retries: int, deadline: float | None, retention_time: float | None = None
+) -> dict[str, object]:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
         raise ConfigError(f"max retries must be -1 (unlimited) or >= 0, not {max_retries!r}")
     constraints: dict[str, object] = {"maxTaskRetryCount": max_retries}
-    if deadline is None:
-        return constraints
-    number = isinstance(deadline, (int, float)) and not isinstance(deadline, bool)
-    if not number or not math.isfinite(deadline) or deadline <= 0:
-        raise ConfigError(f"deadline must be a positive number of seconds, not {deadline!r}")
-    if deadline > TASK_LIFETIME:
-        raise ConfigError(
-            f"deadline {deadline:g} s is beyond Batch's 180-day task lifetime; at most 180 days"
-        )
-    if max_retries == -1:
-        # The clock may run across retries (module docstring): no finite value is safe.
-        return constraints
-    per_attempt = deadline + wall_clock_margin(deadline)
-    total = (max_retries + 1) * per_attempt
-    if total < TASK_LIFETIME:  # else Batch's lifetime ends the task first: no limit to add
-        constraints["maxWallClockTime"] = _iso_duration(total)
+    if deadline is not None:
+        number = isinstance(deadline, (int, float)) and not isinstance(deadline, bool)
+        if not number or not math.isfinite(deadline) or deadline <= 0:
+            raise ConfigError(f"deadline must be a positive number of seconds, not {deadline!r}")
+        if deadline > TASK_LIFETIME:
+            raise ConfigError(
+                f"deadline {deadline:g} s is beyond Batch's 180-day task lifetime; at most 180 days"
+            )
+        # With unlimited retries the clock may run across retries (module docstring): no
+        # finite value is safe.
+        if max_retries != -1:
+            per_attempt = deadline + wall_clock_margin(deadline)
+            total = (max_retries + 1) * per_attempt
+            if total < TASK_LIFETIME:  # else Batch's lifetime ends the task first: no limit
+                constraints["maxWallClockTime"] = _iso_duration(total)
+    if retention_time is not None:
+        number = isinstance(retention_time, (int, float)) and not isinstance(retention_time, bool)
+        if not number or not math.isfinite(retention_time) or retention_time <= 0:
+            raise ConfigError(
+                f"retention time must be a positive number of seconds, not {retention_time!r}"
+            )
+        # Whole seconds, rounded up: the folder is kept at least as long as asked.
+        constraints["retentionTime"] = _iso_duration(retention_time)
     return constraints
 
 

@@ -12,8 +12,8 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -31,7 +31,7 @@ from taskkit.exceptions import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ["cli", "main"]
+__all__ = ["LazyGroup", "cli", "main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -86,16 +86,25 @@ COMMAND_MODULES = {
 }
 
 
-class _Group(click.Group):
+class LazyGroup(click.Group):
+    """A group whose commands are defined in modules of their own, each imported only when
+    its command is named (or listed, for help): ``modules`` maps a command to its module."""
+
+    def __init__(self, *args: Any, modules: Mapping[str, str] = {}, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules = dict(modules)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = COMMAND_MODULES.get(cmd_name)
+        module = self.modules.get(cmd_name)
         if module is not None and cmd_name not in self.commands:
             importlib.import_module(module)  # its decorators add the command to this group
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+        return sorted(set(super().list_commands(ctx)) | set(self.modules))
 
+
+class _Group(LazyGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -208,7 +217,7 @@ def transfer_options(
     return apply
 
 
-@click.group(cls=_Group, context_settings=CONTEXT)
+@click.group(cls=_Group, context_settings=CONTEXT, modules=COMMAND_MODULES)
 @click.version_option(
     __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"
 )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli
+from taskkit.cli._app import CONTEXT, LazyGroup, cli
 from taskkit.cli.report import say as _say
 from taskkit.cli.tasks import run_options, spec_from_options
 from taskkit.exceptions import EX_OK, ConfigError, UsageError
@@ -19,18 +19,34 @@ from taskkit.exceptions import EX_OK, ConfigError, UsageError
 if TYPE_CHECKING:
     from taskkit.runner.spec import RunSpec
 
-__all__ = ["batch_group", "call_args", "run_args"]
+__all__ = [
+    "BATCH_COMMANDS",
+    "batch_group",
+    "call_args",
+    "retention_option",
+    "retention_seconds",
+    "run_args",
+]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@cli.group("batch", context_settings=CONTEXT)
+#: The commands of ``taskkit batch`` defined in modules of their own.
+BATCH_COMMANDS = {
+    "status": "taskkit.cli.batchstatus",
+    "submit": "taskkit.cli.submit",
+    "tasks": "taskkit.cli.fanout",
+}
+
+
+@cli.group("batch", cls=LazyGroup, context_settings=CONTEXT, modules=BATCH_COMMANDS)
 def batch_group() -> None:
     """Azure Batch definitions for tasks run through taskkit.
 
     \b
     Examples:
       taskkit batch task-json --id s7 --state az://state/runs -- python run.py
+      taskkit batch tasks --template s.json --shards 100 > tasks.json
     """
 
 
@@ -58,6 +74,29 @@ def run_args(spec: RunSpec) -> list[str]:
             continue
         args += [option, _duration(value) if isinstance(value, float) else str(value)]
     return [*args, "--", *spec.command]
+
+
+#: ``--retention-time`` of ``task-json`` and ``batch tasks``: Batch's ``retentionTime``.
+retention_option = click.option(
+    "--retention-time",
+    metavar="DURATION",
+    default=None,
+    help="How long the node keeps a completed task's folder (e.g. 12h, 2d: Batch's "
+    "retentionTime), so finished tasks free the node's disk [default: Batch's, 7 days].",
+)
+
+
+def retention_seconds(text: str | None) -> float | None:
+    """``--retention-time`` in seconds, read as ``--deadline`` is read (``90s``, ``12h``,
+    ``7d``, ``1h30m``); a :class:`ConfigError` naming the option otherwise."""
+    from taskkit.runner.spec import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"command line: --retention-time: {exc}") from None
 
 
 def _duration(seconds: float) -> str:
@@ -98,6 +137,7 @@ def _duration(seconds: float) -> str:
     "stop it scheduling more tasks (the job needs onTaskFailure "
     "performExitOptionsJobAction).",
 )
+@retention_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 def task_json_command(
     command: tuple[str, ...],
@@ -106,6 +146,7 @@ def task_json_command(
     call_target: str | None,
     call_paths: tuple[str, ...],
     on_permanent: str,
+    retention_time: str | None,
     **options: Any,
 ) -> int:
     """Print the Batch task JSON that runs COMMAND through 'taskkit run' with these options.
@@ -116,6 +157,7 @@ def task_json_command(
     --on-permanent terminate-job or disable-job, end or disable the job: Batch accepts that
     only on a job whose onTaskFailure is performExitOptionsJobAction ('taskkit batch submit
     --create-job' creates it so). Retryable codes keep Batch's defaults: it retries them.
+    retentionTime is --retention-time.
     Nothing is sent to Batch.
 
     With --call MODULE:FUNCTION the task runs 'taskkit call MODULE:FUNCTION NAME=VALUE...'
@@ -128,6 +170,8 @@ def task_json_command(
           --permanent-codes 2 -o 'out/**=az://results/s7/' -- python run.py --sample 7
       taskkit batch task-json --id shard-3 --state az://state/calls --max-retries 2 \\
           --call pipeline:shard n=3 tags=a tags=b
+      taskkit batch task-json --id s7 --state az://state/runs --retention-time 12h \\
+          -- python run.py --sample 7
     """
     from taskkit.batch.taskjson import task_json
     from taskkit.runner.spec import check_setting
@@ -138,9 +182,17 @@ def task_json_command(
         except ValueError as exc:
             raise ConfigError(f"command line: --id: {exc}") from None
     task_id = task_id_json or options.get("task_id")
+    retention = retention_seconds(retention_time)
     if call_target is not None:
         return _call_task_json(
-            call_target, command, call_paths, task_id, environment, on_permanent, options
+            call_target,
+            command,
+            call_paths,
+            task_id,
+            environment,
+            on_permanent,
+            retention,
+            options,
         )
     if call_paths:
         raise UsageError("--path goes with --call (a COMMAND finds its own modules)")
@@ -158,6 +210,7 @@ def task_json_command(
         policy=spec.policy(),
         environment=env,
         on_permanent=on_permanent,
+        retention_time=retention,
     )
     _say_job_action(on_permanent)
     click.echo(json.dumps(document, indent=2))
@@ -232,6 +285,7 @@ def _call_task_json(
     task_id: str | None,
     environment: tuple[str, ...],
     on_permanent: str,
+    retention: float | None,
     options: dict[str, Any],
 ) -> int:
     """``task-json --call``: the Batch task whose command line is ``taskkit call ...``; its
@@ -262,12 +316,8 @@ def _call_task_json(
         environment=env,
         verb="call",
         on_permanent=on_permanent,
+        retention_time=retention,
     )
     _say_job_action(on_permanent)
     click.echo(json.dumps(document, indent=2))
     return EX_OK
-
-
-# Subcommands kept in modules of their own join the group when it is loaded.
-from taskkit.cli import batchstatus as _batchstatus  # noqa: E402, F401  (after batch_group)
-from taskkit.cli import submit as _submit  # noqa: E402, F401

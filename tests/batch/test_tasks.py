@@ -205,3 +205,15 @@ def test_a_misspelt_exit_condition_is_named(conditions: dict[str, Any], words: s
     """The field that is wrong, by name and place, not only what would have been right."""
     with pytest.raises(DataError, match=re.escape(words)):
         read_tasks(json.dumps([obj("a", exitConditions=conditions)]), "f")
+
+
+def test_the_line_named_is_counted_across_many_objects() -> None:
+    """Lines are counted as the objects are read (not from the start for each, which was
+    quadratic): a key given twice in the third JSON line, or a non-object after a pretty
+    object of four lines, is named by its own line."""
+    ok = '{"id": "a%d", "commandLine": "true"}\n'
+    with pytest.raises(DataError, match="line 3: "):
+        read_tasks(ok % 1 + ok % 2 + '{"id": "x", "id": "y", "commandLine": "true"}\n', "f")
+    pretty = json.dumps({"id": "a", "commandLine": "true"}, indent=2)  # four lines
+    with pytest.raises(DataError, match="line 6: task 3 is not a JSON object"):
+        read_tasks(pretty + "\n" + ok % 2 + "7\n", "f")
