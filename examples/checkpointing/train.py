@@ -41,7 +41,7 @@ def dataset() -> tuple[list[list[float]], list[float]]:
     rng = random.Random(SEED)
     w_true = [rng.uniform(-2.0, 2.0) for _ in range(FEATURES)]
     xs = [[rng.gauss(0.0, 1.0) for _ in range(FEATURES)] for _ in range(SAMPLES)]
-    ys = [sum(a * b for a, b in zip(x, w_true)) + rng.gauss(0.0, 0.1) for x in xs]
+    ys = [sum(a * b for a, b in zip(x, w_true, strict=True)) + rng.gauss(0.0, 0.1) for x in xs]
     return xs, ys
 
 
@@ -54,7 +54,7 @@ def step(
     for _ in range(batch):
         i = rng.randrange(SAMPLES)
         x = xs[i]
-        err = sum(a * b for a, b in zip(x, weights)) - ys[i]
+        err = sum(a * b for a, b in zip(x, weights, strict=True)) - ys[i]
         loss += err * err
         for j in range(FEATURES):
             grad[j] += err * x[j]
@@ -108,14 +108,11 @@ def train(steps: int, every: int, batch: int, directory: Path, out: Path) -> dic
     if state is None:
         rng = random.Random(SEED + 1)
         state = {"steps": steps, "batch": batch, "step": 0, "weights": [0.0] * FEATURES}
-        print(f"no checkpoint in {directory}: starting at step 0 of {steps}", flush=True)
+        print(f"no checkpoint: starting at step 0 of {steps}", flush=True)
     else:
         rng = random.Random()
         rng.setstate(_rng_state(state["rng"]))
-        print(
-            f"resumed at step {state['step']} of {steps} from {directory / 'state.json'}",
-            flush=True,
-        )
+        print(f"resumed at step {state['step']} of {steps} from its checkpoint", flush=True)
     ledger.write(resumed=state["step"], steps=steps)
     weights: list[float] = state["weights"]
     loss = float("nan")
@@ -159,7 +156,9 @@ def account(path: Path) -> str:
     lines = [
         f"{computed} steps computed for {steps} ({computed - len({r['step'] for r in runs})} "
         f"of them again), in {len(starts)} attempts: "
-        + ", ".join(f"attempt {s['attempt']} on {s['node']} from step {s['resumed']}" for s in starts)
+        + ", ".join(
+            f"attempt {s['attempt']} on {s['node']} from step {s['resumed']}" for s in starts
+        )
     ]
     if len(starts) == 1:
         lines.append("no attempt was interrupted: nothing was recomputed")
