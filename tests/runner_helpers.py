@@ -332,3 +332,18 @@ def interrupted_publish(
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=TIMEOUT)
     return no_traceback(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+
+
+def newest_checkpoint(checkpoint: Path) -> Path:
+    """The slot of a task's checkpoint (``STATE/JOB/TASK/checkpoint``) holding its last complete
+    sync: the one whose manifest has the highest number."""
+    from taskkit.runner.checkpoint import SLOTS
+    from taskkit.transfer.upload_plan import MANIFEST_NAME
+
+    found = []
+    for slot in SLOTS:
+        manifest = checkpoint / slot / MANIFEST_NAME
+        if manifest.exists():
+            found.append((json.loads(manifest.read_bytes())["task"]["sync"], checkpoint / slot))
+    assert found, f"no complete sync under {checkpoint}"
+    return max(found)[1]

@@ -9,6 +9,14 @@ manifest written last, periodically while the command runs and once more when it
 retry on any node resumes from the last complete sync. A sync names the fingerprint of the
 work; a retry of different work starts with an empty directory.
 
+Syncs alternate between two slots under the checkpoint's prefix, ``a/`` and ``b/``, and each
+manifest carries the sync's number. An upload takes its destination's manifest away before it
+changes a file the manifest names, so a sync in progress (or one stopped half-way: a
+preemption, a lost node) leaves its own slot without a manifest, and never touches the other
+slot, which holds the previous complete sync. A restore takes the slot whose manifest has the
+highest number: always a complete sync, the last one that finished. (A checkpoint written
+before slots, a manifest at the prefix itself, counts as sync 0.)
+
 A checkpoint directory the user names is a subdirectory of the working directory: relative,
 without '..', not the working directory itself, and not leaving it through a link. Anything
 else would sync files taskkit never produced and restore over them on a retry.
@@ -38,6 +46,9 @@ from taskkit.transfer.upload_plan import MANIFEST_NAME
 __all__ = ["Checkpoint", "checkpoint_dir_problem", "confined", "restore"]
 
 _MUST = "must be a subdirectory of the working directory"
+#: Where syncs go in turn (see the module docstring); "" is the layout before slots.
+SLOTS = ("a/", "b/")
+_SYNC = "sync"  # the manifest's task entry numbering the syncs
 
 
 def checkpoint_dir_problem(name: str) -> str | None:
@@ -122,6 +133,8 @@ class Checkpoint:
         self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
         self._given = stores
         self._own: Stores | None = None  # while the with-block lasts, without given stores
+        self._newest: tuple[int, str] | None = None  # the last complete sync: number, slot
+        self._synced: list[tuple[str, int, int, int, int]] | None = None  # what it held
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
@@ -131,34 +144,66 @@ class Checkpoint:
         (through ``stores`` when given, else the checkpoint's)."""
         with self._through(stores) as through:
             os.makedirs(self.directory, exist_ok=True)
-            store, key = through.open(self.url + MANIFEST_NAME)
-            found = store.load(key)
-            if found is None:
+            newest = self._find(through)
+            if newest is None:
                 return 0
-            manifest = Manifest.parse(found[0], store.url(key))
-            if manifest.task.get("fingerprint") != self.fingerprint:
-                return 0
-            files = [(self.url + f.name, f.name) for f in manifest.files]
+            (_, slot), manifest = newest
+            prefix = self.url + slot
+            files = [(prefix + f.name, f.name) for f in manifest.files]
             error = restore(
                 files, self.directory, stores=through, environ=self.environ
             ).exit_error()
         if error is not None:
             raise error
         self.restored = len(files)
+        now = _snapshot(self.directory)
+        names = {os.path.join(self.directory, name) for _, name in files}
+        if {entry[0] for entry in now} == names:  # the sync itself: nothing to send back
+            self._synced = now
         return self.restored
 
+    def _find(self, stores: Stores) -> tuple[tuple[int, str], Manifest] | None:
+        """The last complete sync of this work (its number and slot) and its manifest; also
+        remembered, so that the next sync goes to the other slot."""
+        found: list[tuple[tuple[int, str], Manifest]] = []
+        for slot in ("", *SLOTS):
+            store, key = stores.open(self.url + slot + MANIFEST_NAME)
+            loaded = store.load(key)
+            if loaded is None:
+                continue
+            manifest = Manifest.parse(loaded[0], store.url(key))
+            if manifest.task.get("fingerprint") != self.fingerprint:
+                continue
+            number = manifest.task.get(_SYNC, 0)
+            found.append(((number if isinstance(number, int) else 0, slot), manifest))
+        if not found:
+            self._newest = (0, "")
+            return None
+        newest = max(found, key=lambda item: item[0])
+        self._newest = newest[0]
+        return newest
+
     def sync(self) -> None:
-        """Upload what changed since the last sync and publish it; a failure is a warning."""
+        """Upload what changed since the last sync into the slot the last complete sync is
+        not in, and publish it there; a failure is a warning."""
         with self._lock:
             if not self.restored and not _has_files(self.directory):
                 return  # nothing was ever there: no manifest to write either
+            now = _snapshot(self.directory)  # before the upload: a change during it shows next
+            if now == self._synced:
+                return  # unchanged since this process's last complete sync
             try:
                 with self._through() as stores:
+                    if self._newest is None:
+                        self._find(stores)
+                    assert self._newest is not None
+                    number, slot = self._newest
+                    target = SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
                     summary = upload(
-                        [Output("**", self.url)],
+                        [Output("**", self.url + target)],
                         workdir=self.directory,
                         allow_empty=True,
-                        task=self.task,
+                        task={**self.task, _SYNC: number + 1},
                         environ=self.environ,
                         stores=stores,
                         observer=NullObserver(),  # its failure is the one warning below
@@ -169,6 +214,9 @@ class Checkpoint:
             error = summary.exit_error()
             if error is not None:
                 self.warn(f"cannot sync the checkpoint directory: {error}")
+                return
+            self._newest = (number + 1, target)
+            self._synced = now
 
     def __enter__(self) -> Checkpoint:
         if self._given is None:
@@ -199,6 +247,19 @@ class Checkpoint:
     def _periodic(self) -> None:
         with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
             self.sync()
+
+
+def _snapshot(directory: str) -> list[tuple[str, int, int, int, int]]:
+    """Each file below ``directory`` with its size, inode and times: equal snapshots mean no
+    file was written, added, removed or replaced in between."""
+    found = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                found.append((path, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return sorted(found)
 
 
 def _has_files(directory: str) -> bool:

@@ -144,9 +144,15 @@ def test_the_store_holds_the_last_checkpoint_and_the_journal_both_attempts(run: 
     """The checkpoint lives in the journal (STATE/JOB/TASK/checkpoint/), synced a last time when
     the command ended; the journal names the preempted attempt interrupted."""
     task = run.dir / ".taskkit-local" / "state" / "local" / "train"
-    manifest = json.loads((task / "checkpoint" / "_taskkit_manifest.json").read_text())
-    assert [f["name"] for f in manifest["files"]] == ["state.json"]
-    assert json.loads((task / "checkpoint" / "state.json").read_text())["step"] == STEPS
+    slots = [task / "checkpoint" / slot for slot in ("a", "b")]
+    manifests = {
+        slot: json.loads((slot / "_taskkit_manifest.json").read_text())
+        for slot in slots
+        if (slot / "_taskkit_manifest.json").exists()
+    }
+    newest = max(manifests, key=lambda slot: manifests[slot]["task"]["sync"])
+    assert [f["name"] for f in manifests[newest]["files"]] == ["state.json"]
+    assert json.loads((newest / "state.json").read_text())["step"] == STEPS
     status = subprocess.run(
         ["taskkit", "status", "--state", (task.parents[1]).as_uri(), "--job-id", "local",
          "--task-id", "train"],

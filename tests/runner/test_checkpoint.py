@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from store_counts import counting_stores
 
-from taskkit.runner.checkpoint import Checkpoint, restore
+from taskkit.runner.checkpoint import SLOTS, Checkpoint, restore
 from taskkit.storage.stores import Stores
+from taskkit.testing.faults import Fault, FaultyStore
 from taskkit.transfer.manifest import Manifest
 from taskkit.transfer.upload_plan import MANIFEST_NAME
 
@@ -64,6 +65,17 @@ def _contents(directory: Path) -> dict[str, bytes]:
     }
 
 
+def _published(remote: Path) -> Path:
+    """The slot of the last complete sync: the one whose manifest has the highest number."""
+    found = []
+    for slot in SLOTS:
+        manifest = remote / slot / MANIFEST_NAME
+        if manifest.exists():
+            found.append((json.loads(manifest.read_bytes())["task"]["sync"], remote / slot))
+    assert found, f"no manifest under {remote}"
+    return max(found)[1]
+
+
 def _snapshot(root: Path) -> set[tuple[str, int]]:
     """Every file under ``root`` with its modification time (ns): a write changes it."""
     found = set()
@@ -105,12 +117,13 @@ def test_sync_uploads_and_publishes_a_manifest_with_the_fingerprint(
     warnings: list[str] = []
     _checkpoint(local, remote, warnings=warnings).sync()
     assert warnings == []
-    assert _contents(remote) == {
+    slot = _published(remote)
+    assert _contents(slot) == {
         **_contents(local),
-        MANIFEST_NAME: (remote / MANIFEST_NAME).read_bytes(),
+        MANIFEST_NAME: (slot / MANIFEST_NAME).read_bytes(),
     }
-    manifest = json.loads((remote / MANIFEST_NAME).read_bytes())
-    assert manifest["task"] == {**TASK, "fingerprint": FP}
+    manifest = json.loads((slot / MANIFEST_NAME).read_bytes())
+    assert manifest["task"] == {**TASK, "fingerprint": FP, "sync": 1}
     assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
 
 
@@ -136,8 +149,9 @@ def test_a_sync_after_a_change_publishes_the_change(tmp_path: Path, remote: Path
     (local / "sub" / "step.txt").write_text("epoch 4, longer\n")
     (local / "new.txt").write_text("new")
     checkpoint.sync()
-    assert (remote / "sub" / "step.txt").read_text() == "epoch 4, longer\n"
-    names = [f["name"] for f in json.loads((remote / MANIFEST_NAME).read_bytes())["files"]]
+    slot = _published(remote)
+    assert (slot / "sub" / "step.txt").read_text() == "epoch 4, longer\n"
+    names = [f["name"] for f in json.loads((slot / MANIFEST_NAME).read_bytes())["files"]]
     assert names == ["model.bin", "new.txt", "sub/step.txt"]
 
 
@@ -170,7 +184,7 @@ def test_restore_brings_only_files_the_manifest_names(
     first = tmp_path / "first"
     _fill(first)
     _checkpoint(first, remote).sync()
-    (remote / "stray.txt").write_text("left by a crashed sync")
+    (_published(remote) / "stray.txt").write_text("left by a crashed sync")
     second = tmp_path / "second"
     assert _checkpoint(second, remote).restore(stores) == 2
     assert sorted(_contents(second)) == ["model.bin", "sub/step.txt"]
@@ -207,11 +221,11 @@ def test_the_context_manager_syncs_at_exit(tmp_path: Path, remote: Path) -> None
     local = tmp_path / "ckpt"
     local.mkdir()
     with _checkpoint(local, remote) as checkpoint:
-        assert not (remote / MANIFEST_NAME).exists()
+        assert not remote.exists()
         _fill(local)
     assert checkpoint._every._thread is not None
     assert not checkpoint._every._thread.is_alive()
-    manifest = json.loads((remote / MANIFEST_NAME).read_bytes())
+    manifest = json.loads((_published(remote) / MANIFEST_NAME).read_bytes())
     assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
 
 
@@ -227,7 +241,7 @@ def test_the_context_manager_syncs_at_exit_after_an_error(tmp_path: Path, remote
 
     with pytest.raises(KeyError):
         failing_command()
-    assert (remote / MANIFEST_NAME).exists()
+    assert (_published(remote) / MANIFEST_NAME).exists()
 
 
 @pytest.mark.skipif(
@@ -247,7 +261,7 @@ def test_a_sync_to_a_read_only_store_only_warns(tmp_path: Path, remote: Path) ->
         remote.chmod(stat.S_IRWXU)
     assert len(warnings) == 1
     assert warnings[0].startswith("cannot sync the checkpoint directory")
-    assert not (remote / MANIFEST_NAME).exists()
+    assert not any((remote / slot / MANIFEST_NAME).exists() for slot in SLOTS)
 
 
 def test_a_sync_to_an_unwritable_store_only_warns(tmp_path: Path) -> None:
@@ -313,7 +327,7 @@ def test_a_checkpoint_opens_one_stores_for_the_syncs_of_its_block(
         (local / "more.txt").write_text("epoch 4\n")
         checkpoint.sync()
         (local / "last.txt").write_text("epoch 5\n")
-    manifest = Manifest.parse((remote / MANIFEST_NAME).read_bytes(), "manifest")
+    manifest = Manifest.parse((_published(remote) / MANIFEST_NAME).read_bytes(), "manifest")
     assert "last.txt" in {f.name for f in manifest.files}  # the last sync went through it too
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
@@ -321,3 +335,33 @@ def test_a_checkpoint_opens_one_stores_for_the_syncs_of_its_block(
     assert _checkpoint(tmp_path / "other", remote).restore() == 4
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
+
+
+def test_a_sync_stopped_half_way_keeps_the_last_complete_one(tmp_path: Path, remote: Path) -> None:
+    """A sync that fails after it began changing the store (one file cannot be written: as a
+    preemption in the middle would leave it) takes nothing from the last complete sync: a
+    restore brings that one back whole, and the next sync that succeeds is the one restored."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    dest = f"file://{remote}/"
+    with Stores() as plain:
+        inner, _ = plain.open(dest)
+        stuck = Fault.sometimes("*", probability=1.0, kind="precondition", key=f"{remote}/b/sub")
+        faulty = FaultyStore(inner, [stuck])
+        with Stores(mounts={dest: faulty}) as stores:
+            warnings: list[str] = []
+            checkpoint = _checkpoint(local, remote, warnings=warnings, stores=stores)
+            checkpoint.sync()  # sync 1: complete
+            first = _contents(local)
+            (local / "model.bin").write_bytes(b"better weights" * 100)
+            (local / "sub" / "step.txt").write_text("epoch 4\n")
+            checkpoint.sync()  # sync 2: model.bin lands, sub/step.txt cannot
+            assert len(warnings) == 1
+            assert faulty.injected
+            again = tmp_path / "again"
+            assert _checkpoint(again, remote, stores=stores).restore() == 2
+            assert _contents(again) == first  # whole and consistent: sync 1
+    _checkpoint(local, remote).sync()  # the next one, with the store mended: complete
+    latest = tmp_path / "latest"
+    assert _checkpoint(latest, remote).restore() == 2
+    assert _contents(latest) == _contents(local)

@@ -21,6 +21,7 @@ from runner_helpers import (
     SH_TASKKIT,
     Task,
     invoke,
+    newest_checkpoint,
     one_error,
     opened_task,
     q,
@@ -228,7 +229,7 @@ def test_kill_9_leaves_an_interrupted_attempt_and_finished_steps_stay_done(task:
         lambda: stdout.exists() and "streamed before the kill" in stdout.read_text(),
         "the stdout of attempt 1 to reach the store",
     )
-    synced = task.journal / "checkpoint" / MANIFEST_NAME
+    synced = task.journal / "checkpoint" / "a" / MANIFEST_NAME  # the first sync's slot
     wait_for(synced.exists, "the checkpoint directory to be synced")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -273,7 +274,7 @@ def test_sigterm_is_forwarded_and_logs_and_checkpoint_are_kept(task: Task) -> No
     assert "received SIGTERM; forwarded it" in task.log(1, "taskkit")
     record = task.attempt(1)
     assert (record["exit_code"], record["verdict"]) == (143, "retryable")
-    checkpoint = task.journal / "checkpoint"
+    checkpoint = newest_checkpoint(task.journal / "checkpoint")
     assert (checkpoint / "progress.txt").read_text() == "saved by attempt 1\n"
     assert [f["name"] for f in manifest(checkpoint)["files"]] == ["progress.txt"]
 

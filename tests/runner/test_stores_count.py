@@ -49,7 +49,7 @@ def _syncs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def _command(task: Task, synced: Path, steps: Path) -> list[str]:
     """A step (its own process), the staged input copied to the output, and in attempt 1 a
     checkpoint file synced while the command waits, then a second one, then exit 3
-    (retryable); attempt 2 finds both restored and succeeds."""
+    (retryable); attempt 2 finds both restored, adds a third and succeeds."""
     return sh(
         f"{SH_TASKKIT} step s1 -o {q(f'o.txt=file://{steps}/')} -- sh -c 'echo step > o.txt'\n"
         "cp in.txt out.txt\n"
@@ -63,7 +63,8 @@ def _command(task: Task, synced: Path, steps: Path) -> list[str]:
         '  echo two > "$ck/two"\n'
         "  exit 3\n"
         "fi\n"
-        'test -f "$ck/one" && test -f "$ck/two"\n'
+        # A change, so that attempt 2 syncs too (a restored folder left as it is needs none).
+        'test -f "$ck/one" && test -f "$ck/two" && echo three > "$ck/three"\n'
     )
 
 
@@ -77,7 +78,7 @@ def test_one_attempt_opens_one_stores_for_everything(
     source.parent.mkdir()
     source.write_text("input\n")
     results, steps = task.root / "results", task.root / "steps"
-    synced = task.journal / "checkpoint" / MANIFEST_NAME
+    synced = task.journal / "checkpoint" / "a" / MANIFEST_NAME  # the first sync's slot
     args = task.args(
         _command(task, synced, steps),
         *("-i", f"file://{source}=in.txt", "-o", f"out.txt=file://{results}/"),
