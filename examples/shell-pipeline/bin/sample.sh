@@ -19,7 +19,7 @@ cp work/counts.tsv out/counts.tsv
 awk -F '\t' -v sample="$sample" '
     $1 == "*" { unmapped = $2; next }
     { mapped += $2; if (++genes <= 3) top = top (top ? ", " : "") $1 " (" $2 ")" }
-    END { printf "%s: %d reads, %d mapped to %d genes, %d unmapped; top: %s\n",
-                 sample, mapped + unmapped, mapped, genes, unmapped, top }
+    END { printf "%s: %d of %d reads on %d genes, most on %s\n",
+                 sample, mapped, mapped + unmapped, genes, top }
 ' work/counts.tsv > out/summary.txt
 cat out/summary.txt
