@@ -170,6 +170,9 @@ def attempts() -> None:
         f"  => {VICTIM}'s retry found its {retry.staged.files} inputs in place and align done "
         "(not run again)"
     )
+    later = attempt_record("s3", 1).staged
+    if later is None or later.linked < 4:
+        raise StoryBroken("s3 did not link the reference and the scripts from the node cache")
 
 
 def attempt_record(task: str, number: int) -> Attempt:

@@ -210,16 +210,22 @@ def endpoint() -> Iterator[BatchEndpoint]:
 def test_the_tasks_for_azure_go_to_batch_as_written(
     tmp_path: Path, endpoint: BatchEndpoint
 ) -> None:
-    """With STORE=az://..., tasks.sh writes tasks for a real pool; taskkit batch submit checks
+    """With STORE=az://..., tasks.sh writes tasks for a real pool (the storage account and
+    the pool identity's client id as their settings); taskkit batch submit checks
     them offline (--dry-run), then adds them to a new job on the pool; a second submit adds
     none (the local endpoint answers as the Batch service documents)."""
     example = Example(tmp_path)
-    azure = example.run("sh", "tasks.sh", env={"STORE": "az://pipeline", "TASKKIT_STATE": ""})
+    identity = {"AZURE_STORAGE_ACCOUNT_NAME": "mystorage", "AZURE_CLIENT_ID": "0b1e6a3c"}
+    azure = example.run(
+        "sh", "tasks.sh", env={"STORE": "az://pipeline", "TASKKIT_STATE": "", **identity}
+    )
     (example.dir / "batch-tasks.json").write_text(azure)
     written = _objects(azure)
     assert [t["id"] for t in written] == list(SAMPLES)
     assert all("file://" not in t["commandLine"] for t in written)
     assert "--state az://pipeline/state" in written[0]["commandLine"]
+    settings = {e["name"]: e["value"] for e in written[0]["environmentSettings"]}
+    assert settings == identity
     submit = ("batch", "submit", "batch-tasks.json", "--job-id", JOB)
     dry = example.taskkit(*submit, "--dry-run", "--create-job", "--pool-id", "spot-d4")
     assert "3 tasks (s1 .. s3)" in dry
@@ -278,6 +284,7 @@ def test_make_demo_shows_a_kill_a_resumed_retry_a_re_run_and_the_work_saved(
         "s2 attempt 1: interrupted ran align",
         "s2 attempt 2: success     staged nothing downloaded, 5 already there; ran summarise\n",
         "=> s2's retry found its 5 inputs in place and align done (not run again)",
+        "s3 attempt 1: success     staged 1 downloaded (996.1 KiB), 4 linked from the node cache;",
         "2. the same job again: every goal is met, nothing runs",
         "steps not recomputed  1 of 6 recorded (really run: align 3 times,",
         "runs short-circuited  3, goal met:",
