@@ -163,3 +163,65 @@ def test_an_edit_the_tasks_depend_on_is_named_and_runs_every_shard(
     assert reason in said.split(": ", 1)[1].split("; "), said
     example.run()
     assert example.runs() == SHARDS * 2
+
+
+def test_one_batch_task_per_shard_through_call_and_a_params_file(tmp_path: Path) -> None:
+    """The README's fan-out: task-json --call summarize_part, batch tasks over parts.csv (a
+    column becomes the call's part=...), local run: each shard published once as its own task,
+    the same numbers as summarize_shard; a second local run runs nothing; submit --dry-run
+    takes the file."""
+    made = Example(tmp_path)
+    env = {**made.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + made.env["PATH"]}
+
+    def taskkit(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "taskkit", *args],
+            cwd=made.dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    state = (made.dir / "state").as_uri()
+    template = taskkit(
+        "batch",
+        "task-json",
+        "--id",
+        "part",
+        "--state",
+        state,
+        "--max-retries",
+        "2",
+        "--path",
+        str(made.dir),
+        "--call",
+        "pipeline.flow:summarize_part",
+    )
+    (made.dir / "part.json").write_text(template.stdout)
+    tasks = taskkit(
+        "batch", "tasks", "--template", "part.json", "--params", "parts.csv", "--id-column", "part"
+    )
+    (made.dir / "tasks.json").write_text(tasks.stdout)
+    assert [t["id"] for t in json.loads(tasks.stdout)] == [f"part-0{n}" for n in range(4)]
+    first = taskkit("local", "run", "tasks.json")
+    assert "4 succeeded" in first.stdout + first.stderr
+    parts = made.dir / "remote" / "results" / "parts"
+    for n in range(4):
+        text = (made.dir / "remote" / "ref" / f"part-0{n}.csv").read_text()
+        published = json.loads((parts / f"part-0{n}.json").read_text())
+        rows = [r for r in text.splitlines()[1:] if r.split(",")[1] not in ("-99.9", "n/a")]
+        assert published["part"] == f"part-0{n}.csv"
+        assert published["kept"] == len(rows)
+    ledgers = lambda: sorted(  # noqa: E731 - read twice
+        line for log in made.dir.rglob("runs.log") for line in log.read_text().splitlines()
+    )
+    assert ledgers() == [f"summarize_shard part-0{n}.csv" for n in range(4)]
+    again = taskkit("local", "run", "tasks.json")
+    assert "4 succeeded" in again.stdout + again.stderr
+    assert len(ledgers()) == 4  # nothing ran again
+    dry = taskkit("batch", "submit", "tasks.json", "--job-id", "pipeline-parts", "--dry-run")
+    assert "4 tasks" in dry.stdout

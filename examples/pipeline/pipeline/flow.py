@@ -9,6 +9,7 @@ it, the example's own ``remote/`` folder (a ``file://`` "remote", made by ``make
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -52,3 +53,21 @@ def pipeline(top: int = 3, *, ref: Path = taskkit.staged) -> dict[str, object]:
         "dropped": sum(shard["dropped"] for shard in shards),
         "warmest": [[station, means[station]] for station in warmest],
     }
+
+
+@taskkit.task(
+    inputs={"ref": f"{DATA}/ref/"},
+    outputs={"results/parts/*.json": f"{DATA}/results/parts/"},
+    retries=2,
+)
+def summarize_part(part: str, *, ref: Path = taskkit.staged) -> dict[str, object]:
+    """One shard, ``ref/<part>.csv``, on its own: the task a Batch fan-out runs once per shard
+    (``taskkit batch tasks --params parts.csv``). Publishes ``results/parts/<part>.json``."""
+    path = ref / f"{part}.csv"
+    if not path.is_file():
+        raise ValueError(f"no shard {part!r} in the reference data")  # permanent: fix the row
+    summary = summarize_shard(path.name, path.read_text(encoding="utf-8"))
+    Path("results/parts").mkdir(parents=True, exist_ok=True)
+    with open(f"results/parts/{part}.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, sort_keys=True)
+    return {"part": part, "kept": summary["kept"], "dropped": summary["dropped"]}
