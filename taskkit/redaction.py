@@ -55,6 +55,9 @@ SECRET_ENV_VARS = (
     "AZURE_CLIENT_SECRET",
     "AZURE_STORAGE_CLIENT_SECRET",
     "AZ_BATCH_AUTHENTICATION_TOKEN",
+    "AZURE_BATCH_ACCESS_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
 )
 #: The secret fields inside a connection string: their values are hidden on their own too
 #: (a command may print the bare account key it was given).

@@ -10,9 +10,11 @@ Invariants:
 
 * **No credential is shown or kept.** The account key goes into the SDK's credential object and
   nowhere else: not in a message, a repr, a log record or the plan.
-* **Transient failures are retried for at least five minutes** (:data:`PATIENT`), as Batch asks
-  of every client: 5xx, throttling (429, 503 with ``Retry-After``, which is honoured), timeouts
-  and lost connections. Every request taskkit sends is idempotent by id (a task or a job that is
+* **Transient failures are retried for as long as the patience says, and no longer**
+  (:data:`PATIENT`: seven minutes, above the five Batch asks of every client): 5xx, throttling
+  (429, 503 with ``Retry-After``, which is honoured but never past the end), timeouts and lost
+  connections. Time ends the retries, not a count; a try still waiting at the end fails.
+  Every request taskkit sends is idempotent by id (a task or a job that is
   already there is reported as such, never added twice), so ``POST`` is retried like ``GET``.
 * **After a 5xx the next try opens a new connection.** The connections held for reuse are
   closed and the retry itself says ``Connection: close``: a front end that answered 5xx is not
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from taskkit.exceptions import (
@@ -55,42 +57,38 @@ ENDPOINT_ENV = "AZURE_BATCH_ENDPOINT"
 ACCOUNT_ENV = "AZURE_BATCH_ACCOUNT"
 KEY_ENV = "AZURE_BATCH_ACCESS_KEY"
 
+#: The shortest wait between two tries of a request, whatever Retry-After says.
+_LEAST_WAIT = 0.1
 #: Every method, POST included: see the module docstring.
 _ALL_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
 
 
 @dataclass(frozen=True)
 class Patience:
-    """How long transient failures are retried: ``tries`` retries, waiting ``first`` seconds,
-    then twice as long each time up to ``longest``; a request that has not answered in
-    ``read_timeout`` seconds is a transient failure too."""
+    """How long one request's transient failures are retried: for ``seconds`` in all, waiting
+    ``first`` seconds, then twice as long each time up to ``longest``, or what the service's
+    ``Retry-After`` asks, never past the end; a try that has not answered in ``read_timeout``
+    seconds (nor past the end) is a transient failure too."""
 
-    tries: int = 12
+    seconds: float = 420.0
     first: float = 1.0
     longest: float = 60.0
     read_timeout: float = 120.0
 
     @classmethod
     def lasting(cls, seconds: float) -> Patience:
-        """The patience that keeps retrying for at least ``seconds`` (waits doubling from at
-        most a second up to a minute)."""
+        """The patience of ``seconds`` in all, its waits scaled down for short ones."""
         first = min(1.0, seconds / 8)
         longest = max(first, min(60.0, seconds / 4))
-        patience = cls(tries=2, first=first, longest=longest, read_timeout=min(120.0, seconds))
-        while patience.total_wait() < seconds and patience.tries < 1000:
-            patience = replace(patience, tries=patience.tries + 1)
-        return patience
+        return cls(seconds, first, longest, read_timeout=min(120.0, seconds))
 
-    def total_wait(self) -> float:
-        """The seconds spent waiting between tries when every try fails at once (azure-core
-        retries the first failure at once, then waits ``first * 2**(n-1)``)."""
-        waits = [min(self.longest, self.first * 2.0 ** (n - 1)) for n in range(2, self.tries + 1)]
-        return sum(waits)
+    def wait(self, failures: int) -> float:
+        """The wait after the ``failures``-th failure in a row (none after the first)."""
+        return 0.0 if failures <= 1 else min(self.longest, self.first * 2.0 ** (failures - 1))
 
 
-#: The default: 12 retries over 7 minutes, above Batch's "at least 5 minutes".
+#: The default: 7 minutes, above Batch's "at least 5 minutes".
 PATIENT = Patience()
-assert PATIENT.total_wait() >= 300
 
 
 @dataclass(frozen=True)
@@ -152,25 +150,28 @@ class BatchService:
 
     def job(self, job_id: str) -> JobFacts | None:
         """The job ``job_id``, or None when Batch has no such job."""
-        try:
-            job = self._call(
-                "read job",
-                lambda: self._client.get_job(
-                    job_id,
-                    select=["id", "state", "poolInfo", "usesTaskDependencies", "onTaskFailure"],
-                ),
-                missing=("JobNotFound",),
+
+        def read() -> JobFacts:
+            job = self._client.get_job(
+                job_id,
+                select=["id", "state", "poolInfo", "usesTaskDependencies", "onTaskFailure"],
             )
+            if not isinstance(job.id, str):
+                raise _Garbage("a job without an id")
+            pool = job.pool_info.pool_id if job.pool_info is not None else None
+            return JobFacts(
+                id=job.id,
+                state=_text(job.state) or "active",
+                pool_id=pool,
+                uses_task_dependencies=bool(job.uses_task_dependencies),
+                on_task_failure=(_text(job.task_failure_mode) or "noaction").lower(),
+            )
+
+        try:
+            facts: JobFacts = self._call("read job", read, missing=("JobNotFound",))
         except _Missing:
             return None
-        pool = job.pool_info.pool_id if job.pool_info is not None else None
-        return JobFacts(
-            id=job.id,
-            state=_text(job.state) or "active",
-            pool_id=pool,
-            uses_task_dependencies=bool(job.uses_task_dependencies),
-            on_task_failure=(_text(job.task_failure_mode) or "noaction").lower(),
-        )
+        return facts
 
     def create_job(
         self, job_id: str, pool_id: str, *, uses_task_dependencies: bool, on_task_failure: str
@@ -236,28 +237,28 @@ class BatchService:
         group = models.BatchTaskGroup(
             task_values=[models.BatchTaskCreateOptions(dict(task)) for task in tasks]
         )
-        answer = self._call(
-            "add tasks",
-            lambda: self._client.create_task_collection(
+        sent = [str(task["id"]) for task in tasks]
+
+        def send() -> list[AddResult]:
+            answer = self._client.create_task_collection(
                 job_id, group, retry_on_methods=_ALL_METHODS
-            ),
-        )
-        results: dict[str, AddResult] = {}
-        for value in answer.result_values or []:
-            results[value.task_id.lower()] = _result(value)
-        out = []
-        for task in tasks:
-            task_id = str(task["id"])
-            out.append(
-                results.get(
-                    task_id.lower(), AddResult(task_id, "retry", "Batch did not answer for it")
-                )
             )
-        return out
+            results: dict[str, AddResult] = {}
+            for value in answer.result_values or []:
+                result = _result(value)
+                results[result.task_id.lower()] = result
+            return [
+                results.get(task_id.lower(), AddResult(task_id, "retry", "no answer for it"))
+                for task_id in sent
+            ]
+
+        added: list[AddResult] = self._call("add tasks", send)
+        return added
 
     def _call(self, what: str, call: Callable[[], Any], missing: tuple[str, ...] = ()) -> Any:
         from azure.core.exceptions import (
             ClientAuthenticationError,
+            DecodeError,
             HttpResponseError,
             ServiceRequestError,
             ServiceResponseError,
@@ -265,6 +266,12 @@ class BatchService:
 
         try:
             return call()
+        except (DecodeError, _Garbage, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # What the SDK could not read, or what it read that Batch never answers.
+            raise ConfigError(
+                f"{self.endpoint} did not answer as the Batch service does ({what}: "
+                f"{_first_line(exc) or type(exc).__name__}): check --endpoint"
+            ) from None
         except ClientAuthenticationError as exc:
             raise ConfigError(
                 f"Batch refused the credentials ({what}, {_status(exc)}): check "
@@ -276,6 +283,11 @@ class BatchService:
                 raise _Missing from None
             raise _translated(what, exc, code) from None
         except (ServiceRequestError, ServiceResponseError) as exc:
+            if _untrusted(exc):
+                raise ConfigError(
+                    f"Batch at {self.endpoint}: its TLS certificate is not trusted ({what}); "
+                    "check --endpoint"
+                ) from None
             raise TransientError(
                 f"Batch at {self.endpoint} could not be reached ({what}): "
                 f"{_first_line(exc)}; a re-run carries on"
@@ -286,7 +298,27 @@ class _Missing(Exception):
     """The resource asked about is not there (or, on create, already there)."""
 
 
+class _Garbage(Exception):
+    """An answer the service never gives."""
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """Whether a failed request failed on the server's certificate (a setting, not a blip)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
 def _result(value: Any) -> AddResult:
+    if not isinstance(value.task_id, str) or value.status is None:
+        raise _Garbage("a task result without a task id or status")
     status = _text(value.status).lower()
     code = value.error.code if value.error is not None else None
     if status == "success":
@@ -299,6 +331,8 @@ def _result(value: Any) -> AddResult:
         reason = f"{code}: {_first_line(text)}"
     if status == "servererror":
         return AddResult(value.task_id, "retry", reason)
+    if status != "clienterror":
+        raise _Garbage(f"a task result of status {status!r}")
     return AddResult(value.task_id, "failed", reason)
 
 
@@ -365,7 +399,7 @@ def open_service(
         )
     try:
         from azure.batch import BatchClient
-        from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
+        from azure.core.pipeline.policies import HTTPPolicy
         from azure.core.pipeline.transport import RequestsTransport
     except ImportError:
         raise ConfigError(
@@ -374,8 +408,15 @@ def open_service(
     account, key = env.get(ACCOUNT_ENV), env.get(KEY_ENV)
     credential: Any
     if account and key:
+        import base64
+        import binascii
+
         from azure.core.credentials import AzureNamedKeyCredential
 
+        try:
+            base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{KEY_ENV} is not an account key (keys are base64)") from None
         credential = AzureNamedKeyCredential(account, key)
     elif account or key:
         missing = KEY_ENV if account else ACCOUNT_ENV
@@ -383,6 +424,11 @@ def open_service(
             f"{missing} is not set: a shared key needs both {ACCOUNT_ENV} and {KEY_ENV}"
         )
     else:
+        if endpoint.startswith("http://"):
+            raise ConfigError(
+                f"no shared key for {endpoint}: a token (managed identity, Azure CLI login) is "
+                f"only sent over https://; set {ACCOUNT_ENV} and {KEY_ENV}"
+            )
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:
@@ -408,19 +454,11 @@ def open_service(
                 session.close()  # the pooled connections: the retry opens a new one
             return response
 
-    tries = patience.tries
-    retry = RetryPolicy(
-        retry_total=tries,
-        retry_connect=tries,
-        retry_read=tries,
-        retry_status=tries,
-        retry_backoff_factor=patience.first,
-        retry_backoff_max=patience.longest,
-    )
+    retry = _patient_policy(patience)
     transport = RequestsTransport(
         session=session,
         session_owner=True,
-        connection_timeout=min(30.0, patience.read_timeout),
+        connection_timeout=min(30.0, patience.read_timeout, patience.seconds),
         read_timeout=patience.read_timeout,
     )
     client = BatchClient(
@@ -432,3 +470,41 @@ def open_service(
         logging_enable=False,
     )
     return BatchService(client, endpoint.rstrip("/"))
+
+
+def _patient_policy(patience: Patience) -> Any:
+    """azure-core's retry policy, bounded by time rather than by a count: every try of one
+    request ends by ``patience.seconds`` after the first began, a ``Retry-After`` included."""
+    import time
+
+    from azure.core.pipeline.policies import RetryPolicy
+
+    class Patient(RetryPolicy):  # type: ignore[type-arg]
+        def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+            settings: dict[str, Any] = super().configure_retries(options)
+            settings["taskkit_deadline"] = time.monotonic() + patience.seconds
+            return settings
+
+        def increment(self, settings: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
+            going: bool = super().increment(settings, *args, **kwargs)
+            return going and time.monotonic() < settings["taskkit_deadline"]
+
+        def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+            asked = self.get_retry_after(response) if response is not None else None
+            if asked is None:
+                wait = patience.wait(len(settings["history"]))
+            else:  # as asked, but never a busy loop on "Retry-After: 0"
+                wait = max(asked, _LEAST_WAIT)
+            left = settings["taskkit_deadline"] - time.monotonic()
+            transport.sleep(max(0.0, min(wait, left)))
+
+    many = 1_000_000  # the deadline ends the retries, not a count
+    return Patient(
+        retry_total=many,
+        retry_connect=many,
+        retry_read=many,
+        retry_status=many,
+        retry_backoff_factor=patience.first,
+        retry_backoff_max=patience.longest,
+        timeout=patience.seconds,
+    )

@@ -22,11 +22,14 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from taskkit.batch.service import PATIENT, Patience
 from taskkit.batch.taskjson import ACTING_JOB
 from taskkit.batch.tasks import read_tasks
 from taskkit.exceptions import ConfigError, DataError, InputNotFound, TaskFailure, UsageError
@@ -50,9 +53,6 @@ COLLECTION_LIMIT = 100
 #: Bytes of one request's body at most: Batch refuses 1 MB (RequestBodyTooLarge); the margin
 #: covers the SDK's serialisation of the same objects and the request's envelope.
 BODY_LIMIT = 900_000
-#: Rounds of re-sending the tasks Batch answered with a server error (each round after the
-#: client's own retries of whole requests).
-ROUNDS = 5
 _ENVELOPE = len('{"value": []}')
 
 
@@ -192,12 +192,16 @@ def submit(
     service: BatchService,
     *,
     progress: Callable[[Submitted, int], None] = lambda done, total: None,
+    patience: Patience = PATIENT,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Submitted:
     """Carry out ``plan`` against ``service``; ``progress(outcome, total)`` after each request.
 
     Raises before any task is sent when the job is missing or cannot take the tasks; after
     that, a failure stops the run and is kept in :attr:`Submitted.stopped` with every task not
-    yet sent in :attr:`Submitted.unsent`."""
+    yet sent in :attr:`Submitted.unsent`. Tasks Batch answers with a server error are sent
+    again, waiting as ``patience`` says, until it runs out."""
     outcome = Submitted()
     job = service.job(plan.job_id)
     if job is None:
@@ -227,7 +231,8 @@ def submit(
     if not pending:
         progress(outcome, len(plan.tasks))
         return outcome
-    for _ in range(ROUNDS):
+    started = clock()
+    for round_ in itertools.count(1):
         again: list[int] = []
         batches = _collections(pending, plan.sizes, BODY_LIMIT)
         for n, collection in enumerate(batches):
@@ -251,16 +256,21 @@ def submit(
         if not again:
             return outcome
         pending = again
+        left = patience.seconds - (clock() - started)
+        if left <= 0:
+            break
+        sleep(min(patience.wait(round_ + 1), left))
     outcome.unsent = [str(plan.tasks[i]["id"]) for i in pending]
-    outcome.stopped = _server_errors(len(pending))
+    outcome.stopped = _server_errors(len(pending), patience)
     return outcome
 
 
-def _server_errors(count: int) -> TaskFailure:
+def _server_errors(count: int, patience: Patience) -> TaskFailure:
     from taskkit.exceptions import TransientError
 
     return TransientError(
-        f"Batch answered {count} task(s) with a server error {ROUNDS} times; a re-run adds them"
+        f"Batch answered {count} task(s) with a server error for {patience.seconds:g} s "
+        "(--patience)"
     )
 
 
@@ -271,19 +281,19 @@ def _check_job(plan: Submission, job: JobFacts) -> None:
             f"job {job.id!r} is {job.state.lower()}: Batch adds tasks only to a job that is "
             "not ending (give another --job-id)"
         )
+    if plan.create_job and plan.pool_id and job.pool_id and job.pool_id != plan.pool_id:
+        raise ConfigError(
+            f"job {job.id!r} is already there on pool {job.pool_id!r}, not {plan.pool_id!r}"
+        )
+    # A job that is there keeps its settings: name a new job, which --create-job sets up.
+    fresh = "give a new --job-id with --create-job, which sets"
     if plan.needs_dependencies and not job.uses_task_dependencies:
         raise ConfigError(
             f"job {job.id!r} does not use task dependencies and tasks of {plan.source} have "
-            "dependsOn: Batch would refuse them (create the job with --create-job, which sets "
-            "usesTaskDependencies)"
+            f"dependsOn: Batch would refuse them ({fresh} usesTaskDependencies)"
         )
     if plan.needs_job_action and job.on_task_failure != ACTING_JOB.lower():
         raise ConfigError(
             f"job {job.id!r} has onTaskFailure {job.on_task_failure}, and tasks of "
-            f"{plan.source} set a jobAction, which Batch refuses there (a job created with "
-            f"--create-job has {ACTING_JOB})"
-        )
-    if plan.create_job and plan.pool_id and job.pool_id and job.pool_id != plan.pool_id:
-        raise ConfigError(
-            f"job {job.id!r} is already there on pool {job.pool_id!r}, not {plan.pool_id!r}"
+            f"{plan.source} set a jobAction, which Batch refuses there ({fresh} {ACTING_JOB})"
         )

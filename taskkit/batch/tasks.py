@@ -36,6 +36,7 @@ from taskkit.exceptions import DataError
 
 __all__ = [
     "DEPENDS_ON_CHARACTERS",
+    "MAX_ARGUMENT",
     "NOT_EMULATED",
     "REFUSED",
     "BatchTask",
@@ -60,6 +61,8 @@ NOT_EMULATED = frozenset(
         "authenticationTokenSettings",
     }
 )
+#: The longest argument Linux passes to a program (MAX_ARG_STRLEN, 32 pages, less its NUL).
+MAX_ARGUMENT = 131_071
 #: The most characters the ids of one task's ``dependsOn.taskIds`` may hold together.
 DEPENDS_ON_CHARACTERS = 64_000
 #: Fields that change what a task is so much that running it as a plain process would mislead.
@@ -232,6 +235,8 @@ def _objects(text: str, source: str) -> Iterator[Mapping[str, Any]]:
         except json.JSONDecodeError as exc:
             where = f"at line {exc.lineno} column {exc.colno}"
             raise DataError(f"{source}: not JSON: {exc.msg} {where}") from None
+        except RecursionError:
+            raise DataError(f"{source}: line {line}: JSON nested too deeply") from None
         except ValueError as exc:  # a key given twice
             raise DataError(f"{source}: line {line}: {exc}") from None
         if (
@@ -273,6 +278,12 @@ def _task(obj: Mapping[str, Any], where: str, service: bool) -> BatchTask:
     line = obj.get("commandLine")
     if not isinstance(line, str) or not line.strip():
         raise DataError(f"{where}: commandLine: a non-empty string is needed")
+    longest = _longest_word(line)
+    if longest > MAX_ARGUMENT:
+        raise DataError(
+            f"{where}: commandLine: a word of {longest:,} characters; Linux passes at most "
+            f"{MAX_ARGUMENT:,} in one argument"
+        )
     try:
         argv = tuple(shlex.split(line))
     except ValueError as exc:
@@ -297,6 +308,27 @@ def _task(obj: Mapping[str, Any], where: str, service: bool) -> BatchTask:
         display_name=name,
         raw=obj,
     )
+
+
+def _longest_word(line: str) -> int:
+    """About the length of the longest word ``shlex.split`` would make of ``line``: quotes
+    join, unquoted blanks part (a bound checked before splitting, whose cost grows with the
+    square of a word's length)."""
+    longest = current = 0
+    quote = ""
+    for char in line:
+        if quote:
+            if char == quote:
+                quote = ""
+            else:
+                current += 1
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            longest, current = max(longest, current), 0
+        else:
+            current += 1
+    return max(longest, current)
 
 
 def _environment(value: object, where: str) -> dict[str, str]:

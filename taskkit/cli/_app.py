@@ -313,9 +313,12 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 def internal_error(exc: Exception) -> None:
-    """One line for a bug of taskkit's; re-raised (a traceback) with ``TASKKIT_DEBUG`` set."""
+    """One line for a bug of taskkit's, after its traceback when ``TASKKIT_DEBUG`` is set (the
+    exit code and the line are the same either way)."""
     if os.environ.get("TASKKIT_DEBUG"):
-        raise exc
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     _say(
         "error",
         f"internal error: {type(exc).__name__}: {exc} "

@@ -113,7 +113,7 @@ def submit_command(
                 _echo(line)
         return EX_OK
     with open_service(endpoint, patience=waiting) as service:
-        outcome = submit(plan, service, progress=_Progress(every))
+        outcome = submit(plan, service, progress=_Progress(every), patience=waiting)
     return _report(plan, outcome, as_json)
 
 

@@ -9,7 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,11 @@ def plain(n: int, prefix: str = "t", **extra: Any) -> list[dict[str, Any]]:
 
 
 def submit(
-    endpoint: BatchEndpoint, path: Path, *args: str, env: dict[str, str] | None = None
+    endpoint: BatchEndpoint,
+    path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    patience: str = "1s",
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_BATCH", "TASKKIT_"))}
     base.update(AZURE_BATCH_ACCOUNT=ACCOUNT, AZURE_BATCH_ACCESS_KEY=KEY)
@@ -59,7 +66,7 @@ def submit(
             "--endpoint",
             endpoint.url,
             "--patience",
-            "1s",
+            patience,
             *args,
         ],
         capture_output=True,
@@ -408,3 +415,93 @@ def test_ten_thousand_tasks_show_progress_and_all_arrive(
     assert len(collections(endpoint)) == 100
     assert len(endpoint.task_ids("big")) == 10_000
     assert "taskkit: submitting:" in done.stderr
+
+
+def test_a_retry_after_longer_than_the_patience_does_not_hold_the_run(
+    endpoint: BatchEndpoint, tmp_path: Path
+) -> None:
+    """Throttled with Retry-After: 3600 for ever: the run stops when --patience (3 s) is
+    spent, exit 75, the tasks counted as not sent."""
+    endpoint.add_job("nightly")
+    endpoint.fail(Failure(429, times=10**6, suffix="/addtaskcollection", retry_after=3600))
+    started = time.monotonic()
+    done = submit(
+        endpoint,
+        tasks_file(tmp_path, plain(3)),
+        "--job-id",
+        "nightly",
+        "--json",
+        patience="3s",
+    )
+    assert done.returncode == 75, done.stderr
+    assert time.monotonic() - started < 30
+    assert json.loads(done.stdout)["unsent"] == ["t00000", "t00001", "t00002"]
+
+
+def test_time_ends_the_retries_not_a_count(endpoint: BatchEndpoint, tmp_path: Path) -> None:
+    """Thirty 503s in a row, each asking to retry at once: well within --patience 60s, so the
+    run goes on and adds the tasks (a cap on the number of retries would have stopped it)."""
+    endpoint.add_job("nightly")
+    endpoint.fail(Failure(503, times=30, suffix="/addtaskcollection", retry_after=0))
+    done = submit(endpoint, tasks_file(tmp_path, plain(3)), "--job-id", "nightly", patience="60s")
+    assert done.returncode == 0, done.stderr
+    statuses = [p.status for p in endpoint.posted("/addtaskcollection")]
+    assert statuses == [503] * 30 + [200]
+
+
+class _Nonsense(BaseHTTPRequestHandler):
+    """A web server that is not Batch: a page of HTML for every request."""
+
+    def do_GET(self) -> None:
+        self._html()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._html()
+
+    def _html(self) -> None:
+        body = b"<html><body>It works!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_endpoint_that_is_not_batch_is_78_in_one_line(tmp_path: Path) -> None:
+    """A web server answering HTML: exit 78, one line naming the endpoint, no traceback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Nonsense)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "taskkit",
+                "batch",
+                "submit",
+                str(tasks_file(tmp_path, plain(2))),
+                "--job-id",
+                "j",
+                "--endpoint",
+                url,
+                "--patience",
+                "2s",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "AZURE_BATCH_ACCOUNT": ACCOUNT, "AZURE_BATCH_ACCESS_KEY": KEY},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 78, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert url in line
+    assert "did not answer as the Batch service does" in line
