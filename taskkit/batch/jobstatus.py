@@ -1,10 +1,12 @@
 """One view of a job: Batch's task states joined with taskkit's journal
 (``taskkit batch status``).
 
-Pure: rows in, rows out. A task is matched by id ignoring case (as Batch matches ids); a task
-Batch knows and the journal does not (it has not started, or it runs without taskkit), and a
-journal with no task in Batch (another job's, or a deleted task), are both kept, each with the
-half it has. Rows follow Batch's order, then the journal's own.
+Pure: rows in, rows out. A task is matched by id ignoring case (as Batch matches ids); a
+grouped task (``taskkit batch tasks --group``) stands for its shards, each with a journal of its
+own: a row per shard, with the group's Batch state and the group's id in ``group``. A task Batch
+knows and the journal does not (it has not started, or it runs without taskkit), and a journal
+with no task in Batch (another job's, or a deleted task), are both kept, each with the half it
+has. Rows follow Batch's order, then the journal's own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ def joined(
     by_id = {str(row["task"]).lower(): row for row in journal}
     rows: list[dict[str, Any]] = []
     for facts in batch or ():
-        rows.append(_row(facts.id, facts, by_id.pop(facts.id.lower(), None)))
+        for task in facts.shards or (facts.id,):
+            joined_row = _row(task, facts, by_id.pop(task.lower(), None))
+            joined_row["group"] = facts.id if facts.shards else None
+            rows.append(joined_row)
     for row in journal:
         if str(row["task"]).lower() in by_id:
             rows.append(_row(str(row["task"]), None, row))
@@ -47,4 +52,5 @@ def _row(task: str, facts: TaskFacts | None, journal: Mapping[str, Any] | None) 
         "journal_exit_code": journal["exit_code"] if journal else None,
         "reason": journal["reason"] if journal else None,
         "logs": journal["logs"] if journal else None,
+        "group": None,
     }

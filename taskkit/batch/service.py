@@ -113,6 +113,9 @@ class TaskFacts:
     retries: int
     requeues: int
     node: str | None
+    #: The journals' task ids a grouped task runs (``--task-id`` of each ``taskkit run`` in its
+    #: command line, as ``taskkit batch tasks --group`` writes them); empty for a plain task.
+    shards: tuple[str, ...] = ()
 
 
 AddStatus = Literal["added", "exists", "failed", "retry"]
@@ -208,7 +211,7 @@ class BatchService:
 
     def task_states(self, job_id: str) -> list[TaskFacts]:
         """Each task of the job as Batch sees it now (one request per thousand tasks)."""
-        fields = ["id", "state", "executionInfo", "nodeInfo"]
+        fields = ["id", "state", "executionInfo", "nodeInfo", "commandLine"]
 
         def listed() -> list[TaskFacts]:
             out = []
@@ -222,6 +225,7 @@ class BatchService:
                         retries=info.retry_count or 0 if info is not None else 0,
                         requeues=info.requeue_count or 0 if info is not None else 0,
                         node=node.node_id if node is not None else None,
+                        shards=_shards(task.command_line or ""),
                     )
                 )
             return out
@@ -314,6 +318,26 @@ def _untrusted(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _shards(command_line: str) -> tuple[str, ...]:
+    """The ``--task-id`` values of a command line, inside its ``sh -c`` line too: the shards of
+    a grouped task."""
+    import shlex
+
+    found: list[str] = []
+    try:
+        words = shlex.split(command_line)
+    except ValueError:
+        return ()
+    for i, word in enumerate(words):
+        if word == "-c" and i + 1 < len(words) and "--task-id" in words[i + 1]:
+            found += _shards(words[i + 1])
+        elif word == "--task-id" and i + 1 < len(words):
+            found.append(words[i + 1])
+        elif word.startswith("--task-id="):
+            found.append(word.split("=", 1)[1])
+    return tuple(dict.fromkeys(found))
 
 
 def _result(value: Any) -> AddResult:

@@ -173,3 +173,33 @@ def test_nothing_to_read_is_64_and_an_unknown_job_66(
     missing = taskkit("batch", "status", "--job-id", "nope", "--endpoint", endpoint.url)
     assert missing.returncode == 66
     assert "nope" in missing.stderr
+
+
+def test_a_grouped_task_stands_for_its_shards() -> None:
+    """A group's Batch state is shown on a row per shard it runs, each joined with the shard's
+    own journal; the group's id is kept in 'group'."""
+    from taskkit.batch.service import _shards
+
+    line = (
+        "/bin/sh -c 'taskkit run --task-id w-0 -- echo 0 && exec taskkit run --task-id w-1 -- "
+        "echo 1'"
+    )
+    assert _shards(line) == ("w-0", "w-1")
+    assert _shards("/bin/sh -c 'exec taskkit run -- true'") == ()
+    journal = [
+        {
+            "task": "w-0",
+            "outcome": "success",
+            "attempts": 1,
+            "interrupted": 0,
+            "exit_code": 0,
+            "reason": "",
+            "logs": None,
+        },
+    ]
+    group = TaskFacts("w-g0", "running", None, 1, 0, "n1", shards=("w-0", "w-1"))
+    rows = joined(journal, [group])
+    assert [(r["task"], r["group"], r["state"], r["outcome"]) for r in rows] == [
+        ("w-0", "w-g0", "running", "success"),
+        ("w-1", "w-g0", "running", None),
+    ]
