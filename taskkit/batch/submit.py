@@ -195,14 +195,17 @@ def submit(
     patience: Patience = PATIENT,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    outcome: Submitted | None = None,
 ) -> Submitted:
     """Carry out ``plan`` against ``service``; ``progress(outcome, total)`` after each request.
 
     Raises before any task is sent when the job is missing or cannot take the tasks; after
     that, a failure stops the run and is kept in :attr:`Submitted.stopped` with every task not
     yet sent in :attr:`Submitted.unsent`. Tasks Batch answers with a server error are sent
-    again, waiting as ``patience`` says, until it runs out."""
-    outcome = Submitted()
+    again, waiting as ``patience`` says, until it runs out. ``outcome`` (a fresh one by
+    default) is filled in as answers come, so a caller interrupted meanwhile knows what was
+    added."""
+    outcome = Submitted() if outcome is None else outcome
     job = service.job(plan.job_id)
     if job is None:
         if not plan.create_job:

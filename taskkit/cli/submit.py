@@ -90,7 +90,7 @@ def submit_command(
       taskkit batch submit tasks.json --job-id run-7 --create-job --pool-id spot-d4
     """
     from taskkit.batch.service import Patience, open_service
-    from taskkit.batch.submit import plan_submission, submit
+    from taskkit.batch.submit import Submitted, plan_submission, submit
     from taskkit.cli.local import read_task_file
     from taskkit.runner.spec import parse_duration
 
@@ -112,8 +112,18 @@ def submit_command(
             for line in lines:
                 _echo(line)
         return EX_OK
-    with open_service(endpoint, patience=waiting) as service:
-        outcome = submit(plan, service, progress=_Progress(every), patience=waiting)
+    outcome = Submitted()
+    try:
+        with open_service(endpoint, patience=waiting) as service:
+            submit(plan, service, progress=_Progress(every), patience=waiting, outcome=outcome)
+    except KeyboardInterrupt:
+        _say(
+            "note",
+            f"interrupted: job {plan.job_id}: {len(outcome.added):,} added, "
+            f"{len(outcome.existing):,} already there so far; running the same command again "
+            "adds only the rest",
+        )
+        raise
     return _report(plan, outcome, as_json)
 
 

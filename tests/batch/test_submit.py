@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -505,3 +506,50 @@ def test_an_endpoint_that_is_not_batch_is_78_in_one_line(tmp_path: Path) -> None
     (line,) = done.stderr.splitlines()
     assert url in line
     assert "did not answer as the Batch service does" in line
+
+
+def test_ctrl_c_says_what_was_added_and_a_rerun_adds_the_rest(
+    endpoint: BatchEndpoint, tmp_path: Path
+) -> None:
+    """SIGINT while the service throttles the 21st request: exit 130, a note of the 2,000
+    tasks added so far; the same command again adds exactly the other 1,000."""
+    endpoint.add_job("big")
+    endpoint.fail(Failure(429, times=10**6, suffix="/addtaskcollection", after=20, retry_after=1))
+    path = tasks_file(tmp_path, plain(3000))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_BATCH", "TASKKIT_"))}
+    base.update(AZURE_BATCH_ACCOUNT=ACCOUNT, AZURE_BATCH_ACCESS_KEY=KEY)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taskkit",
+            "batch",
+            "submit",
+            str(path),
+            "--job-id",
+            "big",
+            "--endpoint",
+            endpoint.url,
+            "--patience",
+            "5m",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=base,
+    )
+    deadline = time.monotonic() + 60
+    while sum(1 for r in endpoint.posted("/addtaskcollection") if r.status == 429) < 1:
+        assert time.monotonic() < deadline, "the throttled request never came"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: job big: 2,000 added" in err
+    assert "Traceback" not in err
+    endpoint.failures.clear()
+    again = submit(endpoint, path, "--job-id", "big", "--json")
+    assert again.returncode == 0, again.stderr
+    outcome = json.loads(again.stdout)
+    assert (len(outcome["added"]), len(outcome["existing"])) == (1000, 2000)
+    assert len(endpoint.task_ids("big")) == 3000
