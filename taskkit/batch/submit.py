@@ -26,6 +26,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,12 @@ from taskkit.exceptions import ConfigError, DataError, InputNotFound, TaskFailur
 from taskkit.runner.spec import BATCH_ID
 
 if TYPE_CHECKING:
-    from taskkit.batch.service import BatchService, JobFacts
+    from taskkit.batch.service import AddResult, BatchService, JobFacts
 
 __all__ = [
     "BODY_LIMIT",
     "COLLECTION_LIMIT",
+    "DEFAULT_JOBS",
     "Collection",
     "Submission",
     "Submitted",
@@ -54,6 +56,8 @@ COLLECTION_LIMIT = 100
 #: covers the SDK's serialisation of the same objects and the request's envelope.
 BODY_LIMIT = 900_000
 _ENVELOPE = len('{"value": []}')
+#: Add Task Collection requests in flight at once.
+DEFAULT_JOBS = 4
 
 
 @dataclass(frozen=True)
@@ -196,13 +200,15 @@ def submit(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     outcome: Submitted | None = None,
+    jobs: int = DEFAULT_JOBS,
 ) -> Submitted:
     """Carry out ``plan`` against ``service``; ``progress(outcome, total)`` after each request.
 
     Raises before any task is sent when the job is missing or cannot take the tasks; after
     that, a failure stops the run and is kept in :attr:`Submitted.stopped` with every task not
     yet sent in :attr:`Submitted.unsent`. Tasks Batch answers with a server error are sent
-    again, waiting as ``patience`` says, until it runs out. ``outcome`` (a fresh one by
+    again, waiting as ``patience`` says, until it runs out. ``jobs`` requests are in flight at
+    once (as the SDK's ``create_tasks(max_concurrency=...)`` does). ``outcome`` (a fresh one by
     default) is filled in as answers come, so a caller interrupted meanwhile knows what was
     added."""
     outcome = Submitted() if outcome is None else outcome
@@ -235,17 +241,69 @@ def submit(
         progress(outcome, len(plan.tasks))
         return outcome
     started = clock()
-    for round_ in itertools.count(1):
-        again: list[int] = []
-        batches = _collections(pending, plan.sizes, BODY_LIMIT)
-        for n, collection in enumerate(batches):
-            try:
-                results = service.add(plan.job_id, [plan.tasks[i] for i in collection.tasks])
-            except TaskFailure as exc:
-                outcome.stopped = exc
-                rest = [*again, *(i for c in batches[n:] for i in c.tasks)]
-                outcome.unsent = [str(plan.tasks[i]["id"]) for i in sorted(rest)]
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="taskkit-submit")
+    try:
+        for round_ in itertools.count(1):
+            again, stopped, unsent = _send_round(
+                plan, service, pool, jobs, pending, outcome, progress
+            )
+            if stopped is not None:
+                outcome.stopped = stopped
+                outcome.unsent = [str(plan.tasks[i]["id"]) for i in sorted([*again, *unsent])]
                 return outcome
+            if not again:
+                return outcome
+            pending = again
+            left = patience.seconds - (clock() - started)
+            if left <= 0:
+                break
+            sleep(min(patience.wait(round_ + 1), left))
+    finally:
+        # A round waits for its requests, so none is in flight here unless an exception (an
+        # interruption) cut the round short: then none is waited for.
+        pool.shutdown(wait=False, cancel_futures=True)
+    outcome.unsent = [str(plan.tasks[i]["id"]) for i in pending]
+    outcome.stopped = _server_errors(len(pending), patience)
+    return outcome
+
+
+def _send_round(
+    plan: Submission,
+    service: BatchService,
+    pool: ThreadPoolExecutor,
+    jobs: int,
+    pending: Sequence[int],
+    outcome: Submitted,
+    progress: Callable[[Submitted, int], None],
+) -> tuple[list[int], TaskFailure | None, list[int]]:
+    """Send ``pending`` in collections, ``jobs`` requests in flight; record each answer in
+    ``outcome`` as it comes. The tasks to send again (a server error for them), the failure
+    that stopped the round (no new request after it; those in flight are awaited), and the
+    tasks it left unsent."""
+    batches = iter(_collections(pending, plan.sizes, BODY_LIMIT))
+    flying: dict[Future[list[AddResult]], Collection] = {}
+    again: list[int] = []
+    unsent: list[int] = []
+    stopped: TaskFailure | None = None
+
+    def launch() -> None:
+        collection = next(batches, None)
+        if collection is not None:
+            tasks = [plan.tasks[i] for i in collection.tasks]
+            flying[pool.submit(service.add, plan.job_id, tasks)] = collection
+
+    for _ in range(jobs):
+        launch()
+    while flying:
+        done, _ = wait(flying, return_when=FIRST_COMPLETED)
+        for future in done:
+            collection = flying.pop(future)
+            try:
+                results = future.result()
+            except TaskFailure as exc:
+                stopped = stopped or exc
+                unsent += collection.tasks
+                continue
             for i, result in zip(collection.tasks, results, strict=True):
                 if result.status == "added":
                     outcome.added.append(result.task_id)
@@ -256,16 +314,11 @@ def submit(
                 else:
                     again.append(i)
             progress(outcome, len(plan.tasks))
-        if not again:
-            return outcome
-        pending = again
-        left = patience.seconds - (clock() - started)
-        if left <= 0:
-            break
-        sleep(min(patience.wait(round_ + 1), left))
-    outcome.unsent = [str(plan.tasks[i]["id"]) for i in pending]
-    outcome.stopped = _server_errors(len(pending), patience)
-    return outcome
+            if stopped is None:
+                launch()
+    if stopped is not None:
+        unsent += [i for collection in batches for i in collection.tasks]
+    return again, stopped, unsent
 
 
 def _server_errors(count: int, patience: Patience) -> TaskFailure:

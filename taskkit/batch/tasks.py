@@ -278,16 +278,16 @@ def _task(obj: Mapping[str, Any], where: str, service: bool) -> BatchTask:
     line = obj.get("commandLine")
     if not isinstance(line, str) or not line.strip():
         raise DataError(f"{where}: commandLine: a non-empty string is needed")
-    longest = _longest_word(line)
+    longest, unsplittable = _words_shape(line)
     if longest > MAX_ARGUMENT:
         raise DataError(
             f"{where}: commandLine: a word of {longest:,} characters; Linux passes at most "
             f"{MAX_ARGUMENT:,} in one argument"
         )
-    try:
-        argv = tuple(shlex.split(line))
-    except ValueError as exc:
-        raise DataError(f"{where}: commandLine: cannot be split into words: {exc}") from None
+    if unsplittable is not None:
+        raise DataError(f"{where}: commandLine: cannot be split into words: {unsplittable}")
+    # The words themselves only the emulator needs (it starts them); the service splits alike.
+    argv = () if service else tuple(shlex.split(line))
     slots = obj.get("requiredSlots", 1)
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise DataError(f"{where}: requiredSlots: a whole number of at least 1, not {slots!r}")
@@ -310,25 +310,40 @@ def _task(obj: Mapping[str, Any], where: str, service: bool) -> BatchTask:
     )
 
 
-def _longest_word(line: str) -> int:
-    """About the length of the longest word ``shlex.split`` would make of ``line``: quotes
-    join, unquoted blanks part (a bound checked before splitting, whose cost grows with the
-    square of a word's length)."""
+def _words_shape(line: str) -> tuple[int, str | None]:
+    """How ``shlex.split`` (POSIX) would take ``line``, in one pass: about the length of its
+    longest word, and why it cannot split it (an open quote, a last backslash) or None. A
+    bound checked before splitting, whose cost grows with the square of a word's length."""
     longest = current = 0
     quote = ""
-    for char in line:
-        if quote:
-            if char == quote:
+    chars = iter(line)
+    for char in chars:
+        if quote == "'":
+            if char == "'":
                 quote = ""
+            else:
+                current += 1
+        elif quote == '"':
+            if char == '"':
+                quote = ""
+            elif char == "\\":
+                following = next(chars, None)
+                if following is None:
+                    return max(longest, current), "No escaped character"
+                current += 1 if following in ('"', "\\") else 2
             else:
                 current += 1
         elif char in "'\"":
             quote = char
+        elif char == "\\":
+            if next(chars, None) is None:
+                return max(longest, current), "No escaped character"
+            current += 1
         elif char.isspace():
             longest, current = max(longest, current), 0
         else:
             current += 1
-    return max(longest, current)
+    return max(longest, current), ("No closing quotation" if quote else None)
 
 
 def _environment(value: object, where: str) -> dict[str, str]:

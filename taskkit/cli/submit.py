@@ -56,6 +56,15 @@ __all__ = ["submit_command"]
     show_default=True,
     help="How often a progress line is written while tasks are sent.",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    metavar="N",
+    help="Requests in flight at once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object.")
 def submit_command(
     tasks: str,
@@ -66,6 +75,7 @@ def submit_command(
     dry_run: bool,
     patience: str,
     progress_interval: str,
+    jobs: int,
     as_json: bool,
 ) -> int:
     """Add the tasks of TASKS (a file of task JSON, - for stdin) to job --job-id.
@@ -115,7 +125,14 @@ def submit_command(
     outcome = Submitted()
     try:
         with open_service(endpoint, patience=waiting) as service:
-            submit(plan, service, progress=_Progress(every), patience=waiting, outcome=outcome)
+            submit(
+                plan,
+                service,
+                progress=_Progress(every),
+                patience=waiting,
+                outcome=outcome,
+                jobs=jobs,
+            )
     except KeyboardInterrupt:
         _say(
             "note",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +84,11 @@ class BatchEndpoint:
         self._lock = threading.Lock()
         self._connections = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
+        #: Seconds each answer waits before it is sent (a network's round trip).
+        self.delay = 0.0
+        #: The most requests it was answering at once.
+        self.most_at_once = 0
+        self._at_once = 0
 
     @property
     def url(self) -> str:
@@ -300,6 +306,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the recorded requests are the log
 
     def _serve(self) -> None:
+        owner = self.owner
+        with owner._lock:
+            owner._at_once += 1
+            owner.most_at_once = max(owner.most_at_once, owner._at_once)
+        try:
+            if owner.delay:
+                time.sleep(owner.delay)
+            self._answer()
+        finally:
+            with owner._lock:
+                owner._at_once -= 1
+
+    def _answer(self) -> None:
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""

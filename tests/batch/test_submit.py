@@ -553,3 +553,18 @@ def test_ctrl_c_says_what_was_added_and_a_rerun_adds_the_rest(
     outcome = json.loads(again.stdout)
     assert (len(outcome["added"]), len(outcome["existing"])) == (1000, 2000)
     assert len(endpoint.task_ids("big")) == 3000
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_requests_in_flight_follow_jobs(endpoint: BatchEndpoint, tmp_path: Path, jobs: int) -> None:
+    """-j N: up to N collections are sent at once (the endpoint answers each after 50 ms), and
+    every task still arrives exactly once."""
+    endpoint.add_job("nightly")
+    endpoint.delay = 0.05
+    done = submit(
+        endpoint, tasks_file(tmp_path, plain(1000)), "--job-id", "nightly", "-j", str(jobs)
+    )
+    assert done.returncode == 0, done.stderr
+    assert endpoint.most_at_once == jobs
+    sent = [t["id"] for c in collections(endpoint) for t in c]
+    assert sorted(sent) == [f"t{i:05}" for i in range(1000)]

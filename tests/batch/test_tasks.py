@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from taskkit.batch.taskjson import task_json
 from taskkit.batch.tasks import ExitConditions, ExitOptions, parse_duration, read_tasks
@@ -217,3 +220,24 @@ def test_the_line_named_is_counted_across_many_objects() -> None:
     pretty = json.dumps({"id": "a", "commandLine": "true"}, indent=2)  # four lines
     with pytest.raises(DataError, match="line 6: task 3 is not a JSON object"):
         read_tasks(pretty + "\n" + ok % 2 + "7\n", "f")
+
+
+@hypothesis.settings(max_examples=3000, deadline=None)
+@hypothesis.given(
+    st.lists(st.sampled_from(["a", "é", " ", "\t", "\n", "'", '"', "\\", "x y"]), max_size=16)
+)
+def test_the_one_pass_check_of_a_command_line_agrees_with_shlex(parts: list[str]) -> None:
+    """What the service-side reading checks without splitting (the longest word, and whether
+    the line can be split at all) is what shlex.split (POSIX) finds."""
+    from taskkit.batch.tasks import _words_shape
+
+    line = "".join(parts)
+    longest, why = _words_shape(line)
+    try:
+        words: list[str] | None = shlex.split(line)
+        problem = None
+    except ValueError as exc:
+        words, problem = None, str(exc)
+    assert why == problem
+    if words is not None:
+        assert longest == max(map(len, words), default=0)
