@@ -249,3 +249,6 @@ if __name__ == "__main__":
     except StoryBroken as exc:
         print(f"demo: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; run it again to start afresh (everything is in .demo/)")
+        sys.exit(130)

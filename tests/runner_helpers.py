@@ -336,14 +336,12 @@ def interrupted_publish(
 
 def newest_checkpoint(checkpoint: Path) -> Path:
     """The slot of a task's checkpoint (``STATE/JOB/TASK/checkpoint``) holding its last complete
-    sync: the one whose manifest has the highest number."""
-    from taskkit.runner.checkpoint import SLOTS
+    sync: the one whose manifest has the highest number (the later attempt's on a tie)."""
     from taskkit.transfer.upload_plan import MANIFEST_NAME
 
     found = []
-    for slot in SLOTS:
-        manifest = checkpoint / slot / MANIFEST_NAME
-        if manifest.exists():
-            found.append((json.loads(manifest.read_bytes())["task"]["sync"], checkpoint / slot))
+    for manifest in checkpoint.glob(f"*/*/{MANIFEST_NAME}"):
+        task = json.loads(manifest.read_bytes())["task"]
+        found.append(((task["sync"], task.get("attempt", 0)), manifest.parent))
     assert found, f"no complete sync under {checkpoint}"
     return max(found)[1]

@@ -9,13 +9,18 @@ manifest written last, periodically while the command runs and once more when it
 retry on any node resumes from the last complete sync. A sync names the fingerprint of the
 work; a retry of different work starts with an empty directory.
 
-Syncs alternate between two slots under the checkpoint's prefix, ``a/`` and ``b/``, and each
-manifest carries the sync's number. An upload takes its destination's manifest away before it
-changes a file the manifest names, so a sync in progress (or one stopped half-way: a
-preemption, a lost node) leaves its own slot without a manifest, and never touches the other
-slot, which holds the previous complete sync. A restore takes the slot whose manifest has the
-highest number: always a complete sync, the last one that finished. (A checkpoint written
-before slots, a manifest at the prefix itself, counts as sync 0.)
+Each attempt syncs into a folder of its own under the checkpoint's prefix (``00003/`` for
+attempt 3), alternating between two slots there, ``a/`` and ``b/``; each manifest carries the
+sync's number, which goes on from the sync an attempt restored. An upload takes its
+destination's manifest away before it changes a file the manifest names, so a sync in
+progress (or one stopped half-way: a preemption, a lost node) leaves its own slot without a
+manifest and never touches another slot, which holds an earlier complete sync; and two copies
+of one task running at once (a node thought lost) never write into the same slot. A restore
+takes the manifest with the highest number (the later attempt's on a tie): always one complete
+sync, the last one that finished, never a mix. (A checkpoint written before slots, a manifest at
+the prefix itself, counts as sync 0.) The directory restored holds exactly that sync's files:
+files the sync does not name are removed, so leftovers of a killed attempt on the same node do
+not mix in.
 
 A checkpoint directory the user names is a subdirectory of the working directory: relative,
 without '..', not the working directory itself, and not leaving it through a link. Anything
@@ -46,7 +51,7 @@ from taskkit.transfer.upload_plan import MANIFEST_NAME
 __all__ = ["Checkpoint", "checkpoint_dir_problem", "confined", "restore"]
 
 _MUST = "must be a subdirectory of the working directory"
-#: Where syncs go in turn (see the module docstring); "" is the layout before slots.
+#: Where an attempt's syncs go in turn, below its own folder (see the module docstring).
 SLOTS = ("a/", "b/")
 _SYNC = "sync"  # the manifest's task entry numbering the syncs
 
@@ -91,7 +96,7 @@ def restore(
     the same content stay as they are (the stat-cache found in ``environ``). Through
     ``stores`` when given (left open), else through stores of its own. Silent: the caller
     says what the summary means."""
-    inputs = [Input(url, path) for url, path in files]
+    inputs = [Input(url, path, literal=True) for url, path in files]  # names, never globs
     return stage(
         inputs,
         workdir=directory,
@@ -133,21 +138,26 @@ class Checkpoint:
         self._every = Periodic(interval, self._periodic, "taskkit-checkpoint")
         self._given = stores
         self._own: Stores | None = None  # while the with-block lasts, without given stores
-        self._newest: tuple[int, str] | None = None  # the last complete sync: number, slot
+        self._newest: int | None = None  # the number of the last complete sync
+        attempt = self.task.get("attempt", 0)
+        self._folder = f"{attempt if isinstance(attempt, int) else 0:05d}/"  # this attempt's
+        self._turn = 0  # the index in SLOTS of the slot the next sync writes
+        self._passed = _OnceEach(warn)  # files a sync passes over, each said once
         self._synced: list[tuple[str, int, int, int, int]] | None = None  # what it held
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
 
     def restore(self, stores: Stores | None = None) -> int:
-        """Bring back the last complete sync of this work; the number of files it holds
-        (through ``stores`` when given, else the checkpoint's)."""
+        """Bring back the last complete sync of this work, and only it: the directory then
+        holds exactly its files. The number of files it holds (through ``stores`` when given,
+        else the checkpoint's)."""
         with self._through(stores) as through:
             os.makedirs(self.directory, exist_ok=True)
             newest = self._find(through)
             if newest is None:
                 return 0
-            (_, slot), manifest = newest
+            (_, _, slot), manifest = newest
             prefix = self.url + slot
             files = [(prefix + f.name, f.name) for f in manifest.files]
             error = restore(
@@ -156,57 +166,69 @@ class Checkpoint:
         if error is not None:
             raise error
         self.restored = len(files)
-        now = _snapshot(self.directory)
         names = {os.path.join(self.directory, name) for _, name in files}
-        if {entry[0] for entry in now} == names:  # the sync itself: nothing to send back
-            self._synced = now
+        for path, *_ in _snapshot(self.directory):
+            if path not in names:  # newer than the sync: a killed attempt's, on this node
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        self._synced = _snapshot(self.directory)  # the sync itself: nothing to send back
         return self.restored
 
-    def _find(self, stores: Stores) -> tuple[tuple[int, str], Manifest] | None:
-        """The last complete sync of this work (its number and slot) and its manifest; also
-        remembered, so that the next sync goes to the other slot."""
-        found: list[tuple[tuple[int, str], Manifest]] = []
-        for slot in ("", *SLOTS):
-            store, key = stores.open(self.url + slot + MANIFEST_NAME)
-            loaded = store.load(key)
-            if loaded is None:
+    def _find(self, stores: Stores) -> tuple[tuple[int, int, str], Manifest] | None:
+        """The last complete sync of this work (its number, attempt and slot) and its
+        manifest; also remembered, so that the next sync numbers on from it."""
+        store, key = stores.open(self.url)
+        base = key if not key or key.endswith("/") else key + "/"
+        found: list[tuple[tuple[int, int, str], Manifest]] = []
+        for entry in store.list(key):
+            slot = entry.key[len(base) :].removesuffix(MANIFEST_NAME)
+            named = entry.key.startswith(base) and entry.key.endswith(MANIFEST_NAME)
+            if not named or slot.count("/") > 2:
                 continue
-            manifest = Manifest.parse(loaded[0], store.url(key))
+            loaded = store.load(entry.key)
+            if loaded is None:  # gone since the listing: a sync began there
+                continue
+            manifest = Manifest.parse(loaded[0], store.url(entry.key))
             if manifest.task.get("fingerprint") != self.fingerprint:
                 continue
-            number = manifest.task.get(_SYNC, 0)
-            found.append(((number if isinstance(number, int) else 0, slot), manifest))
+            number, attempt = manifest.task.get(_SYNC, 0), manifest.task.get("attempt", 0)
+            ranked = (
+                number if isinstance(number, int) else 0,
+                attempt if isinstance(attempt, int) else 0,
+                slot,
+            )
+            found.append((ranked, manifest))
         if not found:
-            self._newest = (0, "")
+            self._newest = 0
             return None
         newest = max(found, key=lambda item: item[0])
-        self._newest = newest[0]
+        self._newest = newest[0][0]
         return newest
 
     def sync(self) -> None:
-        """Upload what changed since the last sync into the slot the last complete sync is
-        not in, and publish it there; a failure is a warning."""
+        """Upload what changed since the last sync into this attempt's slot that does not hold
+        its last complete sync, and publish it there; a failure is a warning."""
         with self._lock:
-            if not self.restored and not _has_files(self.directory):
+            if not self.restored and self._synced is None and not _has_files(self.directory):
                 return  # nothing was ever there: no manifest to write either
             now = _snapshot(self.directory)  # before the upload: a change during it shows next
             if now == self._synced:
-                return  # unchanged since this process's last complete sync
+                return  # unchanged since this process's last complete sync (or its restore)
             try:
                 with self._through() as stores:
                     if self._newest is None:
                         self._find(stores)
                     assert self._newest is not None
-                    number, slot = self._newest
-                    target = SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
+                    target = self._folder + SLOTS[self._turn]
                     summary = upload(
                         [Output("**", self.url + target)],
                         workdir=self.directory,
                         allow_empty=True,
-                        task={**self.task, _SYNC: number + 1},
+                        task={**self.task, _SYNC: self._newest + 1},
                         environ=self.environ,
                         stores=stores,
-                        observer=NullObserver(),  # its failure is the one warning below
+                        observer=self._passed,  # its failure is the one warning below
+                        pass_unsendable=True,  # one odd name must not stop every sync
                     )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")
@@ -215,7 +237,8 @@ class Checkpoint:
             if error is not None:
                 self.warn(f"cannot sync the checkpoint directory: {error}")
                 return
-            self._newest = (number + 1, target)
+            self._newest += 1
+            self._turn = 1 - self._turn  # the slot just written now holds the last sync
             self._synced = now
 
     def __enter__(self) -> Checkpoint:
@@ -247,6 +270,20 @@ class Checkpoint:
     def _periodic(self) -> None:
         with contextlib.suppress(Exception):  # sync() warns; nothing may end the thread
             self.sync()
+
+
+class _OnceEach(NullObserver):
+    """The warnings of a sync's upload (files it passes over: a name that cannot be published,
+    a link out), each said once for the checkpoint's life, however often it syncs."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
+        self._said: set[str] = set()
+
+    def warning(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self._warn(f"checkpoint directory: {text}")
 
 
 def _snapshot(directory: str) -> list[tuple[str, int, int, int, int]]:

@@ -88,10 +88,13 @@ _TOO_LONG = f"the path is longer than {_PATH_MAX - 256} bytes, too long for a lo
 
 
 class Input(NamedTuple):
-    """One ``SRC=DEST``: a remote file, a prefix ending in ``/``, or a glob, and where it goes."""
+    """One ``SRC=DEST``: a remote file, a prefix ending in ``/``, or a glob, and where it goes.
+    ``literal``: the source names one file, whatever characters its name holds (``*``, ``?``
+    and ``[`` are not wildcards): what taskkit restores from a manifest's names."""
 
     source: str
     dest: str
+    literal: bool = False
 
     @property
     def is_prefix(self) -> bool:
@@ -100,7 +103,7 @@ class Input(NamedTuple):
     @property
     def glob(self) -> tuple[str, str] | None:
         """The fixed prefix URL and the pattern below it of a glob source (:func:`split_glob`)."""
-        return split_glob(self.source)
+        return None if self.literal else split_glob(self.source)
 
 
 def split_glob(source: str) -> tuple[str, str] | None:

@@ -138,6 +138,7 @@ def upload(
     observer: Observer | None = None,
     fence: Callable[[], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    pass_unsendable: bool = False,
 ) -> Summary:
     """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
     publish each DEST with a manifest naming ``task`` (default: from the environment
@@ -149,7 +150,8 @@ def upload(
     a manifest that could not be changed. Failures of single files are in the summary
     (:meth:`Summary.exit_error`), not raised. ``fence`` is called before each manifest write
     or delete and may raise :class:`TaskFailure` to stop the publishing (see the module's
-    docstring).
+    docstring). With ``pass_unsendable``, a file whose name cannot be published is passed
+    over with a warning instead of failing the upload.
 
     Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
     then change nothing; without them the call opens its own, with those, and closes them.
@@ -165,6 +167,7 @@ def upload(
             allow_empty=allow_empty,
             record=not dry_run,
             jobs=jobs,
+            pass_unsendable=pass_unsendable,
         ),
         planned=planned,
         execute=telling.executing(

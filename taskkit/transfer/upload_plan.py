@@ -154,9 +154,12 @@ def plan(
     allow_empty: bool = False,
     record: bool = True,
     jobs: int | None = None,
+    pass_unsendable: bool = False,
 ) -> UploadPlan:
     """Expand every pattern, list every DEST once, and decide what each file needs. Reads
-    only, except that files hashed to decide are recorded in ``cache`` when ``record``."""
+    only, except that files hashed to decide are recorded in ``cache`` when ``record``. A file
+    whose name cannot be published (a control character, a backslash...) is a problem, or,
+    with ``pass_unsendable``, passed over (in :attr:`UploadPlan.passed`, said as a warning)."""
     root = Path(os.path.realpath(workdir))
     if not root.is_dir():
         raise UsageError(f"working directory {str(workdir)!r} is not a directory")
@@ -202,7 +205,17 @@ def plan(
     publications = []
     for dest, store, prefix, matches in places.values():
         try:
-            publication, bad = _publication(dest, store, prefix, matches, root, cache, record, jobs)
+            publication, bad = _publication(
+                dest,
+                store,
+                prefix,
+                matches,
+                root,
+                cache,
+                record,
+                jobs,
+                skipped if pass_unsendable else None,
+            )
         except TaskFailure as exc:
             problems.append(Problem(dest, exc))
             continue
@@ -252,6 +265,7 @@ def _publication(
     cache: StatCache | None,
     record: bool,
     jobs: int | None,
+    unsendable: list[Skipped] | None = None,
 ) -> tuple[Publication, list[Problem]]:
     try:
         listed = {f.key: f for f in store.list(prefix)}
@@ -266,6 +280,9 @@ def _publication(
         local = _shown(root, below, match.where)
         clash = named.get(match.name)
         problem = _name_problem(match.name, checked)
+        if problem is not None and unsendable is not None:
+            unsendable.append(Skipped(local, f"its name cannot be published: {problem}"))
+            continue
         if problem is None and clash is not None and clash[0].where != match.where:
             problem = f"{clash[1]!r} goes to the same name"
         if problem is not None:

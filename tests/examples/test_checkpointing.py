@@ -144,11 +144,9 @@ def test_the_store_holds_the_last_checkpoint_and_the_journal_both_attempts(run: 
     """The checkpoint lives in the journal (STATE/JOB/TASK/checkpoint/), synced a last time when
     the command ended; the journal names the preempted attempt interrupted."""
     task = run.dir / ".taskkit-local" / "state" / "local" / "train"
-    slots = [task / "checkpoint" / slot for slot in ("a", "b")]
     manifests = {
-        slot: json.loads((slot / "_taskkit_manifest.json").read_text())
-        for slot in slots
-        if (slot / "_taskkit_manifest.json").exists()
+        found.parent: json.loads(found.read_text())
+        for found in (task / "checkpoint").glob("*/*/_taskkit_manifest.json")
     }
     newest = max(manifests, key=lambda slot: manifests[slot]["task"]["sync"])
     assert [f["name"] for f in manifests[newest]["files"]] == ["state.json"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from store_counts import counting_stores
 
-from taskkit.runner.checkpoint import SLOTS, Checkpoint, restore
+from taskkit.runner.checkpoint import Checkpoint, restore
 from taskkit.storage.stores import Stores
 from taskkit.testing.faults import Fault, FaultyStore
 from taskkit.transfer.manifest import Manifest
@@ -68,10 +68,9 @@ def _contents(directory: Path) -> dict[str, bytes]:
 def _published(remote: Path) -> Path:
     """The slot of the last complete sync: the one whose manifest has the highest number."""
     found = []
-    for slot in SLOTS:
-        manifest = remote / slot / MANIFEST_NAME
-        if manifest.exists():
-            found.append((json.loads(manifest.read_bytes())["task"]["sync"], remote / slot))
+    for manifest in remote.glob(f"*/*/{MANIFEST_NAME}"):
+        task = json.loads(manifest.read_bytes())["task"]
+        found.append(((task["sync"], task.get("attempt", 0)), manifest.parent))
     assert found, f"no manifest under {remote}"
     return max(found)[1]
 
@@ -261,7 +260,7 @@ def test_a_sync_to_a_read_only_store_only_warns(tmp_path: Path, remote: Path) ->
         remote.chmod(stat.S_IRWXU)
     assert len(warnings) == 1
     assert warnings[0].startswith("cannot sync the checkpoint directory")
-    assert not any((remote / slot / MANIFEST_NAME).exists() for slot in SLOTS)
+    assert not list(remote.glob(f"**/{MANIFEST_NAME}"))
 
 
 def test_a_sync_to_an_unwritable_store_only_warns(tmp_path: Path) -> None:
@@ -346,7 +345,9 @@ def test_a_sync_stopped_half_way_keeps_the_last_complete_one(tmp_path: Path, rem
     dest = f"file://{remote}/"
     with Stores() as plain:
         inner, _ = plain.open(dest)
-        stuck = Fault.sometimes("*", probability=1.0, kind="precondition", key=f"{remote}/b/sub")
+        stuck = Fault.sometimes(
+            "*", probability=1.0, kind="precondition", key=f"{remote}/00001/b/sub"
+        )
         faulty = FaultyStore(inner, [stuck])
         with Stores(mounts={dest: faulty}) as stores:
             warnings: list[str] = []
@@ -365,3 +366,102 @@ def test_a_sync_stopped_half_way_keeps_the_last_complete_one(tmp_path: Path, rem
     latest = tmp_path / "latest"
     assert _checkpoint(latest, remote).restore() == 2
     assert _contents(latest) == _contents(local)
+
+
+def _attempt(directory: Path, remote: Path, attempt: int) -> Checkpoint:
+    return Checkpoint(
+        str(directory),
+        f"file://{remote}/",
+        FP,
+        task={**TASK, "attempt": attempt},
+        interval=3600.0,
+        warn=[].append,
+    )
+
+
+def test_names_that_look_like_globs_come_back_as_they_are(tmp_path: Path, remote: Path) -> None:
+    """Files named with ?, * and [ ] are restored under their own names, not matched as
+    patterns (which would make folders of them, or miss them)."""
+    local = tmp_path / "ckpt"
+    local.mkdir()
+    names = ["q?.txt", "star*.txt", "glob[1].txt", "sub/[x].bin"]
+    for name in names:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_text(name)
+    _checkpoint(local, remote).sync()
+    again = tmp_path / "again"
+    assert _checkpoint(again, remote).restore() == len(names)
+    assert _contents(again) == {name: name.encode() for name in sorted(names)}
+
+
+def test_a_restore_leaves_exactly_the_sync(tmp_path: Path, remote: Path) -> None:
+    """A retry on the same node finds files the killed attempt wrote after its last sync: the
+    restore removes them, so the directory is the sync, not a mix of two states."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    _checkpoint(local, remote).sync()
+    synced = _contents(local)
+    (local / "shard-9").write_text("written after the last sync")
+    (local / "sub" / "step.txt").write_text("epoch 9\n")
+    assert _attempt(local, remote, 2).restore() == 2
+    assert _contents(local) == synced
+
+
+def test_removing_every_file_is_synced_too(tmp_path: Path, remote: Path) -> None:
+    """After a sync, a program that deletes all its checkpoint files is synced as empty: a
+    retry does not get the deleted files back."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    checkpoint = _checkpoint(local, remote)
+    checkpoint.sync()
+    for path in (local / "model.bin", local / "sub" / "step.txt"):
+        path.unlink()
+    checkpoint.sync()
+    again = tmp_path / "again"
+    assert _checkpoint(again, remote).restore() == 0
+    assert _contents(again) == {}
+
+
+def test_two_attempts_at_once_never_share_a_slot(tmp_path: Path, remote: Path) -> None:
+    """Two copies of one task syncing at once (a node thought lost still runs) write into
+    their own attempts' slots: each sync stays whole, and a restore gets the one with the
+    highest number (the later attempt's on a tie), never a mix."""
+    first, second = tmp_path / "one", tmp_path / "two"
+    one, two = _attempt(first, remote, 1), _attempt(second, remote, 2)
+    assert one.restore() == two.restore() == 0
+    (first / "state").write_text("one, step 1")
+    (second / "state").write_text("two, step 1")
+    one.sync()
+    two.sync()  # both are sync 1: the later attempt's wins the tie
+    assert (_published(remote) / "state").read_text() == "two, step 1"
+    (first / "state").write_text("one, step 2")
+    (first / "extra").write_text("one's only")
+    one.sync()  # sync 2
+    again = tmp_path / "again"
+    assert _attempt(again, remote, 3).restore() == 2
+    assert _contents(again) == {"extra": b"one's only", "state": b"one, step 2"}
+    assert sorted(p.parent.parent.name for p in remote.glob(f"*/*/{MANIFEST_NAME}")) == [
+        "00001",
+        "00001",
+        "00002",
+    ]
+
+
+def test_a_name_that_cannot_be_published_is_passed_over_once_said(
+    tmp_path: Path, remote: Path
+) -> None:
+    """A checkpoint file whose name holds a newline cannot be published: it is left out with
+    one warning (not one a sync), and every other file is still synced."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    (local / "new\nline.txt").write_text("odd")
+    warnings: list[str] = []
+    checkpoint = _checkpoint(local, remote, warnings=warnings)
+    checkpoint.sync()
+    (local / "model.bin").write_bytes(b"newer")
+    checkpoint.sync()
+    assert len(warnings) == 1
+    assert "its name cannot be published" in warnings[0]
+    again = tmp_path / "again"
+    assert _checkpoint(again, remote).restore() == 2
+    assert _contents(again) == {"model.bin": b"newer", "sub/step.txt": b"epoch 3\n"}

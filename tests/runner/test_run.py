@@ -229,7 +229,7 @@ def test_kill_9_leaves_an_interrupted_attempt_and_finished_steps_stay_done(task:
         lambda: stdout.exists() and "streamed before the kill" in stdout.read_text(),
         "the stdout of attempt 1 to reach the store",
     )
-    synced = task.journal / "checkpoint" / "a" / MANIFEST_NAME  # the first sync's slot
+    synced = task.journal / "checkpoint" / "00001" / "a" / MANIFEST_NAME  # attempt 1's first sync
     wait_for(synced.exists, "the checkpoint directory to be synced")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()

@@ -78,7 +78,7 @@ def test_one_attempt_opens_one_stores_for_everything(
     source.parent.mkdir()
     source.write_text("input\n")
     results, steps = task.root / "results", task.root / "steps"
-    synced = task.journal / "checkpoint" / "a" / MANIFEST_NAME  # the first sync's slot
+    synced = task.journal / "checkpoint" / "00001" / "a" / MANIFEST_NAME  # attempt 1's first sync
     args = task.args(
         _command(task, synced, steps),
         *("-i", f"file://{source}=in.txt", "-o", f"out.txt=file://{results}/"),
