@@ -1631,6 +1631,35 @@ CASES: list[Case] = [
         hidden=(FAKE_SIG,),
     ),
     case(
+        "fanout-call-column-like-an-option",
+        "batch tasks",
+        "batch tasks --template t.json --params p.csv",
+        65,
+        ("--help", "Python name"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit call m:f'"}""",
+            "p.csv": "--help,val\n-rf /,1\n",
+        },
+    ),
+    case(
+        "fanout-jsonl-lone-surrogate",
+        "batch tasks",
+        "batch tasks --template t.json --params p.jsonl",
+        65,
+        ("name", "Unicode"),
+        files={
+            "t.json": """{"id":"t","commandLine":"/bin/sh -c 'exec taskkit run -- e {name}'"}""",
+            "p.jsonl": '{"name": "\\ud800"}\n',
+        },
+    ),
+    case(
+        "report-o-empty",
+        "report",
+        "report --state file://{root}/state --job-id j -o ''",
+        74,
+        "-o",
+    ),
+    case(
         "fanout-bad-retention-time",
         "batch tasks",
         "batch tasks --template t.json --shards 3 --retention-time forever",

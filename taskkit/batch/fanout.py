@@ -519,7 +519,7 @@ def _call_words(template: Template, params: Params) -> list[_Pattern]:
     words: list[_Pattern] = []
     for name in params.columns:
         parameter = name.replace("-", "_")
-        if not parameter.isidentifier():
+        if name.startswith("-") or not parameter.isidentifier():  # '--help=...': an option
             raise DataError(
                 f"{params.path}: column {name!r} cannot be a NAME=VALUE word of taskkit call "
                 "(NAME must be a Python name): rename it, or write the words in the template"

@@ -18,6 +18,7 @@ import datetime
 import html
 import json
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def render(timeline: Timeline) -> str:
 def check_target(path: str) -> None:
     """Refuse, before anything is read, a page that could not be written at ``path``: its
     folder missing or not a folder, or ``path`` a directory (local I/O, 74)."""
+    if not path:
+        raise IOFailure("-o '': no file named", path=path)
     target = Path(path).expanduser()
     folder = target.parent
     if target.is_dir():
@@ -110,10 +113,22 @@ def check_target(path: str) -> None:
 
 
 def write_report(page: str, path: str) -> int:
-    """Write ``page`` at ``path`` whole or not at all; its size in bytes."""
+    """Write ``page`` at ``path`` whole or not at all; its size in bytes. A device or a FIFO
+    there (``/dev/null``, a pipe) is written into, never replaced by a file."""
     check_target(path)
     target = Path(path).expanduser()
     data = page.encode("utf-8")
+    try:
+        special = not stat.S_ISREG(target.stat().st_mode)
+    except OSError:  # nothing there yet (or nothing to learn): the file is made aside
+        special = False
+    if special:  # a device or a FIFO: write through it, no rename over it
+        try:
+            with open(target, "wb") as file:
+                file.write(data)
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot write the report {path!r}") from exc
+        return len(data)
     aside = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         try:
@@ -121,6 +136,7 @@ def write_report(page: str, path: str) -> int:
                 file.write(data)
             os.replace(aside, target)
         except OSError as exc:
+            exc.filename = str(target)  # the target named, not the file set aside
             raise from_os_error(exc, "cannot write the report") from exc
     finally:
         with contextlib.suppress(OSError):
@@ -306,9 +322,12 @@ _SCRIPT = r"""
   var svg = el("svg", {width: width, height: height, id: "timeline"});
   var steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
                43200, 86400];
-  var step = steps[steps.length - 1];
+  var step = 0;
   for (var s = 0; s < steps.length; s++) {
     if (span / 1000 / steps[s] <= 10) { step = steps[s]; break; }
+  }
+  if (!step) {  // beyond 10 days (a clock far off, say): whole days, never more than 10 ticks
+    step = 86400 * Math.ceil(span / 1000 / 86400 / 10);
   }
   function clock(sec) {
     if (step < 60) return sec + " s";

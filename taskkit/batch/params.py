@@ -213,5 +213,9 @@ def _json_row(path: str, number: int, text: str, columns: tuple[str, ...]) -> tu
 def _check_value(path: str, line: int, name: str, value: str) -> None:
     if "\0" in value:
         raise DataError(f"{path}: line {line}: {name!r} holds a NUL character, which no argv can")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no text a program gets
+        raise DataError(f"{path}: line {line}: {name!r} is not valid Unicode") from None
     if len(value) > MAX_VALUE:
         raise DataError(f"{path}: line {line}: {name!r} is longer than {MAX_VALUE} characters")

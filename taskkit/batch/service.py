@@ -321,21 +321,27 @@ def _untrusted(exc: BaseException) -> bool:
 
 
 def _shards(command_line: str) -> tuple[str, ...]:
-    """The ``--task-id`` values of a command line, inside its ``sh -c`` line too: the shards of
-    a grouped task."""
+    """The ``--task-id`` options of each ``taskkit run`` in a command line (inside its
+    ``sh -c`` line too), never an argument of the command it runs: the journals a task
+    (a grouped one: several) keeps its work in."""
     import shlex
 
-    found: list[str] = []
     try:
         words = shlex.split(command_line)
     except ValueError:
         return ()
+    found: list[str] = []
+    options = False  # between `taskkit run` and its `--`
     for i, word in enumerate(words):
-        if word == "-c" and i + 1 < len(words) and "--task-id" in words[i + 1]:
+        if word == "-c" and i + 1 < len(words) and not options:
             found += _shards(words[i + 1])
-        elif word == "--task-id" and i + 1 < len(words):
+        elif word == "run" and i and os.path.basename(words[i - 1]) == "taskkit":
+            options = True
+        elif word in ("--", "&&", "||", ";"):
+            options = False
+        elif options and word == "--task-id" and i + 1 < len(words):
             found.append(words[i + 1])
-        elif word.startswith("--task-id="):
+        elif options and word.startswith("--task-id="):
             found.append(word.split("=", 1)[1])
     return tuple(dict.fromkeys(found))
 

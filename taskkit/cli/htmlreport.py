@@ -56,7 +56,7 @@ def report_command(state: str, job_id: str, output: str | None, jobs: int | None
         check_setting("job_id", job_id)
     except ValueError as exc:
         raise UsageError(f"--job-id: {exc}") from None
-    target = output or f"report-{job_id}.html"
+    target = f"report-{job_id}.html" if output is None else output
     write_page(state, job_id, target, jobs=jobs)
     return EX_OK
 

@@ -335,9 +335,9 @@ def _table(rows: list[dict[str, Any]]) -> None:
     click.echo(f"{'TASK':<24} {'OUTCOME':<11} {'ATTEMPTS':>8} {'EXIT':>5}  REASON")
     for row in rows:
         code = "" if row["exit_code"] is None else str(row["exit_code"])
+        attempts = "" if row["attempts"] is None else str(row["attempts"])
         click.echo(
-            f"{row['task']:<24} {row['outcome']:<11} {row['attempts']:>8} {code:>5}  "
-            f"{row['reason']}"
+            f"{row['task']:<24} {row['outcome']:<11} {attempts:>8} {code:>5}  {row['reason']}"
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskkit.exceptions import InputNotFound, UsageError
+from taskkit.exceptions import DataError, InputNotFound, UsageError
 from taskkit.redaction import redact
 from taskkit.runner.journal import Attempt, AttemptState, Journal, Outcome
 from taskkit.storage.stores import Stores
@@ -100,14 +100,28 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
     _check_state(state)
     _check_id("--job-id", job_id)
-    rows = []
+    rows: list[dict[str, Any]] = []
     tasks = Journal.tasks(stores, state, job_id)
     if not tasks:
         raise InputNotFound(f"no task of job {job_id} has a journal under {redact(state)}")
     for task_id in tasks:
         journal = Journal.open(stores, state, job_id, task_id)
-        found = journal.outcome()
-        attempts = journal.attempts()
+        try:
+            found = journal.outcome()
+            attempts = journal.attempts()
+        except DataError as exc:  # one damaged record: that task's row says so, not the table
+            rows.append(
+                {
+                    "task": task_id,
+                    "outcome": "unreadable",
+                    "attempts": None,
+                    "interrupted": None,
+                    "exit_code": None,
+                    "reason": str(exc),
+                    "logs": None,
+                }
+            )
+            continue
         latest = attempts[-1] if attempts else None
         outcome = found[0] if found is not None else None
         reason = ""

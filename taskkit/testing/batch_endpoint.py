@@ -275,7 +275,7 @@ class BatchEndpoint:
 def _listed(task: dict[str, Any]) -> dict[str, Any]:
     """A task as List Tasks shows it: what was added, in the state set for it (``active``)."""
     shown = {"id": task["id"], "state": task.get("state", "active")}
-    for name in ("executionInfo", "nodeInfo"):
+    for name in ("commandLine", "executionInfo", "nodeInfo"):
         if name in task:
             shown[name] = task[name]
     return shown

@@ -203,3 +203,57 @@ def test_a_grouped_task_stands_for_its_shards() -> None:
         ("w-0", "w-g0", "running", "success"),
         ("w-1", "w-g0", "running", None),
     ]
+
+
+def test_a_task_id_the_command_takes_is_no_shard() -> None:
+    """Only the --task-id options of taskkit run name journals; the same option in the
+    command it runs (after --) is the command's own."""
+    from taskkit.batch.service import _shards
+
+    line = "/bin/sh -c 'exec taskkit run --state x -- python3 argv.py --task-id alpha'"
+    assert _shards(line) == ()
+    assert _shards("/bin/sh -c 'exec /opt/tk/bin/taskkit run --task-id=q -- x'") == ("q",)
+
+
+def test_batch_unreachable_shows_the_journal_alone_and_exits_75(journals: str) -> None:
+    """Batch cannot be reached within --patience: a warning, the journal's rows, exit 75."""
+    done = taskkit(
+        "batch", "status", "--job-id", "J", "--state", journals,
+        "--endpoint", "http://127.0.0.1:9", "--patience", "1s",
+    )  # fmt: skip
+    assert done.returncode == 75, done.stderr
+    assert [ln.split()[0] for ln in done.stdout.splitlines()[1:]] == ["a", "b", "d"]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("taskkit: warning: ")
+    assert "the journal alone" in line
+
+
+def test_a_job_batch_no_longer_has_shows_its_journal(
+    journals: str, endpoint: BatchEndpoint
+) -> None:
+    """Batch has no such job (deleted), the journal has: its rows and a warning, exit 0."""
+    done = taskkit(
+        "batch", "status", "--job-id", "J", "--state", journals, "--endpoint", endpoint.url
+    )
+    assert done.returncode == 0
+    endpoint.jobs.clear()
+    gone = taskkit(
+        "batch", "status", "--job-id", "J", "--state", journals, "--endpoint", endpoint.url
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert "Batch has no job 'J'" in gone.stderr
+    assert [ln.split()[0] for ln in gone.stdout.splitlines()[1:]] == ["a", "b", "d"]
+
+
+def test_a_damaged_record_is_one_row_not_the_whole_table(journals: str) -> None:
+    """One task's attempt record cut short: that task's row says so (unreadable), every other
+    row is there, exit 0."""
+    root = Path(journals.removeprefix("file://")) / "J" / "b" / "attempts"
+    record = sorted(root.iterdir())[0]
+    record.write_text(record.read_text()[:20])
+    done = taskkit("batch", "status", "--job-id", "J", "--state", journals, "--endpoint", "")
+    assert done.returncode == 0, done.stderr
+    rows = {ln.split()[0]: ln for ln in done.stdout.splitlines()[1:]}
+    assert list(rows) == ["a", "b", "d"]
+    assert "unreadable" in rows["b"]
+    assert "damaged" in rows["b"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 from html.parser import HTMLParser
@@ -296,3 +298,31 @@ def test_a_memory_journal_makes_the_same_page(tmp_path: Path, stores: Stores) ->
     assert [(b.task, b.attempt, b.kind, b.row) for b in one.bars] == [
         (b.task, b.attempt, b.kind, b.row) for b in two.bars
     ]
+
+
+def test_a_clock_far_off_still_draws_a_few_ticks(job: FakeJob, tmp_path: Path) -> None:
+    """One attempt stamped thousands of years later (a node's clock gone wrong): the page
+    still draws, with at most a handful of ticks on its time axis, not one a day."""
+    job.attempt("now", 1, start=0, end=1)
+    job.outcome("now", "success", 1)
+    job.attempt("future", 1, start=250_000_000_000, end=250_000_000_001)
+    job.outcome("future", "success", 1)
+    dom = drawn(_page(tmp_path, read_timeline(job.stores, job.state, job.job)))
+    assert len(dom.having("rect", "bar")) == 2
+    assert 1 <= len(dom.having("line", "tick")) <= 11
+
+
+def test_a_device_or_fifo_is_written_through_never_replaced(tmp_path: Path) -> None:
+    """-o /dev/null or a FIFO: the page goes through it; the device or the FIFO stays what it
+    was (a rename over it would put a file in its place)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert write_report("<p>page</p>", str(fifo)) == len(b"<p>page</p>")
+    reader.join(timeout=30)
+    assert received == [b"<p>page</p>"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    write_report("<p>page</p>", os.devnull)
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
