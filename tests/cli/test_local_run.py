@@ -154,7 +154,10 @@ def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> 
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: len(list(pids.iterdir())) == 4, "both tasks and their children")
+        wait_for(  # written, not just created: `echo $$ > f` makes f empty first
+            lambda: sum(1 for f in pids.iterdir() if f.read_text().strip()) == 4,
+            "both tasks and their children",
+        )
         started = {int(f.read_text()): _started(int(f.read_text())) for f in pids.iterdir()}
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
