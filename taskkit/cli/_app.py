@@ -114,6 +114,33 @@ class _Group(LazyGroup):
             raise _PipeClosed from exc
 
 
+if TYPE_CHECKING:  # generic from click 8.2 on; 8.1's is not subscriptable
+    _FloatParam = click.ParamType[float]
+else:
+    _FloatParam = click.ParamType
+
+
+class Duration(_FloatParam):
+    """A duration option (``90s``, ``5m``, ``2h30m``, ``1d``) as seconds; a value that is none
+    is a usage error (64) naming the option."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from taskkit.runner.spec import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: The one :class:`Duration` the options share.
+DURATION = Duration()
+
+
 def jobs_option(text: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
     """``-j/--jobs N``, with a help text of its command's own."""
     return click.option(

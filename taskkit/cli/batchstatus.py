@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskkit.cli._app import CONTEXT
+from taskkit.cli._app import CONTEXT, DURATION
 from taskkit.cli.batch import batch_group
 from taskkit.cli.report import echo as _echo
 from taskkit.cli.report import say as _say
@@ -28,6 +28,7 @@ __all__ = ["batch_status_command"]
 )
 @click.option(
     "--patience",
+    type=DURATION,
     metavar="DURATION",
     default="1m",
     show_default=True,
@@ -36,7 +37,7 @@ __all__ = ["batch_status_command"]
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def batch_status_command(
-    job_id: str, state: str | None, endpoint: str | None, patience: str, as_json: bool
+    job_id: str, state: str | None, endpoint: str | None, patience: float, as_json: bool
 ) -> int:
     """Show each task of a job: Batch's state, exit code, retries and node beside taskkit's
     outcome, attempts, interruptions and reason from the journal.
@@ -59,12 +60,7 @@ def batch_status_command(
         check_setting("job_id", job_id)
     except ValueError as exc:
         raise UsageError(f"--job-id: {exc}") from None
-    from taskkit.runner.spec import parse_duration
-
-    try:
-        waiting = parse_duration(patience)
-    except ValueError as exc:
-        raise UsageError(f"--patience: {exc}") from None
+    waiting = patience
     state = state if state is not None else os.environ.get("TASKKIT_STATE")
     endpoint = endpoint if endpoint is not None else os.environ.get("AZURE_BATCH_ENDPOINT")
     state, endpoint = state or None, endpoint or None  # '' is none

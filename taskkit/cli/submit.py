@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskkit.cli._app import CONTEXT
+from taskkit.cli._app import CONTEXT, DURATION
 from taskkit.cli.batch import batch_group
 from taskkit.cli.report import echo as _echo
 from taskkit.cli.report import say as _say
-from taskkit.exceptions import EX_OK, DataError, UsageError
+from taskkit.exceptions import EX_OK, DataError
 
 if TYPE_CHECKING:
     from taskkit.batch.submit import Submission, Submitted
@@ -43,6 +43,7 @@ __all__ = ["submit_command"]
 )
 @click.option(
     "--patience",
+    type=DURATION,
     metavar="DURATION",
     default="7m",
     show_default=True,
@@ -51,6 +52,7 @@ __all__ = ["submit_command"]
 )
 @click.option(
     "--progress-interval",
+    type=DURATION,
     metavar="DURATION",
     default="2s",
     show_default=True,
@@ -73,8 +75,8 @@ def submit_command(
     create_job: bool,
     endpoint: str | None,
     dry_run: bool,
-    patience: str,
-    progress_interval: str,
+    patience: float,
+    progress_interval: float,
     jobs: int,
     as_json: bool,
 ) -> int:
@@ -102,16 +104,8 @@ def submit_command(
     from taskkit.batch.service import Patience, open_service
     from taskkit.batch.submit import Submitted, plan_submission, submit
     from taskkit.cli.local import read_task_file
-    from taskkit.runner.spec import parse_duration
 
-    try:
-        waiting = Patience.lasting(parse_duration(patience))
-    except ValueError as exc:
-        raise UsageError(f"--patience: {exc}") from None
-    try:
-        every = parse_duration(progress_interval)
-    except ValueError as exc:
-        raise UsageError(f"--progress-interval: {exc}") from None
+    waiting, every = Patience.lasting(patience), progress_interval
     text, source = read_task_file(tasks, "batch submit")
     plan = plan_submission(text, source, job_id=job_id, pool_id=pool_id, create_job=create_job)
     if dry_run:
