@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from taskkit.batch.service import PATIENT, Patience
+from taskkit.batch.patience import PATIENT, Patience
 from taskkit.batch.taskjson import ACTING_JOB
 from taskkit.batch.tasks import read_tasks
 from taskkit.exceptions import ConfigError, DataError, InputNotFound, TaskFailure, UsageError

@@ -87,7 +87,8 @@ def _batch(
 ) -> tuple[list[TaskFacts] | None, int]:
     """Batch's side, and the exit code; when it cannot be had and the journal has rows, a
     warning and none (the journal is shown alone)."""
-    from taskkit.batch.service import Patience, open_service
+    from taskkit.batch.patience import Patience
+    from taskkit.batch.service import open_service
 
     try:
         with open_service(endpoint, patience=Patience.lasting(patience)) as service:

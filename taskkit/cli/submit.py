@@ -101,7 +101,8 @@ def submit_command(
       taskkit batch submit tasks.json --job-id nightly
       taskkit batch submit tasks.json --job-id run-7 --create-job --pool-id spot-d4
     """
-    from taskkit.batch.service import Patience, open_service
+    from taskkit.batch.patience import Patience
+    from taskkit.batch.service import open_service
     from taskkit.batch.submit import Submitted, plan_submission, submit
     from taskkit.cli.local import read_task_file
 
