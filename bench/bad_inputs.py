@@ -577,6 +577,14 @@ CASES: list[Case] = [
         "--checkpoint-dir",
     ),
     case(
+        "run-input-into-the-checkpoint-dir",
+        "run",
+        f"run {STATE} --checkpoint-dir ck -i file://{{root}}/src/a.txt=ck/a.txt -- true",
+        200,
+        ("ck/a.txt", "checkpoint directory"),
+        files=SRC,
+    ),
+    case(
         "run-http-state",
         "run",
         "run --state https://h/x --job-id j --task-id t -- true",

@@ -155,23 +155,25 @@ class Checkpoint:
         with self._through(stores) as through:
             os.makedirs(self.directory, exist_ok=True)
             newest = self._find(through)
-            if newest is None:
-                return 0
-            (_, _, slot), manifest = newest
-            prefix = self.url + slot
-            files = [(prefix + f.name, f.name) for f in manifest.files]
-            error = restore(
-                files, self.directory, stores=through, environ=self.environ
-            ).exit_error()
-        if error is not None:
-            raise error
+            files: list[tuple[str, str]] = []
+            if newest is not None:
+                (_, _, slot), manifest = newest
+                files = [(self.url + slot + f.name, f.name) for f in manifest.files]
+                error = restore(
+                    files, self.directory, stores=through, environ=self.environ
+                ).exit_error()
+                if error is not None:
+                    raise error
         self.restored = len(files)
+        # The directory is the sync and nothing else: what a killed attempt wrote after it on
+        # this node, or another work's files (none restored), would mix in.
         names = {os.path.join(self.directory, name) for _, name in files}
         for path, *_ in _snapshot(self.directory):
-            if path not in names:  # newer than the sync: a killed attempt's, on this node
+            if path not in names:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
-        self._synced = _snapshot(self.directory)  # the sync itself: nothing to send back
+        if files:
+            self._synced = _snapshot(self.directory)  # the sync itself: nothing to send back
         return self.restored
 
     def _find(self, stores: Stores) -> tuple[tuple[int, int, str], Manifest] | None:
@@ -228,7 +230,7 @@ class Checkpoint:
                         environ=self.environ,
                         stores=stores,
                         observer=self._passed,  # its failure is the one warning below
-                        pass_unsendable=True,  # one odd name must not stop every sync
+                        leave_out=True,  # an odd name, a file mid-write: not every sync
                     )
             except TaskFailure as exc:
                 self.warn(f"cannot sync the checkpoint directory: {exc}")

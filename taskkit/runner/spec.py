@@ -221,6 +221,24 @@ class RunSpec(BaseModel):
             spec._given[name] = tuple(map(_text, items))
         return spec
 
+    @model_validator(mode="after")
+    def _inputs_outside_the_checkpoint(self) -> RunSpec:
+        """The checkpoint directory holds what taskkit restores into it and nothing else (an
+        attempt starts by making it the last sync, or empty): an input staged into it would
+        be removed before the command saw it."""
+        if self.checkpoint_dir is None:
+            return self
+        folder = os.path.normpath(self.checkpoint_dir).split(os.sep)
+        for given in self.inputs:
+            dest = os.path.normpath(given.dest).split(os.sep) if given.dest else []
+            if dest[: len(folder)] == folder:
+                raise ValueError(
+                    f"input {given.source}={given.dest}: its destination is inside the "
+                    f"checkpoint directory {self.checkpoint_dir!r}, which holds only the "
+                    "restored checkpoint; stage it elsewhere"
+                )
+        return self
+
     @field_serializer("inputs", "outputs")
     def _as_given(
         self, value: tuple[Input | Output, ...], info: FieldSerializationInfo
@@ -395,6 +413,8 @@ def _first_error(exc: ValidationError, source: str, key_of: Mapping[str, str]) -
         return ConfigError(f"{source}: unknown setting {key!r} (known: {known})")
     message = str(error["msg"]).removeprefix("Value error, ")
     shown = ".".join([key, *location[1:]])
+    if not shown:  # a check of several settings together: the message names them
+        return ConfigError(f"{source}: {message}")
     return ConfigError(f"{source}: {shown}: {message}")
 
 

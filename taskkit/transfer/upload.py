@@ -138,7 +138,7 @@ def upload(
     observer: Observer | None = None,
     fence: Callable[[], None] | None = None,
     environ: Mapping[str, str] | None = None,
-    pass_unsendable: bool = False,
+    leave_out: bool = False,
 ) -> Summary:
     """Upload ``outputs`` (``"GLOB=DEST"`` strings or :class:`Output`) from ``workdir`` and
     publish each DEST with a manifest naming ``task`` (default: from the environment
@@ -150,8 +150,10 @@ def upload(
     a manifest that could not be changed. Failures of single files are in the summary
     (:meth:`Summary.exit_error`), not raised. ``fence`` is called before each manifest write
     or delete and may raise :class:`TaskFailure` to stop the publishing (see the module's
-    docstring). With ``pass_unsendable``, a file whose name cannot be published is passed
-    over with a warning instead of failing the upload.
+    docstring). With ``leave_out`` (what a checkpoint sync wants), a file whose name cannot be
+    published is passed over with a warning, and one that vanishes or keeps changing while it
+    is read (the temporary file of a write-then-rename) is left out of its DEST's manifest,
+    instead of failing the upload.
 
     Given ``stores`` (a run's) are used and left open, and ``retry`` and ``storage_options``
     then change nothing; without them the call opens its own, with those, and closes them.
@@ -167,7 +169,7 @@ def upload(
             allow_empty=allow_empty,
             record=not dry_run,
             jobs=jobs,
-            pass_unsendable=pass_unsendable,
+            pass_unsendable=leave_out,
         ),
         planned=planned,
         execute=telling.executing(
@@ -180,6 +182,7 @@ def upload(
                 on_file=telling.uploaded,
                 on_problem=telling.problem,
                 fence=fence,
+                leave_unsettled=leave_out,
             )
         ),
         cache=cache,
@@ -216,16 +219,22 @@ def execute(
     on_file: Callable[[UploadEntry, TaskFailure | None], None] | None = None,
     on_problem: Callable[[Problem], None] | None = None,
     fence: Callable[[], None] | None = None,
+    leave_unsettled: bool = False,
 ) -> Summary:
     """Carry out ``plan``; per-file failures are collected in the summary, not raised
-    (``fence``: see :func:`upload`)."""
+    (``fence``: see :func:`upload`). ``leave_unsettled``: a file that vanished or kept
+    changing while it was read is left out of its manifest, not a failure."""
     report = on_problem or (lambda problem: None)
     started = time.perf_counter()
     entries = plan.entries
-    summary = Summary(files=len(entries), problems=list(plan.problems))
-    summary.failed = len(plan.problems)
-    summary.skipped = sum(1 for e in entries if e.action == "skip")
-    summary.bytes_kept = sum(e.size for e in entries if e.action == "skip")
+    kept = [e for e in entries if e.action == "skip"]
+    summary = Summary(
+        files=len(entries),
+        problems=list(plan.problems),
+        failed=len(plan.problems),
+        skipped=len(kept),
+        bytes_kept=sum(e.size for e in kept),
+    )
     refused = _unpublish(plan, fence)
     if refused is not None:
         summary.failed += summary.files - summary.skipped
@@ -239,10 +248,15 @@ def execute(
     run = _Run(jobs or DEFAULT_JOBS, on_bytes, plan.workdir)
     run.alone = _one_by_one(sending)
     sent: list[_Sent] = []
+    unsettled: set[str] = set()  # keys of the files left out (leave_unsettled)
     try:
         for entry, result in run.outcomes(_batches(sending, run.jobs)):
             if isinstance(result, _Stopped):
                 summary.failed += 1
+                continue
+            if leave_unsettled and isinstance(result, (_Vanished, _Unsettled)):
+                unsettled.add(entry.key)
+                summary.files -= 1
                 continue
             if isinstance(result, TaskFailure):
                 summary.failed += 1
@@ -264,9 +278,29 @@ def execute(
             _vouch(cache, [e for e in entries if e.reason.startswith(SAME_AT_DEST)])
     if not summary.problems:
         digests = {s.entry.key: (s.digest, s.stat.st_size) for s in sent}
-        _publish_all(plan, digests, task, fence, summary, report)
+        _publish_all(_without(plan, unsettled), digests, task, fence, summary, report)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _without(plan: UploadPlan, keys: set[str]) -> UploadPlan:
+    """``plan`` with the files at ``keys`` left out of their manifests."""
+    if not keys:
+        return plan
+    return plan._replace(
+        publications=tuple(
+            p._replace(entries=tuple(e for e in p.entries if e.key not in keys))
+            for p in plan.publications
+        )
+    )
+
+
+class _Vanished(InputNotFound):
+    """A file listed for upload that was gone when it was opened."""
+
+
+class _Unsettled(TransientError):
+    """A file that changed each time it was read."""
 
 
 def _one_by_one(entries: list[UploadEntry]) -> bool:
@@ -454,7 +488,7 @@ class _Run:
             try:
                 fd = os.open(entry.where, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError as exc:
-                raise InputNotFound(
+                raise _Vanished(
                     f"{what}: it vanished after it was listed", path=entry.where
                 ) from exc
             except OSError as exc:
@@ -472,7 +506,7 @@ class _Run:
                 raise from_os_error(exc, "cannot upload") from exc
             finally:
                 os.close(fd)
-        raise TransientError(
+        raise _Unsettled(
             f"{what}: it kept changing while it was read ({CHANGE_ATTEMPTS} tries); "
             "is something still writing it?"
         )

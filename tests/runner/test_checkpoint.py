@@ -465,3 +465,15 @@ def test_a_name_that_cannot_be_published_is_passed_over_once_said(
     again = tmp_path / "again"
     assert _checkpoint(again, remote).restore() == 2
     assert _contents(again) == {"model.bin": b"newer", "sub/step.txt": b"epoch 3\n"}
+
+
+def test_no_sync_of_this_work_leaves_the_directory_empty(tmp_path: Path, remote: Path) -> None:
+    """A named checkpoint directory in a working directory that other work (or an attempt
+    killed before its first sync) left files in: with no sync of this work to restore, the
+    attempt starts from an empty directory, not from files no sync holds."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    _checkpoint(local, remote, fingerprint=OTHER_FP).sync()  # another work's sync
+    (local / ".model.bin.tmp").write_text("half written")
+    assert _checkpoint(local, remote).restore() == 0
+    assert _contents(local) == {}

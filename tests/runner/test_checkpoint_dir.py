@@ -111,3 +111,16 @@ def test_a_subdirectory_is_synced_and_restored(task: Task) -> None:
 def test_checkpoint_dir_problem_is_the_rule(name: str, fine: bool) -> None:
     """The rule itself: relative, no '..' segment, not the working directory."""
     assert (checkpoint_dir_problem(name) is None) is fine
+
+
+def test_an_input_staged_into_the_checkpoint_directory_is_refused() -> None:
+    """The checkpoint directory holds only the restored checkpoint: an input whose
+    destination lies in it is a configuration error naming both."""
+    from taskkit.exceptions import ConfigError
+    from taskkit.runner.spec import resolve
+
+    inside = {"checkpoint_dir": "ck", "inputs": ("file:///x/a.bin=ck/sub/a.bin",)}
+    with pytest.raises(ConfigError, match="inside the checkpoint directory 'ck'"):
+        resolve(inside, environ={})
+    beside = {"checkpoint_dir": "ck", "inputs": ("file:///x/a.bin=ckx/a.bin",)}
+    assert resolve(beside, environ={}).checkpoint_dir == "ck"

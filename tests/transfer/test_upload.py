@@ -5,6 +5,7 @@ file arrived, and the stat-cache told which blob each file became."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import random
 import sys
@@ -35,7 +36,7 @@ from taskkit.storage.base import DIGEST_METADATA, Store, file_metadata
 from taskkit.storage.memory import MemoryStore
 from taskkit.storage.stores import Stores
 from taskkit.transfer.manifest import Manifest, ManifestFile
-from taskkit.transfer.patterns import parse_output
+from taskkit.transfer.patterns import Output, parse_output
 from taskkit.transfer.summary import Summary
 from taskkit.transfer.upload import (
     CHANGE_ATTEMPTS,
@@ -1055,3 +1056,29 @@ def test_files_found_the_same_as_their_blobs_are_trusted_unread_by_the_next_run(
         ("skip", "unchanged since it was uploaded there")
     }
     assert (dest / "d0/f000.bin").read_bytes() == b"Z"
+
+
+@pytest.mark.parametrize("leave", [False, True])
+def test_a_file_gone_before_it_is_read_fails_the_upload_unless_left_out(
+    tmp_path: Path, leave: bool
+) -> None:
+    """A file listed and then renamed away before it is sent (a write-then-rename's temporary
+    file): the upload fails and publishes nothing; with leave_unsettled (a checkpoint sync)
+    the file is left out of the manifest and the rest is published."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "state.json").write_text("step 7")
+    (work / ".state.json.tmp").write_text("step 8, half written")
+    dest = tmp_path / "dest"
+    with Stores() as stores:
+        planned = plan([Output("**", f"file://{dest}/")], workdir=work, stores=stores)
+        (work / ".state.json.tmp").unlink()
+        summary = execute(planned, task={"job_id": "j"}, leave_unsettled=leave)
+    if not leave:
+        assert summary.failed == 1
+        assert "vanished" in str(summary.problems[0].error)
+        assert not (dest / MANIFEST_NAME).exists()
+        return
+    assert summary.problems == []
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    assert [f["name"] for f in manifest["files"]] == ["state.json"]
