@@ -154,21 +154,15 @@ def _csv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
 def _object(path: str, number: int, text: str) -> dict[str, object]:
     """The JSON object on line ``number``, numbers kept as the text written."""
 
-    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        found: dict[str, object] = {}
-        for key, value in pairs:
-            if key in found:
-                raise DataError(f"{path}: line {number}: key {key!r} given twice")
-            found[key] = value
-        return found
-
     def no_constant(name: str) -> object:
         raise DataError(f"{path}: line {number}: {name} is not a value JSON allows")
+
+    from taskkit.runner.spec import unique_keys  # pydantic's module: only when JSON lines are read
 
     try:
         value = json.loads(
             text,
-            object_pairs_hook=unique,
+            object_pairs_hook=unique_keys,
             parse_int=str,
             parse_float=str,
             parse_constant=no_constant,
@@ -177,6 +171,10 @@ def _object(path: str, number: int, text: str) -> dict[str, object]:
         raise DataError(
             f"{path}: line {number}: not JSON: {exc.msg} at column {exc.colno}"
         ) from None
+    except DataError:
+        raise
+    except ValueError as exc:  # a key given twice
+        raise DataError(f"{path}: line {number}: {exc}") from None
     if not isinstance(value, dict):
         raise DataError(f"{path}: line {number}: a JSON object is needed, one a line")
     if not value:

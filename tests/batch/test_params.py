@@ -108,7 +108,7 @@ def test_jsonl_numbers_keep_their_text_and_booleans_are_words(tmp_path: Path) ->
         ('{"a": {"b": 1}}\n', "line 1: 'a' is an object"),
         ('{"a": 1}\n{"b": 1}\n', "line 2: key no 'a'"),
         ('{"a": 1}\n{"a": 1, "b": 2}\n', "line 2: key 'b', which the first line has not"),
-        ('{"a": 1, "a": 2}\n', "line 1: key 'a' given twice"),
+        ('{"a": 1, "a": 2}\n', "line 1: the key 'a' is given twice"),
         ("[1, 2]\n", "line 1: a JSON object is needed"),
         ('{"a": NaN}\n', "line 1: NaN"),
         ('{"a": 1}\n{"a": \n', "line 2: not JSON"),
