@@ -205,6 +205,9 @@ class Checkpoint:
             return None
         newest = max(found, key=lambda item: item[0])
         self._newest = newest[0][0]
+        # Never write over the last complete sync: should it be in this attempt's own folder
+        # (a run again under the same attempt number), the next sync goes to the other slot.
+        self._turn = 1 if newest[0][2] == self._folder + SLOTS[0] else 0
         return newest
 
     def sync(self) -> None:

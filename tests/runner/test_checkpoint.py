@@ -477,3 +477,31 @@ def test_no_sync_of_this_work_leaves_the_directory_empty(tmp_path: Path, remote:
     (local / ".model.bin.tmp").write_text("half written")
     assert _checkpoint(local, remote).restore() == 0
     assert _contents(local) == {}
+
+
+def test_a_run_again_under_the_same_attempt_never_writes_over_the_last_sync(
+    tmp_path: Path, remote: Path
+) -> None:
+    """A second process with the same attempt number (one whose syncs went only into slot
+    a/) syncs into b/: a failure half-way through it still leaves a/ to restore."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    _checkpoint(local, remote).sync()  # attempt 1, slot a/: the only complete sync
+    first = _contents(local)
+    dest = f"file://{remote}/"
+    with Stores() as plain:
+        inner, _ = plain.open(dest)
+        stuck = [  # model.bin cannot be written in either slot; the rest goes through
+            Fault.sometimes(op, probability=1.0, kind="precondition", key=key)
+            for op in ("put", "write", "commit", "append")
+            for key in (f"{remote}/00001/a/model.bin", f"{remote}/00001/b/model.bin")
+        ]
+        with Stores(mounts={dest: FaultyStore(inner, stuck)}) as stores:
+            again = _checkpoint(local, remote, stores=stores)
+            assert again.restore() == 2
+            (local / "model.bin").write_bytes(b"changed")
+            again.sync()  # fails: model.bin cannot be written
+    assert (remote / "00001" / "a" / MANIFEST_NAME).exists()
+    latest = tmp_path / "latest"
+    assert _checkpoint(latest, remote).restore() == 2
+    assert _contents(latest) == first
