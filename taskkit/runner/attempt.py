@@ -317,6 +317,7 @@ class AttemptRun:
                 interval=spec.checkpoint_interval,
                 warn=self.observer.warning,
                 environ=self.env,
+                retired=self._retired(number),
             )
             _make_dir(checkpoint.directory, "cannot make the checkpoint directory")
             restored = checkpoint.restore(self.stores)
@@ -383,6 +384,16 @@ class AttemptRun:
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def _retired(self, number: int) -> list[int]:
+        """The earlier attempts that will not sync again: ended, or interrupted and gone
+        (their checkpoint folders are removed once this attempt has a sync of its own). Best
+        effort: a journal that cannot be read now retires none."""
+        try:
+            earlier = self.journal.attempts()
+        except TaskFailure:
+            return []
+        return [a.number for a in earlier if a.number != number and a.state() != "running"]
 
     def _task(self, number: int) -> dict[str, str | int]:
         task: dict[str, str | int] = {

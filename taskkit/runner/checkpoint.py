@@ -20,7 +20,11 @@ takes the manifest with the highest number (the later attempt's on a tie): alway
 sync, the last one that finished, never a mix. (A checkpoint written before slots, a manifest at
 the prefix itself, counts as sync 0.) The directory restored holds exactly that sync's files:
 files the sync does not name are removed, so leftovers of a killed attempt on the same node do
-not mix in.
+not mix in. A sync whose files are not all there is passed over for the one before it.
+
+Once an attempt holds a complete sync of its own, the folders of the attempts before it that
+will not sync again (ended, or interrupted and gone: the caller's ``retired``) are removed,
+manifests first: the store keeps two copies, not two per attempt.
 
 A checkpoint directory the user names is a subdirectory of the working directory: relative,
 without '..', not the working directory itself, and not leaving it through a link. Anything
@@ -32,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from taskkit.content.walk import inside
@@ -125,6 +129,7 @@ class Checkpoint:
         warn: Callable[[str], None],
         environ: Mapping[str, str] | None = None,
         stores: Stores | None = None,
+        retired: Collection[int] = (),
     ) -> None:
         self.directory = directory
         self.environ = environ  # where the stat-cache is found
@@ -144,6 +149,7 @@ class Checkpoint:
         self._turn = 0  # the index in SLOTS of the slot the next sync writes
         self._passed = _OnceEach(warn)  # files a sync passes over, each said once
         self._synced: list[tuple[str, int, int, int, int]] | None = None  # what it held
+        self._retired = sorted(set(retired))  # earlier attempts' folders, gone after a sync
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.directory!r})"
@@ -154,16 +160,23 @@ class Checkpoint:
         else the checkpoint's)."""
         with self._through(stores) as through:
             os.makedirs(self.directory, exist_ok=True)
-            newest = self._find(through)
             files: list[tuple[str, str]] = []
-            if newest is not None:
-                (_, _, slot), manifest = newest
+            failure: TaskFailure | None = None
+            for (_, _, slot), manifest in self._find(through):
                 files = [(self.url + slot + f.name, f.name) for f in manifest.files]
-                error = restore(
+                failure = restore(
                     files, self.directory, stores=through, environ=self.environ
                 ).exit_error()
-                if error is not None:
-                    raise error
+                if failure is None:
+                    break
+                # A sync whose files are not all there (its folder pruned under it, say):
+                # the one before it, which is complete too.
+                self.warn(
+                    f"checkpoint: sync in {slot!r} cannot be restored ({failure}); an earlier one"
+                )
+                files = []
+            if failure is not None:
+                raise failure
         self.restored = len(files)
         # The directory is the sync and nothing else: what a killed attempt wrote after it on
         # this node, or another work's files (none restored), would mix in.
@@ -176,9 +189,10 @@ class Checkpoint:
             self._synced = _snapshot(self.directory)  # the sync itself: nothing to send back
         return self.restored
 
-    def _find(self, stores: Stores) -> tuple[tuple[int, int, str], Manifest] | None:
-        """The last complete sync of this work (its number, attempt and slot) and its
-        manifest; also remembered, so that the next sync numbers on from it."""
+    def _find(self, stores: Stores) -> list[tuple[tuple[int, int, str], Manifest]]:
+        """The complete syncs of this work (number, attempt and slot, and the manifest), the
+        last one first; the last one's number is remembered, so that the next sync numbers on
+        from it, and its slot is never the next one written."""
         store, key = stores.open(self.url)
         base = key if not key or key.endswith("/") else key + "/"
         found: list[tuple[tuple[int, int, str], Manifest]] = []
@@ -200,15 +214,12 @@ class Checkpoint:
                 slot,
             )
             found.append((ranked, manifest))
-        if not found:
-            self._newest = 0
-            return None
-        newest = max(found, key=lambda item: item[0])
-        self._newest = newest[0][0]
+        found.sort(key=lambda item: item[0], reverse=True)
+        self._newest = found[0][0][0] if found else 0
         # Never write over the last complete sync: should it be in this attempt's own folder
         # (a run again under the same attempt number), the next sync goes to the other slot.
-        self._turn = 1 if newest[0][2] == self._folder + SLOTS[0] else 0
-        return newest
+        self._turn = 1 if found and found[0][0][2] == self._folder + SLOTS[0] else 0
+        return found
 
     def sync(self) -> None:
         """Upload what changed since the last sync into this attempt's slot that does not hold
@@ -245,6 +256,24 @@ class Checkpoint:
             self._newest += 1
             self._turn = 1 - self._turn  # the slot just written now holds the last sync
             self._synced = now
+            self._prune()
+
+    def _prune(self) -> None:
+        """Remove the folders of the retired attempts (ended, or interrupted and gone), once
+        this attempt holds a complete sync of its own: their syncs are older. Manifests
+        first, so that no restore meanwhile takes a sync whose files are going. Best effort:
+        what is left is removed by a later attempt."""
+        retired, self._retired = self._retired, []
+        if not retired:
+            return
+        with contextlib.suppress(TaskFailure), self._through() as stores:
+            store, key = stores.open(self.url)
+            base = key if not key or key.endswith("/") else key + "/"
+            for number in retired:
+                folder = f"{base}{number:05d}/"
+                keys = [e.key for e in store.list(folder)]
+                for name in sorted(keys, key=lambda k: not k.endswith(MANIFEST_NAME)):
+                    store.delete(name)
 
     def __enter__(self) -> Checkpoint:
         if self._given is None:

@@ -505,3 +505,47 @@ def test_a_run_again_under_the_same_attempt_never_writes_over_the_last_sync(
     latest = tmp_path / "latest"
     assert _checkpoint(latest, remote).restore() == 2
     assert _contents(latest) == first
+
+
+def test_retired_attempts_folders_go_once_this_attempt_has_a_sync(
+    tmp_path: Path, remote: Path
+) -> None:
+    """Attempt 2 restores attempt 1's sync; once its own first sync is complete, attempt 1's
+    folder (retired: it ended or is gone) is removed, and the next attempt restores from 2."""
+    first = tmp_path / "one"
+    _fill(first)
+    _attempt(first, remote, 1).sync()
+    second = tmp_path / "two"
+    two = Checkpoint(
+        str(second), f"file://{remote}/", FP, task={**TASK, "attempt": 2}, interval=3600.0,
+        warn=[].append, retired=[1],
+    )  # fmt: skip
+    assert two.restore() == 2
+    assert (remote / "00001").exists()  # not before a sync of its own
+    (second / "more.txt").write_text("epoch 4")
+    two.sync()
+    assert not list((remote / "00001").rglob("*.*"))
+    third = tmp_path / "three"
+    assert _attempt(third, remote, 3).restore() == 3
+    assert _contents(third) == _contents(second)
+
+
+def test_a_sync_with_files_missing_gives_way_to_the_one_before(
+    tmp_path: Path, remote: Path
+) -> None:
+    """The newest manifest names a file that is gone from the store (its folder pruned under
+    a copy still running): the restore says so once and takes the complete sync before it."""
+    local = tmp_path / "ckpt"
+    _fill(local)
+    checkpoint = _checkpoint(local, remote)
+    checkpoint.sync()  # sync 1, slot a/
+    before = _contents(local)
+    (local / "model.bin").write_bytes(b"newer weights")
+    checkpoint.sync()  # sync 2, slot b/
+    (remote / "00001" / "b" / "model.bin").unlink()
+    warnings: list[str] = []
+    again = tmp_path / "again"
+    assert _checkpoint(again, remote, warnings=warnings).restore() == 2
+    assert _contents(again) == before
+    assert len(warnings) == 1
+    assert "cannot be restored" in warnings[0]

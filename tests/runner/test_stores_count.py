@@ -108,6 +108,10 @@ def test_one_attempt_opens_one_stores_for_everything(
     assert counts.users() == {id(counts.opened[0])}
     assert syncs, "the checkpoint was not synced"
     assert all(given is counts.opened[0] for given in syncs), syncs
+    # Attempt 1 ended: once attempt 2 had a sync of its own, attempt 1's folder went.
+    checkpoint = task.journal / "checkpoint"
+    assert not list((checkpoint / "00001").rglob("*.*"))
+    assert list((checkpoint / "00002").rglob(MANIFEST_NAME))
 
 
 def test_a_dry_run_opens_one_stores(task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
