@@ -46,14 +46,13 @@ process group would leave that shard to finish; ``taskkit local run`` signals th
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from taskkit.batch.params import Params
-from taskkit.batch.taskjson import _iso_duration, command_line
+from taskkit.batch.taskjson import command_line, iso_duration
 from taskkit.batch.tasks import parse_duration, read_tasks
 from taskkit.exceptions import ConfigError, DataError, UsageError
 from taskkit.redaction import redact
@@ -102,10 +101,7 @@ def read_template(text: str, source: str) -> Template:
     if len(found.tasks) != 1:
         raise DataError(f"{source}: {len(found.tasks)} tasks; a template is one task")
     task = found.tasks[0]
-    value = json.loads(text)
-    if isinstance(value, dict) and value.keys() == {"value"}:
-        value = value["value"]
-    obj = value[0] if isinstance(value, list) else value
+    obj = dict(task.raw)
     where = f"{source}: task {task.id!r}: commandLine"
     shape = f"{_SHELL} -c 'exec taskkit run|call ...', as taskkit batch task-json writes it"
     if len(task.argv) != 3 or task.argv[:2] != (_SHELL, "-c"):
@@ -352,11 +348,11 @@ class FanOut:
         if wall is not None and self.group > 1:
             total = parse_duration(wall) * len(shards)
             if total < TASK_LIFETIME:
-                constraints["maxWallClockTime"] = _iso_duration(total)
+                constraints["maxWallClockTime"] = iso_duration(total)
             else:  # Batch's lifetime ends the task first
                 del constraints["maxWallClockTime"]
         if self.retention_time is not None:
-            constraints["retentionTime"] = _iso_duration(self.retention_time)
+            constraints["retentionTime"] = iso_duration(self.retention_time)
         if constraints or "constraints" in task:
             task["constraints"] = constraints
         return task

@@ -11,12 +11,14 @@ has. Rows follow Batch's order, then the journal's own.
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskkit.batch.service import TaskFacts
 
-__all__ = ["joined"]
+__all__ = ["joined", "shards"]
 
 
 def joined(
@@ -28,17 +30,43 @@ def joined(
     by_id = {str(row["task"]).lower(): row for row in journal}
     rows: list[dict[str, Any]] = []
     for facts in batch or ():
-        for task in facts.shards or (facts.id,):
-            joined_row = _row(task, facts, by_id.pop(task.lower(), None))
-            joined_row["group"] = facts.id if facts.shards else None
-            rows.append(joined_row)
+        grouped = shards(facts.command_line)
+        for task in grouped or (facts.id,):
+            group = facts.id if grouped else None
+            rows.append(_row(task, facts, by_id.pop(task.lower(), None), group))
     for row in journal:
         if str(row["task"]).lower() in by_id:
-            rows.append(_row(str(row["task"]), None, row))
+            rows.append(_row(str(row["task"]), None, row, None))
     return rows
 
 
-def _row(task: str, facts: TaskFacts | None, journal: Mapping[str, Any] | None) -> dict[str, Any]:
+def shards(command_line: str) -> tuple[str, ...]:
+    """The ``--task-id`` options of each ``taskkit run`` in a command line (inside its
+    ``sh -c`` line too), never an argument of the command it runs: the journals a task
+    (a grouped one: several) keeps its work in."""
+    try:
+        words = shlex.split(command_line)
+    except ValueError:
+        return ()
+    found: list[str] = []
+    options = False  # between `taskkit run` and its `--`
+    for i, word in enumerate(words):
+        if word == "-c" and i + 1 < len(words) and not options:
+            found += shards(words[i + 1])
+        elif word == "run" and i and os.path.basename(words[i - 1]) == "taskkit":
+            options = True
+        elif word in ("--", "&&", "||", ";"):
+            options = False
+        elif options and word == "--task-id" and i + 1 < len(words):
+            found.append(words[i + 1])
+        elif options and word.startswith("--task-id="):
+            found.append(word.split("=", 1)[1])
+    return tuple(dict.fromkeys(found))
+
+
+def _row(
+    task: str, facts: TaskFacts | None, journal: Mapping[str, Any] | None, group: str | None
+) -> dict[str, Any]:
     return {
         "task": task,
         "state": facts.state if facts else None,
@@ -52,5 +80,5 @@ def _row(task: str, facts: TaskFacts | None, journal: Mapping[str, Any] | None) 
         "journal_exit_code": journal["exit_code"] if journal else None,
         "reason": journal["reason"] if journal else None,
         "logs": journal["logs"] if journal else None,
-        "group": None,
+        "group": group,
     }

@@ -74,7 +74,7 @@ class JobFacts:
 @dataclass(frozen=True)
 class TaskFacts:
     """One task as Batch reports it: its state, and of its latest run the exit code, the
-    retries and requeues so far and the node."""
+    retries and requeues so far and the node; its command line."""
 
     id: str
     state: str
@@ -82,9 +82,7 @@ class TaskFacts:
     retries: int
     requeues: int
     node: str | None
-    #: The journals' task ids a grouped task runs (``--task-id`` of each ``taskkit run`` in its
-    #: command line, as ``taskkit batch tasks --group`` writes them); empty for a plain task.
-    shards: tuple[str, ...] = ()
+    command_line: str = ""
 
 
 AddStatus = Literal["added", "exists", "failed", "retry"]
@@ -194,7 +192,7 @@ class BatchService:
                         retries=info.retry_count or 0 if info is not None else 0,
                         requeues=info.requeue_count or 0 if info is not None else 0,
                         node=node.node_id if node is not None else None,
-                        shards=_shards(task.command_line or ""),
+                        command_line=task.command_line or "",
                     )
                 )
             return out
@@ -287,32 +285,6 @@ def _untrusted(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _shards(command_line: str) -> tuple[str, ...]:
-    """The ``--task-id`` options of each ``taskkit run`` in a command line (inside its
-    ``sh -c`` line too), never an argument of the command it runs: the journals a task
-    (a grouped one: several) keeps its work in."""
-    import shlex
-
-    try:
-        words = shlex.split(command_line)
-    except ValueError:
-        return ()
-    found: list[str] = []
-    options = False  # between `taskkit run` and its `--`
-    for i, word in enumerate(words):
-        if word == "-c" and i + 1 < len(words) and not options:
-            found += _shards(words[i + 1])
-        elif word == "run" and i and os.path.basename(words[i - 1]) == "taskkit":
-            options = True
-        elif word in ("--", "&&", "||", ";"):
-            options = False
-        elif options and word == "--task-id" and i + 1 < len(words):
-            found.append(words[i + 1])
-        elif options and word.startswith("--task-id="):
-            found.append(word.split("=", 1)[1])
-    return tuple(dict.fromkeys(found))
 
 
 def _result(value: Any) -> AddResult:

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 from taskkit.batch.patience import PATIENT, Patience
 from taskkit.batch.taskjson import ACTING_JOB
 from taskkit.batch.tasks import read_tasks
-from taskkit.exceptions import ConfigError, DataError, InputNotFound, TaskFailure, UsageError
+from taskkit.exceptions import (
+    ConfigError,
+    DataError,
+    InputNotFound,
+    TaskFailure,
+    TransientError,
+    UsageError,
+)
 from taskkit.runner.spec import BATCH_ID
 
 if TYPE_CHECKING:
@@ -81,6 +88,7 @@ class Submission:
     collections: tuple[Collection, ...]
     needs_dependencies: bool
     needs_job_action: bool
+    limit: int = BODY_LIMIT  # the bytes of one request's body at most
 
     @property
     def on_task_failure(self) -> str:
@@ -171,6 +179,7 @@ def plan_submission(
         collections=tuple(_collections(range(len(tasks)), sizes, limit)),
         needs_dependencies=any(task.depends_on for task in read.tasks),
         needs_job_action=any(task.exit_conditions.sets_job_action() for task in read.tasks),
+        limit=limit,
     )
 
 
@@ -280,7 +289,7 @@ def _send_round(
     ``outcome`` as it comes. The tasks to send again (a server error for them), the failure
     that stopped the round (no new request after it; those in flight are awaited), and the
     tasks it left unsent."""
-    batches = iter(_collections(pending, plan.sizes, BODY_LIMIT))
+    batches = iter(_collections(pending, plan.sizes, plan.limit))
     flying: dict[Future[list[AddResult]], Collection] = {}
     again: list[int] = []
     unsent: list[int] = []
@@ -322,8 +331,6 @@ def _send_round(
 
 
 def _server_errors(count: int, patience: Patience) -> TaskFailure:
-    from taskkit.exceptions import TransientError
-
     return TransientError(
         f"Batch answered {count} task(s) with a server error for {patience.seconds:g} s "
         "(--patience)"

@@ -84,6 +84,7 @@ __all__ = [
     "FLUSH_MARGIN_MIN",
     "ON_PERMANENT",
     "command_line",
+    "iso_duration",
     "task_json",
     "wall_clock_margin",
 ]
@@ -226,7 +227,7 @@ def _constraints(
             per_attempt = deadline + wall_clock_margin(deadline)
             total = (max_retries + 1) * per_attempt
             if total < TASK_LIFETIME:  # else Batch's lifetime ends the task first: no limit
-                constraints["maxWallClockTime"] = _iso_duration(total)
+                constraints["maxWallClockTime"] = iso_duration(total)
     if retention_time is not None:
         number = isinstance(retention_time, (int, float)) and not isinstance(retention_time, bool)
         if not number or not math.isfinite(retention_time) or retention_time <= 0:
@@ -234,11 +235,11 @@ def _constraints(
                 f"retention time must be a positive number of seconds, not {retention_time!r}"
             )
         # Whole seconds, rounded up: the folder is kept at least as long as asked.
-        constraints["retentionTime"] = _iso_duration(retention_time)
+        constraints["retentionTime"] = iso_duration(retention_time)
     return constraints
 
 
-def _iso_duration(seconds: float) -> str:
+def iso_duration(seconds: float) -> str:
     """``seconds`` rounded up to a whole second, as an ISO 8601 duration: ``PT1H5M``.
 
     Hours are not folded into days: ``PT39H36M`` has one meaning, ``P1D...`` leans on a day

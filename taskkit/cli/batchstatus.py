@@ -54,15 +54,15 @@ def batch_status_command(
       taskkit batch status --job-id nightly --json | jq '.tasks[] | select(.outcome == "permanent")'
     """
     from taskkit.batch.jobstatus import joined
+    from taskkit.batch.service import ENDPOINT_ENV
     from taskkit.runner.spec import check_setting
 
     try:
         check_setting("job_id", job_id)
     except ValueError as exc:
         raise UsageError(f"--job-id: {exc}") from None
-    waiting = patience
     state = state if state is not None else os.environ.get("TASKKIT_STATE")
-    endpoint = endpoint if endpoint is not None else os.environ.get("AZURE_BATCH_ENDPOINT")
+    endpoint = endpoint if endpoint is not None else os.environ.get(ENDPOINT_ENV)
     state, endpoint = state or None, endpoint or None  # '' is none
     if state is None and endpoint is None:
         raise UsageError(
@@ -71,7 +71,7 @@ def batch_status_command(
     journal = _journal(state, job_id, batch=endpoint is not None) if state else []
     batch, code = None, EX_OK
     if endpoint is not None:
-        batch, code = _batch(endpoint, job_id, waiting, journal=bool(journal))
+        batch, code = _batch(endpoint, job_id, patience, journal=bool(journal))
     rows = joined(journal, batch)
     if as_json:
         _echo(json.dumps({"job": job_id, "tasks": rows}))

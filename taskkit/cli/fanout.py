@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from pathlib import Path
 
 import click
 
 from taskkit.cli._app import CONTEXT
 from taskkit.cli.batch import batch_group, retention_option, retention_seconds
 from taskkit.cli.report import say
-from taskkit.exceptions import EX_OK, DataError, InputNotFound, UsageError, from_os_error
+from taskkit.cli.taskfile import read_task_file
+from taskkit.exceptions import EX_OK, UsageError
 
 __all__ = ["MAX_SHARDS", "MAX_TEMPLATE_BYTES", "tasks_command"]
 
@@ -130,7 +130,14 @@ def tasks_command(
     if id_column is not None and params_path is None:
         raise UsageError("--id-column goes with --params (it names one of its columns)")
     retention = retention_seconds(retention_time)
-    template = read_template(_read_template(template_path), template_path)
+    text, named = read_task_file(
+        template_path,
+        "batch tasks",
+        what="template file",
+        limit=MAX_TEMPLATE_BYTES,
+        of="template (a template is one task)",
+    )
+    template = read_template(text, named)
     source = read_params(params_path) if params_path is not None else shards
     assert source is not None
     plan = plan_fanout(
@@ -159,22 +166,3 @@ def tasks_command(
         while chunk := spool.read(1 << 20):
             out.write(chunk)
     return EX_OK
-
-
-def _read_template(path: str) -> str:
-    """The template's text: UTF-8 (a byte-order mark dropped), at most a MiB."""
-    try:
-        with open(Path(path).expanduser(), "rb") as file:
-            data = file.read(MAX_TEMPLATE_BYTES + 1)
-    except FileNotFoundError:
-        raise InputNotFound(f"no template file {path!r}", path=path) from None
-    except IsADirectoryError:
-        raise InputNotFound(f"{path!r} is a directory, not a template file", path=path) from None
-    except OSError as exc:
-        raise from_os_error(exc, f"cannot read the template {path!r}") from None
-    if len(data) > MAX_TEMPLATE_BYTES:
-        raise DataError(f"{path}: more than {MAX_TEMPLATE_BYTES >> 20} MiB; a template is one task")
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None

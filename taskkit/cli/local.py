@@ -23,15 +23,14 @@ from taskkit.batch.report import EmulatorReport, Event
 from taskkit.batch.tasks import read_tasks
 from taskkit.cli._app import CONTEXT, cli
 from taskkit.cli.report import RunReport, echo, say
-from taskkit.exceptions import EX_INTERRUPTED, DataError, InputNotFound, from_os_error
+from taskkit.cli.taskfile import read_task_file
+from taskkit.exceptions import EX_INTERRUPTED, from_os_error
 from taskkit.signals import raising
 
 __all__ = ["local_group"]
 
 #: The job's folder when ``--dir`` is not given.
 DEFAULT_DIR = ".taskkit-local"
-#: The most bytes of tasks read (a few hundred thousand tasks): /dev/zero is no task file.
-MAX_TASKS_BYTES = 256 << 20
 #: Seconds between redraws of the status line.
 REDRAW = 0.2
 
@@ -226,33 +225,6 @@ def _batch_id(value: str) -> str:
         return str(check_setting("job_id", value))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def read_task_file(tasks: str, command: str) -> tuple[str, str]:
-    """The text of TASKS (a path, or ``-``: stdin) and its name: at most
-    :data:`MAX_TASKS_BYTES`, UTF-8 (a byte-order mark, as some editors write, is dropped).
-    ``command`` begins each error."""
-    if tasks == "-":
-        if sys.stdin is None or sys.stdin.closed:
-            raise InputNotFound(f"{command}: TASKS is - but stdin is closed")
-        data, source = sys.stdin.buffer.read(MAX_TASKS_BYTES + 1), "stdin"
-    else:
-        source = tasks
-        try:
-            with open(tasks, "rb") as file:
-                data = file.read(MAX_TASKS_BYTES + 1)
-        except FileNotFoundError:
-            raise InputNotFound(f"{command}: no task file {tasks!r}", path=tasks) from None
-        except IsADirectoryError:  # no task file there: as missing (66), not a bad option
-            raise InputNotFound(f"{command}: {tasks!r} is a directory, not a task file") from None
-        except OSError as exc:  # a file this user may not read (77), an I/O error (74)
-            raise from_os_error(exc, f"{command}: cannot read") from None
-    if len(data) > MAX_TASKS_BYTES:
-        raise DataError(f"{command}: {source}: more than {MAX_TASKS_BYTES >> 20} MiB of tasks")
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff"), source
-    except UnicodeDecodeError:  # a malformed TASKS file (65)
-        raise DataError(f"{command}: {source!r} is not UTF-8 text") from None
 
 
 class _Status:

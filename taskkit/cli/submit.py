@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -104,9 +103,9 @@ def submit_command(
     from taskkit.batch.patience import Patience
     from taskkit.batch.service import open_service
     from taskkit.batch.submit import Submitted, plan_submission, submit
-    from taskkit.cli.local import read_task_file
+    from taskkit.cli.taskfile import read_task_file
 
-    waiting, every = Patience.lasting(patience), progress_interval
+    waiting = Patience.lasting(patience)
     text, source = read_task_file(tasks, "batch submit")
     plan = plan_submission(text, source, job_id=job_id, pool_id=pool_id, create_job=create_job)
     if dry_run:
@@ -123,7 +122,7 @@ def submit_command(
             submit(
                 plan,
                 service,
-                progress=_Progress(every),
+                progress=_Progress(progress_interval),
                 patience=waiting,
                 outcome=outcome,
                 jobs=jobs,
@@ -199,5 +198,4 @@ def _report(plan: Submission, outcome: Submitted, as_json: bool) -> int:
         return outcome.stopped.exit_code
     if outcome.failed:
         return DataError.exit_code
-    sys.stdout.flush()
     return EX_OK

@@ -181,12 +181,15 @@ class Checkpoint:
         # The directory is the sync and nothing else: what a killed attempt wrote after it on
         # this node, or another work's files (none restored), would mix in.
         names = {os.path.join(self.directory, name) for _, name in files}
-        for path, *_ in _snapshot(self.directory):
-            if path not in names:
+        kept = []
+        for entry in _snapshot(self.directory):
+            if entry[0] in names:
+                kept.append(entry)
+            else:
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
+                    os.remove(entry[0])
         if files:
-            self._synced = _snapshot(self.directory)  # the sync itself: nothing to send back
+            self._synced = kept  # the sync itself: nothing to send back
         return self.restored
 
     def _find(self, stores: Stores) -> list[tuple[tuple[int, int, str], Manifest]]:
@@ -225,9 +228,9 @@ class Checkpoint:
         """Upload what changed since the last sync into this attempt's slot that does not hold
         its last complete sync, and publish it there; a failure is a warning."""
         with self._lock:
-            if not self.restored and self._synced is None and not _has_files(self.directory):
-                return  # nothing was ever there: no manifest to write either
             now = _snapshot(self.directory)  # before the upload: a change during it shows next
+            if not now and not self.restored and self._synced is None:
+                return  # nothing was ever there: no manifest to write either
             if now == self._synced:
                 return  # unchanged since this process's last complete sync (or its restore)
             try:
@@ -331,7 +334,3 @@ def _snapshot(directory: str) -> list[tuple[str, int, int, int, int]]:
                 st = os.lstat(path)
                 found.append((path, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
     return sorted(found)
-
-
-def _has_files(directory: str) -> bool:
-    return any(names for _, _, names in os.walk(directory))

@@ -18,7 +18,7 @@ from taskkit.runner.journal import Attempt, AttemptState, Journal, Outcome
 from taskkit.storage.stores import Stores
 from taskkit.storage.urls import bad_url
 
-__all__ = ["job_status", "task_status"]
+__all__ = ["check_job", "job_status", "task_status"]
 
 
 #: Azure Batch's rule for job and task ids, the one :class:`~taskkit.runner.spec.RunSpec` applies.
@@ -98,8 +98,7 @@ def _stale(claim: Outcome, attempts: list[Attempt]) -> AttemptState | None:
 
 def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
     """One row per task of the job that has a journal."""
-    _check_state(state)
-    _check_id("--job-id", job_id)
+    check_job(state, job_id)
     rows: list[dict[str, Any]] = []
     tasks = Journal.tasks(stores, state, job_id)
     if not tasks:
@@ -144,6 +143,13 @@ def job_status(stores: Stores, state: str, job_id: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def check_job(state: str, job_id: str) -> None:
+    """Refuse (:class:`UsageError`) a state URL that cannot be parsed or a job id that is no
+    Batch id, before any journal is read."""
+    _check_state(state)
+    _check_id("--job-id", job_id)
 
 
 def _check_state(state: str) -> None:

@@ -26,12 +26,12 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from taskkit.exceptions import DataError, InputNotFound, TaskFailure, UsageError
+from taskkit.exceptions import DataError, InputNotFound, TaskFailure
 from taskkit.redaction import redact
 from taskkit.runner.journal import Attempt, Outcome, Skip, StepRecord, host_identity
+from taskkit.runner.status import check_job
 from taskkit.storage.base import Store
 from taskkit.storage.stores import Stores
-from taskkit.storage.urls import bad_url
 
 __all__ = ["KINDS", "Bar", "Kind", "Saved", "TaskRow", "Timeline", "read_timeline"]
 
@@ -159,7 +159,7 @@ def read_timeline(
 ) -> Timeline:
     """The timeline of ``job_id`` under ``state``, read through ``stores``; ``host`` tells an
     attempt of this machine apart (default: this one), ``clock`` is when it is read."""
-    _check(state, job_id)
+    check_job(state, job_id)
     read_at = (clock or _now)()
     store, key = stores.open(f"{state.rstrip('/')}/{job_id}/")
     prefix = key.rstrip("/") + "/"
@@ -195,18 +195,6 @@ def read_timeline(
         saved=_saved(tasks.values()),
         problems=tuple(problems),
     )
-
-
-def _check(state: str, job_id: str) -> None:
-    problem = bad_url(state)
-    if problem is not None:
-        raise UsageError(f"state {problem}")
-    from taskkit.runner.spec import check_setting
-
-    try:
-        check_setting("job_id", job_id)
-    except ValueError as exc:
-        raise UsageError(f"--job-id: {exc}") from None
 
 
 def _read_all(store: Store, tasks: dict[str, _Task], jobs: int) -> list[str]:

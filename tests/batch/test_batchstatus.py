@@ -175,17 +175,17 @@ def test_nothing_to_read_is_64_and_an_unknown_job_66(
     assert "nope" in missing.stderr
 
 
-def test_a_grouped_task_stands_for_its_shards() -> None:
+def test_a_grouped_task_stands_for_itsshards() -> None:
     """A group's Batch state is shown on a row per shard it runs, each joined with the shard's
     own journal; the group's id is kept in 'group'."""
-    from taskkit.batch.service import _shards
+    from taskkit.batch.jobstatus import shards
 
     line = (
         "/bin/sh -c 'taskkit run --task-id w-0 -- echo 0 && exec taskkit run --task-id w-1 -- "
         "echo 1'"
     )
-    assert _shards(line) == ("w-0", "w-1")
-    assert _shards("/bin/sh -c 'exec taskkit run -- true'") == ()
+    assert shards(line) == ("w-0", "w-1")
+    assert shards("/bin/sh -c 'exec taskkit run -- true'") == ()
     journal = [
         {
             "task": "w-0",
@@ -197,7 +197,7 @@ def test_a_grouped_task_stands_for_its_shards() -> None:
             "logs": None,
         },
     ]
-    group = TaskFacts("w-g0", "running", None, 1, 0, "n1", shards=("w-0", "w-1"))
+    group = TaskFacts("w-g0", "running", None, 1, 0, "n1", command_line=line)
     rows = joined(journal, [group])
     assert [(r["task"], r["group"], r["state"], r["outcome"]) for r in rows] == [
         ("w-0", "w-g0", "running", "success"),
@@ -208,11 +208,11 @@ def test_a_grouped_task_stands_for_its_shards() -> None:
 def test_a_task_id_the_command_takes_is_no_shard() -> None:
     """Only the --task-id options of taskkit run name journals; the same option in the
     command it runs (after --) is the command's own."""
-    from taskkit.batch.service import _shards
+    from taskkit.batch.jobstatus import shards
 
     line = "/bin/sh -c 'exec taskkit run --state x -- python3 argv.py --task-id alpha'"
-    assert _shards(line) == ()
-    assert _shards("/bin/sh -c 'exec /opt/tk/bin/taskkit run --task-id=q -- x'") == ("q",)
+    assert shards(line) == ()
+    assert shards("/bin/sh -c 'exec /opt/tk/bin/taskkit run --task-id=q -- x'") == ("q",)
 
 
 def test_batch_unreachable_shows_the_journal_alone_and_exits_75(journals: str) -> None:

@@ -53,32 +53,33 @@ def submit(
     env: dict[str, str] | None = None,
     patience: str = "1s",
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_BATCH", "TASKKIT_"))}
-    base.update(AZURE_BATCH_ACCOUNT=ACCOUNT, AZURE_BATCH_ACCESS_KEY=KEY)
-    base.update(env or {})
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskkit",
-            "batch",
-            "submit",
-            str(path),
-            "--endpoint",
-            endpoint.url,
-            "--patience",
-            patience,
-            *args,
-        ],
+        submit_argv(endpoint.url, path, "--patience", patience, *args),
         capture_output=True,
         text=True,
-        env=base,
+        env=submit_env(env),
         timeout=120,
         check=False,
     )
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert KEY not in done.stdout + done.stderr
     return done
+
+
+def submit_argv(url: str, path: Path, *args: str) -> list[str]:
+    """``taskkit batch submit PATH --endpoint URL ARGS`` as a process's argv."""
+    return [
+        sys.executable, "-m", "taskkit", "batch", "submit", str(path),
+        "--endpoint", url, *args,
+    ]  # fmt: skip
+
+
+def submit_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without Batch or taskkit settings, with the test account's key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_BATCH", "TASKKIT_"))}
+    env.update(AZURE_BATCH_ACCOUNT=ACCOUNT, AZURE_BATCH_ACCESS_KEY=KEY)
+    env.update(extra or {})
+    return env
 
 
 def collections(endpoint: BatchEndpoint) -> list[list[dict[str, Any]]]:
@@ -482,25 +483,12 @@ def test_an_endpoint_that_is_not_batch_is_78_in_one_line(tmp_path: Path) -> None
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "taskkit",
-                "batch",
-                "submit",
-                str(tasks_file(tmp_path, plain(2))),
-                "--job-id",
-                "j",
-                "--endpoint",
-                url,
-                "--patience",
-                "2s",
-            ],
+            submit_argv(url, tasks_file(tmp_path, plain(2)), "--job-id", "j", "--patience", "2s"),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
-            env={**os.environ, "AZURE_BATCH_ACCOUNT": ACCOUNT, "AZURE_BATCH_ACCESS_KEY": KEY},
+            env=submit_env(),
         )
     finally:
         server.shutdown()
@@ -519,29 +507,12 @@ def test_ctrl_c_says_what_was_added_and_a_rerun_adds_the_rest(
     endpoint.add_job("big")
     endpoint.fail(Failure(429, times=10**6, suffix="/addtaskcollection", after=20, retry_after=1))
     path = tasks_file(tmp_path, plain(3000))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_BATCH", "TASKKIT_"))}
-    base.update(AZURE_BATCH_ACCOUNT=ACCOUNT, AZURE_BATCH_ACCESS_KEY=KEY)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "taskkit",
-            "batch",
-            "submit",
-            str(path),
-            "--job-id",
-            "big",
-            "--endpoint",
-            endpoint.url,
-            "--patience",
-            "5m",
-            "-j",
-            "1",
-        ],
+        submit_argv(endpoint.url, path, "--job-id", "big", "--patience", "5m", "-j", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=base,
+        env=submit_env(),
     )
     deadline = time.monotonic() + 60
     while sum(1 for r in endpoint.posted("/addtaskcollection") if r.status == 429) < 1:
