@@ -329,11 +329,13 @@ def run_logged(
                 wakeup.wait(stop.timeout(now, end))
         finally:
             _wind_up(process, exited, [waiter, *pumps], note)
-        # A signal that came as the command ended was not forwarded, but it was asked for:
-        # the caller must learn of it, since the handlers that caught it are going away.
-        if stop.received is None and wakeup.received:
-            stop.received = wakeup.received[0]
-            note(f"received {_signal_name(stop.received)} as the command ended")
+    # Read only now that the handlers are the caller's again: a signal before this moment is
+    # in ``received``, one after it is the caller's to handle; none falls in between. One that
+    # came as the command ended was not forwarded, but it was asked for: the caller must learn
+    # of it.
+    if stop.received is None and wakeup.received:
+        stop.received = wakeup.received[0]
+        note(f"received {_signal_name(stop.received)} as the command ended")
     finished = Finished(process.returncode, stop.received, stop.timed_out, clock() - started)
     note(f"the command {finished.describe()} after {finished.seconds:.1f} s")
     return finished

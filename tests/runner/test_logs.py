@@ -736,3 +736,24 @@ def test_given_stores_are_used_and_left_open(
     assert (tmp_path / "stored" / "b" / "taskkit.txt").read_text().endswith("two\n")
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
+
+
+def test_a_signal_as_the_watchdog_is_released_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last moment of run_logged's own handlers (the watchdog released, the handlers not
+    yet put back): a SIGTERM there is reported as received, not dropped, and the caller's
+    handler is not called for it as well."""
+    from taskkit.runner.lifetime import Watchdog
+
+    release = Watchdog.release
+
+    def release_then_signal(self: Watchdog) -> None:
+        release(self)
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(Watchdog, "release", release_then_signal)
+    with command.stopped_by_signals():
+        finished = run_logged(["true"], tombstone=tmp_path / "tombstone")
+    assert (finished.returncode, finished.signal_received) == (0, signal.SIGTERM)
+    assert finished.exit_code == 143
