@@ -46,7 +46,9 @@ def batch_status_command(
     journal alone is shown; without a state (--state, TASKKIT_STATE), Batch's side alone.
     When Batch cannot be read (unreachable, or no such job), the journal is shown alone with
     a warning (exit 75, or 0 when Batch has no such job). A task of a grouped task is shown as
-    its shards. EXIT is Batch's exit code, else the journal's. Reads only.
+    its shards. EXIT is Batch's exit code, else the journal's. Below the table, where the
+    latest attempt's logs are for each task that has not succeeded (--json: every task's).
+    Reads only.
 
     \b
     Examples:
@@ -134,3 +136,10 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"{text(row['retries']):>7} {text(row['node']):<14} {text(row['outcome']):<11} "
             f"{text(row['attempts']):>8} {text(row['interrupted']):>6}  {text(row['reason'] or '')}"
         )
+    unsettled = [r for r in rows if r["logs"] and r["outcome"] != "success"]
+    if unsettled:
+        _echo("")
+        _echo("logs of the latest attempt of each task that has not succeeded:")
+        width = max(len(text(r["task"])) for r in unsettled)
+        for row in unsettled:
+            _echo(f"  {text(row['task']):<{width}}  {text(row['logs'])}")

@@ -43,6 +43,11 @@ def taskkit(
     return done
 
 
+def table_tasks(stdout: str) -> list[str]:
+    """The TASK column of the table (the lines before the first empty one)."""
+    return [ln.split()[0] for ln in stdout.split("\n\n", maxsplit=1)[0].splitlines()[1:]]
+
+
 @pytest.fixture
 def journals(tmp_path: Path) -> str:
     """Job J's journals: task a succeeded, task b failed permanently (exit 2), task d ran too."""
@@ -161,8 +166,14 @@ def test_without_an_endpoint_the_journal_alone(journals: str) -> None:
     """No endpoint: the journal's tasks, Batch's columns empty, and one note saying so."""
     done = taskkit("batch", "status", "--job-id", "J", "--state", journals)
     assert done.returncode == 0, done.stderr
-    assert [ln.split()[0] for ln in done.stdout.splitlines()[1:]] == ["a", "b", "d"]
+    assert table_tasks(done.stdout) == ["a", "b", "d"]
+    logs = done.stdout.split("\n\n")[1]
     assert done.stderr.startswith("taskkit: note: no Batch endpoint")
+    # where to look next: the logs of the one task that did not succeed, and only its
+    b_logs = json.loads(taskkit("status", "--state", journals, "--job-id", "J", "--json").stdout)
+    (b_row,) = [r for r in b_logs["tasks"] if r["task"] == "b"]
+    assert logs.splitlines()[1:] == [f"  b  {b_row['logs']}"]
+    assert b_row["logs"].endswith("/J/b/logs/00001/")
 
 
 def test_nothing_to_read_is_64_and_an_unknown_job_66(
@@ -222,7 +233,7 @@ def test_batch_unreachable_shows_the_journal_alone_and_exits_75(journals: str) -
         "--endpoint", "http://127.0.0.1:9", "--patience", "1s",
     )  # fmt: skip
     assert done.returncode == 75, done.stderr
-    assert [ln.split()[0] for ln in done.stdout.splitlines()[1:]] == ["a", "b", "d"]
+    assert table_tasks(done.stdout) == ["a", "b", "d"]
     (line,) = done.stderr.splitlines()
     assert line.startswith("taskkit: warning: ")
     assert "the journal alone" in line
@@ -242,7 +253,7 @@ def test_a_job_batch_no_longer_has_shows_its_journal(
     )
     assert gone.returncode == 0, gone.stderr
     assert "Batch has no job 'J'" in gone.stderr
-    assert [ln.split()[0] for ln in gone.stdout.splitlines()[1:]] == ["a", "b", "d"]
+    assert table_tasks(gone.stdout) == ["a", "b", "d"]
 
 
 def test_a_damaged_record_is_one_row_not_the_whole_table(journals: str) -> None:
