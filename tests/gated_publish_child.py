@@ -16,8 +16,10 @@ published manifests are deleted) pause instead: MARKER is touched and the upload
 ``MARKER.go`` exists (another attempt may take the claim over meanwhile).
 
 GATE ``claim`` sends SIGTERM to the process itself right after the claim is written, before
-the write returns its version, then lets it go on. Everything else is the real thing: this is
-``taskkit run RUN-ARGUMENTS``.
+the write returns its version, then lets it go on. So do, with SIGTERM or (a ``:INT`` suffix)
+SIGINT: ``begun``, right after the attempt's record is written; ``ended``, once the attempt's
+end is decided and recorded, before its last log line (``ended-twice``: two signals).
+Everything else is the real thing: this is ``taskkit run RUN-ARGUMENTS``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from taskkit.runner.journal import Journal, Outcome
 from taskkit.runner.logs import LogSink, Phase
 
 GATES = ("phase", "upload", "uploaded", "claim", "manifest", "unpublish")
+SELF_SIGNALLED = ("begun", "ended", "ended-twice")
 
 
 def blocked(marker: Path) -> None:
@@ -50,9 +53,41 @@ def paused(marker: Path) -> None:
         threading.Event().wait(0.01)
 
 
+def signalled(where: str, signum: int, marker: Path) -> None:
+    """The process signals itself at ``where`` (one of :data:`SELF_SIGNALLED`) and goes on."""
+
+    def send(times: int) -> None:
+        marker.touch()
+        for _ in range(times):
+            os.kill(os.getpid(), signum)
+
+    if where == "begun":
+        real_begin = Journal.begin
+
+        def begin(self: Journal, **kwargs: Any) -> Any:
+            begun = real_begin(self, **kwargs)
+            send(1)
+            return begun
+
+        Journal.begin = begin  # type: ignore[method-assign]
+    else:
+        real_phase = LogSink.phase
+
+        def phase(self: LogSink, reached: Phase, line: str = "") -> bool:
+            if reached is Phase.ENDED:
+                send(2 if where == "ended-twice" else 1)
+            return real_phase(self, reached, line)
+
+        LogSink.phase = phase  # type: ignore[method-assign]
+
+
 def gate(where: str, marker: Path) -> None:
-    """Make the publish stop at ``where`` (one of :data:`GATES`)."""
-    if where == "phase":
+    """Make the publish stop at ``where`` (one of :data:`GATES`, or of
+    :data:`SELF_SIGNALLED` with an optional ``:INT``)."""
+    point, _, name = where.partition(":")
+    if point in SELF_SIGNALLED:
+        signalled(point, signal.SIGINT if name == "INT" else signal.SIGTERM, marker)
+    elif where == "phase":
         real_phase = LogSink.phase
 
         def phase(self: LogSink, reached: Phase, line: str = "") -> bool:

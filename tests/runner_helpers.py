@@ -312,7 +312,8 @@ def interrupted_publish(
     task: Task, gate: str, signum: int, command: Sequence[str], *options: str
 ) -> subprocess.CompletedProcess[str]:
     """``taskkit run`` of ``task`` stopped by ``signum`` at ``gate`` of its publish, to its
-    end (gate ``claim`` sends itself SIGTERM, ``signum`` is not sent)."""
+    end (gates ``claim``, ``begun``, ``ended`` signal the process themselves: ``signum`` is
+    not sent; see tests/gated_publish_child.py)."""
     marker = task.box / f"gate-{gate}"
     marker.unlink(missing_ok=True)
     argv = [sys.executable, GATED_PUBLISH, gate, str(marker), "--"]
@@ -327,7 +328,7 @@ def interrupted_publish(
     )
     task._started.append(proc)
     wait_for(lambda: marker.exists() or proc.poll() is not None, f"the publish to reach {gate}")
-    if gate != "claim":
+    if gate.partition(":")[0] not in ("claim", "begun", "ended", "ended-twice"):
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=TIMEOUT)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, internal_error, transfer_options
+from taskkit.cli._app import CONTEXT, cli, internal_error, stoppable, transfer_options
 from taskkit.cli.report import say as _say
 from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitError
@@ -222,7 +222,8 @@ def run_command(command: tuple[str, ...], dry_run: bool, local: str | None, **op
 
         return run(spec, observer=RunReport(verbose=spec.verbose, interval=spec.progress_interval))
 
-    return _banded(attempt)
+    with stoppable():  # until the attempt sets its own: SIGTERM as it plans is 143, in order
+        return _banded(attempt)
 
 
 def _run_local(

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -45,7 +46,13 @@ from taskkit.exceptions import (
 from taskkit.observer import Observer
 from taskkit.redaction import shown_url
 from taskkit.runner.checkpoint import Checkpoint, confined
-from taskkit.runner.command import Finished, Stopped, signals_held, stopped_by_signals
+from taskkit.runner.command import (
+    Finished,
+    SignalsDeferred,
+    Stopped,
+    signals_held,
+    stopped_by_signals,
+)
 from taskkit.runner.goal import (
     CLAIM_TRIES,
     goal,
@@ -109,6 +116,7 @@ class AttemptRun:
     carries from start to end."""
 
     sink: LogSink | None = None  # the attempt's logs, once they are set up
+    signals: SignalsDeferred  # what came while the attempt ran, once it runs
 
     def __init__(self, *, plan: AttemptPlan, context: AttemptContext) -> None:
         spec = self.spec = plan.spec
@@ -127,6 +135,21 @@ class AttemptRun:
         self.moved: dict[str, Moved] = {}
 
     def run(self) -> int:
+        """The attempt from its record's start to its end's; its exit code. SIGTERM and SIGINT
+        stop it in order up to its decision (143, 130); after that its end is recorded and
+        stands, the signal noted (a second one ends the process at once)."""
+        with SignalsDeferred() as signals:
+            self.signals = signals
+            number, decision = self._run()
+        if signals.caught:
+            self.observer.warning(
+                f"received {signal.Signals(signals.caught[0]).name} as attempt "
+                f"{number} ended: its end ({decision.verdict.value}, exit "
+                f"{decision.exit_code}) is recorded and stands"
+            )
+        return decision.exit_code
+
+    def _run(self) -> tuple[int, Decision]:
         plan, journal = self.plan, self.journal
         previous = list(plan.attempts)
         after = max((a.number for a in previous), default=0)
@@ -165,7 +188,7 @@ class AttemptRun:
             )
         except TaskFailure as exc:  # the end stays unwritten: the attempt reads as interrupted
             self.observer.warning(f"cannot record the end of attempt {number}: {exc}")
-        return decision.exit_code
+        return number, decision
 
     def _logged(
         self,
@@ -205,9 +228,11 @@ class AttemptRun:
                 if unwritable is not None:  # nothing it does would be kept: not worth running
                     raise unwritable
                 with stopped_by_signals():
+                    self.signals.stop_if_caught()  # one that came while the attempt began
                     blocked = self._end_old_commands(sink, previous)
                     decision = self._attempt(sink, number, private, blocked or unavailable)
             except Stopped as stop:
+                self.signals.stopped(stop)
                 decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
                 decision = decision._replace(
                     reason=f"taskkit was stopped by {stop.name} ({decision.verdict.value})"

@@ -43,6 +43,7 @@ from taskkit.signals import raising
 __all__ = [
     "DRAIN_SECONDS",
     "Finished",
+    "SignalsDeferred",
     "Stopped",
     "run_logged",
     "signals_held",
@@ -382,6 +383,48 @@ def stopped_by_signals() -> contextlib.AbstractContextManager[None]:
     :func:`~taskkit.runner.command.run_logged` forwards them instead; after this block a second
     signal ends the process at once."""
     return raising((signal.SIGTERM, signal.SIGINT), Stopped)
+
+
+class SignalsDeferred:
+    """For the whole life of an attempt, from its record's start to its end's: SIGTERM and
+    SIGINT are noted (``caught``), never the end of the process, except a second one, which ends
+    it at once as the default would. Inner blocks (:func:`stopped_by_signals`,
+    :func:`run_logged`) set their own handlers and put these back, so no moment of the attempt
+    is left with the default. Where the attempt may still stop, :meth:`stop_if_caught` turns a
+    noted signal into :class:`Stopped`; once its end is decided, a signal changes nothing: the
+    end is recorded and stands. Off the main thread nothing changes."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self.acted = False  # a signal already stopped the attempt: the next one is a second
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalsDeferred:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.caught or self.acted:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        self.caught.append(signum)
+
+    def stop_if_caught(self) -> None:
+        """Raise :class:`Stopped` for a signal noted so far (it came before the attempt could
+        act on it), once."""
+        if self.caught:
+            self.acted = True
+            raise Stopped(self.caught.pop(0))
+
+    def stopped(self, stop: Stopped) -> None:
+        """``stop`` ended the attempt: a signal after it is a second one."""
+        self.acted = True
 
 
 @contextlib.contextmanager

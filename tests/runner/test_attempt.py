@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runner_helpers import SH_TASKKIT, TASKKIT, Task, interrupted_publish, q, sh
@@ -104,26 +105,33 @@ def test_files_the_outputs_leave_out_are_named(task: Task) -> None:
     assert not (dest / "link").exists()
 
 
+def live_claim(task: Task, holder_pid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record of a live attempt 99 of other work (``holder_pid`` on this host), and its
+    publishing claim: what another copy of the task, busy publishing, leaves in the journal."""
+    from taskkit.runner.journal import host_identity, now
+
+    start = Path(f"/proc/{holder_pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    holder = {
+        "number": 99,
+        "host": host_identity(),
+        "pid": holder_pid,
+        "pid_start": start,
+        "fingerprint": "other",
+        "started": now(),
+        "heartbeat": now(),
+        "interval": 30.0,
+    }
+    claim = {"state": "publishing", "fingerprint": "other", "attempt": 99, "at": now()}
+    return holder, claim
+
+
 def test_sigterm_while_taskkit_waits_to_publish_ends_the_attempt_in_order(task: Task) -> None:
     """A live attempt of other work holds the publishing claim; SIGTERM while this one waits
     for it gives exit 143, a recorded end, logs, and no claim of this attempt left behind."""
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         journal = task.state_dir / task.job / task.task
-        start = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-        from taskkit.runner.journal import host_identity, now
-
-        holder = {
-            "number": 99,
-            "host": host_identity(),
-            "pid": sleeper.pid,
-            "pid_start": start,
-            "fingerprint": "other",
-            "started": now(),
-            "heartbeat": now(),
-            "interval": 30.0,
-        }
-        claim = {"state": "publishing", "fingerprint": "other", "attempt": 99, "at": now()}
+        holder, claim = live_claim(task, sleeper.pid)
         command = sh(
             f"mkdir -p {q(journal / 'attempts')} && "
             f"printf %s {q(json.dumps(holder))} > {q(journal / 'attempts' / '00099.json')} && "
@@ -140,6 +148,33 @@ def test_sigterm_while_taskkit_waits_to_publish_ends_the_attempt_in_order(task: 
         outcome = json.loads((journal / "outcome.json").read_text())
         assert (outcome["state"], outcome["attempt"]) == ("publishing", 99)
         assert "attempt 1: retryable" in task.log(1, "taskkit")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_sigterm_while_taskkit_waits_before_its_attempt_ends_it_in_order(task: Task) -> None:
+    """A live attempt of other work holds the publishing claim when taskkit starts: SIGTERM
+    while it waits, before its own attempt begins, gives one line and 143; no attempt is
+    recorded and the claim is left to its holder."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        journal = task.state_dir / task.job / task.task
+        holder, claim = live_claim(task, sleeper.pid)
+        (journal / "attempts").mkdir(parents=True)
+        (journal / "attempts" / "00099.json").write_text(json.dumps(holder))
+        (journal / "outcome.json").write_text(json.dumps(claim))
+        proc = task.start(sh(task.counted("cmd")), "--max-retries", "3")
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.endswith("; waiting for it\n"), line
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert err == "taskkit: error: terminated (SIGTERM)\n"
+        assert sorted(p.name for p in (journal / "attempts").iterdir()) == ["00099.json"]
+        assert json.loads((journal / "outcome.json").read_text()) == claim
+        assert task.count("cmd") == 0
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -193,3 +228,58 @@ def test_a_claim_whose_holder_died_is_shown_stale(task: Task, gate: str) -> None
     again = task.run(command, *options)
     assert again.returncode == 0, again.stderr
     assert task.outcome()["state"] == "success"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["TERM", "INT"])
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_signal_once_the_end_is_decided_leaves_the_end_as_recorded(
+    task: Task, name: str, code: int
+) -> None:
+    """SIGTERM or SIGINT after the attempt's end is decided (its success published, or its
+    failure classified): the end is recorded as decided, taskkit exits with its code, and one
+    warning says the signal came and changed nothing; status agrees with the exit."""
+    command = sh(f"{task.counted('cmd')}\nmkdir -p out\necho alpha > out/a.txt\nexit {code}\n")
+    options = ("--max-retries", "3", "-o", f"out/**=file://{task.root / 'dest'}/")
+    done = interrupted_publish(task, f"ended:{name}", signal.SIGTERM, command, *options)
+    assert done.returncode == code, done.stderr
+    record = task.attempt(1)
+    verdict = "success" if code == 0 else "retryable"
+    assert (record["exit_code"], record["verdict"]) == (code, verdict)
+    assert task.status()["attempts"][0]["state"] == "ended"
+    warning = f"taskkit: warning: received SIG{name} as attempt 1 ended: its end ({verdict}, exit"
+    assert [ln for ln in done.stderr.splitlines() if "received SIG" in ln] == [
+        f"{warning} {code}) is recorded and stands"
+    ]
+    assert (task.outcome() or {}).get("state") == ("success" if code == 0 else None)
+    again = task.run(command, *options)
+    assert again.returncode == code, again.stderr
+    assert task.count("cmd") == (1 if code == 0 else 2)  # a success is not run again
+
+
+def test_a_second_signal_once_the_end_is_decided_ends_the_process_at_once(task: Task) -> None:
+    """Two SIGTERMs after the success is published: the second ends the process as the default
+    would; the success stands, the attempt shows interrupted, the next run exits 0 unrun."""
+    command, options = publishing(task)
+    done = interrupted_publish(task, "ended-twice", signal.SIGTERM, command, *options)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert task.outcome()["state"] == "success"  # type: ignore[index]
+    again = task.run(command, *options)
+    assert again.returncode == 0, again.stderr
+    assert task.count("cmd") == 1
+
+
+@pytest.mark.parametrize(("name", "code"), [("TERM", 143), ("INT", 130)])
+def test_a_signal_as_the_attempt_begins_stops_it_before_its_command(
+    task: Task, name: str, code: int
+) -> None:
+    """SIGTERM or SIGINT right after the attempt's record is written, before taskkit acts on
+    signals itself: the attempt ends in order (143, 130, its end recorded) and its command
+    never runs."""
+    command, options = publishing(task)
+    done = interrupted_publish(task, f"begun:{name}", signal.SIGTERM, command, *options)
+    assert done.returncode == code, done.stderr
+    record = task.attempt(1)
+    assert (record["exit_code"], record["verdict"]) == (code, "retryable")
+    assert f"taskkit was stopped by SIG{name}" in record["reason"]
+    assert task.count("cmd") == 0
+    assert "received SIG" not in done.stderr
