@@ -131,6 +131,8 @@ class _Running:
     ended_by: Literal["kill", "preempt", "wall-clock", "terminate", "disable", "abort"] | None = (
         None
     )
+    waiter: threading.Thread | None = None  # the thread that reaps it, once made
+    settled: bool = False  # its end is in the report (by its waiter, or by the run's end)
 
 
 class _Alarms:
@@ -275,11 +277,35 @@ class Emulator:
                     if thread.is_alive():
                         thread.join(timeout=10)
                 self._sweep("the job's tasks left running")
+                self._settle_unreaped()
                 self.report.ended = time.time()
                 for task in self.report.tasks:
                     if task.state in ("waiting", "ready"):
                         task.state = "not-run"
         return self.report
+
+    def _settle_unreaped(self) -> None:
+        """Attempts a signal cut short as they were launched, whose waiter never ran (or was
+        never registered): ended here, as interrupted, so that the report has no attempt
+        left running."""
+        with self._cond:
+            for node in self._nodes:
+                for running in list(node.running.values()):
+                    if running.settled or (running.waiter and running.waiter.is_alive()):
+                        continue
+                    running.settled = True
+                    running.ended_by = running.ended_by or "abort"
+                    self._signal(running, signal.SIGKILL)
+                    self._ended(running, running.process.wait())
+            for task in self.report.tasks:
+                if task.state == "running" and not any(
+                    task.id in node.running for node in self._nodes
+                ):  # its process started, the signal came before it was registered
+                    task.state = "interrupted"
+                    task.note = "interrupted: taskkit local run was stopped"
+                    attempt = task.attempts[-1]
+                    attempt.end = attempt.end or time.time()
+                    attempt.note = task.note
 
     def check(self) -> None:
         """Refuse, before anything is made, what the run could not start with: a ``jobAction``
@@ -404,7 +430,7 @@ class Emulator:
         running = _Running(task, attempt, node, process, now, f"{MARK}={mark}".encode())
         node.running[task.id] = running
         self._say("start", task, node, f"{task.id}: attempt {len(task.attempts)} on {node.name}")
-        thread = threading.Thread(target=self._wait, args=(running,), daemon=True)
+        thread = running.waiter = threading.Thread(target=self._wait, args=(running,), daemon=True)
         self._threads.append(thread)
         thread.start()
         assert self._alarms is not None
@@ -435,6 +461,9 @@ class Emulator:
             # off SIGTERM included.
             end_marked(running.mark)
         with self._cond:
+            if running.settled:  # the run's end settled it: its waiter started too late
+                return
+            running.settled = True
             try:
                 self._ended(running, code)
                 self._schedule()

@@ -422,16 +422,24 @@ def test_a_lost_node_takes_down_the_processes_that_left_the_attempts_group(
     tmp_path: Path,
 ) -> None:
     """kill: a process the attempt started in a session of its own (as ``taskkit run`` starts
-    its command) dies too, before the task is requeued."""
+    its command) dies too, before the task is requeued. The strike lands at a random moment of
+    the first attempt; one that lands before the process is started (a loaded machine) proves
+    nothing, so the job is run again, in a fresh folder, until one lands after."""
     script = (
         'if [ ! -e "$BOX/first" ]; then touch "$BOX/first"; '
         "setsid sh -c 'echo $$ > \"$BOX/orphan\"; exec sleep 60' & "
         'while [ ! -s "$BOX/orphan" ]; do sleep 0.01; done; sleep 60; fi'
     )
-    report = run(tmp_path, [sh(script, id="a")], chaos=Chaos(kill=1.0, within=0.3, limit=1))
-    orphan = int((tmp_path / "box/orphan").read_text())
-    assert report.ok
-    assert [a.chaos for a in task_of(report, "a").attempts] == ["kill", None]
+    for round in range(20):
+        where = tmp_path / str(round)
+        report = run(where, [sh(script, id="a")], chaos=Chaos(kill=1.0, within=0.3, limit=1))
+        assert report.ok
+        assert [a.chaos for a in task_of(report, "a").attempts] == ["kill", None]
+        if (where / "box/orphan").exists():
+            break
+    else:
+        pytest.fail("in 20 runs the strike never came after the process was started")
+    orphan = int((where / "box/orphan").read_text())
     with (
         open(f"/proc/{orphan}/stat") if Path(f"/proc/{orphan}").exists() else open(os.devnull) as f
     ):
@@ -452,3 +460,28 @@ def test_a_wall_clock_ends_what_shrugged_off_sigterm_too(tmp_path: Path) -> None
     assert task_of(report, "a").attempts[0].wall_clock
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def test_an_interruption_as_an_attempt_is_launched_still_ends_it_in_the_report(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C between an attempt's process starting and its waiter starting (here: as the
+    start is told to ``watch``): the process is ended, and the report shows the attempt
+    interrupted with an end, never left running."""
+
+    def watch(event: Any) -> None:
+        if event.kind == "start":
+            raise KeyboardInterrupt
+
+    env = {"PATH": os.environ["PATH"], "BOX": str(tmp_path / "box")}
+    (tmp_path / "box").mkdir()
+    script = 'echo $$ > "$BOX/pid"; exec sleep 60'
+    emulator = Emulator(tasks(sh(script, id="a")), root=tmp_path / "dir", environ=env, watch=watch)
+    with pytest.raises(KeyboardInterrupt):
+        emulator.run()
+    (task,) = emulator.report.tasks
+    assert task.state == "interrupted"
+    assert [(a.end is not None, a.note) for a in task.attempts] == [
+        (True, "interrupted: taskkit local run was stopped")
+    ]
+    assert emulator.report.terminated == "interrupted"
