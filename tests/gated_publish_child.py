@@ -17,8 +17,10 @@ published manifests are deleted) pause instead: MARKER is touched and the upload
 
 GATE ``claim`` sends SIGTERM to the process itself right after the claim is written, before
 the write returns its version, then lets it go on. So do, with SIGTERM or (a ``:INT`` suffix)
-SIGINT: ``begun``, right after the attempt's record is written; ``ended``, once the attempt's
-end is decided and recorded, before its last log line (``ended-twice``: two signals).
+SIGINT: ``begun``, right after the attempt's record is written; ``recorded``, right after its
+success is written in the claim's place, before the write returns; ``ended``, once the
+attempt's end is decided and recorded, before its last log line (``ended-twice``: two
+signals).
 Everything else is the real thing: this is ``taskkit run RUN-ARGUMENTS``.
 """
 
@@ -38,7 +40,7 @@ from taskkit.runner.journal import Journal, Outcome
 from taskkit.runner.logs import LogSink, Phase
 
 GATES = ("phase", "upload", "uploaded", "claim", "manifest", "unpublish")
-SELF_SIGNALLED = ("begun", "ended", "ended-twice")
+SELF_SIGNALLED = ("begun", "recorded", "ended", "ended-twice")
 
 
 def blocked(marker: Path) -> None:
@@ -70,6 +72,16 @@ def signalled(where: str, signum: int, marker: Path) -> None:
             return begun
 
         Journal.begin = begin  # type: ignore[method-assign]
+    elif where == "recorded":
+        real_write = Journal.write_outcome
+
+        def write_outcome(self: Journal, outcome: Outcome, **kwargs: Any) -> str:
+            version = real_write(self, outcome, **kwargs)
+            if outcome.state == "success":
+                send(1)
+            return version
+
+        Journal.write_outcome = write_outcome  # type: ignore[method-assign]
     else:
         real_phase = LogSink.phase
 

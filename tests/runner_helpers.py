@@ -328,7 +328,7 @@ def interrupted_publish(
     )
     task._started.append(proc)
     wait_for(lambda: marker.exists() or proc.poll() is not None, f"the publish to reach {gate}")
-    if gate.partition(":")[0] not in ("claim", "begun", "ended", "ended-twice"):
+    if gate.partition(":")[0] not in ("claim", "begun", "recorded", "ended", "ended-twice"):
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=TIMEOUT)

@@ -127,30 +127,32 @@ def local_run_command(
       taskkit local run tasks.json --report report.html     # the job's timeline page
       taskkit local run tasks.json --chaos kill=0.2,preempt=0.05,within=5 --seed 7
     """
-    spec = Chaos.parse(chaos)
-    text, source = read_task_file(tasks, "local run")
-    found = read_tasks(text, source)
-    status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
-    console = RunReport(verbose=verbose, interval=60.0)
-    for name, ids in sorted(found.not_emulated.items()):
-        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-        say("warning", f"{name} is not emulated: ignored in {shown}")
-    emulator = Emulator(
-        found.tasks,
-        root=Path(directory).expanduser(),
-        job_id=job_id,
-        nodes=nodes,
-        slots=slots,
-        on_task_failure=on_task_failure,  # type: ignore[arg-type]
-        chaos=spec,
-        seed=seed,
-        watch=status.event,
-        observer=console,
-    )
-    emulator.check()
-    _make_folders(*(("--report", f) for f in report_files), ("--dir", directory))
-    report = emulator.report
+    # From the start, so that a signal as the job is read is one line and its code too; the
+    # first one stops the job, the others wait for its report (see _stopped_by_signals).
     with _stopped_by_signals():
+        spec = Chaos.parse(chaos)
+        text, source = read_task_file(tasks, "local run")
+        found = read_tasks(text, source)
+        status = _Status(sys.stderr.isatty(), verbose, len(found.tasks))
+        console = RunReport(verbose=verbose, interval=60.0)
+        for name, ids in sorted(found.not_emulated.items()):
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            say("warning", f"{name} is not emulated: ignored in {shown}")
+        emulator = Emulator(
+            found.tasks,
+            root=Path(directory).expanduser(),
+            job_id=job_id,
+            nodes=nodes,
+            slots=slots,
+            on_task_failure=on_task_failure,  # type: ignore[arg-type]
+            chaos=spec,
+            seed=seed,
+            watch=status.event,
+            observer=console,
+        )
+        emulator.check()
+        _make_folders(*(("--report", f) for f in report_files), ("--dir", directory))
+        report = emulator.report
         try:
             emulator.run()
         except KeyboardInterrupt:
@@ -170,7 +172,7 @@ def local_run_command(
             _summary(report, kept)
             for page in pages:
                 _page(emulator, page)
-    sys.exit(report.exit_code)
+        sys.exit(report.exit_code)
 
 
 def _is_page(name: str) -> bool:
@@ -194,12 +196,19 @@ def _page(emulator: Emulator, target: str) -> None:
 def _stopped_by_signals() -> contextlib.AbstractContextManager[None]:
     """SIGINT as Ctrl-C (exit 130), SIGTERM and SIGHUP (a closed terminal) as exit 128+N, even
     when the shell that started taskkit ignores them (a background job): the emulator then
-    kills every task it started and writes its report before taskkit exits."""
+    kills every task it started and writes its report before taskkit exits. Only the first
+    counts: later ones are ignored until the block ends."""
+
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def stop(signum: int) -> BaseException:
+        # The first one stops the job; from then on the others are let be, so that the tasks
+        # are ended and the report written, and the exit code is the one it gives.
+        for other in signums:
+            signal.signal(other, signal.SIG_IGN)
         return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
 
-    return raising((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), stop)
+    return raising(signums, stop)
 
 
 def _make_folders(*options: tuple[str, str | None]) -> None:

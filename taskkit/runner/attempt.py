@@ -51,7 +51,6 @@ from taskkit.runner.command import (
     SignalsDeferred,
     Stopped,
     signals_held,
-    stopped_by_signals,
 )
 from taskkit.runner.goal import (
     CLAIM_TRIES,
@@ -227,12 +226,10 @@ class AttemptRun:
             try:
                 if unwritable is not None:  # nothing it does would be kept: not worth running
                     raise unwritable
-                with stopped_by_signals():
-                    self.signals.stop_if_caught()  # one that came while the attempt began
+                with self.signals.acting():
                     blocked = self._end_old_commands(sink, previous)
                     decision = self._attempt(sink, number, private, blocked or unavailable)
             except Stopped as stop:
-                self.signals.stopped(stop)
                 decision = self.policy.decide(Ending(128 + stop.signum, stop.signum))
                 decision = decision._replace(
                     reason=f"taskkit was stopped by {stop.name} ({decision.verdict.value})"
@@ -583,6 +580,9 @@ class AttemptRun:
         success = self._outcome(
             "success", number, decision, manifests=manifests, published=published
         )
+        # From here a signal changes nothing: were it to stop the attempt, the success written
+        # and the end taskkit exits with could disagree.
+        self.signals.settle()
         try:  # in the claim's place, once: a claim taken over is not this attempt's any more
             journal.write_outcome(success, replacing=version)
         except Conflict:

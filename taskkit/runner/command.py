@@ -38,7 +38,6 @@ from taskkit.exceptions import MisuseError, UsageError
 from taskkit.redaction import redact
 from taskkit.runner.lifetime import Watchdog, process_start
 from taskkit.runner.logs import LogFile, LogSink, write_all
-from taskkit.signals import raising
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -47,7 +46,6 @@ __all__ = [
     "Stopped",
     "run_logged",
     "signals_held",
-    "stopped_by_signals",
 ]
 
 #: How long output may keep flowing once the command and its group are gone: only a process
@@ -377,26 +375,19 @@ class Stopped(BaseException):
         return signal.Signals(self.signum).name
 
 
-def stopped_by_signals() -> contextlib.AbstractContextManager[None]:
-    """Turn SIGTERM and SIGINT into :class:`Stopped` while taskkit works, so the attempt
-    still ends in order: claim released, end recorded, logs flushed. While the command runs,
-    :func:`~taskkit.runner.command.run_logged` forwards them instead; after this block a second
-    signal ends the process at once."""
-    return raising((signal.SIGTERM, signal.SIGINT), Stopped)
-
-
 class SignalsDeferred:
-    """For the whole life of an attempt, from its record's start to its end's: SIGTERM and
-    SIGINT are noted (``caught``), never the end of the process, except a second one, which ends
-    it at once as the default would. Inner blocks (:func:`stopped_by_signals`,
-    :func:`run_logged`) set their own handlers and put these back, so no moment of the attempt
-    is left with the default. Where the attempt may still stop, :meth:`stop_if_caught` turns a
-    noted signal into :class:`Stopped`; once its end is decided, a signal changes nothing: the
-    end is recorded and stands. Off the main thread nothing changes."""
+    """SIGTERM and SIGINT for the whole life of an attempt, from its record's start to its
+    end's: the first one is acted on while the attempt can still stop (:meth:`acting`: it
+    raises :class:`Stopped` and the attempt ends in order), and noted (``caught``) where it
+    cannot any more (before it begins to act, and once its end is being recorded: the end
+    stands). Any later one ends the process at once, as the default would, wherever it comes.
+    Blocks within (:meth:`acting`, :func:`run_logged`, :func:`signals_held`) set their own
+    handlers and put the earlier ones back, so no moment of the attempt is left with the
+    default. Off the main thread nothing changes."""
 
     def __init__(self) -> None:
         self.caught: list[int] = []
-        self.acted = False  # a signal already stopped the attempt: the next one is a second
+        self.acted = False  # a signal stopped the attempt: the next one is a second
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalsDeferred:
@@ -409,28 +400,51 @@ class SignalsDeferred:
         for signum, previous in self._previous.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
-    def _note(self, signum: int, frame: FrameType | None) -> None:
+    def _second(self, signum: int) -> None:
         if self.caught or self.acted:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._second(signum)
         self.caught.append(signum)
 
-    def stop_if_caught(self) -> None:
-        """Raise :class:`Stopped` for a signal noted so far (it came before the attempt could
-        act on it), once."""
-        if self.caught:
-            self.acted = True
-            raise Stopped(self.caught.pop(0))
-
-    def stopped(self, stop: Stopped) -> None:
-        """``stop`` ended the attempt: a signal after it is a second one."""
+    def _act(self, signum: int, frame: FrameType | None) -> None:
+        self._second(signum)
         self.acted = True
+        raise Stopped(signum)
+
+    @contextlib.contextmanager
+    def acting(self) -> Iterator[None]:
+        """While the block runs the first signal raises :class:`Stopped` (one noted before it
+        began, at once): taskkit is at work and stops in order (a claim given back, the
+        end recorded, the logs flushed)."""
+        if not self._previous:  # off the main thread
+            yield
+            return
+        previous = {s: signal.signal(s, self._act) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if self.caught:
+                self.acted = True
+                raise Stopped(self.caught.pop(0))
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def settle(self) -> None:
+        """The attempt's end is being written (its success in the claim's place): from here on
+        within :meth:`acting` a signal is noted, not acted on, so that the end written is the
+        end taskkit exits with."""
+        if self._previous:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._note)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGTERM and SIGINT wait until the block ends, then arrive as they would have (within
-    :func:`stopped_by_signals`: :class:`Stopped`, raised where the block ends). For a step that
+    :meth:`SignalsDeferred.acting`: :class:`Stopped`, raised where the block ends). For a step that
     must not be cut in half: a claim written and its version kept, a claim given back."""
     if threading.current_thread() is not threading.main_thread():
         yield

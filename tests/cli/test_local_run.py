@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from runner_helpers import TASKKIT, clean_environment, wait_for
 
 
@@ -138,9 +139,13 @@ def test_bad_input_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
     assert not (tmp_path / ".taskkit-local").exists()
 
 
-def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("then", [None, signal.SIGTERM, signal.SIGINT])
+def test_ctrl_c_kills_every_task_and_still_writes_the_report(
+    tmp_path: Path, then: signal.Signals | None
+) -> None:
     """SIGINT: exit 130, the running tasks' process groups are gone (their children too), and
-    the report names the interruption."""
+    the report names the interruption. Another signal right behind it changes nothing: the
+    exit code is still the report's."""
     pids = tmp_path / "pids"
     pids.mkdir()
     script = (
@@ -160,6 +165,8 @@ def test_ctrl_c_kills_every_task_and_still_writes_the_report(tmp_path: Path) -> 
         )
         started = {int(f.read_text()): _started(int(f.read_text())) for f in pids.iterdir()}
         proc.send_signal(signal.SIGINT)
+        if then is not None:
+            proc.send_signal(then)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

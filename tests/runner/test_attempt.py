@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from runner_helpers import SH_TASKKIT, TASKKIT, Task, interrupted_publish, q, sh
 
-from taskkit.runner.command import Stopped, signals_held, stopped_by_signals
+from taskkit.runner.command import SignalsDeferred, Stopped, signals_held
 
 
 @pytest.fixture
@@ -26,16 +27,17 @@ def task(tmp_path: Path) -> Iterator[Task]:
 
 
 def test_a_signal_while_taskkit_works_raises_stopped_and_the_handlers_come_back() -> None:
-    """SIGTERM inside the block is Stopped (not the default death); outside it, as before."""
+    """SIGTERM inside an attempt's acting block is Stopped (not the default death); the
+    handlers are as before once the attempt's block ends."""
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Stopped) as caught, stopped_by_signals():
+    with SignalsDeferred() as signals, pytest.raises(Stopped) as caught, signals.acting():
         os.kill(os.getpid(), signal.SIGTERM)
     assert caught.value.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_signals_held_arrive_where_the_block_ends() -> None:
-    """Within stopped_by_signals, a SIGTERM inside signals_held() does not cut the block:
+    """Within the acting block, a SIGTERM inside signals_held() does not cut the block:
     Stopped is raised where it ends, once; the handlers come back."""
     before = signal.getsignal(signal.SIGTERM)
     done: list[str] = []
@@ -46,10 +48,62 @@ def test_signals_held_arrive_where_the_block_ends() -> None:
             done.append("rest of the block")
         done.append("after the block")
 
-    with pytest.raises(Stopped), stopped_by_signals():
+    with SignalsDeferred() as signals, pytest.raises(Stopped), signals.acting():
         held_then_on()
     assert done == ["rest of the block"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_noted_before_the_attempt_acts_stops_it_where_it_begins() -> None:
+    """A SIGTERM before the acting block (noted, not acted on) is Stopped as the block begins;
+    one after the end is settled is noted and changes nothing."""
+    with SignalsDeferred() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.caught == [signal.SIGTERM]
+        with pytest.raises(Stopped), signals.acting():
+            pytest.fail("the block ran")
+        assert (signals.caught, signals.acted) == ([], True)
+    with SignalsDeferred() as signals:
+        with signals.acting():
+            signals.settle()
+            os.kill(os.getpid(), signal.SIGINT)
+            settled = "not cut short"
+        assert (settled, signals.caught) == ("not cut short", [signal.SIGINT])
+
+
+SECOND_SIGNAL = """
+import os, signal, sys
+from taskkit.runner.command import SignalsDeferred, Stopped
+first, second = (getattr(signal, name) for name in sys.argv[1:3])
+where = sys.argv[3]
+with SignalsDeferred() as signals:
+    try:
+        with signals.acting():
+            if where == "settled":
+                signals.settle()
+            os.kill(os.getpid(), first)
+            print("went on", flush=True)
+    except Stopped:
+        print("stopped", flush=True)
+    os.kill(os.getpid(), second)
+    print("survived the second", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["acting", "settled"])
+@pytest.mark.parametrize(("first", "second"), [("SIGTERM", "SIGINT"), ("SIGINT", "SIGINT")])
+def test_a_second_signal_ends_the_process_at_once(first: str, second: str, where: str) -> None:
+    """After a first signal (acted on: Stopped; or noted once the end is settled), any other
+    SIGTERM or SIGINT ends the process as the default would, wherever it comes."""
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL, first, second, where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -getattr(signal, second), done.stderr
+    assert done.stdout == ("stopped\n" if where == "acting" else "went on\n")
 
 
 def test_a_missing_working_directory_is_made(task: Task) -> None:
@@ -254,6 +308,19 @@ def test_a_signal_once_the_end_is_decided_leaves_the_end_as_recorded(
     again = task.run(command, *options)
     assert again.returncode == code, again.stderr
     assert task.count("cmd") == (1 if code == 0 else 2)  # a success is not run again
+
+
+@pytest.mark.parametrize("name", ["TERM", "INT"])
+def test_a_signal_as_the_success_is_written_leaves_the_success(task: Task, name: str) -> None:
+    """SIGTERM or SIGINT as the success is written in the claim's place (before the write
+    returns): the success stands, the attempt ends 0 and reads as a success, one warning."""
+    command, options = publishing(task)
+    done = interrupted_publish(task, f"recorded:{name}", signal.SIGTERM, command, *options)
+    assert done.returncode == 0, done.stderr
+    assert task.outcome()["state"] == "success"  # type: ignore[index]
+    record = task.attempt(1)
+    assert (record["exit_code"], record["verdict"]) == (0, "success")
+    assert f"received SIG{name} as attempt 1 ended: its end (success, exit 0)" in done.stderr
 
 
 def test_a_second_signal_once_the_end_is_decided_ends_the_process_at_once(task: Task) -> None:

@@ -753,7 +753,7 @@ def test_a_signal_as_the_watchdog_is_released_is_not_lost(
         signal.raise_signal(signal.SIGTERM)
 
     monkeypatch.setattr(Watchdog, "release", release_then_signal)
-    with command.stopped_by_signals():
+    with command.SignalsDeferred() as signals, signals.acting():
         finished = run_logged(["true"], tombstone=tmp_path / "tombstone")
     assert (finished.returncode, finished.signal_received) == (0, signal.SIGTERM)
     assert finished.exit_code == 143
