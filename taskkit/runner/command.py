@@ -99,6 +99,24 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+#: The signals taskkit takes as "stop": a Batch task terminated, a wall clock, Ctrl-C.
+_STOPS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _handled_by(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
+    """Set ``handler`` for SIGTERM and SIGINT; the handlers it replaced. Only the main thread
+    may set handlers: called elsewhere, none is set (and none is returned)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in _STOPS}
+
+
+def _restored(previous: Mapping[int, Any]) -> None:
+    """Put back the handlers :func:`_handled_by` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 class _Wakeup:
     """A self-pipe the run sleeps on, written by the signal handlers and by the thread that
     reaps the command: the run wakes for each event and never polls."""
@@ -111,15 +129,11 @@ class _Wakeup:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Wakeup:
-        # Only the main thread may set handlers; called elsewhere, the caller owns signals.
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous = _handled_by(self._handle)  # off the main thread the caller owns them
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        _restored(self._previous)
         os.close(self._read)
         os.close(self._write)
 
@@ -391,14 +405,11 @@ class SignalsDeferred:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalsDeferred:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._note)
+        self._previous = _handled_by(self._note)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        _restored(self._previous)
 
     def _second(self, signum: int) -> None:
         if self.caught or self.acted:
@@ -422,43 +433,37 @@ class SignalsDeferred:
         if not self._previous:  # off the main thread
             yield
             return
-        previous = {s: signal.signal(s, self._act) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = _handled_by(self._act)
         try:
             if self.caught:
                 self.acted = True
                 raise Stopped(self.caught.pop(0))
             yield
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            _restored(previous)
 
     def settle(self) -> None:
         """The attempt's end is being written (its success in the claim's place): from here on
         within :meth:`acting` a signal is noted, not acted on, so that the end written is the
         end taskkit exits with."""
         if self._previous:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._note)
+            _handled_by(self._note)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGTERM and SIGINT wait until the block ends, then arrive as they would have (within
-    :meth:`SignalsDeferred.acting`: :class:`Stopped`, raised where the block ends). For a step that
-    must not be cut in half: a claim written and its version kept, a claim given back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    :meth:`SignalsDeferred.acting`: :class:`Stopped`, raised where the block ends). For a step
+    that must not be cut in half: a claim written and its version kept, a claim given back."""
     pending: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
         pending.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = _handled_by(hold)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        _restored(previous)
         for signum in dict.fromkeys(pending):
             signal.raise_signal(signum)  # its handler runs before this returns
