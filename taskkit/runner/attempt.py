@@ -46,12 +46,7 @@ from taskkit.exceptions import (
 from taskkit.observer import Observer
 from taskkit.redaction import shown_url
 from taskkit.runner.checkpoint import Checkpoint, confined
-from taskkit.runner.command import (
-    Finished,
-    SignalsDeferred,
-    Stopped,
-    signals_held,
-)
+from taskkit.runner.command import Finished, SignalsDeferred, Stopped, signals_held
 from taskkit.runner.goal import (
     CLAIM_TRIES,
     goal,
