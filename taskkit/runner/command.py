@@ -453,11 +453,15 @@ class SignalsDeferred:
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGTERM and SIGINT wait until the block ends, then arrive as they would have (within
-    :meth:`SignalsDeferred.acting`: :class:`Stopped`, raised where the block ends). For a step
-    that must not be cut in half: a claim written and its version kept, a claim given back."""
+    :meth:`SignalsDeferred.acting`: :class:`Stopped`, raised where the block ends); a second
+    one in the block ends the process at once. For a step that must not be cut in half: a
+    claim written and its version kept, a claim given back."""
     pending: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
+        if pending:  # a second one: at once, as everywhere else
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
         pending.append(signum)
 
     previous = _handled_by(hold)
@@ -465,5 +469,5 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         _restored(previous)
-        for signum in dict.fromkeys(pending):
+        for signum in pending:
             signal.raise_signal(signum)  # its handler runs before this returns

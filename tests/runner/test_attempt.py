@@ -73,7 +73,7 @@ def test_a_signal_noted_before_the_attempt_acts_stops_it_where_it_begins() -> No
 
 SECOND_SIGNAL = """
 import os, signal, sys
-from taskkit.runner.command import SignalsDeferred, Stopped
+from taskkit.runner.command import SignalsDeferred, Stopped, signals_held
 first, second = (getattr(signal, name) for name in sys.argv[1:3])
 where = sys.argv[3]
 with SignalsDeferred() as signals:
@@ -81,6 +81,12 @@ with SignalsDeferred() as signals:
         with signals.acting():
             if where == "settled":
                 signals.settle()
+            if where == "held":
+                with signals_held():
+                    os.kill(os.getpid(), first)
+                    print("held", flush=True)
+                    os.kill(os.getpid(), second)
+                    print("survived the second", flush=True)
             os.kill(os.getpid(), first)
             print("went on", flush=True)
     except Stopped:
@@ -90,11 +96,12 @@ with SignalsDeferred() as signals:
 """
 
 
-@pytest.mark.parametrize("where", ["acting", "settled"])
+@pytest.mark.parametrize("where", ["acting", "settled", "held"])
 @pytest.mark.parametrize(("first", "second"), [("SIGTERM", "SIGINT"), ("SIGINT", "SIGINT")])
 def test_a_second_signal_ends_the_process_at_once(first: str, second: str, where: str) -> None:
-    """After a first signal (acted on: Stopped; or noted once the end is settled), any other
-    SIGTERM or SIGINT ends the process as the default would, wherever it comes."""
+    """After a first signal (acted on: Stopped; noted once the end is settled; held for the
+    block's end), any other SIGTERM or SIGINT ends the process as the default would, wherever
+    it comes."""
     done = subprocess.run(
         [sys.executable, "-c", SECOND_SIGNAL, first, second, where],
         capture_output=True,
@@ -103,7 +110,7 @@ def test_a_second_signal_ends_the_process_at_once(first: str, second: str, where
         check=False,
     )
     assert done.returncode == -getattr(signal, second), done.stderr
-    assert done.stdout == ("stopped\n" if where == "acting" else "went on\n")
+    assert done.stdout == {"acting": "stopped\n", "settled": "went on\n", "held": "held\n"}[where]
 
 
 def test_a_missing_working_directory_is_made(task: Task) -> None:
