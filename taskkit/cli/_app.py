@@ -244,6 +244,25 @@ def transfer_options(
     return apply
 
 
+def journal_options(command: Callable[..., object]) -> Callable[..., object]:
+    """``--state`` and ``--job-id`` of the commands that read a job's journal (``status``,
+    ``report``), each required and read from its variable when not given."""
+    command = click.option(
+        "--job-id",
+        envvar=["TASKKIT_JOB_ID", "AZ_BATCH_JOB_ID"],
+        required=True,
+        metavar="ID",
+        help="[env: TASKKIT_JOB_ID, AZ_BATCH_JOB_ID]",
+    )(command)
+    return click.option(
+        "--state",
+        envvar="TASKKIT_STATE",
+        required=True,
+        metavar="URL",
+        help="The state root the tasks ran with [env: TASKKIT_STATE].",
+    )(command)
+
+
 @click.group(cls=_Group, context_settings=CONTEXT, modules=COMMAND_MODULES)
 @click.version_option(
     __version__, "-V", "--version", prog_name="taskkit", message="%(prog)s %(version)s"

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, jobs_option
+from taskkit.cli._app import CONTEXT, cli, jobs_option, journal_options
 from taskkit.cli.report import say
 from taskkit.exceptions import EX_OK, UsageError
 
@@ -18,20 +18,7 @@ __all__ = ["report_command", "write_page"]
 
 
 @cli.command("report", context_settings=CONTEXT)
-@click.option(
-    "--state",
-    envvar="TASKKIT_STATE",
-    required=True,
-    metavar="URL",
-    help="The state root the tasks ran with [env: TASKKIT_STATE].",
-)
-@click.option(
-    "--job-id",
-    envvar=["TASKKIT_JOB_ID", "AZ_BATCH_JOB_ID"],
-    required=True,
-    metavar="ID",
-    help="[env: TASKKIT_JOB_ID, AZ_BATCH_JOB_ID]",
-)
+@journal_options
 @click.option(
     "-o",
     "--output",

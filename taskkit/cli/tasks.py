@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskkit.cli._app import CONTEXT, cli, internal_error, stoppable, transfer_options
+from taskkit.cli._app import (
+    CONTEXT,
+    cli,
+    internal_error,
+    journal_options,
+    stoppable,
+    transfer_options,
+)
 from taskkit.cli.report import say as _say
 from taskkit.envnames import DEFAULT_LOCAL_DIR, LOCAL_VARIABLE
 from taskkit.exceptions import EX_OK, EX_RUN_CONFIG, EX_RUN_SOFTWARE, TaskkitError
@@ -286,20 +293,7 @@ def step_command(
 
 
 @cli.command("status", context_settings=CONTEXT)
-@click.option(
-    "--state",
-    envvar="TASKKIT_STATE",
-    required=True,
-    metavar="URL",
-    help="The state root given to taskkit run [env: TASKKIT_STATE].",
-)
-@click.option(
-    "--job-id",
-    envvar=["TASKKIT_JOB_ID", "AZ_BATCH_JOB_ID"],
-    required=True,
-    metavar="ID",
-    help="[env: TASKKIT_JOB_ID, AZ_BATCH_JOB_ID]",
-)
+@journal_options
 @click.option("--task-id", metavar="ID", help="One task; without it, a table of the job's tasks.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status_command(state: str, job_id: str, task_id: str | None, as_json: bool) -> int:

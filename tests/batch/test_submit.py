@@ -304,15 +304,8 @@ def test_create_job_sets_dependencies_and_the_failure_action(
             {"code": 3, "exitOptions": {"dependencyAction": "block", "jobAction": "terminate"}}
         ]
     }
-    done = submit(
-        endpoint,
-        tasks_file(tmp_path, tasks),
-        "--job-id",
-        "run7",
-        "--create-job",
-        "--pool-id",
-        "spot",
-    )
+    args = (tasks_file(tmp_path, tasks), "--job-id", "run7", "--create-job", "--pool-id", "spot")
+    done = submit(endpoint, *args)
     assert done.returncode == 0, done.stderr
     assert "(job created)" in done.stdout
     (created,) = [r.json() for r in endpoint.posted("/jobs")]
@@ -322,15 +315,7 @@ def test_create_job_sets_dependencies_and_the_failure_action(
         "usesTaskDependencies": True,
         "onTaskFailure": "performExitOptionsJobAction",
     }
-    again = submit(
-        endpoint,
-        tasks_file(tmp_path, tasks),
-        "--job-id",
-        "run7",
-        "--create-job",
-        "--pool-id",
-        "spot",
-    )
+    again = submit(endpoint, *args)
     assert again.returncode == 0, again.stderr
     assert len(list(endpoint.posted("/jobs"))) == 1  # the job is reused, not created twice
 

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from runner_helpers import newest_checkpoint
 from store_counts import counting_stores
 
 from taskkit.runner.checkpoint import Checkpoint, restore
@@ -65,16 +66,6 @@ def _contents(directory: Path) -> dict[str, bytes]:
     }
 
 
-def _published(remote: Path) -> Path:
-    """The slot of the last complete sync: the one whose manifest has the highest number."""
-    found = []
-    for manifest in remote.glob(f"*/*/{MANIFEST_NAME}"):
-        task = json.loads(manifest.read_bytes())["task"]
-        found.append(((task["sync"], task.get("attempt", 0)), manifest.parent))
-    assert found, f"no manifest under {remote}"
-    return max(found)[1]
-
-
 def _snapshot(root: Path) -> set[tuple[str, int]]:
     """Every file under ``root`` with its modification time (ns): a write changes it."""
     found = set()
@@ -116,7 +107,7 @@ def test_sync_uploads_and_publishes_a_manifest_with_the_fingerprint(
     warnings: list[str] = []
     _checkpoint(local, remote, warnings=warnings).sync()
     assert warnings == []
-    slot = _published(remote)
+    slot = newest_checkpoint(remote)
     assert _contents(slot) == {
         **_contents(local),
         MANIFEST_NAME: (slot / MANIFEST_NAME).read_bytes(),
@@ -148,7 +139,7 @@ def test_a_sync_after_a_change_publishes_the_change(tmp_path: Path, remote: Path
     (local / "sub" / "step.txt").write_text("epoch 4, longer\n")
     (local / "new.txt").write_text("new")
     checkpoint.sync()
-    slot = _published(remote)
+    slot = newest_checkpoint(remote)
     assert (slot / "sub" / "step.txt").read_text() == "epoch 4, longer\n"
     names = [f["name"] for f in json.loads((slot / MANIFEST_NAME).read_bytes())["files"]]
     assert names == ["model.bin", "new.txt", "sub/step.txt"]
@@ -183,7 +174,7 @@ def test_restore_brings_only_files_the_manifest_names(
     first = tmp_path / "first"
     _fill(first)
     _checkpoint(first, remote).sync()
-    (_published(remote) / "stray.txt").write_text("left by a crashed sync")
+    (newest_checkpoint(remote) / "stray.txt").write_text("left by a crashed sync")
     second = tmp_path / "second"
     assert _checkpoint(second, remote).restore(stores) == 2
     assert sorted(_contents(second)) == ["model.bin", "sub/step.txt"]
@@ -224,7 +215,7 @@ def test_the_context_manager_syncs_at_exit(tmp_path: Path, remote: Path) -> None
         _fill(local)
     assert checkpoint._every._thread is not None
     assert not checkpoint._every._thread.is_alive()
-    manifest = json.loads((_published(remote) / MANIFEST_NAME).read_bytes())
+    manifest = json.loads((newest_checkpoint(remote) / MANIFEST_NAME).read_bytes())
     assert [f["name"] for f in manifest["files"]] == ["model.bin", "sub/step.txt"]
 
 
@@ -240,7 +231,7 @@ def test_the_context_manager_syncs_at_exit_after_an_error(tmp_path: Path, remote
 
     with pytest.raises(KeyError):
         failing_command()
-    assert (_published(remote) / MANIFEST_NAME).exists()
+    assert (newest_checkpoint(remote) / MANIFEST_NAME).exists()
 
 
 @pytest.mark.skipif(
@@ -326,7 +317,7 @@ def test_a_checkpoint_opens_one_stores_for_the_syncs_of_its_block(
         (local / "more.txt").write_text("epoch 4\n")
         checkpoint.sync()
         (local / "last.txt").write_text("epoch 5\n")
-    manifest = Manifest.parse((_published(remote) / MANIFEST_NAME).read_bytes(), "manifest")
+    manifest = Manifest.parse((newest_checkpoint(remote) / MANIFEST_NAME).read_bytes(), "manifest")
     assert "last.txt" in {f.name for f in manifest.files}  # the last sync went through it too
     assert len(counts.opened) == 1
     assert counts.closed_once_each()
@@ -433,7 +424,7 @@ def test_two_attempts_at_once_never_share_a_slot(tmp_path: Path, remote: Path) -
     (second / "state").write_text("two, step 1")
     one.sync()
     two.sync()  # both are sync 1: the later attempt's wins the tie
-    assert (_published(remote) / "state").read_text() == "two, step 1"
+    assert (newest_checkpoint(remote) / "state").read_text() == "two, step 1"
     (first / "state").write_text("one, step 2")
     (first / "extra").write_text("one's only")
     one.sync()  # sync 2
